@@ -1,0 +1,302 @@
+//! The `patchbay` command line.
+
+use crate::package::Package;
+use crate::package::manifest::Manifest;
+use crate::policy::limits::OperatorLimits;
+use crate::runtime::Binding;
+use crate::services::{Services, operator_token};
+use crate::storage::Scope;
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchbay",
+    version,
+    about = "Run sandboxed WebAssembly connector plugins for CX integrations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// Directory holding the database, installed plugins and compiled cache.
+    #[arg(long, env = "PATCHBAY_DATA_DIR", default_value = "patchbay-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the bundled plugins are installed on first start).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        data: DataDir,
+        /// Also install every plugin package (a directory with plugin.toml and plugin.wasm) found here.
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+    },
+    /// Install, list, inspect and remove plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Run one operation once, locally, without a server.
+    Invoke {
+        /// A plugin directory (plugin.toml + plugin.wasm) or an installed `id[@version]`.
+        plugin: String,
+        /// Operation name, as in plugin.toml.
+        operation: String,
+        /// Input JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// A connection setting, `key=value`; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Validate and install a plugin directory (plugin.toml + plugin.wasm).
+    Install {
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List installed plugins and versions.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Show an installed plugin's manifest, as JSON.
+    Inspect {
+        /// `id` (newest version) or `id@version`.
+        plugin: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Remove an installed version.
+    Remove {
+        /// `id@version` (or `id` for the newest).
+        plugin: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data,
+            plugins_dir,
+        } => serve(listen, &data.data_dir, plugins_dir.as_deref()).await,
+        Command::Plugin { command } => plugin(command).await,
+        Command::Invoke {
+            plugin,
+            operation,
+            input,
+            config,
+            data,
+        } => invoke(&plugin, &operation, &input, &config, &data.data_dir).await,
+    }
+}
+
+async fn serve(
+    listen: SocketAddr,
+    data_dir: &Path,
+    plugins_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let services = Services::open(data_dir, OperatorLimits::default())?;
+    let (_token, token_path) =
+        operator_token(data_dir, std::env::var("PATCHBAY_OPERATOR_TOKEN").ok())?;
+    match token_path {
+        Some(path) => eprintln!("operator token: stored in {}", path.display()),
+        None => eprintln!("operator token: from PATCHBAY_OPERATOR_TOKEN"),
+    }
+    for installed in services.catalog.install_bundled().await? {
+        tracing::info!(plugin = %installed.id, version = %installed.version, "installed bundled plugin");
+    }
+    if let Some(dir) = plugins_dir {
+        install_plugins_dir(&services, dir).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!("patchbay listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, crate::api::router(services.app_state()))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    services.kv.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading plugins dir {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.join("plugin.toml").exists() {
+            continue;
+        }
+        let package = Package::read_dir(&path)?;
+        let manifest = Manifest::parse(&package.manifest_text)
+            .with_context(|| format!("{}", path.display()))?;
+        if services
+            .catalog
+            .list()?
+            .iter()
+            .any(|p| p.id == manifest.id && p.version == manifest.version.to_string())
+        {
+            continue;
+        }
+        let installed = services
+            .catalog
+            .install(package)
+            .await
+            .with_context(|| format!("installing {}", path.display()))?;
+        tracing::info!(plugin = %installed.id, version = %installed.version, "installed plugin from plugins dir");
+    }
+    Ok(())
+}
+
+async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Install { dir, data } => {
+            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let package = Package::read_dir(&dir)?;
+            let installed = services.catalog.install(package).await?;
+            println!("installed {}@{}", installed.id, installed.version);
+        }
+        PluginCommand::List { data } => {
+            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let plugins = services.catalog.list()?;
+            if plugins.is_empty() {
+                println!("no plugins installed");
+            }
+            for p in plugins {
+                println!(
+                    "{}@{}\t{}\t{}\t{}",
+                    p.id,
+                    p.version,
+                    p.name,
+                    p.vendor,
+                    p.operations.join(",")
+                );
+            }
+        }
+        PluginCommand::Inspect { plugin, data } => {
+            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let manifest = services.catalog.inspect(&plugin)?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        }
+        PluginCommand::Remove { plugin, data } => {
+            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let (id, version) = services.catalog.remove(&plugin)?;
+            println!("removed {id}@{version}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_config(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => bail!("--config {pair:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn invoke(
+    reference: &str,
+    operation: &str,
+    input: &str,
+    config: &[String],
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let input: serde_json::Value =
+        serde_json::from_str(input).context("--input is not valid JSON")?;
+    let config = parse_config(config)?;
+    let services = Services::open(data_dir, OperatorLimits::default())?;
+    let path = Path::new(reference);
+    let plugin = if path.is_dir() {
+        let package = Package::read_dir(path)?;
+        Arc::new(
+            crate::package::validate(services.catalog.runtime(), &package)
+                .await?
+                .plugin,
+        )
+    } else {
+        services.catalog.install_bundled().await?;
+        services.catalog.get(reference).await?
+    };
+    let scope = Scope {
+        workspace: "local".into(),
+        connection: plugin.manifest.id.clone(),
+    };
+    let binding =
+        Binding::from_manifest(&plugin.manifest, scope, config).map_err(anyhow::Error::msg)?;
+    let outcome = services
+        .catalog
+        .runtime()
+        .invoke(&plugin, &binding, operation, &input, None)
+        .await;
+    match outcome.result {
+        Ok(output) => {
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error} (invocation {})", outcome.invocation_id);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

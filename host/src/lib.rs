@@ -1,0 +1,16 @@
+//! Patchbay: a host for sandboxed WebAssembly connector plugins.
+
+mod bindings;
+
+pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod clock;
+pub mod package;
+pub mod policy;
+pub mod runtime;
+pub mod services;
+pub mod storage;
+
+#[cfg(test)]
+mod test_support;

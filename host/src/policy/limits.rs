@@ -1,0 +1,105 @@
+//! Resource limits: what a plugin asked for, capped by what the operator allows.
+
+use crate::package::manifest::RequestedLimits;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The operator's ceilings, applied to every plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorLimits {
+    /// Largest linear memory a plugin instance may grow to.
+    pub max_memory_mb: u32,
+    /// Longest an invocation may run, wall clock.
+    pub max_timeout_ms: u32,
+    /// Largest JSON input accepted for an invocation.
+    pub max_input_bytes: usize,
+    /// Largest JSON output a plugin may return.
+    pub max_output_bytes: usize,
+    /// Log text (wasi:logging plus stdout/stderr) kept per invocation.
+    pub max_log_bytes: usize,
+}
+
+impl Default for OperatorLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_mb: 128,
+            max_timeout_ms: 30_000,
+            max_input_bytes: 1024 * 1024,
+            max_output_bytes: 4 * 1024 * 1024,
+            max_log_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Limits in force for one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_input_bytes: usize,
+    pub max_output_bytes: usize,
+    pub max_log_bytes: usize,
+}
+
+impl OperatorLimits {
+    /// The plugin's ask, never above the operator's maximum.
+    pub fn effective(&self, asked: &RequestedLimits) -> EffectiveLimits {
+        EffectiveLimits {
+            memory_bytes: (asked.memory_mb.min(self.max_memory_mb) as usize) << 20,
+            timeout: Duration::from_millis(u64::from(asked.timeout_ms.min(self.max_timeout_ms))),
+            max_input_bytes: self.max_input_bytes,
+            max_output_bytes: self.max_output_bytes,
+            max_log_bytes: self.max_log_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_the_plugins_ask_at_the_operator_maximum() {
+        let operator = OperatorLimits {
+            max_memory_mb: 64,
+            max_timeout_ms: 2_000,
+            ..OperatorLimits::default()
+        };
+        let cases = [
+            (
+                RequestedLimits {
+                    memory_mb: 16,
+                    timeout_ms: 500,
+                },
+                16 << 20,
+                500,
+            ),
+            (
+                RequestedLimits {
+                    memory_mb: 512,
+                    timeout_ms: 60_000,
+                },
+                64 << 20,
+                2_000,
+            ),
+            (
+                RequestedLimits {
+                    memory_mb: 64,
+                    timeout_ms: 2_000,
+                },
+                64 << 20,
+                2_000,
+            ),
+        ];
+        for (asked, memory, timeout_ms) in cases {
+            let effective = operator.effective(&asked);
+            assert_eq!(effective.memory_bytes, memory, "{asked:?}");
+            assert_eq!(
+                effective.timeout,
+                Duration::from_millis(timeout_ms),
+                "{asked:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Engine configuration and the epoch ticker.
+
+use crate::policy::limits::OperatorLimits;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Wasm stack available to a plugin; deeper recursion traps as a stack overflow.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Concurrent plugin instances the pool holds; beyond that, instantiation fails
+/// fast with a clear error instead of exhausting the host.
+const POOL_INSTANCES: u32 = 1000;
+
+pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Plugins use WASI 0.2 (sync ABI); the component-model-async machinery
+    // costs about 3x per call and no plugin needs it.
+    config.concurrency_support(false);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(MAX_WASM_STACK + 1024 * 1024);
+    config.memory_init_cow(true);
+
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES);
+    pool.total_core_instances(POOL_INSTANCES * 8);
+    pool.total_memories(POOL_INSTANCES * 2);
+    pool.total_tables(POOL_INSTANCES * 4);
+    pool.total_stacks(POOL_INSTANCES);
+    pool.max_memory_size((limits.max_memory_mb as usize) << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Advance the engine's epoch every [`EPOCH_TICK`] on one thread, for as long as
+/// the engine lives.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("patchbay-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}
+
+/// Ticks to allow for `timeout`, at least one.
+pub fn ticks_for(timeout: Duration) -> u64 {
+    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}

@@ -1,0 +1,495 @@
+//! Loading plugins and running their operations in isolation.
+//!
+//! Validation and compilation happen once per plugin version (`load`); each
+//! invocation then builds a fresh store from the pre-instantiated component,
+//! with the plugin's memory cap and an epoch deadline, and drops it afterwards.
+
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod limits;
+pub mod state;
+
+use crate::bindings::{ConnectorPre, InvocationContext};
+use crate::capabilities::{
+    self, config::ConfigValues, http::Denial, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx,
+    log::LogLine, log::LogSource, log::LogTags,
+};
+use crate::clock::Clock;
+use crate::package::manifest::Manifest;
+use crate::policy::http::Rule;
+use crate::policy::limits::{EffectiveLimits, OperatorLimits};
+use crate::storage::{Scope, SharedKv};
+use error::{InvokeError, LoadError};
+use limits::CallLimiter;
+use serde_json::Value as Json;
+use state::CallState;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    for (name, _) in component.component_type().imports(engine) {
+        let interface = name.split('@').next().unwrap_or(name);
+        if !ALLOWED_IMPORTS.contains(&interface) {
+            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::WasiCtx;
+
+/// Interfaces a plugin may import (any 0.x patch version the linker accepts):
+/// the connector world plus what Rust's std needs on `wasm32-wasip2`.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "patchbay:connector/types",
+    "patchbay:connector/kv",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
+    "wasi:config/store",
+    "wasi:logging/logging",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// The host side of running plugins: one engine, one linker, shared by all.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: OperatorLimits,
+    kv: SharedKv,
+    clock: Clock,
+    cache_dir: Option<PathBuf>,
+}
+
+/// A plugin version ready to run: validated, compiled, pre-instantiated.
+pub struct LoadedPlugin {
+    pub manifest: Arc<Manifest>,
+    pub content_hash: String,
+    pub limits: EffectiveLimits,
+    pre: ConnectorPre<CallState>,
+    schemas: HashMap<String, OperationSchemas>,
+}
+
+struct OperationSchemas {
+    input: jsonschema::Validator,
+    output: jsonschema::Validator,
+}
+
+/// Where and with what grants a plugin runs: one connection in one workspace.
+#[derive(Clone)]
+pub struct Binding {
+    pub scope: Arc<Scope>,
+    /// Non-secret settings, as the plugin reads them through wasi:config.
+    pub config: Arc<ConfigValues>,
+    /// Filled destination rules this connection may reach.
+    pub http_rules: Arc<[Rule]>,
+    /// Whether KV is granted (the quota comes from the manifest).
+    pub kv_granted: bool,
+}
+
+impl Binding {
+    /// Bind `manifest` for `scope` with `config` values, granting what the manifest
+    /// declares (issue-4 workspaces narrow this with explicit grants). Destination
+    /// templates are filled from `config`, falling back to the config schema's defaults.
+    pub fn from_manifest(
+        manifest: &Manifest,
+        scope: Scope,
+        config: BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let mut values = schema_defaults(manifest);
+        values.extend(config);
+        let rules = manifest
+            .capabilities
+            .http
+            .iter()
+            .map(|d| d.fill(&values).map_err(|e| format!("destination {d}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            scope: Arc::new(scope),
+            config: Arc::new(values.into_iter().collect()),
+            http_rules: rules.into(),
+            kv_granted: manifest.capabilities.kv.is_some(),
+        })
+    }
+}
+
+/// Top-level `default`s of the config schema, as strings.
+fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(Json::Object(props)) = manifest
+        .capabilities
+        .config_schema
+        .as_ref()
+        .and_then(|s| s.get("properties"))
+    {
+        for (key, prop) in props {
+            match prop.get("default") {
+                Some(Json::String(s)) => {
+                    out.insert(key.clone(), s.clone());
+                }
+                Some(other) if !other.is_null() => {
+                    out.insert(key.clone(), other.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The record of one invocation, successful or not.
+#[derive(Debug)]
+pub struct InvokeOutcome {
+    pub invocation_id: String,
+    pub duration: Duration,
+    pub result: Result<Json, InvokeError>,
+    pub logs: Vec<LogLine>,
+    pub dropped_log_bytes: usize,
+    pub denials: Vec<Denial>,
+}
+
+impl Runtime {
+    pub fn new(
+        limits: OperatorLimits,
+        kv: SharedKv,
+        clock: Clock,
+        cache_dir: Option<PathBuf>,
+    ) -> wasmtime::Result<Self> {
+        let engine = engine::build(&limits)?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        // Type-only interface: components import it for the shared error and context types.
+        linker.instance("patchbay:connector/types@0.1.0")?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            kv,
+            clock,
+            cache_dir,
+        })
+    }
+
+    pub fn limits(&self) -> &OperatorLimits {
+        &self.limits
+    }
+
+    /// Validate `wasm` against the connector world and compile it (or load the
+    /// cached artifact).
+    pub fn load(&self, manifest: Arc<Manifest>, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        if !wasmparser::Parser::is_component(wasm) {
+            return Err(if wasmparser::Parser::is_core_wasm(wasm) {
+                LoadError::CoreModule
+            } else {
+                LoadError::NotWasm
+            });
+        }
+        let component = cache::compile(&self.engine, wasm, self.cache_dir.as_deref())?;
+        check_imports(&self.engine, &component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre =
+            ConnectorPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        let mut schemas = HashMap::new();
+        for op in &manifest.operations {
+            let compile = |schema: &Json, which: &str| {
+                jsonschema::validator_for(schema).map_err(|e| LoadError::Schema {
+                    operation: op.name.clone(),
+                    message: format!("{which} schema: {e}"),
+                })
+            };
+            schemas.insert(
+                op.name.clone(),
+                OperationSchemas {
+                    input: compile(&op.input_schema, "input")?,
+                    output: compile(&op.output_schema, "output")?,
+                },
+            );
+        }
+        Ok(LoadedPlugin {
+            limits: self.limits.effective(&manifest.limits),
+            content_hash: cache::content_hash(wasm),
+            manifest,
+            pre,
+            schemas,
+        })
+    }
+
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        log: &LogCtx,
+        deadline: Instant,
+        invocation_id: &str,
+    ) -> Store<CallState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(log.pipe(LogSource::Stdout))
+            .stderr(log.pipe(LogSource::Stderr));
+        let audit_tag = format!(
+            "{}/{} {}@{} {}",
+            binding.scope.workspace,
+            binding.scope.connection,
+            plugin.manifest.id,
+            plugin.manifest.version,
+            invocation_id
+        );
+        let kv = KvCtx {
+            access: match (&plugin.manifest.capabilities.kv, binding.kv_granted) {
+                (Some(quota), true) => Some(KvAccess {
+                    store: self.kv.clone(),
+                    scope: binding.scope.clone(),
+                    quota: *quota,
+                    clock: self.clock.clone(),
+                }),
+                _ => None,
+            },
+            audit_tag: audit_tag.clone(),
+        };
+        let state = CallState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            http: HttpCtx::new(binding.http_rules.clone(), deadline, audit_tag),
+            config: binding.config.clone(),
+            kv,
+            log: log.clone(),
+            limiter: CallLimiter::new(plugin.limits.memory_bytes),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(engine::ticks_for(plugin.limits.timeout));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// The operation names the component itself reports.
+    pub async fn operation_names(&self, plugin: &LoadedPlugin) -> Result<Vec<String>, InvokeError> {
+        let log = LogCtx::new(tags(plugin, "install-check"), self.limits.max_log_bytes);
+        let binding = Binding {
+            scope: Arc::new(Scope {
+                workspace: String::new(),
+                connection: String::new(),
+            }),
+            config: Arc::default(),
+            http_rules: Arc::from(Vec::new()),
+            kv_granted: false,
+        };
+        let deadline = Instant::now() + plugin.limits.timeout;
+        let mut store = self.new_store(plugin, &binding, &log, deadline, "install-check");
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .patchbay_connector_operations()
+                .call_names(&mut store)
+                .await
+        };
+        match tokio::time::timeout(plugin.limits.timeout, call).await {
+            Ok(Ok(names)) => Ok(names),
+            Ok(Err(e)) => Err(classify_trap(&e, &store, plugin, &log)),
+            Err(_) => Err(InvokeError::Timeout(
+                plugin.limits.timeout.as_millis() as u64
+            )),
+        }
+    }
+
+    /// Run `operation` of `plugin` on `input` for `binding`.
+    pub async fn invoke(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &Json,
+        idempotency_key: Option<String>,
+    ) -> InvokeOutcome {
+        let invocation_id = new_invocation_id();
+        let started = Instant::now();
+        let log = LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes);
+        let mut denials = Vec::new();
+        let result = self
+            .run(
+                plugin,
+                binding,
+                operation,
+                input,
+                idempotency_key,
+                &invocation_id,
+                &log,
+                &mut denials,
+            )
+            .await;
+        let (logs, dropped_log_bytes) = log.finish();
+        InvokeOutcome {
+            invocation_id,
+            duration: started.elapsed(),
+            result,
+            logs,
+            dropped_log_bytes,
+            denials,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private step of `invoke`, which owns these values
+    async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &Json,
+        idempotency_key: Option<String>,
+        invocation_id: &str,
+        log: &LogCtx,
+        denials: &mut Vec<Denial>,
+    ) -> Result<Json, InvokeError> {
+        let schemas = plugin
+            .schemas
+            .get(operation)
+            .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
+        let input_text = input.to_string();
+        if input_text.len() > plugin.limits.max_input_bytes {
+            return Err(InvokeError::InputTooLarge {
+                size: input_text.len(),
+                max: plugin.limits.max_input_bytes,
+            });
+        }
+        let problems = schema_errors(&schemas.input, input);
+        if !problems.is_empty() {
+            return Err(InvokeError::InvalidInput(problems));
+        }
+
+        let deadline = Instant::now() + plugin.limits.timeout;
+        let mut store = self.new_store(plugin, binding, log, deadline, invocation_id);
+        let context = InvocationContext {
+            invocation_id: invocation_id.to_owned(),
+            idempotency_key,
+            workspace: binding.scope.workspace.clone(),
+            connection: binding.scope.connection.clone(),
+        };
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .patchbay_connector_operations()
+                .call_invoke(&mut store, &context, operation, &input_text)
+                .await
+        };
+        let outcome = tokio::time::timeout(plugin.limits.timeout, call).await;
+        *denials = store.data().http.denials();
+        let output = match outcome {
+            Err(_) => {
+                return Err(InvokeError::Timeout(
+                    plugin.limits.timeout.as_millis() as u64
+                ));
+            }
+            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, plugin, log)),
+            Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
+            Ok(Ok(Ok(output))) => output,
+        };
+        drop(store);
+
+        if output.len() > plugin.limits.max_output_bytes {
+            return Err(InvokeError::OutputTooLarge {
+                size: output.len(),
+                max: plugin.limits.max_output_bytes,
+            });
+        }
+        let output: Json =
+            serde_json::from_str(&output).map_err(|e| InvokeError::InvalidOutput(e.to_string()))?;
+        let problems = schema_errors(&schemas.output, &output);
+        if !problems.is_empty() {
+            return Err(InvokeError::OutputSchema(problems));
+        }
+        Ok(output)
+    }
+}
+
+fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
+    LogTags {
+        plugin: plugin.manifest.id.clone(),
+        version: plugin.manifest.version.to_string(),
+        invocation_id: invocation_id.to_owned(),
+    }
+}
+
+/// Every schema violation, each naming where in the document it is.
+fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .take(20)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
+        })
+        .collect()
+}
+
+fn classify_trap(
+    error: &wasmtime::Error,
+    store: &Store<CallState>,
+    plugin: &LoadedPlugin,
+    log: &LogCtx,
+) -> InvokeError {
+    log.flush_partial_lines();
+    if store.data().limiter.memory_exceeded {
+        return InvokeError::MemoryLimit(plugin.limits.memory_bytes);
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Trap(format!("plugin called exit({})", exit.0));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Timeout(plugin.limits.timeout.as_millis() as u64),
+        Some(Trap::StackOverflow) => InvokeError::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => match panic_message(log) {
+            Some(message) => InvokeError::Panic(message),
+            None => InvokeError::Trap(Trap::UnreachableCodeReached.to_string()),
+        },
+        Some(trap) => InvokeError::Trap(trap.to_string()),
+        None => InvokeError::Trap(format!("{error:#}")),
+    }
+}
+
+/// Rust's panic hook prints `panicked at <file>:<line>:<col>:\n<message>` to stderr.
+fn panic_message(log: &LogCtx) -> Option<String> {
+    let lines = log.stderr_lines();
+    let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    let message = lines.get(at + 1).cloned().unwrap_or_default();
+    Some(if message.is_empty() {
+        lines[at].clone()
+    } else {
+        message
+    })
+}
+
+fn new_invocation_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing is unrecoverable for the process; fall back to time so a call still gets an id.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..16].copy_from_slice(&Instant::now().elapsed().as_nanos().to_le_bytes());
+    }
+    hex::encode(bytes)
+}

@@ -1,0 +1,115 @@
+//! Wiring: open a data directory and build everything that runs on it.
+
+use crate::api::AppState;
+use crate::package::catalog::Catalog;
+use crate::package::store::PluginStore;
+use crate::policy::limits::OperatorLimits;
+use crate::runtime::Runtime;
+use crate::storage::SharedKv;
+use crate::storage::sled_store::SledDb;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything `serve` and `invoke` need, opened on one data directory.
+pub struct Services {
+    pub data_dir: PathBuf,
+    pub db: SledDb,
+    pub kv: SharedKv,
+    pub catalog: Arc<Catalog>,
+}
+
+impl Services {
+    /// Open (creating if needed) `data_dir`: the sled database, the plugin store
+    /// and the compiled-plugin cache.
+    pub fn open(data_dir: &Path, limits: OperatorLimits) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let db = SledDb::open(&data_dir.join("db")).with_context(|| {
+            format!(
+                "opening the database in {} (is another patchbay process using this data directory?)",
+                data_dir.display()
+            )
+        })?;
+        let kv: SharedKv = Arc::new(db.kv()?);
+        let runtime = Runtime::new(
+            limits,
+            kv.clone(),
+            crate::clock::system(),
+            Some(data_dir.join("cache")),
+        )
+        .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
+        let store = PluginStore::open(data_dir.join("plugins"))?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            db,
+            kv,
+            catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
+        })
+    }
+
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            catalog: self.catalog.clone(),
+        }
+    }
+}
+
+/// The operator token: from `PATCHBAY_OPERATOR_TOKEN`, else read from (or
+/// generated into) `<data>/operator-token` with mode 0600. Returns the token
+/// and, when it lives in a file, that file's path.
+pub fn operator_token(
+    data_dir: &Path,
+    from_env: Option<String>,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok((token.trim().to_owned(), None));
+    }
+    let path = data_dir.join("operator-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_owned();
+        if !token.is_empty() {
+            return Ok((token, Some(path)));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("generating the operator token: {e}"))?;
+    let token = format!("pbo_{}", hex::encode(bytes));
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok((token, Some(path)))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn generates_a_private_operator_token_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, path) = operator_token(dir.path(), None).expect("token");
+        let path = path.expect("stored in a file");
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        let (second, _) = operator_token(dir.path(), None).expect("token");
+        assert_eq!(first, second, "the token is kept across starts");
+        let (from_env, none) = operator_token(dir.path(), Some("env-token".into())).expect("token");
+        assert_eq!((from_env.as_str(), none), ("env-token", None));
+    }
+}

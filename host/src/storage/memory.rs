@@ -1,0 +1,100 @@
+//! In-memory `KvStore`, for unit tests only.
+
+use super::{KeyList, KvStore, Scope, StorageError, add_to_stored, decode_value, encode_value};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryKv {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        // A poisoned lock only means a panicking test thread; the map itself is intact.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl KvStore for MemoryKv {
+    fn get(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .map()
+            .get(&scope.key(key))
+            .and_then(|v| decode_value(v, now_ms))
+            .map(<[u8]>::to_vec))
+    }
+
+    fn set(
+        &self,
+        scope: &Scope,
+        key: &str,
+        value: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.map()
+            .insert(scope.key(key), encode_value(value, expires_at_ms));
+        Ok(())
+    }
+
+    fn delete(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<bool, StorageError> {
+        let old = self.map().remove(&scope.key(key));
+        Ok(old.is_some_and(|v| decode_value(&v, now_ms).is_some()))
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<KeyList, StorageError> {
+        let base = scope.prefix();
+        let start = scope.key(prefix);
+        let map = self.map();
+        let mut keys = Vec::new();
+        let mut more = false;
+        for (k, v) in map.range(start.clone()..) {
+            if !k.starts_with(&start) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&k[base.len()..]).into_owned();
+            if after.is_some_and(|a| name.as_str() <= a) || decode_value(v, now_ms).is_none() {
+                continue;
+            }
+            if keys.len() == limit {
+                more = true;
+                break;
+            }
+            keys.push(name);
+        }
+        Ok(KeyList { keys, more })
+    }
+
+    fn increment(
+        &self,
+        scope: &Scope,
+        key: &str,
+        delta: i64,
+        now_ms: u64,
+    ) -> Result<i64, StorageError> {
+        let mut map = self.map();
+        let k = scope.key(key);
+        let (next, stored) = add_to_stored(map.get(&k).map(Vec::as_slice), delta, now_ms)?;
+        map.insert(k, stored);
+        Ok(next)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_meets_the_kv_contract() {
+        super::super::contract_tests::run_all(&super::MemoryKv::default());
+    }
+}

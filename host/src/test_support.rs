@@ -1,0 +1,24 @@
+//! Shared set-up for the host's unit tests.
+
+use crate::api::AppState;
+use crate::package::catalog::Catalog;
+use crate::package::store::PluginStore;
+use crate::policy::limits::OperatorLimits;
+use crate::runtime::Runtime;
+use crate::storage::memory::MemoryKv;
+use std::sync::Arc;
+
+pub(crate) async fn app_state() -> AppState {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let runtime = Runtime::new(
+        OperatorLimits::default(),
+        Arc::new(MemoryKv::default()),
+        crate::clock::system(),
+        None,
+    )
+    .expect("runtime");
+    let store = PluginStore::open(dir.join("plugins")).expect("store");
+    AppState {
+        catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
+    }
+}

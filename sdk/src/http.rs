@@ -1,0 +1,411 @@
+//! Outbound HTTP over `wasi:http`, with JSON helpers.
+//!
+//! Every request must match a destination declared in the manifest's
+//! `[capabilities.http]` (and granted to the connection); anything else comes
+//! back as [`Error::AccessDenied`]. Credentials are added by the host at send
+//! time, so never set an `Authorization` header for a host-managed credential.
+//! Redirects are returned to you, never followed.
+
+use crate::Error;
+use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, Method as WitMethod, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+use serde::{Serialize, de::DeserializeOwned};
+use std::time::Duration;
+
+/// Largest response body the helpers read (the host enforces its own cap too).
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// An HTTP method.
+///
+/// ```no_run
+/// let m = patchbay_sdk::http::Method::Post;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the names are the methods
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+/// An outbound request, built fluently and sent with [`Request::send`].
+///
+/// ```no_run
+/// use patchbay_sdk::http::Request;
+/// let resp = Request::post("https://api.example.com/v1/search")
+///     .header("accept", "application/json")
+///     .json(&serde_json::json!({"q": "ada"}))?
+///     .timeout(std::time::Duration::from_secs(2))
+///     .send()?;
+/// # Ok::<(), patchbay_sdk::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+impl Request {
+    /// A request with `method` to `url` (`scheme://host[:port]/path?query`).
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::new(patchbay_sdk::http::Method::Patch, "https://x.example/a");
+    /// ```
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Self {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// A GET request.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::get("https://x.example/a");
+    /// ```
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new(Method::Get, url)
+    }
+
+    /// A POST request.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::post("https://x.example/a");
+    /// ```
+    pub fn post(url: impl Into<String>) -> Self {
+        Self::new(Method::Post, url)
+    }
+
+    /// Add a header.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::get("https://x.example/a").header("accept", "application/json");
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set a JSON body and the `content-type` header.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::post("https://x.example/a").json(&[1, 2, 3])?;
+    /// # Ok::<(), patchbay_sdk::Error>(())
+    /// ```
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Self, Error> {
+        self.body = serde_json::to_vec(body)
+            .map_err(|e| Error::internal(format!("encoding request body: {e}")))?;
+        self.headers
+            .push(("content-type".into(), "application/json".into()));
+        Ok(self)
+    }
+
+    /// Set a raw body.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::post("https://x.example/a").body(b"raw".to_vec());
+    /// ```
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Bound connecting and waiting for the first byte and between bytes by
+    /// `timeout` each (the host's per-call deadline still applies).
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::get("https://x.example/a").timeout(std::time::Duration::from_millis(800));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Send the request and read the whole response.
+    ///
+    /// ```no_run
+    /// let resp = patchbay_sdk::http::Request::get("https://x.example/a").send()?;
+    /// println!("{}", resp.status());
+    /// # Ok::<(), patchbay_sdk::Error>(())
+    /// ```
+    pub fn send(self) -> Result<Response, Error> {
+        let target = Target::parse(&self.url)?;
+        let headers = Fields::new();
+        for (name, value) in &self.headers {
+            headers
+                .append(name, value.as_bytes())
+                .map_err(|e| Error::invalid_input(format!("header {name:?}: {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(headers);
+        let method = match self.method {
+            Method::Get => WitMethod::Get,
+            Method::Post => WitMethod::Post,
+            Method::Put => WitMethod::Put,
+            Method::Patch => WitMethod::Patch,
+            Method::Delete => WitMethod::Delete,
+            Method::Head => WitMethod::Head,
+        };
+        let invalid =
+            |what: &str| Error::invalid_input(format!("url {:?}: invalid {what}", self.url));
+        request
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
+        request
+            .set_scheme(Some(&target.scheme))
+            .map_err(|()| invalid("scheme"))?;
+        request
+            .set_authority(Some(target.authority))
+            .map_err(|()| invalid("authority"))?;
+        request
+            .set_path_with_query(Some(target.path_and_query))
+            .map_err(|()| invalid("path"))?;
+
+        let options = RequestOptions::new();
+        if let Some(timeout) = self.timeout {
+            let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+            // Errors mean the host does not support that timeout kind; the deadline still holds.
+            let _ = options.set_connect_timeout(Some(nanos));
+            let _ = options.set_first_byte_timeout(Some(nanos));
+            let _ = options.set_between_bytes_timeout(Some(nanos));
+        }
+
+        let body = request
+            .body()
+            .map_err(|()| Error::internal("request body already taken"))?;
+        let pending = outgoing_handler::handle(request, Some(options)).map_err(map_error_code)?;
+        write_body(&body, &self.body)?;
+        OutgoingBody::finish(body, None).map_err(map_error_code)?;
+
+        let response = loop {
+            match pending.get() {
+                Some(Ok(Ok(response))) => break response,
+                Some(Ok(Err(code))) => return Err(map_error_code(code)),
+                Some(Err(())) => return Err(Error::internal("response already taken")),
+                None => pending.subscribe().block(),
+            }
+        };
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .collect();
+        let incoming = response
+            .consume()
+            .map_err(|()| Error::internal("response body already taken"))?;
+        let body = read_body(incoming)?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn write_body(body: &OutgoingBody, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let stream = body
+        .write()
+        .map_err(|()| Error::internal("request body stream already taken"))?;
+    // blocking-write-and-flush accepts at most 4096 bytes per call.
+    for chunk in bytes.chunks(4096) {
+        stream
+            .blocking_write_and_flush(chunk)
+            .map_err(map_stream_error)?;
+    }
+    Ok(())
+}
+
+fn read_body(incoming: IncomingBody) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| Error::internal("response stream already taken"))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    if out.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(Error::internal(format!(
+                            "response body larger than {MAX_RESPONSE_BYTES} bytes"
+                        )));
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(map_stream_error(e)),
+            }
+        }
+    }
+    let _trailers = IncomingBody::finish(incoming);
+    Ok(out)
+}
+
+fn map_stream_error(e: StreamError) -> Error {
+    match e {
+        StreamError::Closed => Error::Upstream {
+            status: 0,
+            message: "connection closed".into(),
+        },
+        StreamError::LastOperationFailed(err) => Error::Upstream {
+            status: 0,
+            message: err.to_debug_string(),
+        },
+    }
+}
+
+fn map_error_code(code: ErrorCode) -> Error {
+    match code {
+        ErrorCode::HttpRequestDenied => {
+            Error::AccessDenied("outbound request denied by host policy".into())
+        }
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout => Error::Timeout(format!("{code:?}")),
+        ErrorCode::HttpRequestUriInvalid => Error::invalid_input("invalid request uri"),
+        other => Error::Upstream {
+            status: 0,
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+struct Target<'a> {
+    scheme: Scheme,
+    authority: &'a str,
+    path_and_query: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn parse(url: &'a str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::invalid_input(format!("url {url:?}: {why}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            other => return Err(bad(&format!("unsupported scheme {other:?}"))),
+        };
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at(split);
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        Ok(Self {
+            scheme,
+            authority,
+            path_and_query: if path_and_query.is_empty() {
+                "/"
+            } else {
+                path_and_query
+            },
+        })
+    }
+}
+
+/// A complete response.
+///
+/// ```no_run
+/// let resp = patchbay_sdk::http::Request::get("https://x.example/a").send()?;
+/// let value: serde_json::Value = resp.error_for_status()?.json()?;
+/// # Ok::<(), patchbay_sdk::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// The status code.
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) { let _ = r.status(); }
+    /// ```
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) { let _ = r.header("content-type"); }
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The raw body.
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) { let _ = r.body().len(); }
+    /// ```
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decode the body as JSON.
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) -> Result<(), patchbay_sdk::Error> {
+    /// let v: serde_json::Value = r.json()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Upstream {
+            status: self.status,
+            message: format!("response is not the expected JSON: {e}"),
+        })
+    }
+
+    /// Turn an error status into the matching [`Error`]: 401/403 become
+    /// `Unauthorized`, 404 `NotFound`, 429 `RateLimited` (from `Retry-After`
+    /// seconds, default 1 s), other 4xx/5xx `Upstream`.
+    ///
+    /// ```no_run
+    /// # fn f(r: patchbay_sdk::http::Response) -> Result<(), patchbay_sdk::Error> {
+    /// let ok = r.error_for_status()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        let status = self.status;
+        let message = || format!("upstream answered {status}");
+        match status {
+            200..=399 => Ok(self),
+            401 | 403 => Err(Error::Unauthorized(message())),
+            404 => Err(Error::NotFound(message())),
+            429 => {
+                let seconds = self
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1);
+                Err(Error::RateLimited {
+                    retry_after_ms: seconds.saturating_mul(1000),
+                })
+            }
+            _ => Err(Error::Upstream {
+                status,
+                message: message(),
+            }),
+        }
+    }
+}
