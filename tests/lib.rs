@@ -1,1 +1,140 @@
+//! Shared harness for Patchbay's integration tests: the compiled plugins, a
+//! throw-away data directory with the real sled store, and helpers to install
+//! and invoke.
 
+use patchbay::package::Package;
+use patchbay::policy::limits::OperatorLimits;
+use patchbay::runtime::{Binding, InvokeOutcome, LoadedPlugin};
+use patchbay::services::Services;
+use patchbay::storage::Scope;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A plugin crate compiled by build.rs.
+#[derive(Debug, Clone, Copy)]
+pub struct TestPlugin {
+    pub name: &'static str,
+    /// The crate directory, holding plugin.toml.
+    pub dir: &'static str,
+    /// The compiled component.
+    pub wasm: &'static str,
+}
+
+pub mod plugins {
+    use super::TestPlugin;
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+impl TestPlugin {
+    pub fn manifest(&self) -> String {
+        std::fs::read_to_string(Path::new(self.dir).join("plugin.toml")).expect("plugin.toml")
+    }
+
+    pub fn wasm_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.wasm).expect("compiled plugin")
+    }
+
+    pub fn package(&self) -> Package {
+        Package {
+            manifest_text: self.manifest(),
+            wasm: self.wasm_bytes(),
+        }
+    }
+
+    /// The package with its manifest edited by `edit`.
+    pub fn package_with(&self, edit: impl FnOnce(String) -> String) -> Package {
+        Package {
+            manifest_text: edit(self.manifest()),
+            wasm: self.wasm_bytes(),
+        }
+    }
+
+    /// Write the package as a plugin directory (plugin.toml + plugin.wasm) under `parent`.
+    pub fn write_dir(&self, parent: &Path) -> PathBuf {
+        let dir = parent.join(self.name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("plugin.toml"), self.manifest()).expect("write manifest");
+        std::fs::write(dir.join("plugin.wasm"), self.wasm_bytes()).expect("write wasm");
+        dir
+    }
+}
+
+/// A data directory with real services on it, removed when dropped.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub services: Services,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_limits(OperatorLimits::default())
+    }
+
+    pub fn with_limits(limits: OperatorLimits) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let services = Services::open(dir.path(), limits).expect("services");
+        Self { dir, services }
+    }
+
+    pub async fn install(&self, plugin: TestPlugin) -> Arc<LoadedPlugin> {
+        let installed = self
+            .services
+            .catalog
+            .install(plugin.package())
+            .await
+            .expect("install");
+        self.services
+            .catalog
+            .get(&format!("{}@{}", installed.id, installed.version))
+            .await
+            .expect("loaded")
+    }
+
+    pub fn binding(
+        &self,
+        plugin: &LoadedPlugin,
+        workspace: &str,
+        connection: &str,
+        config: &[(&str, &str)],
+    ) -> Binding {
+        let config: BTreeMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let scope = Scope {
+            workspace: workspace.into(),
+            connection: connection.into(),
+        };
+        Binding::from_manifest(&plugin.manifest, scope, config).expect("binding")
+    }
+
+    pub async fn invoke(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: Value,
+    ) -> InvokeOutcome {
+        self.services
+            .catalog
+            .runtime()
+            .invoke(plugin, binding, operation, &input, None)
+            .await
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
+}

@@ -124,6 +124,38 @@ impl Operations<'_> {
     }
 }
 
+impl Operations<'_> {
+    /// Register operation `name` working on raw JSON text: the handler gets the
+    /// input document as the host sent it and returns the output document as
+    /// text. For pass-through transforms that should not pay for a typed decode;
+    /// the host still validates the output against the operation's schema.
+    ///
+    /// ```no_run
+    /// # fn f(ops: &mut patchbay_sdk::Operations<'_>) {
+    /// ops.register_raw("identity", |_ctx, input| Ok(input.to_owned()));
+    /// # }
+    /// ```
+    pub fn register_raw(
+        &mut self,
+        name: &str,
+        handler: fn(&Context, &str) -> Result<String, Error>,
+    ) {
+        match &mut self.mode {
+            Mode::List(names) => names.push(name.to_owned()),
+            Mode::Invoke {
+                wanted,
+                input,
+                context,
+                result,
+            } => {
+                if result.is_none() && *wanted == name {
+                    *result = Some(handler(context, input));
+                }
+            }
+        }
+    }
+}
+
 fn run<I, O>(
     handler: fn(&Context, I) -> Result<O, Error>,
     ctx: &Context,

@@ -1,0 +1,540 @@
+//! Hostile and broken plugin behaviour: each failure is a typed error for that
+//! call only, and the host keeps serving.
+
+use patchbay::policy::limits::OperatorLimits;
+use patchbay::runtime::error::{InvokeError, PluginFailure};
+use patchbay::runtime::{Binding, LoadedPlugin};
+use patchbay_tests::{Harness, plugins::MISBEHAVE};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+async fn setup_with(limits: OperatorLimits) -> (Harness, Arc<LoadedPlugin>, Binding) {
+    let harness = Harness::with_limits(limits);
+    let plugin = harness.install(MISBEHAVE).await;
+    let binding = harness.binding(&plugin, "ws-1", "misbehave", &[]);
+    (harness, plugin, binding)
+}
+
+async fn setup() -> (Harness, Arc<LoadedPlugin>, Binding) {
+    setup_with(OperatorLimits::default()).await
+}
+
+async fn still_serving(harness: &Harness, plugin: &LoadedPlugin, binding: &Binding) {
+    let outcome = harness
+        .invoke(plugin, binding, "echo", json!({ "still": "alive" }))
+        .await;
+    assert_eq!(
+        outcome.result.expect("echo after a failure"),
+        json!({ "still": "alive" })
+    );
+}
+
+#[tokio::test]
+async fn a_trap_fails_only_that_call() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness.invoke(&plugin, &binding, "trap", json!(null)).await;
+    assert!(
+        matches!(&outcome.result, Err(InvokeError::Trap(m)) if m.contains("unreachable")),
+        "{:?}",
+        outcome.result
+    );
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test]
+async fn a_panic_is_reported_with_its_message() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "panic", json!(null))
+        .await;
+    assert!(
+        matches!(&outcome.result, Err(InvokeError::Panic(m)) if m.contains("gave up on purpose")),
+        "{:?}",
+        outcome.result
+    );
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_hits_the_deadline_while_other_calls_proceed() {
+    let (harness, plugin, binding) = setup().await;
+    let harness = Arc::new(harness);
+    let looping = {
+        let (harness, plugin, binding) = (harness.clone(), plugin.clone(), binding.clone());
+        tokio::spawn(async move {
+            harness
+                .invoke(&plugin, &binding, "loop-forever", json!(null))
+                .await
+        })
+    };
+    for _ in 0..5 {
+        still_serving(&harness, &plugin, &binding).await;
+    }
+    let outcome = looping.await.expect("task");
+    assert_eq!(outcome.result, Err(InvokeError::Timeout(1000)));
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test]
+async fn growing_memory_past_the_cap_is_a_memory_error() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "grow-memory", json!(null))
+        .await;
+    assert_eq!(outcome.result, Err(InvokeError::MemoryLimit(16 << 20)));
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test]
+async fn the_plugins_memory_ask_is_capped_by_the_operator() {
+    let limits = OperatorLimits {
+        max_memory_mb: 8,
+        ..OperatorLimits::default()
+    };
+    let (harness, plugin, binding) = setup_with(limits).await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "grow-memory", json!(null))
+        .await;
+    assert_eq!(outcome.result, Err(InvokeError::MemoryLimit(8 << 20)));
+}
+
+#[tokio::test]
+async fn deep_recursion_is_a_stack_overflow() {
+    let (harness, plugin, binding) = setup().await;
+    let shallow = harness
+        .invoke(&plugin, &binding, "stack-overflow", json!({ "depth": 10 }))
+        .await;
+    assert!(shallow.result.is_ok(), "{:?}", shallow.result);
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "stack-overflow",
+            json!({ "depth": 10_000_000 }),
+        )
+        .await;
+    assert_eq!(outcome.result, Err(InvokeError::StackOverflow));
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test]
+async fn overflowing_the_linear_memory_stack_fails_only_that_call() {
+    // Rust keeps address-taken locals on a shadow stack at the bottom of linear
+    // memory; running off it is an out-of-bounds access, not a wasm stack overflow.
+    let (harness, plugin, binding) = setup().await;
+    let input = json!({ "depth": 10_000_000, "linear": true });
+    let outcome = harness
+        .invoke(&plugin, &binding, "stack-overflow", input)
+        .await;
+    assert!(
+        matches!(&outcome.result, Err(InvokeError::Trap(m)) if m.contains("out of bounds")),
+        "{:?}",
+        outcome.result
+    );
+    still_serving(&harness, &plugin, &binding).await;
+}
+
+#[tokio::test]
+async fn invalid_json_output_is_refused() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "invalid-json", json!(null))
+        .await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::InvalidOutput(_))),
+        "{:?}",
+        outcome.result
+    );
+}
+
+#[tokio::test]
+async fn oversized_output_is_refused() {
+    let limits = OperatorLimits {
+        max_output_bytes: 64 * 1024,
+        ..OperatorLimits::default()
+    };
+    let (harness, plugin, binding) = setup_with(limits).await;
+    let small = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "oversized-output",
+            json!({ "bytes": 1000 }),
+        )
+        .await;
+    assert!(small.result.is_ok());
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "oversized-output",
+            json!({ "bytes": 100_000 }),
+        )
+        .await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::OutputTooLarge { size, max: 65536 }) if size > 100_000),
+        "{:?}",
+        outcome.result
+    );
+}
+
+#[tokio::test]
+async fn oversized_input_is_refused_before_the_call() {
+    let limits = OperatorLimits {
+        max_input_bytes: 1024,
+        ..OperatorLimits::default()
+    };
+    let (harness, plugin, binding) = setup_with(limits).await;
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "echo",
+            json!({ "blob": "x".repeat(2000) }),
+        )
+        .await;
+    assert!(
+        matches!(
+            outcome.result,
+            Err(InvokeError::InputTooLarge { max: 1024, .. })
+        ),
+        "{:?}",
+        outcome.result
+    );
+}
+
+#[tokio::test]
+async fn output_is_checked_against_the_output_schema() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "wrong-output", json!(null))
+        .await;
+    match outcome.result {
+        Err(InvokeError::OutputSchema(problems)) => {
+            assert!(problems.iter().any(|p| p.contains("id")), "{problems:?}")
+        }
+        other => panic!("expected an output schema error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_operations_are_refused() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "no-such-op", json!(null))
+        .await;
+    assert_eq!(
+        outcome.result,
+        Err(InvokeError::UnknownOperation("no-such-op".into()))
+    );
+}
+
+#[tokio::test]
+async fn plugin_errors_keep_their_type() {
+    let (harness, plugin, binding) = setup().await;
+    let cases = [
+        (
+            "not-found",
+            PluginFailure::NotFound {
+                message: "nobody by that number".into(),
+            },
+        ),
+        (
+            "rate-limited",
+            PluginFailure::RateLimited {
+                retry_after_ms: 1500,
+            },
+        ),
+        (
+            "upstream",
+            PluginFailure::Upstream {
+                status: 503,
+                message: "upstream down".into(),
+            },
+        ),
+        (
+            "access-denied",
+            PluginFailure::AccessDenied {
+                message: "plugin says no".into(),
+            },
+        ),
+    ];
+    for (input, expected) in cases {
+        let outcome = harness
+            .invoke(&plugin, &binding, "fail", json!(input))
+            .await;
+        assert_eq!(outcome.result, Err(InvokeError::Plugin(expected)));
+    }
+}
+
+#[tokio::test]
+async fn logs_and_stdio_are_captured_and_tagged() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "log-flood", json!({ "lines": 2 }))
+        .await;
+    assert!(outcome.result.is_ok());
+    let lines: Vec<(String, String)> = outcome
+        .logs
+        .iter()
+        .map(|l| (format!("{:?}", l.source), l.message.clone()))
+        .collect();
+    for expected in [
+        ("Log", "log line 0"),
+        ("Stdout", "stdout line 0"),
+        ("Stderr", "stderr line 1"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|(s, m)| s == expected.0 && m == expected.1),
+            "{expected:?} missing from {lines:?}"
+        );
+    }
+    assert_eq!(outcome.dropped_log_bytes, 0);
+}
+
+#[tokio::test]
+async fn log_output_is_bounded_per_call() {
+    let limits = OperatorLimits {
+        max_log_bytes: 4096,
+        ..OperatorLimits::default()
+    };
+    let (harness, plugin, binding) = setup_with(limits).await;
+    let outcome = harness
+        .invoke(&plugin, &binding, "log-flood", json!({ "lines": 2000 }))
+        .await;
+    assert!(
+        outcome.result.is_ok(),
+        "a plugin that logs too much still completes: {:?}",
+        outcome.result
+    );
+    let kept: usize = outcome
+        .logs
+        .iter()
+        .map(|l| l.message.len() + l.context.len())
+        .sum();
+    assert!(kept <= 4096, "kept {kept} bytes");
+    assert!(outcome.dropped_log_bytes > 0);
+}
+
+#[tokio::test]
+async fn the_sandbox_has_no_environment_and_only_the_connection_config() {
+    let (harness, plugin, _) = setup().await;
+    let binding = harness.binding(
+        &plugin,
+        "ws-1",
+        "misbehave",
+        &[("upstream", "http://127.0.0.1:1")],
+    );
+    // The host process has environment variables; none may reach the plugin.
+    assert!(std::env::var_os("PATH").is_some());
+    let outcome = harness
+        .invoke(&plugin, &binding, "read-config", json!(null))
+        .await;
+    let output = outcome.result.expect("read-config");
+    assert_eq!(
+        output["config"],
+        json!({ "upstream": "http://127.0.0.1:1" })
+    );
+    assert_eq!(output["env"], json!([]));
+    assert_eq!(output["args"], json!([]));
+}
+
+#[tokio::test]
+async fn the_plugin_sees_its_invocation_context() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .services
+        .catalog
+        .runtime()
+        .invoke(
+            &plugin,
+            &binding,
+            "context",
+            &json!(null),
+            Some("idem-42".into()),
+        )
+        .await;
+    let output = outcome.result.expect("context");
+    assert_eq!(
+        output,
+        json!({
+            "invocation_id": outcome.invocation_id,
+            "idempotency_key": "idem-42",
+            "workspace": "ws-1",
+            "connection": "misbehave",
+        })
+    );
+}
+
+async fn fetch(
+    harness: &Harness,
+    plugin: &LoadedPlugin,
+    binding: &Binding,
+    url: String,
+    method: &str,
+) -> Result<Value, InvokeError> {
+    harness
+        .invoke(
+            plugin,
+            binding,
+            "fetch",
+            json!({ "url": url, "method": method }),
+        )
+        .await
+        .result
+}
+
+#[tokio::test]
+async fn http_goes_out_only_to_declared_destinations() {
+    let (harness, plugin, _) = setup().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/allowed/thing"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("hi"))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let binding = harness.binding(
+        &plugin,
+        "ws-1",
+        "misbehave",
+        &[("upstream", &upstream.uri())],
+    );
+
+    let ok = fetch(
+        &harness,
+        &plugin,
+        &binding,
+        format!("{}/allowed/thing", upstream.uri()),
+        "GET",
+    )
+    .await;
+    assert_eq!(ok.expect("allowed")["body"], "hi");
+
+    let denied = [
+        (format!("{}/forbidden", upstream.uri()), "GET"),
+        (format!("{}/allowed/../forbidden", upstream.uri()), "GET"),
+        (format!("{}/allowed/thing", upstream.uri()), "DELETE"),
+        (
+            format!(
+                "{}/allowed/thing",
+                upstream.uri().replace("http://", "https://")
+            ),
+            "GET",
+        ),
+        ("http://example.invalid/allowed".to_owned(), "GET"),
+    ];
+    for (url, method) in denied {
+        let result = fetch(&harness, &plugin, &binding, url.clone(), method).await;
+        assert!(
+            matches!(
+                result,
+                Err(InvokeError::Plugin(PluginFailure::AccessDenied { .. }))
+            ),
+            "{method} {url}: {result:?}"
+        );
+    }
+    // Only the one allowed request reached the upstream (checked by `expect(1)` on drop too).
+    assert_eq!(
+        upstream.received_requests().await.expect("recording").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn denials_are_recorded_for_the_invocation() {
+    let (harness, plugin, binding) = setup().await;
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "fetch",
+            json!({ "url": "http://127.0.0.1:1/secret?token=abc" }),
+        )
+        .await;
+    assert!(matches!(
+        outcome.result,
+        Err(InvokeError::Plugin(PluginFailure::AccessDenied { .. }))
+    ));
+    assert_eq!(outcome.denials.len(), 1);
+    assert_eq!(outcome.denials[0].method, "GET");
+    assert_eq!(
+        outcome.denials[0].url,
+        "http://127.0.0.1:1/secret?token=REDACTED"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_handed_back_not_followed() {
+    let (harness, plugin, _) = setup().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/allowed/redirect"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/elsewhere", upstream.uri())),
+        )
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/elsewhere"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&upstream)
+        .await;
+    let binding = harness.binding(
+        &plugin,
+        "ws-1",
+        "misbehave",
+        &[("upstream", &upstream.uri())],
+    );
+    let result = fetch(
+        &harness,
+        &plugin,
+        &binding,
+        format!("{}/allowed/redirect", upstream.uri()),
+        "GET",
+    )
+    .await;
+    let output = result.expect("a 3xx is a response");
+    assert_eq!(output["status"], 302);
+    assert_eq!(output["location"], format!("{}/elsewhere", upstream.uri()));
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_bounded_by_the_call_deadline() {
+    // The upstream answers after 10 s; the plugin's deadline is 1 s. Without the
+    // deadline the call would succeed with a 200.
+    let (harness, plugin, _) = setup().await;
+    let upstream = MockServer::start().await;
+    Mock::given(path("/allowed/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(10)))
+        .mount(&upstream)
+        .await;
+    let binding = harness.binding(
+        &plugin,
+        "ws-1",
+        "misbehave",
+        &[("upstream", &upstream.uri())],
+    );
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "fetch",
+            json!({ "url": format!("{}/allowed/slow", upstream.uri()) }),
+        )
+        .await;
+    assert!(
+        matches!(
+            outcome.result,
+            Err(InvokeError::Timeout(_)) | Err(InvokeError::Plugin(PluginFailure::Timeout { .. }))
+        ),
+        "{:?}",
+        outcome.result
+    );
+}
