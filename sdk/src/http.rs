@@ -144,6 +144,17 @@ impl Request {
     pub fn send(self) -> Result<Response, Error> {
         let target = Target::parse(&self.url)?;
         let headers = Fields::new();
+        if !self.body.is_empty()
+            && !self
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
+            // The size is known: say so, rather than streaming chunked, which some upstreams refuse.
+            headers
+                .append("content-length", self.body.len().to_string().as_bytes())
+                .map_err(|e| Error::internal(format!("content-length header: {e:?}")))?;
+        }
         for (name, value) in &self.headers {
             headers
                 .append(name, value.as_bytes())

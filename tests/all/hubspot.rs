@@ -3,7 +3,7 @@
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay_tests::{Harness, plugins::HUBSPOT};
 use serde_json::json;
-use wiremock::matchers::{body_json, header, method, path};
+use wiremock::matchers::{body_json, header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SEARCH: &str = "/crm/v3/objects/contacts/search";
@@ -59,6 +59,7 @@ async fn finds_a_contact_by_phone_with_the_crm_v3_search_shape() {
         .and(path(SEARCH))
         .and(header("content-type", "application/json"))
         .and(header("accept", "application/json"))
+        .and(header_exists("content-length"))
         .and(body_json(search_body(json!([
             { "filters": [{ "propertyName": "phone", "operator": "EQ", "value": "+15551234" }] },
             { "filters": [{ "propertyName": "mobilephone", "operator": "EQ", "value": "+15551234" }] },

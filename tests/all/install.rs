@@ -183,10 +183,17 @@ async fn refuses_bytes_that_are_not_a_component() {
     assert_mentions(&message, &["not a valid component"]);
 }
 
+/// (case, how to break the manifest, what the error must mention)
+type ManifestCase = (
+    &'static str,
+    Box<dyn Fn(String) -> String>,
+    Vec<&'static str>,
+);
+
 #[tokio::test]
 async fn refuses_manifest_mistakes_naming_the_field() {
     let harness = Harness::new();
-    let cases: Vec<(&str, Box<dyn Fn(String) -> String>, Vec<&str>)> = vec![
+    let cases: Vec<ManifestCase> = vec![
         (
             "bad semver",
             Box::new(|m| m.replacen("version = \"0.1.0\"", "version = \"1.0\"", 1)),

@@ -1,0 +1,239 @@
+//! The `patchbay` binary, run as a real process.
+
+use patchbay::package::bundled::BUNDLED;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn patchbay(data_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+    cmd.args(args)
+        .env("PATCHBAY_DATA_DIR", data_dir)
+        .env_remove("PATCHBAY_OPERATOR_TOKEN")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("spawn patchbay"))
+        .await
+        .expect("join")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The bundled HubSpot plugin written out as a plugin directory.
+fn hubspot_dir(parent: &Path) -> std::path::PathBuf {
+    let (manifest, wasm) = BUNDLED
+        .iter()
+        .find(|(m, _)| m.contains("id = \"hubspot\""))
+        .expect("hubspot is bundled");
+    let dir = parent.join("hubspot");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("plugin.toml"), manifest).expect("manifest");
+    std::fs::write(dir.join("plugin.wasm"), wasm).expect("wasm");
+    dir
+}
+
+#[tokio::test]
+async fn help_lists_the_commands() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = run(patchbay(data.path(), &["--help"])).await;
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["serve", "plugin", "invoke"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[tokio::test]
+async fn installs_lists_inspects_and_removes_a_plugin_directory() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let pkg = tempfile::tempdir().expect("tempdir");
+    let dir = hubspot_dir(pkg.path());
+    let dir = dir.to_str().expect("utf-8 path");
+
+    let out = run(patchbay(data.path(), &["plugin", "install", dir])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "installed hubspot@0.1.0");
+
+    let out = run(patchbay(data.path(), &["plugin", "list"])).await;
+    assert!(
+        text(&out.stdout).starts_with("hubspot@0.1.0\tHubSpot"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(patchbay(data.path(), &["plugin", "inspect", "hubspot"])).await;
+    let manifest: Value = serde_json::from_slice(&out.stdout).expect("inspect prints JSON");
+    assert_eq!(manifest["operations"][0]["name"], "find-contact");
+
+    let out = run(patchbay(data.path(), &["plugin", "install", dir])).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already installed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(patchbay(
+        data.path(),
+        &["plugin", "remove", "hubspot@0.1.0"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(patchbay(data.path(), &["plugin", "list"])).await;
+    assert_eq!(text(&out.stdout).trim(), "no plugins installed");
+}
+
+#[tokio::test]
+async fn a_bad_package_fails_with_the_reason_on_stderr() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let pkg = tempfile::tempdir().expect("tempdir");
+    let dir = hubspot_dir(pkg.path());
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).expect("read");
+    std::fs::write(
+        dir.join("plugin.toml"),
+        manifest.replace("version = \"0.1.0\"", "version = \"one\""),
+    )
+    .expect("write");
+    let out = run(patchbay(
+        data.path(),
+        &["plugin", "install", dir.to_str().expect("utf-8")],
+    ))
+    .await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("`version`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn invokes_a_bundled_plugin_once_against_a_local_upstream() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "results": [{ "id": "7", "properties": { "firstname": "Grace" } }]
+        })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let base = format!("base_url={}", upstream.uri());
+    let args = [
+        "invoke",
+        "hubspot",
+        "find-contact",
+        "--input",
+        r#"{"phone":"+1555"}"#,
+        "--config",
+        &base,
+    ];
+    let out = run(patchbay(data.path(), &args)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let output: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        output,
+        json!({ "id": "7", "source": "hubspot", "first_name": "Grace" })
+    );
+}
+
+#[tokio::test]
+async fn invoke_reports_bad_input_and_plugin_errors_with_a_failing_exit() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["invoke", "hubspot", "find-contact", "--input", "{not json"],
+            "--input is not valid JSON",
+        ),
+        (
+            &[
+                "invoke",
+                "hubspot",
+                "find-contact",
+                "--input",
+                r#"{"phone": 5}"#,
+            ],
+            "does not match the operation's schema",
+        ),
+        (
+            &["invoke", "no-such-plugin", "op"],
+            "no-such-plugin is not installed",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(patchbay(data.path(), args)).await;
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_healthz_and_keeps_a_private_operator_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = patchbay(data.path(), &["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let address = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("serve printed its address before exiting")
+                .expect("read");
+            if let Some(rest) = line.strip_prefix("patchbay listening on http://") {
+                return rest.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("join");
+
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    })
+    .await
+    .expect("join");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
+    let token = data.path().join("operator-token");
+    assert_eq!(
+        std::fs::metadata(&token)
+            .expect("token file")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        data.path()
+            .join("plugins/hubspot/0.1.0/plugin.wasm")
+            .exists(),
+        "bundled plugin installed on start"
+    );
+}
