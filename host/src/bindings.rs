@@ -19,5 +19,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::patchbay::connector::operations::Error as PluginError;
-pub use patchbay::connector::types::InvocationContext;
+pub use self::exports::patchbay::connector::operations::Error as PluginError;
+pub use self::patchbay::connector::types::InvocationContext;
