@@ -10,6 +10,11 @@ fn main() {
     dirs.extend(patchbay_build::crates_in(
         &root.join("tests").join("plugins"),
     ));
+    // Code compiled into a test plugin from outside its own directory.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("tests").join("crm-normalize").display()
+    );
     let plugins = patchbay_build::build_plugins(&dirs);
 
     let mut code = String::new();

@@ -138,3 +138,30 @@ fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A HubSpot-style contact search page with `contacts` records (about 400
+/// bytes each), deterministic, every tenth archived.
+pub fn crm_page(contacts: usize) -> String {
+    let stages = ["lead", "subscriber", "opportunity", "customer"];
+    let results: Vec<Value> = (0..contacts)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("{}", 100_000 + i),
+                "properties": {
+                    "firstname": format!("First{i}"),
+                    "lastname": format!("Last{i}"),
+                    "email": format!("Person.{i}@Example.COM"),
+                    "phone": if i % 3 == 0 { Value::Null } else { Value::String(format!("+1 (555) {:03}-{:04}", i % 1000, i)) },
+                    "mobilephone": format!("+44 7700 {:06}", i),
+                    "company": format!("Company {}", i % 97),
+                    "lifecyclestage": stages[i % stages.len()],
+                    "hs_object_id": format!("{}", 100_000 + i),
+                },
+                "createdAt": "2025-01-01T00:00:00.000Z",
+                "updatedAt": format!("2026-10-{:02}T10:00:00.000Z", 1 + i % 28),
+                "archived": i % 10 == 9,
+            })
+        })
+        .collect();
+    serde_json::json!({ "total": contacts, "results": results }).to_string()
+}

@@ -147,6 +147,51 @@ async fn invokes_a_bundled_plugin_once_against_a_local_upstream() {
 }
 
 #[tokio::test]
+async fn invokes_straight_from_a_plugin_directory_without_installing() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let pkg = tempfile::tempdir().expect("tempdir");
+    let dir = hubspot_dir(pkg.path());
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).expect("read");
+    // A version that is not bundled, to prove the directory itself is what runs.
+    std::fs::write(
+        dir.join("plugin.toml"),
+        manifest.replace("version = \"0.1.0\"", "version = \"0.9.0\""),
+    )
+    .expect("write");
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "results": [] })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let base = format!("base_url={}", upstream.uri());
+    let dir = dir.to_str().expect("utf-8");
+    let args = [
+        "invoke",
+        dir,
+        "find-contact",
+        "--input",
+        r#"{"email":"a@b.co"}"#,
+        "--config",
+        &base,
+    ];
+    let out = run(patchbay(data.path(), &args)).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not found: no HubSpot contact matches"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(patchbay(data.path(), &["plugin", "list"])).await;
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "no plugins installed",
+        "invoking a directory installs nothing"
+    );
+}
+
+#[tokio::test]
 async fn invoke_reports_bad_input_and_plugin_errors_with_a_failing_exit() {
     let data = tempfile::tempdir().expect("tempdir");
     let cases: [(&[&str], &str); 3] = [
@@ -181,14 +226,32 @@ async fn invoke_reports_bad_input_and_plugin_errors_with_a_failing_exit() {
 }
 
 #[tokio::test]
-async fn serve_answers_healthz_and_keeps_a_private_operator_token() {
+async fn serve_answers_healthz_installs_plugins_and_keeps_a_private_operator_token() {
     use std::os::unix::fs::PermissionsExt as _;
     let data = tempfile::tempdir().expect("tempdir");
-    let mut child = patchbay(data.path(), &["serve", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
+    let extra = tempfile::tempdir().expect("tempdir");
+    let dir = hubspot_dir(extra.path());
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).expect("read");
+    std::fs::write(
+        dir.join("plugin.toml"),
+        manifest.replace("version = \"0.1.0\"", "version = \"0.9.0\""),
+    )
+    .expect("write");
+    let plugins_dir = extra.path().to_str().expect("utf-8");
+    let mut child = patchbay(
+        data.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins-dir",
+            plugins_dir,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("spawn serve");
     let stderr = child.stderr.take().expect("stderr");
     let address = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stderr).lines();

@@ -181,7 +181,7 @@ impl Request {
             .set_authority(Some(target.authority))
             .map_err(|()| invalid("authority"))?;
         request
-            .set_path_with_query(Some(target.path_and_query))
+            .set_path_with_query(Some(&target.path_and_query))
             .map_err(|()| invalid("path"))?;
 
         let options = RequestOptions::new();
@@ -300,7 +300,7 @@ fn map_error_code(code: ErrorCode) -> Error {
 struct Target<'a> {
     scheme: Scheme,
     authority: &'a str,
-    path_and_query: &'a str,
+    path_and_query: String,
 }
 
 impl<'a> Target<'a> {
@@ -320,10 +320,11 @@ impl<'a> Target<'a> {
         Ok(Self {
             scheme,
             authority,
-            path_and_query: if path_and_query.is_empty() {
-                "/"
+            // An HTTP request target always starts with `/`, even when only a query follows the host.
+            path_and_query: if path_and_query.starts_with('/') {
+                path_and_query.to_owned()
             } else {
-                path_and_query
+                format!("/{path_and_query}")
             },
         })
     }
@@ -417,6 +418,44 @@ impl Response {
                 status,
                 message: message(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls_into_scheme_authority_and_path() {
+        let cases = [
+            (
+                "https://api.example.com/v1/x?q=1",
+                "api.example.com",
+                "/v1/x?q=1",
+            ),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", "/"),
+            ("HTTPS://a.example?x", "a.example", "/?x"),
+        ];
+        for (url, authority, path) in cases {
+            let target = Target::parse(url).expect(url);
+            assert_eq!(
+                (target.authority, target.path_and_query.as_str()),
+                (authority, path),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_urls_it_cannot_send() {
+        for (url, why) in [
+            ("api.example.com/x", "missing scheme"),
+            ("ftp://a/b", "unsupported scheme"),
+            ("https:///x", "missing host"),
+        ] {
+            let err = Target::parse(url).err().expect(url).to_string();
+            assert!(err.contains(why), "{url}: {err}");
         }
     }
 }

@@ -159,10 +159,10 @@ fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
 
 /// The record of one invocation, successful or not.
 #[derive(Debug)]
-pub struct InvokeOutcome {
+pub struct InvokeOutcome<T = Json> {
     pub invocation_id: String,
     pub duration: Duration,
-    pub result: Result<Json, InvokeError>,
+    pub result: Result<T, InvokeError>,
     pub logs: Vec<LogLine>,
     pub dropped_log_bytes: usize,
     pub denials: Vec<Denial>,
@@ -315,7 +315,8 @@ impl Runtime {
         }
     }
 
-    /// Run `operation` of `plugin` on `input` for `binding`.
+    /// Run `operation` of `plugin` on `input` for `binding`: input checked against
+    /// the operation's schema, the call sandboxed, the output parsed and checked.
     pub async fn invoke(
         &self,
         plugin: &LoadedPlugin,
@@ -324,22 +325,82 @@ impl Runtime {
         input: &Json,
         idempotency_key: Option<String>,
     ) -> InvokeOutcome {
-        let invocation_id = new_invocation_id();
-        let started = Instant::now();
-        let log = LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes);
-        let mut denials = Vec::new();
-        let result = self
-            .run(
+        self.recorded(plugin, async |invocation_id, log, denials| {
+            let schemas = plugin
+                .schemas
+                .get(operation)
+                .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
+            let input_text = input.to_string();
+            check_input_size(plugin, &input_text)?;
+            let problems = schema_errors(&schemas.input, input);
+            if !problems.is_empty() {
+                return Err(InvokeError::InvalidInput(problems));
+            }
+            let output = self
+                .sandboxed(
+                    plugin,
+                    binding,
+                    operation,
+                    &input_text,
+                    idempotency_key,
+                    invocation_id,
+                    log,
+                    denials,
+                )
+                .await?;
+            let output: Json = serde_json::from_str(&output)
+                .map_err(|e| InvokeError::InvalidOutput(e.to_string()))?;
+            let problems = schema_errors(&schemas.output, &output);
+            if !problems.is_empty() {
+                return Err(InvokeError::OutputSchema(problems));
+            }
+            Ok(output)
+        })
+        .await
+    }
+
+    /// Only the sandboxed part of [`invoke`](Self::invoke): JSON text in, the
+    /// plugin's text out, with every limit enforced but no schema checks. For
+    /// callers that validated already, and for measuring the sandbox itself.
+    pub async fn call_sandboxed(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &str,
+        idempotency_key: Option<String>,
+    ) -> InvokeOutcome<String> {
+        self.recorded(plugin, async |invocation_id, log, denials| {
+            if !plugin.schemas.contains_key(operation) {
+                return Err(InvokeError::UnknownOperation(operation.to_owned()));
+            }
+            check_input_size(plugin, input)?;
+            self.sandboxed(
                 plugin,
                 binding,
                 operation,
                 input,
                 idempotency_key,
-                &invocation_id,
-                &log,
-                &mut denials,
+                invocation_id,
+                log,
+                denials,
             )
-            .await;
+            .await
+        })
+        .await
+    }
+
+    /// Give a call its id, log sink and denial list, and record what it did.
+    async fn recorded<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        call: impl AsyncFnOnce(&str, &LogCtx, &mut Vec<Denial>) -> Result<T, InvokeError>,
+    ) -> InvokeOutcome<T> {
+        let invocation_id = new_invocation_id();
+        let started = Instant::now();
+        let log = LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes);
+        let mut denials = Vec::new();
+        let result = call(&invocation_id, &log, &mut denials).await;
         let (logs, dropped_log_bytes) = log.finish();
         InvokeOutcome {
             invocation_id,
@@ -351,34 +412,19 @@ impl Runtime {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // one private step of `invoke`, which owns these values
-    async fn run(
+    /// A fresh instance in a fresh store, one call, then everything is dropped.
+    #[allow(clippy::too_many_arguments)] // a private step; `invoke` and `call_sandboxed` own these values
+    async fn sandboxed(
         &self,
         plugin: &LoadedPlugin,
         binding: &Binding,
         operation: &str,
-        input: &Json,
+        input: &str,
         idempotency_key: Option<String>,
         invocation_id: &str,
         log: &LogCtx,
         denials: &mut Vec<Denial>,
-    ) -> Result<Json, InvokeError> {
-        let schemas = plugin
-            .schemas
-            .get(operation)
-            .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
-        let input_text = input.to_string();
-        if input_text.len() > plugin.limits.max_input_bytes {
-            return Err(InvokeError::InputTooLarge {
-                size: input_text.len(),
-                max: plugin.limits.max_input_bytes,
-            });
-        }
-        let problems = schema_errors(&schemas.input, input);
-        if !problems.is_empty() {
-            return Err(InvokeError::InvalidInput(problems));
-        }
-
+    ) -> Result<String, InvokeError> {
         let deadline = Instant::now() + plugin.limits.timeout;
         let mut store = self.new_store(plugin, binding, log, deadline, invocation_id);
         let context = InvocationContext {
@@ -391,7 +437,7 @@ impl Runtime {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
                 .patchbay_connector_operations()
-                .call_invoke(&mut store, &context, operation, &input_text)
+                .call_invoke(&mut store, &context, operation, input)
                 .await
         };
         let outcome = tokio::time::timeout(plugin.limits.timeout, call).await;
@@ -406,22 +452,24 @@ impl Runtime {
             Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
             Ok(Ok(Ok(output))) => output,
         };
-        drop(store);
-
         if output.len() > plugin.limits.max_output_bytes {
             return Err(InvokeError::OutputTooLarge {
                 size: output.len(),
                 max: plugin.limits.max_output_bytes,
             });
         }
-        let output: Json =
-            serde_json::from_str(&output).map_err(|e| InvokeError::InvalidOutput(e.to_string()))?;
-        let problems = schema_errors(&schemas.output, &output);
-        if !problems.is_empty() {
-            return Err(InvokeError::OutputSchema(problems));
-        }
         Ok(output)
     }
+}
+
+fn check_input_size(plugin: &LoadedPlugin, input: &str) -> Result<(), InvokeError> {
+    if input.len() > plugin.limits.max_input_bytes {
+        return Err(InvokeError::InputTooLarge {
+            size: input.len(),
+            max: plugin.limits.max_input_bytes,
+        });
+    }
+    Ok(())
 }
 
 fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
