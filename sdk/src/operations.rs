@@ -108,23 +108,9 @@ impl Operations<'_> {
         I: DeserializeOwned,
         O: Serialize,
     {
-        match &mut self.mode {
-            Mode::List(names) => names.push(name.to_owned()),
-            Mode::Invoke {
-                wanted,
-                input,
-                context,
-                result,
-            } => {
-                if result.is_none() && *wanted == name {
-                    *result = Some(run(handler, context, input));
-                }
-            }
-        }
+        self.dispatch(name, |context, input| run(handler, context, input));
     }
-}
 
-impl Operations<'_> {
     /// Register operation `name` working on raw JSON text: the handler gets the
     /// input document as the host sent it and returns the output document as
     /// text. For pass-through transforms that should not pay for a typed decode;
@@ -140,6 +126,11 @@ impl Operations<'_> {
         name: &str,
         handler: fn(&Context, &str) -> Result<String, Error>,
     ) {
+        self.dispatch(name, handler);
+    }
+
+    /// Record `name` when listing; run `call` when it is the operation invoked.
+    fn dispatch(&mut self, name: &str, call: impl FnOnce(&Context, &str) -> Result<String, Error>) {
         match &mut self.mode {
             Mode::List(names) => names.push(name.to_owned()),
             Mode::Invoke {
@@ -149,7 +140,7 @@ impl Operations<'_> {
                 result,
             } => {
                 if result.is_none() && *wanted == name {
-                    *result = Some(handler(context, input));
+                    *result = Some(call(context, input));
                 }
             }
         }

@@ -157,6 +157,13 @@ fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
     out
 }
 
+/// What one call accumulates while it runs.
+struct CallRecord {
+    invocation_id: String,
+    log: LogCtx,
+    denials: Vec<Denial>,
+}
+
 /// The record of one invocation, successful or not.
 #[derive(Debug)]
 pub struct InvokeOutcome<T = Json> {
@@ -325,7 +332,7 @@ impl Runtime {
         input: &Json,
         idempotency_key: Option<String>,
     ) -> InvokeOutcome {
-        self.recorded(plugin, async |invocation_id, log, denials| {
+        self.recorded(plugin, async |record| {
             let schemas = plugin
                 .schemas
                 .get(operation)
@@ -343,9 +350,7 @@ impl Runtime {
                     operation,
                     &input_text,
                     idempotency_key,
-                    invocation_id,
-                    log,
-                    denials,
+                    record,
                 )
                 .await?;
             let output: Json = serde_json::from_str(&output)
@@ -370,22 +375,13 @@ impl Runtime {
         input: &str,
         idempotency_key: Option<String>,
     ) -> InvokeOutcome<String> {
-        self.recorded(plugin, async |invocation_id, log, denials| {
+        self.recorded(plugin, async |record| {
             if !plugin.schemas.contains_key(operation) {
                 return Err(InvokeError::UnknownOperation(operation.to_owned()));
             }
             check_input_size(plugin, input)?;
-            self.sandboxed(
-                plugin,
-                binding,
-                operation,
-                input,
-                idempotency_key,
-                invocation_id,
-                log,
-                denials,
-            )
-            .await
+            self.sandboxed(plugin, binding, operation, input, idempotency_key, record)
+                .await
         })
         .await
     }
@@ -394,26 +390,28 @@ impl Runtime {
     async fn recorded<T>(
         &self,
         plugin: &LoadedPlugin,
-        call: impl AsyncFnOnce(&str, &LogCtx, &mut Vec<Denial>) -> Result<T, InvokeError>,
+        call: impl AsyncFnOnce(&mut CallRecord) -> Result<T, InvokeError>,
     ) -> InvokeOutcome<T> {
-        let invocation_id = new_invocation_id();
         let started = Instant::now();
-        let log = LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes);
-        let mut denials = Vec::new();
-        let result = call(&invocation_id, &log, &mut denials).await;
-        let (logs, dropped_log_bytes) = log.finish();
-        InvokeOutcome {
+        let invocation_id = new_invocation_id();
+        let mut record = CallRecord {
+            log: LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes),
             invocation_id,
+            denials: Vec::new(),
+        };
+        let result = call(&mut record).await;
+        let (logs, dropped_log_bytes) = record.log.finish();
+        InvokeOutcome {
+            invocation_id: record.invocation_id,
             duration: started.elapsed(),
             result,
             logs,
             dropped_log_bytes,
-            denials,
+            denials: record.denials,
         }
     }
 
     /// A fresh instance in a fresh store, one call, then everything is dropped.
-    #[allow(clippy::too_many_arguments)] // a private step; `invoke` and `call_sandboxed` own these values
     async fn sandboxed(
         &self,
         plugin: &LoadedPlugin,
@@ -421,14 +419,18 @@ impl Runtime {
         operation: &str,
         input: &str,
         idempotency_key: Option<String>,
-        invocation_id: &str,
-        log: &LogCtx,
-        denials: &mut Vec<Denial>,
+        record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
         let deadline = Instant::now() + plugin.limits.timeout;
-        let mut store = self.new_store(plugin, binding, log, deadline, invocation_id);
+        let mut store = self.new_store(
+            plugin,
+            binding,
+            &record.log,
+            deadline,
+            &record.invocation_id,
+        );
         let context = InvocationContext {
-            invocation_id: invocation_id.to_owned(),
+            invocation_id: record.invocation_id.clone(),
             idempotency_key,
             workspace: binding.scope.workspace.clone(),
             connection: binding.scope.connection.clone(),
@@ -441,14 +443,14 @@ impl Runtime {
                 .await
         };
         let outcome = tokio::time::timeout(plugin.limits.timeout, call).await;
-        *denials = store.data().http.denials();
+        record.denials = store.data().http.denials();
         let output = match outcome {
             Err(_) => {
                 return Err(InvokeError::Timeout(
                     plugin.limits.timeout.as_millis() as u64
                 ));
             }
-            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, plugin, log)),
+            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, plugin, &record.log)),
             Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
             Ok(Ok(Ok(output))) => output,
         };
