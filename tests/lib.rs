@@ -4,6 +4,7 @@
 
 use patchbay::package::Package;
 use patchbay::policy::limits::OperatorLimits;
+use patchbay::runtime::error::InvokeError;
 use patchbay::runtime::{Binding, InvokeOutcome, LoadedPlugin};
 use patchbay::services::Services;
 use patchbay::storage::Scope;
@@ -164,4 +165,34 @@ pub fn crm_page(contacts: usize) -> String {
         })
         .collect();
     serde_json::json!({ "total": contacts, "results": results }).to_string()
+}
+
+impl Harness {
+    /// Install `plugin` and bind it to a test connection in workspace `ws-1`.
+    pub async fn ready(&self, plugin: TestPlugin) -> (Arc<LoadedPlugin>, Binding) {
+        let loaded = self.install(plugin).await;
+        let binding = self.binding(&loaded, "ws-1", plugin.name, &[]);
+        (loaded, binding)
+    }
+}
+
+/// Run a failure plugin's `run` operation with `input` and return its error,
+/// after checking that the same plugin still answers its `ok` operation: a
+/// failure is confined to the call that caused it.
+pub async fn run_failing(plugin: TestPlugin, limits: OperatorLimits, input: Value) -> InvokeError {
+    let harness = Harness::with_limits(limits);
+    let (loaded, binding) = harness.ready(plugin).await;
+    let outcome = harness.invoke(&loaded, &binding, "run", input).await;
+    let error = match outcome.result {
+        Err(error) => error,
+        Ok(output) => panic!("{}: expected a failure, got {output}", plugin.name),
+    };
+    let after = harness.invoke(&loaded, &binding, "ok", Value::Null).await;
+    assert_eq!(
+        after.result,
+        Ok(Value::from("ok")),
+        "{} serves again after the failure",
+        plugin.name
+    );
+    error
 }

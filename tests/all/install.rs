@@ -2,7 +2,7 @@
 //! message naming the field or import at fault, and nothing is half-installed.
 
 use patchbay::package::{Package, PackageError};
-use patchbay_tests::{Harness, plugins::HUBSPOT, plugins::MISBEHAVE};
+use patchbay_tests::{Harness, plugins::HUBSPOT, plugins::PROBE};
 
 async fn refuse(harness: &Harness, package: Package) -> String {
     let err = harness
@@ -292,7 +292,7 @@ async fn the_compiled_artifact_is_cached_and_reused() {
     harness
         .services
         .catalog
-        .install(MISBEHAVE.package())
+        .install(PROBE.package())
         .await
         .expect("install");
     let artifacts = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
@@ -309,7 +309,7 @@ async fn the_compiled_artifact_is_cached_and_reused() {
     };
     let before = artifacts();
     assert_eq!(before.len(), 1);
-    let hash = patchbay::runtime::cache::content_hash(&MISBEHAVE.wasm_bytes());
+    let hash = patchbay::runtime::cache::content_hash(&PROBE.wasm_bytes());
     let name = before[0]
         .0
         .file_name()
@@ -327,7 +327,7 @@ async fn the_compiled_artifact_is_cached_and_reused() {
     drop(services);
     let services =
         patchbay::services::Services::open(dir.path(), Default::default()).expect("reopen");
-    let plugin = services.catalog.get("misbehave").await.expect("load");
+    let plugin = services.catalog.get("probe").await.expect("load");
     assert_eq!(plugin.content_hash, hash);
     assert_eq!(artifacts(), before, "no recompilation");
 }

@@ -1,7 +1,7 @@
 //! The KV capability through a real plugin and the real sled store.
 
 use patchbay::runtime::{Binding, LoadedPlugin};
-use patchbay_tests::{Harness, plugins::MISBEHAVE};
+use patchbay_tests::{Harness, plugins::PROBE};
 use serde_json::{Value, json};
 
 async fn run(
@@ -23,7 +23,7 @@ fn ok(v: &Value) -> &Value {
 #[tokio::test]
 async fn get_set_delete_list_and_increment() {
     let harness = Harness::new();
-    let plugin = harness.install(MISBEHAVE).await;
+    let plugin = harness.install(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "conn-a", &[]);
     let r = run(
         &harness,
@@ -72,7 +72,7 @@ async fn get_set_delete_list_and_increment() {
 #[tokio::test]
 async fn connections_never_share_keys() {
     let harness = Harness::new();
-    let plugin = harness.install(MISBEHAVE).await;
+    let plugin = harness.install(PROBE).await;
     let a = harness.binding(&plugin, "ws-1", "conn-a", &[]);
     let b = harness.binding(&plugin, "ws-1", "conn-b", &[]);
     let other_tenant = harness.binding(&plugin, "ws-2", "conn-a", &[]);
@@ -99,7 +99,7 @@ async fn connections_never_share_keys() {
 #[tokio::test]
 async fn values_over_the_quota_and_bad_keys_are_refused() {
     let harness = Harness::new();
-    let plugin = harness.install(MISBEHAVE).await;
+    let plugin = harness.install(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "conn-a", &[]);
     let r = run(
         &harness,
@@ -152,7 +152,7 @@ async fn values_over_the_quota_and_bad_keys_are_refused() {
 #[tokio::test]
 async fn kv_is_denied_with_an_error_value_when_not_declared() {
     let harness = Harness::new();
-    let package = MISBEHAVE.package_with(|m| {
+    let package = PROBE.package_with(|m| {
         let start = m.find("[capabilities.kv]").expect("kv section");
         let end = m[start..].find("\n\n").expect("section end") + start;
         format!("{}{}", &m[..start], &m[end..])
@@ -191,7 +191,7 @@ async fn kv_is_denied_with_an_error_value_when_not_declared() {
 async fn written_values_survive_reopening_the_store() {
     let harness = Harness::new();
     let dir = harness.dir.path().to_path_buf();
-    let plugin = harness.install(MISBEHAVE).await;
+    let plugin = harness.install(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "conn-a", &[]);
     run(
         &harness,
@@ -215,7 +215,7 @@ async fn written_values_survive_reopening_the_store() {
     let plugin = reopened
         .services
         .catalog
-        .get("misbehave")
+        .get("probe")
         .await
         .expect("still installed");
     let binding = reopened.binding(&plugin, "ws-1", "conn-a", &[]);

@@ -3,12 +3,20 @@
 
 mod crm_transform;
 mod fs_reader;
+mod grow_memory;
 mod hubspot;
 mod install;
+mod invalid_json;
 mod kv;
-mod misbehave;
+mod loop_forever;
+mod oversized_output;
+mod panic;
+mod probe;
+mod stack_overflow;
 mod tracing_tags;
+mod trap;
 mod wrong_export;
+mod wrong_output;
 
 /// Every plugin crate must have a test module of the same name: adding a
 /// plugin without tests fails to compile here.

@@ -1,7 +1,7 @@
 //! Plugin log lines become `tracing` events tagged with plugin, version and
 //! invocation id.
 
-use patchbay_tests::{Harness, plugins::MISBEHAVE};
+use patchbay_tests::{Harness, plugins::PROBE};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,8 +45,8 @@ fn plugin_output_is_emitted_as_tagged_tracing_events() {
     let invocation_id = tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let harness = Harness::new();
-            let plugin = harness.install(MISBEHAVE).await;
-            let binding = harness.binding(&plugin, "ws-1", "misbehave", &[]);
+            let plugin = harness.install(PROBE).await;
+            let binding = harness.binding(&plugin, "ws-1", "probe", &[]);
             let outcome = harness
                 .invoke(&plugin, &binding, "log-flood", json!({ "lines": 1 }))
                 .await;
@@ -60,7 +60,7 @@ fn plugin_output_is_emitted_as_tagged_tracing_events() {
             .iter()
             .find(|e| e.get("message").is_some_and(|m| m == message))
             .unwrap_or_else(|| panic!("no event for {message:?} in {events:?}"));
-        assert_eq!(event["plugin"], "misbehave");
+        assert_eq!(event["plugin"], "probe");
         assert_eq!(event["version"], "1.0.0");
         assert_eq!(event["invocation_id"], invocation_id);
     }

@@ -1,29 +1,17 @@
-//! Test plugin: one operation per way a plugin can misbehave, plus a few
-//! well-behaved ones that exercise capabilities. Never ship this.
+//! Test plugin: operations that exercise each capability (KV, HTTP, config,
+//! logging, errors, context) on the host's behalf. Never ship this.
 
 use patchbay_sdk::http::Request;
 use patchbay_sdk::{Connector, Context, Error, Operations, config, export_connector, kv, log};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-struct Misbehave;
+struct Probe;
 
-impl Connector for Misbehave {
+impl Connector for Probe {
     fn operations(ops: &mut Operations<'_>) {
         ops.register("echo", |_ctx, input: Value| Ok(input));
         ops.register("context", context);
-        ops.register("trap", |_ctx, _: Value| -> Result<Value, Error> { trap() });
-        ops.register("panic", |_ctx, _: Value| -> Result<Value, Error> {
-            panic!("the plugin gave up on purpose")
-        });
-        ops.register("loop-forever", loop_forever);
-        ops.register("grow-memory", grow_memory);
-        ops.register("stack-overflow", stack_overflow);
-        ops.register_raw("invalid-json", |_ctx, _| Ok("{not json".to_owned()));
-        ops.register("oversized-output", oversized_output);
-        ops.register("wrong-output", |_ctx, _: Value| {
-            Ok(json!({ "unexpected": true }))
-        });
         ops.register("fail", fail);
         ops.register("log-flood", log_flood);
         ops.register("kv", kv_script);
@@ -32,7 +20,7 @@ impl Connector for Misbehave {
     }
 }
 
-export_connector!(Misbehave);
+export_connector!(Probe);
 
 fn context(ctx: &Context, _: Value) -> Result<Value, Error> {
     Ok(json!({
@@ -41,72 +29,6 @@ fn context(ctx: &Context, _: Value) -> Result<Value, Error> {
         "workspace": ctx.workspace(),
         "connection": ctx.connection(),
     }))
-}
-
-fn trap() -> ! {
-    core::arch::wasm32::unreachable()
-}
-
-fn loop_forever(_ctx: &Context, _: Value) -> Result<Value, Error> {
-    let mut n: u64 = 0;
-    loop {
-        n = std::hint::black_box(n.wrapping_add(1));
-    }
-}
-
-fn grow_memory(_ctx: &Context, _: Value) -> Result<Value, Error> {
-    let mut hoard: Vec<Vec<u8>> = Vec::new();
-    loop {
-        hoard.push(vec![1u8; 1 << 20]);
-        std::hint::black_box(&hoard);
-    }
-}
-
-#[derive(Deserialize)]
-struct Depth {
-    depth: u64,
-    /// `true`: frames hold an array whose address is taken, so they live on
-    /// Rust's shadow stack in linear memory rather than the wasm call stack.
-    #[serde(default)]
-    linear: bool,
-}
-
-fn stack_overflow(_ctx: &Context, input: Depth) -> Result<Value, Error> {
-    let result = if input.linear {
-        recurse_linear(input.depth)
-    } else {
-        recurse(input.depth)
-    };
-    Ok(json!(result))
-}
-
-/// Not a tail call (the result is combined afterwards), so every level is a wasm frame.
-#[inline(never)]
-fn recurse(n: u64) -> u64 {
-    if n == 0 {
-        1
-    } else {
-        recurse(n - 1).wrapping_mul(31).rotate_left(7) ^ n
-    }
-}
-
-#[inline(never)]
-fn recurse_linear(n: u64) -> u64 {
-    let pad = std::hint::black_box([n; 64]);
-    if n == 0 {
-        pad[0]
-    } else {
-        recurse_linear(n - 1).wrapping_add(pad[63])
-    }
-}
-
-#[derive(Deserialize)]
-struct Size {
-    bytes: usize,
-}
-
-fn oversized_output(_ctx: &Context, input: Size) -> Result<Value, Error> {
-    Ok(json!({ "blob": "x".repeat(input.bytes) }))
 }
 
 #[derive(Deserialize)]
