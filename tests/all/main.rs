@@ -12,6 +12,7 @@ mod loop_forever;
 mod oversized_output;
 mod panic;
 mod probe;
+mod socket_user;
 mod stack_overflow;
 mod tracing_tags;
 mod trap;

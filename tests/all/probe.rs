@@ -350,3 +350,26 @@ async fn a_slow_upstream_is_bounded_by_the_call_deadline() {
         outcome.result
     );
 }
+
+#[tokio::test]
+async fn no_state_survives_from_one_call_or_tenant_to_the_next() {
+    let (harness, plugin, binding) = setup().await;
+    let other_tenant = harness.binding(&plugin, "ws-2", "probe", &[]);
+    // Enough calls that pooled memory slots are reused.
+    for (i, binding) in [&binding, &other_tenant]
+        .into_iter()
+        .cycle()
+        .take(20)
+        .enumerate()
+    {
+        let secret = format!("secret-{i}");
+        let outcome = harness
+            .invoke(&plugin, binding, "remember", json!(secret))
+            .await;
+        assert_eq!(
+            outcome.result.expect("remember"),
+            json!({ "previous": null }),
+            "call {i}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ impl Connector for Probe {
         ops.register("kv", kv_script);
         ops.register("fetch", fetch);
         ops.register("read-config", read_config);
+        ops.register("remember", remember);
     }
 }
 
@@ -161,4 +162,13 @@ fn read_config(_ctx: &Context, _: Value) -> Result<Value, Error> {
         .collect();
     let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
     Ok(json!({ "config": all, "env": env, "args": std::env::args().collect::<Vec<_>>() }))
+}
+
+/// What the previous call in this instance stored: always `null` when every
+/// call gets a fresh instance, as the host promises.
+static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember(_ctx: &Context, value: String) -> Result<Value, Error> {
+    let mut last = LAST.lock().map_err(|_| Error::internal("poisoned"))?;
+    Ok(json!({ "previous": last.replace(value) }))
 }
