@@ -2,8 +2,11 @@
 //! throw-away data directory with the real sled store, and helpers to install
 //! and invoke.
 
+use patchbay::egress::resolve::{NameLookup, SystemLookup};
 use patchbay::package::Package;
+use patchbay::policy::OperatorPolicy;
 use patchbay::policy::limits::OperatorLimits;
+use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::InvokeError;
 use patchbay::runtime::{Binding, InvokeOutcome, LoadedPlugin};
 use patchbay::services::Services;
@@ -69,14 +72,30 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Default operator policy, except that loopback (127.0.0.1/32), where the
+    /// test upstreams listen, is explicitly allowed.
     pub fn new() -> Self {
         Self::with_limits(OperatorLimits::default())
     }
 
     pub fn with_limits(limits: OperatorLimits) -> Self {
+        Self::with_policy(OperatorPolicy {
+            limits,
+            addresses: AddressPolicy {
+                allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
+            },
+        })
+    }
+
+    pub fn with_policy(policy: OperatorPolicy) -> Self {
+        Self::with_lookup(policy, Arc::new(SystemLookup))
+    }
+
+    /// A harness whose host names resolve through `lookup`.
+    pub fn with_lookup(policy: OperatorPolicy, lookup: Arc<dyn NameLookup>) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let services = Services::open(dir.path(), limits).expect("services");
+        let services = Services::open_with_lookup(dir.path(), policy, lookup).expect("services");
         Self { dir, services }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::package::Package;
 use crate::package::manifest::Manifest;
-use crate::policy::limits::OperatorLimits;
+use crate::policy::OperatorPolicy;
 use crate::runtime::Binding;
 use crate::services::{Services, operator_token};
 use crate::storage::Scope;
@@ -32,6 +32,31 @@ struct DataDir {
     data_dir: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+struct Egress {
+    /// A non-public address range plugins may reach (e.g. an on-premise CRM, or
+    /// 127.0.0.1/32 for a local sandbox). Loopback, private, link-local and other
+    /// special ranges are refused unless listed. Repeat, or comma-separate in the env.
+    #[arg(
+        long = "allow-cidr",
+        env = "PATCHBAY_ALLOW_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    allow_cidr: Vec<ipnet::IpNet>,
+}
+
+impl Egress {
+    fn policy(self) -> OperatorPolicy {
+        OperatorPolicy {
+            addresses: crate::policy::ssrf::AddressPolicy {
+                allowed_cidrs: self.allow_cidr,
+            },
+            ..OperatorPolicy::default()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the bundled plugins are installed on first start).
@@ -44,6 +69,8 @@ enum Command {
         /// Also install every plugin package (a directory with plugin.toml and plugin.wasm) found here.
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
+        #[command(flatten)]
+        egress: Egress,
     },
     /// Install, list, inspect and remove plugins.
     Plugin {
@@ -64,6 +91,8 @@ enum Command {
         config: Vec<String>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        egress: Egress,
     },
 }
 
@@ -134,7 +163,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             data,
             plugins_dir,
-        } => serve(listen, &data.data_dir, plugins_dir.as_deref()).await,
+            egress,
+        } => {
+            serve(
+                listen,
+                &data.data_dir,
+                plugins_dir.as_deref(),
+                egress.policy(),
+            )
+            .await
+        }
         Command::Plugin { command } => plugin(command).await,
         Command::Invoke {
             plugin,
@@ -142,7 +180,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             config,
             data,
-        } => invoke(&plugin, &operation, &input, &config, &data.data_dir).await,
+            egress,
+        } => {
+            invoke(
+                &plugin,
+                &operation,
+                &input,
+                &config,
+                &data.data_dir,
+                egress.policy(),
+            )
+            .await
+        }
     }
 }
 
@@ -150,8 +199,9 @@ async fn serve(
     listen: SocketAddr,
     data_dir: &Path,
     plugins_dir: Option<&Path>,
+    policy: OperatorPolicy,
 ) -> anyhow::Result<ExitCode> {
-    let services = Services::open(data_dir, OperatorLimits::default())?;
+    let services = Services::open(data_dir, policy)?;
     let (_token, token_path) =
         operator_token(data_dir, std::env::var("PATCHBAY_OPERATOR_TOKEN").ok())?;
     match token_path {
@@ -209,13 +259,13 @@ async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<
 async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Install { dir, data } => {
-            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let package = Package::read_dir(&dir)?;
             let installed = services.catalog.install(package).await?;
             println!("installed {}@{}", installed.id, installed.version);
         }
         PluginCommand::List { data } => {
-            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let plugins = services.catalog.list()?;
             if plugins.is_empty() {
                 println!("no plugins installed");
@@ -232,12 +282,12 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PluginCommand::Inspect { plugin, data } => {
-            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let manifest = services.catalog.inspect(&plugin)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
         }
         PluginCommand::Remove { plugin, data } => {
-            let services = Services::open(&data.data_dir, OperatorLimits::default())?;
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let (id, version) = services.catalog.remove(&plugin)?;
             println!("removed {id}@{version}");
         }
@@ -261,11 +311,12 @@ async fn invoke(
     input: &str,
     config: &[String],
     data_dir: &Path,
+    policy: OperatorPolicy,
 ) -> anyhow::Result<ExitCode> {
     let input: serde_json::Value =
         serde_json::from_str(input).context("--input is not valid JSON")?;
     let config = parse_config(config)?;
-    let services = Services::open(data_dir, OperatorLimits::default())?;
+    let services = Services::open(data_dir, policy)?;
     let path = Path::new(reference);
     let plugin = if path.is_dir() {
         let package = Package::read_dir(path)?;

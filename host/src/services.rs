@@ -1,9 +1,11 @@
 //! Wiring: open a data directory and build everything that runs on it.
 
 use crate::api::AppState;
+use crate::egress::resolve::{NameLookup, SystemLookup};
+use crate::egress::{Egress, EgressLimits};
 use crate::package::catalog::Catalog;
 use crate::package::store::PluginStore;
-use crate::policy::limits::OperatorLimits;
+use crate::policy::OperatorPolicy;
 use crate::runtime::Runtime;
 use crate::storage::SharedKv;
 use crate::storage::sled_store::SledDb;
@@ -22,7 +24,16 @@ pub struct Services {
 impl Services {
     /// Open (creating if needed) `data_dir`: the sled database, the plugin store
     /// and the compiled-plugin cache.
-    pub fn open(data_dir: &Path, limits: OperatorLimits) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path, policy: OperatorPolicy) -> anyhow::Result<Self> {
+        Self::open_with_lookup(data_dir, policy, Arc::new(SystemLookup))
+    }
+
+    /// [`open`](Self::open) with a chosen name resolver (tests use a table).
+    pub fn open_with_lookup(
+        data_dir: &Path,
+        policy: OperatorPolicy,
+        lookup: Arc<dyn NameLookup>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let db = SledDb::open(&data_dir.join("db")).with_context(|| {
@@ -32,8 +43,15 @@ impl Services {
             )
         })?;
         let kv: SharedKv = Arc::new(db.kv()?);
+        let limits = EgressLimits {
+            max_request_bytes: policy.limits.max_request_body_bytes,
+            max_response_bytes: policy.limits.max_response_body_bytes,
+        };
+        let egress = Egress::new(policy.addresses, lookup, limits)
+            .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
         let runtime = Runtime::new(
-            limits,
+            policy.limits,
+            Arc::new(egress),
             kv.clone(),
             crate::clock::system(),
             Some(data_dir.join("cache")),

@@ -1,6 +1,8 @@
 //! Shared set-up for the host's unit tests.
 
 use crate::api::AppState;
+use crate::egress::Egress;
+use crate::egress::resolve::SystemLookup;
 use crate::package::catalog::Catalog;
 use crate::package::store::PluginStore;
 use crate::policy::limits::OperatorLimits;
@@ -10,8 +12,15 @@ use std::sync::Arc;
 
 pub(crate) async fn app_state() -> AppState {
     let dir = tempfile::tempdir().expect("tempdir").keep();
+    let egress = Egress::new(
+        Default::default(),
+        Arc::new(SystemLookup),
+        Default::default(),
+    )
+    .expect("egress");
     let runtime = Runtime::new(
         OperatorLimits::default(),
+        Arc::new(egress),
         Arc::new(MemoryKv::default()),
         crate::clock::system(),
         None,

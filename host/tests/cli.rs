@@ -13,6 +13,7 @@ fn patchbay(data_dir: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .env("PATCHBAY_DATA_DIR", data_dir)
         .env_remove("PATCHBAY_OPERATOR_TOKEN")
+        .env_remove("PATCHBAY_ALLOW_CIDRS")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -136,6 +137,8 @@ async fn invokes_a_bundled_plugin_once_against_a_local_upstream() {
         r#"{"phone":"+1555"}"#,
         "--config",
         &base,
+        "--allow-cidr",
+        "127.0.0.1/32",
     ];
     let out = run(patchbay(data.path(), &args)).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -175,6 +178,8 @@ async fn invokes_straight_from_a_plugin_directory_without_installing() {
         r#"{"email":"a@b.co"}"#,
         "--config",
         &base,
+        "--allow-cidr",
+        "127.0.0.1/32",
     ];
     let out = run(patchbay(data.path(), &args)).await;
     assert!(!out.status.success());
@@ -188,6 +193,36 @@ async fn invokes_straight_from_a_plugin_directory_without_installing() {
         text(&out.stdout).trim(),
         "no plugins installed",
         "invoking a directory installs nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_loopback_upstream_is_refused_unless_allowed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let upstream = MockServer::start().await;
+    let base = format!("base_url={}", upstream.uri());
+    let args = [
+        "invoke",
+        "hubspot",
+        "find-contact",
+        "--input",
+        r#"{"phone":"+1555"}"#,
+        "--config",
+        &base,
+    ];
+    let out = run(patchbay(data.path(), &args)).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("access denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        upstream
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
     );
 }
 

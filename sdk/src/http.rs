@@ -197,16 +197,27 @@ impl Request {
             .body()
             .map_err(|()| Error::internal("request body already taken"))?;
         let pending = outgoing_handler::handle(request, Some(options)).map_err(map_error_code)?;
-        write_body(&body, &self.body)?;
-        OutgoingBody::finish(body, None).map_err(map_error_code)?;
-
+        // If the host refused the request, writing the body fails too; the
+        // response future then carries the real reason, so it decides the error.
+        let sent = match write_body(&body, &self.body) {
+            Ok(()) => OutgoingBody::finish(body, None).map_err(map_error_code),
+            Err(e) => {
+                drop(body);
+                Err(e)
+            }
+        };
         let response = loop {
             match pending.get() {
-                Some(Ok(Ok(response))) => break response,
-                Some(Ok(Err(code))) => return Err(map_error_code(code)),
-                Some(Err(())) => return Err(Error::internal("response already taken")),
+                Some(Ok(Ok(response))) => break Ok(response),
+                Some(Ok(Err(code))) => break Err(map_error_code(code)),
+                Some(Err(())) => break Err(Error::internal("response already taken")),
                 None => pending.subscribe().block(),
             }
+        };
+        let response = match (sent, response) {
+            (_, Err(refused)) => return Err(refused),
+            (Err(write_error), Ok(_)) => return Err(write_error),
+            (Ok(()), Ok(response)) => response,
         };
         let status = response.status();
         let headers = response
@@ -283,6 +294,9 @@ fn map_stream_error(e: StreamError) -> Error {
 
 fn map_error_code(code: ErrorCode) -> Error {
     match code {
+        ErrorCode::DestinationIpProhibited => {
+            Error::AccessDenied("destination address refused by host policy".into())
+        }
         ErrorCode::HttpRequestDenied => {
             Error::AccessDenied("outbound request denied by host policy".into())
         }

@@ -2,6 +2,7 @@
 //! modules per host concern.
 
 mod crm_transform;
+mod egress;
 mod fs_reader;
 mod grow_memory;
 mod hubspot;

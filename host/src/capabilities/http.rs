@@ -2,14 +2,15 @@
 //!
 //! The gate runs in the `send_request` hook, before any DNS look-up or
 //! connection: a request goes out only if it matches one of the connection's
-//! filled destination rules. A denial is the `HTTP-request-denied` error code
-//! (an error value, never a trap) and is audited. Redirects are never
-//! followed: a 3xx is handed back to the plugin, whose next request is checked
-//! from scratch.
+//! filled destination rules, and a literal IP only if operator policy allows
+//! that address (names are checked as they resolve, in `egress`). A denial is
+//! an error code (`HTTP-request-denied`, `destination-IP-prohibited`), never a
+//! trap, and is audited. Redirects are never followed: a 3xx is handed back to
+//! the plugin, whose next request is checked from scratch.
 
+use crate::egress::{Egress, EgressError};
 use crate::policy::http::Rule;
 use crate::runtime::state::CallState;
-use http_body_util::BodyExt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::Linker;
@@ -25,8 +26,17 @@ pub struct Denial {
     pub reason: String,
 }
 
+/// Why the gate refused a request.
+enum Refusal {
+    /// No destination rule matches (or the URL is malformed).
+    Rule(String),
+    /// The literal address is not public and the operator has not allowed it.
+    Address(String),
+}
+
 /// The per-invocation gate.
 pub struct HttpGate {
+    egress: Arc<Egress>,
     rules: Arc<[Rule]>,
     deadline: Instant,
     audit_tag: String,
@@ -40,10 +50,16 @@ pub struct HttpCtx {
 }
 
 impl HttpCtx {
-    pub fn new(rules: Arc<[Rule]>, deadline: Instant, audit_tag: String) -> Self {
+    pub fn new(
+        egress: Arc<Egress>,
+        rules: Arc<[Rule]>,
+        deadline: Instant,
+        audit_tag: String,
+    ) -> Self {
         Self {
             ctx: WasiHttpCtx::new(),
             gate: HttpGate {
+                egress,
                 rules,
                 deadline,
                 audit_tag,
@@ -62,13 +78,16 @@ impl HttpCtx {
 }
 
 impl HttpGate {
-    fn decide(&self, request: &http::Request<WasiBody>) -> Result<(), String> {
+    fn decide(&self, request: &http::Request<WasiBody>) -> Result<(), Refusal> {
         let uri = request.uri();
-        let authority = uri.authority().ok_or("request has no host")?;
+        let rule = |reason: &str| Refusal::Rule(reason.to_owned());
+        let authority = uri.authority().ok_or_else(|| rule("request has no host"))?;
         if authority.as_str().contains('@') {
-            return Err("user info in the URL is not allowed".into());
+            return Err(rule("user info in the URL is not allowed"));
         }
-        let scheme = uri.scheme_str().ok_or("request has no scheme")?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| rule("request has no scheme"))?;
         let path = uri.path();
         let allowed = self.rules.iter().any(|rule| {
             rule.allows(
@@ -80,11 +99,17 @@ impl HttpGate {
             )
         });
         if allowed {
-            Ok(())
+            self.egress
+                .check_literal(authority.host())
+                .map_err(|(ip, class)| {
+                    Refusal::Address(format!(
+                        "address {ip} is {class} and operator policy does not allow it"
+                    ))
+                })
         } else if self.rules.is_empty() {
-            Err("the plugin declares no HTTP destinations".into())
+            Err(rule("the plugin declares no HTTP destinations"))
         } else {
-            Err("no declared destination matches".into())
+            Err(rule("no declared destination matches"))
         }
     }
 
@@ -122,7 +147,11 @@ impl WasiHttpHooks for HttpGate {
     ) -> SendFuture {
         let method = request.method().to_string();
         let url = redact_query(request.uri());
-        if let Err(reason) = self.decide(&request) {
+        if let Err(refusal) = self.decide(&request) {
+            let (reason, code) = match refusal {
+                Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
+                Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
+            };
             tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
                 %method, %url, decision = "denied", %reason, "outbound request denied");
             self.denials
@@ -133,18 +162,40 @@ impl WasiHttpHooks for HttpGate {
                     url,
                     reason,
                 });
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            return Box::new(async { Err(code) });
         }
         tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
+        let (egress, deadline, denials, audit_tag) = (
+            self.egress.clone(),
+            self.deadline,
+            self.denials.clone(),
+            self.audit_tag.clone(),
+        );
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            match egress.send(request, options, deadline).await {
+                Ok(response) => Ok((
+                    response,
+                    Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                )),
+                Err(error) => {
+                    if let EgressError::AddressRefused(reason) = &error {
+                        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %audit_tag,
+                            %method, %url, decision = "denied", %reason, "outbound request denied");
+                        denials
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Denial {
+                                method,
+                                url,
+                                reason: reason.clone(),
+                            });
+                    }
+                    Err(error.to_http_error())
+                }
+            }
         })
     }
 }

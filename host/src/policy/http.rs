@@ -354,6 +354,11 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
 /// Lowercase ASCII host without a trailing dot; `None` for anything else (a
 /// non-ASCII host must be written in punycode, so look-alikes can't sneak in).
 fn normalise_host(host: &str) -> Option<String> {
+    // An IPv6 literal arrives bracketed from a URI authority (`[::1]`).
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() || !host.is_ascii() {
         return None;
@@ -645,6 +650,14 @@ mod tests {
             base.fill(&bad),
             Err(DestinationError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn matches_ipv6_hosts_written_with_or_without_brackets() {
+        let rule = rule("https://[::1]:9000");
+        assert!(rule.allows("GET", "https", "[::1]", Some(9000), "/"));
+        assert!(rule.allows("GET", "https", "::1", Some(9000), "/"));
+        assert!(!rule.allows("GET", "https", "[::2]", Some(9000), "/"));
     }
 
     #[test]

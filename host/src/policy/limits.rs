@@ -18,6 +18,10 @@ pub struct OperatorLimits {
     pub max_output_bytes: usize,
     /// Log text (wasi:logging plus stdout/stderr) kept per invocation.
     pub max_log_bytes: usize,
+    /// Largest outbound request body a plugin may send.
+    pub max_request_body_bytes: usize,
+    /// Largest upstream response body a plugin may receive (checked while streaming).
+    pub max_response_body_bytes: usize,
 }
 
 impl Default for OperatorLimits {
@@ -28,6 +32,8 @@ impl Default for OperatorLimits {
             max_input_bytes: 1024 * 1024,
             max_output_bytes: 4 * 1024 * 1024,
             max_log_bytes: 64 * 1024,
+            max_request_body_bytes: 4 * 1024 * 1024,
+            max_response_body_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::capabilities::{
     log::LogLine, log::LogSource, log::LogTags,
 };
 use crate::clock::Clock;
+use crate::egress::Egress;
 use crate::package::manifest::Manifest;
 use crate::policy::http::Rule;
 use crate::policy::limits::{EffectiveLimits, OperatorLimits};
@@ -75,6 +76,7 @@ const ALLOWED_IMPORTS: &[&str] = &[
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    egress: Arc<Egress>,
     limits: OperatorLimits,
     kv: SharedKv,
     clock: Clock,
@@ -178,6 +180,7 @@ pub struct InvokeOutcome<T = Json> {
 impl Runtime {
     pub fn new(
         limits: OperatorLimits,
+        egress: Arc<Egress>,
         kv: SharedKv,
         clock: Clock,
         cache_dir: Option<PathBuf>,
@@ -191,6 +194,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            egress,
             limits,
             kv,
             clock,
@@ -279,7 +283,12 @@ impl Runtime {
         let state = CallState {
             wasi: wasi.build(),
             table: Default::default(),
-            http: HttpCtx::new(binding.http_rules.clone(), deadline, audit_tag),
+            http: HttpCtx::new(
+                self.egress.clone(),
+                binding.http_rules.clone(),
+                deadline,
+                audit_tag,
+            ),
             config: binding.config.clone(),
             kv,
             log: log.clone(),

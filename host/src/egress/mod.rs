@@ -1,0 +1,235 @@
+//! The one door out: a shared, pooled HTTP client for every plugin's requests.
+//!
+//! Requests arrive from the wasi:http hook already matched against the
+//! connection's destination rules; here they are checked against the
+//! operator's address policy (literal IPs directly, names through
+//! [`resolve::GuardedResolver`]), sent on a keep-alive pool with deadlines, and
+//! held to size caps while streaming. Redirects are never followed.
+
+pub mod resolve;
+
+use crate::policy::ssrf::{AddressClass, AddressPolicy};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use resolve::{GuardedResolver, NameLookup, RefusedAddress};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+
+/// Size limits for one request and its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressLimits {
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+}
+
+impl Default for EgressLimits {
+    fn default() -> Self {
+        let operator = crate::policy::limits::OperatorLimits::default();
+        Self {
+            max_request_bytes: operator.max_request_body_bytes,
+            max_response_bytes: operator.max_response_body_bytes,
+        }
+    }
+}
+
+/// Why a request did not get a response.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("destination address refused: {0}")]
+    AddressRefused(String),
+    #[error("request body is over {0} bytes")]
+    RequestTooLarge(usize),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+}
+
+impl EgressError {
+    /// The wasi:http error code the plugin sees.
+    pub fn to_http_error(&self) -> HttpError {
+        match self {
+            Self::AddressRefused(_) => HttpError::DestinationIpProhibited,
+            Self::RequestTooLarge(n) => HttpError::HttpRequestBodySize(Some(*n as u64)),
+            Self::InvalidRequest(_) => HttpError::HttpRequestUriInvalid,
+            Self::Timeout => HttpError::ConnectionTimeout,
+            Self::Connect(_) => HttpError::ConnectionRefused,
+            Self::Upstream(_) => HttpError::HttpProtocolError,
+        }
+    }
+}
+
+/// The shared egress: one client and pool for all plugins and tenants.
+pub struct Egress {
+    client: reqwest::Client,
+    addresses: Arc<AddressPolicy>,
+    limits: EgressLimits,
+}
+
+impl Egress {
+    pub fn new(
+        addresses: AddressPolicy,
+        lookup: Arc<dyn NameLookup>,
+        limits: EgressLimits,
+    ) -> Result<Self, EgressError> {
+        let addresses = Arc::new(addresses);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EgressError::InvalidRequest(format!("tls configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .dns_resolver(Arc::new(GuardedResolver {
+                lookup,
+                policy: addresses.clone(),
+            }))
+            .build()
+            .map_err(|e| EgressError::InvalidRequest(format!("building the http client: {e}")))?;
+        Ok(Self {
+            client,
+            addresses,
+            limits,
+        })
+    }
+
+    /// Check a literal IP host before anything is sent (the resolver never sees literals).
+    pub fn check_literal(&self, host: &str) -> Result<(), (IpAddr, AddressClass)> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self.addresses.allows(ip).map_err(|class| (ip, class)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Send `request`, bounded by `deadline` and the plugin's own timeouts.
+    pub async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: RequestOptions,
+        deadline: Instant,
+    ) -> Result<http::Response<WasiBody>, EgressError> {
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, self.limits.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|_| EgressError::RequestTooLarge(self.limits.max_request_bytes))?
+            .to_bytes();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
+        let mut headers = parts.headers;
+        // reqwest derives Host from the URL; the plugin's copy could disagree with it.
+        headers.remove(http::header::HOST);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let total = [options.first_byte_timeout, Some(left)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(left);
+        let request = self
+            .client
+            .request(parts.method, url)
+            .headers(headers)
+            .body(body)
+            .timeout(total)
+            .build()
+            .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
+        let response = self.client.execute(request).await.map_err(classify)?;
+        Ok(self.wasi_response(response, deadline, options.between_bytes_timeout))
+    }
+
+    fn wasi_response(
+        &self,
+        response: reqwest::Response,
+        deadline: Instant,
+        between_bytes: Option<Duration>,
+    ) -> http::Response<WasiBody> {
+        let mut builder = http::Response::builder()
+            .status(response.status())
+            .version(response.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = response.headers().clone();
+        }
+        let max = self.limits.max_response_bytes;
+        let mut seen = 0usize;
+        let stream = response.bytes_stream().map(move |chunk| {
+            let chunk: Bytes = chunk.map_err(|e| {
+                if e.is_timeout() {
+                    HttpError::ConnectionReadTimeout
+                } else {
+                    HttpError::HttpResponseIncomplete
+                }
+            })?;
+            seen += chunk.len();
+            if seen > max {
+                return Err(HttpError::HttpResponseBodySize(Some(seen as u64)));
+            }
+            Ok(http_body::Frame::data(chunk))
+        });
+        let stream = bounded_stream(stream, deadline, between_bytes);
+        let body = StreamBody::new(stream).boxed_unsync();
+        builder.body(body).unwrap_or_else(|_| {
+            http::Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+        })
+    }
+}
+
+/// Ends the body with a timeout error at the call's deadline or when the gap
+/// between chunks exceeds `between_bytes`.
+fn bounded_stream<S>(
+    stream: S,
+    deadline: Instant,
+    between_bytes: Option<Duration>,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, HttpError>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<http_body::Frame<Bytes>, HttpError>> + Send + 'static,
+{
+    // The state is `None` after an error, so the body ends there.
+    futures_util::stream::unfold(Some(Box::pin(stream)), move |state| async move {
+        let mut stream = state?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = between_bytes.map_or(left, |b| b.min(left));
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Some(Ok(frame))) => Some((Ok(frame), Some(stream))),
+            Ok(Some(Err(e))) => Some((Err(e), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(HttpError::ConnectionReadTimeout), None)),
+        }
+    })
+}
+
+fn classify(error: reqwest::Error) -> EgressError {
+    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<RefusedAddress>() {
+            return EgressError::AddressRefused(refused.to_string());
+        }
+        source = e.source();
+    }
+    if error.is_timeout() {
+        EgressError::Timeout
+    } else if error.is_connect() {
+        EgressError::Connect(error.to_string())
+    } else {
+        EgressError::Upstream(error.to_string())
+    }
+}

@@ -1,0 +1,243 @@
+//! Outbound requests: SSRF defence before connect, and size caps while streaming.
+//! Every refused request is checked to have reached no upstream.
+
+use patchbay::egress::resolve::StaticLookup;
+use patchbay::policy::OperatorPolicy;
+use patchbay::policy::limits::OperatorLimits;
+use patchbay::policy::ssrf::AddressPolicy;
+use patchbay::runtime::error::{InvokeError, PluginFailure};
+use patchbay_tests::{Harness, plugins::PROBE};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::sync::Arc;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn policy(allowed: &[&str]) -> OperatorPolicy {
+    OperatorPolicy {
+        addresses: AddressPolicy {
+            allowed_cidrs: allowed.iter().map(|c| c.parse().expect("cidr")).collect(),
+        },
+        ..OperatorPolicy::default()
+    }
+}
+
+async fn upstream() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/allowed/thing"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("reached"))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Fetch `{base}/allowed/thing` through the probe plugin, with `base` as the
+/// connection's upstream setting (so the destination rule matches).
+async fn fetch(harness: &Harness, base: &str) -> (Result<Value, InvokeError>, Vec<String>) {
+    let plugin = match harness.services.catalog.get("probe").await {
+        Ok(installed) => installed,
+        Err(_) => harness.install(PROBE).await,
+    };
+    let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", base)]);
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "fetch",
+            json!({ "url": format!("{base}/allowed/thing") }),
+        )
+        .await;
+    let reasons = outcome.denials.iter().map(|d| d.reason.clone()).collect();
+    (outcome.result, reasons)
+}
+
+fn assert_refused(result: &Result<Value, InvokeError>) {
+    assert!(
+        matches!(
+            result,
+            Err(InvokeError::Plugin(PluginFailure::AccessDenied { .. }))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn loopback_is_refused_unless_the_operator_allows_it() {
+    let server = upstream().await;
+    let refused = Harness::with_policy(policy(&[]));
+    let (result, reasons) = fetch(&refused, &server.uri()).await;
+    assert_refused(&result);
+    assert!(
+        reasons.iter().any(|r| r.contains("loopback")),
+        "{reasons:?}"
+    );
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+
+    let allowed = Harness::with_policy(policy(&["127.0.0.1/32"]));
+    let (result, _) = fetch(&allowed, &server.uri()).await;
+    assert_eq!(result.expect("allowed")["body"], "reached");
+}
+
+#[tokio::test]
+async fn every_refused_address_class_is_refused_as_a_literal_before_connect() {
+    // Nothing listens at these; a refusal must come from policy, before any connect.
+    let literals = [
+        "127.0.0.2",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "192.0.2.1",
+        "198.51.100.1",
+        "203.0.113.1",
+        "[::1]",
+        "[::]",
+        "[fe80::1]",
+        "[fd00:ec2::254]",
+        "[fc00::1]",
+        "[::ffff:127.0.0.1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+        "[ff02::1]",
+        "[2001:db8::1]",
+    ];
+    let harness = Harness::with_policy(policy(&["127.0.0.1/32"]));
+    for literal in literals {
+        let (result, reasons) = fetch(&harness, &format!("http://{literal}:9")).await;
+        assert_refused(&result);
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("operator policy does not allow it")),
+            "{literal}: {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn names_are_checked_on_what_they_resolve_to() {
+    let server = upstream().await;
+    let port = server.address().port();
+    let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+    let lookup = StaticLookup::default().with("crm.test", vec![vec![loopback]]);
+
+    let refused = Harness::with_lookup(policy(&[]), Arc::new(lookup.clone()));
+    let (result, reasons) = fetch(&refused, &format!("http://crm.test:{port}")).await;
+    assert_refused(&result);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("crm.test resolves only to refused addresses")),
+        "{reasons:?}"
+    );
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+
+    let allowed = Harness::with_lookup(policy(&["127.0.0.1/32"]), Arc::new(lookup));
+    let (result, _) = fetch(&allowed, &format!("http://crm.test:{port}")).await;
+    assert_eq!(result.expect("allowed")["body"], "reached");
+}
+
+#[tokio::test]
+async fn a_name_that_rebinds_to_a_refused_address_is_refused() {
+    // First answer: an allowed address (standing in for a public one). Second:
+    // 127.0.0.2, which the operator did not allow. Each new connection resolves
+    // again and every answer is checked, so the rebind gets nowhere.
+    let first = upstream().await;
+    let second = upstream().await;
+    let lookup = StaticLookup::default().with(
+        "rebind.test",
+        vec![
+            vec!["127.0.0.1".parse().expect("ip")],
+            vec!["127.0.0.2".parse().expect("ip")],
+        ],
+    );
+    let harness = Harness::with_lookup(policy(&["127.0.0.1/32"]), Arc::new(lookup));
+    let (result, _) = fetch(
+        &harness,
+        &format!("http://rebind.test:{}", first.address().port()),
+    )
+    .await;
+    assert_eq!(result.expect("first answer is allowed")["body"], "reached");
+    let (result, reasons) = fetch(
+        &harness,
+        &format!("http://rebind.test:{}", second.address().port()),
+    )
+    .await;
+    assert_refused(&result);
+    assert!(
+        reasons.iter().any(|r| r.contains("127.0.0.2")),
+        "{reasons:?}"
+    );
+    assert!(
+        second
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn user_info_in_the_url_is_refused() {
+    let server = upstream().await;
+    let harness = Harness::new();
+    let plugin = harness.install(PROBE).await;
+    let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", &server.uri())]);
+    let url = server.uri().replace("http://", "http://user:pass@") + "/allowed/thing";
+    let outcome = harness
+        .invoke(&plugin, &binding, "fetch", json!({ "url": url }))
+        .await;
+    assert!(outcome.result.is_err(), "{:?}", outcome.result);
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_response_is_cut_off_with_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/allowed/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(64 * 1024)))
+        .mount(&server)
+        .await;
+    let mut policy = policy(&["127.0.0.1/32"]);
+    policy.limits = OperatorLimits {
+        max_response_body_bytes: 8 * 1024,
+        ..OperatorLimits::default()
+    };
+    let harness = Harness::with_policy(policy);
+    let plugin = harness.install(PROBE).await;
+    let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", &server.uri())]);
+    let url = format!("{}/allowed/big", server.uri());
+    let outcome = harness
+        .invoke(&plugin, &binding, "fetch", json!({ "url": url }))
+        .await;
+    match outcome.result {
+        Err(InvokeError::Plugin(PluginFailure::Upstream { message, .. })) => {
+            assert!(message.contains("body size exceeds limit"), "{message}")
+        }
+        other => panic!("expected the body to be cut off, got {other:?}"),
+    }
+}
