@@ -403,9 +403,27 @@ impl Response {
         })
     }
 
+    /// The wait the upstream asked for in `Retry-After` (seconds or HTTP-date),
+    /// in milliseconds.
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) { let _ = r.retry_after_ms(); }
+    /// ```
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        let value = self.header("retry-after")?.trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(seconds.saturating_mul(1000));
+        }
+        let at = httpdate::parse_http_date(value).ok()?;
+        let wait = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Turn an error status into the matching [`Error`]: 401/403 become
-    /// `Unauthorized`, 404 `NotFound`, 429 `RateLimited` (from `Retry-After`
-    /// seconds, default 1 s), other 4xx/5xx `Upstream`.
+    /// `Unauthorized`, 404 `NotFound`, 429 `RateLimited` (from `Retry-After`,
+    /// seconds or HTTP-date; 1 s when absent), other 4xx/5xx `Upstream`.
     ///
     /// ```no_run
     /// # fn f(r: patchbay_sdk::http::Response) -> Result<(), patchbay_sdk::Error> {
@@ -419,15 +437,9 @@ impl Response {
             200..=399 => Ok(self),
             401 | 403 => Err(Error::Unauthorized(message())),
             404 => Err(Error::NotFound(message())),
-            429 => {
-                let seconds = self
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(1);
-                Err(Error::RateLimited {
-                    retry_after_ms: seconds.saturating_mul(1000),
-                })
-            }
+            429 => Err(Error::RateLimited {
+                retry_after_ms: self.retry_after_ms().unwrap_or(1000),
+            }),
             _ => Err(Error::Upstream {
                 status,
                 message: message(),

@@ -38,6 +38,9 @@ enum Refusal {
 pub struct HttpGate {
     egress: Arc<Egress>,
     rules: Arc<[Rule]>,
+    invocation_id: String,
+    /// Requests this invocation may still start.
+    requests_left: usize,
     deadline: Instant,
     audit_tag: String,
     denials: Arc<Mutex<Vec<Denial>>>,
@@ -54,6 +57,8 @@ impl HttpCtx {
         egress: Arc<Egress>,
         rules: Arc<[Rule]>,
         deadline: Instant,
+        invocation_id: &str,
+        max_requests: usize,
         audit_tag: String,
     ) -> Self {
         Self {
@@ -61,6 +66,8 @@ impl HttpCtx {
             gate: HttpGate {
                 egress,
                 rules,
+                invocation_id: invocation_id.to_owned(),
+                requests_left: max_requests,
                 deadline,
                 audit_tag,
                 denials: Arc::default(),
@@ -81,6 +88,9 @@ impl HttpGate {
     fn decide(&self, request: &http::Request<WasiBody>) -> Result<(), Refusal> {
         let uri = request.uri();
         let rule = |reason: &str| Refusal::Rule(reason.to_owned());
+        if self.requests_left == 0 {
+            return Err(rule("the invocation's outbound request limit is used up"));
+        }
         let authority = uri.authority().ok_or_else(|| rule("request has no host"))?;
         if authority.as_str().contains('@') {
             return Err(rule("user info in the URL is not allowed"));
@@ -167,14 +177,16 @@ impl WasiHttpHooks for HttpGate {
         tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
-        let (egress, deadline, denials, audit_tag) = (
+        self.requests_left -= 1;
+        let (egress, deadline, denials, audit_tag, trace_id) = (
             self.egress.clone(),
             self.deadline,
             self.denials.clone(),
             self.audit_tag.clone(),
+            self.invocation_id.clone(),
         );
         Box::new(async move {
-            match egress.send(request, options, deadline).await {
+            match egress.send(request, options, deadline, &trace_id).await {
                 Ok(response) => Ok((
                     response,
                     Box::new(async { Ok(()) })

@@ -7,6 +7,7 @@
 //! held to size caps while streaming. Redirects are never followed.
 
 pub mod resolve;
+pub mod retry;
 
 use crate::policy::ssrf::{AddressClass, AddressPolicy};
 use bytes::Bytes;
@@ -117,12 +118,15 @@ impl Egress {
         }
     }
 
-    /// Send `request`, bounded by `deadline` and the plugin's own timeouts.
+    /// Send `request`, bounded by `deadline` and the plugin's own timeouts,
+    /// retrying idempotent requests on retryable outcomes (see [`retry`]).
+    /// `trace_id` (32 hex digits) goes upstream in a W3C `traceparent`.
     pub async fn send(
         &self,
         request: http::Request<WasiBody>,
         options: RequestOptions,
         deadline: Instant,
+        trace_id: &str,
     ) -> Result<http::Response<WasiBody>, EgressError> {
         let (parts, body) = request.into_parts();
         let body = Limited::new(body, self.limits.max_request_bytes)
@@ -135,22 +139,57 @@ impl Egress {
         let mut headers = parts.headers;
         // reqwest derives Host from the URL; the plugin's copy could disagree with it.
         headers.remove(http::header::HOST);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let total = [options.first_byte_timeout, Some(left)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(left);
-        let request = self
-            .client
-            .request(parts.method, url)
-            .headers(headers)
-            .body(body)
-            .timeout(total)
-            .build()
-            .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
-        let response = self.client.execute(request).await.map_err(classify)?;
-        Ok(self.wasi_response(response, deadline, options.between_bytes_timeout))
+        let idempotent = retry::is_idempotent(&parts.method, &headers);
+        let backoff = retry::Backoff::default();
+        let mut rng = fastrand::Rng::new();
+        let mut attempt = 1;
+        loop {
+            headers.insert("traceparent", traceparent(trace_id, &mut rng));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let total = [options.first_byte_timeout, Some(left)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(left);
+            let request = self
+                .client
+                .request(parts.method.clone(), url.clone())
+                .headers(headers.clone())
+                // Bytes clones share the buffer: a retry resends without copying.
+                .body(body.clone())
+                .timeout(total)
+                .build()
+                .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
+            let result = self.client.execute(request).await.map_err(classify);
+            let outcome = match &result {
+                Ok(response) => retry::Outcome::Status(response.status().as_u16()),
+                Err(EgressError::Connect(_)) => retry::Outcome::Connect,
+                Err(EgressError::Timeout) => retry::Outcome::Timeout,
+                Err(_) => retry::Outcome::Other,
+            };
+            if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
+                return result.map(|response| {
+                    self.wasi_response(response, deadline, options.between_bytes_timeout)
+                });
+            }
+            let wait = match &result {
+                Ok(response) => {
+                    retry::retry_after(response.headers(), std::time::SystemTime::now())
+                }
+                Err(_) => None,
+            }
+            .unwrap_or_else(|| backoff.delay(attempt, &mut rng));
+            if Instant::now() + wait >= deadline {
+                // No time to wait: hand over what we have (a 429 carries its
+                // Retry-After, which the plugin turns into rate-limited).
+                return result.map(|response| {
+                    self.wasi_response(response, deadline, options.between_bytes_timeout)
+                });
+            }
+            tracing::debug!(target: "patchbay::egress", attempt, ?outcome, ?wait, "retrying outbound request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
     }
 
     fn wasi_response(
@@ -214,6 +253,19 @@ where
             Ok(None) => None,
             Err(_) => Some((Err(HttpError::ConnectionReadTimeout), None)),
         }
+    })
+}
+
+/// `00-<trace id>-<fresh span id>-01`; a malformed trace id gets a fresh one.
+fn traceparent(trace_id: &str, rng: &mut fastrand::Rng) -> http::HeaderValue {
+    let trace = if trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        trace_id.to_ascii_lowercase()
+    } else {
+        format!("{:032x}", rng.u128(1..))
+    };
+    let value = format!("00-{trace}-{:016x}-01", rng.u64(1..));
+    http::HeaderValue::from_str(&value).unwrap_or_else(|_| {
+        http::HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
     })
 }
 

@@ -22,6 +22,8 @@ pub struct OperatorLimits {
     pub max_request_body_bytes: usize,
     /// Largest upstream response body a plugin may receive (checked while streaming).
     pub max_response_body_bytes: usize,
+    /// Outbound requests one invocation may start (retries not counted).
+    pub max_outbound_requests: usize,
 }
 
 impl Default for OperatorLimits {
@@ -34,6 +36,7 @@ impl Default for OperatorLimits {
             max_log_bytes: 64 * 1024,
             max_request_body_bytes: 4 * 1024 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
+            max_outbound_requests: 50,
         }
     }
 }
@@ -46,6 +49,7 @@ pub struct EffectiveLimits {
     pub max_input_bytes: usize,
     pub max_output_bytes: usize,
     pub max_log_bytes: usize,
+    pub max_outbound_requests: usize,
 }
 
 impl OperatorLimits {
@@ -57,6 +61,7 @@ impl OperatorLimits {
             max_input_bytes: self.max_input_bytes,
             max_output_bytes: self.max_output_bytes,
             max_log_bytes: self.max_log_bytes,
+            max_outbound_requests: self.max_outbound_requests,
         }
     }
 }

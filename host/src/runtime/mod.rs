@@ -287,6 +287,8 @@ impl Runtime {
                 self.egress.clone(),
                 binding.http_rules.clone(),
                 deadline,
+                invocation_id,
+                plugin.limits.max_outbound_requests,
                 audit_tag,
             ),
             config: binding.config.clone(),

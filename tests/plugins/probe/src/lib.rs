@@ -139,20 +139,43 @@ struct Fetch {
     url: String,
     #[serde(default)]
     method: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    /// Send the same request this many times (default once); the last response wins.
+    #[serde(default)]
+    times: Option<u32>,
 }
 
 fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
+    use patchbay_sdk::http::Method;
     let method = match input.method.as_deref().unwrap_or("GET") {
-        "POST" => patchbay_sdk::http::Method::Post,
-        "DELETE" => patchbay_sdk::http::Method::Delete,
-        _ => patchbay_sdk::http::Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        _ => Method::Get,
     };
-    let response = Request::new(method, input.url).send()?;
-    Ok(json!({
-        "status": response.status(),
-        "body": String::from_utf8_lossy(response.body()),
-        "location": response.header("location"),
-    }))
+    let mut last = Value::Null;
+    for _ in 0..input.times.unwrap_or(1) {
+        let mut request = Request::new(method, input.url.clone());
+        for (name, value) in &input.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        if let Some(body) = &input.body {
+            request = request.body(body.clone().into_bytes());
+        }
+        let response = request.send()?;
+        last = json!({
+            "status": response.status(),
+            "body": String::from_utf8_lossy(response.body()),
+            "location": response.header("location"),
+            "retry_after_ms": response.retry_after_ms(),
+        });
+    }
+    Ok(last)
 }
 
 fn read_config(_ctx: &Context, _: Value) -> Result<Value, Error> {
