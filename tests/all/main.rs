@@ -13,6 +13,7 @@ mod loop_forever;
 mod oversized_output;
 mod panic;
 mod probe;
+mod rate_limits;
 mod retries;
 mod socket_user;
 mod stack_overflow;

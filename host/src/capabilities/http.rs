@@ -8,8 +8,10 @@
 //! trap, and is audited. Redirects are never followed: a 3xx is handed back to
 //! the plugin, whose next request is checked from scratch.
 
+use crate::egress::Call;
 use crate::egress::{Egress, EgressError};
 use crate::policy::http::Rule;
+use crate::policy::rate::RateLimit;
 use crate::runtime::state::CallState;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,11 +36,22 @@ enum Refusal {
     Address(String),
 }
 
+/// What one invocation's requests are held to, besides the destination rules.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// Also the W3C trace id of every outbound request.
+    pub invocation_id: String,
+    /// Rate limits are kept per workspace and upstream origin.
+    pub workspace: String,
+    pub max_requests: usize,
+    pub rate_limit: RateLimit,
+}
+
 /// The per-invocation gate.
 pub struct HttpGate {
     egress: Arc<Egress>,
     rules: Arc<[Rule]>,
-    invocation_id: String,
+    call: CallPolicy,
     /// Requests this invocation may still start.
     requests_left: usize,
     deadline: Instant,
@@ -57,8 +70,7 @@ impl HttpCtx {
         egress: Arc<Egress>,
         rules: Arc<[Rule]>,
         deadline: Instant,
-        invocation_id: &str,
-        max_requests: usize,
+        call: CallPolicy,
         audit_tag: String,
     ) -> Self {
         Self {
@@ -66,8 +78,8 @@ impl HttpCtx {
             gate: HttpGate {
                 egress,
                 rules,
-                invocation_id: invocation_id.to_owned(),
-                requests_left: max_requests,
+                requests_left: call.max_requests,
+                call,
                 deadline,
                 audit_tag,
                 denials: Arc::default(),
@@ -178,15 +190,19 @@ impl WasiHttpHooks for HttpGate {
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
         self.requests_left -= 1;
-        let (egress, deadline, denials, audit_tag, trace_id) = (
+        let (egress, denials, audit_tag) = (
             self.egress.clone(),
-            self.deadline,
             self.denials.clone(),
             self.audit_tag.clone(),
-            self.invocation_id.clone(),
         );
+        let call = Call {
+            deadline: self.deadline,
+            trace_id: self.call.invocation_id.clone(),
+            workspace: self.call.workspace.clone(),
+            rate_limit: self.call.rate_limit,
+        };
         Box::new(async move {
-            match egress.send(request, options, deadline, &trace_id).await {
+            match egress.send(request, options, &call).await {
                 Ok(response) => Ok((
                     response,
                     Box::new(async { Ok(()) })

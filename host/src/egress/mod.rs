@@ -6,9 +6,11 @@
 //! [`resolve::GuardedResolver`]), sent on a keep-alive pool with deadlines, and
 //! held to size caps while streaming. Redirects are never followed.
 
+pub mod rate;
 pub mod resolve;
 pub mod retry;
 
+use crate::policy::rate::RateLimit;
 use crate::policy::ssrf::{AddressClass, AddressPolicy};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -72,6 +74,18 @@ pub struct Egress {
     client: reqwest::Client,
     addresses: Arc<AddressPolicy>,
     limits: EgressLimits,
+    rates: rate::RateLimiters,
+}
+
+/// What one request is sent on behalf of.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Nothing waits past this.
+    pub deadline: Instant,
+    /// 32 hex digits: the invocation id, sent upstream in `traceparent`.
+    pub trace_id: String,
+    pub workspace: String,
+    pub rate_limit: RateLimit,
 }
 
 impl Egress {
@@ -106,6 +120,7 @@ impl Egress {
             client,
             addresses,
             limits,
+            rates: rate::RateLimiters::default(),
         })
     }
 
@@ -120,14 +135,16 @@ impl Egress {
 
     /// Send `request`, bounded by `deadline` and the plugin's own timeouts,
     /// retrying idempotent requests on retryable outcomes (see [`retry`]).
-    /// `trace_id` (32 hex digits) goes upstream in a W3C `traceparent`.
+    /// Each attempt first takes a slot from the workspace's rate limit for the
+    /// origin; when the next slot is past the deadline the plugin gets a 429
+    /// from the host, with `Retry-After`, at once.
     pub async fn send(
         &self,
         request: http::Request<WasiBody>,
         options: RequestOptions,
-        deadline: Instant,
-        trace_id: &str,
+        call: &Call,
     ) -> Result<http::Response<WasiBody>, EgressError> {
+        let deadline = call.deadline;
         let (parts, body) = request.into_parts();
         let body = Limited::new(body, self.limits.max_request_bytes)
             .collect()
@@ -143,8 +160,18 @@ impl Egress {
         let backoff = retry::Backoff::default();
         let mut rng = fastrand::Rng::new();
         let mut attempt = 1;
+        let origin = format!("{}://{}", url.scheme(), url.authority());
         loop {
-            headers.insert("traceparent", traceparent(trace_id, &mut rng));
+            if let Err(limited) = self
+                .rates
+                .acquire(&call.workspace, &origin, call.rate_limit, deadline)
+                .await
+            {
+                tracing::info!(target: "patchbay::egress", workspace = %call.workspace, %origin,
+                    retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
+                return Ok(rate_limited_response(limited.retry_after));
+            }
+            headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
             let left = deadline.saturating_duration_since(Instant::now());
             let total = [options.first_byte_timeout, Some(left)]
                 .into_iter()
@@ -254,6 +281,24 @@ where
             Err(_) => Some((Err(HttpError::ConnectionReadTimeout), None)),
         }
     })
+}
+
+/// The host's own 429: the plugin handles it like an upstream one.
+fn rate_limited_response(retry_after: Duration) -> http::Response<WasiBody> {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = http::Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(seconds.max(1)),
+    );
+    headers.insert("x-patchbay-limit", http::HeaderValue::from_static("rate"));
+    response
 }
 
 /// `00-<trace id>-<fresh span id>-01`; a malformed trace id gets a fresh one.

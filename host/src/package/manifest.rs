@@ -4,6 +4,7 @@
 //! names the field at fault so a vendor can fix it without guessing.
 
 use crate::policy::http::{Destination, DestinationError};
+use crate::policy::rate::RateLimit;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
@@ -66,6 +67,8 @@ pub struct Operation {
 pub struct Capabilities {
     /// Outbound HTTP destinations, as written (templates unfilled).
     pub http: Vec<Destination>,
+    /// The upstream API's request rate, as the vendor declares it.
+    pub http_rate_limit: Option<RateLimit>,
     pub kv: Option<KvQuota>,
     /// JSON Schema of the connection's non-secret settings.
     pub config_schema: Option<Json>,
@@ -171,6 +174,7 @@ struct RawCapabilities {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     destinations: Vec<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -334,7 +338,16 @@ pub fn check_schema(schema: &Json) -> Result<(), String> {
 
 fn validate_capabilities(raw: RawCapabilities) -> Result<Capabilities, ManifestError> {
     let mut http = Vec::new();
+    let mut http_rate_limit = None;
     if let Some(raw_http) = raw.http {
+        if let Some(limit) = raw_http.rate_limit {
+            http_rate_limit = Some(limit.validate().ok_or_else(|| {
+                field_error(
+                    "capabilities.http.rate_limit",
+                    "requests and per_seconds must be greater than zero",
+                )
+            })?);
+        }
         for (i, entry) in raw_http.destinations.iter().enumerate() {
             let destination = Destination::parse(entry).map_err(|e: DestinationError| {
                 field_error(
@@ -377,6 +390,7 @@ fn validate_capabilities(raw: RawCapabilities) -> Result<Capabilities, ManifestE
     }
     Ok(Capabilities {
         http,
+        http_rate_limit,
         kv: raw.kv,
         config_schema,
         credentials: raw.credentials,

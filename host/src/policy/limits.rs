@@ -1,6 +1,7 @@
 //! Resource limits: what a plugin asked for, capped by what the operator allows.
 
 use crate::package::manifest::RequestedLimits;
+use crate::policy::rate::RateLimit;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub struct OperatorLimits {
     pub max_response_body_bytes: usize,
     /// Outbound requests one invocation may start (retries not counted).
     pub max_outbound_requests: usize,
+    /// Rate per (workspace, upstream origin) when a plugin declares none, and
+    /// the ceiling when it declares one.
+    pub default_rate_limit: RateLimit,
 }
 
 impl Default for OperatorLimits {
@@ -37,6 +41,10 @@ impl Default for OperatorLimits {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
             max_outbound_requests: 50,
+            default_rate_limit: RateLimit {
+                requests: 100,
+                per_seconds: 1,
+            },
         }
     }
 }
@@ -50,11 +58,16 @@ pub struct EffectiveLimits {
     pub max_output_bytes: usize,
     pub max_log_bytes: usize,
     pub max_outbound_requests: usize,
+    pub rate_limit: RateLimit,
 }
 
 impl OperatorLimits {
     /// The plugin's ask, never above the operator's maximum.
-    pub fn effective(&self, asked: &RequestedLimits) -> EffectiveLimits {
+    pub fn effective(
+        &self,
+        asked: &RequestedLimits,
+        declared_rate: Option<RateLimit>,
+    ) -> EffectiveLimits {
         EffectiveLimits {
             memory_bytes: (asked.memory_mb.min(self.max_memory_mb) as usize) << 20,
             timeout: Duration::from_millis(u64::from(asked.timeout_ms.min(self.max_timeout_ms))),
@@ -62,6 +75,7 @@ impl OperatorLimits {
             max_output_bytes: self.max_output_bytes,
             max_log_bytes: self.max_log_bytes,
             max_outbound_requests: self.max_outbound_requests,
+            rate_limit: RateLimit::effective(declared_rate, self.default_rate_limit),
         }
     }
 }
@@ -104,7 +118,7 @@ mod tests {
             ),
         ];
         for (asked, memory, timeout_ms) in cases {
-            let effective = operator.effective(&asked);
+            let effective = operator.effective(&asked, None);
             assert_eq!(effective.memory_bytes, memory, "{asked:?}");
             assert_eq!(
                 effective.timeout,

@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod limits;
+pub mod rate;
 pub mod ssrf;
 
 use serde::{Deserialize, Serialize};

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod state;
 
 use crate::bindings::{ConnectorPre, InvocationContext};
+use crate::capabilities::http::CallPolicy;
 use crate::capabilities::{
     self, config::ConfigValues, http::Denial, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx,
     log::LogLine, log::LogSource, log::LogTags,
@@ -241,7 +242,9 @@ impl Runtime {
             );
         }
         Ok(LoadedPlugin {
-            limits: self.limits.effective(&manifest.limits),
+            limits: self
+                .limits
+                .effective(&manifest.limits, manifest.capabilities.http_rate_limit),
             content_hash: cache::content_hash(wasm),
             manifest,
             pre,
@@ -287,8 +290,12 @@ impl Runtime {
                 self.egress.clone(),
                 binding.http_rules.clone(),
                 deadline,
-                invocation_id,
-                plugin.limits.max_outbound_requests,
+                CallPolicy {
+                    invocation_id: invocation_id.to_owned(),
+                    workspace: binding.scope.workspace.clone(),
+                    max_requests: plugin.limits.max_outbound_requests,
+                    rate_limit: plugin.limits.rate_limit,
+                },
                 audit_tag,
             ),
             config: binding.config.clone(),
