@@ -113,6 +113,14 @@ impl Harness {
             .expect("loaded")
     }
 
+    /// `plugin`, installed on first use and reused after that.
+    pub async fn ensure(&self, plugin: TestPlugin) -> Arc<LoadedPlugin> {
+        match self.services.catalog.get(plugin.name).await {
+            Ok(installed) => installed,
+            Err(_) => self.install(plugin).await,
+        }
+    }
+
     pub fn binding(
         &self,
         plugin: &LoadedPlugin,

@@ -46,6 +46,7 @@ impl Services {
         let limits = EgressLimits {
             max_request_bytes: policy.limits.max_request_body_bytes,
             max_response_bytes: policy.limits.max_response_body_bytes,
+            breaker: policy.limits.circuit_breaker,
         };
         let egress = Egress::new(policy.addresses, lookup, limits)
             .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;

@@ -294,6 +294,10 @@ fn map_stream_error(e: StreamError) -> Error {
 
 fn map_error_code(code: ErrorCode) -> Error {
     match code {
+        ErrorCode::DestinationUnavailable => Error::Upstream {
+            status: 0,
+            message: "destination unavailable: the host's circuit breaker is open after repeated failures".into(),
+        },
         ErrorCode::DestinationIpProhibited => {
             Error::AccessDenied("destination address refused by host policy".into())
         }

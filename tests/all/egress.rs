@@ -34,10 +34,7 @@ async fn upstream() -> MockServer {
 /// Fetch `{base}/allowed/thing` through the probe plugin, with `base` as the
 /// connection's upstream setting (so the destination rule matches).
 async fn fetch(harness: &Harness, base: &str) -> (Result<Value, InvokeError>, Vec<String>) {
-    let plugin = match harness.services.catalog.get("probe").await {
-        Ok(installed) => installed,
-        Err(_) => harness.install(PROBE).await,
-    };
+    let plugin = harness.ensure(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", base)]);
     let outcome = harness
         .invoke(

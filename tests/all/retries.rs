@@ -27,7 +27,7 @@ async fn flaky(first: ResponseTemplate, times: u64) -> MockServer {
 }
 
 async fn fetch_with(harness: &Harness, server: &MockServer, request: Value) -> InvokeOutcome {
-    let plugin = harness.install(PROBE).await;
+    let plugin = harness.ensure(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", &server.uri())]);
     let mut input = request;
     input["url"] = json!(format!("{}/allowed/x", server.uri()));
@@ -192,4 +192,42 @@ async fn an_invocation_may_start_only_so_many_requests() {
         "{:?}",
         outcome.denials
     );
+}
+
+#[tokio::test]
+async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
+    use patchbay::egress::breaker::BreakerConfig;
+    let limits = OperatorLimits {
+        circuit_breaker: BreakerConfig {
+            failures: 3,
+            window_ms: 60_000,
+            cool_down_ms: 300,
+        },
+        ..OperatorLimits::default()
+    };
+    let harness = Harness::with_limits(limits);
+    let server = flaky(ResponseTemplate::new(500), 3).await;
+
+    // Three failed attempts (one request, retried) open the breaker...
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    assert_eq!(outcome.result.expect("fetch")["status"], 500);
+    assert_eq!(requests(&server).await, 3);
+
+    // ...so the next call fails fast, without reaching the upstream.
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    match outcome.result {
+        Err(InvokeError::Plugin(PluginFailure::Upstream { status: 0, message })) => {
+            assert!(message.contains("circuit breaker is open"), "{message}")
+        }
+        other => panic!("expected a fail-fast circuit error, got {other:?}"),
+    }
+    assert_eq!(requests(&server).await, 3);
+
+    // After the cool-down one trial goes through; it succeeds and closes the breaker.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    assert_eq!(outcome.result.expect("trial")["status"], 200);
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    assert_eq!(outcome.result.expect("closed again")["status"], 200);
+    assert_eq!(requests(&server).await, 5);
 }

@@ -6,6 +6,7 @@
 //! [`resolve::GuardedResolver`]), sent on a keep-alive pool with deadlines, and
 //! held to size caps while streaming. Redirects are never followed.
 
+pub mod breaker;
 pub mod rate;
 pub mod resolve;
 pub mod retry;
@@ -21,11 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
-/// Size limits for one request and its response.
+/// Size limits for one request and its response, and when to stop calling a failing upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressLimits {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    pub breaker: breaker::BreakerConfig,
 }
 
 impl Default for EgressLimits {
@@ -34,6 +36,7 @@ impl Default for EgressLimits {
         Self {
             max_request_bytes: operator.max_request_body_bytes,
             max_response_bytes: operator.max_response_body_bytes,
+            breaker: operator.circuit_breaker,
         }
     }
 }
@@ -53,6 +56,8 @@ pub enum EgressError {
     Connect(String),
     #[error("upstream failed: {0}")]
     Upstream(String),
+    #[error("circuit open after repeated failures; retry in {0:?}")]
+    CircuitOpen(Duration),
 }
 
 impl EgressError {
@@ -65,6 +70,7 @@ impl EgressError {
             Self::Timeout => HttpError::ConnectionTimeout,
             Self::Connect(_) => HttpError::ConnectionRefused,
             Self::Upstream(_) => HttpError::HttpProtocolError,
+            Self::CircuitOpen(_) => HttpError::DestinationUnavailable,
         }
     }
 }
@@ -75,6 +81,7 @@ pub struct Egress {
     addresses: Arc<AddressPolicy>,
     limits: EgressLimits,
     rates: rate::RateLimiters,
+    breakers: breaker::Breakers,
 }
 
 /// What one request is sent on behalf of.
@@ -119,6 +126,7 @@ impl Egress {
         Ok(Self {
             client,
             addresses,
+            breakers: breaker::Breakers::new(limits.breaker),
             limits,
             rates: rate::RateLimiters::default(),
         })
@@ -161,7 +169,14 @@ impl Egress {
         let mut rng = fastrand::Rng::new();
         let mut attempt = 1;
         let origin = format!("{}://{}", url.scheme(), url.authority());
+        let breaker = self.breakers.get(&call.workspace, &origin);
         loop {
+            // An open circuit fails fast, before spending a rate-limit slot.
+            let permit = breaker.admit(Instant::now()).map_err(|open| {
+                tracing::info!(target: "patchbay::egress", workspace = %call.workspace, %origin,
+                    retry_after = ?open.retry_after, "circuit open: failing fast");
+                EgressError::CircuitOpen(open.retry_after)
+            })?;
             if let Err(limited) = self
                 .rates
                 .acquire(&call.workspace, &origin, call.rate_limit, deadline)
@@ -194,6 +209,13 @@ impl Egress {
                 Err(EgressError::Timeout) => retry::Outcome::Timeout,
                 Err(_) => retry::Outcome::Other,
             };
+            let failed = matches!(
+                outcome,
+                retry::Outcome::Connect
+                    | retry::Outcome::Timeout
+                    | retry::Outcome::Status(500 | 502 | 503 | 504)
+            );
+            breaker.record(permit, !failed, Instant::now());
             if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
                 return result.map(|response| {
                     self.wasi_response(response, deadline, options.between_bytes_timeout)

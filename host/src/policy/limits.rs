@@ -1,5 +1,6 @@
 //! Resource limits: what a plugin asked for, capped by what the operator allows.
 
+use crate::egress::breaker::BreakerConfig;
 use crate::package::manifest::RequestedLimits;
 use crate::policy::rate::RateLimit;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub struct OperatorLimits {
     /// Rate per (workspace, upstream origin) when a plugin declares none, and
     /// the ceiling when it declares one.
     pub default_rate_limit: RateLimit,
+    /// When to stop calling a failing upstream for a while (per workspace and origin).
+    pub circuit_breaker: BreakerConfig,
 }
 
 impl Default for OperatorLimits {
@@ -45,6 +48,7 @@ impl Default for OperatorLimits {
                 requests: 100,
                 per_seconds: 1,
             },
+            circuit_breaker: BreakerConfig::default(),
         }
     }
 }
