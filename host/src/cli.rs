@@ -240,9 +240,7 @@ async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<
             .with_context(|| format!("{}", path.display()))?;
         if services
             .catalog
-            .list()?
-            .iter()
-            .any(|p| p.id == manifest.id && p.version == manifest.version.to_string())
+            .is_installed(&manifest.id, &manifest.version.to_string())
         {
             continue;
         }

@@ -71,20 +71,35 @@ impl Catalog {
 
     /// The runnable plugin for `id` or `id@version`, loading it on first use.
     pub async fn get(&self, reference: &str) -> Result<Arc<LoadedPlugin>, PackageError> {
-        let key = self.store.resolve(reference)?;
-        if let Some(plugin) = self
-            .loaded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+        // A pinned version already loaded is served without touching the disk:
+        // this runs on every invocation.
+        if let Some((id, version)) = reference.split_once('@')
+            && let Some(plugin) = self.cached(&(id.to_owned(), version.to_owned()))
         {
-            return Ok(plugin.clone());
+            return Ok(plugin);
+        }
+        let key = self.store.resolve(reference)?;
+        if let Some(plugin) = self.cached(&key) {
+            return Ok(plugin);
         }
         let package = self.store.read(&key.0, &key.1)?;
         let validated = validate(&self.runtime, &package).await?;
         let plugin = Arc::new(validated.plugin);
         self.loaded_mut().insert(key, plugin.clone());
         Ok(plugin)
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<Arc<LoadedPlugin>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Whether `id@version` is installed.
+    pub fn is_installed(&self, id: &str, version: &str) -> bool {
+        self.store.contains(id, version)
     }
 
     fn loaded_mut(

@@ -52,13 +52,24 @@ impl std::fmt::Display for AddressClass {
     }
 }
 
-fn in_net(ip: IpAddr, net: &str) -> bool {
-    net.parse::<IpNet>().is_ok_and(|n| n.contains(&ip))
+/// A range table, parsed once: classification runs for every outbound request.
+type Table = std::sync::LazyLock<Vec<(IpNet, AddressClass)>>;
+
+fn parse_table(rows: &[(&str, AddressClass)]) -> Vec<(IpNet, AddressClass)> {
+    rows.iter()
+        .map(|(net, class)| (net.parse().expect("constant CIDR parses"), *class))
+        .collect()
 }
 
-fn classify_v4(ip: Ipv4Addr) -> AddressClass {
-    let addr = IpAddr::V4(ip);
-    let table: &[(&str, AddressClass)] = &[
+fn lookup(table: &Table, ip: IpAddr) -> AddressClass {
+    table
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map_or(AddressClass::Public, |(_, class)| *class)
+}
+
+static V4: Table = std::sync::LazyLock::new(|| {
+    parse_table(&[
         ("0.0.0.0/8", AddressClass::Unspecified),
         ("127.0.0.0/8", AddressClass::Loopback),
         ("10.0.0.0/8", AddressClass::Private),
@@ -75,23 +86,16 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         ("224.0.0.0/4", AddressClass::Multicast),
         ("255.255.255.255/32", AddressClass::Broadcast),
         ("240.0.0.0/4", AddressClass::Reserved),
-    ];
-    table
-        .iter()
-        .find(|(net, _)| in_net(addr, net))
-        .map_or(AddressClass::Public, |(_, class)| *class)
+    ])
+});
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    lookup(&V4, IpAddr::V4(ip))
 }
 
-fn classify_v6(ip: Ipv6Addr) -> AddressClass {
-    if ip.is_unspecified() {
-        return AddressClass::Unspecified;
-    }
-    if ip.is_loopback() {
-        return AddressClass::Loopback;
-    }
-    let addr = IpAddr::V6(ip);
-    // Order matters: Teredo and documentation sit inside the wider 2001::/23.
-    let table: &[(&str, AddressClass)] = &[
+// Order matters: Teredo and documentation sit inside the wider 2001::/23.
+static V6: Table = std::sync::LazyLock::new(|| {
+    parse_table(&[
         ("::ffff:0:0/96", AddressClass::Ipv4Mapped),
         ("::/96", AddressClass::Ipv4Compatible),
         ("64:ff9b::/96", AddressClass::Nat64),
@@ -106,13 +110,23 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         ("fe80::/10", AddressClass::LinkLocal),
         ("fec0::/10", AddressClass::Reserved),
         ("ff00::/8", AddressClass::Multicast),
-    ];
-    let class = table
-        .iter()
-        .find(|(net, _)| in_net(addr, net))
-        .map_or(AddressClass::Public, |(_, class)| *class);
+    ])
+});
+
+static GLOBAL_UNICAST: std::sync::LazyLock<IpNet> =
+    std::sync::LazyLock::new(|| "2000::/3".parse().expect("constant CIDR parses"));
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    if ip.is_unspecified() {
+        return AddressClass::Unspecified;
+    }
+    if ip.is_loopback() {
+        return AddressClass::Loopback;
+    }
+    let addr = IpAddr::V6(ip);
+    let class = lookup(&V6, addr);
     // Only the global unicast block 2000::/3 is public; anything else unlisted is reserved.
-    if class == AddressClass::Public && !in_net(addr, "2000::/3") {
+    if class == AddressClass::Public && !GLOBAL_UNICAST.contains(&addr) {
         return AddressClass::Reserved;
     }
     class
