@@ -238,3 +238,39 @@ async fn an_oversized_response_is_cut_off_with_an_error() {
         other => panic!("expected the body to be cut off, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_oversized_request_body_never_leaves_the_host() {
+    let server = upstream().await;
+    let mut policy = policy(&["127.0.0.1/32"]);
+    policy.limits = OperatorLimits {
+        max_request_body_bytes: 1024,
+        ..OperatorLimits::default()
+    };
+    let harness = Harness::with_policy(policy);
+    let plugin = harness.ensure(PROBE).await;
+    let binding = harness.binding(&plugin, "ws-1", "probe", &[("upstream", &server.uri())]);
+    let url = format!("{}/allowed/thing", server.uri());
+    let small = json!({ "url": url, "method": "POST", "body": "x".repeat(1000) });
+    assert_eq!(
+        harness
+            .invoke(&plugin, &binding, "fetch", small)
+            .await
+            .result
+            .expect("small")["status"],
+        200
+    );
+    let big = json!({ "url": url, "method": "POST", "body": "x".repeat(4096) });
+    let outcome = harness.invoke(&plugin, &binding, "fetch", big).await;
+    match outcome.result {
+        Err(InvokeError::Plugin(PluginFailure::Upstream { status: 0, message })) => {
+            assert!(message.contains("RequestBodySize"), "{message}")
+        }
+        other => panic!("expected the request to be refused for its size, got {other:?}"),
+    }
+    assert_eq!(
+        server.received_requests().await.expect("recording").len(),
+        1,
+        "only the small one went out"
+    );
+}
