@@ -2,6 +2,7 @@
 //! throw-away data directory with the real sled store, and helpers to install
 //! and invoke.
 
+use patchbay::credentials::Secret;
 use patchbay::egress::resolve::{NameLookup, SystemLookup};
 use patchbay::package::Package;
 use patchbay::policy::OperatorPolicy;
@@ -9,12 +10,14 @@ use patchbay::policy::limits::OperatorLimits;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::InvokeError;
 use patchbay::runtime::{Binding, InvokeOutcome, LoadedPlugin};
-use patchbay::services::Services;
+use patchbay::services::{Options, Services};
 use patchbay::storage::Scope;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A plugin crate compiled by build.rs.
 #[derive(Debug, Clone, Copy)]
@@ -65,10 +68,14 @@ impl TestPlugin {
     }
 }
 
-/// A data directory with real services on it, removed when dropped.
+/// A data directory with real services on it, removed when dropped. Its
+/// clock is the system's plus an offset the test can move forward.
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub services: Services,
+    clock_offset_ms: Arc<AtomicU64>,
+    policy: OperatorPolicy,
+    lookup: Arc<dyn NameLookup>,
 }
 
 impl Harness {
@@ -95,15 +102,63 @@ impl Harness {
     pub fn with_lookup(policy: OperatorPolicy, lookup: Arc<dyn NameLookup>) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let services = Services::open_with_lookup(dir.path(), policy, lookup).expect("services");
-        Self { dir, services }
+        let clock_offset_ms = Arc::new(AtomicU64::new(0));
+        let services = open(dir.path(), &policy, &lookup, &clock_offset_ms);
+        Self {
+            dir,
+            services,
+            clock_offset_ms,
+            policy,
+            lookup,
+        }
+    }
+
+    /// Stop the services and open new ones on the same data directory, as a
+    /// restart would. Callers drop their handles to loaded plugins first.
+    pub fn reopen(self) -> Self {
+        let Self {
+            dir,
+            services,
+            clock_offset_ms,
+            policy,
+            lookup,
+        } = self;
+        drop(services);
+        let services = open(dir.path(), &policy, &lookup, &clock_offset_ms);
+        Self {
+            dir,
+            services,
+            clock_offset_ms,
+            policy,
+            lookup,
+        }
+    }
+
+    /// Move the host's wall clock forward (expiry of KV keys and tokens).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Set a credential's value for a connection of workspace `ws-1`.
+    pub async fn set_credential(&self, connection: &str, name: &str, secret: Secret) {
+        self.services
+            .credentials
+            .set(&scope("ws-1", connection), name, secret)
+            .await
+            .expect("set credential");
     }
 
     pub async fn install(&self, plugin: TestPlugin) -> Arc<LoadedPlugin> {
+        self.install_package(plugin.package()).await
+    }
+
+    /// Install `package` (e.g. a test plugin with an edited manifest) and load it.
+    pub async fn install_package(&self, package: Package) -> Arc<LoadedPlugin> {
         let installed = self
             .services
             .catalog
-            .install(plugin.package())
+            .install(package)
             .await
             .expect("install");
         self.services
@@ -132,11 +187,8 @@ impl Harness {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let scope = Scope {
-            workspace: workspace.into(),
-            connection: connection.into(),
-        };
-        Binding::from_manifest(&plugin.manifest, scope, config).expect("binding")
+        Binding::from_manifest(&plugin.manifest, scope(workspace, connection), config)
+            .expect("binding")
     }
 
     pub async fn invoke(
@@ -158,6 +210,29 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+pub fn scope(workspace: &str, connection: &str) -> Scope {
+    Scope {
+        workspace: workspace.into(),
+        connection: connection.into(),
+    }
+}
+
+fn open(
+    dir: &Path,
+    policy: &OperatorPolicy,
+    lookup: &Arc<dyn NameLookup>,
+    offset: &Arc<AtomicU64>,
+) -> Services {
+    let system = patchbay::clock::system();
+    let offset = offset.clone();
+    let options = Options {
+        lookup: lookup.clone(),
+        clock: Arc::new(move || system() + offset.load(Ordering::SeqCst)),
+        master_key: None,
+    };
+    Services::open_with(dir, policy.clone(), options).expect("services")
 }
 
 fn init_tracing() {

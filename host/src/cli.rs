@@ -89,6 +89,13 @@ enum Command {
         /// A connection setting, `key=value`; repeat for more.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
+        /// A credential the plugin declares, read from an environment variable
+        /// (never from the command line, where other users could see it): the
+        /// plain value for bearer and API-key kinds, else the JSON form, e.g.
+        /// `{"kind":"basic","username":"u","password":"p"}`. Stored sealed for
+        /// the local connection. Repeat for more.
+        #[arg(long = "credential", value_name = "NAME=ENV_VAR")]
+        credentials: Vec<String>,
         #[command(flatten)]
         data: DataDir,
         #[command(flatten)]
@@ -179,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             operation,
             input,
             config,
+            credentials,
             data,
             egress,
         } => {
@@ -186,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &plugin,
                 &operation,
                 &input,
-                &config,
+                (&config, &credentials),
                 &data.data_dir,
                 egress.policy(),
             )
@@ -303,11 +311,48 @@ fn parse_config(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// `NAME=ENV_VAR` → the credential value held in `ENV_VAR`, typed by the manifest's kind.
+fn read_credential(
+    manifest: &crate::package::manifest::Manifest,
+    pair: &str,
+) -> anyhow::Result<(String, crate::credentials::Secret)> {
+    use crate::credentials::Secret;
+    use crate::package::manifest::CredentialKind as K;
+    let Some((name, var)) = pair.split_once('=') else {
+        bail!("--credential {pair:?}: expected NAME=ENV_VAR");
+    };
+    let request = manifest
+        .capabilities
+        .credentials
+        .iter()
+        .find(|c| c.name == name)
+        .with_context(|| format!("--credential {name}: the plugin declares no such credential"))?;
+    let value = std::env::var(var)
+        .with_context(|| format!("--credential {name}: environment variable {var} is not set"))?;
+    let secret = if value.trim_start().starts_with('{') {
+        serde_json::from_str::<Secret>(&value).map_err(|e| {
+            anyhow::anyhow!("--credential {name}: {var} is not a credential in JSON form: {e}")
+        })?
+    } else {
+        let value = value.into();
+        match request.kind {
+            K::Bearer => Secret::Bearer { token: value },
+            K::ApiKeyHeader => Secret::ApiKeyHeader { value },
+            K::ApiKeyQuery => Secret::ApiKeyQuery { value },
+            other => bail!(
+                "--credential {name}: a {} credential is given in JSON form",
+                other.as_str()
+            ),
+        }
+    };
+    Ok((name.to_owned(), secret))
+}
+
 async fn invoke(
     reference: &str,
     operation: &str,
     input: &str,
-    config: &[String],
+    (config, credentials): (&[String], &[String]),
     data_dir: &Path,
     policy: OperatorPolicy,
 ) -> anyhow::Result<ExitCode> {
@@ -331,6 +376,14 @@ async fn invoke(
         workspace: "local".into(),
         connection: plugin.manifest.id.clone(),
     };
+    for pair in credentials {
+        let (name, secret) = read_credential(&plugin.manifest, pair)?;
+        services
+            .credentials
+            .set(&scope, &name, secret)
+            .await
+            .with_context(|| format!("--credential {name}"))?;
+    }
     let binding =
         Binding::from_manifest(&plugin.manifest, scope, config).map_err(anyhow::Error::msg)?;
     let outcome = services

@@ -6,6 +6,7 @@ pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;
+pub mod credentials;
 pub mod egress;
 pub mod package;
 pub mod policy;

@@ -1,6 +1,9 @@
 //! Wiring: open a data directory and build everything that runs on it.
 
 use crate::api::AppState;
+use crate::clock::Clock;
+use crate::credentials::Credentials;
+use crate::credentials::seal::{MASTER_KEY_ENV, MasterKey};
 use crate::egress::resolve::{NameLookup, SystemLookup};
 use crate::egress::{Egress, EgressLimits};
 use crate::package::catalog::Catalog;
@@ -18,21 +21,43 @@ pub struct Services {
     pub data_dir: PathBuf,
     pub db: SledDb,
     pub kv: SharedKv,
+    pub credentials: Arc<Credentials>,
     pub catalog: Arc<Catalog>,
+}
+
+/// What `Services` are built with besides the data directory and policy.
+pub struct Options {
+    pub lookup: Arc<dyn NameLookup>,
+    pub clock: Clock,
+    /// The master key's base64 text; when `None`, `<data>/master.key` is read
+    /// (or created with mode 0600 on first start).
+    pub master_key: Option<String>,
+}
+
+impl Default for Options {
+    /// The system resolver and clock, and the master key from `PATCHBAY_MASTER_KEY` if set.
+    fn default() -> Self {
+        Self {
+            lookup: Arc::new(SystemLookup),
+            clock: crate::clock::system(),
+            master_key: std::env::var(MASTER_KEY_ENV).ok(),
+        }
+    }
 }
 
 impl Services {
     /// Open (creating if needed) `data_dir`: the sled database, the plugin store
     /// and the compiled-plugin cache.
     pub fn open(data_dir: &Path, policy: OperatorPolicy) -> anyhow::Result<Self> {
-        Self::open_with_lookup(data_dir, policy, Arc::new(SystemLookup))
+        Self::open_with(data_dir, policy, Options::default())
     }
 
-    /// [`open`](Self::open) with a chosen name resolver (tests use a table).
-    pub fn open_with_lookup(
+    /// [`open`](Self::open) with chosen resolver, clock and key (tests use a
+    /// table of names and a clock they move).
+    pub fn open_with(
         data_dir: &Path,
         policy: OperatorPolicy,
-        lookup: Arc<dyn NameLookup>,
+        options: Options,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -43,18 +68,30 @@ impl Services {
             )
         })?;
         let kv: SharedKv = Arc::new(db.kv()?);
+        let key = MasterKey::load_or_create(&data_dir.join("master.key"), options.master_key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let credentials = Arc::new(Credentials::new(
+            Arc::new(db.secrets()?),
+            key,
+            options.clock.clone(),
+        ));
         let limits = EgressLimits {
             max_request_bytes: policy.limits.max_request_body_bytes,
             max_response_bytes: policy.limits.max_response_body_bytes,
             breaker: policy.limits.circuit_breaker,
         };
-        let egress = Egress::new(policy.addresses, lookup, limits)
-            .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
+        let egress = Egress::new(
+            policy.addresses,
+            options.lookup,
+            limits,
+            credentials.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
         let runtime = Runtime::new(
             policy.limits,
             Arc::new(egress),
             kv.clone(),
-            crate::clock::system(),
+            options.clock,
             Some(data_dir.join("cache")),
         )
         .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
@@ -63,6 +100,7 @@ impl Services {
             data_dir: data_dir.to_path_buf(),
             db,
             kv,
+            credentials,
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }
@@ -99,7 +137,7 @@ pub fn operator_token(
     Ok((token, Some(path)))
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()

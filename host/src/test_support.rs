@@ -12,10 +12,18 @@ use std::sync::Arc;
 
 pub(crate) async fn app_state() -> AppState {
     let dir = tempfile::tempdir().expect("tempdir").keep();
+    let credentials = Arc::new(crate::credentials::Credentials::new(
+        Arc::new(crate::storage::memory::MemorySecrets::default()),
+        crate::credentials::seal::MasterKey::generate()
+            .expect("key")
+            .0,
+        crate::clock::system(),
+    ));
     let egress = Egress::new(
         Default::default(),
         Arc::new(SystemLookup),
         Default::default(),
+        credentials,
     )
     .expect("egress");
     let runtime = Runtime::new(

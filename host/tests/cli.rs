@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn patchbay(data_dir: &Path, args: &[&str]) -> Command {
@@ -122,6 +122,7 @@ async fn invokes_a_bundled_plugin_once_against_a_local_upstream() {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/crm/v3/objects/contacts/search"))
+        .and(header("authorization", "Bearer pat-cli-0123456789"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "results": [{ "id": "7", "properties": { "firstname": "Grace" } }]
         })))
@@ -137,10 +138,14 @@ async fn invokes_a_bundled_plugin_once_against_a_local_upstream() {
         r#"{"phone":"+1555"}"#,
         "--config",
         &base,
+        "--credential",
+        "private_app_token=HUBSPOT_TOKEN",
         "--allow-cidr",
         "127.0.0.1/32",
     ];
-    let out = run(patchbay(data.path(), &args)).await;
+    let mut cmd = patchbay(data.path(), &args);
+    cmd.env("HUBSPOT_TOKEN", "pat-cli-0123456789");
+    let out = run(cmd).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let output: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(
@@ -178,11 +183,16 @@ async fn invokes_straight_from_a_plugin_directory_without_installing() {
         r#"{"email":"a@b.co"}"#,
         "--config",
         &base,
+        "--credential",
+        "private_app_token=HUBSPOT_TOKEN",
         "--allow-cidr",
         "127.0.0.1/32",
     ];
-    let out = run(patchbay(data.path(), &args)).await;
+    let mut cmd = patchbay(data.path(), &args);
+    cmd.env("HUBSPOT_TOKEN", "pat-cli-0123456789");
+    let out = run(cmd).await;
     assert!(!out.status.success());
+    assert!(!text(&out.stderr).contains("pat-cli-0123456789"));
     assert!(
         text(&out.stderr).contains("not found: no HubSpot contact matches"),
         "{}",
@@ -334,4 +344,37 @@ async fn serve_answers_healthz_installs_plugins_and_keeps_a_private_operator_tok
             .exists(),
         "bundled plugin installed on start"
     );
+}
+
+#[tokio::test]
+async fn a_credential_must_come_from_a_set_environment_variable() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "private_app_token=PATCHBAY_TEST_UNSET_VAR",
+            "PATCHBAY_TEST_UNSET_VAR is not set",
+        ),
+        ("no_such=HOME", "declares no such credential"),
+        ("private_app_token", "expected NAME=ENV_VAR"),
+    ];
+    for (flag, needle) in cases {
+        let args = [
+            "invoke",
+            "hubspot",
+            "find-contact",
+            "--input",
+            r#"{"phone":"+1555"}"#,
+            "--credential",
+            flag,
+        ];
+        let mut cmd = patchbay(data.path(), &args);
+        cmd.env_remove("PATCHBAY_TEST_UNSET_VAR");
+        let out = run(cmd).await;
+        assert!(!out.status.success(), "{flag}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{flag}: {}",
+            text(&out.stderr)
+        );
+    }
 }

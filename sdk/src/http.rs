@@ -3,7 +3,12 @@
 //! Every request must match a destination declared in the manifest's
 //! `[capabilities.http]` (and granted to the connection); anything else comes
 //! back as [`Error::AccessDenied`]. Credentials are added by the host at send
-//! time, so never set an `Authorization` header for a host-managed credential.
+//! time, to the destinations the manifest binds them to: a request of yours to
+//! such a destination that sets the credential's header (`Authorization`, or
+//! the API-key header) or query parameter is refused with
+//! [`Error::AccessDenied`]. If the tenant has not set the credential, or it was
+//! refused for good, the host answers with a 401 without sending anything, so
+//! [`Response::error_for_status`] gives [`Error::Unauthorized`].
 //! Redirects are returned to you, never followed.
 
 use crate::Error;

@@ -1,5 +1,6 @@
 //! The HubSpot connector against a HubSpot-shaped mock on loopback.
 
+use patchbay::credentials::Secret;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay_tests::{Harness, plugins::HUBSPOT};
 use serde_json::json;
@@ -7,6 +8,7 @@ use wiremock::matchers::{body_json, header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SEARCH: &str = "/crm/v3/objects/contacts/search";
+const PRIVATE_APP_TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
 
 fn search_body(groups: serde_json::Value) -> serde_json::Value {
     json!({
@@ -49,6 +51,15 @@ async fn setup() -> (
         "hubspot-main",
         &[("base_url", &upstream.uri())],
     );
+    harness
+        .set_credential(
+            "hubspot-main",
+            "private_app_token",
+            Secret::Bearer {
+                token: PRIVATE_APP_TOKEN.into(),
+            },
+        )
+        .await;
     (harness, upstream, plugin, binding)
 }
 
@@ -59,6 +70,11 @@ async fn finds_a_contact_by_phone_with_the_crm_v3_search_shape() {
         .and(path(SEARCH))
         .and(header("content-type", "application/json"))
         .and(header("accept", "application/json"))
+        // Added by the host: the plugin never holds the token.
+        .and(header(
+            "authorization",
+            format!("Bearer {PRIVATE_APP_TOKEN}").as_str(),
+        ))
         .and(header_exists("content-length"))
         .and(body_json(search_body(json!([
             { "filters": [{ "propertyName": "phone", "operator": "EQ", "value": "+15551234" }] },

@@ -323,11 +323,8 @@ async fn the_compiled_artifact_is_cached_and_reused() {
 
     // A fresh process-equivalent (new services on the same directory) loads the artifact
     // instead of compiling again.
-    let Harness { dir, services } = harness;
-    drop(services);
-    let services =
-        patchbay::services::Services::open(dir.path(), Default::default()).expect("reopen");
-    let plugin = services.catalog.get("probe").await.expect("load");
+    let harness = harness.reopen();
+    let plugin = harness.services.catalog.get("probe").await.expect("load");
     assert_eq!(plugin.content_hash, hash);
     assert_eq!(artifacts(), before, "no recompilation");
 }

@@ -190,7 +190,6 @@ async fn kv_is_denied_with_an_error_value_when_not_declared() {
 #[tokio::test]
 async fn written_values_survive_reopening_the_store() {
     let harness = Harness::new();
-    let dir = harness.dir.path().to_path_buf();
     let plugin = harness.install(PROBE).await;
     let binding = harness.binding(&plugin, "ws-1", "conn-a", &[]);
     run(
@@ -200,18 +199,8 @@ async fn written_values_survive_reopening_the_store() {
         json!([{ "op": "set", "key": "kept", "value": "yes" }]),
     )
     .await;
-    let Harness {
-        dir: tempdir,
-        services,
-    } = harness;
     drop(plugin);
-    drop(services);
-
-    let services = patchbay::services::Services::open(&dir, Default::default()).expect("reopen");
-    let reopened = Harness {
-        dir: tempdir,
-        services,
-    };
+    let reopened = harness.reopen();
     let plugin = reopened
         .services
         .catalog

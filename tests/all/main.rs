@@ -1,6 +1,7 @@
 //! The integration test binary. One module per plugin (enforced below) plus
 //! modules per host concern.
 
+mod credentials;
 mod crm_transform;
 mod egress;
 mod fs_reader;
@@ -10,6 +11,7 @@ mod install;
 mod invalid_json;
 mod kv;
 mod loop_forever;
+mod oauth2;
 mod oversized_output;
 mod panic;
 mod probe;

@@ -131,6 +131,15 @@ async fn the_sdk_turns_a_429_into_rate_limited() {
         .await;
     let plugin = harness.install(patchbay_tests::plugins::HUBSPOT).await;
     let binding = harness.binding(&plugin, "ws-1", "hubspot", &[("base_url", &server.uri())]);
+    harness
+        .set_credential(
+            "hubspot",
+            "private_app_token",
+            patchbay::credentials::Secret::Bearer {
+                token: "pat-test-token".into(),
+            },
+        )
+        .await;
     let outcome = harness
         .invoke(&plugin, &binding, "find-contact", json!({ "phone": "+1" }))
         .await;

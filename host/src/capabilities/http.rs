@@ -8,11 +8,13 @@
 //! trap, and is audited. Redirects are never followed: a 3xx is handed back to
 //! the plugin, whose next request is checked from scratch.
 
+use crate::credentials::BoundCredential;
 use crate::egress::Call;
 use crate::egress::{Egress, EgressError};
 use crate::policy::http::Rule;
 use crate::policy::rate::RateLimit;
 use crate::runtime::state::CallState;
+use crate::storage::Scope;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::Linker;
@@ -41,10 +43,12 @@ enum Refusal {
 pub struct CallPolicy {
     /// Also the W3C trace id of every outbound request.
     pub invocation_id: String,
-    /// Rate limits are kept per workspace and upstream origin.
-    pub workspace: String,
+    /// The connection; rate limits are kept per workspace and upstream origin.
+    pub scope: Arc<Scope>,
     pub max_requests: usize,
     pub rate_limit: RateLimit,
+    /// Host-held credentials and the destinations each may be sent to.
+    pub credentials: Arc<[BoundCredential]>,
 }
 
 /// The per-invocation gate.
@@ -97,7 +101,11 @@ impl HttpCtx {
 }
 
 impl HttpGate {
-    fn decide(&self, request: &http::Request<WasiBody>) -> Result<(), Refusal> {
+    /// Whether `request` may go out, and with which host-held credential.
+    fn decide(
+        &self,
+        request: &http::Request<WasiBody>,
+    ) -> Result<Option<BoundCredential>, Refusal> {
         let uri = request.uri();
         let rule = |reason: &str| Refusal::Rule(reason.to_owned());
         if self.requests_left == 0 {
@@ -127,7 +135,25 @@ impl HttpGate {
                     Refusal::Address(format!(
                         "address {ip} is {class} and operator policy does not allow it"
                     ))
-                })
+                })?;
+            let credential = self.call.credentials.iter().find(|c| {
+                c.applies_to(
+                    request.method().as_str(),
+                    scheme,
+                    authority.host(),
+                    authority.port_u16(),
+                    path,
+                )
+            });
+            if let Some(credential) = credential
+                && let Some(place) = credential.collides_with(request.headers(), uri.query())
+            {
+                return Err(rule(&format!(
+                    "the plugin set {place}, which the host manages for this destination (credential {})",
+                    credential.name
+                )));
+            }
+            Ok(credential.cloned())
         } else if self.rules.is_empty() {
             Err(rule("the plugin declares no HTTP destinations"))
         } else {
@@ -169,23 +195,26 @@ impl WasiHttpHooks for HttpGate {
     ) -> SendFuture {
         let method = request.method().to_string();
         let url = redact_query(request.uri());
-        if let Err(refusal) = self.decide(&request) {
-            let (reason, code) = match refusal {
-                Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
-                Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
-            };
-            tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+        let credential = match self.decide(&request) {
+            Ok(credential) => credential,
+            Err(refusal) => {
+                let (reason, code) = match refusal {
+                    Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
+                    Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
+                };
+                tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
                 %method, %url, decision = "denied", %reason, "outbound request denied");
-            self.denials
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Denial {
-                    method,
-                    url,
-                    reason,
-                });
-            return Box::new(async { Err(code) });
-        }
+                self.denials
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Denial {
+                        method,
+                        url,
+                        reason,
+                    });
+                return Box::new(async { Err(code) });
+            }
+        };
         tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
@@ -198,8 +227,9 @@ impl WasiHttpHooks for HttpGate {
         let call = Call {
             deadline: self.deadline,
             trace_id: self.call.invocation_id.clone(),
-            workspace: self.call.workspace.clone(),
+            scope: self.call.scope.clone(),
             rate_limit: self.call.rate_limit,
+            credential,
         };
         Box::new(async move {
             match egress.send(request, options, &call).await {

@@ -11,8 +11,11 @@ pub mod rate;
 pub mod resolve;
 pub mod retry;
 
+use crate::credentials::scrub::Scrubber;
+use crate::credentials::{BoundCredential, CredentialError, Credentials, oauth::TokenHttp};
 use crate::policy::rate::RateLimit;
 use crate::policy::ssrf::{AddressClass, AddressPolicy};
+use crate::storage::Scope;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited, StreamBody};
@@ -58,6 +61,9 @@ pub enum EgressError {
     Upstream(String),
     #[error("circuit open after repeated failures; retry in {0:?}")]
     CircuitOpen(Duration),
+    /// Already scrubbed of secret values.
+    #[error("{0}")]
+    Credential(String),
 }
 
 impl EgressError {
@@ -71,6 +77,7 @@ impl EgressError {
             Self::Connect(_) => HttpError::ConnectionRefused,
             Self::Upstream(_) => HttpError::HttpProtocolError,
             Self::CircuitOpen(_) => HttpError::DestinationUnavailable,
+            Self::Credential(message) => HttpError::InternalError(Some(message.clone())),
         }
     }
 }
@@ -82,6 +89,7 @@ pub struct Egress {
     limits: EgressLimits,
     rates: rate::RateLimiters,
     breakers: breaker::Breakers,
+    credentials: Arc<Credentials>,
 }
 
 /// What one request is sent on behalf of.
@@ -91,8 +99,11 @@ pub struct Call {
     pub deadline: Instant,
     /// 32 hex digits: the invocation id, sent upstream in `traceparent`.
     pub trace_id: String,
-    pub workspace: String,
+    /// The connection the request is made for; rate limits and breakers are per workspace.
+    pub scope: Arc<Scope>,
     pub rate_limit: RateLimit,
+    /// The host-held credential to add, when the request matches its destinations.
+    pub credential: Option<BoundCredential>,
 }
 
 impl Egress {
@@ -100,6 +111,7 @@ impl Egress {
         addresses: AddressPolicy,
         lookup: Arc<dyn NameLookup>,
         limits: EgressLimits,
+        credentials: Arc<Credentials>,
     ) -> Result<Self, EgressError> {
         let addresses = Arc::new(addresses);
         let mut roots = rustls::RootCertStore::empty();
@@ -129,7 +141,12 @@ impl Egress {
             breakers: breaker::Breakers::new(limits.breaker),
             limits,
             rates: rate::RateLimiters::default(),
+            credentials,
         })
+    }
+
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
     }
 
     /// Check a literal IP host before anything is sent (the resolver never sees literals).
@@ -169,24 +186,55 @@ impl Egress {
         let mut rng = fastrand::Rng::new();
         let mut attempt = 1;
         let origin = format!("{}://{}", url.scheme(), url.authority());
-        let breaker = self.breakers.get(&call.workspace, &origin);
+        let workspace = call.scope.workspace.as_str();
+        let breaker = self.breakers.get(workspace, &origin);
+        // An access token the upstream refused with 401; refreshed once, then retried once.
+        let mut refused_token = None;
+        let mut refreshed_for_401 = false;
         loop {
+            let mut attempt_url = url.clone();
+            let mut attempt_headers = headers.clone();
+            let applied = match &call.credential {
+                Some(credential) => {
+                    let http =
+                        TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline);
+                    match self
+                        .credentials
+                        .apply(
+                            &call.scope,
+                            credential,
+                            &mut attempt_headers,
+                            &mut attempt_url,
+                            &http,
+                            refused_token.as_ref(),
+                        )
+                        .await
+                    {
+                        Ok(applied) => Some(applied),
+                        Err(error) if error.needs_tenant() => {
+                            return Ok(credential_unavailable_response(&error));
+                        }
+                        Err(error) => return Err(EgressError::Credential(error.to_string())),
+                    }
+                }
+                None => None,
+            };
             // An open circuit fails fast, before spending a rate-limit slot.
             let permit = breaker.admit(Instant::now()).map_err(|open| {
-                tracing::info!(target: "patchbay::egress", workspace = %call.workspace, %origin,
+                tracing::info!(target: "patchbay::egress", workspace, %origin,
                     retry_after = ?open.retry_after, "circuit open: failing fast");
                 EgressError::CircuitOpen(open.retry_after)
             })?;
             if let Err(limited) = self
                 .rates
-                .acquire(&call.workspace, &origin, call.rate_limit, deadline)
+                .acquire(workspace, &origin, call.rate_limit, deadline)
                 .await
             {
-                tracing::info!(target: "patchbay::egress", workspace = %call.workspace, %origin,
+                tracing::info!(target: "patchbay::egress", workspace, %origin,
                     retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
                 return Ok(rate_limited_response(limited.retry_after));
             }
-            headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
+            attempt_headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
             let left = deadline.saturating_duration_since(Instant::now());
             let total = [options.first_byte_timeout, Some(left)]
                 .into_iter()
@@ -195,13 +243,13 @@ impl Egress {
                 .unwrap_or(left);
             let request = self
                 .client
-                .request(parts.method.clone(), url.clone())
-                .headers(headers.clone())
+                .request(parts.method.clone(), attempt_url)
+                .headers(attempt_headers)
                 // Bytes clones share the buffer: a retry resends without copying.
                 .body(body.clone())
                 .timeout(total)
                 .build()
-                .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
+                .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
             let result = self.client.execute(request).await.map_err(classify);
             let outcome = match &result {
                 Ok(response) => retry::Outcome::Status(response.status().as_u16()),
@@ -216,9 +264,22 @@ impl Egress {
                     | retry::Outcome::Status(500 | 502 | 503 | 504)
             );
             breaker.record(permit, !failed, Instant::now());
+            let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
+            // A 401 to an OAuth2 token: the request was not processed, so it is
+            // safe to resend once with a fresh token, idempotent or not.
+            if let (retry::Outcome::Status(401), Some(token)) =
+                (outcome, applied.and_then(|a| a.access_token))
+                && !refreshed_for_401
+            {
+                refreshed_for_401 = true;
+                refused_token = Some(token);
+                tracing::debug!(target: "patchbay::egress", workspace, %origin,
+                    "upstream refused the access token: refreshing it once");
+                continue;
+            }
             if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
                 return result.map(|response| {
-                    self.wasi_response(response, deadline, options.between_bytes_timeout)
+                    self.wasi_response(response, deadline, options.between_bytes_timeout, scrubber)
                 });
             }
             let wait = match &result {
@@ -232,7 +293,7 @@ impl Egress {
                 // No time to wait: hand over what we have (a 429 carries its
                 // Retry-After, which the plugin turns into rate-limited).
                 return result.map(|response| {
-                    self.wasi_response(response, deadline, options.between_bytes_timeout)
+                    self.wasi_response(response, deadline, options.between_bytes_timeout, scrubber)
                 });
             }
             tracing::debug!(target: "patchbay::egress", attempt, ?outcome, ?wait, "retrying outbound request");
@@ -241,17 +302,25 @@ impl Egress {
         }
     }
 
+    /// The response as the plugin gets it. After a request that carried a
+    /// credential, `scrubber` redacts its values from the headers and body (an
+    /// upstream that echoes the request back must not hand it to the plugin).
     fn wasi_response(
         &self,
         response: reqwest::Response,
         deadline: Instant,
         between_bytes: Option<Duration>,
+        scrubber: Option<Scrubber>,
     ) -> http::Response<WasiBody> {
+        let scrubber = scrubber.filter(|s| !s.is_empty());
         let mut builder = http::Response::builder()
             .status(response.status())
             .version(response.version());
         if let Some(headers) = builder.headers_mut() {
             *headers = response.headers().clone();
+            if let Some(scrubber) = &scrubber {
+                scrub_headers(headers, scrubber);
+            }
         }
         let max = self.limits.max_response_bytes;
         let mut seen = 0usize;
@@ -267,9 +336,9 @@ impl Egress {
             if seen > max {
                 return Err(HttpError::HttpResponseBodySize(Some(seen as u64)));
             }
-            Ok(http_body::Frame::data(chunk))
+            Ok(chunk)
         });
-        let stream = bounded_stream(stream, deadline, between_bytes);
+        let stream = bounded_stream(scrubbed(stream, scrubber), deadline, between_bytes);
         let body = StreamBody::new(stream).boxed_unsync();
         builder.body(body).unwrap_or_else(|_| {
             http::Response::new(
@@ -279,6 +348,78 @@ impl Egress {
             )
         })
     }
+}
+
+/// Body chunks as frames, with secret values redacted when there is a scrubber.
+fn scrubbed<S>(
+    stream: S,
+    scrubber: Option<Scrubber>,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, HttpError>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<Bytes, HttpError>> + Send + 'static,
+{
+    // State: the stream (None once it ended or failed) and the scrubber.
+    futures_util::stream::unfold(
+        (Some(Box::pin(stream)), scrubber),
+        |(stream, mut scrubber)| async move {
+            let mut inner = stream?;
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    let chunk = match scrubber.as_mut() {
+                        Some(s) => s.feed(&chunk),
+                        None => chunk,
+                    };
+                    Some((Ok(http_body::Frame::data(chunk)), (Some(inner), scrubber)))
+                }
+                // An error ends the body; nothing held back is released after it.
+                Some(Err(e)) => Some((Err(e), (None, None))),
+                None => {
+                    let tail = scrubber.take().map(|mut s| s.finish()).unwrap_or_default();
+                    (!tail.is_empty()).then(|| (Ok(http_body::Frame::data(tail)), (None, None)))
+                }
+            }
+        },
+    )
+}
+
+fn scrub_headers(headers: &mut http::HeaderMap, scrubber: &Scrubber) {
+    for value in headers.values_mut() {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let clean = scrubber.scrub_str(&text);
+        if clean != text {
+            *value = http::HeaderValue::from_str(&clean)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("[REDACTED]"));
+        }
+    }
+}
+
+/// The host's own 401 when the connection's credential cannot be used: the
+/// request never left. The plugin handles it like an upstream 401.
+fn credential_unavailable_response(error: &CredentialError) -> http::Response<WasiBody> {
+    let state = match error {
+        CredentialError::NotSet(_) => "not-set",
+        CredentialError::WrongKind { .. } => "wrong-kind",
+        _ => "needs-attention",
+    };
+    let body =
+        serde_json::json!({ "error": "credential_unavailable", "message": error.to_string() })
+            .to_string();
+    let mut response = http::Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-patchbay-credential",
+        http::HeaderValue::from_static(state),
+    );
+    response
 }
 
 /// Ends the body with a timeout error at the call's deadline or when the gap
@@ -336,7 +477,21 @@ fn traceparent(trace_id: &str, rng: &mut fastrand::Rng) -> http::HeaderValue {
     })
 }
 
+/// An error and its sources, joined: reqwest's own message alone is vague.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 fn classify(error: reqwest::Error) -> EgressError {
+    // The URL may carry a host-added API key in its query.
+    let error = error.without_url();
     let mut source: Option<&dyn std::error::Error> = Some(&error);
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<RefusedAddress>() {

@@ -94,14 +94,74 @@ pub enum CredentialKind {
     Oauth2RefreshToken,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKeyHeader => "api_key_header",
+            Self::ApiKeyQuery => "api_key_query",
+            Self::Bearer => "bearer",
+            Self::Basic => "basic",
+            Self::Oauth2ClientCredentials => "oauth2_client_credentials",
+            Self::Oauth2RefreshToken => "oauth2_refresh_token",
+        }
+    }
+
+    pub fn is_oauth2(self) -> bool {
+        matches!(
+            self,
+            Self::Oauth2ClientCredentials | Self::Oauth2RefreshToken
+        )
+    }
+}
+
+/// A credential the plugin needs; the host holds its value and adds it to
+/// requests bound for `destinations`, so the plugin never sees it.
+#[derive(Debug, Clone, Serialize)]
 pub struct CredentialRequest {
     pub name: String,
     pub kind: CredentialKind,
-    #[serde(default)]
     pub description: String,
+    /// Where the host may send it (destination grammar, templates allowed).
+    pub destinations: Vec<Destination>,
+    /// `api_key_header`: the header that carries the key (lowercase).
+    pub header: Option<String>,
+    /// `api_key_query`: the query parameter that carries the key.
+    pub param: Option<String>,
+    /// `oauth2_*`: the token endpoint (a URL, templates allowed).
+    pub token_url: Option<Destination>,
+    /// `oauth2_*`: scopes to ask for.
+    pub scopes: Vec<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: String,
+    kind: CredentialKind,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    destinations: Vec<String>,
+    header: Option<String>,
+    param: Option<String>,
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// Headers the host owns on every request; a credential may not be placed in them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "traceparent",
+];
 
 /// Limits the plugin asks for; the operator's maxima cap them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +227,7 @@ struct RawCapabilities {
     kv: Option<KvQuota>,
     config: Option<RawConfig>,
     #[serde(default)]
-    credentials: Vec<CredentialRequest>,
+    credentials: Vec<RawCredential>,
 }
 
 #[derive(Deserialize)]
@@ -371,28 +431,282 @@ fn validate_capabilities(raw: RawCapabilities) -> Result<Capabilities, ManifestE
         None => None,
     };
     let mut names = BTreeSet::new();
-    for (i, credential) in raw.credentials.iter().enumerate() {
-        if !is_slug(&credential.name.replace('_', "-")) {
-            return Err(field_error(
-                format!("capabilities.credentials[{i}].name"),
-                format!(
-                    "{:?} must be lowercase letters, digits, dashes or underscores",
-                    credential.name
-                ),
-            ));
-        }
+    let mut credentials = Vec::with_capacity(raw.credentials.len());
+    for (i, credential) in raw.credentials.into_iter().enumerate() {
+        let at = format!("capabilities.credentials[{i}]");
         if !names.insert(credential.name.clone()) {
             return Err(field_error(
-                format!("capabilities.credentials[{i}].name"),
+                format!("{at}.name"),
                 format!("credential {:?} is declared twice", credential.name),
             ));
         }
+        credentials.push(validate_credential(credential, &at)?);
     }
     Ok(Capabilities {
         http,
         http_rate_limit,
         kv: raw.kv,
         config_schema,
-        credentials: raw.credentials,
+        credentials,
     })
+}
+
+fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest, ManifestError> {
+    use CredentialKind as K;
+    if !is_slug(&raw.name.replace('_', "-")) {
+        return Err(field_error(
+            format!("{at}.name"),
+            format!(
+                "{:?} must be lowercase letters, digits, dashes or underscores",
+                raw.name
+            ),
+        ));
+    }
+    if raw.destinations.is_empty() {
+        return Err(field_error(
+            format!("{at}.destinations"),
+            "list the destinations this credential may be sent to",
+        ));
+    }
+    let destinations = raw
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(j, entry)| {
+            Destination::parse(entry).map_err(|e| {
+                field_error(format!("{at}.destinations[{j}]"), format!("{entry:?}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let only_for = |field: &str, present: bool, wanted: bool, kinds: &str| {
+        if present && !wanted {
+            Err(field_error(
+                format!("{at}.{field}"),
+                format!("only {kinds} credentials take `{field}`"),
+            ))
+        } else if wanted && !present {
+            Err(field_error(
+                format!("{at}.{field}"),
+                format!("a {} credential needs `{field}`", raw.kind.as_str()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    only_for(
+        "header",
+        raw.header.is_some(),
+        raw.kind == K::ApiKeyHeader,
+        "api_key_header",
+    )?;
+    only_for(
+        "param",
+        raw.param.is_some(),
+        raw.kind == K::ApiKeyQuery,
+        "api_key_query",
+    )?;
+    only_for(
+        "token_url",
+        raw.token_url.is_some(),
+        raw.kind.is_oauth2(),
+        "oauth2_*",
+    )?;
+    if !raw.scopes.is_empty() && !raw.kind.is_oauth2() {
+        return Err(field_error(
+            format!("{at}.scopes"),
+            "only oauth2_* credentials take `scopes`",
+        ));
+    }
+    let header = match raw.header {
+        Some(header) => {
+            let name = http::HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| {
+                field_error(
+                    format!("{at}.header"),
+                    format!("{header:?} is not a valid header name"),
+                )
+            })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(field_error(
+                    format!("{at}.header"),
+                    format!("{header:?} is managed by the host and cannot carry a credential"),
+                ));
+            }
+            Some(name.as_str().to_owned())
+        }
+        None => None,
+    };
+    if let Some(param) = &raw.param {
+        let ok = !param.is_empty()
+            && param.len() <= 64
+            && param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(field_error(
+                format!("{at}.param"),
+                format!("{param:?} must be 1-64 letters, digits, `-`, `_` or `.`"),
+            ));
+        }
+    }
+    let token_url = match &raw.token_url {
+        Some(url) => {
+            let parsed = Destination::parse(url)
+                .map_err(|e| field_error(format!("{at}.token_url"), format!("{url:?}: {e}")))?;
+            if parsed.has_methods() {
+                return Err(field_error(
+                    format!("{at}.token_url"),
+                    format!("{url:?}: write the URL alone, without methods"),
+                ));
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    for (j, scope) in raw.scopes.iter().enumerate() {
+        if scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Err(field_error(
+                format!("{at}.scopes[{j}]"),
+                format!("{scope:?} is not a valid OAuth2 scope"),
+            ));
+        }
+    }
+    Ok(CredentialRequest {
+        name: raw.name,
+        kind: raw.kind,
+        description: raw.description,
+        destinations,
+        header,
+        param: raw.param,
+        token_url,
+        scopes: raw.scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+id = "crm"
+version = "1.0.0"
+contract = "0.1.0"
+name = "CRM"
+vendor = "Tests"
+[[operations]]
+name = "find"
+kind = "lookup"
+input_schema = {}
+output_schema = {}
+[capabilities.http]
+destinations = ["https://api.example.com/v1", "https://{{instance}}.example.com"]
+"#;
+
+    fn with_credential(block: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(&format!("{BASE}\n[[capabilities.credentials]]\n{block}"))
+    }
+
+    #[test]
+    fn accepts_each_credential_kind_with_its_fields() {
+        let ok = [
+            "name = \"k\"\nkind = \"api_key_header\"\nheader = \"X-Api-Key\"\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"api_key_query\"\nparam = \"api_key\"\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"bearer\"\ndestinations = [\"GET https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"basic\"\ndestinations = [\"https://{{instance}}.example.com\"]",
+            "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://login.example.com/oauth/token\"\nscopes = [\"a.read\", \"b:write\"]\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"oauth2_refresh_token\"\ntoken_url = \"https://{{instance}}.example.com/oauth/token\"\ndestinations = [\"https://{{instance}}.example.com\"]",
+        ];
+        for block in ok {
+            let manifest = with_credential(block).unwrap_or_else(|e| panic!("{block}: {e}"));
+            assert_eq!(manifest.capabilities.credentials.len(), 1);
+        }
+        let header = with_credential(ok[0]).expect("parses");
+        assert_eq!(
+            header.capabilities.credentials[0].header.as_deref(),
+            Some("x-api-key")
+        );
+    }
+
+    #[test]
+    fn refuses_credential_mistakes_naming_the_field() {
+        let cases = [
+            (
+                "name = \"k\"\nkind = \"bearer\"",
+                "credentials[0].destinations",
+                "list the destinations",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\ndestinations = [\"api.example.com\"]",
+                "destinations[0]",
+                "scheme",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "needs `header`",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\nheader = \"Host\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "managed by the host",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\nheader = \"bad header\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "not a valid header",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\nheader = \"X-Key\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "only api_key_header",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_query\"\nparam = \"a&b\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].param",
+                "letters",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "needs `token_url`",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"POST https://a.example.com/t\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "without methods",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://a.example.com/t?x=1\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "query",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://a.example.com/t\"\nscopes = [\"has space\"]\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].scopes[0]",
+                "scope",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\nscopes = [\"a\"]\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].scopes",
+                "only oauth2",
+            ),
+            (
+                "name = \"K y\"\nkind = \"bearer\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].name",
+                "lowercase",
+            ),
+        ];
+        for (block, field, needle) in cases {
+            let message = with_credential(block)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                message.contains(field) && message.contains(needle),
+                "{block:?}: {message:?} should name {field:?} and say {needle:?}"
+            );
+        }
+    }
 }

@@ -126,6 +126,23 @@ impl Destination {
 
     /// Fill templates from `values` (the connection's config) and produce the rule.
     pub fn fill(&self, values: &BTreeMap<String, String>) -> Result<Rule, DestinationError> {
+        Rule::parse(&self.filled_url(values)?, self.methods.clone())
+    }
+
+    /// The filled URL itself (for an endpoint the host calls, such as an OAuth2
+    /// token URL), validated like a rule. Methods are not part of it.
+    pub fn fill_url(&self, values: &BTreeMap<String, String>) -> Result<String, DestinationError> {
+        let url = self.filled_url(values)?;
+        Rule::parse(&url, None)?;
+        Ok(url)
+    }
+
+    /// Whether the entry names methods (`GET,POST https://…`).
+    pub fn has_methods(&self) -> bool {
+        self.methods.is_some()
+    }
+
+    fn filled_url(&self, values: &BTreeMap<String, String>) -> Result<String, DestinationError> {
         let mut url = String::new();
         let mut rest = self.url.as_str();
         let mut first = true;
@@ -181,7 +198,7 @@ impl Destination {
         if url.contains("{{") || url.contains("}}") {
             return Err(DestinationError::Template("unbalanced braces".into()));
         }
-        Rule::parse(&url, self.methods.clone())
+        Ok(url)
     }
 }
 

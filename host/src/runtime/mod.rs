@@ -17,6 +17,7 @@ use crate::capabilities::{
     log::LogLine, log::LogSource, log::LogTags,
 };
 use crate::clock::Clock;
+use crate::credentials::BoundCredential;
 use crate::egress::Egress;
 use crate::package::manifest::Manifest;
 use crate::policy::http::Rule;
@@ -108,6 +109,8 @@ pub struct Binding {
     pub http_rules: Arc<[Rule]>,
     /// Whether KV is granted (the quota comes from the manifest).
     pub kv_granted: bool,
+    /// Host-held credentials, bound to their filled destinations.
+    pub credentials: Arc<[BoundCredential]>,
 }
 
 impl Binding {
@@ -127,11 +130,18 @@ impl Binding {
             .iter()
             .map(|d| d.fill(&values).map_err(|e| format!("destination {d}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        let credentials = manifest
+            .capabilities
+            .credentials
+            .iter()
+            .map(|c| BoundCredential::bind(c, &values))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             scope: Arc::new(scope),
             config: Arc::new(values.into_iter().collect()),
             http_rules: rules.into(),
             kv_granted: manifest.capabilities.kv.is_some(),
+            credentials: credentials.into(),
         })
     }
 }
@@ -292,9 +302,10 @@ impl Runtime {
                 deadline,
                 CallPolicy {
                     invocation_id: invocation_id.to_owned(),
-                    workspace: binding.scope.workspace.clone(),
+                    scope: binding.scope.clone(),
                     max_requests: plugin.limits.max_outbound_requests,
                     rate_limit: plugin.limits.rate_limit,
+                    credentials: binding.credentials.clone(),
                 },
                 audit_tag,
             ),
@@ -321,6 +332,7 @@ impl Runtime {
             config: Arc::default(),
             http_rules: Arc::from(Vec::new()),
             kv_granted: false,
+            credentials: Arc::from(Vec::new()),
         };
         let deadline = Instant::now() + plugin.limits.timeout;
         let mut store = self.new_store(plugin, &binding, &log, deadline, "install-check");

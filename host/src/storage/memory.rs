@@ -1,4 +1,4 @@
-//! In-memory `KvStore`, for unit tests only.
+//! In-memory stores, for unit tests only.
 
 use super::{KeyList, KvStore, Scope, StorageError, add_to_stored, decode_value, encode_value};
 use std::collections::BTreeMap;
@@ -91,10 +91,52 @@ impl KvStore for MemoryKv {
     }
 }
 
+/// In-memory `SecretStore`, for unit tests only.
+#[derive(Debug, Default)]
+pub struct MemorySecrets {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemorySecrets {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl super::secrets::SecretStore for MemorySecrets {
+    fn get(&self, scope: &Scope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.map().get(&scope.key(name)).cloned())
+    }
+
+    fn put(&self, scope: &Scope, name: &str, sealed: &[u8]) -> Result<(), StorageError> {
+        self.map().insert(scope.key(name), sealed.to_vec());
+        Ok(())
+    }
+
+    fn remove(&self, scope: &Scope, name: &str) -> Result<bool, StorageError> {
+        Ok(self.map().remove(&scope.key(name)).is_some())
+    }
+
+    fn names(&self, scope: &Scope) -> Result<Vec<String>, StorageError> {
+        let prefix = scope.prefix();
+        Ok(self
+            .map()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn memory_store_meets_the_kv_contract() {
         super::super::contract_tests::run_all(&super::MemoryKv::default());
+    }
+
+    #[test]
+    fn memory_store_meets_the_secret_store_contract() {
+        super::super::secrets::contract_tests::run_all(&super::MemorySecrets::default());
     }
 }

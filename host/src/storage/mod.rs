@@ -3,6 +3,7 @@
 //! and no caller can name a key outside its own scope.
 
 pub mod memory;
+pub mod secrets;
 pub mod sled_store;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The sled-backed stores (embedded, on disk under the data directory).
 
+use super::secrets::SecretStore;
 use super::{KeyList, KvStore, Scope, StorageError, add_to_stored, decode_value, encode_value};
 use std::path::Path;
 
@@ -17,6 +18,12 @@ impl SledDb {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         Ok(Self { db })
+    }
+
+    pub fn secrets(&self) -> Result<SledSecrets, StorageError> {
+        Ok(SledSecrets {
+            tree: self.db.open_tree("secrets").map_err(backend)?,
+        })
     }
 
     pub fn kv(&self) -> Result<SledKv, StorageError> {
@@ -121,8 +128,55 @@ impl KvStore for SledKv {
     }
 }
 
+/// Sealed credentials; every write is flushed before it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct SledSecrets {
+    tree: sled::Tree,
+}
+
+impl SecretStore for SledSecrets {
+    fn get(&self, scope: &Scope, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tree
+            .get(scope.key(name))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put(&self, scope: &Scope, name: &str, sealed: &[u8]) -> Result<(), StorageError> {
+        self.tree.insert(scope.key(name), sealed).map_err(backend)?;
+        self.tree.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    fn remove(&self, scope: &Scope, name: &str) -> Result<bool, StorageError> {
+        let old = self.tree.remove(scope.key(name)).map_err(backend)?;
+        self.tree.flush().map_err(backend)?;
+        Ok(old.is_some())
+    }
+
+    fn names(&self, scope: &Scope) -> Result<Vec<String>, StorageError> {
+        let prefix = scope.prefix();
+        self.tree
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                    .map_err(backend)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sled_store_meets_the_secret_store_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::SledDb::open(dir.path()).expect("open");
+        super::super::secrets::contract_tests::run_all(&db.secrets().expect("secrets tree"));
+    }
+
     #[test]
     fn sled_store_meets_the_kv_contract() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,60 @@
+//! Sealed credential values, one per (workspace, connection, credential name).
+//!
+//! Backends store opaque sealed bytes; sealing and opening happen above them
+//! (in `credentials`), so no backend ever holds a secret in the clear.
+
+use super::{Scope, StorageError};
+use std::sync::Arc;
+
+pub trait SecretStore: Send + Sync + 'static {
+    fn get(&self, scope: &Scope, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Store `sealed` under `name`; durable on disk when this returns.
+    fn put(&self, scope: &Scope, name: &str, sealed: &[u8]) -> Result<(), StorageError>;
+    /// Remove `name`; durable when this returns. Whether it existed.
+    fn remove(&self, scope: &Scope, name: &str) -> Result<bool, StorageError>;
+    /// Names stored for `scope`, sorted.
+    fn names(&self, scope: &Scope) -> Result<Vec<String>, StorageError>;
+}
+
+pub type SharedSecrets = Arc<dyn SecretStore>;
+
+#[cfg(test)]
+pub(crate) mod contract_tests {
+    //! The behaviour every `SecretStore` must have, run against each implementation.
+    use super::*;
+
+    fn scope(ws: &str, conn: &str) -> Scope {
+        Scope {
+            workspace: ws.into(),
+            connection: conn.into(),
+        }
+    }
+
+    pub(crate) fn run_all(store: &dyn SecretStore) {
+        let a = scope("ws-a", "crm");
+        let b = scope("ws-b", "crm");
+        // Names chosen so a naive concatenation would collide.
+        let c = scope("ws-a", "c");
+        let d = scope("ws-ac", "");
+        store.put(&a, "token", b"sealed-a").expect("put");
+        store.put(&c, "rm", b"sealed-c").expect("put");
+        assert_eq!(store.get(&b, "token").expect("get"), None);
+        assert_eq!(store.get(&d, "crm").expect("get"), None);
+        assert!(store.names(&b).expect("names").is_empty());
+        assert_eq!(store.names(&a).expect("names"), ["token"]);
+        store.put(&a, "api_key", b"k").expect("put");
+        assert_eq!(store.names(&a).expect("names"), ["api_key", "token"]);
+        store.put(&a, "token", b"sealed-a2").expect("overwrite");
+        assert_eq!(
+            store.get(&a, "token").expect("get").as_deref(),
+            Some(&b"sealed-a2"[..])
+        );
+        assert!(store.remove(&a, "token").expect("remove"));
+        assert!(!store.remove(&a, "token").expect("remove again"));
+        assert_eq!(store.get(&a, "token").expect("get"), None);
+        assert_eq!(
+            store.get(&c, "rm").expect("get").as_deref(),
+            Some(&b"sealed-c"[..])
+        );
+    }
+}
