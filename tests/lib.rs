@@ -91,6 +91,7 @@ impl Harness {
             addresses: AddressPolicy {
                 allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
             },
+            ..OperatorPolicy::default()
         })
     }
 

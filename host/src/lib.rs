@@ -3,6 +3,7 @@
 mod bindings;
 
 pub mod api;
+pub mod audit;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! Wiring: open a data directory and build everything that runs on it.
 
 use crate::api::AppState;
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::credentials::Credentials;
 use crate::credentials::seal::{MASTER_KEY_ENV, MasterKey};
@@ -22,6 +23,7 @@ pub struct Services {
     pub db: SledDb,
     pub kv: SharedKv,
     pub credentials: Arc<Credentials>,
+    pub audit: Arc<AuditLog>,
     pub catalog: Arc<Catalog>,
 }
 
@@ -80,11 +82,16 @@ impl Services {
             max_response_bytes: policy.limits.max_response_body_bytes,
             breaker: policy.limits.circuit_breaker,
         };
+        let audit = Arc::new(
+            AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
+                .context("starting the audit writer")?,
+        );
         let egress = Egress::new(
             policy.addresses,
             options.lookup,
             limits,
             credentials.clone(),
+            audit.clone(),
         )
         .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
         let runtime = Runtime::new(
@@ -101,6 +108,7 @@ impl Services {
             db,
             kv,
             credentials,
+            audit,
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }

@@ -19,11 +19,21 @@ pub(crate) async fn app_state() -> AppState {
             .0,
         crate::clock::system(),
     ));
+    let db = crate::storage::sled_store::SledDb::open(&dir.join("db")).expect("db");
+    let audit = Arc::new(
+        crate::audit::AuditLog::start(
+            Arc::new(db.audit().expect("audit tree")),
+            crate::clock::system(),
+            Default::default(),
+        )
+        .expect("audit writer"),
+    );
     let egress = Egress::new(
         Default::default(),
         Arc::new(SystemLookup),
         Default::default(),
         credentials,
+        audit,
     )
     .expect("egress");
     let runtime = Runtime::new(

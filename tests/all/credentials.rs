@@ -499,6 +499,14 @@ fn secrets_appear_in_no_log_line_audit_record_or_error() {
                 "{:?}",
                 harness.services.credentials.describe(&scope("ws-1", "crm"))
             ));
+            harness.services.audit.flushed().await;
+            let audit = harness
+                .services
+                .audit
+                .query("ws-1", 0, u64::MAX, None, 1000)
+                .expect("audit");
+            assert!(audit.records.len() >= 6, "the flow was audited");
+            seen.push(serde_json::to_string(&audit).expect("json"));
         })
     });
     let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();

@@ -8,6 +8,7 @@
 //! trap, and is audited. Redirects are never followed: a 3xx is handed back to
 //! the plugin, whose next request is checked from scratch.
 
+use crate::audit::{AuditRecord, AuditTags, Decision};
 use crate::credentials::BoundCredential;
 use crate::egress::Call;
 use crate::egress::{Egress, EgressError};
@@ -41,6 +42,8 @@ enum Refusal {
 /// What one invocation's requests are held to, besides the destination rules.
 #[derive(Debug, Clone)]
 pub struct CallPolicy {
+    /// Who the requests are made for, as the audit trail records it.
+    pub tags: Arc<AuditTags>,
     /// Also the W3C trace id of every outbound request.
     pub invocation_id: String,
     /// The connection; rate limits are kept per workspace and upstream origin.
@@ -194,7 +197,12 @@ impl WasiHttpHooks for HttpGate {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let method = request.method().to_string();
-        let url = redact_query(request.uri());
+        let url = format!(
+            "{}://{}{}",
+            request.uri().scheme_str().unwrap_or("?"),
+            request.uri().authority().map_or("?", |a| a.as_str()),
+            crate::audit::redact_query(request.uri())
+        );
         let credential = match self.decide(&request) {
             Ok(credential) => credential,
             Err(refusal) => {
@@ -202,6 +210,12 @@ impl WasiHttpHooks for HttpGate {
                     Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
                     Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
                 };
+                let audit = self.egress.audit();
+                let mut record =
+                    AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
+                record.decision = Decision::Denied;
+                record.reason = Some(reason.clone());
+                audit.record(&record);
                 tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
                 %method, %url, decision = "denied", %reason, "outbound request denied");
                 self.denials
@@ -227,6 +241,7 @@ impl WasiHttpHooks for HttpGate {
         let call = Call {
             deadline: self.deadline,
             trace_id: self.call.invocation_id.clone(),
+            tags: self.call.tags.clone(),
             scope: self.call.scope.clone(),
             rate_limit: self.call.rate_limit,
             credential,
@@ -255,32 +270,6 @@ impl WasiHttpHooks for HttpGate {
                 }
             }
         })
-    }
-}
-
-/// `scheme://host:port/path` with query values removed (they may carry personal data).
-fn redact_query(uri: &http::Uri) -> String {
-    let base = format!(
-        "{}://{}{}",
-        uri.scheme_str().unwrap_or("?"),
-        uri.authority().map_or("?", |a| a.as_str()),
-        uri.path()
-    );
-    match uri.query() {
-        Some(q) => {
-            let keys: Vec<&str> = q
-                .split('&')
-                .map(|pair| pair.split('=').next().unwrap_or(""))
-                .collect();
-            format!(
-                "{base}?{}",
-                keys.iter()
-                    .map(|k| format!("{k}=REDACTED"))
-                    .collect::<Vec<_>>()
-                    .join("&")
-            )
-        }
-        None => base,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod rate;
 pub mod resolve;
 pub mod retry;
 
+use crate::audit::{AuditLog, AuditRecord, AuditTags, Decision};
 use crate::credentials::scrub::Scrubber;
 use crate::credentials::{BoundCredential, CredentialError, Credentials, oauth::TokenHttp};
 use crate::policy::rate::RateLimit;
@@ -90,6 +91,7 @@ pub struct Egress {
     rates: rate::RateLimiters,
     breakers: breaker::Breakers,
     credentials: Arc<Credentials>,
+    audit: Arc<AuditLog>,
 }
 
 /// What one request is sent on behalf of.
@@ -99,6 +101,8 @@ pub struct Call {
     pub deadline: Instant,
     /// 32 hex digits: the invocation id, sent upstream in `traceparent`.
     pub trace_id: String,
+    /// Who the request is made for, as the audit trail records it.
+    pub tags: Arc<AuditTags>,
     /// The connection the request is made for; rate limits and breakers are per workspace.
     pub scope: Arc<Scope>,
     pub rate_limit: RateLimit,
@@ -112,6 +116,7 @@ impl Egress {
         lookup: Arc<dyn NameLookup>,
         limits: EgressLimits,
         credentials: Arc<Credentials>,
+        audit: Arc<AuditLog>,
     ) -> Result<Self, EgressError> {
         let addresses = Arc::new(addresses);
         let mut roots = rustls::RootCertStore::empty();
@@ -142,7 +147,12 @@ impl Egress {
             limits,
             rates: rate::RateLimiters::default(),
             credentials,
+            audit,
         })
+    }
+
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     pub fn credentials(&self) -> &Arc<Credentials> {
@@ -191,13 +201,29 @@ impl Egress {
         // An access token the upstream refused with 401; refreshed once, then retried once.
         let mut refused_token = None;
         let mut refreshed_for_401 = false;
+        let mut sent = 0u32;
         loop {
+            sent += 1;
+            let mut record = AuditRecord::new(
+                &call.tags,
+                self.audit.now_ms(),
+                parts.method.as_str(),
+                &parts.uri,
+            );
+            record.attempt = sent;
+            record.bytes_out = body.len() as u64;
+            let held = |mut record: AuditRecord, reason: String| {
+                record.decision = Decision::Held;
+                record.reason = Some(reason);
+                self.audit.record(&record);
+            };
             let mut attempt_url = url.clone();
             let mut attempt_headers = headers.clone();
             let applied = match &call.credential {
                 Some(credential) => {
                     let http =
                         TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline);
+                    record.credential = Some(credential.kind.as_str().to_owned());
                     match self
                         .credentials
                         .apply(
@@ -212,19 +238,30 @@ impl Egress {
                     {
                         Ok(applied) => Some(applied),
                         Err(error) if error.needs_tenant() => {
+                            held(record, error.to_string());
                             return Ok(credential_unavailable_response(&error));
                         }
-                        Err(error) => return Err(EgressError::Credential(error.to_string())),
+                        Err(error) => {
+                            held(record, error.to_string());
+                            return Err(EgressError::Credential(error.to_string()));
+                        }
                     }
                 }
                 None => None,
             };
             // An open circuit fails fast, before spending a rate-limit slot.
-            let permit = breaker.admit(Instant::now()).map_err(|open| {
-                tracing::info!(target: "patchbay::egress", workspace, %origin,
-                    retry_after = ?open.retry_after, "circuit open: failing fast");
-                EgressError::CircuitOpen(open.retry_after)
-            })?;
+            let permit = match breaker.admit(Instant::now()) {
+                Ok(permit) => permit,
+                Err(open) => {
+                    tracing::info!(target: "patchbay::egress", workspace, %origin,
+                        retry_after = ?open.retry_after, "circuit open: failing fast");
+                    held(
+                        record,
+                        format!("circuit open; retry in {:?}", open.retry_after),
+                    );
+                    return Err(EgressError::CircuitOpen(open.retry_after));
+                }
+            };
             if let Err(limited) = self
                 .rates
                 .acquire(workspace, &origin, call.rate_limit, deadline)
@@ -232,6 +269,10 @@ impl Egress {
             {
                 tracing::info!(target: "patchbay::egress", workspace, %origin,
                     retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
+                held(
+                    record,
+                    format!("host rate limit; next slot in {:?}", limited.retry_after),
+                );
                 return Ok(rate_limited_response(limited.retry_after));
             }
             attempt_headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
@@ -250,7 +291,17 @@ impl Egress {
                 .timeout(total)
                 .build()
                 .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
+            let started = Instant::now();
             let result = self.client.execute(request).await.map_err(classify);
+            record.latency_ms = started.elapsed().as_millis() as u64;
+            match &result {
+                Ok(response) => record.status = Some(response.status().as_u16()),
+                Err(EgressError::AddressRefused(reason)) => {
+                    record.decision = Decision::Denied;
+                    record.reason = Some(reason.clone());
+                }
+                Err(error) => record.reason = Some(error.to_string()),
+            }
             let outcome = match &result {
                 Ok(response) => retry::Outcome::Status(response.status().as_u16()),
                 Err(EgressError::Connect(_)) => retry::Outcome::Connect,
@@ -265,6 +316,21 @@ impl Egress {
             );
             breaker.record(permit, !failed, Instant::now());
             let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
+            let finish = |result: Result<reqwest::Response, EgressError>, record: AuditRecord| {
+                match result {
+                    Ok(response) => Ok(self.wasi_response(
+                        response,
+                        deadline,
+                        options.between_bytes_timeout,
+                        scrubber,
+                        record,
+                    )),
+                    Err(error) => {
+                        self.audit.record(&record);
+                        Err(error)
+                    }
+                }
+            };
             // A 401 to an OAuth2 token: the request was not processed, so it is
             // safe to resend once with a fresh token, idempotent or not.
             if let (retry::Outcome::Status(401), Some(token)) =
@@ -273,14 +339,13 @@ impl Egress {
             {
                 refreshed_for_401 = true;
                 refused_token = Some(token);
+                self.audit.record(&record);
                 tracing::debug!(target: "patchbay::egress", workspace, %origin,
                     "upstream refused the access token: refreshing it once");
                 continue;
             }
             if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
-                return result.map(|response| {
-                    self.wasi_response(response, deadline, options.between_bytes_timeout, scrubber)
-                });
+                return finish(result, record);
             }
             let wait = match &result {
                 Ok(response) => {
@@ -292,10 +357,9 @@ impl Egress {
             if Instant::now() + wait >= deadline {
                 // No time to wait: hand over what we have (a 429 carries its
                 // Retry-After, which the plugin turns into rate-limited).
-                return result.map(|response| {
-                    self.wasi_response(response, deadline, options.between_bytes_timeout, scrubber)
-                });
+                return finish(result, record);
             }
+            self.audit.record(&record);
             tracing::debug!(target: "patchbay::egress", attempt, ?outcome, ?wait, "retrying outbound request");
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -311,7 +375,13 @@ impl Egress {
         deadline: Instant,
         between_bytes: Option<Duration>,
         scrubber: Option<Scrubber>,
+        record: AuditRecord,
     ) -> http::Response<WasiBody> {
+        // Recorded when the body is done with (read to the end, failed or dropped).
+        let mut audit = RecordOnDrop {
+            audit: self.audit.clone(),
+            record,
+        };
         let scrubber = scrubber.filter(|s| !s.is_empty());
         let mut builder = http::Response::builder()
             .status(response.status())
@@ -326,14 +396,18 @@ impl Egress {
         let mut seen = 0usize;
         let stream = response.bytes_stream().map(move |chunk| {
             let chunk: Bytes = chunk.map_err(|e| {
-                if e.is_timeout() {
+                let timeout = e.is_timeout();
+                audit.record.reason = Some(format!("response body: {}", e.without_url()));
+                if timeout {
                     HttpError::ConnectionReadTimeout
                 } else {
                     HttpError::HttpResponseIncomplete
                 }
             })?;
             seen += chunk.len();
+            audit.record.bytes_in = seen as u64;
             if seen > max {
+                audit.record.reason = Some(format!("response body over {max} bytes"));
                 return Err(HttpError::HttpResponseBodySize(Some(seen as u64)));
             }
             Ok(chunk)
@@ -347,6 +421,18 @@ impl Egress {
                     .boxed_unsync(),
             )
         })
+    }
+}
+
+/// Writes its record to the audit trail when dropped.
+struct RecordOnDrop {
+    audit: Arc<AuditLog>,
+    record: AuditRecord,
+}
+
+impl Drop for RecordOnDrop {
+    fn drop(&mut self) {
+        self.audit.record(&self.record);
     }
 }
 

@@ -14,4 +14,6 @@ pub struct OperatorPolicy {
     pub limits: limits::OperatorLimits,
     /// Non-public address ranges plugins may still reach (on-premise systems).
     pub addresses: ssrf::AddressPolicy,
+    /// How long the audit trail of outbound requests is kept.
+    pub audit: crate::audit::Retention,
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod state;
 
+use crate::audit::AuditTags;
 use crate::bindings::{ConnectorPre, InvocationContext};
 use crate::capabilities::http::CallPolicy;
 use crate::capabilities::{
@@ -301,6 +302,12 @@ impl Runtime {
                 binding.http_rules.clone(),
                 deadline,
                 CallPolicy {
+                    tags: Arc::new(AuditTags {
+                        workspace: binding.scope.workspace.clone(),
+                        connection: binding.scope.connection.clone(),
+                        plugin: format!("{}@{}", plugin.manifest.id, plugin.manifest.version),
+                        invocation_id: invocation_id.to_owned(),
+                    }),
                     invocation_id: invocation_id.to_owned(),
                     scope: binding.scope.clone(),
                     max_requests: plugin.limits.max_outbound_requests,

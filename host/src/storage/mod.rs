@@ -2,6 +2,7 @@
 //! is structural: the workspace and connection are part of every stored key,
 //! and no caller can name a key outside its own scope.
 
+pub mod audit;
 pub mod memory;
 pub mod secrets;
 pub mod sled_store;

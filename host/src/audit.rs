@@ -1,0 +1,354 @@
+//! The audit trail of outbound requests: every attempt, allowed or not.
+//!
+//! Records are written by one background thread that group-commits: whatever
+//! arrived while the previous batch was being flushed goes out in the next
+//! batch, with one flush for all of it. So a burst of requests costs one disk
+//! sync, and a request never waits on the disk. The same thread enforces
+//! retention (age and count per workspace) periodically.
+
+use crate::clock::Clock;
+use crate::storage::StorageError;
+use crate::storage::audit::{AuditCursor, SharedAudit};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What happened to an outbound attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// Sent upstream.
+    Allowed,
+    /// Refused by policy (destination rules, address policy, a managed header).
+    Denied,
+    /// Not sent, by the host's own protection: rate limit, open circuit, or
+    /// a credential that cannot be used.
+    Held,
+}
+
+/// One outbound attempt. Never holds a secret: the path's query values are
+/// redacted, and only the credential's kind is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    pub workspace: String,
+    pub connection: String,
+    /// `id@version`.
+    pub plugin: String,
+    pub invocation_id: String,
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// Path, and query keys with their values redacted.
+    pub path: String,
+    pub decision: Decision,
+    /// Why it was denied or held; or the transport error of an allowed attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub latency_ms: u64,
+    /// 1 for the first attempt of a request, counting host retries.
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Who an attempt is made for.
+#[derive(Debug, Clone)]
+pub struct AuditTags {
+    pub workspace: String,
+    pub connection: String,
+    pub plugin: String,
+    pub invocation_id: String,
+}
+
+impl AuditRecord {
+    /// A record for `method uri`, to be completed by the caller.
+    pub fn new(tags: &AuditTags, at_ms: u64, method: &str, uri: &http::Uri) -> Self {
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        Self {
+            at_ms,
+            workspace: tags.workspace.clone(),
+            connection: tags.connection.clone(),
+            plugin: tags.plugin.clone(),
+            invocation_id: tags.invocation_id.clone(),
+            method: method.to_owned(),
+            host: uri.host().unwrap_or("").to_ascii_lowercase(),
+            port,
+            scheme,
+            path: redact_query(uri),
+            decision: Decision::Allowed,
+            reason: None,
+            status: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            latency_ms: 0,
+            attempt: 1,
+            credential: None,
+        }
+    }
+}
+
+/// The path, with each query value replaced (values may carry personal data or keys).
+pub fn redact_query(uri: &http::Uri) -> String {
+    match uri.query() {
+        Some(q) => {
+            let keys: Vec<String> = q
+                .split('&')
+                .map(|pair| format!("{}=REDACTED", pair.split('=').next().unwrap_or("")))
+                .collect();
+            format!("{}?{}", uri.path(), keys.join("&"))
+        }
+        None => uri.path().to_owned(),
+    }
+}
+
+/// How long records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub max_age_days: u32,
+    /// Per workspace, so one busy tenant cannot push out another's records.
+    pub max_records_per_workspace: usize,
+    /// How often the writer enforces retention.
+    pub purge_every_secs: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age_days: 30,
+            max_records_per_workspace: 200_000,
+            purge_every_secs: 300,
+        }
+    }
+}
+
+/// A page of a workspace's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Pass back as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("invalid cursor {0:?}")]
+    Cursor(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+enum Message {
+    Record(String, AuditCursor, Vec<u8>),
+    /// Answered once everything sent before it is durable.
+    Sync(tokio::sync::oneshot::Sender<()>),
+    Purge(tokio::sync::oneshot::Sender<Result<usize, StorageError>>),
+}
+
+/// Where outbound attempts are recorded.
+pub struct AuditLog {
+    store: SharedAudit,
+    clock: Clock,
+    retention: Retention,
+    seq: AtomicU64,
+    sender: Mutex<Option<mpsc::Sender<Message>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// Most records written with one flush.
+const MAX_BATCH: usize = 4096;
+
+impl AuditLog {
+    pub fn start(store: SharedAudit, clock: Clock, retention: Retention) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let writer = {
+            let (store, clock) = (store.clone(), clock.clone());
+            std::thread::Builder::new()
+                .name("patchbay-audit".into())
+                .spawn(move || write_loop(&receiver, &store, &clock, retention))?
+        };
+        Ok(Self {
+            store,
+            clock,
+            retention,
+            // Unique within a millisecond across restarts, without a stored counter.
+            seq: AtomicU64::new(fastrand::u64(..u64::MAX / 2)),
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Queue `record` for the next group commit.
+    pub fn record(&self, record: &AuditRecord) {
+        let json = match serde_json::to_vec(record) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(target: "patchbay::audit", error = %e, "audit record not serialisable");
+                return;
+            }
+        };
+        let cursor = AuditCursor {
+            at_ms: record.at_ms,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        self.send(Message::Record(record.workspace.clone(), cursor, json));
+    }
+
+    /// Wait until every record queued so far is on disk.
+    pub async fn flushed(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Message::Sync(tx));
+        let _ = rx.await;
+    }
+
+    /// Enforce retention now (the writer also does it every `purge_every_secs`).
+    pub async fn purge_now(&self) -> Result<usize, StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Message::Purge(tx));
+        rx.await
+            .unwrap_or_else(|_| Err(StorageError::Backend("audit writer stopped".into())))
+    }
+
+    /// A page of `workspace`'s records with `from_ms <= at < to_ms`, oldest first.
+    pub fn query(
+        &self,
+        workspace: &str,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, AuditError> {
+        let after = match after {
+            Some(text) => {
+                Some(AuditCursor::decode(text).ok_or_else(|| AuditError::Cursor(text.to_owned()))?)
+            }
+            None => None,
+        };
+        let (stored, more) = self
+            .store
+            .query(workspace, from_ms, to_ms, after, limit.max(1))?;
+        let next = if more {
+            stored.last().map(|r| r.cursor.encode())
+        } else {
+            None
+        };
+        let records = stored
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.json).ok())
+            .collect();
+        Ok(AuditPage { records, next })
+    }
+
+    /// Remove every record of `workspace` (when the workspace is deleted).
+    pub async fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError> {
+        self.flushed().await;
+        let (store, ws) = (self.store.clone(), workspace.to_owned());
+        tokio::task::spawn_blocking(move || store.remove_workspace(&ws))
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))?
+    }
+
+    fn send(&self, message: Message) {
+        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = sender.as_ref()
+            && sender.send(message).is_err()
+        {
+            tracing::error!(target: "patchbay::audit", "audit writer stopped; record lost");
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Write out what is queued and stop the writer before the store closes.
+    fn drop(&mut self) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn write_loop(
+    receiver: &mpsc::Receiver<Message>,
+    store: &SharedAudit,
+    clock: &Clock,
+    retention: Retention,
+) {
+    let purge_every = Duration::from_secs(u64::from(retention.purge_every_secs.max(1)));
+    let mut last_purge = Instant::now();
+    let purge = || {
+        let max_age_ms = u64::from(retention.max_age_days) * 86_400_000;
+        store.purge(
+            clock().saturating_sub(max_age_ms),
+            retention.max_records_per_workspace,
+        )
+    };
+    loop {
+        let first = match receiver.recv_timeout(purge_every) {
+            Ok(message) => Some(message),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = Vec::new();
+        let mut syncs = Vec::new();
+        let mut purges = Vec::new();
+        let mut next = first;
+        while let Some(message) = next {
+            match message {
+                Message::Record(ws, cursor, json) => batch.push((ws, cursor, json)),
+                Message::Sync(reply) => syncs.push(reply),
+                Message::Purge(reply) => purges.push(reply),
+            }
+            next = if batch.len() < MAX_BATCH {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty()
+            && let Err(e) = store.append(&batch)
+        {
+            tracing::error!(target: "patchbay::audit", error = %e, records = batch.len(),
+                "audit records could not be written");
+        }
+        for reply in syncs {
+            let _ = reply.send(());
+        }
+        if !purges.is_empty() || last_purge.elapsed() >= purge_every {
+            last_purge = Instant::now();
+            let result = purge();
+            if let Err(e) = &result {
+                tracing::error!(target: "patchbay::audit", error = %e, "audit retention failed");
+            }
+            for reply in purges {
+                let _ = reply.send(match &result {
+                    Ok(n) => Ok(*n),
+                    Err(e) => Err(StorageError::Backend(e.to_string())),
+                });
+            }
+        }
+    }
+}

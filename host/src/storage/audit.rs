@@ -1,0 +1,173 @@
+//! The audit trail's storage: records kept per workspace in time order.
+//!
+//! Keys are `workspace (length-prefixed) | time ms (8, big-endian) | sequence
+//! (8, big-endian)`, so one workspace's records form one contiguous,
+//! time-ordered range and no query can reach another workspace's.
+
+use super::StorageError;
+use std::sync::Arc;
+
+/// Where a page of records starts: the position just after the last one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at_ms: u64,
+    pub seq: u64,
+}
+
+impl AuditCursor {
+    /// The opaque text form handed to API clients.
+    pub fn encode(&self) -> String {
+        format!("{:016x}{:016x}", self.at_ms, self.seq)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(Self {
+            at_ms: u64::from_str_radix(&text[..16], 16).ok()?,
+            seq: u64::from_str_radix(&text[16..], 16).ok()?,
+        })
+    }
+}
+
+/// One stored record: its position and its serialised form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub cursor: AuditCursor,
+    pub json: Vec<u8>,
+}
+
+pub trait AuditStore: Send + Sync + 'static {
+    /// Append records (workspace, time, sequence, JSON); durable when this returns.
+    fn append(&self, batch: &[(String, AuditCursor, Vec<u8>)]) -> Result<(), StorageError>;
+    /// Records of `workspace` with `from_ms <= time < to_ms`, oldest first,
+    /// strictly after `after` when given; at most `limit`, plus whether more remain.
+    fn query(
+        &self,
+        workspace: &str,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, bool), StorageError>;
+    /// Remove records older than `before_ms`, and the oldest of any workspace
+    /// holding more than `max_per_workspace`. How many were removed.
+    fn purge(&self, before_ms: u64, max_per_workspace: usize) -> Result<usize, StorageError>;
+    /// Remove every record of `workspace`.
+    fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError>;
+}
+
+pub type SharedAudit = Arc<dyn AuditStore>;
+
+pub(crate) fn workspace_prefix(workspace: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + workspace.len());
+    out.extend_from_slice(&(workspace.len() as u32).to_be_bytes());
+    out.extend_from_slice(workspace.as_bytes());
+    out
+}
+
+pub(crate) fn record_key(workspace: &str, cursor: AuditCursor) -> Vec<u8> {
+    let mut out = workspace_prefix(workspace);
+    out.extend_from_slice(&cursor.at_ms.to_be_bytes());
+    out.extend_from_slice(&cursor.seq.to_be_bytes());
+    out
+}
+
+/// The cursor at the end of a record key, given its workspace prefix length.
+pub(crate) fn cursor_of(key: &[u8], prefix_len: usize) -> Option<AuditCursor> {
+    let rest = key.get(prefix_len..)?;
+    if rest.len() != 16 {
+        return None;
+    }
+    Some(AuditCursor {
+        at_ms: u64::from_be_bytes(rest[..8].try_into().ok()?),
+        seq: u64::from_be_bytes(rest[8..].try_into().ok()?),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod contract_tests {
+    //! The behaviour every `AuditStore` must have.
+    use super::*;
+
+    fn rec(ws: &str, at_ms: u64, seq: u64) -> (String, AuditCursor, Vec<u8>) {
+        (
+            ws.to_owned(),
+            AuditCursor { at_ms, seq },
+            format!("{{\"ws\":\"{ws}\",\"at\":{at_ms}}}").into_bytes(),
+        )
+    }
+
+    pub(crate) fn run_all(store: &dyn AuditStore) {
+        // "ws-a" and "ws-ab" would collide under a naive prefix.
+        let batch: Vec<_> = (0..10)
+            .map(|i| rec("ws-a", 1_000 + i * 10, i))
+            .chain((0..3).map(|i| rec("ws-ab", 1_000 + i, 100 + i)))
+            .collect();
+        store.append(&batch).expect("append");
+
+        let (page, more) = store.query("ws-a", 0, u64::MAX, None, 4).expect("query");
+        assert_eq!(page.len(), 4);
+        assert!(more);
+        assert_eq!(page[0].cursor.at_ms, 1_000);
+        let (rest, more) = store
+            .query("ws-a", 0, u64::MAX, Some(page[3].cursor), 100)
+            .expect("query");
+        assert_eq!(rest.len(), 6);
+        assert!(!more);
+        assert!(
+            rest.iter()
+                .all(|r| String::from_utf8_lossy(&r.json).contains("\"ws-a\""))
+        );
+
+        let (window, _) = store.query("ws-a", 1_020, 1_050, None, 100).expect("query");
+        let times: Vec<u64> = window.iter().map(|r| r.cursor.at_ms).collect();
+        assert_eq!(times, [1_020, 1_030, 1_040]);
+
+        // Age: everything before 1_030 goes, in every workspace.
+        let removed = store.purge(1_030, usize::MAX).expect("purge");
+        assert_eq!(removed, 3 + 3);
+        assert!(
+            store
+                .query("ws-ab", 0, u64::MAX, None, 10)
+                .expect("query")
+                .0
+                .is_empty()
+        );
+        // Count: ws-a keeps its newest 2.
+        store.purge(0, 2).expect("purge");
+        let (kept, _) = store.query("ws-a", 0, u64::MAX, None, 10).expect("query");
+        let times: Vec<u64> = kept.iter().map(|r| r.cursor.at_ms).collect();
+        assert_eq!(times, [1_080, 1_090]);
+
+        store.append(&[rec("ws-b", 5, 500)]).expect("append");
+        assert_eq!(store.remove_workspace("ws-a").expect("remove"), 2);
+        assert!(
+            store
+                .query("ws-a", 0, u64::MAX, None, 10)
+                .expect("query")
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .query("ws-b", 0, u64::MAX, None, 10)
+                .expect("query")
+                .0
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let cursor = AuditCursor {
+            at_ms: 1_763_900_000_000,
+            seq: 42,
+        };
+        assert_eq!(AuditCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(AuditCursor::decode("zz"), None);
+        assert_eq!(AuditCursor::decode(&"g".repeat(32)), None);
+    }
+}
