@@ -33,6 +33,16 @@ async fn all_records(harness: &Harness, workspace: &str) -> Vec<AuditRecord> {
         .records
 }
 
+/// An upstream answering 200 at `/allowed/n`.
+async fn counting_upstream() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/allowed/n"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// `times` GETs to `{server}/allowed/n?email=…` from a probe connection in `workspace`.
 async fn fetch_times(harness: &Harness, server: &MockServer, workspace: &str, times: u32) {
     let plugin = harness.ensure(PROBE).await;
@@ -186,11 +196,7 @@ async fn held_requests_are_recorded_with_the_reason() {
 #[tokio::test]
 async fn a_workspace_sees_only_its_own_records_page_by_page() {
     let harness = harness(Retention::default());
-    let server = MockServer::start().await;
-    Mock::given(path("/allowed/n"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = counting_upstream().await;
     fetch_times(&harness, &server, "ws-a", 5).await;
     fetch_times(&harness, &server, "ws-ab", 2).await;
     harness.services.audit.flushed().await;
@@ -232,11 +238,7 @@ async fn retention_by_count_and_age_is_enforced() {
         max_records_per_workspace: 3,
         purge_every_secs: 3600,
     });
-    let server = MockServer::start().await;
-    Mock::given(path("/allowed/n"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = counting_upstream().await;
     fetch_times(&harness, &server, "ws-1", 5).await;
     fetch_times(&harness, &server, "ws-2", 2).await;
     harness.services.audit.flushed().await;
@@ -268,11 +270,7 @@ async fn retention_by_count_and_age_is_enforced() {
 #[tokio::test]
 async fn records_survive_a_restart() {
     let harness = harness(Retention::default());
-    let server = MockServer::start().await;
-    Mock::given(path("/allowed/n"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = counting_upstream().await;
     fetch_times(&harness, &server, "ws-1", 3).await;
     // No explicit flush: stopping the services writes out what is queued.
     let harness = harness.reopen();
