@@ -1,8 +1,12 @@
 //! Outbound HTTP destination rules.
 //!
-//! Grammar: `[METHOD[,METHOD...] ]scheme://host[:port][/path-prefix]`.
-//! `*.example.com` matches subdomains only; the port defaults from the scheme;
-//! the path prefix matches whole segments of the normalised request path. An
+//! Grammar: `[METHOD[,METHOD...] ]scheme://host[:port[-port]][/path-prefix]`.
+//! `*.example.com` matches subdomains only; an internationalised name is
+//! matched in its punycode form; an IP literal or a network written in
+//! brackets (`[10.20.0.0/16]`, `[fd00::/8]`) matches requests to IP literals
+//! inside it, and nothing else matches an IP. The port defaults from the
+//! scheme; a range matches any port in it. The path prefix matches whole
+//! segments of the normalised request path. An
 //! entry may hold a template filled from the connection's config: `{{name}}`
 //! as one whole host label, or `{{name}}` at the start standing for a whole
 //! base URL (`{{base_url}}/crm/v3`). The filled rule is parsed and validated
@@ -224,6 +228,8 @@ enum HostPattern {
     Exact(String),
     /// `*.suffix`: any host strictly below `suffix`.
     Subdomains(String),
+    /// `[network/prefix]`: any IP literal inside the network.
+    Network(ipnet::IpNet),
 }
 
 /// A concrete, filled destination rule.
@@ -232,7 +238,8 @@ pub struct Rule {
     methods: Option<Vec<String>>,
     scheme: String,
     host: HostPattern,
-    port: u16,
+    /// Inclusive range; one port is a range of one.
+    ports: (u16, u16),
     /// Normalised, without trailing slash; empty means any path.
     path_prefix: String,
 }
@@ -253,21 +260,34 @@ impl Rule {
         if rest.contains(['@', '?', '#']) {
             return Err(DestinationError::ExtraParts);
         }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
+        // A bracketed host (IPv6, or a network) may hold a `/` of its own.
+        let host_end = if rest.starts_with('[') {
+            rest.find(']').unwrap_or(0)
+        } else {
+            0
+        };
+        let (authority, path) = match rest[host_end..].find('/') {
+            Some(i) => rest.split_at(host_end + i),
             None => (rest, ""),
         };
         let (host, port) = split_host_port(authority)
             .ok_or_else(|| DestinationError::Host(authority.to_owned()))?;
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| DestinationError::Port(p.to_owned()))?,
-            None => default_port(&scheme),
+        let ports = match port {
+            Some(p) => parse_ports(p).ok_or_else(|| DestinationError::Port(p.to_owned()))?,
+            None => (default_port(&scheme), default_port(&scheme)),
         };
-        let host = normalise_host(host).ok_or_else(|| DestinationError::Host(host.to_owned()))?;
+        if host.contains('/') {
+            let network = parse_network(host)?;
+            return Ok(Self {
+                methods,
+                scheme,
+                host: HostPattern::Network(network),
+                ports,
+                path_prefix: rule_path(path)?,
+            });
+        }
+        let host = to_ascii_host(host)?;
+        let host = normalise_host(&host).ok_or_else(|| DestinationError::Host(host.clone()))?;
         let host = match host.strip_prefix("*.") {
             Some(suffix) if suffix.contains('.') && !suffix.contains('*') => {
                 HostPattern::Subdomains(suffix.to_owned())
@@ -280,27 +300,12 @@ impl Rule {
             None if host.contains('*') => return Err(DestinationError::Host(host)),
             None => HostPattern::Exact(host),
         };
-        let path_prefix = if path.is_empty() || path == "/" {
-            String::new()
-        } else {
-            let normalised = normalise_path(path).ok_or(DestinationError::Path(
-                path.to_owned(),
-                "it escapes the root or has bad percent-encoding",
-            ))?;
-            if normalised != path.trim_end_matches('/') {
-                return Err(DestinationError::Path(
-                    path.to_owned(),
-                    "write it normalised (no `..`, `//` or percent-encoding)",
-                ));
-            }
-            normalised
-        };
         Ok(Self {
             methods,
             scheme,
             host,
-            port,
-            path_prefix,
+            ports,
+            path_prefix: rule_path(path)?,
         })
     }
 
@@ -322,7 +327,8 @@ impl Rule {
         if scheme != self.scheme {
             return false;
         }
-        if port.unwrap_or_else(|| default_port(&scheme)) != self.port {
+        let port = port.unwrap_or_else(|| default_port(&scheme));
+        if port < self.ports.0 || port > self.ports.1 {
             return false;
         }
         let Some(host) = normalise_host(host) else {
@@ -333,6 +339,9 @@ impl Rule {
             HostPattern::Subdomains(suffix) => host
                 .strip_suffix(suffix.as_str())
                 .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            HostPattern::Network(network) => host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| network.contains(&ip)),
         };
         if !host_ok {
             return false;
@@ -349,6 +358,63 @@ impl Rule {
                 .strip_prefix(self.path_prefix.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))
     }
+}
+
+/// `443` or `8000-8100` (inclusive; no zero, low before high).
+fn parse_ports(text: &str) -> Option<(u16, u16)> {
+    let one = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+    match text.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (one(lo)?, one(hi)?);
+            (lo <= hi).then_some((lo, hi))
+        }
+        None => one(text).map(|p| (p, p)),
+    }
+}
+
+/// A bracketed network: its address must be the network's own (no host bits).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, DestinationError> {
+    let network: ipnet::IpNet = text.parse().map_err(|_| {
+        DestinationError::Host(format!("[{text}]: not a network like [10.0.0.0/8]"))
+    })?;
+    if network.trunc() != network {
+        return Err(DestinationError::Host(format!(
+            "[{text}]: write the network address [{}]",
+            network.trunc()
+        )));
+    }
+    Ok(network)
+}
+
+/// An internationalised name in its ASCII (punycode) form; ASCII passes as is.
+fn to_ascii_host(host: &str) -> Result<String, DestinationError> {
+    if host.is_ascii() {
+        return Ok(host.to_owned());
+    }
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", host),
+    };
+    idna::domain_to_ascii_strict(name)
+        .map(|ascii| format!("{wildcard}{ascii}"))
+        .map_err(|_| DestinationError::Host(format!("{host}: not a valid internationalised name")))
+}
+
+fn rule_path(path: &str) -> Result<String, DestinationError> {
+    if path.is_empty() || path == "/" {
+        return Ok(String::new());
+    }
+    let normalised = normalise_path(path).ok_or(DestinationError::Path(
+        path.to_owned(),
+        "it escapes the root or has bad percent-encoding",
+    ))?;
+    if normalised != path.trim_end_matches('/') {
+        return Err(DestinationError::Path(
+            path.to_owned(),
+            "write it normalised (no `..`, `//` or percent-encoding)",
+        ));
+    }
+    Ok(normalised)
 }
 
 fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
@@ -600,6 +666,70 @@ mod tests {
                 false,
             ),
             ("https://[::1]:9000", "GET", "https://[::1]:9000/", true),
+            // Internationalised names match in punycode, however the rule was written.
+            (
+                "https://bücher.example",
+                "GET",
+                "https://xn--bcher-kva.example/",
+                true,
+            ),
+            (
+                "https://*.bücher.example",
+                "GET",
+                "https://shop.xn--bcher-kva.example/",
+                true,
+            ),
+            (
+                "https://bücher.example",
+                "GET",
+                "https://bucher.example/",
+                false,
+            ),
+            // Port ranges, inclusive.
+            (
+                "https://a.com:8000-8100",
+                "GET",
+                "https://a.com:8000/",
+                true,
+            ),
+            (
+                "https://a.com:8000-8100",
+                "GET",
+                "https://a.com:8100/",
+                true,
+            ),
+            (
+                "https://a.com:8000-8100",
+                "GET",
+                "https://a.com:8101/",
+                false,
+            ),
+            ("https://a.com:8000-8100", "GET", "https://a.com/", false),
+            // Networks match IP literals inside them, never names.
+            ("http://[10.20.0.0/16]", "GET", "http://10.20.3.4/x", true),
+            ("http://[10.20.0.0/16]", "GET", "http://10.21.0.1/x", false),
+            (
+                "http://[10.20.0.0/16]:8080/api",
+                "GET",
+                "http://10.20.0.9:8080/api/v1",
+                true,
+            ),
+            (
+                "http://[10.20.0.0/16]:8080/api",
+                "GET",
+                "http://10.20.0.9:8080/admin",
+                false,
+            ),
+            ("http://[fd00::/8]", "GET", "http://[fd12::1]/", true),
+            ("http://[fd00::/8]", "GET", "http://[fe80::1]/", false),
+            (
+                "http://[10.20.0.0/16]",
+                "GET",
+                "http://internal.example/",
+                false,
+            ),
+            // A name rule never matches an IP literal, even one it resolves to.
+            ("https://a.com", "GET", "https://93.184.216.34/", false),
         ];
         for (entry, method, url, expected) in cases {
             assert_eq!(
@@ -619,6 +749,11 @@ mod tests {
             ("https://a.com?x=1", "user info, query"),
             ("https://a.com:99999", "invalid port"),
             ("https://a.com:0", "invalid port"),
+            ("https://a.com:9000-8000", "invalid port"),
+            ("https://a.com:1-", "invalid port"),
+            ("https://[10.0.0.1/8]", "network address [10.0.0.0/8]"),
+            ("https://[10.0.0.0/33]", "not a network"),
+            ("https://bü cher.example", "internationalised"),
             ("https://*.com", "wildcard"),
             ("https://a.*.com", "invalid host"),
             ("https://a.com/x/../y", "normalised"),
