@@ -77,11 +77,7 @@ impl Services {
             key,
             options.clock.clone(),
         ));
-        let limits = EgressLimits {
-            max_request_bytes: policy.limits.max_request_body_bytes,
-            max_response_bytes: policy.limits.max_response_body_bytes,
-            breaker: policy.limits.circuit_breaker,
-        };
+        let limits = EgressLimits::from_operator(&policy.limits);
         let audit = Arc::new(
             AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
                 .context("starting the audit writer")?,

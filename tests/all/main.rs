@@ -2,6 +2,7 @@
 //! modules per host concern.
 
 mod audit;
+mod connections;
 mod credentials;
 mod crm_transform;
 mod egress;

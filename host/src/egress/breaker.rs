@@ -110,6 +110,15 @@ impl Breaker {
         }
     }
 
+    /// Give back a permit whose request was never sent, so a half-open
+    /// breaker admits its next trial instead of waiting forever.
+    pub fn release(&self, permit: Permit) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let (State::HalfOpen { trial_in_flight }, Permit::Trial) = (&mut *state, permit) {
+            *trial_in_flight = false;
+        }
+    }
+
     pub fn record(&self, permit: Permit, success: bool, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let window = Duration::from_millis(self.config.window_ms);
@@ -184,6 +193,29 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trial_that_was_never_sent_is_given_back() {
+        let breaker = Breaker::new(BreakerConfig {
+            failures: 1,
+            window_ms: 10_000,
+            cool_down_ms: 1_000,
+        });
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        breaker.record(Permit::Normal, false, at(0));
+        assert_eq!(breaker.admit(at(1_100)), Ok(Permit::Trial));
+        breaker.release(Permit::Trial);
+        assert_eq!(
+            breaker.admit(at(1_200)),
+            Ok(Permit::Trial),
+            "the next request gets the trial"
+        );
+        // Releasing a normal permit changes nothing.
+        breaker.record(Permit::Trial, true, at(1_300));
+        breaker.release(Permit::Normal);
+        assert_eq!(breaker.state(at(1_300)), BreakerState::Closed);
+    }
 
     #[test]
     fn opens_half_opens_and_closes() {

@@ -32,6 +32,8 @@ pub struct EgressLimits {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
     pub breaker: breaker::BreakerConfig,
+    pub max_concurrent_per_connection: usize,
+    pub connect_timeout: Duration,
 }
 
 impl Default for EgressLimits {
@@ -41,6 +43,21 @@ impl Default for EgressLimits {
             max_request_bytes: operator.max_request_body_bytes,
             max_response_bytes: operator.max_response_body_bytes,
             breaker: operator.circuit_breaker,
+            max_concurrent_per_connection: operator.max_concurrent_requests_per_connection,
+            connect_timeout: Duration::from_millis(u64::from(operator.connect_timeout_ms)),
+        }
+    }
+}
+
+impl EgressLimits {
+    /// The egress part of the operator's limits.
+    pub fn from_operator(operator: &crate::policy::limits::OperatorLimits) -> Self {
+        Self {
+            max_request_bytes: operator.max_request_body_bytes,
+            max_response_bytes: operator.max_response_body_bytes,
+            breaker: operator.circuit_breaker,
+            max_concurrent_per_connection: operator.max_concurrent_requests_per_connection,
+            connect_timeout: Duration::from_millis(u64::from(operator.connect_timeout_ms)),
         }
     }
 }
@@ -92,6 +109,7 @@ pub struct Egress {
     breakers: breaker::Breakers,
     credentials: Arc<Credentials>,
     audit: Arc<AuditLog>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Scope, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// What one request is sent on behalf of.
@@ -134,6 +152,7 @@ impl Egress {
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(32)
+            .connect_timeout(limits.connect_timeout)
             .dns_resolver(Arc::new(GuardedResolver {
                 lookup,
                 policy: addresses.clone(),
@@ -148,7 +167,20 @@ impl Egress {
             rates: rate::RateLimiters::default(),
             credentials,
             audit,
+            in_flight: Default::default(),
         })
+    }
+
+    /// The semaphore bounding `scope`'s requests in flight.
+    fn connection_slots(&self, scope: &Scope) -> Arc<tokio::sync::Semaphore> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(scope.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.limits.max_concurrent_per_connection.max(1),
+                ))
+            })
+            .clone()
     }
 
     pub fn audit(&self) -> &Arc<AuditLog> {
@@ -249,6 +281,24 @@ impl Egress {
                 }
                 None => None,
             };
+            let slot = match tokio::time::timeout_at(
+                deadline.into(),
+                self.connection_slots(&call.scope).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    held(
+                        record,
+                        format!(
+                            "the connection already has {} requests in flight",
+                            self.limits.max_concurrent_per_connection
+                        ),
+                    );
+                    return Err(EgressError::Timeout);
+                }
+            };
             // An open circuit fails fast, before spending a rate-limit slot.
             let permit = match breaker.admit(Instant::now()) {
                 Ok(permit) => permit,
@@ -267,6 +317,8 @@ impl Egress {
                 .acquire(workspace, &origin, call.rate_limit, deadline)
                 .await
             {
+                // Nothing was sent: a half-open breaker's trial goes back unused.
+                breaker.release(permit);
                 tracing::info!(target: "patchbay::egress", workspace, %origin,
                     retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
                 held(
@@ -323,7 +375,11 @@ impl Egress {
                         deadline,
                         options.between_bytes_timeout,
                         scrubber,
-                        record,
+                        InFlight {
+                            audit: self.audit.clone(),
+                            record,
+                            _slot: slot,
+                        },
                     )),
                     Err(error) => {
                         self.audit.record(&record);
@@ -375,13 +431,10 @@ impl Egress {
         deadline: Instant,
         between_bytes: Option<Duration>,
         scrubber: Option<Scrubber>,
-        record: AuditRecord,
+        // Recorded, and its slot freed, when the body is done with (read to
+        // the end, failed or dropped).
+        mut audit: InFlight,
     ) -> http::Response<WasiBody> {
-        // Recorded when the body is done with (read to the end, failed or dropped).
-        let mut audit = RecordOnDrop {
-            audit: self.audit.clone(),
-            record,
-        };
         let scrubber = scrubber.filter(|s| !s.is_empty());
         let mut builder = http::Response::builder()
             .status(response.status())
@@ -424,13 +477,15 @@ impl Egress {
     }
 }
 
-/// Writes its record to the audit trail when dropped.
-struct RecordOnDrop {
+/// A response being read: writes its record to the audit trail, and frees
+/// the connection's slot, when dropped.
+struct InFlight {
     audit: Arc<AuditLog>,
     record: AuditRecord,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl Drop for RecordOnDrop {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.audit.record(&self.record);
     }
@@ -585,10 +640,11 @@ fn classify(error: reqwest::Error) -> EgressError {
         }
         source = e.source();
     }
-    if error.is_timeout() {
+    // A connect timeout is a connect failure: nothing was sent, so it may be retried.
+    if error.is_connect() {
+        EgressError::Connect(error_chain(&error))
+    } else if error.is_timeout() {
         EgressError::Timeout
-    } else if error.is_connect() {
-        EgressError::Connect(error.to_string())
     } else {
         EgressError::Upstream(error.to_string())
     }

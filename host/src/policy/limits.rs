@@ -31,6 +31,12 @@ pub struct OperatorLimits {
     pub default_rate_limit: RateLimit,
     /// When to stop calling a failing upstream for a while (per workspace and origin).
     pub circuit_breaker: BreakerConfig,
+    /// Outbound requests one connection may have in flight at once, across
+    /// all its invocations (a request holds its slot until its body is read).
+    pub max_concurrent_requests_per_connection: usize,
+    /// Longest wait for a TCP (and TLS) connection to an upstream, within
+    /// the call's deadline, so an unreachable upstream leaves time to retry.
+    pub connect_timeout_ms: u32,
 }
 
 impl Default for OperatorLimits {
@@ -49,6 +55,8 @@ impl Default for OperatorLimits {
                 per_seconds: 1,
             },
             circuit_breaker: BreakerConfig::default(),
+            max_concurrent_requests_per_connection: 16,
+            connect_timeout_ms: 3_000,
         }
     }
 }
