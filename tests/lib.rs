@@ -6,6 +6,7 @@ use patchbay::credentials::Secret;
 use patchbay::egress::resolve::{NameLookup, SystemLookup};
 use patchbay::package::Package;
 use patchbay::policy::OperatorPolicy;
+use patchbay::policy::grants::Grants;
 use patchbay::policy::limits::OperatorLimits;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::InvokeError;
@@ -184,12 +185,35 @@ impl Harness {
         connection: &str,
         config: &[(&str, &str)],
     ) -> Binding {
+        self.binding_with_grants(
+            plugin,
+            workspace,
+            connection,
+            config,
+            &Grants::all_requested(),
+        )
+    }
+
+    /// A binding with only what `grants` approves.
+    pub fn binding_with_grants(
+        &self,
+        plugin: &LoadedPlugin,
+        workspace: &str,
+        connection: &str,
+        config: &[(&str, &str)],
+        grants: &Grants,
+    ) -> Binding {
         let config: BTreeMap<String, String> = config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Binding::from_manifest(&plugin.manifest, scope(workspace, connection), config)
-            .expect("binding")
+        Binding::from_manifest(
+            &plugin.manifest,
+            scope(workspace, connection),
+            config,
+            grants,
+        )
+        .expect("binding")
     }
 
     pub async fn invoke(

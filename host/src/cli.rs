@@ -3,6 +3,7 @@
 use crate::package::Package;
 use crate::package::manifest::Manifest;
 use crate::policy::OperatorPolicy;
+use crate::policy::grants::Grants;
 use crate::runtime::Binding;
 use crate::services::{Services, operator_token};
 use crate::storage::Scope;
@@ -384,8 +385,8 @@ async fn invoke(
             .await
             .with_context(|| format!("--credential {name}"))?;
     }
-    let binding =
-        Binding::from_manifest(&plugin.manifest, scope, config).map_err(anyhow::Error::msg)?;
+    let binding = Binding::from_manifest(&plugin.manifest, scope, config, &Grants::all_requested())
+        .map_err(anyhow::Error::msg)?;
     let outcome = services
         .catalog
         .runtime()

@@ -78,6 +78,8 @@ impl Services {
             options.clock.clone(),
         ));
         let limits = EgressLimits::from_operator(&policy.limits);
+        // Checked before anything starts, so a bad entry stops start-up with its name.
+        let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;
         let audit = Arc::new(
             AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
                 .context("starting the audit writer")?,
@@ -90,6 +92,10 @@ impl Services {
             audit.clone(),
         )
         .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
+        let egress = match operator_destinations {
+            Some(rules) => egress.with_operator_destinations(rules),
+            None => egress,
+        };
         let runtime = Runtime::new(
             policy.limits,
             Arc::new(egress),

@@ -7,6 +7,7 @@ mod credentials;
 mod crm_transform;
 mod egress;
 mod fs_reader;
+mod grants;
 mod grow_memory;
 mod hubspot;
 mod install;

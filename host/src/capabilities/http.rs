@@ -52,6 +52,8 @@ pub struct CallPolicy {
     pub rate_limit: RateLimit,
     /// Host-held credentials and the destinations each may be sent to.
     pub credentials: Arc<[BoundCredential]>,
+    /// Destinations declared but not approved by the workspace (for the refusal's reason).
+    pub unapproved_rules: Arc<[Rule]>,
 }
 
 /// The per-invocation gate.
@@ -122,7 +124,7 @@ impl HttpGate {
             .scheme_str()
             .ok_or_else(|| rule("request has no scheme"))?;
         let path = uri.path();
-        let allowed = self.rules.iter().any(|rule| {
+        let matches = |rule: &Rule| {
             rule.allows(
                 request.method().as_str(),
                 scheme,
@@ -130,8 +132,12 @@ impl HttpGate {
                 authority.port_u16(),
                 path,
             )
-        });
+        };
+        let allowed = self.rules.iter().any(matches);
         if allowed {
+            if !self.egress.operator_allows(|rule| matches(rule)) {
+                return Err(rule("operator policy does not allow this destination"));
+            }
             self.egress
                 .check_literal(authority.host())
                 .map_err(|(ip, class)| {
@@ -157,7 +163,11 @@ impl HttpGate {
                 )));
             }
             Ok(credential.cloned())
-        } else if self.rules.is_empty() {
+        } else if self.call.unapproved_rules.iter().any(matches) {
+            Err(rule(
+                "the destination is declared but the workspace has not approved it",
+            ))
+        } else if self.rules.is_empty() && self.call.unapproved_rules.is_empty() {
             Err(rule("the plugin declares no HTTP destinations"))
         } else {
             Err(rule("no declared destination matches"))

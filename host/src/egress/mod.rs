@@ -110,6 +110,8 @@ pub struct Egress {
     credentials: Arc<Credentials>,
     audit: Arc<AuditLog>,
     in_flight: std::sync::Mutex<std::collections::HashMap<Scope, Arc<tokio::sync::Semaphore>>>,
+    /// When set, a request must also match one of these (operator policy).
+    operator_rules: Option<Arc<[crate::policy::http::Rule]>>,
 }
 
 /// What one request is sent on behalf of.
@@ -168,7 +170,21 @@ impl Egress {
             credentials,
             audit,
             in_flight: Default::default(),
+            operator_rules: None,
         })
+    }
+
+    /// Restrict every plugin to destinations matching `rules` (operator policy).
+    pub fn with_operator_destinations(mut self, rules: Vec<crate::policy::http::Rule>) -> Self {
+        self.operator_rules = Some(rules.into());
+        self
+    }
+
+    /// Whether operator policy lets a request through, given how to match one rule.
+    pub fn operator_allows(&self, matches: impl Fn(&crate::policy::http::Rule) -> bool) -> bool {
+        self.operator_rules
+            .as_ref()
+            .is_none_or(|rules| rules.iter().any(matches))
     }
 
     /// The semaphore bounding `scope`'s requests in flight.

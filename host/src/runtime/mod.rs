@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::credentials::BoundCredential;
 use crate::egress::Egress;
 use crate::package::manifest::Manifest;
+use crate::policy::grants::Grants;
 use crate::policy::http::Rule;
 use crate::policy::limits::{EffectiveLimits, OperatorLimits};
 use crate::storage::{Scope, SharedKv};
@@ -106,42 +107,54 @@ pub struct Binding {
     pub scope: Arc<Scope>,
     /// Non-secret settings, as the plugin reads them through wasi:config.
     pub config: Arc<ConfigValues>,
-    /// Filled destination rules this connection may reach.
+    /// Filled destination rules the manifest declares and the workspace approved.
     pub http_rules: Arc<[Rule]>,
-    /// Whether KV is granted (the quota comes from the manifest).
+    /// Declared but not approved: only to tell the plugin why it was refused.
+    pub unapproved_rules: Arc<[Rule]>,
+    /// Whether KV is requested and approved (the quota comes from the manifest).
     pub kv_granted: bool,
-    /// Host-held credentials, bound to their filled destinations.
+    /// Approved host-held credentials, bound to their filled destinations.
     pub credentials: Arc<[BoundCredential]>,
 }
 
 impl Binding {
-    /// Bind `manifest` for `scope` with `config` values, granting what the manifest
-    /// declares (issue-4 workspaces narrow this with explicit grants). Destination
-    /// templates are filled from `config`, falling back to the config schema's defaults.
+    /// Bind `manifest` for `scope` with `config` values and the workspace's
+    /// `grants`: a capability is in the binding only if the manifest requests
+    /// it and the grants approve it. Destination templates are filled from
+    /// `config`, falling back to the config schema's defaults.
     pub fn from_manifest(
         manifest: &Manifest,
         scope: Scope,
         config: BTreeMap<String, String>,
+        grants: &Grants,
     ) -> Result<Self, String> {
         let mut values = schema_defaults(manifest);
         values.extend(config);
-        let rules = manifest
-            .capabilities
-            .http
-            .iter()
-            .map(|d| d.fill(&values).map_err(|e| format!("destination {d}: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut approved = Vec::new();
+        let mut unapproved = Vec::new();
+        for destination in &manifest.capabilities.http {
+            let rule = destination
+                .fill(&values)
+                .map_err(|e| format!("destination {destination}: {e}"))?;
+            if grants.allows_destination(destination) {
+                approved.push(rule);
+            } else {
+                unapproved.push(rule);
+            }
+        }
         let credentials = manifest
             .capabilities
             .credentials
             .iter()
+            .filter(|c| grants.allows_credential(&c.name))
             .map(|c| BoundCredential::bind(c, &values))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             scope: Arc::new(scope),
             config: Arc::new(values.into_iter().collect()),
-            http_rules: rules.into(),
-            kv_granted: manifest.capabilities.kv.is_some(),
+            http_rules: approved.into(),
+            unapproved_rules: unapproved.into(),
+            kv_granted: manifest.capabilities.kv.is_some() && grants.allows_kv(),
             credentials: credentials.into(),
         })
     }
@@ -313,6 +326,7 @@ impl Runtime {
                     max_requests: plugin.limits.max_outbound_requests,
                     rate_limit: plugin.limits.rate_limit,
                     credentials: binding.credentials.clone(),
+                    unapproved_rules: binding.unapproved_rules.clone(),
                 },
                 audit_tag,
             ),
@@ -338,6 +352,7 @@ impl Runtime {
             }),
             config: Arc::default(),
             http_rules: Arc::from(Vec::new()),
+            unapproved_rules: Arc::from(Vec::new()),
             kv_granted: false,
             credentials: Arc::from(Vec::new()),
         };
