@@ -323,3 +323,8 @@ pub async fn run_failing(plugin: TestPlugin, limits: OperatorLimits, input: Valu
     );
     error
 }
+
+/// The operator metrics of `harness`'s services, as `GET /metrics` renders them.
+pub fn metrics_text(harness: &Harness) -> String {
+    patchbay::metrics::render(&harness.services.app_state("unused").metrics).expect("metrics")
+}

@@ -211,7 +211,7 @@ async fn serve(
     policy: OperatorPolicy,
 ) -> anyhow::Result<ExitCode> {
     let services = Services::open(data_dir, policy)?;
-    let (_token, token_path) =
+    let (token, token_path) =
         operator_token(data_dir, std::env::var("PATCHBAY_OPERATOR_TOKEN").ok())?;
     match token_path {
         Some(path) => eprintln!("operator token: stored in {}", path.display()),
@@ -227,7 +227,7 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     eprintln!("patchbay listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, crate::api::router(services.app_state()))
+    axum::serve(listener, crate::api::router(services.app_state(&token)))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod credentials;
 pub mod egress;
+pub mod metrics;
 pub mod package;
 pub mod policy;
 pub mod runtime;

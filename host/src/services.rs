@@ -115,9 +115,16 @@ impl Services {
         })
     }
 
-    pub fn app_state(&self) -> AppState {
+    /// What the API serves from, with the operator token it accepts.
+    pub fn app_state(&self, operator_token: &str) -> AppState {
         AppState {
             catalog: self.catalog.clone(),
+            metrics: crate::metrics::MetricsSources {
+                audit: self.audit.clone(),
+                credentials: self.credentials.clone(),
+                egress: self.catalog.runtime().egress().clone(),
+            },
+            operator_token: crate::api::auth::digest(operator_token),
         }
     }
 }

@@ -123,14 +123,9 @@ async fn a_burst_of_fifty_calls_makes_one_token_request() {
         assert_eq!(output["status"], 200, "{output}");
     }
     assert_eq!(requests_to(&server, "/oauth/token").await, 1);
-    assert_eq!(
-        harness
-            .services
-            .credentials
-            .counters
-            .token_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
+    assert!(
+        patchbay_tests::metrics_text(&harness).contains("patchbay_oauth_token_requests_total 1"),
+        "token requests are counted in the metrics"
     );
 }
 
@@ -265,6 +260,12 @@ async fn invalid_grant_marks_the_connection_needs_attention() {
     // One token request: later calls fail fast on the durable mark.
     assert_eq!(requests_to(&server, "/oauth/token").await, 1);
     assert_eq!(requests_to(&server, "/allowed/api/contacts").await, 0);
+    let metrics = patchbay_tests::metrics_text(&harness);
+    assert!(
+        metrics.contains("patchbay_credentials_marked_needs_attention_total 1")
+            && metrics.contains("patchbay_oauth_token_failures_total 1"),
+        "{metrics}"
+    );
     let described = harness
         .services
         .credentials

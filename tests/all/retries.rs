@@ -231,6 +231,17 @@ async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
         other => panic!("expected a fail-fast circuit error, got {other:?}"),
     }
     assert_eq!(requests(&server).await, 3);
+    // The operator sees it in the metrics, named by workspace and origin.
+    let metrics = patchbay_tests::metrics_text(&harness);
+    let tripped = format!(
+        "patchbay_circuit_breaker_tripped{{workspace=\"ws-1\",origin=\"{}\",state=\"open\"}} 1",
+        server.uri()
+    );
+    assert!(metrics.contains(&tripped), "{tripped} in {metrics}");
+    assert!(
+        metrics.contains("patchbay_outbound_requests_total{decision=\"held\"} 1"),
+        "{metrics}"
+    );
 
     // After the cool-down one trial goes through; it succeeds and closes the breaker.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -239,4 +250,9 @@ async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
     let outcome = fetch_with(&harness, &server, json!({})).await;
     assert_eq!(outcome.result.expect("closed again")["status"], 200);
     assert_eq!(requests(&server).await, 5);
+    let metrics = patchbay_tests::metrics_text(&harness);
+    assert!(
+        !metrics.contains("patchbay_circuit_breaker_tripped{"),
+        "closed: {metrics}"
+    );
 }

@@ -22,8 +22,9 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_answers_ok() {
+        let (state, _dir) = crate::test_support::app_state().await;
         let response = routes()
-            .with_state(crate::test_support::app_state().await)
+            .with_state(state)
             .oneshot(
                 Request::get("/healthz")
                     .body(Body::empty())

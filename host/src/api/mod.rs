@@ -1,8 +1,12 @@
 //! The HTTP API. `router` is built apart from `main` so tests drive it with
 //! `oneshot`; each resource gets its own module as the API grows.
 
+pub mod auth;
+pub mod error;
 mod health;
+mod metrics;
 
+use crate::metrics::MetricsSources;
 use crate::package::catalog::Catalog;
 use axum::Router;
 use std::sync::Arc;
@@ -11,8 +15,14 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Arc<Catalog>,
+    pub metrics: MetricsSources,
+    /// SHA-256 of the operator token (the token itself is not kept).
+    pub operator_token: auth::TokenDigest,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::routes()).with_state(state)
+    Router::new()
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .with_state(state)
 }

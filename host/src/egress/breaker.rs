@@ -176,6 +176,18 @@ impl Breakers {
             .clone()
     }
 
+    /// Every breaker that is not closed: workspace, origin, state.
+    pub fn all_tripped(&self, now: Instant) -> Vec<(String, String, BreakerState)> {
+        let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|((ws, origin), breaker)| (ws.clone(), origin.clone(), breaker.state(now)))
+            .filter(|(_, _, state)| *state != BreakerState::Closed)
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
     /// Every breaker of `workspace` that is not closed, by origin.
     pub fn tripped(&self, workspace: &str, now: Instant) -> Vec<(String, BreakerState)> {
         let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());

@@ -199,6 +199,10 @@ impl Egress {
             .clone()
     }
 
+    pub fn breakers(&self) -> &breaker::Breakers {
+        &self.breakers
+    }
+
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }

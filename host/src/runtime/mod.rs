@@ -227,6 +227,10 @@ impl Runtime {
         })
     }
 
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
+    }
+
     pub fn limits(&self) -> &OperatorLimits {
         &self.limits
     }

@@ -1,0 +1,75 @@
+//! `GET /metrics`: Prometheus text, operator only.
+
+use super::AppState;
+use super::auth::Operator;
+use super::error::ApiError;
+use axum::response::IntoResponse;
+use axum::{Router, extract::State, routing::get};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(
+    _: Operator,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = crate::metrics::render(&state.metrics).map_err(ApiError::internal)?;
+    Ok((
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{OPERATOR_TOKEN, app_state};
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(token: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::get("/metrics");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let (state, _dir) = app_state().await;
+        let response = routes()
+            .with_state(state)
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_for_the_operator_only() {
+        for token in [None, Some("pbo_wrong"), Some("")] {
+            let (status, body) = get(token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+            assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+        }
+        let (status, body) = get(Some(OPERATOR_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        for name in [
+            "patchbay_outbound_requests_total{decision=\"allowed\"} 0",
+            "patchbay_oauth_token_requests_total 0",
+            "patchbay_credentials_marked_needs_attention_total 0",
+            "# EOF",
+        ] {
+            assert!(body.contains(name), "{name} in {body}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Operator metrics in the Prometheus / OpenMetrics text format.
+//!
+//! The domain keeps plain atomic counters and state; a scrape takes a
+//! snapshot of them into a fresh registry and encodes it. So no domain type
+//! depends on the metrics library, and a scrape costs nothing between scrapes.
+//! Labels name workspaces and upstream origins, never a secret or a
+//! tenant's data; the endpoint is for operators only.
+
+use crate::audit::AuditLog;
+use crate::credentials::Credentials;
+use crate::egress::Egress;
+use crate::egress::breaker::BreakerState;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Where the numbers come from.
+#[derive(Clone)]
+pub struct MetricsSources {
+    pub audit: Arc<AuditLog>,
+    pub credentials: Arc<Credentials>,
+    pub egress: Arc<Egress>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    workspace: String,
+    origin: String,
+    state: &'static str,
+}
+
+/// The current metrics as OpenMetrics text.
+pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("patchbay");
+
+    let outbound = Family::<DecisionLabels, Counter>::default();
+    for (decision, count) in sources.audit.counts() {
+        outbound
+            .get_or_create(&DecisionLabels { decision })
+            .inc_by(count);
+    }
+    registry.register(
+        "outbound_requests",
+        "Outbound request attempts by decision (allowed, denied by policy, held by the host)",
+        outbound,
+    );
+
+    let counters = &sources.credentials.counters;
+    let counter = |value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        c
+    };
+    registry.register(
+        "oauth_token_requests",
+        "OAuth2 token requests (fetches and refreshes) made by the host",
+        counter(counters.token_requests.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "oauth_token_failures",
+        "OAuth2 token requests that failed, transiently or for good",
+        counter(counters.token_failures.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "credentials_marked_needs_attention",
+        "Times a credential was refused for good and marked needs-attention",
+        counter(counters.marked_needs_attention.load(Ordering::Relaxed)),
+    );
+
+    let breakers = Family::<BreakerLabels, Gauge>::default();
+    let tripped = sources
+        .egress
+        .breakers()
+        .all_tripped(std::time::Instant::now());
+    for (workspace, origin, state) in tripped {
+        let state = match state {
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+            BreakerState::Closed => continue,
+        };
+        breakers
+            .get_or_create(&BreakerLabels {
+                workspace,
+                origin,
+                state,
+            })
+            .set(1);
+    }
+    registry.register(
+        "circuit_breaker_tripped",
+        "Circuit breakers not closed, per workspace and upstream origin",
+        breakers,
+    );
+
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}

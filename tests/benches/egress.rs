@@ -1,0 +1,151 @@
+//! Egress benchmarks (goals, not assertions; results in BENCHMARKS.md):
+//! the per-request cost the host's outbound path adds over a bare pooled
+//! client (goal ≤ 50 µs), and destination-rule matching on its own.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::BodyExt;
+use patchbay::audit::AuditTags;
+use patchbay::egress::resolve::SystemLookup;
+use patchbay::egress::{Call, Egress, EgressLimits};
+use patchbay::policy::http::Destination;
+use patchbay::policy::limits::OperatorLimits;
+use patchbay::policy::rate::RateLimit;
+use patchbay::policy::ssrf::AddressPolicy;
+use patchbay::storage::Scope;
+use patchbay_tests::Harness;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The same GET to a loopback upstream, by a bare pooled reqwest client and
+/// through `Egress::send` (address policy, circuit breaker, rate limiter,
+/// in-flight slot, traceparent, audit record, body size caps, deadline).
+fn hook_overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let harness = Harness::new();
+    let server = rt.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(path("/contacts"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("{\"id\":\"512\"}"))
+            .mount(&server)
+            .await;
+        server
+    });
+    let url = format!("{}/contacts", server.uri());
+
+    let bare = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+        .build()
+        .expect("bare client");
+    let mut group = c.benchmark_group("outbound GET to loopback");
+    group.bench_function("bare pooled reqwest client", |b| {
+        b.to_async(&rt).iter(|| async {
+            let response = bare.get(&url).send().await.expect("send");
+            response.bytes().await.expect("body")
+        })
+    });
+
+    let egress = Egress::new(
+        AddressPolicy {
+            allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
+        },
+        Arc::new(SystemLookup),
+        EgressLimits::from_operator(&OperatorLimits::default()),
+        harness.services.credentials.clone(),
+        harness.services.audit.clone(),
+    )
+    .expect("egress");
+    let scope = Arc::new(Scope {
+        workspace: "ws-bench".into(),
+        connection: "bench".into(),
+    });
+    let tags = Arc::new(AuditTags {
+        workspace: scope.workspace.clone(),
+        connection: scope.connection.clone(),
+        plugin: "bench@1.0.0".into(),
+        invocation_id: "0af7651916cd43dd8448eb211c80319c".into(),
+    });
+    group.bench_function("through the host's egress", |b| {
+        b.to_async(&rt).iter(|| async {
+            let request = http::Request::get(url.as_str())
+                .body(
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+                .expect("request");
+            let call = Call {
+                deadline: Instant::now() + Duration::from_secs(5),
+                trace_id: tags.invocation_id.clone(),
+                tags: tags.clone(),
+                scope: scope.clone(),
+                // High enough never to wait: the limiter's own cost is what is measured.
+                rate_limit: RateLimit {
+                    requests: 1_000_000,
+                    per_seconds: 1,
+                },
+                credential: None,
+            };
+            let response = egress
+                .send(request, Default::default(), &call)
+                .await
+                .expect("send");
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes()
+        })
+    });
+    group.finish();
+}
+
+fn rule_matching(c: &mut Criterion) {
+    let rules: Vec<_> = [
+        "POST https://api.hubapi.com/crm/v3/objects/contacts/search",
+        "GET https://*.my.salesforce.com/services/data",
+        "https://[10.20.0.0/16]:8000-8100/api",
+    ]
+    .iter()
+    .map(|entry| {
+        Destination::parse(entry)
+            .expect("entry")
+            .fill(&Default::default())
+            .expect("rule")
+    })
+    .collect();
+    c.bench_function("match a request against 3 destination rules", |b| {
+        b.iter(|| {
+            rules.iter().any(|rule| {
+                rule.allows(
+                    "GET",
+                    "https",
+                    "acme.my.salesforce.com",
+                    None,
+                    "/services/data/v60.0/query",
+                )
+            })
+        })
+    });
+}
+
+criterion_group!(benches, hook_overhead, rule_matching);
+criterion_main!(benches);
