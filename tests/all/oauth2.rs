@@ -127,6 +127,39 @@ async fn a_burst_of_fifty_calls_makes_one_token_request() {
         patchbay_tests::metrics_text(&harness).contains("patchbay_oauth_token_requests_total 1"),
         "token requests are counted in the metrics"
     );
+    // The host's own token request is audited like the plugin's requests.
+    harness.services.audit.flushed().await;
+    let records = harness
+        .services
+        .audit
+        .query("ws-1", 0, u64::MAX, None, 100)
+        .expect("audit")
+        .records;
+    let token: Vec<_> = records
+        .iter()
+        .filter(|r| r.path == "/oauth/token")
+        .collect();
+    assert_eq!(token.len(), 1, "{records:#?}");
+    assert_eq!(
+        (
+            token[0].method.as_str(),
+            token[0].status,
+            token[0].credential.as_deref()
+        ),
+        ("POST", Some(200), Some("oauth2_client_credentials"))
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.path == "/allowed/api/contacts")
+            .count(),
+        50
+    );
+    assert!(
+        !serde_json::to_string(&records)
+            .expect("json")
+            .contains(CLIENT_SECRET)
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@
 //! the token endpoint is held to the operator's address policy too.
 
 use super::{BoundCredential, CredentialError, Credentials, Secret};
+use crate::audit::{AuditLog, AuditRecord, AuditTags, Decision};
 use crate::policy::ssrf::AddressPolicy;
 use crate::storage::Scope;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
@@ -78,6 +79,8 @@ pub struct TokenHttp {
     deadline: Instant,
     /// Status of the last response, to classify a refusal without a JSON body.
     last_status: Arc<AtomicU16>,
+    /// Where token requests are audited, for whom, and for which credential kind.
+    audit: Option<(Arc<AuditLog>, Arc<AuditTags>, &'static str)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +102,55 @@ impl TokenHttp {
             addresses,
             deadline,
             last_status: Arc::default(),
+            audit: None,
         }
     }
 
+    /// Record every token request in the audit trail, like a plugin's own.
+    pub fn audited(
+        mut self,
+        audit: Arc<AuditLog>,
+        tags: Arc<AuditTags>,
+        kind: &'static str,
+    ) -> Self {
+        self.audit = Some((audit, tags, kind));
+        self
+    }
+
     async fn send(
+        &self,
+        request: oauth2::HttpRequest,
+    ) -> Result<oauth2::HttpResponse, TokenHttpError> {
+        let Some((audit, tags, kind)) = &self.audit else {
+            return self.exchange(request).await;
+        };
+        let mut record = AuditRecord::new(
+            tags,
+            audit.now_ms(),
+            request.method().as_str(),
+            request.uri(),
+        );
+        record.bytes_out = request.body().len() as u64;
+        record.credential = Some((*kind).to_owned());
+        let started = Instant::now();
+        let result = self.exchange(request).await;
+        record.latency_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(response) => {
+                record.status = Some(response.status().as_u16());
+                record.bytes_in = response.body().len() as u64;
+            }
+            Err(TokenHttpError::Refused(reason)) => {
+                record.decision = Decision::Denied;
+                record.reason = Some(reason.clone());
+            }
+            Err(error) => record.reason = Some(error.to_string()),
+        }
+        audit.record(&record);
+        result
+    }
+
+    async fn exchange(
         &self,
         request: oauth2::HttpRequest,
     ) -> Result<oauth2::HttpResponse, TokenHttpError> {

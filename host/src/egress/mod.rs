@@ -274,7 +274,12 @@ impl Egress {
             let applied = match &call.credential {
                 Some(credential) => {
                     let http =
-                        TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline);
+                        TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline)
+                            .audited(
+                                self.audit.clone(),
+                                call.tags.clone(),
+                                credential.kind.as_str(),
+                            );
                     record.credential = Some(credential.kind.as_str().to_owned());
                     match self
                         .credentials
