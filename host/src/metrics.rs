@@ -32,6 +32,13 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttentionLabels {
+    workspace: String,
+    connection: String,
+    credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerLabels {
     workspace: String,
     origin: String,
@@ -74,6 +81,22 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "credentials_marked_needs_attention",
         "Times a credential was refused for good and marked needs-attention",
         counter(counters.marked_needs_attention.load(Ordering::Relaxed)),
+    );
+
+    let attention = Family::<AttentionLabels, Gauge>::default();
+    for (scope, credential, _) in sources.credentials.needing_attention() {
+        attention
+            .get_or_create(&AttentionLabels {
+                workspace: scope.workspace,
+                connection: scope.connection,
+                credential,
+            })
+            .set(1);
+    }
+    registry.register(
+        "credential_needs_attention",
+        "Credentials refused for good (e.g. invalid_grant) until the tenant sets a new value",
+        attention,
     );
 
     let breakers = Family::<BreakerLabels, Gauge>::default();

@@ -72,11 +72,10 @@ impl Services {
         let kv: SharedKv = Arc::new(db.kv()?);
         let key = MasterKey::load_or_create(&data_dir.join("master.key"), options.master_key)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let credentials = Arc::new(Credentials::new(
-            Arc::new(db.secrets()?),
-            key,
-            options.clock.clone(),
-        ));
+        let credentials = Arc::new(
+            Credentials::new(Arc::new(db.secrets()?), key, options.clock.clone())
+                .map_err(|e| anyhow::anyhow!("opening stored credentials: {e}"))?,
+        );
         let limits = EgressLimits::from_operator(&policy.limits);
         // Checked before anything starts, so a bad entry stops start-up with its name.
         let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;

@@ -521,3 +521,37 @@ fn secrets_appear_in_no_log_line_audit_record_or_error() {
     assert_no_secret(&logs);
     assert_no_secret(&seen.join("\n"));
 }
+
+#[tokio::test]
+async fn a_wrong_master_key_stops_start_up_naming_the_credential() {
+    use patchbay::services::{Options, Services};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        master_key: None,
+        ..Options::default()
+    };
+    let services = Services::open_with(dir.path(), Default::default(), options()).expect("open");
+    services
+        .credentials
+        .set(
+            &scope("ws-1", "crm"),
+            "token",
+            Secret::Bearer {
+                token: TOKEN.into(),
+            },
+        )
+        .await
+        .expect("set");
+    drop(services);
+    // Another key in place of the one the credential was sealed under.
+    let (_, other) = patchbay::credentials::seal::MasterKey::generate().expect("key");
+    std::fs::write(dir.path().join("master.key"), other).expect("write key");
+    let error = Services::open_with(dir.path(), Default::default(), options())
+        .err()
+        .expect("refused")
+        .to_string();
+    for needle in ["\"token\"", "ws-1/crm", "another master key"] {
+        assert!(error.contains(needle), "{needle} in {error}");
+    }
+    assert!(!error.contains(TOKEN));
+}

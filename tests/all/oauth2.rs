@@ -311,7 +311,7 @@ async fn invalid_grant_marks_the_connection_needs_attention() {
     assert!(reason.contains("invalid_grant"), "{reason}");
     assert!(!reason.contains("rt-revoked"), "{reason}");
 
-    // The mark survives a restart; a new value clears it.
+    // The mark survives a restart (and shows in the metrics after it); a new value clears it.
     drop(plugin);
     let harness = harness.reopen();
     let described = harness
@@ -320,9 +320,12 @@ async fn invalid_grant_marks_the_connection_needs_attention() {
         .describe(&scope("ws-1", "crm"))
         .expect("describe");
     assert!(described[0].needs_attention.is_some());
+    let marked = "patchbay_credential_needs_attention{workspace=\"ws-1\",connection=\"crm\",credential=\"oauth\"} 1";
+    assert!(patchbay_tests::metrics_text(&harness).contains(marked));
     harness
         .set_credential("crm", "oauth", refresh_token("rt-new"))
         .await;
+    assert!(!patchbay_tests::metrics_text(&harness).contains(marked));
     Mock::given(path("/oauth/token"))
         .and(body_string_contains("refresh_token=rt-new"))
         .respond_with(token("tok-new", 3600))

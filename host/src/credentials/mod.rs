@@ -319,20 +319,58 @@ pub struct Credentials {
     key: Arc<MasterKey>,
     clock: Clock,
     opened: Mutex<HashMap<(Scope, String), Arc<Stored>>>,
+    /// Every credential marked needs-attention, with the reason: read from
+    /// the store at start, kept current by every write.
+    attention: Mutex<BTreeMap<(Scope, String), String>>,
     tokens: oauth::Tokens,
     pub counters: CredentialCounters,
 }
 
 impl Credentials {
-    pub fn new(store: SharedSecrets, key: MasterKey, clock: Clock) -> Self {
-        Self {
+    /// Open the credentials in `store`. Every stored value is opened once
+    /// here, so a wrong master key or a damaged value is reported at start-up
+    /// (naming the connection and credential), not on a customer's call.
+    pub fn new(
+        store: SharedSecrets,
+        key: MasterKey,
+        clock: Clock,
+    ) -> Result<Self, CredentialError> {
+        let credentials = Self {
             store,
             key: Arc::new(key),
             clock,
             opened: Mutex::default(),
+            attention: Mutex::default(),
             tokens: oauth::Tokens::new(oauth::DEFAULT_SKEW),
             counters: CredentialCounters::default(),
+        };
+        let all = credentials
+            .store
+            .all()
+            .map_err(|e| CredentialError::Storage(e.to_string()))?;
+        for (scope, name, _) in all {
+            let stored = credentials.get(&scope, &name)?.ok_or_else(|| {
+                CredentialError::Storage(format!("credential {name:?} vanished while opening"))
+            })?;
+            if let Some(reason) = &stored.problem {
+                credentials
+                    .attention_map()
+                    .insert((scope, name), reason.clone());
+            }
         }
+        Ok(credentials)
+    }
+
+    /// Credentials refused for good and not yet replaced: (scope, name, reason).
+    pub fn needing_attention(&self) -> Vec<(Scope, String, String)> {
+        self.attention_map()
+            .iter()
+            .map(|((scope, name), reason)| (scope.clone(), name.clone(), reason.clone()))
+            .collect()
+    }
+
+    fn attention_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Scope, String), String>> {
+        self.attention.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Store `secret` as `name` for `scope` (durable when this returns). A
@@ -356,6 +394,8 @@ impl Credentials {
         let (store, s, n) = (self.store.clone(), scope.clone(), name.to_owned());
         let existed = blocking(move || store.remove(&s, &n)).await?;
         self.opened_map().remove(&(scope.clone(), name.to_owned()));
+        self.attention_map()
+            .remove(&(scope.clone(), name.to_owned()));
         self.tokens.forget(scope, name);
         Ok(existed)
     }
@@ -373,10 +413,12 @@ impl Credentials {
         else {
             return Ok(None);
         };
-        let plain = self
-            .key
-            .open(&sealed, &scope.key(name))
-            .map_err(|e| CredentialError::Storage(format!("credential {name:?}: {e}")))?;
+        let plain = self.key.open(&sealed, &scope.key(name)).map_err(|e| {
+            CredentialError::Storage(format!(
+                "credential {name:?} of connection {}/{}: {e}",
+                scope.workspace, scope.connection
+            ))
+        })?;
         let record: Record = serde_json::from_slice(&plain)
             .map_err(|_| CredentialError::Storage(format!("credential {name:?} is unreadable")))?;
         let stored = Arc::new(Stored {
@@ -523,6 +565,15 @@ impl Credentials {
             .map_err(|e| CredentialError::Storage(e.to_string()))?;
         let (store, s, n) = (self.store.clone(), scope.clone(), name.to_owned());
         blocking(move || store.put(&s, &n, &sealed)).await?;
+        let id = (scope.clone(), name.to_owned());
+        match &record.problem {
+            Some(reason) => {
+                self.attention_map().insert(id, reason.clone());
+            }
+            None => {
+                self.attention_map().remove(&id);
+            }
+        }
         self.opened_map().insert(
             (scope.clone(), name.to_owned()),
             Arc::new(Stored {
@@ -575,6 +626,7 @@ mod tests {
             MasterKey::generate().expect("key").0,
             crate::clock::system(),
         )
+        .expect("credentials")
     }
 
     fn scope(ws: &str) -> Scope {
@@ -591,7 +643,8 @@ mod tests {
             store.clone(),
             MasterKey::generate().expect("key").0,
             crate::clock::system(),
-        );
+        )
+        .expect("credentials");
         let secret = Secret::Basic {
             username: "agent".into(),
             password: "correct-horse-battery".into(),

@@ -126,6 +126,14 @@ impl super::secrets::SecretStore for MemorySecrets {
             .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect())
     }
+
+    fn all(&self) -> Result<Vec<(Scope, String, Vec<u8>)>, StorageError> {
+        Ok(self
+            .map()
+            .iter()
+            .filter_map(|(k, v)| Scope::split_key(k).map(|(s, n)| (s, n, v.clone())))
+            .collect())
+    }
 }
 
 #[cfg(test)]

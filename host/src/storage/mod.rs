@@ -20,7 +20,7 @@ pub enum StorageError {
 }
 
 /// The owner of a set of KV keys: one connection in one workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope {
     pub workspace: String,
     pub connection: String,
@@ -42,6 +42,28 @@ impl Scope {
         let mut out = self.prefix();
         out.extend_from_slice(key.as_bytes());
         out
+    }
+
+    /// The scope and key a stored key was built from (`None` if it was not
+    /// built by [`key`](Self::key) from UTF-8 names).
+    pub fn split_key(stored: &[u8]) -> Option<(Self, String)> {
+        let mut rest = stored;
+        let mut part = || -> Option<String> {
+            let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let text = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_owned();
+            rest = &rest[4 + len..];
+            Some(text)
+        };
+        let workspace = part()?;
+        let connection = part()?;
+        let key = std::str::from_utf8(rest).ok()?.to_owned();
+        Some((
+            Self {
+                workspace,
+                connection,
+            },
+            key,
+        ))
     }
 }
 
@@ -217,5 +239,30 @@ pub(crate) mod contract_tests {
             store.increment(&s, "max", 1, 0),
             Err(StorageError::Overflow)
         ));
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::Scope;
+
+    #[test]
+    fn a_stored_key_splits_back_into_its_scope_and_key() {
+        for (ws, conn, key) in [
+            ("ws-1", "crm", "token"),
+            ("", "", ""),
+            ("a\u{0}b", "c:d", "k/e/y"),
+        ] {
+            let scope = Scope {
+                workspace: ws.into(),
+                connection: conn.into(),
+            };
+            assert_eq!(
+                Scope::split_key(&scope.key(key)),
+                Some((scope.clone(), key.to_owned()))
+            );
+        }
+        assert_eq!(Scope::split_key(b"\x00\x00"), None);
+        assert_eq!(Scope::split_key(b"\x00\x00\x00\x09short"), None);
     }
 }

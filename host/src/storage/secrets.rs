@@ -14,6 +14,8 @@ pub trait SecretStore: Send + Sync + 'static {
     fn remove(&self, scope: &Scope, name: &str) -> Result<bool, StorageError>;
     /// Names stored for `scope`, sorted.
     fn names(&self, scope: &Scope) -> Result<Vec<String>, StorageError>;
+    /// Every stored value with its scope and name (start-up checks, key rotation).
+    fn all(&self) -> Result<Vec<(Scope, String, Vec<u8>)>, StorageError>;
 }
 
 pub type SharedSecrets = Arc<dyn SecretStore>;
@@ -48,6 +50,21 @@ pub(crate) mod contract_tests {
         assert_eq!(
             store.get(&a, "token").expect("get").as_deref(),
             Some(&b"sealed-a2"[..])
+        );
+        let mut all: Vec<(String, String, String)> = store
+            .all()
+            .expect("all")
+            .into_iter()
+            .map(|(s, n, _)| (s.workspace, s.connection, n))
+            .collect();
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                ("ws-a".into(), "c".into(), "rm".into()),
+                ("ws-a".into(), "crm".into(), "api_key".into()),
+                ("ws-a".into(), "crm".into(), "token".into()),
+            ]
         );
         assert!(store.remove(&a, "token").expect("remove"));
         assert!(!store.remove(&a, "token").expect("remove again"));

@@ -175,6 +175,17 @@ impl SecretStore for SledSecrets {
             })
             .collect()
     }
+
+    fn all(&self) -> Result<Vec<(Scope, String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (key, value) = item.map_err(backend)?;
+            if let Some((scope, name)) = Scope::split_key(&key) {
+                out.push((scope, name, value.to_vec()));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The audit trail, one time-ordered range per workspace.
