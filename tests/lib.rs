@@ -328,3 +328,48 @@ pub async fn run_failing(plugin: TestPlugin, limits: OperatorLimits, input: Valu
 pub fn metrics_text(harness: &Harness) -> String {
     patchbay::metrics::render(&harness.services.app_state("unused").metrics).expect("metrics")
 }
+
+/// The operator token [`Harness::serve_api`] accepts.
+pub const OPERATOR_TOKEN: &str = "pbo_test-operator";
+
+impl Harness {
+    /// Serve the HTTP API of these services on a loopback port; its base URL.
+    /// The server lives as long as the test's runtime.
+    pub async fn serve_api(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = patchbay::api::router(self.services.app_state(OPERATOR_TOKEN));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        base
+    }
+}
+
+/// A plain pooled HTTP client (for the API under test, and as the
+/// benchmark's baseline); it trusts no certificates, loopback http only.
+pub fn plain_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+        .build()
+        .expect("client")
+}
+
+/// `GET base+path` with `token` as bearer (if any): status and JSON body.
+pub async fn api_get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = plain_http_client().get(format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

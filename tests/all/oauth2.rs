@@ -322,6 +322,28 @@ async fn invalid_grant_marks_the_connection_needs_attention() {
     assert!(described[0].needs_attention.is_some());
     let marked = "patchbay_credential_needs_attention{workspace=\"ws-1\",connection=\"crm\",credential=\"oauth\"} 1";
     assert!(patchbay_tests::metrics_text(&harness).contains(marked));
+    let api = harness.serve_api().await;
+    let (status, body) = patchbay_tests::api_get(
+        &api,
+        "/v1/egress/needs-attention",
+        Some(patchbay_tests::OPERATOR_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &body[0]["workspace"],
+            &body[0]["connection"],
+            &body[0]["credential"]
+        ),
+        (&json!("ws-1"), &json!("crm"), &json!("oauth"))
+    );
+    assert!(
+        body[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("invalid_grant"))
+    );
+    assert!(!body.to_string().contains("rt-revoked"));
     harness
         .set_credential("crm", "oauth", refresh_token("rt-new"))
         .await;

@@ -242,6 +242,21 @@ async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
         metrics.contains("patchbay_outbound_requests_total{decision=\"held\"} 1"),
         "{metrics}"
     );
+    // And in the API, for the operator only.
+    let api = harness.serve_api().await;
+    let (status, _) = patchbay_tests::api_get(&api, "/v1/egress/breakers", None).await;
+    assert_eq!(status, 401);
+    let (status, body) = patchbay_tests::api_get(
+        &api,
+        "/v1/egress/breakers",
+        Some(patchbay_tests::OPERATOR_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!([{ "workspace": "ws-1", "origin": server.uri(), "state": "open" }])
+    );
 
     // After the cool-down one trial goes through; it succeeds and closes the breaker.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;

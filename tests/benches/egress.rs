@@ -42,18 +42,7 @@ fn hook_overhead(c: &mut Criterion) {
     });
     let url = format!("{}/contacts", server.uri());
 
-    let bare = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        )
-        .build()
-        .expect("bare client");
+    let bare = patchbay_tests::plain_http_client();
     let mut group = c.benchmark_group("outbound GET to loopback");
     group.bench_function("bare pooled reqwest client", |b| {
         b.to_async(&rt).iter(|| async {

@@ -2,6 +2,7 @@
 //! `oneshot`; each resource gets its own module as the API grows.
 
 pub mod auth;
+mod egress;
 pub mod error;
 mod health;
 mod metrics;
@@ -24,5 +25,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(egress::routes())
         .with_state(state)
 }
