@@ -12,6 +12,7 @@ use crate::package::store::PluginStore;
 use crate::policy::OperatorPolicy;
 use crate::runtime::Runtime;
 use crate::storage::SharedKv;
+use crate::storage::purge::KvPurger;
 use crate::storage::sled_store::SledDb;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct Services {
     pub credentials: Arc<Credentials>,
     pub audit: Arc<AuditLog>,
     pub catalog: Arc<Catalog>,
+    /// Stops (and is waited for) when the services are dropped.
+    _kv_purger: KvPurger,
 }
 
 /// What `Services` are built with besides the data directory and policy.
@@ -70,6 +73,12 @@ impl Services {
             )
         })?;
         let kv: SharedKv = Arc::new(db.kv()?);
+        let kv_purger = KvPurger::start(
+            kv.clone(),
+            options.clock.clone(),
+            std::time::Duration::from_secs(u64::from(policy.limits.kv_purge_every_secs.max(1))),
+        )
+        .context("starting the expired-key purge")?;
         let key = MasterKey::load_or_create(&data_dir.join("master.key"), options.master_key)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let credentials = Arc::new(
@@ -110,6 +119,7 @@ impl Services {
             kv,
             credentials,
             audit,
+            _kv_purger: kv_purger,
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }

@@ -1,8 +1,10 @@
 //! The KV capability through a real plugin and the real sled store.
 
+use patchbay::policy::limits::OperatorLimits;
 use patchbay::runtime::{Binding, LoadedPlugin};
 use patchbay_tests::{Harness, plugins::PROBE};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 async fn run(
     harness: &Harness,
@@ -13,6 +15,14 @@ async fn run(
     let outcome = harness.invoke(plugin, binding, "kv", steps).await;
     let results = outcome.result.expect("kv script runs");
     results.as_array().expect("array").clone()
+}
+
+/// The probe installed under `limits`, bound to connection `conn-a` of `ws-1`.
+async fn probe_with(limits: OperatorLimits) -> (Harness, Arc<LoadedPlugin>, Binding) {
+    let harness = Harness::with_limits(limits);
+    let plugin = harness.install(PROBE).await;
+    let binding = harness.binding(&plugin, "ws-1", "conn-a", &[]);
+    (harness, plugin, binding)
 }
 
 fn ok(v: &Value) -> &Value {
@@ -216,4 +226,91 @@ async fn written_values_survive_reopening_the_store() {
     )
     .await;
     assert_eq!(ok(&r[0]), "yes");
+}
+
+#[tokio::test]
+async fn quotas_are_the_manifests_ask_capped_by_the_operator() {
+    // The probe asks for 100 keys; the operator allows 2.
+    let (harness, plugin, binding) = probe_with(OperatorLimits {
+        max_kv_keys: 2,
+        ..OperatorLimits::default()
+    })
+    .await;
+    let r = run(
+        &harness,
+        &plugin,
+        &binding,
+        json!([
+            { "op": "set", "key": "a", "value": "1" },
+            { "op": "increment", "key": "b", "delta": 1 },
+            { "op": "set", "key": "c", "value": "1" },
+            { "op": "increment", "key": "d", "delta": 1 },
+            { "op": "set", "key": "a", "value": "overwriting is fine" },
+            { "op": "delete", "key": "b" },
+            { "op": "set", "key": "c", "value": "room again" },
+        ]),
+    )
+    .await;
+    for refused in [&r[2], &r[3]] {
+        let err = refused["err"].as_str().expect("refused");
+        assert!(
+            err.contains("QuotaExceeded") && err.contains("2 keys"),
+            "{err}"
+        );
+    }
+    for fine in [&r[0], &r[1], &r[4], &r[5], &r[6]] {
+        ok(fine);
+    }
+    // Another connection has its own count.
+    let other = harness.binding(&plugin, "ws-1", "conn-b", &[]);
+    let r = run(
+        &harness,
+        &plugin,
+        &other,
+        json!([{ "op": "set", "key": "a", "value": "1" }]),
+    )
+    .await;
+    ok(&r[0]);
+}
+
+#[tokio::test]
+async fn expired_keys_are_purged_in_the_background() {
+    let (harness, plugin, binding) = probe_with(OperatorLimits {
+        kv_purge_every_secs: 1,
+        ..OperatorLimits::default()
+    })
+    .await;
+    let r = run(
+        &harness,
+        &plugin,
+        &binding,
+        json!([
+            { "op": "set", "key": "session", "value": "x", "ttl_ms": 60_000 },
+            { "op": "set", "key": "kept", "value": "y" },
+        ]),
+    )
+    .await;
+    ok(&r[0]);
+    let scope = patchbay_tests::scope("ws-1", "conn-a");
+    assert_eq!(harness.services.kv.usage(&scope).expect("usage").keys, 2);
+    harness.advance_clock(std::time::Duration::from_secs(61));
+    // Invisible at once...
+    let r = run(
+        &harness,
+        &plugin,
+        &binding,
+        json!([{ "op": "get", "key": "session" }]),
+    )
+    .await;
+    assert!(ok(&r[0]).is_null());
+    // ...and removed by the purge thread within a few of its 1 s rounds.
+    let mut keys = 2;
+    for _ in 0..50 {
+        keys = harness.services.kv.usage(&scope).expect("usage").keys;
+        if keys == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(keys, 1, "the expired key was purged, the other kept");
 }

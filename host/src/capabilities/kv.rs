@@ -9,7 +9,7 @@ use crate::bindings::patchbay::connector::kv::{Host, KeyPage, KvError, add_to_li
 use crate::clock::Clock;
 use crate::package::manifest::KvQuota;
 use crate::runtime::state::CallState;
-use crate::storage::{Scope, SharedKv, StorageError};
+use crate::storage::{KvLimits, Scope, SharedKv, StorageError};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -25,6 +25,15 @@ pub struct KvAccess {
     pub scope: Arc<Scope>,
     pub quota: KvQuota,
     pub clock: Clock,
+}
+
+impl KvAccess {
+    fn limits(&self) -> KvLimits {
+        KvLimits {
+            max_keys: self.quota.max_keys,
+            max_total_bytes: self.quota.max_total_bytes,
+        }
+    }
 }
 
 /// Per-invocation KV context: `None` when KV is not granted.
@@ -66,6 +75,7 @@ fn storage_error(e: StorageError) -> KvError {
         StorageError::Overflow => {
             KvError::InvalidArgument("increment would overflow a 64-bit integer".into())
         }
+        StorageError::Quota(message) => KvError::QuotaExceeded(message),
         StorageError::Backend(detail) => {
             // The plugin gets no internals; the operator gets the detail.
             tracing::error!(target: "patchbay::kv", error = %detail, "kv backend failure");
@@ -121,7 +131,10 @@ impl Host for KvCtx {
             None => None,
         };
         blocking(move || {
-            access.store.set(&access.scope, &key, &value, expires_at)?;
+            let limits = access.limits();
+            access
+                .store
+                .set(&access.scope, &key, &value, expires_at, &limits)?;
             access.store.flush()
         })
         .await
@@ -171,9 +184,11 @@ impl Host for KvCtx {
         let access = self.granted("increment")?.clone();
         check_key(&key)?;
         blocking(move || {
-            let value = access
-                .store
-                .increment(&access.scope, &key, delta, (access.clock)())?;
+            let limits = access.limits();
+            let value =
+                access
+                    .store
+                    .increment(&access.scope, &key, delta, (access.clock)(), &limits)?;
             access.store.flush()?;
             Ok(value)
         })

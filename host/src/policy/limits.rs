@@ -37,6 +37,12 @@ pub struct OperatorLimits {
     /// Longest wait for a TCP (and TLS) connection to an upstream, within
     /// the call's deadline, so an unreachable upstream leaves time to retry.
     pub connect_timeout_ms: u32,
+    /// Ceilings on what a manifest's `[capabilities.kv]` quota may ask, per connection.
+    pub max_kv_keys: u64,
+    pub max_kv_total_bytes: u64,
+    pub max_kv_value_bytes: u64,
+    /// How often expired KV keys are removed (they are invisible at once).
+    pub kv_purge_every_secs: u32,
 }
 
 impl Default for OperatorLimits {
@@ -57,6 +63,10 @@ impl Default for OperatorLimits {
             circuit_breaker: BreakerConfig::default(),
             max_concurrent_requests_per_connection: 16,
             connect_timeout_ms: 3_000,
+            max_kv_keys: 100_000,
+            max_kv_total_bytes: 64 * 1024 * 1024,
+            max_kv_value_bytes: 1024 * 1024,
+            kv_purge_every_secs: 60,
         }
     }
 }
@@ -88,6 +98,20 @@ impl OperatorLimits {
             max_log_bytes: self.max_log_bytes,
             max_outbound_requests: self.max_outbound_requests,
             rate_limit: RateLimit::effective(declared_rate, self.default_rate_limit),
+        }
+    }
+}
+
+impl OperatorLimits {
+    /// A manifest's KV quota, capped by the operator's ceilings.
+    pub fn kv_quota(
+        &self,
+        asked: &crate::package::manifest::KvQuota,
+    ) -> crate::package::manifest::KvQuota {
+        crate::package::manifest::KvQuota {
+            max_keys: asked.max_keys.min(self.max_kv_keys),
+            max_total_bytes: asked.max_total_bytes.min(self.max_kv_total_bytes),
+            max_value_bytes: asked.max_value_bytes.min(self.max_kv_value_bytes),
         }
     }
 }

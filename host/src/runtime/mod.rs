@@ -304,7 +304,7 @@ impl Runtime {
                 (Some(quota), true) => Some(KvAccess {
                     store: self.kv.clone(),
                     scope: binding.scope.clone(),
-                    quota: *quota,
+                    quota: self.limits.kv_quota(quota),
                     clock: self.clock.clone(),
                 }),
                 _ => None,

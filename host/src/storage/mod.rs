@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod memory;
+pub mod purge;
 pub mod secrets;
 pub mod sled_store;
 
@@ -17,6 +18,9 @@ pub enum StorageError {
     NotAnInteger,
     #[error("integer overflow")]
     Overflow,
+    /// A write would take the scope past its quota; the message names which.
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// The owner of a set of KV keys: one connection in one workspace.
@@ -78,12 +82,15 @@ pub struct KeyList {
 /// epoch, passed in so expiry is testable with a controlled clock.
 pub trait KvStore: Send + Sync + 'static {
     fn get(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Store `value`, refused with [`StorageError::Quota`] when the scope
+    /// would grow past `limits`.
     fn set(
         &self,
         scope: &Scope,
         key: &str,
         value: &[u8],
         expires_at_ms: Option<u64>,
+        limits: &KvLimits,
     ) -> Result<(), StorageError>;
     fn delete(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<bool, StorageError>;
     fn list(
@@ -100,12 +107,90 @@ pub trait KvStore: Send + Sync + 'static {
         key: &str,
         delta: i64,
         now_ms: u64,
+        limits: &KvLimits,
     ) -> Result<i64, StorageError>;
+    /// What `scope` holds (expired keys count until purged).
+    fn usage(&self, scope: &Scope) -> Result<Usage, StorageError>;
+    /// Remove up to `max` keys that expired before `now_ms`, in any scope. How many.
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError>;
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), StorageError>;
 }
 
 pub type SharedKv = Arc<dyn KvStore>;
+
+/// Ceilings for one scope's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    pub max_keys: u64,
+    pub max_total_bytes: u64,
+}
+
+impl KvLimits {
+    pub const UNLIMITED: Self = Self {
+        max_keys: u64::MAX,
+        max_total_bytes: u64::MAX,
+    };
+}
+
+/// Keys and bytes (key plus value) a scope holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl Usage {
+    pub(crate) fn encode(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.keys.to_be_bytes());
+        out[8..].copy_from_slice(&self.bytes.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(stored: Option<&[u8]>) -> Self {
+        let read = |range: std::ops::Range<usize>| {
+            stored
+                .and_then(|b| b.get(range))
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        Self {
+            keys: read(0..8),
+            bytes: read(8..16),
+        }
+    }
+
+    /// The usage after the stored form of `key` goes from `old` to `new`
+    /// (`None`: absent). Growth past `limits` is refused; shrinking never is,
+    /// so a scope over a lowered quota can always delete its way back.
+    pub(crate) fn after(
+        self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+        limits: &KvLimits,
+    ) -> Result<Self, StorageError> {
+        let size = |stored: &[u8]| (key.len() + stored.len().saturating_sub(8)) as u64;
+        let keys = self.keys - u64::from(old.is_some()).min(self.keys) + u64::from(new.is_some());
+        let bytes =
+            (self.bytes - old.map_or(0, size).min(self.bytes)).saturating_add(new.map_or(0, size));
+        if keys > self.keys && keys > limits.max_keys {
+            return Err(StorageError::Quota(format!(
+                "the connection already holds {} keys, its quota",
+                limits.max_keys
+            )));
+        }
+        if bytes > self.bytes && bytes > limits.max_total_bytes {
+            return Err(StorageError::Quota(format!(
+                "the connection's keys and values would take {bytes} bytes; its quota is {}",
+                limits.max_total_bytes
+            )));
+        }
+        Ok(Self { keys, bytes })
+    }
+}
 
 /// Stored value layout: 8-byte big-endian expiry (0 = never), then the bytes.
 pub(crate) fn encode_value(value: &[u8], expires_at_ms: Option<u64>) -> Vec<u8> {
@@ -170,6 +255,69 @@ pub(crate) mod contract_tests {
         expired_keys_are_invisible(store);
         lists_by_prefix_with_cursor(store);
         increments_atomically_and_refuses_non_integers(store);
+        quotas_count_keys_and_bytes_and_refuse_growth(store);
+        expired_keys_are_purged_and_free_their_quota(store);
+    }
+
+    fn quotas_count_keys_and_bytes_and_refuse_growth(store: &dyn KvStore) {
+        let s = scope("ws-quota", "c");
+        let limits = KvLimits {
+            max_keys: 2,
+            max_total_bytes: 20,
+        };
+        store.set(&s, "a", b"12345", None, &limits).expect("set");
+        store.set(&s, "b", b"12345", None, &limits).expect("set");
+        assert_eq!(
+            store.usage(&s).expect("usage"),
+            Usage { keys: 2, bytes: 12 }
+        );
+        // A third key is refused; overwriting one is not a new key.
+        assert!(matches!(
+            store.set(&s, "c", b"1", None, &limits),
+            Err(StorageError::Quota(m)) if m.contains("2 keys")
+        ));
+        assert!(matches!(
+            store.increment(&s, "c", 1, 0, &limits),
+            Err(StorageError::Quota(_))
+        ));
+        store
+            .set(&s, "a", b"1234567", None, &limits)
+            .expect("overwrite");
+        // Bytes: a(1+7) + b(1+5) = 14; growing b to 12 bytes makes 21 > 20.
+        assert!(matches!(
+            store.set(&s, "b", b"123456789012", None, &limits),
+            Err(StorageError::Quota(m)) if m.contains("quota is 20")
+        ));
+        assert_eq!(
+            store.get(&s, "b", 0).expect("get").as_deref(),
+            Some(&b"12345"[..])
+        );
+        assert!(store.delete(&s, "a", 0).expect("delete"));
+        assert_eq!(store.usage(&s).expect("usage"), Usage { keys: 1, bytes: 6 });
+        store.set(&s, "c", b"1", None, &limits).expect("room again");
+        // Another scope has its own quota.
+        store
+            .set(&scope("ws-quota", "d"), "a", b"1", None, &limits)
+            .expect("other scope");
+    }
+
+    fn expired_keys_are_purged_and_free_their_quota(store: &dyn KvStore) {
+        let s = scope("ws-purge", "c");
+        let limits = KvLimits {
+            max_keys: 2,
+            max_total_bytes: 1000,
+        };
+        store.set(&s, "old", b"v", Some(500), &limits).expect("set");
+        store.set(&s, "kept", b"v", None, &limits).expect("set");
+        // Expired but not yet purged: it still counts.
+        assert!(store.set(&s, "new", b"v", None, &limits).is_err());
+        let purged = store.purge_expired(1_000, 100).expect("purge");
+        assert!(purged >= 1, "{purged}");
+        assert_eq!(store.usage(&s).expect("usage").keys, 1);
+        store
+            .set(&s, "new", b"v", None, &limits)
+            .expect("room after purge");
+        assert!(store.get(&s, "kept", 2_000).expect("get").is_some());
     }
 
     fn scopes_never_share_keys(store: &dyn KvStore) {
@@ -178,9 +326,13 @@ pub(crate) mod contract_tests {
         // Names chosen so a naive concatenation would collide.
         let c = scope("ws-a", "c");
         let d = scope("ws-ac", "");
-        store.set(&a, "k", b"a", None).expect("set");
+        store
+            .set(&a, "k", b"a", None, &KvLimits::UNLIMITED)
+            .expect("set");
         assert_eq!(store.get(&b, "k", 0).expect("get"), None);
-        store.set(&c, "rmk", b"c", None).expect("set");
+        store
+            .set(&c, "rmk", b"c", None, &KvLimits::UNLIMITED)
+            .expect("set");
         assert_eq!(store.get(&d, "crmk", 0).expect("get"), None);
         assert_eq!(
             store.get(&a, "k", 0).expect("get").as_deref(),
@@ -197,7 +349,9 @@ pub(crate) mod contract_tests {
 
     fn expired_keys_are_invisible(store: &dyn KvStore) {
         let s = scope("ws-ttl", "c");
-        store.set(&s, "short", b"v", Some(1_000)).expect("set");
+        store
+            .set(&s, "short", b"v", Some(1_000), &KvLimits::UNLIMITED)
+            .expect("set");
         assert!(store.get(&s, "short", 999).expect("get").is_some());
         assert!(store.get(&s, "short", 1_000).expect("get").is_none());
         assert!(
@@ -213,7 +367,9 @@ pub(crate) mod contract_tests {
     fn lists_by_prefix_with_cursor(store: &dyn KvStore) {
         let s = scope("ws-list", "c");
         for k in ["a:1", "a:2", "a:3", "b:1"] {
-            store.set(&s, k, b"x", None).expect("set");
+            store
+                .set(&s, k, b"x", None, &KvLimits::UNLIMITED)
+                .expect("set");
         }
         let first = store.list(&s, "a:", None, 2, 0).expect("list");
         assert_eq!(first.keys, ["a:1", "a:2"]);
@@ -225,18 +381,36 @@ pub(crate) mod contract_tests {
 
     fn increments_atomically_and_refuses_non_integers(store: &dyn KvStore) {
         let s = scope("ws-inc", "c");
-        assert_eq!(store.increment(&s, "n", 5, 0).expect("inc"), 5);
-        assert_eq!(store.increment(&s, "n", -2, 0).expect("inc"), 3);
-        store.set(&s, "text", b"hello", None).expect("set");
+        assert_eq!(
+            store
+                .increment(&s, "n", 5, 0, &KvLimits::UNLIMITED)
+                .expect("inc"),
+            5
+        );
+        assert_eq!(
+            store
+                .increment(&s, "n", -2, 0, &KvLimits::UNLIMITED)
+                .expect("inc"),
+            3
+        );
+        store
+            .set(&s, "text", b"hello", None, &KvLimits::UNLIMITED)
+            .expect("set");
         assert!(matches!(
-            store.increment(&s, "text", 1, 0),
+            store.increment(&s, "text", 1, 0, &KvLimits::UNLIMITED),
             Err(StorageError::NotAnInteger)
         ));
         store
-            .set(&s, "max", i64::MAX.to_string().as_bytes(), None)
+            .set(
+                &s,
+                "max",
+                i64::MAX.to_string().as_bytes(),
+                None,
+                &KvLimits::UNLIMITED,
+            )
             .expect("set");
         assert!(matches!(
-            store.increment(&s, "max", 1, 0),
+            store.increment(&s, "max", 1, 0, &KvLimits::UNLIMITED),
             Err(StorageError::Overflow)
         ));
     }

@@ -4,7 +4,10 @@ use super::audit::{
     AuditCursor, AuditStore, StoredRecord, cursor_of, record_key, workspace_prefix,
 };
 use super::secrets::SecretStore;
-use super::{KeyList, KvStore, Scope, StorageError, add_to_stored, decode_value, encode_value};
+use super::{
+    KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
+    encode_value,
+};
 use std::path::Path;
 
 fn backend(e: sled::Error) -> StorageError {
@@ -38,13 +41,52 @@ impl SledDb {
     pub fn kv(&self) -> Result<SledKv, StorageError> {
         Ok(SledKv {
             tree: self.db.open_tree("kv").map_err(backend)?,
+            usage: self.db.open_tree("kv-usage").map_err(backend)?,
         })
     }
 }
 
+/// KV values, and per scope the keys and bytes it holds, changed together
+/// in one transaction so the quota count never drifts from the data.
 #[derive(Debug, Clone)]
 pub struct SledKv {
     tree: sled::Tree,
+    usage: sled::Tree,
+}
+
+impl SledKv {
+    /// Set `key` to what `next` makes of its current stored form (`None`
+    /// removes it), with the scope's usage, atomically. Returns `next`'s extra.
+    fn update<T>(
+        &self,
+        scope: &Scope,
+        key: &str,
+        limits: &KvLimits,
+        next: impl Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, T), StorageError>,
+    ) -> Result<T, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let k = scope.key(key);
+        let prefix = scope.prefix();
+        let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
+            let old = kv.get(&k)?;
+            let (new, extra) = next(old.as_deref()).map_err(ConflictableTransactionError::Abort)?;
+            let current = Usage::decode(usage.get(&prefix)?.as_deref());
+            let after = current
+                .after(key, old.as_deref(), new.as_deref(), limits)
+                .map_err(ConflictableTransactionError::Abort)?;
+            match new {
+                Some(value) => kv.insert(k.as_slice(), value)?,
+                None => kv.remove(k.as_slice())?,
+            };
+            usage.insert(prefix.as_slice(), &after.encode()[..])?;
+            Ok(extra)
+        });
+        result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => backend(e),
+        })
+    }
 }
 
 impl KvStore for SledKv {
@@ -59,16 +101,16 @@ impl KvStore for SledKv {
         key: &str,
         value: &[u8],
         expires_at_ms: Option<u64>,
+        limits: &KvLimits,
     ) -> Result<(), StorageError> {
-        self.tree
-            .insert(scope.key(key), encode_value(value, expires_at_ms))
-            .map_err(backend)?;
-        Ok(())
+        let stored = encode_value(value, expires_at_ms);
+        self.update(scope, key, limits, |_| Ok((Some(stored.clone()), ())))
     }
 
     fn delete(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<bool, StorageError> {
-        let old = self.tree.remove(scope.key(key)).map_err(backend)?;
-        Ok(old.is_some_and(|v| decode_value(&v, now_ms).is_some()))
+        self.update(scope, key, &KvLimits::UNLIMITED, |old| {
+            Ok((None, old.is_some_and(|v| decode_value(v, now_ms).is_some())))
+        })
     }
 
     fn list(
@@ -115,21 +157,46 @@ impl KvStore for SledKv {
         key: &str,
         delta: i64,
         now_ms: u64,
+        limits: &KvLimits,
     ) -> Result<i64, StorageError> {
-        let k = scope.key(key);
-        // Compare-and-swap loop: concurrent increments retry instead of losing updates.
-        loop {
-            let old = self.tree.get(&k).map_err(backend)?;
-            let (next, stored) = add_to_stored(old.as_deref(), delta, now_ms)?;
-            match self
-                .tree
-                .compare_and_swap(&k, old, Some(stored))
-                .map_err(backend)?
+        // In a transaction: concurrent increments retry instead of losing updates.
+        self.update(scope, key, limits, |old| {
+            let (next, stored) = add_to_stored(old, delta, now_ms)?;
+            Ok((Some(stored), next))
+        })
+    }
+
+    fn usage(&self, scope: &Scope) -> Result<Usage, StorageError> {
+        let stored = self.usage.get(scope.prefix()).map_err(backend)?;
+        Ok(Usage::decode(stored.as_deref()))
+    }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError> {
+        let mut expired = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            if decode_value(&v, now_ms).is_none()
+                && let Some(found) = Scope::split_key(&k)
             {
-                Ok(()) => return Ok(next),
-                Err(_) => continue,
+                expired.push(found);
+                if expired.len() == max {
+                    break;
+                }
             }
         }
+        let mut purged = 0;
+        for (scope, key) in &expired {
+            // Re-checked inside the transaction: the key may have been set again meanwhile.
+            let removed = self.update(scope, key, &KvLimits::UNLIMITED, |old| match old {
+                Some(v) if decode_value(v, now_ms).is_none() => Ok((None, true)),
+                other => Ok((other.map(<[u8]>::to_vec), false)),
+            })?;
+            purged += usize::from(removed);
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
     }
 
     fn flush(&self) -> Result<(), StorageError> {
