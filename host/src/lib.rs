@@ -15,6 +15,7 @@ pub mod policy;
 pub mod runtime;
 pub mod services;
 pub mod storage;
+pub mod tenancy;
 
 #[cfg(test)]
 mod test_support;

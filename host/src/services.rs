@@ -12,6 +12,7 @@ use crate::package::store::PluginStore;
 use crate::policy::OperatorPolicy;
 use crate::runtime::Runtime;
 use crate::storage::SharedKv;
+use crate::storage::tenancy::SharedTenancy;
 use crate::storage::purge::KvPurger;
 use crate::storage::sled_store::SledDb;
 use anyhow::Context as _;
@@ -23,6 +24,8 @@ pub struct Services {
     pub data_dir: PathBuf,
     pub db: SledDb,
     pub kv: SharedKv,
+    /// Workspaces and connections (their API is issue 4's next part).
+    pub tenancy: SharedTenancy,
     pub credentials: Arc<Credentials>,
     pub audit: Arc<AuditLog>,
     pub catalog: Arc<Catalog>,
@@ -73,6 +76,7 @@ impl Services {
             )
         })?;
         let kv: SharedKv = Arc::new(db.kv()?);
+        let tenancy: SharedTenancy = Arc::new(db.tenancy()?);
         let kv_purger = KvPurger::start(
             kv.clone(),
             options.clock.clone(),
@@ -117,6 +121,7 @@ impl Services {
             data_dir: data_dir.to_path_buf(),
             db,
             kv,
+            tenancy,
             credentials,
             audit,
             _kv_purger: kv_purger,

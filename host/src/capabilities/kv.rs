@@ -76,7 +76,7 @@ fn storage_error(e: StorageError) -> KvError {
             KvError::InvalidArgument("increment would overflow a 64-bit integer".into())
         }
         StorageError::Quota(message) => KvError::QuotaExceeded(message),
-        StorageError::Backend(detail) => {
+        StorageError::Backend(detail) | StorageError::NotFound(detail) => {
             // The plugin gets no internals; the operator gets the detail.
             tracing::error!(target: "patchbay::kv", error = %detail, "kv backend failure");
             KvError::Internal("the key-value store failed; try again".into())

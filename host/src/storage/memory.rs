@@ -203,8 +203,123 @@ impl super::secrets::SecretStore for MemorySecrets {
     }
 }
 
+/// In-memory `TenancyStore`, for unit tests only.
+#[derive(Debug, Default)]
+pub struct MemoryTenancy {
+    state: Mutex<TenancyMaps>,
+}
+
+/// Workspaces by id, and connections by (workspace, name).
+type TenancyMaps = (
+    BTreeMap<String, crate::tenancy::Workspace>,
+    BTreeMap<(String, String), crate::tenancy::Connection>,
+);
+
+impl super::tenancy::TenancyStore for MemoryTenancy {
+    fn create_workspace(
+        &self,
+        workspace: &crate::tenancy::Workspace,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0.contains_key(&workspace.id) {
+            return Ok(false);
+        }
+        state.0.insert(workspace.id.clone(), workspace.clone());
+        Ok(true)
+    }
+
+    fn get_workspace(&self, id: &str) -> Result<Option<crate::tenancy::Workspace>, StorageError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(id)
+            .cloned())
+    }
+
+    fn list_workspaces(&self) -> Result<Vec<crate::tenancy::Workspace>, StorageError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    fn delete_workspace(
+        &self,
+        id: &str,
+    ) -> Result<Option<Vec<crate::tenancy::Connection>>, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0.remove(id).is_none() {
+            return Ok(None);
+        }
+        let names: Vec<(String, String)> =
+            state.1.keys().filter(|(ws, _)| ws == id).cloned().collect();
+        Ok(Some(
+            names.iter().filter_map(|k| state.1.remove(k)).collect(),
+        ))
+    }
+
+    fn put_connection(&self, connection: &crate::tenancy::Connection) -> Result<(), StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.0.contains_key(&connection.workspace) {
+            return Err(StorageError::NotFound(format!(
+                "workspace {:?}",
+                connection.workspace
+            )));
+        }
+        state.1.insert(
+            (connection.workspace.clone(), connection.name.clone()),
+            connection.clone(),
+        );
+        Ok(())
+    }
+
+    fn get_connection(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<crate::tenancy::Connection>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .1
+            .get(&(workspace.to_owned(), name.to_owned()))
+            .cloned())
+    }
+
+    fn list_connections(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<crate::tenancy::Connection>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .1
+            .iter()
+            .filter(|((ws, _), _)| ws == workspace)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    fn delete_connection(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .1
+            .remove(&(workspace.to_owned(), name.to_owned()))
+            .is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_store_meets_the_tenancy_store_contract() {
+        super::super::tenancy::contract_tests::run_all(&super::MemoryTenancy::default());
+    }
+
     #[test]
     fn memory_store_meets_the_kv_contract() {
         super::super::contract_tests::run_all(&super::MemoryKv::default());

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod purge;
 pub mod secrets;
 pub mod sled_store;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ pub enum StorageError {
     /// A write would take the scope past its quota; the message names which.
     #[error("{0}")]
     Quota(String),
+    /// What the write depends on does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 /// The owner of a set of KV keys: one connection in one workspace.

@@ -4,10 +4,12 @@ use super::audit::{
     AuditCursor, AuditStore, StoredRecord, cursor_of, record_key, workspace_prefix,
 };
 use super::secrets::SecretStore;
+use super::tenancy::{TenancyStore, connection_key, from_json, to_json};
 use super::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
     encode_value,
 };
+use crate::tenancy::{Connection, Workspace};
 use std::path::Path;
 
 fn backend(e: sled::Error) -> StorageError {
@@ -29,6 +31,13 @@ impl SledDb {
     pub fn audit(&self) -> Result<SledAudit, StorageError> {
         Ok(SledAudit {
             tree: self.db.open_tree("audit").map_err(backend)?,
+        })
+    }
+
+    pub fn tenancy(&self) -> Result<SledTenancy, StorageError> {
+        Ok(SledTenancy {
+            workspaces: self.db.open_tree("workspaces").map_err(backend)?,
+            connections: self.db.open_tree("connections").map_err(backend)?,
         })
     }
 
@@ -392,8 +401,139 @@ impl AuditStore for SledAudit {
     }
 }
 
+/// Workspaces and connections; every write is flushed before it returns.
+#[derive(Debug, Clone)]
+pub struct SledTenancy {
+    workspaces: sled::Tree,
+    connections: sled::Tree,
+}
+
+impl SledTenancy {
+    fn flush(&self) -> Result<(), StorageError> {
+        self.connections.flush().map(|_| ()).map_err(backend)
+    }
+
+    fn connections_of(&self, workspace: &str) -> Result<Vec<Connection>, StorageError> {
+        self.connections
+            .scan_prefix(super::audit::workspace_prefix(workspace))
+            .values()
+            .map(|v| from_json(&v.map_err(backend)?))
+            .collect()
+    }
+}
+
+impl TenancyStore for SledTenancy {
+    fn create_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError> {
+        let created = self
+            .workspaces
+            .compare_and_swap(
+                workspace.id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(to_json(workspace)?),
+            )
+            .map_err(backend)?
+            .is_ok();
+        self.flush()?;
+        Ok(created)
+    }
+
+    fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StorageError> {
+        match self.workspaces.get(id.as_bytes()).map_err(backend)? {
+            Some(v) => from_json(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_workspaces(&self) -> Result<Vec<Workspace>, StorageError> {
+        self.workspaces
+            .iter()
+            .values()
+            .map(|v| from_json(&v.map_err(backend)?))
+            .collect()
+    }
+
+    fn delete_workspace(&self, id: &str) -> Result<Option<Vec<Connection>>, StorageError> {
+        if self
+            .workspaces
+            .remove(id.as_bytes())
+            .map_err(backend)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        // The workspace is gone first, so no connection can be added to it
+        // while its connections are removed.
+        let removed = self.connections_of(id)?;
+        let mut batch = sled::Batch::default();
+        for connection in &removed {
+            batch.remove(connection_key(id, &connection.name));
+        }
+        self.connections.apply_batch(batch).map_err(backend)?;
+        self.flush()?;
+        Ok(Some(removed))
+    }
+
+    fn put_connection(&self, connection: &Connection) -> Result<(), StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let key = connection_key(&connection.workspace, &connection.name);
+        let value = to_json(connection)?;
+        let result =
+            (&self.workspaces, &self.connections).transaction(|(workspaces, connections)| {
+                if workspaces.get(connection.workspace.as_bytes())?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(StorageError::NotFound(
+                        format!("workspace {:?}", connection.workspace),
+                    )));
+                }
+                connections.insert(key.as_slice(), value.as_slice())?;
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => backend(e),
+        })?;
+        self.flush()
+    }
+
+    fn get_connection(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<Connection>, StorageError> {
+        match self
+            .connections
+            .get(connection_key(workspace, name))
+            .map_err(backend)?
+        {
+            Some(v) => from_json(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_connections(&self, workspace: &str) -> Result<Vec<Connection>, StorageError> {
+        self.connections_of(workspace)
+    }
+
+    fn delete_connection(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let existed = self
+            .connections
+            .remove(connection_key(workspace, name))
+            .map_err(backend)?
+            .is_some();
+        self.flush()?;
+        Ok(existed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sled_store_meets_the_tenancy_store_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::SledDb::open(dir.path()).expect("open");
+        super::super::tenancy::contract_tests::run_all(&db.tenancy().expect("trees"));
+    }
+
     #[test]
     fn sled_store_meets_the_audit_store_contract() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,232 @@
+//! Tenancy: workspaces, and the connections that enable a plugin in one.
+//!
+//! A connection is one plugin version enabled in one workspace under a name
+//! unique there, with its typed config, the capabilities the workspace
+//! approved (`Grants`) and whether it is enabled. Its credentials live in
+//! `credentials`, its KV and audit records under the same scope, so deleting
+//! a workspace can remove everything it owns.
+
+use crate::package::manifest::{Manifest, is_slug};
+use crate::policy::grants::Grants;
+use crate::runtime::Binding;
+use crate::storage::Scope;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// A tenant's space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub created_at_ms: u64,
+}
+
+/// One plugin version enabled in one workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub workspace: String,
+    pub name: String,
+    pub plugin: String,
+    /// Always concrete: `latest` is resolved when the connection is saved.
+    pub version: semver::Version,
+    /// Non-secret settings, checked against the plugin's config schema.
+    pub config: serde_json::Map<String, Json>,
+    pub grants: Grants,
+    pub enabled: bool,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Why a name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?} must be 1-64 lowercase letters, digits or inner dashes")]
+pub struct NameError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// Workspace ids and connection names are slugs: they are path segments and
+/// storage-key parts, so nothing else (no `..`, `/`, `%`) can ever reach either.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    if is_slug(value) {
+        Ok(())
+    } else {
+        Err(NameError {
+            what,
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl Connection {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            workspace: self.workspace.clone(),
+            connection: self.name.clone(),
+        }
+    }
+
+    /// What the runtime needs to run this connection with `manifest`.
+    pub fn binding(&self, manifest: &Manifest) -> Result<Binding, String> {
+        Binding::from_manifest(
+            manifest,
+            self.scope(),
+            config_strings(&self.config),
+            &self.grants,
+        )
+    }
+}
+
+/// Check `config` against the plugin's config schema: every failing field,
+/// each naming where it is. No schema means no settings are accepted.
+pub fn validate_config(manifest: &Manifest, config: &serde_json::Map<String, Json>) -> Vec<String> {
+    let Some(schema) = &manifest.capabilities.config_schema else {
+        return config
+            .keys()
+            .map(|k| format!("at /{k}: the plugin takes no settings"))
+            .collect();
+    };
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(validator) => validator,
+        // Checked at install; a failure here is a host bug, reported, not hidden.
+        Err(e) => return vec![format!("the plugin's config schema is unusable: {e}")],
+    };
+    let value = Json::Object(config.clone());
+    validator
+        .iter_errors(&value)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
+        })
+        .collect()
+}
+
+/// Settings as the plugin reads them through wasi:config: strings as they
+/// are, anything else as its JSON text.
+pub fn config_strings(config: &serde_json::Map<String, Json>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            r#"
+id = "crm"
+version = "1.2.0"
+contract = "0.1.0"
+name = "CRM"
+vendor = "Tests"
+[[operations]]
+name = "find"
+kind = "lookup"
+input_schema = {}
+output_schema = {}
+[capabilities.http]
+destinations = ["https://{{instance}}.example.com/api"]
+[capabilities.config.schema]
+type = "object"
+required = ["instance"]
+additionalProperties = false
+[capabilities.config.schema.properties.instance]
+type = "string"
+pattern = "^[a-z0-9-]+$"
+[capabilities.config.schema.properties.page_size]
+type = "integer"
+minimum = 1
+maximum = 100
+"#,
+        )
+        .expect("manifest")
+    }
+
+    fn config(value: Json) -> serde_json::Map<String, Json> {
+        value.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn names_are_slugs_so_they_are_safe_in_paths_and_keys() {
+        for good in ["acme", "acme-2", "a"] {
+            assert!(check_name("workspace", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a%2Fb",
+            "Acme",
+            "-a",
+            "a-",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(check_name("workspace", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_errors_list_every_failing_field() {
+        let m = manifest();
+        assert!(
+            validate_config(&m, &config(json!({ "instance": "acme", "page_size": 50 }))).is_empty()
+        );
+        let errors = validate_config(
+            &m,
+            &config(json!({ "instance": "Not A Label", "page_size": 500, "extra": true })),
+        );
+        let text = errors.join("\n");
+        assert_eq!(errors.len(), 3, "{text}");
+        assert!(
+            text.contains("/instance") && text.contains("/page_size"),
+            "{text}"
+        );
+        assert!(text.contains("extra"), "{text}");
+        let missing = validate_config(&m, &config(json!({})));
+        assert!(missing.join("").contains("instance"), "{missing:?}");
+    }
+
+    #[test]
+    fn a_connection_binds_with_its_typed_config_and_grants() {
+        let m = manifest();
+        let connection = Connection {
+            workspace: "ws-1".into(),
+            name: "crm".into(),
+            plugin: "crm".into(),
+            version: m.version.clone(),
+            config: config(json!({ "instance": "acme", "page_size": 50 })),
+            grants: Grants::all_requested(),
+            enabled: true,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let binding = connection.binding(&m).expect("binding");
+        let strings = config_strings(&connection.config);
+        assert_eq!(
+            strings["page_size"], "50",
+            "non-strings are read as JSON text"
+        );
+        assert_eq!(strings["instance"], "acme");
+        assert!(binding.http_rules[0].allows("GET", "https", "acme.example.com", None, "/api/x"));
+        let denied = Connection {
+            grants: Grants::default(),
+            ..connection
+        };
+        assert!(denied.binding(&m).expect("binding").http_rules.is_empty());
+    }
+}
