@@ -539,7 +539,7 @@ fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
 }
 
 /// Every schema violation, each naming where in the document it is.
-fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> Vec<String> {
+pub(crate) fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> Vec<String> {
     validator
         .iter_errors(value)
         .take(20)

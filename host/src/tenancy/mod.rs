@@ -91,18 +91,7 @@ pub fn validate_config(manifest: &Manifest, config: &serde_json::Map<String, Jso
         // Checked at install; a failure here is a host bug, reported, not hidden.
         Err(e) => return vec![format!("the plugin's config schema is unusable: {e}")],
     };
-    let value = Json::Object(config.clone());
-    validator
-        .iter_errors(&value)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            }
-        })
-        .collect()
+    crate::runtime::schema_errors(&validator, &Json::Object(config.clone()))
 }
 
 /// Settings as the plugin reads them through wasi:config: strings as they
