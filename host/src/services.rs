@@ -12,9 +12,9 @@ use crate::package::store::PluginStore;
 use crate::policy::OperatorPolicy;
 use crate::runtime::Runtime;
 use crate::storage::SharedKv;
-use crate::storage::tenancy::SharedTenancy;
 use crate::storage::purge::KvPurger;
 use crate::storage::sled_store::SledDb;
+use crate::storage::tenancy::SharedTenancy;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub struct Services {
     pub tenancy: SharedTenancy,
     pub credentials: Arc<Credentials>,
     pub audit: Arc<AuditLog>,
+    pub clock: crate::clock::Clock,
     pub catalog: Arc<Catalog>,
     /// Stops (and is waited for) when the services are dropped.
     _kv_purger: KvPurger,
@@ -112,7 +113,7 @@ impl Services {
             policy.limits,
             Arc::new(egress),
             kv.clone(),
-            options.clock,
+            options.clock.clone(),
             Some(data_dir.join("cache")),
         )
         .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
@@ -122,6 +123,7 @@ impl Services {
             db,
             kv,
             tenancy,
+            clock: options.clock.clone(),
             credentials,
             audit,
             _kv_purger: kv_purger,
@@ -130,6 +132,18 @@ impl Services {
     }
 
     /// What the API serves from, with the operator token it accepts.
+    /// Workspaces and connections, with everything their deletion must reach.
+    pub fn tenancy(&self) -> crate::tenancy::service::Tenancy {
+        crate::tenancy::service::Tenancy {
+            store: self.tenancy.clone(),
+            catalog: self.catalog.clone(),
+            credentials: self.credentials.clone(),
+            kv: self.kv.clone(),
+            audit: self.audit.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     pub fn app_state(&self, operator_token: &str) -> AppState {
         AppState {
             catalog: self.catalog.clone(),

@@ -22,6 +22,7 @@ mod rate_limits;
 mod retries;
 mod socket_user;
 mod stack_overflow;
+mod tenancy;
 mod tracing_tags;
 mod trap;
 mod wrong_export;

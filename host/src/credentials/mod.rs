@@ -400,6 +400,18 @@ impl Credentials {
         Ok(existed)
     }
 
+    /// Remove every credential of `scope` (its connection was deleted); how many.
+    pub async fn remove_scope(&self, scope: &Scope) -> Result<usize, CredentialError> {
+        let names = self
+            .store
+            .names(scope)
+            .map_err(|e| CredentialError::Storage(e.to_string()))?;
+        for name in &names {
+            self.remove(scope, name).await?;
+        }
+        Ok(names.len())
+    }
+
     /// The opened credential, if set.
     pub fn get(&self, scope: &Scope, name: &str) -> Result<Option<Arc<Stored>>, CredentialError> {
         let cache_key = (scope.clone(), name.to_owned());

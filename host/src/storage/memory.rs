@@ -138,6 +138,22 @@ impl KvStore for MemoryKv {
             .unwrap_or_default())
     }
 
+    fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
+        let mut state = self.lock();
+        let prefix = scope.prefix();
+        let keys: Vec<Vec<u8>> = state
+            .map
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            state.map.remove(key);
+        }
+        state.usage.remove(&prefix);
+        Ok(keys.len())
+    }
+
     fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError> {
         let mut state = self.lock();
         let expired: Vec<(Scope, String)> = state

@@ -117,6 +117,8 @@ pub trait KvStore: Send + Sync + 'static {
     fn usage(&self, scope: &Scope) -> Result<Usage, StorageError>;
     /// Remove up to `max` keys that expired before `now_ms`, in any scope. How many.
     fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError>;
+    /// Remove every key of `scope` (its connection was deleted); how many. Durable.
+    fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError>;
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), StorageError>;
 }
@@ -322,6 +324,16 @@ pub(crate) mod contract_tests {
             .set(&s, "new", b"v", None, &limits)
             .expect("room after purge");
         assert!(store.get(&s, "kept", 2_000).expect("get").is_some());
+
+        // Removing a scope takes its keys and usage, and nothing of its neighbours.
+        let neighbour = scope("ws-purge", "c2");
+        store
+            .set(&neighbour, "k", b"v", None, &limits)
+            .expect("set");
+        assert_eq!(store.remove_scope(&s).expect("remove"), 2);
+        assert!(store.get(&s, "kept", 0).expect("get").is_none());
+        assert_eq!(store.usage(&s).expect("usage"), Usage::default());
+        assert!(store.get(&neighbour, "k", 0).expect("get").is_some());
     }
 
     fn scopes_never_share_keys(store: &dyn KvStore) {

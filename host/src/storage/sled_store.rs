@@ -175,6 +175,20 @@ impl KvStore for SledKv {
         })
     }
 
+    fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
+        let prefix = scope.prefix();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            batch.remove(key.map_err(backend)?);
+            removed += 1;
+        }
+        self.tree.apply_batch(batch).map_err(backend)?;
+        self.usage.remove(&prefix).map_err(backend)?;
+        self.flush()?;
+        Ok(removed)
+    }
+
     fn usage(&self, scope: &Scope) -> Result<Usage, StorageError> {
         let stored = self.usage.get(scope.prefix()).map_err(backend)?;
         Ok(Usage::decode(stored.as_deref()))

@@ -6,6 +6,8 @@
 //! `credentials`, its KV and audit records under the same scope, so deleting
 //! a workspace can remove everything it owns.
 
+pub mod service;
+
 use crate::package::manifest::{Manifest, is_slug};
 use crate::policy::grants::Grants;
 use crate::runtime::Binding;

@@ -1,0 +1,195 @@
+//! Workspaces and connections as the API and CLI use them: validated, and
+//! deleting removes everything the workspace or connection owns.
+
+use super::{Connection, NameError, Workspace, check_name, validate_config};
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::credentials::Credentials;
+use crate::package::catalog::Catalog;
+use crate::policy::grants::Grants;
+use crate::storage::tenancy::SharedTenancy;
+use crate::storage::{SharedKv, StorageError};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// What a tenant sends to create or change a connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRequest {
+    pub plugin: String,
+    /// A version, or `latest` (resolved now and stored as the concrete version).
+    #[serde(default = "latest")]
+    pub version: String,
+    #[serde(default)]
+    pub config: serde_json::Map<String, Json>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("workspace {0:?} already exists")]
+    WorkspaceExists(String),
+    #[error("workspace {0:?} not found")]
+    WorkspaceNotFound(String),
+    #[error("connection {0:?} not found")]
+    ConnectionNotFound(String),
+    #[error("plugin {0} is not installed")]
+    UnknownPlugin(String),
+    #[error("config does not match the plugin's schema: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("grants name what the plugin does not ask for: {}", .0.join("; "))]
+    Grants(Vec<String>),
+    #[error("the connection cannot be bound: {0}")]
+    Binding(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for TenancyError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+pub struct Tenancy {
+    pub store: SharedTenancy,
+    pub catalog: Arc<Catalog>,
+    pub credentials: Arc<Credentials>,
+    pub kv: SharedKv,
+    pub audit: Arc<AuditLog>,
+    pub clock: Clock,
+}
+
+impl Tenancy {
+    pub fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
+        check_name("workspace", id)?;
+        let workspace = Workspace {
+            id: id.to_owned(),
+            created_at_ms: (self.clock)(),
+        };
+        if self.store.create_workspace(&workspace)? {
+            Ok(workspace)
+        } else {
+            Err(TenancyError::WorkspaceExists(id.to_owned()))
+        }
+    }
+
+    pub fn workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
+        self.store
+            .get_workspace(id)?
+            .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))
+    }
+
+    /// Delete the workspace and everything it owns: connections, their
+    /// credentials and KV data, and its audit records.
+    pub async fn delete_workspace(&self, id: &str) -> Result<(), TenancyError> {
+        let removed = self
+            .store
+            .delete_workspace(id)?
+            .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))?;
+        for connection in &removed {
+            self.remove_connection_data(connection).await?;
+        }
+        self.audit.remove_workspace(id).await?;
+        Ok(())
+    }
+
+    /// Create or replace connection `name` of `workspace`: the plugin
+    /// version resolved, the config checked against its schema (every
+    /// failing field listed) and the grants checked against what it asks.
+    pub async fn put_connection(
+        &self,
+        workspace: &str,
+        name: &str,
+        request: ConnectionRequest,
+    ) -> Result<Connection, TenancyError> {
+        check_name("connection", name)?;
+        self.workspace(workspace)?;
+        let reference = if request.version == "latest" {
+            request.plugin.clone()
+        } else {
+            format!("{}@{}", request.plugin, request.version)
+        };
+        let plugin = self
+            .catalog
+            .get(&reference)
+            .await
+            .map_err(|_| TenancyError::UnknownPlugin(reference.clone()))?;
+        let manifest = &plugin.manifest;
+        let problems = validate_config(manifest, &request.config);
+        if !problems.is_empty() {
+            return Err(TenancyError::Config(problems));
+        }
+        let unknown = request.grants.unknown_to(manifest);
+        if !unknown.is_empty() {
+            return Err(TenancyError::Grants(unknown));
+        }
+        let now = (self.clock)();
+        let created_at_ms = self
+            .store
+            .get_connection(workspace, name)?
+            .map_or(now, |c| c.created_at_ms);
+        let connection = Connection {
+            workspace: workspace.to_owned(),
+            name: name.to_owned(),
+            plugin: manifest.id.clone(),
+            version: manifest.version.clone(),
+            config: request.config,
+            grants: request.grants,
+            enabled: request.enabled,
+            created_at_ms,
+            updated_at_ms: now,
+        };
+        // Templates must fill from this config before anything is stored.
+        connection
+            .binding(manifest)
+            .map_err(TenancyError::Binding)?;
+        self.store.put_connection(&connection)?;
+        Ok(connection)
+    }
+
+    pub fn connection(&self, workspace: &str, name: &str) -> Result<Connection, TenancyError> {
+        self.store
+            .get_connection(workspace, name)?
+            .ok_or_else(|| TenancyError::ConnectionNotFound(name.to_owned()))
+    }
+
+    pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
+        self.workspace(workspace)?;
+        Ok(self.store.list_connections(workspace)?)
+    }
+
+    /// Delete a connection with its credentials and KV data.
+    pub async fn delete_connection(&self, workspace: &str, name: &str) -> Result<(), TenancyError> {
+        let connection = self.connection(workspace, name)?;
+        self.store.delete_connection(workspace, name)?;
+        self.remove_connection_data(&connection).await
+    }
+
+    async fn remove_connection_data(&self, connection: &Connection) -> Result<(), TenancyError> {
+        let scope = connection.scope();
+        self.credentials
+            .remove_scope(&scope)
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))?;
+        let kv = self.kv.clone();
+        tokio::task::spawn_blocking(move || kv.remove_scope(&scope))
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))??;
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Workspaces and connections: validation when saved, and deletion that
+//! reaches everything a workspace owns (connections, credentials, KV, audit).
+
+use patchbay::credentials::Secret;
+use patchbay::policy::grants::Grants;
+use patchbay::tenancy::service::{ConnectionRequest, TenancyError};
+use patchbay_tests::{Harness, plugins::PROBE, scope};
+use serde_json::json;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn request(config: serde_json::Value) -> ConnectionRequest {
+    serde_json::from_value(
+        json!({ "plugin": "probe", "config": config, "grants": { "approve_all_requested": true } }),
+    )
+    .expect("request")
+}
+
+#[tokio::test]
+async fn workspaces_and_connections_are_validated_when_saved() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    let tenancy = harness.services.tenancy();
+    tenancy.create_workspace("acme").expect("create");
+    assert!(matches!(
+        tenancy.create_workspace("acme"),
+        Err(TenancyError::WorkspaceExists(_))
+    ));
+    for bad in ["../etc", "a%2Fb", "Acme", ""] {
+        assert!(
+            matches!(tenancy.create_workspace(bad), Err(TenancyError::Name(_))),
+            "{bad:?}"
+        );
+    }
+
+    // `latest` is stored as the concrete version.
+    let saved = tenancy
+        .put_connection(
+            "acme",
+            "crm",
+            request(json!({ "upstream": "http://127.0.0.1:9" })),
+        )
+        .await
+        .expect("saved");
+    assert_eq!(saved.version.to_string(), "1.0.0");
+    assert_eq!(tenancy.connection("acme", "crm").expect("get"), saved);
+
+    let bad_config = tenancy
+        .put_connection("acme", "crm-2", request(json!({ "upstream": 5 })))
+        .await;
+    match bad_config {
+        Err(TenancyError::Config(problems)) => {
+            assert!(
+                problems.iter().any(|p| p.contains("/upstream")),
+                "{problems:?}"
+            )
+        }
+        other => panic!("expected config errors, got {other:?}"),
+    }
+    let mut unknown_grant = request(json!({}));
+    unknown_grant.grants = Grants {
+        http: ["https://evil.example".to_owned()].into(),
+        ..Grants::default()
+    };
+    assert!(matches!(
+        tenancy.put_connection("acme", "crm-3", unknown_grant).await,
+        Err(TenancyError::Grants(_))
+    ));
+    let mut unknown_version = request(json!({}));
+    unknown_version.version = "9.9.9".into();
+    assert!(matches!(
+        tenancy
+            .put_connection("acme", "crm-4", unknown_version)
+            .await,
+        Err(TenancyError::UnknownPlugin(_))
+    ));
+    assert!(matches!(
+        tenancy
+            .put_connection("nobody", "crm", request(json!({})))
+            .await,
+        Err(TenancyError::WorkspaceNotFound(_))
+    ));
+    // Nothing half-written: only the valid connection exists.
+    let names: Vec<String> = tenancy
+        .connections("acme")
+        .expect("list")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["crm"]);
+}
+
+#[tokio::test]
+async fn deleting_a_workspace_removes_everything_it_owns() {
+    let harness = Harness::new();
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let plugin = harness.ensure(PROBE).await;
+    let tenancy = harness.services.tenancy();
+    for ws in ["acme", "other"] {
+        tenancy.create_workspace(ws).expect("create");
+        let connection = tenancy
+            .put_connection(ws, "crm", request(json!({ "upstream": server.uri() })))
+            .await
+            .expect("saved");
+        harness
+            .services
+            .credentials
+            .set(
+                &connection.scope(),
+                "token",
+                Secret::Bearer {
+                    token: "bt-0123456789".into(),
+                },
+            )
+            .await
+            .expect("credential");
+        let binding = connection.binding(&plugin.manifest).expect("binding");
+        let kv = harness
+            .invoke(
+                &plugin,
+                &binding,
+                "kv",
+                json!([{ "op": "set", "key": "k", "value": "v" }]),
+            )
+            .await;
+        assert!(kv.result.is_ok());
+        let fetched = harness
+            .invoke(
+                &plugin,
+                &binding,
+                "fetch",
+                json!({ "url": format!("{}/allowed/x", server.uri()) }),
+            )
+            .await;
+        assert!(fetched.result.is_ok());
+    }
+    harness.services.audit.flushed().await;
+
+    tenancy.delete_workspace("acme").await.expect("delete");
+
+    let gone = scope("acme", "crm");
+    assert!(matches!(
+        tenancy.connections("acme"),
+        Err(TenancyError::WorkspaceNotFound(_))
+    ));
+    assert!(
+        harness
+            .services
+            .credentials
+            .describe(&gone)
+            .expect("describe")
+            .is_empty()
+    );
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&gone, "k", 0)
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(harness.services.kv.usage(&gone).expect("usage").keys, 0);
+    let audit = |ws: &str| {
+        harness
+            .services
+            .audit
+            .query(ws, 0, u64::MAX, None, 10)
+            .expect("audit")
+            .records
+            .len()
+    };
+    assert_eq!(audit("acme"), 0);
+    // The other workspace keeps all of its own.
+    let kept = scope("other", "crm");
+    assert_eq!(
+        harness
+            .services
+            .credentials
+            .describe(&kept)
+            .expect("describe")
+            .len(),
+        1
+    );
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&kept, "k", 0)
+            .expect("get")
+            .is_some()
+    );
+    assert_eq!(audit("other"), 1);
+    assert_eq!(tenancy.connections("other").expect("list").len(), 1);
+    assert!(matches!(
+        tenancy.delete_workspace("acme").await,
+        Err(TenancyError::WorkspaceNotFound(_))
+    ));
+}
