@@ -16,6 +16,18 @@ fn backend(e: sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+/// Remove every key under `prefix` in one batch; how many.
+fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<usize, StorageError> {
+    let mut batch = sled::Batch::default();
+    let mut removed = 0;
+    for key in tree.scan_prefix(prefix).keys() {
+        batch.remove(key.map_err(backend)?);
+        removed += 1;
+    }
+    tree.apply_batch(batch).map_err(backend)?;
+    Ok(removed)
+}
+
 /// The embedded database: one sled instance, one tree per kind of state.
 #[derive(Debug, Clone)]
 pub struct SledDb {
@@ -177,13 +189,7 @@ impl KvStore for SledKv {
 
     fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
         let prefix = scope.prefix();
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for key in self.tree.scan_prefix(&prefix).keys() {
-            batch.remove(key.map_err(backend)?);
-            removed += 1;
-        }
-        self.tree.apply_batch(batch).map_err(backend)?;
+        let removed = remove_prefix(&self.tree, &prefix)?;
         self.usage.remove(&prefix).map_err(backend)?;
         self.flush()?;
         Ok(removed)
@@ -402,14 +408,7 @@ impl AuditStore for SledAudit {
     }
 
     fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError> {
-        let prefix = workspace_prefix(workspace);
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for key in self.tree.scan_prefix(&prefix).keys() {
-            batch.remove(key.map_err(backend)?);
-            removed += 1;
-        }
-        self.tree.apply_batch(batch).map_err(backend)?;
+        let removed = remove_prefix(&self.tree, &workspace_prefix(workspace))?;
         self.tree.flush().map_err(backend)?;
         Ok(removed)
     }
