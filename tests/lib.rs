@@ -365,9 +365,25 @@ pub fn plain_http_client() -> reqwest::Client {
 
 /// `GET base+path` with `token` as bearer (if any): status and JSON body.
 pub async fn api_get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = plain_http_client().get(format!("{base}{path}"));
+    api_call("GET", base, path, token, None).await
+}
+
+/// `method base+path` with `token` as bearer (if any) and a JSON `body` (if
+/// any): status and JSON body (`null` when there is none).
+pub async fn api_call(
+    method: &str,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = plain_http_client().request(method, format!("{base}{path}"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
     }
     let response = request.send().await.expect("send");
     let status = response.status().as_u16();

@@ -147,6 +147,7 @@ impl Services {
     pub fn app_state(&self, operator_token: &str) -> AppState {
         AppState {
             catalog: self.catalog.clone(),
+            tenancy: Arc::new(self.tenancy()),
             metrics: crate::metrics::MetricsSources {
                 audit: self.audit.clone(),
                 credentials: self.credentials.clone(),

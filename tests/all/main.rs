@@ -1,6 +1,7 @@
 //! The integration test binary. One module per plugin (enforced below) plus
 //! modules per host concern.
 
+mod api;
 mod audit;
 mod connections;
 mod credentials;

@@ -1,6 +1,9 @@
-//! The API's one error type: a status, a stable code and a message, as
-//! `{"code", "message"}`. A 5xx never carries internals.
+//! The API's one error type and its one table from domain errors to HTTP:
+//! a status, a stable code and a message, as `{"code", "message",
+//! "details"?, "invocation_id"?}`. A 5xx never carries internals.
 
+use crate::runtime::error::{InvokeError, PluginFailure};
+use crate::tenancy::service::TenancyError;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -11,40 +14,177 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Every problem, when there are several (e.g. each failing config field).
+    pub details: Vec<String>,
+    pub invocation_id: Option<String>,
+    /// Seconds, for `Retry-After` on a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
+            status,
+            code,
             message: message.into(),
+            details: Vec::new(),
+            invocation_id: None,
+            retry_after: None,
         }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", message)
     }
 
     /// A host fault: logged in full, answered without detail.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(target: "patchbay::api", error = %detail, "internal error");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: "internal error".into(),
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The one table from an invocation's failure to HTTP.
+    pub fn from_invoke(error: InvokeError, invocation_id: &str) -> Self {
+        use InvokeError as E;
+        use PluginFailure as P;
+        let mut out = match error {
+            E::UnknownOperation(op) => {
+                Self::not_found(format!("the plugin has no operation {op:?}"))
+            }
+            E::InputTooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "input-too-large",
+                error.to_string(),
+            ),
+            E::InvalidInput(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "input does not match the operation's schema",
+            )
+            .with_details(problems),
+            E::Plugin(failure) => match failure {
+                P::InvalidInput { message } => {
+                    Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", message)
+                }
+                P::NotFound { message } => Self::not_found(message),
+                P::Unauthorized { message } => Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-unauthorized",
+                    format!("the upstream refused the connection's credentials: {message}"),
+                ),
+                P::AccessDenied { message } => {
+                    Self::new(StatusCode::FORBIDDEN, "access-denied", message)
+                }
+                P::RateLimited { retry_after_ms } => {
+                    let mut e = Self::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate-limited",
+                        format!("retry after {retry_after_ms} ms"),
+                    );
+                    e.retry_after = Some(retry_after_ms.div_ceil(1000).max(1));
+                    e
+                }
+                P::Upstream { status, message } => Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream",
+                    format!("upstream error {status}: {message}"),
+                ),
+                P::Timeout { message } => {
+                    Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+                }
+                P::Unsupported { message } => {
+                    Self::new(StatusCode::NOT_IMPLEMENTED, "unsupported", message)
+                }
+                P::Internal { .. } => plugin_failed(),
+            },
+            E::Timeout(ms) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("the plugin ran past its {ms} ms deadline"),
+            ),
+            // The plugin failed: its detail is in the invocation's log, not the response.
+            E::MemoryLimit(_)
+            | E::StackOverflow
+            | E::Panic(_)
+            | E::Trap(_)
+            | E::InvalidOutput(_)
+            | E::OutputTooLarge { .. }
+            | E::OutputSchema(_) => plugin_failed(),
+            E::Host(detail) => Self::internal(detail),
+        };
+        out.invocation_id = Some(invocation_id.to_owned());
+        out
+    }
+}
+
+fn plugin_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "plugin-failed",
+        "the plugin failed; see the invocation's log",
+    )
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(error: TenancyError) -> Self {
+        use TenancyError as T;
+        let unprocessable =
+            |code, message: String| Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
+        match error {
+            T::Name(e) => unprocessable("invalid-name", e.to_string()),
+            T::WorkspaceExists(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+            T::WorkspaceNotFound(_) | T::ConnectionNotFound(_) => {
+                Self::not_found(error.to_string())
+            }
+            T::UnknownPlugin(_) => unprocessable("unknown-plugin", error.to_string()),
+            T::Config(problems) => unprocessable(
+                "invalid-config",
+                "config does not match the plugin's schema".into(),
+            )
+            .with_details(problems),
+            T::Grants(problems) => unprocessable(
+                "invalid-grants",
+                "grants name what the plugin does not ask for".into(),
+            )
+            .with_details(problems),
+            T::Binding(message) => unprocessable("invalid-config", message),
+            T::Storage(detail) => Self::internal(detail),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({ "code": self.code, "message": self.message })),
-        )
-            .into_response();
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if !self.details.is_empty() {
+            body["details"] = json!(self.details);
+        }
+        if let Some(id) = &self.invocation_id {
+            body["invocation_id"] = json!(id);
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+            headers.insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         response
     }

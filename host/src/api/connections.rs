@@ -1,0 +1,163 @@
+//! Connections of a workspace, and invoking their operations.
+//! (Operator token for now; workspace tokens come with their routes.)
+
+use super::AppState;
+use super::auth::Operator;
+use super::error::ApiError;
+use crate::credentials::CredentialInfo;
+use crate::tenancy::Connection;
+use crate::tenancy::service::ConnectionRequest;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workspaces/{ws}/connections", get(list))
+        .route(
+            "/v1/workspaces/{ws}/connections/{name}",
+            get(show).put(save).delete(remove),
+        )
+        .route(
+            "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
+            post(invoke),
+        )
+}
+
+/// A connection as the API shows it: never a credential value.
+#[derive(Debug, Serialize)]
+struct ConnectionView {
+    #[serde(flatten)]
+    connection: Connection,
+    /// `ok`, `disabled` or `needs-attention`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    credentials: Vec<CredentialInfo>,
+}
+
+fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
+    let credentials = state
+        .tenancy
+        .credentials
+        .describe(&connection.scope())
+        .map_err(ApiError::internal)?;
+    let attention = credentials.iter().find_map(|c| {
+        c.needs_attention
+            .as_ref()
+            .map(|r| format!("credential {}: {r}", c.name))
+    });
+    let (status, reason) = match (&attention, connection.enabled) {
+        (_, false) => ("disabled", None),
+        (Some(reason), true) => ("needs-attention", Some(reason.clone())),
+        (None, true) => ("ok", None),
+    };
+    Ok(ConnectionView {
+        connection,
+        status,
+        reason,
+        credentials,
+    })
+}
+
+async fn list(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(ws): Path<String>,
+) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    let connections = state.tenancy.connections(&ws)?;
+    let views = connections
+        .into_iter()
+        .map(|c| view(&state, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(views))
+}
+
+async fn show(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name)): Path<(String, String)>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let connection = state.tenancy.connection(&ws, &name)?;
+    Ok(Json(view(&state, connection)?))
+}
+
+async fn save(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name)): Path<(String, String)>,
+    Json(request): Json<ConnectionRequest>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let connection = state.tenancy.put_connection(&ws, &name, request).await?;
+    Ok(Json(view(&state, connection)?))
+}
+
+async fn remove(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    state.tenancy.delete_connection(&ws, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeRequest {
+    input: Json_,
+}
+
+#[derive(Debug, Serialize)]
+struct InvokeResponse {
+    output: Json_,
+    invocation_id: String,
+    duration_ms: u64,
+}
+
+async fn invoke(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name, op)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Json(request): Json<InvokeRequest>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let connection = state.tenancy.connection(&ws, &name)?;
+    if !connection.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "disabled",
+            format!("connection {name:?} is disabled"),
+        ));
+    }
+    let plugin = state
+        .catalog
+        .get(&format!("{}@{}", connection.plugin, connection.version))
+        .await
+        .map_err(ApiError::internal)?;
+    let binding = connection
+        .binding(&plugin.manifest)
+        .map_err(ApiError::internal)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let outcome = state
+        .catalog
+        .runtime()
+        .invoke(&plugin, &binding, &op, &request.input, idempotency_key)
+        .await;
+    match outcome.result {
+        Ok(output) => Ok(Json(InvokeResponse {
+            output,
+            invocation_id: outcome.invocation_id,
+            duration_ms: outcome.duration.as_millis() as u64,
+        })),
+        Err(error) => Err(ApiError::from_invoke(error, &outcome.invocation_id)),
+    }
+}

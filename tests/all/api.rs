@@ -1,0 +1,163 @@
+//! The HTTP API over a real loopback socket: workspaces, connections and
+//! invocations, with the error table's codes.
+
+use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, plugins::PROBE};
+use serde_json::{Value, json};
+
+async fn call(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    api_call(method, base, path, Some(OPERATOR_TOKEN), body).await
+}
+
+#[tokio::test]
+async fn a_tenant_flow_from_workspace_to_invocation() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    let api = harness.serve_api().await;
+
+    let (status, body) = call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        call(
+            &api,
+            "POST",
+            "/v1/workspaces",
+            Some(json!({ "id": "acme" }))
+        )
+        .await
+        .0,
+        409
+    );
+    let (status, body) = call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "Not Valid" })),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("invalid-name")));
+
+    let connection = "/v1/workspaces/acme/connections/crm";
+    let (status, body) = call(
+        &api,
+        "PUT",
+        connection,
+        Some(json!({ "plugin": "probe", "config": { "upstream": 7 }, "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid-config")),
+        "{body}"
+    );
+    assert!(
+        body["details"][0]
+            .as_str()
+            .is_some_and(|d| d.contains("/upstream")),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        &api,
+        "PUT",
+        connection,
+        Some(json!({ "plugin": "probe", "config": { "upstream": "http://127.0.0.1:9" }, "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["version"].as_str(), body["status"].as_str()),
+        (Some("1.0.0"), Some("ok"))
+    );
+    assert_eq!(call(&api, "GET", connection, None).await.1["name"], "crm");
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/acme/connections", None)
+            .await
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let (status, body) = call(
+        &api,
+        "POST",
+        &format!("{connection}/operations/echo"),
+        Some(json!({ "input": { "hello": "world" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["output"], json!({ "hello": "world" }));
+    assert_eq!(body["invocation_id"].as_str().map(str::len), Some(32));
+
+    let (status, body) = call(
+        &api,
+        "POST",
+        &format!("{connection}/operations/nope"),
+        Some(json!({ "input": {} })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not-found")),
+        "{body}"
+    );
+    assert!(body["invocation_id"].is_string());
+
+    // Plugin errors go through the one table: the probe's `fail` returns the one it is told.
+    for (kind, status_wanted, code) in [
+        ("not-found", 404, "not-found"),
+        ("rate-limited", 429, "rate-limited"),
+        ("upstream", 502, "upstream"),
+        ("access-denied", 403, "access-denied"),
+    ] {
+        let (status, body) = call(
+            &api,
+            "POST",
+            &format!("{connection}/operations/fail"),
+            Some(json!({ "input": kind })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (status_wanted, Some(code)),
+            "{kind}: {body}"
+        );
+        assert!(body["invocation_id"].is_string(), "{body}");
+    }
+
+    assert_eq!(
+        call(&api, "DELETE", "/v1/workspaces/acme", None).await.0,
+        204
+    );
+    assert_eq!(call(&api, "GET", connection, None).await.0, 404);
+    assert_eq!(
+        call(&api, "DELETE", "/v1/workspaces/acme", None).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn workspace_routes_need_the_operator_token() {
+    let harness = Harness::new();
+    let api = harness.serve_api().await;
+    for (method, path) in [
+        ("GET", "/v1/workspaces"),
+        ("POST", "/v1/workspaces"),
+        ("DELETE", "/v1/workspaces/acme"),
+        ("GET", "/v1/workspaces/acme/connections"),
+        ("PUT", "/v1/workspaces/acme/connections/crm"),
+        (
+            "POST",
+            "/v1/workspaces/acme/connections/crm/operations/echo",
+        ),
+    ] {
+        let (status, body) = api_call(method, &api, path, Some("pbo_wrong"), Some(json!({}))).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+    }
+}
