@@ -161,3 +161,98 @@ async fn workspace_routes_need_the_operator_token() {
         assert_eq!(status, 401, "{method} {path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn credentials_are_write_only_through_the_api() {
+    let harness = Harness::new();
+    harness
+        .install_package(PROBE.package_with(|m| {
+            format!(
+                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
+            )
+        }))
+        .await;
+    let api = harness.serve_api().await;
+    call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    let connection = "/v1/workspaces/acme/connections/crm";
+    let (status, body) = call(
+        &api,
+        "PUT",
+        connection,
+        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let secret = "bt-api-write-only-42";
+    let set = |kind: &str| json!({ "kind": kind, "token": secret });
+    assert_eq!(
+        call(
+            &api,
+            "PUT",
+            &format!("{connection}/credentials/token"),
+            Some(set("bearer"))
+        )
+        .await
+        .0,
+        204
+    );
+    let (status, body) = call(
+        &api,
+        "PUT",
+        &format!("{connection}/credentials/nope"),
+        Some(set("bearer")),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(
+        &api,
+        "PUT",
+        &format!("{connection}/credentials/token"),
+        Some(json!({ "kind": "basic", "username": "u", "password": "password-1" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid-credential")),
+        "{body}"
+    );
+
+    let (status, body) = call(&api, "GET", connection, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["credentials"],
+        json!([{ "name": "token", "kind": "bearer", "set": true, "needs_attention": null }])
+    );
+    assert!(!body.to_string().contains(secret), "{body}");
+    let (_, listed) = call(&api, "GET", "/v1/workspaces/acme/connections", None).await;
+    assert!(!listed.to_string().contains(secret));
+
+    assert_eq!(
+        call(
+            &api,
+            "DELETE",
+            &format!("{connection}/credentials/token"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &api,
+            "DELETE",
+            &format!("{connection}/credentials/token"),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}

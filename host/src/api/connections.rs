@@ -25,6 +25,82 @@ pub(super) fn routes() -> Router<AppState> {
             "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
             post(invoke),
         )
+        .route(
+            "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
+            axum::routing::put(set_credential).delete(remove_credential),
+        )
+}
+
+/// Write-only: the value is sealed and stored, and never shown again.
+async fn set_credential(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name, credential)): Path<(String, String, String)>,
+    Json(secret): Json<crate::credentials::Secret>,
+) -> Result<StatusCode, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let connection = state.tenancy.connection(&ws, &name)?;
+    let plugin = state
+        .catalog
+        .get(&format!("{}@{}", connection.plugin, connection.version))
+        .await
+        .map_err(ApiError::internal)?;
+    let declared = plugin
+        .manifest
+        .capabilities
+        .credentials
+        .iter()
+        .find(|c| c.name == credential)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("the plugin declares no credential {credential:?}"))
+        })?;
+    if declared.kind != secret.kind() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-credential",
+            format!(
+                "credential {credential:?} is a {}, not a {}",
+                declared.kind.as_str(),
+                secret.kind().as_str()
+            ),
+        ));
+    }
+    state
+        .tenancy
+        .credentials
+        .set(&connection.scope(), &credential, secret)
+        .await
+        .map_err(|e| match e {
+            crate::credentials::CredentialError::Invalid(..) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-credential",
+                e.to_string(),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_credential(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((ws, name, credential)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let connection = state.tenancy.connection(&ws, &name)?;
+    let existed = state
+        .tenancy
+        .credentials
+        .remove(&connection.scope(), &credential)
+        .await
+        .map_err(ApiError::internal)?;
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "credential {credential:?} is not set"
+        )))
+    }
 }
 
 /// A connection as the API shows it: never a credential value.
