@@ -256,3 +256,130 @@ async fn credentials_are_write_only_through_the_api() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_workspaces_audit_trail_is_paged_through_the_api() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    let api = harness.serve_api().await;
+    for ws in ["acme", "other"] {
+        call(&api, "POST", "/v1/workspaces", Some(json!({ "id": ws }))).await;
+        let (status, _) = call(
+            &api,
+            "PUT",
+            &format!("/v1/workspaces/{ws}/connections/crm"),
+            Some(json!({ "plugin": "probe", "config": { "upstream": "http://127.0.0.1:9" }, "grants": { "approve_all_requested": true } })),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    // Three refused requests in acme (not declared), one in other.
+    for (ws, times) in [("acme", 3), ("other", 1)] {
+        for _ in 0..times {
+            call(
+                &api,
+                "POST",
+                &format!("/v1/workspaces/{ws}/connections/crm/operations/fetch"),
+                Some(json!({ "input": { "url": "http://127.0.0.1:9/admin" } })),
+            )
+            .await;
+        }
+    }
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/acme", None).await.1["id"],
+        "acme"
+    );
+    let (status, first) = call(&api, "GET", "/v1/workspaces/acme/audit?limit=2", None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["records"].as_array().map(Vec::len), Some(2));
+    let next = first["next"].as_str().expect("a second page");
+    let (_, second) = call(
+        &api,
+        "GET",
+        &format!("/v1/workspaces/acme/audit?limit=2&after={next}"),
+        None,
+    )
+    .await;
+    assert_eq!(second["records"].as_array().map(Vec::len), Some(1));
+    assert!(second["next"].is_null());
+    for record in first["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(second["records"].as_array().into_iter().flatten())
+    {
+        assert_eq!(
+            (record["workspace"].as_str(), record["decision"].as_str()),
+            (Some("acme"), Some("denied"))
+        );
+    }
+    let (_, other) = call(&api, "GET", "/v1/workspaces/other/audit", None).await;
+    assert_eq!(other["records"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/acme/audit?limit=0", None)
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/acme/audit?after=garbage", None)
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/nobody/audit", None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_bodies_are_bounded() {
+    let harness = Harness::new();
+    let api = harness.serve_api().await;
+    let client = patchbay_tests::plain_http_client();
+
+    let ready = client
+        .get(format!("{api}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ready.status(), 200);
+    let id = ready
+        .headers()
+        .get("x-request-id")
+        .expect("an id")
+        .to_str()
+        .expect("text");
+    assert_eq!(id.len(), 36, "a fresh UUID: {id}");
+
+    // The caller's id is kept, on errors too.
+    let refused = client
+        .get(format!("{api}/v1/workspaces"))
+        .header("x-request-id", "call-7f3a")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["x-request-id"], "call-7f3a");
+
+    // Over the body limit: refused before anything is parsed or stored.
+    let huge = "x".repeat(patchbay::api::MAX_BODY_BYTES + 1);
+    let response = client
+        .post(format!("{api}/v1/workspaces"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "application/json")
+        .body(format!("{{\"id\":\"{huge}\"}}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces", None).await.1,
+        json!([]),
+        "nothing was created"
+    );
+}

@@ -1,15 +1,33 @@
 //! Liveness.
 
 use super::AppState;
+use axum::extract::State;
 use axum::{Json, Router, routing::get};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
+/// The process is up.
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// The process can serve: its database answers a read.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = state.tenancy.store.clone();
+    let read = tokio::task::spawn_blocking(move || store.get_workspace("readyz")).await;
+    match read {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable" })),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,12 @@ pub struct AppState {
     pub operator_token: auth::TokenDigest,
 }
 
+/// Largest request body any route accepts (an invocation's input is
+/// further held to the operator's `max_input_bytes`).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 pub fn router(state: AppState) -> Router {
+    let request_id = http::HeaderName::from_static("x-request-id");
     Router::new()
         .merge(health::routes())
         .merge(metrics::routes())
@@ -33,4 +38,14 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::routes())
         .merge(connections::routes())
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost first: every response, errors included, carries the request's id
+        // (the caller's, or a fresh UUID).
+        .layer(tower_http::request_id::PropagateRequestIdLayer::new(
+            request_id.clone(),
+        ))
+        .layer(tower_http::request_id::SetRequestIdLayer::new(
+            request_id,
+            tower_http::request_id::MakeRequestUuid,
+        ))
 }

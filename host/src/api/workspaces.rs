@@ -5,7 +5,7 @@ use super::auth::Operator;
 use super::error::ApiError;
 use crate::tenancy::Workspace;
 use axum::extract::{Path, State};
-use axum::routing::{delete, get};
+use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
@@ -13,7 +13,64 @@ use serde::Deserialize;
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/workspaces", get(list).post(create))
-        .route("/v1/workspaces/{ws}", delete(remove))
+        .route("/v1/workspaces/{ws}", get(show).delete(remove))
+        .route("/v1/workspaces/{ws}/audit", get(audit))
+}
+
+async fn show(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(ws): Path<String>,
+) -> Result<Json<Workspace>, ApiError> {
+    Ok(Json(state.tenancy.workspace(&ws)?))
+}
+
+/// `from` / `to`: milliseconds since the epoch (default: all time); `after`:
+/// the `next` cursor of the previous page; `limit`: 1-1000 (default 100).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The workspace's outbound requests, oldest first, a page at a time.
+async fn audit(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(ws): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<Json<crate::audit::AuditPage>, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let audit = state.tenancy.audit.clone();
+    audit.flushed().await;
+    let page = audit
+        .query(
+            &ws,
+            query.from.unwrap_or(0),
+            query.to.unwrap_or(u64::MAX),
+            query.after.as_deref(),
+            limit,
+        )
+        .map_err(|e| match e {
+            crate::audit::AuditError::Cursor(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-query",
+                e.to_string(),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Json(page))
 }
 
 #[derive(Debug, Deserialize)]
