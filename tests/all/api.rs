@@ -383,3 +383,100 @@ async fn every_response_has_a_request_id_and_bodies_are_bounded() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn bad_bodies_get_a_clear_4xx_and_write_nothing() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    let api = harness.serve_api().await;
+    call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    let client = patchbay_tests::plain_http_client();
+    let send = |path: &'static str, content_type: &'static str, body: &'static str| {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            let response = client
+                .put(format!("{api}{path}"))
+                .bearer_auth(OPERATOR_TOKEN)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let path = "/v1/workspaces/acme/connections/crm";
+    let cases = [
+        (
+            "application/json",
+            "{\"plugin\": ",
+            400,
+            "malformed-json",
+            "EOF",
+        ),
+        (
+            "application/json",
+            "{\"plugin\": 5}",
+            422,
+            "invalid-body",
+            "plugin",
+        ),
+        (
+            "application/json",
+            "{\"plugin\": \"probe\", \"colour\": 1}",
+            422,
+            "invalid-body",
+            "colour",
+        ),
+        (
+            "text/plain",
+            "{\"plugin\": \"probe\"}",
+            415,
+            "unsupported-media-type",
+            "application/json",
+        ),
+    ];
+    for (content_type, body, status, code, needle) in cases {
+        let (got, answer) = send(path, content_type, body).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{body}: {answer}"
+        );
+    }
+    // Path segments that are not names never reach storage. (`..` is resolved
+    // by the URL itself, leaving a path no route has.)
+    for (bad, wanted) in [("..", 404), ("a%2Fb", 422), ("ACME", 422)] {
+        let (status, body) = call(
+            &api,
+            "PUT",
+            &format!("/v1/workspaces/acme/connections/{bad}"),
+            Some(json!({ "plugin": "probe" })),
+        )
+        .await;
+        assert_eq!(status, wanted, "{bad}: {body}");
+    }
+    assert_eq!(
+        call(&api, "GET", "/v1/workspaces/acme/connections", None)
+            .await
+            .1,
+        json!([])
+    );
+}

@@ -4,6 +4,7 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
+use super::json::ApiJson;
 use crate::credentials::CredentialInfo;
 use crate::tenancy::Connection;
 use crate::tenancy::service::ConnectionRequest;
@@ -36,7 +37,7 @@ async fn set_credential(
     _: Operator,
     State(state): State<AppState>,
     Path((ws, name, credential)): Path<(String, String, String)>,
-    Json(secret): Json<crate::credentials::Secret>,
+    ApiJson(secret): ApiJson<crate::credentials::Secret>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
@@ -166,7 +167,7 @@ async fn save(
     _: Operator,
     State(state): State<AppState>,
     Path((ws, name)): Path<(String, String)>,
-    Json(request): Json<ConnectionRequest>,
+    ApiJson(request): ApiJson<ConnectionRequest>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let connection = state.tenancy.put_connection(&ws, &name, request).await?;
     Ok(Json(view(&state, connection)?))
@@ -200,7 +201,7 @@ async fn invoke(
     State(state): State<AppState>,
     Path((ws, name, op)): Path<(String, String, String)>,
     headers: HeaderMap,
-    Json(request): Json<InvokeRequest>,
+    ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
     state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;

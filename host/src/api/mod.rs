@@ -6,6 +6,7 @@ mod connections;
 mod egress;
 pub mod error;
 mod health;
+mod json;
 mod metrics;
 mod workspaces;
 

@@ -3,6 +3,7 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
+use super::json::ApiJson;
 use crate::tenancy::Workspace;
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -82,7 +83,7 @@ struct NewWorkspace {
 async fn create(
     _: Operator,
     State(state): State<AppState>,
-    Json(body): Json<NewWorkspace>,
+    ApiJson(body): ApiJson<NewWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>), ApiError> {
     let workspace = state.tenancy.create_workspace(&body.id)?;
     Ok((StatusCode::CREATED, Json(workspace)))
