@@ -9,7 +9,6 @@
 use crate::audit::AuditLog;
 use crate::credentials::Credentials;
 use crate::egress::Egress;
-use crate::egress::breaker::BreakerState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,17 +103,13 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         .egress
         .breakers()
         .all_tripped(std::time::Instant::now());
+    // `all_tripped` holds only open and half-open breakers.
     for (workspace, origin, state) in tripped {
-        let state = match state {
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half-open",
-            BreakerState::Closed => continue,
-        };
         breakers
             .get_or_create(&BreakerLabels {
                 workspace,
                 origin,
-                state,
+                state: state.as_str(),
             })
             .set(1);
     }

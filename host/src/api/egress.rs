@@ -4,7 +4,6 @@
 
 use super::AppState;
 use super::auth::Operator;
-use crate::egress::breaker::BreakerState;
 use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
 
@@ -33,11 +32,7 @@ async fn breakers(_: Operator, State(state): State<AppState>) -> Json<Vec<Trippe
             .map(|(workspace, origin, state)| TrippedBreaker {
                 workspace,
                 origin,
-                state: match state {
-                    BreakerState::Open => "open",
-                    BreakerState::HalfOpen => "half-open",
-                    BreakerState::Closed => "closed",
-                },
+                state: state.as_str(),
             })
             .collect(),
     )

@@ -158,14 +158,11 @@ impl TokenHttp {
         let url = reqwest::Url::parse(&parts.uri.to_string())
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
         if let Some(host) = url.host_str() {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-                self.addresses.allows(ip).map_err(|class| {
-                    TokenHttpError::Refused(format!(
-                        "address {ip} is {class} and operator policy does not allow it"
-                    ))
-                })?;
-            }
+            self.addresses.allows_literal(host).map_err(|(ip, class)| {
+                TokenHttpError::Refused(format!(
+                    "address {ip} is {class} and operator policy does not allow it"
+                ))
+            })?;
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let response = self

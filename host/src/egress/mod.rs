@@ -38,14 +38,7 @@ pub struct EgressLimits {
 
 impl Default for EgressLimits {
     fn default() -> Self {
-        let operator = crate::policy::limits::OperatorLimits::default();
-        Self {
-            max_request_bytes: operator.max_request_body_bytes,
-            max_response_bytes: operator.max_response_body_bytes,
-            breaker: operator.circuit_breaker,
-            max_concurrent_per_connection: operator.max_concurrent_requests_per_connection,
-            connect_timeout: Duration::from_millis(u64::from(operator.connect_timeout_ms)),
-        }
+        Self::from_operator(&crate::policy::limits::OperatorLimits::default())
     }
 }
 
@@ -213,11 +206,7 @@ impl Egress {
 
     /// Check a literal IP host before anything is sent (the resolver never sees literals).
     pub fn check_literal(&self, host: &str) -> Result<(), (IpAddr, AddressClass)> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => self.addresses.allows(ip).map_err(|class| (ip, class)),
-            Err(_) => Ok(()),
-        }
+        self.addresses.allows_literal(host)
     }
 
     /// Send `request`, bounded by `deadline` and the plugin's own timeouts,

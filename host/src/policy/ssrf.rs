@@ -148,6 +148,16 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
+    /// Check a URL host that is an IP literal (bracketed or not) before
+    /// anything is sent; names pass here and are checked as they resolve.
+    pub fn allows_literal(&self, host: &str) -> Result<(), (IpAddr, AddressClass)> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self.allows(ip).map_err(|class| (ip, class)),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Allow connecting to `ip`? `Err` carries the class that refused it.
     pub fn allows(&self, ip: IpAddr) -> Result<(), AddressClass> {
         if self.allowed_cidrs.iter().any(|net| net.contains(&ip)) {

@@ -5,6 +5,7 @@
 //! time-ordered range and no query can reach another workspace's.
 
 use super::StorageError;
+pub(crate) use super::workspace_prefix;
 use std::sync::Arc;
 
 /// Where a page of records starts: the position just after the last one read.
@@ -59,13 +60,6 @@ pub trait AuditStore: Send + Sync + 'static {
 }
 
 pub type SharedAudit = Arc<dyn AuditStore>;
-
-pub(crate) fn workspace_prefix(workspace: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + workspace.len());
-    out.extend_from_slice(&(workspace.len() as u32).to_be_bytes());
-    out.extend_from_slice(workspace.as_bytes());
-    out
-}
 
 pub(crate) fn record_key(workspace: &str, cursor: AuditCursor) -> Vec<u8> {
     let mut out = workspace_prefix(workspace);

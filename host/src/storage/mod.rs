@@ -27,6 +27,15 @@ pub enum StorageError {
     NotFound(String),
 }
 
+/// The start of every key a workspace owns, in any kind of state: its id,
+/// length-prefixed, so no workspace's keys begin with another's.
+pub(crate) fn workspace_prefix(workspace: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + workspace.len());
+    out.extend_from_slice(&(workspace.len() as u32).to_be_bytes());
+    out.extend_from_slice(workspace.as_bytes());
+    out
+}
+
 /// The owner of a set of KV keys: one connection in one workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope {
@@ -38,11 +47,9 @@ impl Scope {
     /// Length-prefixed so that no (workspace, connection) pair can produce the
     /// prefix of another's keys, whatever bytes the names contain.
     pub fn prefix(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.workspace.len() + self.connection.len());
-        for part in [&self.workspace, &self.connection] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part.as_bytes());
-        }
+        let mut out = workspace_prefix(&self.workspace);
+        out.extend_from_slice(&(self.connection.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.connection.as_bytes());
         out
     }
 

@@ -1,13 +1,11 @@
 //! The sled-backed stores (embedded, on disk under the data directory).
 
-use super::audit::{
-    AuditCursor, AuditStore, StoredRecord, cursor_of, record_key, workspace_prefix,
-};
+use super::audit::{AuditCursor, AuditStore, StoredRecord, cursor_of, record_key};
 use super::secrets::SecretStore;
 use super::tenancy::{TenancyStore, connection_key, from_json, to_json};
 use super::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
-    encode_value,
+    encode_value, workspace_prefix,
 };
 use crate::tenancy::{Connection, Workspace};
 use std::path::Path;
@@ -428,7 +426,7 @@ impl SledTenancy {
 
     fn connections_of(&self, workspace: &str) -> Result<Vec<Connection>, StorageError> {
         self.connections
-            .scan_prefix(super::audit::workspace_prefix(workspace))
+            .scan_prefix(super::workspace_prefix(workspace))
             .values()
             .map(|v| from_json(&v.map_err(backend)?))
             .collect()

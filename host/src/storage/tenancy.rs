@@ -32,7 +32,7 @@ pub trait TenancyStore: Send + Sync + 'static {
 pub type SharedTenancy = Arc<dyn TenancyStore>;
 
 pub(crate) fn connection_key(workspace: &str, name: &str) -> Vec<u8> {
-    let mut out = super::audit::workspace_prefix(workspace);
+    let mut out = super::workspace_prefix(workspace);
     out.extend_from_slice(name.as_bytes());
     out
 }
