@@ -136,6 +136,33 @@ impl Harness {
         }
     }
 
+    /// Every file of the data directory with its bytes.
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut stack = vec![self.dir.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).expect("read");
+                    files.push((path, bytes));
+                }
+            }
+        }
+        files
+    }
+
+    /// The data directory's files that hold `needle` anywhere.
+    pub fn data_files_containing(&self, needle: &[u8]) -> Vec<PathBuf> {
+        self.data_files()
+            .into_iter()
+            .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+            .map(|(path, _)| path)
+            .collect()
+    }
+
     /// Move the host's wall clock forward (expiry of KV keys and tokens).
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset_ms

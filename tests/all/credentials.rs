@@ -363,17 +363,8 @@ async fn credentials_are_sealed_on_disk_and_survive_a_restart() {
     drop(plugin);
     let harness = harness.reopen();
     // Every file of the data directory, secrets nowhere in the clear.
-    let mut stack = vec![harness.dir.path().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read");
-                assert_no_secret(&String::from_utf8_lossy(&bytes));
-            }
-        }
+    for (_, bytes) in harness.data_files() {
+        assert_no_secret(&String::from_utf8_lossy(&bytes));
     }
     let names: Vec<String> = harness
         .services

@@ -13,6 +13,7 @@ mod grow_memory;
 mod hubspot;
 mod install;
 mod invalid_json;
+mod isolation;
 mod kv;
 mod loop_forever;
 mod oauth2;

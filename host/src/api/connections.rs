@@ -1,8 +1,8 @@
 //! Connections of a workspace, and invoking their operations.
-//! (Operator token for now; workspace tokens come with their routes.)
+//! Workspace routes: the operator token or that workspace's token.
 
 use super::AppState;
-use super::auth::Operator;
+use super::auth::WorkspaceAccess;
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::credentials::CredentialInfo;
@@ -34,7 +34,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// Write-only: the value is sealed and stored, and never shown again.
 async fn set_credential(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name, credential)): Path<(String, String, String)>,
     ApiJson(secret): ApiJson<crate::credentials::Secret>,
@@ -83,7 +83,7 @@ async fn set_credential(
 }
 
 async fn remove_credential(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name, credential)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -141,7 +141,7 @@ fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiE
 }
 
 async fn list(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path(ws): Path<String>,
 ) -> Result<Json<Vec<ConnectionView>>, ApiError> {
@@ -154,7 +154,7 @@ async fn list(
 }
 
 async fn show(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name)): Path<(String, String)>,
 ) -> Result<Json<ConnectionView>, ApiError> {
@@ -164,7 +164,7 @@ async fn show(
 }
 
 async fn save(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name)): Path<(String, String)>,
     ApiJson(request): ApiJson<ConnectionRequest>,
@@ -174,7 +174,7 @@ async fn save(
 }
 
 async fn remove(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -197,7 +197,7 @@ struct InvokeResponse {
 }
 
 async fn invoke(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path((ws, name, op)): Path<(String, String, String)>,
     headers: HeaderMap,

@@ -146,7 +146,8 @@ impl From<TenancyError> for ApiError {
         match error {
             T::Name(e) => unprocessable("invalid-name", e.to_string()),
             T::WorkspaceExists(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-            T::WorkspaceNotFound(_) | T::ConnectionNotFound(_) => {
+            T::Label(_) => unprocessable("invalid-label", error.to_string()),
+            T::WorkspaceNotFound(_) | T::ConnectionNotFound(_) | T::TokenNotFound(_) => {
                 Self::not_found(error.to_string())
             }
             T::UnknownPlugin(_) => unprocessable("unknown-plugin", error.to_string()),

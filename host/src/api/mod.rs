@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod json;
 mod metrics;
+mod tokens;
 mod workspaces;
 
 use crate::metrics::MetricsSources;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(egress::routes())
         .merge(workspaces::routes())
+        .merge(tokens::routes())
         .merge(connections::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

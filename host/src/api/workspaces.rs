@@ -1,7 +1,8 @@
-//! Workspaces: operator routes.
+//! Workspaces: created, listed and deleted by the operator; a workspace's
+//! token may read it and its audit trail.
 
 use super::AppState;
-use super::auth::Operator;
+use super::auth::{Operator, WorkspaceAccess};
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::tenancy::Workspace;
@@ -19,7 +20,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn show(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path(ws): Path<String>,
 ) -> Result<Json<Workspace>, ApiError> {
@@ -39,7 +40,7 @@ struct AuditQuery {
 
 /// The workspace's outbound requests, oldest first, a page at a time.
 async fn audit(
-    _: Operator,
+    _: WorkspaceAccess,
     State(state): State<AppState>,
     Path(ws): Path<String>,
     axum::extract::Query(query): axum::extract::Query<AuditQuery>,

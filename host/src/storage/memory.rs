@@ -4,6 +4,7 @@ use super::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
     encode_value,
 };
+use crate::tenancy::tokens::{TokenDigest, WorkspaceToken};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -225,10 +226,12 @@ pub struct MemoryTenancy {
     state: Mutex<TenancyMaps>,
 }
 
-/// Workspaces by id, and connections by (workspace, name).
+/// Workspaces by id, connections by (workspace, name), tokens by
+/// (workspace, id) with their digests.
 type TenancyMaps = (
     BTreeMap<String, crate::tenancy::Workspace>,
     BTreeMap<(String, String), crate::tenancy::Connection>,
+    BTreeMap<(String, String), (WorkspaceToken, TokenDigest)>,
 );
 
 impl super::tenancy::TenancyStore for MemoryTenancy {
@@ -273,6 +276,7 @@ impl super::tenancy::TenancyStore for MemoryTenancy {
         if state.0.remove(id).is_none() {
             return Ok(None);
         }
+        state.2.retain(|(ws, _), _| ws != id);
         let names: Vec<(String, String)> =
             state.1.keys().filter(|(ws, _)| ws == id).cloned().collect();
         Ok(Some(
@@ -326,6 +330,51 @@ impl super::tenancy::TenancyStore for MemoryTenancy {
             .1
             .remove(&(workspace.to_owned(), name.to_owned()))
             .is_some())
+    }
+
+    fn put_token(&self, token: &WorkspaceToken, digest: &TokenDigest) -> Result<(), StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.0.contains_key(&token.workspace) {
+            return Err(StorageError::NotFound(format!(
+                "workspace {:?}",
+                token.workspace
+            )));
+        }
+        state.2.insert(
+            (token.workspace.clone(), token.id.clone()),
+            (token.clone(), *digest),
+        );
+        Ok(())
+    }
+
+    fn list_tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .2
+            .iter()
+            .filter(|((ws, _), _)| ws == workspace)
+            .map(|(_, (t, _))| t.clone())
+            .collect())
+    }
+
+    fn delete_token(&self, workspace: &str, id: &str) -> Result<bool, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .2
+            .remove(&(workspace.to_owned(), id.to_owned()))
+            .is_some())
+    }
+
+    fn token_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<WorkspaceToken>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .2
+            .values()
+            .find(|(_, d)| d == digest)
+            .map(|(t, _)| t.clone()))
     }
 }
 

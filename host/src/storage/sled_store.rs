@@ -2,16 +2,25 @@
 
 use super::audit::{AuditCursor, AuditStore, StoredRecord, cursor_of, record_key};
 use super::secrets::SecretStore;
-use super::tenancy::{TenancyStore, connection_key, from_json, to_json};
+use super::tenancy::{StoredToken, TenancyStore, connection_key, from_json, to_json};
 use super::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
     encode_value, workspace_prefix,
 };
+use crate::tenancy::tokens::{TokenDigest, WorkspaceToken};
 use crate::tenancy::{Connection, Workspace};
 use std::path::Path;
 
 fn backend(e: sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
+}
+
+/// A failed transaction's error: our own refusal, or sled's.
+fn transaction_error(e: sled::transaction::TransactionError<StorageError>) -> StorageError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => backend(e),
+    }
 }
 
 /// Remove every key under `prefix` in one batch; how many.
@@ -48,6 +57,8 @@ impl SledDb {
         Ok(SledTenancy {
             workspaces: self.db.open_tree("workspaces").map_err(backend)?,
             connections: self.db.open_tree("connections").map_err(backend)?,
+            tokens: self.db.open_tree("tokens").map_err(backend)?,
+            token_digests: self.db.open_tree("token-digests").map_err(backend)?,
         })
     }
 
@@ -84,7 +95,7 @@ impl SledKv {
         next: impl Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, T), StorageError>,
     ) -> Result<T, StorageError> {
         use sled::Transactional as _;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::transaction::ConflictableTransactionError;
         let k = scope.key(key);
         let prefix = scope.prefix();
         let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
@@ -101,10 +112,7 @@ impl SledKv {
             usage.insert(prefix.as_slice(), &after.encode()[..])?;
             Ok(extra)
         });
-        result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => backend(e),
-        })
+        result.map_err(transaction_error)
     }
 }
 
@@ -417,11 +425,31 @@ impl AuditStore for SledAudit {
 pub struct SledTenancy {
     workspaces: sled::Tree,
     connections: sled::Tree,
+    /// Token records under their workspace, and digest -> record key.
+    tokens: sled::Tree,
+    token_digests: sled::Tree,
 }
 
 impl SledTenancy {
     fn flush(&self) -> Result<(), StorageError> {
         self.connections.flush().map(|_| ()).map_err(backend)
+    }
+
+    /// Remove the workspace's tokens and their digests, as one batch per tree.
+    fn remove_tokens_of(&self, workspace: &str) -> Result<(), StorageError> {
+        let mut records = sled::Batch::default();
+        let mut digests = sled::Batch::default();
+        for item in self.tokens.scan_prefix(super::workspace_prefix(workspace)) {
+            let (key, value) = item.map_err(backend)?;
+            let stored: StoredToken = from_json(&value)?;
+            if let Ok(digest) = hex::decode(&stored.digest) {
+                digests.remove(digest);
+            }
+            records.remove(key);
+        }
+        // Digests first: a crash in between leaves records no digest reaches.
+        self.token_digests.apply_batch(digests).map_err(backend)?;
+        self.tokens.apply_batch(records).map_err(backend)
     }
 
     fn connections_of(&self, workspace: &str) -> Result<Vec<Connection>, StorageError> {
@@ -435,6 +463,17 @@ impl SledTenancy {
 
 impl TenancyStore for SledTenancy {
     fn create_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError> {
+        if self
+            .workspaces
+            .contains_key(workspace.id.as_bytes())
+            .map_err(backend)?
+        {
+            return Ok(false);
+        }
+        // A crash part-way through deleting a workspace of this id may have
+        // left some of its records: a new workspace never inherits them.
+        remove_prefix(&self.connections, &super::workspace_prefix(&workspace.id))?;
+        self.remove_tokens_of(&workspace.id)?;
         let created = self
             .workspaces
             .compare_and_swap(
@@ -480,13 +519,14 @@ impl TenancyStore for SledTenancy {
             batch.remove(connection_key(id, &connection.name));
         }
         self.connections.apply_batch(batch).map_err(backend)?;
+        self.remove_tokens_of(id)?;
         self.flush()?;
         Ok(Some(removed))
     }
 
     fn put_connection(&self, connection: &Connection) -> Result<(), StorageError> {
         use sled::Transactional as _;
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::transaction::ConflictableTransactionError;
         let key = connection_key(&connection.workspace, &connection.name);
         let value = to_json(connection)?;
         let result =
@@ -499,10 +539,7 @@ impl TenancyStore for SledTenancy {
                 connections.insert(key.as_slice(), value.as_slice())?;
                 Ok(())
             });
-        result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => backend(e),
-        })?;
+        result.map_err(transaction_error)?;
         self.flush()
     }
 
@@ -533,6 +570,68 @@ impl TenancyStore for SledTenancy {
             .is_some();
         self.flush()?;
         Ok(existed)
+    }
+
+    fn put_token(&self, token: &WorkspaceToken, digest: &TokenDigest) -> Result<(), StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let key = connection_key(&token.workspace, &token.id);
+        let value = to_json(&StoredToken {
+            token: token.clone(),
+            digest: hex::encode(digest),
+        })?;
+        let result = (&self.workspaces, &self.tokens, &self.token_digests).transaction(
+            |(workspaces, tokens, digests)| {
+                if workspaces.get(token.workspace.as_bytes())?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(StorageError::NotFound(
+                        format!("workspace {:?}", token.workspace),
+                    )));
+                }
+                tokens.insert(key.as_slice(), value.as_slice())?;
+                digests.insert(&digest[..], key.as_slice())?;
+                Ok(())
+            },
+        );
+        result.map_err(transaction_error)?;
+        self.flush()
+    }
+
+    fn list_tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, StorageError> {
+        self.tokens
+            .scan_prefix(super::workspace_prefix(workspace))
+            .values()
+            .map(|v| from_json::<StoredToken>(&v.map_err(backend)?).map(|s| s.token))
+            .collect()
+    }
+
+    fn delete_token(&self, workspace: &str, id: &str) -> Result<bool, StorageError> {
+        let key = connection_key(workspace, id);
+        let Some(value) = self.tokens.get(&key).map_err(backend)? else {
+            return Ok(false);
+        };
+        let stored: StoredToken = from_json(&value)?;
+        if let Ok(digest) = hex::decode(&stored.digest) {
+            self.token_digests.remove(digest).map_err(backend)?;
+        }
+        self.tokens.remove(&key).map_err(backend)?;
+        self.flush()?;
+        Ok(true)
+    }
+
+    fn token_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<WorkspaceToken>, StorageError> {
+        let Some(key) = self.token_digests.get(&digest[..]).map_err(backend)? else {
+            return Ok(None);
+        };
+        // The record must still exist and name the same digest: a leftover
+        // index entry opens nothing.
+        let Some(value) = self.tokens.get(&key).map_err(backend)? else {
+            return Ok(None);
+        };
+        let stored: StoredToken = from_json(&value)?;
+        Ok((stored.digest == hex::encode(digest)).then_some(stored.token))
     }
 }
 

@@ -1,8 +1,10 @@
 //! Workspaces and their connections. Connection keys are the workspace
 //! (length-prefixed) followed by the connection name, so one workspace's
-//! connections are one range and no name can reach into another's.
+//! connections are one range and no name can reach into another's. Tokens
+//! are kept the same way, with an index from digest to token.
 
 use super::StorageError;
+use crate::tenancy::tokens::{TokenDigest, WorkspaceToken};
 use crate::tenancy::{Connection, Workspace};
 use std::sync::Arc;
 
@@ -27,6 +29,16 @@ pub trait TenancyStore: Send + Sync + 'static {
     fn list_connections(&self, workspace: &str) -> Result<Vec<Connection>, StorageError>;
     /// Remove one connection (durable when it returns); whether it existed.
     fn delete_connection(&self, workspace: &str, name: &str) -> Result<bool, StorageError>;
+    /// Store a workspace token by its digest; refused with `NotFound` when
+    /// its workspace does not exist. Durable when it returns.
+    fn put_token(&self, token: &WorkspaceToken, digest: &TokenDigest) -> Result<(), StorageError>;
+    /// The workspace's tokens, by id.
+    fn list_tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, StorageError>;
+    /// Revoke one token (durable when it returns); whether it existed.
+    fn delete_token(&self, workspace: &str, id: &str) -> Result<bool, StorageError>;
+    /// The token with this digest, if one is live.
+    fn token_by_digest(&self, digest: &TokenDigest)
+    -> Result<Option<WorkspaceToken>, StorageError>;
 }
 
 pub type SharedTenancy = Arc<dyn TenancyStore>;
@@ -35,6 +47,13 @@ pub(crate) fn connection_key(workspace: &str, name: &str) -> Vec<u8> {
     let mut out = super::workspace_prefix(workspace);
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+/// A token record: the listed form and the digest it is found by.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredToken {
+    pub token: WorkspaceToken,
+    pub digest: String,
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
@@ -131,6 +150,51 @@ pub(crate) mod contract_tests {
             None
         );
 
+        let token = |ws: &str, id: &str| WorkspaceToken {
+            id: id.into(),
+            workspace: ws.into(),
+            label: None,
+            created_at_ms: 1,
+        };
+        assert!(matches!(
+            store.put_token(&token("nobody", "t1"), &[1; 32]),
+            Err(StorageError::NotFound(_))
+        ));
+        store
+            .put_token(&token("acme", "t1"), &[1; 32])
+            .expect("put");
+        store
+            .put_token(&token("acme", "t2"), &[2; 32])
+            .expect("put");
+        store
+            .put_token(&token("acme-eu", "t1"), &[3; 32])
+            .expect("put");
+        assert_eq!(
+            store.token_by_digest(&[1; 32]).expect("find"),
+            Some(token("acme", "t1"))
+        );
+        assert_eq!(
+            store.token_by_digest(&[3; 32]).expect("find"),
+            Some(token("acme-eu", "t1")),
+            "the same id in two workspaces names two tokens"
+        );
+        assert_eq!(store.token_by_digest(&[9; 32]).expect("find"), None);
+        assert_eq!(
+            store.list_tokens("acme").expect("list"),
+            [token("acme", "t1"), token("acme", "t2")]
+        );
+        assert!(store.delete_token("acme", "t2").expect("revoke"));
+        assert!(!store.delete_token("acme", "t2").expect("again"));
+        assert!(
+            !store.delete_token("acme", "t9").expect("unknown"),
+            "an unknown id is not an error"
+        );
+        assert_eq!(
+            store.token_by_digest(&[2; 32]).expect("find"),
+            None,
+            "a revoked token opens nothing"
+        );
+
         assert!(store.delete_connection("acme", "eu-crm").expect("delete"));
         assert!(!store.delete_connection("acme", "eu-crm").expect("again"));
 
@@ -147,5 +211,19 @@ pub(crate) mod contract_tests {
             "the other workspace is untouched"
         );
         assert_eq!(store.delete_workspace("acme").expect("delete"), None);
+        assert_eq!(
+            store.token_by_digest(&[1; 32]).expect("find"),
+            None,
+            "deleting a workspace revokes its tokens"
+        );
+        assert!(store.list_tokens("acme").expect("list").is_empty());
+        assert_eq!(
+            store.list_tokens("acme-eu").expect("list"),
+            [token("acme-eu", "t1")]
+        );
+        // A workspace created again under a deleted one's id starts empty.
+        assert!(store.create_workspace(&workspace("acme")).expect("create"));
+        assert!(names("acme").is_empty());
+        assert!(store.list_tokens("acme").expect("list").is_empty());
     }
 }

@@ -7,6 +7,7 @@
 //! a workspace can remove everything it owns.
 
 pub mod service;
+pub mod tokens;
 
 use crate::package::manifest::{Manifest, is_slug};
 use crate::policy::grants::Grants;

@@ -1,6 +1,7 @@
 //! Workspaces and connections as the API and CLI use them: validated, and
 //! deleting removes everything the workspace or connection owns.
 
+use super::tokens::{self, WorkspaceToken};
 use super::{Connection, NameError, Workspace, check_name, validate_config};
 use crate::audit::AuditLog;
 use crate::clock::Clock;
@@ -9,6 +10,7 @@ use crate::package::catalog::Catalog;
 use crate::policy::grants::Grants;
 use crate::storage::tenancy::SharedTenancy;
 use crate::storage::{SharedKv, StorageError};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -55,6 +57,10 @@ pub enum TenancyError {
     Grants(Vec<String>),
     #[error("the connection cannot be bound: {0}")]
     Binding(String),
+    #[error("token {0:?} not found")]
+    TokenNotFound(String),
+    #[error("invalid token label: {0}")]
+    Label(String),
     #[error("storage failed: {0}")]
     Storage(String),
 }
@@ -171,6 +177,57 @@ impl Tenancy {
     pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
         self.workspace(workspace)?;
         Ok(self.store.list_connections(workspace)?)
+    }
+
+    /// Issue a token for `workspace`: the record, and the token itself,
+    /// which is never available again.
+    pub fn issue_token(
+        &self,
+        workspace: &str,
+        label: Option<String>,
+    ) -> Result<(WorkspaceToken, SecretString), TenancyError> {
+        if let Some(label) = &label {
+            tokens::check_label(label).map_err(TenancyError::Label)?;
+        }
+        self.workspace(workspace)?;
+        let (id, secret) =
+            tokens::generate().map_err(|e| TenancyError::Storage(format!("no randomness: {e}")))?;
+        let token = WorkspaceToken {
+            id,
+            workspace: workspace.to_owned(),
+            label,
+            created_at_ms: (self.clock)(),
+        };
+        self.store
+            .put_token(&token, &tokens::digest(secret.expose_secret()))
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
+                other => other.into(),
+            })?;
+        Ok((token, secret))
+    }
+
+    pub fn tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, TenancyError> {
+        self.workspace(workspace)?;
+        Ok(self.store.list_tokens(workspace)?)
+    }
+
+    /// Revoke a token: from now on it opens nothing.
+    pub fn revoke_token(&self, workspace: &str, id: &str) -> Result<(), TenancyError> {
+        self.workspace(workspace)?;
+        if self.store.delete_token(workspace, id)? {
+            Ok(())
+        } else {
+            Err(TenancyError::TokenNotFound(id.to_owned()))
+        }
+    }
+
+    /// The live workspace token `presented` is, if it is one.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<WorkspaceToken>, TenancyError> {
+        if !presented.starts_with(tokens::TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        Ok(self.store.token_by_digest(&tokens::digest(presented))?)
     }
 
     /// Delete a connection with its credentials and KV data.
