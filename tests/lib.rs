@@ -395,6 +395,16 @@ pub async fn api_get(base: &str, path: &str, token: Option<&str>) -> (u16, Value
     api_call("GET", base, path, token, None).await
 }
 
+/// `method base+path` as the operator, with a JSON `body` (if any).
+pub async fn operator_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    api_call(method, base, path, Some(OPERATOR_TOKEN), body).await
+}
+
 /// `method base+path` with `token` as bearer (if any) and a JSON `body` (if
 /// any): status and JSON body (`null` when there is none).
 pub async fn api_call(

@@ -295,7 +295,9 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Remove { plugin, data } => {
             let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
-            let (id, version) = services.catalog.remove(&plugin)?;
+            let manifest = services.catalog.inspect(&plugin)?;
+            let (id, version) = (manifest.id.as_str(), manifest.version.to_string());
+            services.tenancy().remove_plugin(id, &version)?;
             println!("removed {id}@{version}");
         }
     }

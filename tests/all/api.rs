@@ -1,12 +1,8 @@
 //! The HTTP API over a real loopback socket: workspaces, connections and
 //! invocations, with the error table's codes.
 
-use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, plugins::PROBE};
+use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, operator_call as call, plugins::PROBE};
 use serde_json::{Value, json};
-
-async fn call(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    api_call(method, base, path, Some(OPERATOR_TOKEN), body).await
-}
 
 #[tokio::test]
 async fn a_tenant_flow_from_workspace_to_invocation() {

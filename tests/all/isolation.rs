@@ -2,14 +2,10 @@
 //! every route of workspace B, and a plugin in A against B's KV, config,
 //! credentials and audit trail.
 
-use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, plugins::PROBE};
+use patchbay_tests::{Harness, api_call, operator_call as operator, plugins::PROBE};
 use serde_json::{Value, json};
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-async fn operator(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    api_call(method, base, path, Some(OPERATOR_TOKEN), body).await
-}
 
 /// A probe that also declares a bearer credential for its upstream.
 async fn harness_with_probe() -> Harness {
@@ -170,6 +166,10 @@ async fn operator_routes_refuse_workspace_tokens() {
         ("GET", "/v1/workspaces/acme/tokens", None),
         ("POST", "/v1/workspaces/acme/tokens", Some(json!({}))),
         ("GET", "/metrics", None),
+        ("GET", "/v1/plugins", None),
+        ("POST", "/v1/plugins", Some(json!({}))),
+        ("GET", "/v1/plugins/probe", None),
+        ("DELETE", "/v1/plugins/probe/1.0.0", None),
         ("GET", "/v1/egress/breakers", None),
         ("GET", "/v1/egress/needs-attention", None),
     ] {

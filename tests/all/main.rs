@@ -19,6 +19,7 @@ mod loop_forever;
 mod oauth2;
 mod oversized_output;
 mod panic;
+mod plugin_routes;
 mod probe;
 mod rate_limits;
 mod retries;

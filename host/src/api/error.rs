@@ -147,9 +147,14 @@ impl From<TenancyError> for ApiError {
             T::Name(e) => unprocessable("invalid-name", e.to_string()),
             T::WorkspaceExists(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
             T::Label(_) => unprocessable("invalid-label", error.to_string()),
-            T::WorkspaceNotFound(_) | T::ConnectionNotFound(_) | T::TokenNotFound(_) => {
-                Self::not_found(error.to_string())
-            }
+            T::PluginInUse {
+                ref connections, ..
+            } => Self::new(StatusCode::CONFLICT, "plugin-in-use", error.to_string())
+                .with_details(connections.clone()),
+            T::WorkspaceNotFound(_)
+            | T::ConnectionNotFound(_)
+            | T::TokenNotFound(_)
+            | T::PluginNotFound(_) => Self::not_found(error.to_string()),
             T::UnknownPlugin(_) => unprocessable("unknown-plugin", error.to_string()),
             T::Config(problems) => unprocessable(
                 "invalid-config",

@@ -36,8 +36,9 @@ where
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body-too-large",
                     format!(
-                        "request bodies are limited to {} bytes",
-                        super::MAX_BODY_BYTES
+                        "the body is over this route's limit ({} bytes; {} for a plugin install)",
+                        super::MAX_BODY_BYTES,
+                        super::plugins::MAX_INSTALL_BODY_BYTES
                     ),
                 ),
                 other => ApiError::new(other.status(), "bad-request", other.body_text()),

@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod json;
 mod metrics;
+mod plugins;
 mod tokens;
 mod workspaces;
 
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(egress::routes())
         .merge(workspaces::routes())
         .merge(tokens::routes())
+        .merge(plugins::routes())
         .merge(connections::routes())
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -92,7 +92,13 @@ impl PluginStore {
     }
 
     /// Resolve `id` or `id@version` (no version: the newest installed).
+    /// Anything but a slug id and a semver version is not installed, so no
+    /// reference (`..`, `a/b`) ever reaches a path.
     pub fn resolve(&self, reference: &str) -> Result<(String, String), PackageError> {
+        let (id, version) = reference.split_once('@').unwrap_or((reference, "0.0.0"));
+        if !super::manifest::is_slug(id) || semver::Version::parse(version).is_err() {
+            return Err(PackageError::NotInstalled(reference.to_owned()));
+        }
         match reference.split_once('@') {
             Some((id, version)) => {
                 if self.contains(id, version) {
@@ -127,6 +133,7 @@ impl PluginStore {
 
     /// Remove one version.
     pub fn remove(&self, id: &str, version: &str) -> Result<(), PackageError> {
+        self.resolve(&format!("{id}@{version}"))?;
         if !self.contains(id, version) {
             return Err(PackageError::NotInstalled(format!("{id}@{version}")));
         }

@@ -57,6 +57,13 @@ pub enum TenancyError {
     Grants(Vec<String>),
     #[error("the connection cannot be bound: {0}")]
     Binding(String),
+    #[error("plugin {0} is not installed")]
+    PluginNotFound(String),
+    #[error("plugin {plugin} is pinned by connections: {}", .connections.join(", "))]
+    PluginInUse {
+        plugin: String,
+        connections: Vec<String>,
+    },
     #[error("token {0:?} not found")]
     TokenNotFound(String),
     #[error("invalid token label: {0}")]
@@ -177,6 +184,34 @@ impl Tenancy {
     pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
         self.workspace(workspace)?;
         Ok(self.store.list_connections(workspace)?)
+    }
+
+    /// Remove an installed plugin version (`id@version`), refused while any
+    /// connection pins it.
+    pub fn remove_plugin(&self, id: &str, version: &str) -> Result<(), TenancyError> {
+        let version_ = semver::Version::parse(version)
+            .map_err(|_| TenancyError::PluginNotFound(format!("{id}@{version}")))?;
+        let mut pinned = Vec::new();
+        for workspace in self.store.list_workspaces()? {
+            for connection in self.store.list_connections(&workspace.id)? {
+                if connection.plugin == id && connection.version == version_ {
+                    pinned.push(format!("{}/{}", connection.workspace, connection.name));
+                }
+            }
+        }
+        if !pinned.is_empty() {
+            return Err(TenancyError::PluginInUse {
+                plugin: format!("{id}@{version}"),
+                connections: pinned,
+            });
+        }
+        self.catalog
+            .remove(&format!("{id}@{version}"))
+            .map_err(|e| match e {
+                crate::package::PackageError::NotInstalled(p) => TenancyError::PluginNotFound(p),
+                other => TenancyError::Storage(other.to_string()),
+            })?;
+        Ok(())
     }
 
     /// Issue a token for `workspace`: the record, and the token itself,

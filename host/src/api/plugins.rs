@@ -1,0 +1,140 @@
+//! Installed plugins: operator routes. A package is sent as JSON, the
+//! manifest's TOML text beside the component in base64, and is validated as
+//! `patchbay plugin install` validates a directory.
+
+use super::AppState;
+use super::auth::Operator;
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::package::manifest::Manifest;
+use crate::package::store::InstalledPlugin;
+use crate::package::{Package, PackageError};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// Largest install request: a component of up to 64 MiB in base64, plus its manifest.
+pub(super) const MAX_INSTALL_BODY_BYTES: usize = 90 * 1024 * 1024;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/plugins",
+            get(list)
+                .post(install)
+                .layer(DefaultBodyLimit::max(MAX_INSTALL_BODY_BYTES)),
+        )
+        .route("/v1/plugins/{id}", get(show))
+        .route("/v1/plugins/{id}/{version}", get(manifest).delete(remove))
+}
+
+async fn list(
+    _: Operator,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<InstalledPlugin>>, ApiError> {
+    Ok(Json(state.catalog.list().map_err(ApiError::internal)?))
+}
+
+#[derive(Serialize)]
+struct PluginVersions {
+    id: String,
+    /// Newest first.
+    versions: Vec<InstalledPlugin>,
+}
+
+async fn show(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PluginVersions>, ApiError> {
+    let versions: Vec<InstalledPlugin> = state
+        .catalog
+        .list()
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|p| p.id == id)
+        .collect();
+    if versions.is_empty() {
+        return Err(package_error(PackageError::NotInstalled(id)));
+    }
+    Ok(Json(PluginVersions { id, versions }))
+}
+
+/// One version's whole manifest: what it asks for, and its schemas.
+async fn manifest(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<Json<Manifest>, ApiError> {
+    let manifest = state
+        .catalog
+        .inspect(&format!("{id}@{version}"))
+        .map_err(package_error)?;
+    Ok(Json(manifest))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPackage {
+    /// `plugin.toml`'s text.
+    manifest: String,
+    /// `plugin.wasm`, base64 (standard alphabet).
+    component: String,
+}
+
+async fn install(
+    _: Operator,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewPackage>,
+) -> Result<(StatusCode, Json<InstalledPlugin>), ApiError> {
+    use base64::Engine as _;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(body.component.trim())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!("component: not base64: {e}"),
+            )
+        })?;
+    let package = Package {
+        manifest_text: body.manifest,
+        wasm,
+    };
+    let installed = state
+        .catalog
+        .install(package)
+        .await
+        .map_err(package_error)?;
+    Ok((StatusCode::CREATED, Json(installed)))
+}
+
+async fn remove(
+    _: Operator,
+    State(state): State<AppState>,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.tenancy.remove_plugin(&id, &version)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Why a package or plugin reference was refused, as the API says it.
+fn package_error(error: PackageError) -> ApiError {
+    match error {
+        PackageError::NotInstalled(_) => ApiError::not_found(error.to_string()),
+        PackageError::AlreadyInstalled { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+        }
+        PackageError::Manifest(_)
+        | PackageError::Component(_)
+        | PackageError::Probe(_)
+        | PackageError::OperationMismatch(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-plugin",
+            error.to_string(),
+        ),
+        PackageError::Read { .. } | PackageError::Store(_) => ApiError::internal(error),
+    }
+}
