@@ -28,6 +28,7 @@ mod stack_overflow;
 mod tenancy;
 mod tracing_tags;
 mod trap;
+mod upgrades;
 mod wrong_export;
 mod wrong_output;
 

@@ -41,7 +41,8 @@ async fn workspaces_and_connections_are_validated_when_saved() {
             request(json!({ "upstream": "http://127.0.0.1:9" })),
         )
         .await
-        .expect("saved");
+        .expect("saved")
+        .connection;
     assert_eq!(saved.version.to_string(), "1.0.0");
     assert_eq!(tenancy.connection("acme", "crm").expect("get"), saved);
 
@@ -105,7 +106,8 @@ async fn deleting_a_workspace_removes_everything_it_owns() {
         let connection = tenancy
             .put_connection(ws, "crm", request(json!({ "upstream": server.uri() })))
             .await
-            .expect("saved");
+            .expect("saved")
+            .connection;
         harness
             .services
             .credentials

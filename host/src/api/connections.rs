@@ -114,6 +114,9 @@ struct ConnectionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     credentials: Vec<CredentialInfo>,
+    /// On a save that moved the version: what the new version added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upgrade: Option<crate::tenancy::upgrade::CapabilityDiff>,
 }
 
 fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
@@ -137,6 +140,7 @@ fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiE
         status,
         reason,
         credentials,
+        upgrade: None,
     })
 }
 
@@ -169,8 +173,10 @@ async fn save(
     Path((ws, name)): Path<(String, String)>,
     ApiJson(request): ApiJson<ConnectionRequest>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let connection = state.tenancy.put_connection(&ws, &name, request).await?;
-    Ok(Json(view(&state, connection)?))
+    let saved = state.tenancy.put_connection(&ws, &name, request).await?;
+    let mut shown = view(&state, saved.connection)?;
+    shown.upgrade = saved.upgrade;
+    Ok(Json(shown))
 }
 
 async fn remove(

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub invocation_id: Option<String>,
     /// Seconds, for `Retry-After` on a 429.
     pub retry_after: Option<u64>,
+    /// The capability diff an upgrade waits on.
+    pub diff: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             details: Vec::new(),
             invocation_id: None,
             retry_after: None,
+            diff: None,
         }
     }
 
@@ -167,6 +170,13 @@ impl From<TenancyError> for ApiError {
             )
             .with_details(problems),
             T::Binding(message) => unprocessable("invalid-config", message),
+            T::Limits(problems) => {
+                unprocessable("invalid-limits", problems.join("; ")).with_details(problems)
+            }
+            T::UpgradeNeedsApproval { reason, diff } => Self {
+                diff: serde_json::to_value(&diff).ok().map(Box::new),
+                ..Self::new(StatusCode::CONFLICT, "upgrade-needs-approval", reason)
+            },
             T::Storage(detail) => Self::internal(detail),
         }
     }
@@ -180,6 +190,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(id) = &self.invocation_id {
             body["invocation_id"] = json!(id);
+        }
+        if let Some(diff) = self.diff {
+            body["diff"] = *diff;
         }
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();

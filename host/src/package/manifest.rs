@@ -586,6 +586,18 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
     })
 }
 
+/// For unit tests: a manifest of plugin `crm` at `version` with one `find`
+/// lookup, then `rest` (capabilities, limits) as TOML.
+#[cfg(test)]
+pub(crate) fn test_manifest(version: &str, rest: &str) -> Manifest {
+    Manifest::parse(&format!(
+        "id = \"crm\"\nversion = \"{version}\"\ncontract = \"0.1.0\"\nname = \"CRM\"\n\
+         vendor = \"Tests\"\n[[operations]]\nname = \"find\"\nkind = \"lookup\"\n\
+         input_schema = {{}}\noutput_schema = {{}}\n{rest}"
+    ))
+    .expect("test manifest")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,53 @@ pub struct EffectiveLimits {
     pub rate_limit: RateLimit,
 }
 
+/// What a connection holds its plugin to: at most the plugin's own limits
+/// (its ask, capped by the operator), never more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+impl ConnectionLimits {
+    /// `limits`, tightened by this connection's settings (never loosened).
+    pub fn tighten(&self, mut limits: EffectiveLimits) -> EffectiveLimits {
+        if let Some(mb) = self.memory_mb {
+            limits.memory_bytes = limits.memory_bytes.min((mb as usize) << 20);
+        }
+        if let Some(ms) = self.timeout_ms {
+            limits.timeout = limits.timeout.min(Duration::from_millis(u64::from(ms)));
+        }
+        limits
+    }
+
+    /// Why these settings are refused for a plugin with `limits`, if they are:
+    /// each must be at least 1 and at most what the plugin gets.
+    pub fn problems(&self, limits: &EffectiveLimits) -> Vec<String> {
+        let mut out = Vec::new();
+        let plugin_mb = (limits.memory_bytes >> 20) as u32;
+        if let Some(mb) = self.memory_mb
+            && !(1..=plugin_mb).contains(&mb)
+        {
+            out.push(format!(
+                "limits.memory_mb {mb} is outside 1-{plugin_mb} (what the plugin gets)"
+            ));
+        }
+        let plugin_ms = limits.timeout.as_millis() as u32;
+        if let Some(ms) = self.timeout_ms
+            && !(1..=plugin_ms).contains(&ms)
+        {
+            out.push(format!(
+                "limits.timeout_ms {ms} is outside 1-{plugin_ms} (what the plugin gets)"
+            ));
+        }
+        out
+    }
+}
+
 impl OperatorLimits {
     /// The plugin's ask, never above the operator's maximum.
     pub fn effective(
@@ -119,6 +166,66 @@ impl OperatorLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_only_tightens_its_plugins_limits() {
+        let plugin = OperatorLimits::default().effective(
+            &RequestedLimits {
+                memory_mb: 32,
+                timeout_ms: 1_000,
+            },
+            None,
+        );
+        let cases = [
+            (ConnectionLimits::default(), 32, 1_000),
+            (
+                ConnectionLimits {
+                    memory_mb: Some(8),
+                    timeout_ms: Some(200),
+                },
+                8,
+                200,
+            ),
+            (
+                ConnectionLimits {
+                    memory_mb: Some(512),
+                    timeout_ms: Some(60_000),
+                },
+                32,
+                1_000,
+            ),
+        ];
+        for (connection, mb, ms) in cases {
+            let tight = connection.tighten(plugin);
+            assert_eq!(tight.memory_bytes, mb << 20, "{connection:?}");
+            assert_eq!(tight.timeout, Duration::from_millis(ms), "{connection:?}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_outside_what_the_plugin_gets_are_refused() {
+        let plugin = OperatorLimits::default().effective(
+            &RequestedLimits {
+                memory_mb: 32,
+                timeout_ms: 1_000,
+            },
+            None,
+        );
+        let ok = ConnectionLimits {
+            memory_mb: Some(32),
+            timeout_ms: Some(1),
+        };
+        assert!(ok.problems(&plugin).is_empty());
+        let bad = ConnectionLimits {
+            memory_mb: Some(64),
+            timeout_ms: Some(0),
+        };
+        let problems = bad.problems(&plugin).join("; ");
+        assert!(
+            problems.contains("memory_mb 64") && problems.contains("timeout_ms 0"),
+            "{problems}"
+        );
+    }
 
     #[test]
     fn caps_the_plugins_ask_at_the_operator_maximum() {

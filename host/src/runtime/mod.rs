@@ -23,7 +23,7 @@ use crate::egress::Egress;
 use crate::package::manifest::Manifest;
 use crate::policy::grants::Grants;
 use crate::policy::http::Rule;
-use crate::policy::limits::{EffectiveLimits, OperatorLimits};
+use crate::policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use crate::storage::{Scope, SharedKv};
 use error::{InvokeError, LoadError};
 use limits::CallLimiter;
@@ -115,6 +115,8 @@ pub struct Binding {
     pub kv_granted: bool,
     /// Approved host-held credentials, bound to their filled destinations.
     pub credentials: Arc<[BoundCredential]>,
+    /// What the connection holds the plugin to, below the plugin's own limits.
+    pub limits: ConnectionLimits,
 }
 
 impl Binding {
@@ -156,6 +158,7 @@ impl Binding {
             unapproved_rules: unapproved.into(),
             kv_granted: manifest.capabilities.kv.is_some() && grants.allows_kv(),
             credentials: credentials.into(),
+            limits: ConnectionLimits::default(),
         })
     }
 }
@@ -284,6 +287,7 @@ impl Runtime {
         &self,
         plugin: &LoadedPlugin,
         binding: &Binding,
+        limits: &EffectiveLimits,
         log: &LogCtx,
         deadline: Instant,
         invocation_id: &str,
@@ -327,8 +331,8 @@ impl Runtime {
                     }),
                     invocation_id: invocation_id.to_owned(),
                     scope: binding.scope.clone(),
-                    max_requests: plugin.limits.max_outbound_requests,
-                    rate_limit: plugin.limits.rate_limit,
+                    max_requests: limits.max_outbound_requests,
+                    rate_limit: limits.rate_limit,
                     credentials: binding.credentials.clone(),
                     unapproved_rules: binding.unapproved_rules.clone(),
                 },
@@ -337,11 +341,11 @@ impl Runtime {
             config: binding.config.clone(),
             kv,
             log: log.clone(),
-            limiter: CallLimiter::new(plugin.limits.memory_bytes),
+            limiter: CallLimiter::new(limits.memory_bytes),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::ticks_for(plugin.limits.timeout));
+        store.set_epoch_deadline(engine::ticks_for(limits.timeout));
         store.epoch_deadline_trap();
         store
     }
@@ -359,9 +363,11 @@ impl Runtime {
             unapproved_rules: Arc::from(Vec::new()),
             kv_granted: false,
             credentials: Arc::from(Vec::new()),
+            limits: ConnectionLimits::default(),
         };
-        let deadline = Instant::now() + plugin.limits.timeout;
-        let mut store = self.new_store(plugin, &binding, &log, deadline, "install-check");
+        let limits = plugin.limits;
+        let deadline = Instant::now() + limits.timeout;
+        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, "install-check");
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
@@ -369,12 +375,10 @@ impl Runtime {
                 .call_names(&mut store)
                 .await
         };
-        match tokio::time::timeout(plugin.limits.timeout, call).await {
+        match tokio::time::timeout(limits.timeout, call).await {
             Ok(Ok(names)) => Ok(names),
-            Ok(Err(e)) => Err(classify_trap(&e, &store, plugin, &log)),
-            Err(_) => Err(InvokeError::Timeout(
-                plugin.limits.timeout.as_millis() as u64
-            )),
+            Ok(Err(e)) => Err(classify_trap(&e, &store, &limits, &log)),
+            Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
         }
     }
 
@@ -477,10 +481,13 @@ impl Runtime {
         idempotency_key: Option<String>,
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
-        let deadline = Instant::now() + plugin.limits.timeout;
+        // The connection may hold the plugin to less than it asked for.
+        let limits = binding.limits.tighten(plugin.limits);
+        let deadline = Instant::now() + limits.timeout;
         let mut store = self.new_store(
             plugin,
             binding,
+            &limits,
             &record.log,
             deadline,
             &record.invocation_id,
@@ -498,15 +505,11 @@ impl Runtime {
                 .call_invoke(&mut store, &context, operation, input)
                 .await
         };
-        let outcome = tokio::time::timeout(plugin.limits.timeout, call).await;
+        let outcome = tokio::time::timeout(limits.timeout, call).await;
         record.denials = store.data().http.denials();
         let output = match outcome {
-            Err(_) => {
-                return Err(InvokeError::Timeout(
-                    plugin.limits.timeout.as_millis() as u64
-                ));
-            }
-            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, plugin, &record.log)),
+            Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
+            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, &limits, &record.log)),
             Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
             Ok(Ok(Ok(output))) => output,
         };
@@ -557,18 +560,18 @@ pub(crate) fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> 
 fn classify_trap(
     error: &wasmtime::Error,
     store: &Store<CallState>,
-    plugin: &LoadedPlugin,
+    limits: &EffectiveLimits,
     log: &LogCtx,
 ) -> InvokeError {
     log.flush_partial_lines();
     if store.data().limiter.memory_exceeded {
-        return InvokeError::MemoryLimit(plugin.limits.memory_bytes);
+        return InvokeError::MemoryLimit(limits.memory_bytes);
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return InvokeError::Trap(format!("plugin called exit({})", exit.0));
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => InvokeError::Timeout(plugin.limits.timeout.as_millis() as u64),
+        Some(Trap::Interrupt) => InvokeError::Timeout(limits.timeout.as_millis() as u64),
         Some(Trap::StackOverflow) => InvokeError::StackOverflow,
         Some(Trap::UnreachableCodeReached) => match panic_message(log) {
             Some(message) => InvokeError::Panic(message),

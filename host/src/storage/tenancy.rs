@@ -86,6 +86,7 @@ pub(crate) mod contract_tests {
             version: semver::Version::new(0, 1, 0),
             config: serde_json::Map::new(),
             grants: Grants::all_requested(),
+            limits: Default::default(),
             enabled: true,
             created_at_ms: 1,
             updated_at_ms: 1,

@@ -8,9 +8,11 @@
 
 pub mod service;
 pub mod tokens;
+pub mod upgrade;
 
 use crate::package::manifest::{Manifest, is_slug};
 use crate::policy::grants::Grants;
+use crate::policy::limits::ConnectionLimits;
 use crate::runtime::Binding;
 use crate::storage::Scope;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,9 @@ pub struct Connection {
     /// Non-secret settings, checked against the plugin's config schema.
     pub config: serde_json::Map<String, Json>,
     pub grants: Grants,
+    /// Tighter limits than the plugin's own, if the tenant wants them.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
     pub enabled: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -71,12 +76,14 @@ impl Connection {
 
     /// What the runtime needs to run this connection with `manifest`.
     pub fn binding(&self, manifest: &Manifest) -> Result<Binding, String> {
-        Binding::from_manifest(
+        let mut binding = Binding::from_manifest(
             manifest,
             self.scope(),
             config_strings(&self.config),
             &self.grants,
-        )
+        )?;
+        binding.limits = self.limits;
+        Ok(binding)
     }
 }
 
@@ -118,18 +125,9 @@ mod tests {
     use serde_json::json;
 
     fn manifest() -> Manifest {
-        Manifest::parse(
+        crate::package::manifest::test_manifest(
+            "1.2.0",
             r#"
-id = "crm"
-version = "1.2.0"
-contract = "0.1.0"
-name = "CRM"
-vendor = "Tests"
-[[operations]]
-name = "find"
-kind = "lookup"
-input_schema = {}
-output_schema = {}
 [capabilities.http]
 destinations = ["https://{{instance}}.example.com/api"]
 [capabilities.config.schema]
@@ -145,7 +143,6 @@ minimum = 1
 maximum = 100
 "#,
         )
-        .expect("manifest")
     }
 
     fn config(value: Json) -> serde_json::Map<String, Json> {
@@ -203,6 +200,7 @@ maximum = 100
             version: m.version.clone(),
             config: config(json!({ "instance": "acme", "page_size": 50 })),
             grants: Grants::all_requested(),
+            limits: ConnectionLimits::default(),
             enabled: true,
             created_at_ms: 0,
             updated_at_ms: 0,

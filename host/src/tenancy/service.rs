@@ -2,12 +2,14 @@
 //! deleting removes everything the workspace or connection owns.
 
 use super::tokens::{self, WorkspaceToken};
+use super::upgrade::{self, CapabilityDiff};
 use super::{Connection, NameError, Workspace, check_name, validate_config};
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::credentials::Credentials;
 use crate::package::catalog::Catalog;
 use crate::policy::grants::Grants;
+use crate::policy::limits::ConnectionLimits;
 use crate::storage::tenancy::SharedTenancy;
 use crate::storage::{SharedKv, StorageError};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -27,8 +29,46 @@ pub struct ConnectionRequest {
     pub config: serde_json::Map<String, Json>,
     #[serde(default)]
     pub grants: Grants,
+    #[serde(default)]
+    pub limits: ConnectionLimits,
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// When moving to a version that asks for more: the diff the host showed,
+    /// sent back as it was to approve exactly that.
+    #[serde(default)]
+    pub approve_upgrade: Option<CapabilityDiff>,
+}
+
+/// A saved connection, and what moving it to its version added (if it moved).
+#[derive(Debug)]
+pub struct Saved {
+    pub connection: Connection,
+    pub upgrade: Option<CapabilityDiff>,
+}
+
+/// A move that asks for more goes through only with exactly its diff approved.
+fn check_approval(
+    diff: &CapabilityDiff,
+    approved: Option<&CapabilityDiff>,
+) -> Result<(), TenancyError> {
+    let refuse = |reason: String| {
+        Err(TenancyError::UpgradeNeedsApproval {
+            reason,
+            diff: Box::new(diff.clone()),
+        })
+    };
+    match approved {
+        Some(approved) if approved == diff => Ok(()),
+        Some(_) => refuse(format!(
+            "approve_upgrade does not match what {} asks for beyond {}: approve exactly the diff shown",
+            diff.to, diff.from
+        )),
+        None if diff.asks_for_more() => refuse(format!(
+            "version {} asks for more than {}: send the diff shown as approve_upgrade to approve it",
+            diff.to, diff.from
+        )),
+        None => Ok(()),
+    }
 }
 
 fn latest() -> String {
@@ -55,6 +95,13 @@ pub enum TenancyError {
     Config(Vec<String>),
     #[error("grants name what the plugin does not ask for: {}", .0.join("; "))]
     Grants(Vec<String>),
+    #[error("limits: {}", .0.join("; "))]
+    Limits(Vec<String>),
+    #[error("{reason}")]
+    UpgradeNeedsApproval {
+        reason: String,
+        diff: Box<CapabilityDiff>,
+    },
     #[error("the connection cannot be bound: {0}")]
     Binding(String),
     #[error("plugin {0} is not installed")]
@@ -129,7 +176,7 @@ impl Tenancy {
         workspace: &str,
         name: &str,
         request: ConnectionRequest,
-    ) -> Result<Connection, TenancyError> {
+    ) -> Result<Saved, TenancyError> {
         check_name("connection", name)?;
         self.workspace(workspace)?;
         let reference = if request.version == "latest" {
@@ -151,11 +198,21 @@ impl Tenancy {
         if !unknown.is_empty() {
             return Err(TenancyError::Grants(unknown));
         }
+        let problems = request.limits.problems(&plugin.limits);
+        if !problems.is_empty() {
+            return Err(TenancyError::Limits(problems));
+        }
+        let existing = self.store.get_connection(workspace, name)?;
+        let upgrade = match &existing {
+            Some(old) if old.plugin == manifest.id && old.version != manifest.version => {
+                let diff = self.upgrade_diff(old, manifest)?;
+                check_approval(&diff, request.approve_upgrade.as_ref())?;
+                Some(diff)
+            }
+            _ => None,
+        };
         let now = (self.clock)();
-        let created_at_ms = self
-            .store
-            .get_connection(workspace, name)?
-            .map_or(now, |c| c.created_at_ms);
+        let created_at_ms = existing.map_or(now, |c| c.created_at_ms);
         let connection = Connection {
             workspace: workspace.to_owned(),
             name: name.to_owned(),
@@ -163,6 +220,7 @@ impl Tenancy {
             version: manifest.version.clone(),
             config: request.config,
             grants: request.grants,
+            limits: request.limits,
             enabled: request.enabled,
             created_at_ms,
             updated_at_ms: now,
@@ -172,7 +230,24 @@ impl Tenancy {
             .binding(manifest)
             .map_err(TenancyError::Binding)?;
         self.store.put_connection(&connection)?;
-        Ok(connection)
+        Ok(Saved {
+            connection,
+            upgrade,
+        })
+    }
+
+    /// What `manifest` asks for beyond the version `old` runs. A pinned
+    /// version cannot be removed, so it is read from the store.
+    fn upgrade_diff(
+        &self,
+        old: &Connection,
+        manifest: &crate::package::manifest::Manifest,
+    ) -> Result<CapabilityDiff, TenancyError> {
+        let pinned = self
+            .catalog
+            .inspect(&format!("{}@{}", old.plugin, old.version))
+            .map_err(|e| TenancyError::Storage(format!("reading the pinned version: {e}")))?;
+        Ok(upgrade::diff(&pinned, manifest))
     }
 
     pub fn connection(&self, workspace: &str, name: &str) -> Result<Connection, TenancyError> {
