@@ -378,3 +378,156 @@ async fn a_credential_must_come_from_a_set_environment_variable() {
         );
     }
 }
+
+/// `invoke hubspot find-contact` against `upstream`, with the stored
+/// credential (and first storing `token`'s value, if given).
+fn hubspot_invoke(data: &Path, upstream: &MockServer, token: Option<&str>) -> Command {
+    let base = format!("base_url={}", upstream.uri());
+    let mut args = vec![
+        "invoke",
+        "hubspot",
+        "find-contact",
+        "--input",
+        r#"{"phone":"+1555"}"#,
+        "--config",
+        &base,
+        "--allow-cidr",
+        "127.0.0.1/32",
+    ];
+    if token.is_some() {
+        args.extend(["--credential", "private_app_token=HUBSPOT_TOKEN"]);
+    }
+    let mut cmd = patchbay(data, &args);
+    cmd.env_remove("PATCHBAY_MASTER_KEY");
+    if let Some(token) = token {
+        cmd.env("HUBSPOT_TOKEN", token);
+    }
+    cmd
+}
+
+async fn upstream_expecting_bearer(token: &str) -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "results": [{ "id": "7", "properties": { "firstname": "Grace" } }]
+        })))
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+/// A data directory holding `token` as HubSpot's credential (stored by a
+/// first invocation), and an upstream that wants exactly it.
+async fn with_stored_hubspot_token(token: &str) -> (tempfile::TempDir, MockServer) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let upstream = upstream_expecting_bearer(token).await;
+    let out = run(hubspot_invoke(data.path(), &upstream, Some(token))).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (data, upstream)
+}
+
+#[tokio::test]
+async fn rotate_key_reseals_every_credential_under_a_new_private_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (data, upstream) = with_stored_hubspot_token("pat-rotate-0123456789").await;
+    let key_file = data.path().join("master.key");
+    let old_key = std::fs::read_to_string(&key_file).expect("key");
+
+    let mut rotate = patchbay(data.path(), &["secrets", "rotate-key"]);
+    rotate.env_remove("PATCHBAY_MASTER_KEY");
+    let out = run(rotate).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("re-sealed 1 credential"),
+        "{}",
+        text(&out.stdout)
+    );
+    let new_key = std::fs::read_to_string(&key_file).expect("key");
+    assert_ne!(old_key, new_key);
+    assert_eq!(
+        std::fs::metadata(&key_file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(!data.path().join("master.key.next").exists());
+
+    // The stored credential opens under the new key and still reaches the upstream.
+    let out = run(hubspot_invoke(data.path(), &upstream, None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // And not under the old one.
+    let mut old = hubspot_invoke(data.path(), &upstream, None);
+    old.env("PATCHBAY_MASTER_KEY", old_key.trim());
+    let out = run(old).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("another master key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_rotation_stops_start_up_until_it_is_finished() {
+    let (data, upstream) = with_stored_hubspot_token("pat-interrupted-42").await;
+    // As if a rotation died right after writing its new key.
+    let (_, next_key) = patchbay::credentials::seal::MasterKey::generate().expect("key");
+    std::fs::write(data.path().join("master.key.next"), &next_key).expect("write");
+
+    let out = run(hubspot_invoke(data.path(), &upstream, None)).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rotate-key") && text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut rotate = patchbay(data.path(), &["secrets", "rotate-key"]);
+    rotate.env_remove("PATCHBAY_MASTER_KEY");
+    let out = run(rotate).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("master.key")).expect("key"),
+        next_key,
+        "the rotation finished with the key it had started with"
+    );
+    let out = run(hubspot_invoke(data.path(), &upstream, None)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn rotating_a_key_kept_in_the_environment_needs_the_new_key_named() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_, current) = patchbay::credentials::seal::MasterKey::generate().expect("key");
+    let mut cmd = patchbay(data.path(), &["secrets", "rotate-key"]);
+    cmd.env("PATCHBAY_MASTER_KEY", &current);
+    let out = run(cmd).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--new-key-env"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (_, next) = patchbay::credentials::seal::MasterKey::generate().expect("key");
+    let mut cmd = patchbay(
+        data.path(),
+        &["secrets", "rotate-key", "--new-key-env", "NEXT_KEY"],
+    );
+    cmd.env("PATCHBAY_MASTER_KEY", &current)
+        .env("NEXT_KEY", &next);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("now set PATCHBAY_MASTER_KEY"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !data.path().join("master.key").exists(),
+        "no key file is written"
+    );
+}

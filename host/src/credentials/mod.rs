@@ -9,6 +9,7 @@
 //! error, and may not set the header the host manages for that destination.
 
 pub mod oauth;
+pub mod rotate;
 pub mod scrub;
 pub mod seal;
 

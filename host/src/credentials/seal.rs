@@ -20,6 +20,13 @@ const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 /// Environment variable holding the master key (32 bytes, base64).
 pub const MASTER_KEY_ENV: &str = "PATCHBAY_MASTER_KEY";
 
+/// Where a rotation keeps the new key until every value is sealed under it.
+pub fn rotation_file(key_file: &Path) -> std::path::PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(".next");
+    name.into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("master key: {0}")]
@@ -85,6 +92,13 @@ impl MasterKey {
             return Self::from_base64(&text)
                 .map_err(|e| SealError::Key(format!("{MASTER_KEY_ENV} {e}")));
         }
+        let next = rotation_file(file);
+        if next.exists() {
+            return Err(SealError::Key(format!(
+                "a key rotation was interrupted ({} exists): run `patchbay secrets rotate-key` again to finish it",
+                next.display()
+            )));
+        }
         match std::fs::read_to_string(file) {
             Ok(text) => Self::from_base64(&text)
                 .map_err(|e| SealError::Key(format!("{}: {e}", file.display()))),
@@ -101,6 +115,12 @@ impl MasterKey {
     /// Hex id of this key (a hash prefix, safe to show).
     pub fn id(&self) -> String {
         hex::encode(self.id)
+    }
+
+    /// Whether `sealed` was sealed under this key (by the id in its header;
+    /// opening it is what proves it).
+    pub fn sealed_this(&self, sealed: &[u8]) -> bool {
+        sealed.len() > KEY_ID_LEN && sealed[0] == VERSION && sealed[1..1 + KEY_ID_LEN] == self.id
     }
 
     pub fn seal(&self, plaintext: &[u8], bound_to: &[u8]) -> Result<Vec<u8>, SealError> {

@@ -197,6 +197,14 @@ impl super::secrets::SecretStore for MemorySecrets {
         Ok(())
     }
 
+    fn put_all(&self, values: &[(Scope, String, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut map = self.map();
+        for (scope, name, sealed) in values {
+            map.insert(scope.key(name), sealed.clone());
+        }
+        Ok(())
+    }
+
     fn remove(&self, scope: &Scope, name: &str) -> Result<bool, StorageError> {
         Ok(self.map().remove(&scope.key(name)).is_some())
     }

@@ -16,6 +16,9 @@ pub trait SecretStore: Send + Sync + 'static {
     fn names(&self, scope: &Scope) -> Result<Vec<String>, StorageError>;
     /// Every stored value with its scope and name (start-up checks, key rotation).
     fn all(&self) -> Result<Vec<(Scope, String, Vec<u8>)>, StorageError>;
+    /// Store all of `values` at once: after a crash either every one is
+    /// written or none is (key rotation). Durable when this returns.
+    fn put_all(&self, values: &[(Scope, String, Vec<u8>)]) -> Result<(), StorageError>;
 }
 
 pub type SharedSecrets = Arc<dyn SecretStore>;
@@ -66,12 +69,26 @@ pub(crate) mod contract_tests {
                 ("ws-a".into(), "crm".into(), "token".into()),
             ]
         );
+        store
+            .put_all(&[
+                (a.clone(), "token".into(), b"v2-a".to_vec()),
+                (c.clone(), "rm".into(), b"v2-c".to_vec()),
+            ])
+            .expect("put all");
+        assert_eq!(
+            store.get(&a, "token").expect("get").as_deref(),
+            Some(&b"v2-a"[..])
+        );
+        assert_eq!(
+            store.get(&c, "rm").expect("get").as_deref(),
+            Some(&b"v2-c"[..])
+        );
         assert!(store.remove(&a, "token").expect("remove"));
         assert!(!store.remove(&a, "token").expect("remove again"));
         assert_eq!(store.get(&a, "token").expect("get"), None);
         assert_eq!(
             store.get(&c, "rm").expect("get").as_deref(),
-            Some(&b"sealed-c"[..])
+            Some(&b"v2-c"[..])
         );
     }
 }

@@ -288,6 +288,17 @@ impl SecretStore for SledSecrets {
         }
         Ok(out)
     }
+
+    fn put_all(&self, values: &[(Scope, String, Vec<u8>)]) -> Result<(), StorageError> {
+        // One batch is applied atomically by sled, also across a crash.
+        let mut batch = sled::Batch::default();
+        for (scope, name, sealed) in values {
+            batch.insert(scope.key(name), sealed.as_slice());
+        }
+        self.tree.apply_batch(batch).map_err(backend)?;
+        self.tree.flush().map_err(backend)?;
+        Ok(())
+    }
 }
 
 /// The audit trail, one time-ordered range per workspace.

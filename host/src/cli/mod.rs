@@ -1,5 +1,7 @@
 //! The `patchbay` command line.
 
+mod secrets;
+
 use crate::package::Package;
 use crate::package::manifest::Manifest;
 use crate::policy::OperatorPolicy;
@@ -77,6 +79,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Maintain the sealed credentials (offline).
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
     /// Run one operation once, locally, without a server.
     Invoke {
@@ -182,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Plugin { command } => plugin(command).await,
+        Command::Secrets { command } => secrets::run(command),
         Command::Invoke {
             plugin,
             operation,
