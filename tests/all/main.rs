@@ -21,6 +21,7 @@ mod oversized_output;
 mod panic;
 mod plugin_routes;
 mod probe;
+mod process;
 mod rate_limits;
 mod retries;
 mod socket_user;

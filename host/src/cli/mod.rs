@@ -1,5 +1,6 @@
 //! The `patchbay` command line.
 
+mod remote;
 mod secrets;
 
 use crate::package::Package;
@@ -79,6 +80,20 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Manage workspaces and their tokens on a running server.
+    Workspace {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: remote::WorkspaceCommand,
+    },
+    /// Manage and invoke connections on a running server.
+    Connection {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: remote::ConnectionCommand,
     },
     /// Maintain the sealed credentials (offline).
     Secrets {
@@ -190,6 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin { command } => plugin(command).await,
         Command::Secrets { command } => secrets::run(command),
+        Command::Workspace { server, command } => remote::workspace(server, command).await,
+        Command::Connection { server, command } => remote::connection(server, command).await,
         Command::Invoke {
             plugin,
             operation,

@@ -132,15 +132,8 @@ impl Egress {
         audit: Arc<AuditLog>,
     ) -> Result<Self, EgressError> {
         let addresses = Arc::new(addresses);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EgressError::InvalidRequest(format!("tls configuration: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = tls_config()
+            .map_err(|e| EgressError::InvalidRequest(format!("tls configuration: {e}")))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -662,4 +655,16 @@ fn classify(error: reqwest::Error) -> EgressError {
     } else {
         EgressError::Upstream(error.to_string())
     }
+}
+
+/// TLS for outbound clients: ring, the webpki roots, safe protocol versions.
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }

@@ -1,0 +1,314 @@
+//! The real binary as separate processes: `patchbay serve` killed with
+//! SIGKILL and restarted loses nothing it acknowledged, and the CLI's
+//! workspace and connection commands drive a running server.
+
+use patchbay_tests::{OPERATOR_TOKEN, api_call, operator_call as operator, plugins::PROBE};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use wiremock::matchers::{header, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_patchbay-under-test");
+
+/// A `patchbay serve` process; killed with SIGKILL when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Start the server on `data` with the plugin packages under `plugins`,
+    /// and wait until it listens.
+    async fn start(data: &Path, plugins: &Path) -> Self {
+        let mut child = Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-cidr",
+                "127.0.0.1/32",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--plugins-dir")
+            .arg(plugins)
+            .env("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .env_remove("PATCHBAY_MASTER_KEY")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn patchbay serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let address = loop {
+                let line = lines
+                    .next()
+                    .expect("serve printed its address before exiting")
+                    .expect("read");
+                if let Some(rest) = line.strip_prefix("patchbay listening on ") {
+                    break rest.trim().to_owned();
+                }
+            };
+            // Keep draining, so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            address
+        })
+        .await
+        .expect("join");
+        Self { child, base }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The probe package, declaring a bearer credential for its upstream,
+/// written under `parent`.
+fn probe_packages(parent: &Path) -> PathBuf {
+    let dir = parent.join("probe");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let manifest = format!(
+        "{}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n",
+        PROBE.manifest()
+    );
+    std::fs::write(dir.join("plugin.toml"), manifest).expect("manifest");
+    std::fs::write(dir.join("plugin.wasm"), PROBE.wasm_bytes()).expect("wasm");
+    parent.to_path_buf()
+}
+
+async fn invoke(base: &str, token: &str, op: &str, input: Value) -> (u16, Value) {
+    api_call(
+        "POST",
+        base,
+        &format!("/v1/workspaces/acme/connections/crm/operations/{op}"),
+        Some(token),
+        Some(json!({ "input": input })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn everything_acknowledged_survives_kill_9() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/allowed/x"))
+        .and(header("authorization", "Bearer durable-bearer-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&upstream)
+        .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let plugins = probe_packages(packages.path());
+
+    let server = Server::start(data.path(), &plugins).await;
+    let api = server.base.clone();
+    let (status, _) = operator(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = operator(
+        &api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm",
+        Some(json!({ "plugin": "probe", "config": { "upstream": upstream.uri() }, "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = operator(
+        &api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm/credentials/token",
+        Some(json!({ "kind": "bearer", "token": "durable-bearer-1" })),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, issued) =
+        operator(&api, "POST", "/v1/workspaces/acme/tokens", Some(json!({}))).await;
+    assert_eq!(status, 201);
+    let token = issued["token"].as_str().expect("token").to_owned();
+    let (status, body) = invoke(
+        &api,
+        &token,
+        "kv",
+        json!([
+            { "op": "set", "key": "caller:1", "value": "durable" },
+            { "op": "increment", "key": "calls", "delta": 3 }
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Acknowledged: now the process dies without any chance to flush.
+    server.kill();
+
+    let server = Server::start(data.path(), &plugins).await;
+    let api = server.base.clone();
+    let (_, workspaces) = operator(&api, "GET", "/v1/workspaces", None).await;
+    assert_eq!(workspaces[0]["id"], "acme", "{workspaces}");
+    let (status, connection) = api_call(
+        "GET",
+        &api,
+        "/v1/workspaces/acme/connections/crm",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the workspace token survived: {connection}");
+    assert_eq!(connection["config"]["upstream"], upstream.uri());
+    assert_eq!(connection["credentials"][0]["set"], true, "{connection}");
+    let (status, kv) = invoke(
+        &api,
+        &token,
+        "kv",
+        json!([{ "op": "get", "key": "caller:1" }, { "op": "get", "key": "calls" }]),
+    )
+    .await;
+    assert_eq!(status, 200, "{kv}");
+    assert_eq!(kv["output"][0]["ok"], "durable", "{kv}");
+    assert_eq!(kv["output"][1]["ok"], "3", "{kv}");
+    // The credential opens after the restart and is sent.
+    let (status, fetched) = invoke(
+        &api,
+        &token,
+        "fetch",
+        json!({ "url": format!("{}/allowed/x", upstream.uri()) }),
+    )
+    .await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched["output"]["status"], 200, "{fetched}");
+}
+
+/// Run the CLI with `args` (split at spaces) against `server` with `token`.
+async fn cli(server: &Server, token: &str, args: &str) -> Output {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(args.split_whitespace())
+        .env("PATCHBAY_SERVER", &server.base)
+        .env("PATCHBAY_TOKEN", token)
+        .env("RUST_LOG", "warn");
+    tokio::task::spawn_blocking(move || cmd.output().expect("spawn cli"))
+        .await
+        .expect("join")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failing exit");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_drives_workspaces_and_connections_on_a_running_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(data.path(), &probe_packages(packages.path())).await;
+    let op = OPERATOR_TOKEN;
+
+    let created = stdout_json(&cli(&server, op, "workspace create acme").await);
+    assert_eq!(created["id"], "acme");
+    let listed = stdout_json(&cli(&server, op, "workspace list").await);
+    assert_eq!(listed[0]["id"], "acme");
+    let issued = stdout_json(&cli(&server, op, "workspace token issue acme --label cli").await);
+    let token = issued["token"].as_str().expect("token").to_owned();
+
+    // The tenant's own token drives its connections.
+    let set =
+        "connection set acme crm --plugin probe --config upstream=http://127.0.0.1:9 --approve-all";
+    let saved = stdout_json(&cli(&server, &token, set).await);
+    assert_eq!(
+        (saved["version"].as_str(), saved["status"].as_str()),
+        (Some("1.0.0"), Some("ok"))
+    );
+    let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
+    assert_eq!(shown["config"]["upstream"], "http://127.0.0.1:9");
+    let all = stdout_json(&cli(&server, &token, "connection list acme").await);
+    assert_eq!(all.as_array().map(Vec::len), Some(1));
+    let ran = stdout_json(
+        &cli(
+            &server,
+            &token,
+            "connection invoke acme crm context --input {}",
+        )
+        .await,
+    );
+    assert_eq!(ran["output"]["workspace"], "acme", "{ran}");
+
+    // Failures exit non-zero with the API's status, code and details.
+    let bad = stderr(
+        &cli(
+            &server,
+            &token,
+            r#"connection set acme crm-2 --plugin probe --config-json {"upstream":7}"#,
+        )
+        .await,
+    );
+    assert!(
+        bad.contains("422 invalid-config") && bad.contains("/upstream"),
+        "{bad}"
+    );
+    let refused = stderr(&cli(&server, &token, "workspace list").await);
+    assert!(refused.contains("403 operator-only"), "{refused}");
+    let hidden = stderr(&cli(&server, &token, "connection list other").await);
+    assert!(hidden.contains("404"), "{hidden}");
+    let malformed = stderr(
+        &cli(
+            &server,
+            &token,
+            "connection invoke acme crm context --input {",
+        )
+        .await,
+    );
+    assert!(
+        malformed.contains("--input is not valid JSON"),
+        "{malformed}"
+    );
+
+    let tokens = stdout_json(&cli(&server, op, "workspace token list acme").await);
+    let id = tokens[0]["id"].as_str().expect("id").to_owned();
+    assert!(
+        cli(&server, op, &format!("workspace token revoke acme {id}"))
+            .await
+            .status
+            .success()
+    );
+    let revoked = stderr(&cli(&server, &token, "connection list acme").await);
+    assert!(revoked.contains("401"), "{revoked}");
+
+    assert!(
+        cli(&server, op, "connection delete acme crm")
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        cli(&server, op, "workspace delete acme")
+            .await
+            .status
+            .success()
+    );
+    let listed = stdout_json(&cli(&server, op, "workspace list").await);
+    assert_eq!(listed, json!([]));
+}
