@@ -145,7 +145,11 @@ impl Services {
     }
 
     pub fn app_state(&self, operator_token: &str) -> AppState {
+        let openapi = crate::api::openapi()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"describing the API failed: {e}\"}}"));
         AppState {
+            openapi: bytes::Bytes::from(openapi),
             catalog: self.catalog.clone(),
             tenancy: Arc::new(self.tenancy()),
             metrics: crate::metrics::MetricsSources {

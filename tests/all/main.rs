@@ -17,6 +17,7 @@ mod isolation;
 mod kv;
 mod loop_forever;
 mod oauth2;
+mod openapi;
 mod oversized_output;
 mod panic;
 mod plugin_routes;

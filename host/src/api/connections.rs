@@ -8,31 +8,31 @@ use super::json::ApiJson;
 use crate::credentials::CredentialInfo;
 use crate::tenancy::Connection;
 use crate::tenancy::service::ConnectionRequest;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workspaces/{ws}/connections", get(list))
-        .route(
-            "/v1/workspaces/{ws}/connections/{name}",
-            get(show).put(save).delete(remove),
-        )
-        .route(
-            "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
-            post(invoke),
-        )
-        .route(
-            "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
-            axum::routing::put(set_credential).delete(remove_credential),
-        )
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, save, remove))
+        .routes(routes!(invoke))
+        .routes(routes!(set_credential, remove_credential))
 }
 
 /// Write-only: the value is sealed and stored, and never shown again.
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("credential" = String, Path, description = "credential name, as the manifest declares it")),
+    request_body = Object,
+    responses((status = 204, description = "sealed and stored; never shown again"), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn set_credential(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -82,6 +82,14 @@ async fn set_credential(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("credential" = String, Path, description = "credential name")),
+    responses((status = 204, description = "removed"), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn remove_credential(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -144,6 +152,14 @@ fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiE
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/connections",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 200, description = "the workspace's connections", body = [Object]), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn list(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -157,6 +173,14 @@ async fn list(
     Ok(Json(views))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/connections/{name}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
+    responses((status = 200, description = "the connection, its status and its credentials' names", body = Object), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn show(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -167,6 +191,15 @@ async fn show(
     Ok(Json(view(&state, connection)?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/connections/{name}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
+    request_body = Object,
+    responses((status = 200, description = "saved; `upgrade` shows what a version move added", body = Object), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn save(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -179,6 +212,14 @@ async fn save(
     Ok(Json(shown))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/connections/{name}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
+    responses((status = 204, description = "deleted with its credentials and KV data"), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn remove(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -189,19 +230,28 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InvokeRequest {
     input: Json_,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct InvokeResponse {
     output: Json_,
     invocation_id: String,
     duration_ms: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
+    tag = "connections",
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("op" = String, Path, description = "operation name"), ("idempotency-key" = Option<String>, Header, description = "passed to the plugin")),
+    request_body = InvokeRequest,
+    responses((status = 200, description = "the operation's output", body = InvokeResponse), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn invoke(
     _: WorkspaceAccess,
     State(state): State<AppState>,

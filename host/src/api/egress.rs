@@ -4,22 +4,30 @@
 
 use super::AppState;
 use super::auth::Operator;
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use serde::Serialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/egress/breakers", get(breakers))
-        .route("/v1/egress/needs-attention", get(needs_attention))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(breakers))
+        .routes(routes!(needs_attention))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TrippedBreaker {
     workspace: String,
     origin: String,
     state: &'static str,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/egress/breakers",
+    tag = "operator",
+    responses((status = 200, description = "circuit breakers that are not closed", body = [TrippedBreaker]), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn breakers(_: Operator, State(state): State<AppState>) -> Json<Vec<TrippedBreaker>> {
     let tripped = state
         .metrics
@@ -38,7 +46,7 @@ async fn breakers(_: Operator, State(state): State<AppState>) -> Json<Vec<Trippe
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct NeedsAttention {
     workspace: String,
     connection: String,
@@ -46,6 +54,13 @@ struct NeedsAttention {
     reason: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/egress/needs-attention",
+    tag = "operator",
+    responses((status = 200, description = "credentials refused for good", body = [NeedsAttention]), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn needs_attention(_: Operator, State(state): State<AppState>) -> Json<Vec<NeedsAttention>> {
     Json(
         state

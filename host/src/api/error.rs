@@ -182,6 +182,33 @@ impl From<TenancyError> for ApiError {
     }
 }
 
+/// The body of every error answer, for the API description.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: `not-found`, `invalid-config`, `operator-only`…
+    code: String,
+    /// What was wrong, for people.
+    message: String,
+    /// Every problem, when there are several.
+    details: Option<Vec<String>>,
+    /// The invocation that failed, for an operation's error.
+    invocation_id: Option<String>,
+    /// The capability diff an upgrade waits on.
+    diff: Option<serde_json::Value>,
+}
+
+/// The error answers every route may give, for the API description.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only described, never built: `ApiError` is what answers
+pub enum ApiErrors {
+    /// A refusal: bad input, no or wrong token, not found, conflict, rate-limited…
+    #[response(status = "4XX")]
+    Refused(ErrorBody),
+    /// A failure of the host or upstream; never carries internals.
+    #[response(status = "5XX")]
+    Failed(ErrorBody),
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "code": self.code, "message": self.message });

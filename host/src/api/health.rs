@@ -1,23 +1,36 @@
 //! Liveness.
 
 use super::AppState;
+use axum::Json;
 use axum::extract::State;
-use axum::{Json, Router, routing::get};
 use http::StatusCode;
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "the process is up", body = Object), crate::api::error::ApiErrors)
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The process can serve: its database answers a read.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, description = "the database answers", body = Object), (status = 503, description = "the database does not answer", body = Object), crate::api::error::ApiErrors)
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = state.tenancy.store.clone();
     let read = tokio::task::spawn_blocking(move || store.get_workspace("readyz")).await;
@@ -41,8 +54,7 @@ mod tests {
     #[tokio::test]
     async fn healthz_answers_ok() {
         let (state, _dir) = crate::test_support::app_state().await;
-        let response = routes()
-            .with_state(state)
+        let response = crate::api::router(state)
             .oneshot(
                 Request::get("/healthz")
                     .body(Body::empty())

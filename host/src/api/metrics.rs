@@ -3,13 +3,21 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
+use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::{Router, extract::State, routing::get};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operator",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn metrics(
     _: Operator,
     State(state): State<AppState>,
@@ -26,7 +34,6 @@ async fn metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::test_support::{OPERATOR_TOKEN, app_state};
     use axum::body::Body;
     use http::{Request, StatusCode};
@@ -39,8 +46,7 @@ mod tests {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let (state, _dir) = app_state().await;
-        let response = routes()
-            .with_state(state)
+        let response = crate::api::router(state)
             .oneshot(request.body(Body::empty()).expect("request"))
             .await
             .expect("response");

@@ -16,11 +16,25 @@ use crate::metrics::MetricsSources;
 use crate::package::catalog::Catalog;
 use crate::tenancy::service::Tenancy;
 use axum::Router;
+use axum::extract::State;
 use std::sync::Arc;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// What no route matches: our error shape, not an empty 404.
+async fn no_route(method: http::Method, uri: http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        "no-route",
+        format!("no route {method} {}", uri.path()),
+    )
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// `GET /openapi.json`'s body, rendered once.
+    pub openapi: bytes::Bytes,
     pub catalog: Arc<Catalog>,
     pub tenancy: Arc<Tenancy>,
     pub metrics: MetricsSources,
@@ -32,9 +46,10 @@ pub struct AppState {
 /// further held to the operator's `max_input_bytes`).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let request_id = http::HeaderName::from_static("x-request-id");
-    Router::new()
+/// Every route, with its description; one list, so a route cannot be served
+/// without being described (routes register only through `routes!`).
+fn described() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(egress::routes())
@@ -42,6 +57,65 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::routes())
         .merge(plugins::routes())
         .merge(connections::routes())
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI description of this API, built from the route handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    described().into_openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Patchbay", description = "Operator and tenant API of the Patchbay connector host"),
+    modifiers(&BearerTokens)
+)]
+struct ApiDoc;
+
+/// The two kinds of bearer token the routes name in `security`.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("operator", bearer("the operator token"));
+        components.add_security_scheme(
+            "workspace",
+            bearer("a token of the route's workspace (`pbw_…`)"),
+        );
+    }
+}
+
+/// This description, as JSON.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "the OpenAPI 3.1 description of this API", body = Object))
+)]
+async fn openapi_json(State(spec): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        spec.openapi.clone(),
+    )
+        .into_response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = http::HeaderName::from_static("x-request-id");
+    let (routes, _) = described().split_for_parts();
+    routes
+        .fallback(no_route)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost first: every response, errors included, carries the request's id

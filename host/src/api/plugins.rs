@@ -9,27 +9,30 @@ use super::json::ApiJson;
 use crate::package::manifest::Manifest;
 use crate::package::store::InstalledPlugin;
 use crate::package::{Package, PackageError};
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 /// Largest install request: a component of up to 64 MiB in base64, plus its manifest.
 pub(super) const MAX_INSTALL_BODY_BYTES: usize = 90 * 1024 * 1024;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/plugins",
-            get(list)
-                .post(install)
-                .layer(DefaultBodyLimit::max(MAX_INSTALL_BODY_BYTES)),
-        )
-        .route("/v1/plugins/{id}", get(show))
-        .route("/v1/plugins/{id}/{version}", get(manifest).delete(remove))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, install).layer(DefaultBodyLimit::max(MAX_INSTALL_BODY_BYTES)))
+        .routes(routes!(show))
+        .routes(routes!(manifest, remove))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses((status = 200, description = "every installed version", body = [InstalledPlugin]), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn list(
     _: Operator,
     State(state): State<AppState>,
@@ -37,13 +40,21 @@ async fn list(
     Ok(Json(state.catalog.list().map_err(ApiError::internal)?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PluginVersions {
     id: String,
     /// Newest first.
     versions: Vec<InstalledPlugin>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{id}",
+    tag = "plugins",
+    params(("id" = String, Path, description = "plugin id")),
+    responses((status = 200, description = "the plugin's versions, newest first", body = PluginVersions), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn show(
     _: Operator,
     State(state): State<AppState>,
@@ -63,6 +74,14 @@ async fn show(
 }
 
 /// One version's whole manifest: what it asks for, and its schemas.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{id}/{version}",
+    tag = "plugins",
+    params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
+    responses((status = 200, description = "the version's manifest", body = Object), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn manifest(
     _: Operator,
     State(state): State<AppState>,
@@ -75,7 +94,7 @@ async fn manifest(
     Ok(Json(manifest))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPackage {
     /// `plugin.toml`'s text.
@@ -84,6 +103,14 @@ struct NewPackage {
     component: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/plugins",
+    tag = "plugins",
+    request_body = NewPackage,
+    responses((status = 201, description = "validated and installed", body = InstalledPlugin), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn install(
     _: Operator,
     State(state): State<AppState>,
@@ -111,6 +138,14 @@ async fn install(
     Ok((StatusCode::CREATED, Json(installed)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{id}/{version}",
+    tag = "plugins",
+    params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
+    responses((status = 204, description = "removed"), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn remove(
     _: Operator,
     State(state): State<AppState>,

@@ -6,27 +6,27 @@ use super::auth::Operator;
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::tenancy::tokens::WorkspaceToken;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use http::StatusCode;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workspaces/{ws}/tokens", get(list).post(issue))
-        .route("/v1/workspaces/{ws}/tokens/{id}", delete(revoke))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, issue))
+        .routes(routes!(revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     #[serde(default)]
     label: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct IssuedToken {
     #[serde(flatten)]
     record: WorkspaceToken,
@@ -34,6 +34,15 @@ struct IssuedToken {
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/tokens",
+    tag = "tokens",
+    params(("ws" = String, Path, description = "workspace id")),
+    request_body = NewToken,
+    responses((status = 201, description = "the token, shown this once", body = IssuedToken), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn issue(
     _: Operator,
     State(state): State<AppState>,
@@ -45,6 +54,14 @@ async fn issue(
     Ok((StatusCode::CREATED, Json(IssuedToken { record, token })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/tokens",
+    tag = "tokens",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 200, description = "the workspace's tokens, never their values", body = [WorkspaceToken]), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn list(
     _: Operator,
     State(state): State<AppState>,
@@ -53,6 +70,14 @@ async fn list(
     Ok(Json(state.tenancy.tokens(&ws)?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/tokens/{id}",
+    tag = "tokens",
+    params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "token id")),
+    responses((status = 204, description = "revoked"), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn revoke(
     _: Operator,
     State(state): State<AppState>,

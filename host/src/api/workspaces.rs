@@ -6,19 +6,27 @@ use super::auth::{Operator, WorkspaceAccess};
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::tenancy::Workspace;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workspaces", get(list).post(create))
-        .route("/v1/workspaces/{ws}", get(show).delete(remove))
-        .route("/v1/workspaces/{ws}/audit", get(audit))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, remove))
+        .routes(routes!(audit))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}",
+    tag = "workspaces",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 200, description = "the workspace", body = Workspace), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn show(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -29,7 +37,8 @@ async fn show(
 
 /// `from` / `to`: milliseconds since the epoch (default: all time); `after`:
 /// the `next` cursor of the previous page; `limit`: 1-1000 (default 100).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     from: Option<u64>,
@@ -39,6 +48,14 @@ struct AuditQuery {
 }
 
 /// The workspace's outbound requests, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/audit",
+    tag = "workspaces",
+    params(("ws" = String, Path, description = "workspace id"), AuditQuery),
+    responses((status = 200, description = "a page of audit records, oldest first", body = Object), crate::api::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
 async fn audit(
     _: WorkspaceAccess,
     State(state): State<AppState>,
@@ -75,12 +92,20 @@ async fn audit(
     Ok(Json(page))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWorkspace {
     id: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces",
+    tag = "workspaces",
+    request_body = NewWorkspace,
+    responses((status = 201, description = "created", body = Workspace), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn create(
     _: Operator,
     State(state): State<AppState>,
@@ -90,6 +115,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(workspace)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces",
+    tag = "workspaces",
+    responses((status = 200, description = "every workspace", body = [Workspace]), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn list(
     _: Operator,
     State(state): State<AppState>,
@@ -103,6 +135,14 @@ async fn list(
 }
 
 /// Removes the workspace and everything it owns.
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}",
+    tag = "workspaces",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 204, description = "deleted with everything it owned"), crate::api::error::ApiErrors),
+    security(("operator" = []))
+)]
 async fn remove(
     _: Operator,
     State(state): State<AppState>,

@@ -13,7 +13,7 @@ pub struct PluginStore {
 }
 
 /// What `list` shows about an installed version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstalledPlugin {
     pub id: String,
     pub version: String,

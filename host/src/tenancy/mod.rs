@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 /// A tenant's space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Workspace {
     pub id: String,
     pub created_at_ms: u64,

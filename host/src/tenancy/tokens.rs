@@ -13,7 +13,7 @@ pub const TOKEN_PREFIX: &str = "pbw_";
 pub const MAX_LABEL_CHARS: usize = 100;
 
 /// A token as stored and listed: never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkspaceToken {
     pub id: String,
     pub workspace: String,
