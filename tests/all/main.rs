@@ -3,6 +3,7 @@
 
 mod api;
 mod audit;
+mod bad_input;
 mod connections;
 mod credentials;
 mod crm_transform;

@@ -1,0 +1,231 @@
+//! The bad-input matrix, over every route `/openapi.json` describes: hostile
+//! path segments (sent raw, so no client tidies them up first) and bad
+//! bodies each get a clear 4xx, and nothing is written or removed.
+
+use patchbay_tests::{
+    Harness, OPERATOR_TOKEN, api_call, operator_call as operator, plugins::PROBE,
+};
+use serde_json::{Value, json};
+use std::io::{Read as _, Write as _};
+
+/// One raw HTTP/1.1 request; the status and the JSON body (or null).
+async fn raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let address = base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {OPERATOR_TOKEN}\r\n\
+         content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        stream.write_all(head.as_bytes()).expect("send head");
+        // The server may answer (413) before reading all of a large body.
+        let _ = stream.write_all(&body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        (status, json)
+    })
+    .await
+    .expect("join")
+}
+
+/// Everything the operator can read, to prove nothing moved.
+async fn snapshot(api: &str) -> Value {
+    let mut all = serde_json::Map::new();
+    for path in [
+        "/v1/workspaces",
+        "/v1/workspaces/acme/connections",
+        "/v1/workspaces/acme/tokens",
+        "/v1/plugins",
+    ] {
+        let (status, body) = operator(api, "GET", path, None).await;
+        assert_eq!(status, 200, "{path}");
+        all.insert(path.to_owned(), body);
+    }
+    Value::Object(all)
+}
+
+/// `path` with each `{param}` filled from the tenant set up below.
+fn concrete(path: &str, token_id: &str) -> Vec<String> {
+    path.split('/')
+        .map(|segment| match segment {
+            "{ws}" => "acme".to_owned(),
+            "{name}" => "crm".to_owned(),
+            "{op}" => "echo".to_owned(),
+            "{credential}" => "token".to_owned(),
+            "{version}" => "1.0.0".to_owned(),
+            "{id}" if path.starts_with("/v1/plugins") => "probe".to_owned(),
+            "{id}" => token_id.to_owned(),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_route_refuses_bad_paths_and_bodies_with_a_4xx_and_changes_nothing() {
+    let harness = Harness::new();
+    harness
+        .install_package(PROBE.package_with(|m| {
+            format!(
+                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
+            )
+        }))
+        .await;
+    let api = harness.serve_api().await;
+    operator(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    let (status, _) = operator(
+        &api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm",
+        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    operator(
+        &api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm/credentials/token",
+        Some(json!({ "kind": "bearer", "token": "t-1" })),
+    )
+    .await;
+    let (_, issued) = operator(&api, "POST", "/v1/workspaces/acme/tokens", Some(json!({}))).await;
+    let token_id = issued["id"].as_str().expect("id").to_owned();
+    let before = snapshot(&api).await;
+
+    let (_, spec) = api_call("GET", &api, "/openapi.json", None, None).await;
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "delete"] {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let method = method.to_uppercase();
+            let segments = concrete(path, &token_id);
+            let takes_body = operation.get("requestBody").is_some();
+            let body = if takes_body {
+                b"{}".to_vec()
+            } else {
+                Vec::new()
+            };
+
+            // Each parameter in turn replaced by something that is not a name.
+            for (i, template) in path.split('/').enumerate() {
+                if !template.starts_with('{') {
+                    continue;
+                }
+                for bad in [
+                    "..",
+                    "%2E%2E",
+                    "a%2Fb",
+                    "%2F",
+                    "a%00b",
+                    "A%20B",
+                    &"x".repeat(300),
+                ] {
+                    let mut attacked = segments.clone();
+                    attacked[i] = bad.to_owned();
+                    let target = attacked.join("/");
+                    let (status, answer) =
+                        raw(&api, &method, &target, "application/json", body.clone()).await;
+                    assert!(
+                        (400..500).contains(&status) && answer["code"].is_string(),
+                        "{method} {target}: {status} {answer}"
+                    );
+                    checked += 1;
+                }
+            }
+
+            if !takes_body {
+                continue;
+            }
+            let target = segments.join("/");
+            let install = path == "/v1/plugins";
+            let oversize = format!("\"{}\"", "x".repeat(3 * 1024 * 1024)).into_bytes();
+            let cases: [(&str, Vec<u8>, u16, &str); 5] = [
+                ("application/json", b"{,}".to_vec(), 400, "malformed-json"),
+                (
+                    "application/json",
+                    b"\"not an object\"".to_vec(),
+                    422,
+                    "invalid-body",
+                ),
+                (
+                    "application/json",
+                    b"{\"zzz\": 1}".to_vec(),
+                    422,
+                    "invalid-body",
+                ),
+                ("text/plain", b"{}".to_vec(), 415, "unsupported-media-type"),
+                (
+                    "application/json",
+                    oversize,
+                    // The install route takes large packages; a string is still no package.
+                    if install { 422 } else { 413 },
+                    if install {
+                        "invalid-body"
+                    } else {
+                        "body-too-large"
+                    },
+                ),
+            ];
+            for (content_type, bytes, status, code) in cases {
+                let (got, answer) = raw(&api, &method, &target, content_type, bytes).await;
+                assert_eq!(
+                    (got, answer["code"].as_str()),
+                    (status, Some(code)),
+                    "{method} {target} ({content_type}): {answer}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 150, "the matrix ran: {checked} requests");
+
+    // Unknown or malformed plugin versions.
+    for version in ["9.9.9", "not-semver", "../1.0.0"] {
+        let (status, answer) = operator(
+            &api,
+            "PUT",
+            "/v1/workspaces/acme/connections/crm",
+            Some(json!({ "plugin": "probe", "version": version })),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (422, Some("unknown-plugin")),
+            "{version}: {answer}"
+        );
+    }
+
+    assert_eq!(
+        snapshot(&api).await,
+        before,
+        "nothing was written or removed"
+    );
+    let (status, connection) =
+        operator(&api, "GET", "/v1/workspaces/acme/connections/crm", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(connection["credentials"][0]["set"], true, "{connection}");
+}
