@@ -356,6 +356,15 @@ pub fn metrics_text(harness: &Harness) -> String {
     patchbay::metrics::render(&harness.services.app_state("unused").metrics).expect("metrics")
 }
 
+/// What the probe's manifest adds to declare a bearer credential `token`,
+/// sent to its upstream's `/allowed` paths.
+pub const PROBE_BEARER_CREDENTIAL: &str = "\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{upstream}}/allowed\"]\n";
+
+/// The probe package, declaring the bearer credential `token`.
+pub fn probe_with_bearer_credential() -> Package {
+    plugins::PROBE.package_with(|m| format!("{m}{PROBE_BEARER_CREDENTIAL}"))
+}
+
 /// The operator token [`Harness::serve_api`] accepts.
 pub const OPERATOR_TOKEN: &str = "pbo_test-operator";
 

@@ -162,11 +162,7 @@ async fn workspace_routes_need_the_operator_token() {
 async fn credentials_are_write_only_through_the_api() {
     let harness = Harness::new();
     harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     let api = harness.serve_api().await;
     call(

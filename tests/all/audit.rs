@@ -72,11 +72,7 @@ async fn every_attempt_is_recorded_with_what_happened() {
         .mount(&server)
         .await;
     let installed = harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     let binding = harness.binding(&installed, "ws-1", "crm", &[("upstream", &server.uri())]);
     harness
@@ -163,11 +159,7 @@ async fn held_requests_are_recorded_with_the_reason() {
     let harness = harness(Retention::default());
     let server = MockServer::start().await;
     let installed = harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     // No credential set: the host holds the request back.
     let binding = harness.binding(&installed, "ws-1", "crm", &[("upstream", &server.uri())]);

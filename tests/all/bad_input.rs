@@ -2,9 +2,7 @@
 //! path segments (sent raw, so no client tidies them up first) and bad
 //! bodies each get a clear 4xx, and nothing is written or removed.
 
-use patchbay_tests::{
-    Harness, OPERATOR_TOKEN, api_call, operator_call as operator, plugins::PROBE,
-};
+use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, operator_call as operator};
 use serde_json::{Value, json};
 use std::io::{Read as _, Write as _};
 
@@ -81,11 +79,7 @@ fn concrete(path: &str, token_id: &str) -> Vec<String> {
 async fn every_route_refuses_bad_paths_and_bodies_with_a_4xx_and_changes_nothing() {
     let harness = Harness::new();
     harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     let api = harness.serve_api().await;
     operator(

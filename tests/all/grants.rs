@@ -113,11 +113,7 @@ async fn an_unapproved_credential_is_not_sent() {
     let harness = Harness::new();
     let server = upstream().await;
     let plugin = harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     harness
         .set_credential(

@@ -2,7 +2,7 @@
 //! every route of workspace B, and a plugin in A against B's KV, config,
 //! credentials and audit trail.
 
-use patchbay_tests::{Harness, api_call, operator_call as operator, plugins::PROBE};
+use patchbay_tests::{Harness, api_call, operator_call as operator};
 use serde_json::{Value, json};
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -11,11 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 async fn harness_with_probe() -> Harness {
     let harness = Harness::new();
     harness
-        .install_package(PROBE.package_with(|m| {
-            format!(
-                "{m}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n"
-            )
-        }))
+        .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     harness
 }

@@ -2,7 +2,9 @@
 //! SIGKILL and restarted loses nothing it acknowledged, and the CLI's
 //! workspace and connection commands drive a running server.
 
-use patchbay_tests::{OPERATOR_TOKEN, api_call, operator_call as operator, plugins::PROBE};
+use patchbay_tests::{
+    OPERATOR_TOKEN, PROBE_BEARER_CREDENTIAL, api_call, operator_call as operator, plugins::PROBE,
+};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,10 +83,7 @@ impl Drop for Server {
 fn probe_packages(parent: &Path) -> PathBuf {
     let dir = parent.join("probe");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let manifest = format!(
-        "{}\n[[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\ndestinations = [\"{{{{upstream}}}}/allowed\"]\n",
-        PROBE.manifest()
-    );
+    let manifest = format!("{}{PROBE_BEARER_CREDENTIAL}", PROBE.manifest());
     std::fs::write(dir.join("plugin.toml"), manifest).expect("manifest");
     std::fs::write(dir.join("plugin.wasm"), PROBE.wasm_bytes()).expect("wasm");
     parent.to_path_buf()
