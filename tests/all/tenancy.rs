@@ -21,14 +21,17 @@ async fn workspaces_and_connections_are_validated_when_saved() {
     let harness = Harness::new();
     harness.ensure(PROBE).await;
     let tenancy = harness.services.tenancy();
-    tenancy.create_workspace("acme").expect("create");
+    tenancy.create_workspace("acme").await.expect("create");
     assert!(matches!(
-        tenancy.create_workspace("acme"),
+        tenancy.create_workspace("acme").await,
         Err(TenancyError::WorkspaceExists(_))
     ));
     for bad in ["../etc", "a%2Fb", "Acme", ""] {
         assert!(
-            matches!(tenancy.create_workspace(bad), Err(TenancyError::Name(_))),
+            matches!(
+                tenancy.create_workspace(bad).await,
+                Err(TenancyError::Name(_))
+            ),
             "{bad:?}"
         );
     }
@@ -102,7 +105,7 @@ async fn deleting_a_workspace_removes_everything_it_owns() {
     let plugin = harness.ensure(PROBE).await;
     let tenancy = harness.services.tenancy();
     for ws in ["acme", "other"] {
-        tenancy.create_workspace(ws).expect("create");
+        tenancy.create_workspace(ws).await.expect("create");
         let connection = tenancy
             .put_connection(ws, "crm", request(json!({ "upstream": server.uri() })))
             .await
@@ -201,4 +204,96 @@ async fn deleting_a_workspace_removes_everything_it_owns() {
         tenancy.delete_workspace("acme").await,
         Err(TenancyError::WorkspaceNotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_data() {
+    let harness = Harness::new();
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let plugin = harness.ensure(PROBE).await;
+    let tenancy = harness.services.tenancy();
+    tenancy.create_workspace("acme").await.expect("create");
+    let connection = tenancy
+        .put_connection("acme", "crm", request(json!({ "upstream": server.uri() })))
+        .await
+        .expect("saved")
+        .connection;
+    let secret = Secret::Bearer {
+        token: "bt-left-behind-1".into(),
+    };
+    let credentials = &harness.services.credentials;
+    credentials
+        .set(&connection.scope(), "token", secret)
+        .await
+        .expect("credential");
+    let binding = connection.binding(&plugin.manifest).expect("binding");
+    let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
+    assert!(
+        harness
+            .invoke(&plugin, &binding, "kv", script)
+            .await
+            .result
+            .is_ok()
+    );
+    let url = json!({ "url": format!("{}/allowed/x", server.uri()) });
+    assert!(
+        harness
+            .invoke(&plugin, &binding, "fetch", url)
+            .await
+            .result
+            .is_ok()
+    );
+    harness.services.audit.flushed().await;
+
+    // As if the process died right after removing the records, before the
+    // data they owned: only the stores' own rows are gone.
+    assert!(
+        harness
+            .services
+            .tenancy
+            .delete_connection("acme", "crm")
+            .expect("row")
+    );
+    let scope = connection.scope();
+    tenancy
+        .put_connection("acme", "crm", request(json!({ "upstream": server.uri() })))
+        .await
+        .expect("saved again");
+    assert!(
+        credentials.describe(&scope).expect("describe").is_empty(),
+        "no old credential"
+    );
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&scope, "k", 0)
+            .expect("get")
+            .is_none(),
+        "no old KV"
+    );
+
+    harness
+        .services
+        .tenancy
+        .delete_workspace("acme")
+        .expect("row");
+    tenancy
+        .create_workspace("acme")
+        .await
+        .expect("created again");
+    let audit = harness
+        .services
+        .audit
+        .query("acme", 0, u64::MAX, None, 10)
+        .expect("audit");
+    assert!(
+        audit.records.is_empty(),
+        "no old audit records: {:?}",
+        audit.records
+    );
 }

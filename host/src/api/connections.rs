@@ -113,7 +113,7 @@ async fn remove_credential(
 }
 
 /// A connection as the API shows it: never a credential value.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ConnectionView {
     #[serde(flatten)]
     connection: Connection,
@@ -157,7 +157,7 @@ fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiE
     path = "/v1/workspaces/{ws}/connections",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id")),
-    responses((status = 200, description = "the workspace's connections", body = [Object]), crate::api::error::ApiErrors),
+    responses((status = 200, description = "the workspace's connections", body = [ConnectionView]), crate::api::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
 )]
 async fn list(
@@ -178,7 +178,7 @@ async fn list(
     path = "/v1/workspaces/{ws}/connections/{name}",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
-    responses((status = 200, description = "the connection, its status and its credentials' names", body = Object), crate::api::error::ApiErrors),
+    responses((status = 200, description = "the connection, its status and its credentials' names", body = ConnectionView), crate::api::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
 )]
 async fn show(
@@ -196,8 +196,8 @@ async fn show(
     path = "/v1/workspaces/{ws}/connections/{name}",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
-    request_body = Object,
-    responses((status = 200, description = "saved; `upgrade` shows what a version move added", body = Object), crate::api::error::ApiErrors),
+    request_body = ConnectionRequest,
+    responses((status = 200, description = "saved; `upgrade` shows what a version move added", body = ConnectionView), crate::api::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
 )]
 async fn save(

@@ -111,7 +111,7 @@ async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>), ApiError> {
-    let workspace = state.tenancy.create_workspace(&body.id)?;
+    let workspace = state.tenancy.create_workspace(&body.id).await?;
     Ok((StatusCode::CREATED, Json(workspace)))
 }
 

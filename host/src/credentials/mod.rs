@@ -287,7 +287,7 @@ struct Record {
 }
 
 /// What the API may show about a credential: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CredentialInfo {
     pub name: String,
     pub kind: &'static str,

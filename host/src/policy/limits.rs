@@ -85,7 +85,7 @@ pub struct EffectiveLimits {
 
 /// What a connection holds its plugin to: at most the plugin's own limits
 /// (its ask, capped by the operator), never more.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]

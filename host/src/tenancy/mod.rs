@@ -27,14 +27,16 @@ pub struct Workspace {
 }
 
 /// One plugin version enabled in one workspace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Connection {
     pub workspace: String,
     pub name: String,
     pub plugin: String,
     /// Always concrete: `latest` is resolved when the connection is saved.
+    #[schema(value_type = String)]
     pub version: semver::Version,
     /// Non-secret settings, checked against the plugin's config schema.
+    #[schema(value_type = Object)]
     pub config: serde_json::Map<String, Json>,
     pub grants: Grants,
     /// Tighter limits than the plugin's own, if the tenant wants them.

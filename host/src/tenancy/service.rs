@@ -18,14 +18,16 @@ use serde_json::Value as Json;
 use std::sync::Arc;
 
 /// What a tenant sends to create or change a connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRequest {
     pub plugin: String,
     /// A version, or `latest` (resolved now and stored as the concrete version).
     #[serde(default = "latest")]
     pub version: String,
+    /// Settings, checked against the plugin's config schema.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub config: serde_json::Map<String, Json>,
     #[serde(default)]
     pub grants: Grants,
@@ -135,8 +137,14 @@ pub struct Tenancy {
 }
 
 impl Tenancy {
-    pub fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
+    pub async fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
         check_name("workspace", id)?;
+        if self.store.get_workspace(id)?.is_some() {
+            return Err(TenancyError::WorkspaceExists(id.to_owned()));
+        }
+        // A crash part-way through deleting a workspace of this id may have
+        // left audit records: a new workspace never inherits them.
+        self.audit.remove_workspace(id).await?;
         let workspace = Workspace {
             id: id.to_owned(),
             created_at_ms: (self.clock)(),
@@ -212,6 +220,7 @@ impl Tenancy {
             _ => None,
         };
         let now = (self.clock)();
+        let is_new = existing.is_none();
         let created_at_ms = existing.map_or(now, |c| c.created_at_ms);
         let connection = Connection {
             workspace: workspace.to_owned(),
@@ -229,6 +238,12 @@ impl Tenancy {
         connection
             .binding(manifest)
             .map_err(TenancyError::Binding)?;
+        if is_new {
+            // A new connection: a crash part-way through deleting an earlier
+            // one of this name may have left its credentials or KV data, and
+            // a new connection never inherits them.
+            self.remove_connection_data(&connection).await?;
+        }
         self.store.put_connection(&connection)?;
         Ok(Saved {
             connection,

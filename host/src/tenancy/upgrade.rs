@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 /// What `to` asks for that `from` did not. Empty lists and unchanged limits
 /// are left out, so the JSON shows only the new asks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityDiff {
     pub from: String,
@@ -21,12 +21,18 @@ pub struct CapabilityDiff {
     /// `name (kind)`, or `name (kind) also to DESTINATION`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub new_credentials: Vec<String>,
+    /// `{"from", "to"}` in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub memory_mb: Option<Growth<u32>>,
+    /// `{"from", "to"}` in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub timeout_ms: Option<Growth<u32>>,
-    /// KV newly asked for (`from` is null), or a larger quota.
+    /// KV newly asked for (`from` is null), or a larger quota: `{"from", "to"}`
+    /// with `max_keys`, `max_total_bytes`, `max_value_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub kv: Option<Growth<Option<KvQuota>>>,
 }
 
