@@ -379,3 +379,68 @@ fn write_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryAudit;
+    use std::sync::Arc;
+
+    const DAY_MS: u64 = 86_400_000;
+
+    fn record(workspace: &str, at_ms: u64) -> AuditRecord {
+        let tags = AuditTags {
+            workspace: workspace.into(),
+            connection: "crm".into(),
+            plugin: "crm@1.0.0".into(),
+            invocation_id: "inv".into(),
+        };
+        let uri: http::Uri = "https://api.example.com/v1/x".parse().expect("uri");
+        AuditRecord::new(&tags, at_ms, "GET", &uri)
+    }
+
+    #[tokio::test]
+    async fn the_writer_enforces_retention_on_its_own_schedule() {
+        let now = 10 * DAY_MS;
+        let clock: Clock = Arc::new(move || now);
+        let log = AuditLog::start(
+            Arc::new(MemoryAudit::default()),
+            clock,
+            Retention {
+                max_age_days: 1,
+                max_records_per_workspace: 3,
+                purge_every_secs: 1,
+            },
+        )
+        .expect("writer");
+        for i in 0..5 {
+            log.record(&record("acme", now - 2 * DAY_MS + i));
+            log.record(&record("beta", now - 1_000 + i));
+        }
+        log.flushed().await;
+        let count = |ws: &str| {
+            log.query(ws, 0, u64::MAX, None, 100)
+                .expect("query")
+                .records
+                .len()
+        };
+        assert_eq!((count("acme"), count("beta")), (5, 5), "written first");
+        // Nobody asks for a purge: the writer's own timer must do it. Bounded wait.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (count("acme"), count("beta")) != (0, 3) {
+            assert!(
+                Instant::now() < deadline,
+                "retention never ran: acme {} beta {}",
+                count("acme"),
+                count("beta")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let kept = log.query("beta", 0, u64::MAX, None, 100).expect("query");
+        assert_eq!(
+            kept.records.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            [now - 998, now - 997, now - 996],
+            "the newest are kept"
+        );
+    }
+}

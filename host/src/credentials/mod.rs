@@ -687,6 +687,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_needs_attention_mark_goes_with_a_new_value_or_removal() {
+        let creds = credentials();
+        let bearer = || Secret::Bearer {
+            token: "bt-attention-1".into(),
+        };
+        for (ws, clear_by_removing) in [("a", false), ("b", true)] {
+            creds.set(&scope(ws), "token", bearer()).await.expect("set");
+            creds
+                .mark_needs_attention(&scope(ws), "token", "invalid_grant: revoked")
+                .await
+                .expect("mark");
+            let marked: Vec<String> = creds
+                .needing_attention()
+                .into_iter()
+                .map(|(s, _, _)| s.workspace)
+                .collect();
+            assert!(marked.contains(&ws.to_owned()), "{marked:?}");
+            if clear_by_removing {
+                assert!(creds.remove(&scope(ws), "token").await.expect("remove"));
+            } else {
+                creds.set(&scope(ws), "token", bearer()).await.expect("set");
+                assert_eq!(
+                    creds.describe(&scope(ws)).expect("describe")[0].needs_attention,
+                    None
+                );
+            }
+            assert!(
+                !creds
+                    .needing_attention()
+                    .iter()
+                    .any(|(s, _, _)| s.workspace == ws),
+                "{ws}: the mark (and its gauge) is gone"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn empty_and_header_breaking_values_are_refused() {
         let creds = credentials();
         for secret in [
