@@ -18,6 +18,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_patchbay-under-test");
 struct Server {
     child: Child,
     base: String,
+    /// Everything it writes to stderr (its logs, at trace level for Patchbay).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -38,36 +40,45 @@ impl Server {
             .arg(plugins)
             .env("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env_remove("PATCHBAY_MASTER_KEY")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,patchbay=trace")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn patchbay serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
         let stderr = child.stderr.take().expect("stderr");
         let base = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stderr).lines();
+            let keep = move |line: &str| {
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(line);
+                log.push('\n');
+            };
             let address = loop {
                 let line = lines
                     .next()
                     .expect("serve printed its address before exiting")
                     .expect("read");
+                keep(&line);
                 if let Some(rest) = line.strip_prefix("patchbay listening on ") {
                     break rest.trim().to_owned();
                 }
             };
             // Keep draining, so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| keep(&l)));
             address
         })
         .await
         .expect("join");
-        Self { child, base }
+        Self { child, base, log }
     }
 
-    /// SIGKILL: no shutdown path runs.
-    fn kill(mut self) {
+    /// SIGKILL: no shutdown path runs. Returns what it logged.
+    fn kill(mut self) -> String {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -154,7 +165,7 @@ async fn everything_acknowledged_survives_kill_9() {
     .await;
     assert_eq!(status, 200, "{body}");
     // Acknowledged: now the process dies without any chance to flush.
-    server.kill();
+    let mut logged = server.kill();
 
     let server = Server::start(data.path(), &plugins).await;
     let api = server.base.clone();
@@ -191,6 +202,14 @@ async fn everything_acknowledged_survives_kill_9() {
     .await;
     assert_eq!(status, 200, "{fetched}");
     assert_eq!(fetched["output"]["status"], 200, "{fetched}");
+    logged.push_str(&server.kill());
+    assert!(
+        logged.contains("patchbay listening"),
+        "the logs were captured"
+    );
+    for secret in ["durable-bearer-1", &token[4..]] {
+        assert!(!logged.contains(secret), "{secret:?} in the server's logs");
+    }
 }
 
 /// Run the CLI with `args` (split at spaces) against `server` with `token`.
