@@ -30,6 +30,8 @@ pub struct Services {
     pub audit: Arc<AuditLog>,
     pub clock: crate::clock::Clock,
     pub catalog: Arc<Catalog>,
+    /// Shared by every `Tenancy` made from these services (see `Tenancy::pins`).
+    plugin_pins: Arc<tokio::sync::RwLock<()>>,
     /// Stops (and is waited for) when the services are dropped.
     _kv_purger: KvPurger,
 }
@@ -127,11 +129,11 @@ impl Services {
             credentials,
             audit,
             _kv_purger: kv_purger,
+            plugin_pins: Arc::default(),
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }
 
-    /// What the API serves from, with the operator token it accepts.
     /// Workspaces and connections, with everything their deletion must reach.
     pub fn tenancy(&self) -> crate::tenancy::service::Tenancy {
         crate::tenancy::service::Tenancy {
@@ -141,9 +143,11 @@ impl Services {
             kv: self.kv.clone(),
             audit: self.audit.clone(),
             clock: self.clock.clone(),
+            pins: self.plugin_pins.clone(),
         }
     }
 
+    /// What the API serves from, with the operator token it accepts.
     pub fn app_state(&self, operator_token: &str) -> AppState {
         let openapi = crate::api::openapi()
             .to_json()

@@ -201,3 +201,27 @@ async fn a_bad_package_is_refused_naming_what_is_wrong_and_installs_nothing() {
         "nothing was installed"
     );
 }
+
+#[tokio::test]
+async fn removing_a_version_waits_for_a_save_that_may_pin_it() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    harness
+        .install_package(PROBE.package_with(|_| probe_at("1.1.0")))
+        .await;
+    // As a connection save in progress holds it, between resolving the
+    // version and storing the connection.
+    let saving = harness.services.tenancy().pins.clone();
+    let saving = saving.read_owned().await;
+    let remover = harness.services.tenancy();
+    let removal = tokio::spawn(async move { remover.remove_plugin("probe", "1.1.0").await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!removal.is_finished(), "the removal waits for the save");
+    assert!(harness.services.catalog.is_installed("probe", "1.1.0"));
+    drop(saving);
+    removal
+        .await
+        .expect("join")
+        .expect("removed once the save is done");
+    assert!(!harness.services.catalog.is_installed("probe", "1.1.0"));
+}

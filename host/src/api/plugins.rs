@@ -151,7 +151,7 @@ async fn remove(
     State(state): State<AppState>,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenancy.remove_plugin(&id, &version)?;
+    state.tenancy.remove_plugin(&id, &version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -322,7 +322,7 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let manifest = services.catalog.inspect(&plugin)?;
             let (id, version) = (manifest.id.as_str(), manifest.version.to_string());
-            services.tenancy().remove_plugin(id, &version)?;
+            services.tenancy().remove_plugin(id, &version).await?;
             println!("removed {id}@{version}");
         }
     }

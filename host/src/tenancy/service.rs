@@ -134,6 +134,10 @@ pub struct Tenancy {
     pub kv: SharedKv,
     pub audit: Arc<AuditLog>,
     pub clock: Clock,
+    /// Held to read while a connection is saved and pins a version, to write
+    /// while a version is removed: a save can never pin a version that a
+    /// removal running at the same time has already checked and is deleting.
+    pub pins: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Tenancy {
@@ -187,6 +191,7 @@ impl Tenancy {
     ) -> Result<Saved, TenancyError> {
         check_name("connection", name)?;
         self.workspace(workspace)?;
+        let _pinning = self.pins.read().await;
         let reference = if request.version == "latest" {
             request.plugin.clone()
         } else {
@@ -278,9 +283,10 @@ impl Tenancy {
 
     /// Remove an installed plugin version (`id@version`), refused while any
     /// connection pins it.
-    pub fn remove_plugin(&self, id: &str, version: &str) -> Result<(), TenancyError> {
+    pub async fn remove_plugin(&self, id: &str, version: &str) -> Result<(), TenancyError> {
         let version_ = semver::Version::parse(version)
             .map_err(|_| TenancyError::PluginNotFound(format!("{id}@{version}")))?;
+        let _removing = self.pins.write().await;
         let mut pinned = Vec::new();
         for workspace in self.store.list_workspaces()? {
             for connection in self.store.list_connections(&workspace.id)? {
