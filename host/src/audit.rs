@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// What happened to an outbound attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// Sent upstream.
@@ -30,7 +30,7 @@ pub enum Decision {
 
 /// One outbound attempt. Never holds a secret: the path's query values are
 /// redacted, and only the credential's kind is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub at_ms: u64,
     pub workspace: String,
@@ -134,7 +134,7 @@ impl Default for Retention {
 }
 
 /// A page of a workspace's records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub records: Vec<AuditRecord>,
     /// Pass back as `after` for the next page; `None` on the last page.

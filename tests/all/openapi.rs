@@ -97,3 +97,98 @@ async fn the_openapi_description_matches_the_routes_and_the_readme() {
     let (status, answer) = api_call("GET", &api, "/v1/nothing", Some(OPERATOR_TOKEN), None).await;
     assert_eq!((status, answer["code"].as_str()), (404, Some("no-route")));
 }
+
+/// Check `answer` against `schema` (a component name) of `spec`: the
+/// description says what the API really sends.
+fn conforms(spec: &Value, schema: &str, answer: &Value) {
+    let mut document = spec.clone();
+    document["$ref"] = json!(format!("#/components/schemas/{schema}"));
+    let validator = jsonschema::validator_for(&document).expect("the description is a schema");
+    let problems: Vec<String> = validator
+        .iter_errors(answer)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(problems.is_empty(), "{schema}: {problems:?}\n{answer}");
+}
+
+#[tokio::test]
+async fn answers_match_their_described_schemas() {
+    let harness = Harness::new();
+    harness
+        .install_package(patchbay_tests::probe_with_bearer_credential())
+        .await;
+    let api = harness.serve_api().await;
+    let (_, spec) = api_call("GET", &api, "/openapi.json", None, None).await;
+    let op = Some(OPERATOR_TOKEN);
+    let (_, workspace) = api_call(
+        "POST",
+        &api,
+        "/v1/workspaces",
+        op,
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    conforms(&spec, "Workspace", &workspace);
+    let (_, saved) = api_call(
+        "PUT",
+        &api,
+        "/v1/workspaces/acme/connections/crm",
+        op,
+        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true }, "limits": { "timeout_ms": 500 } })),
+    )
+    .await;
+    conforms(&spec, "ConnectionView", &saved);
+    api_call(
+        "PUT",
+        &api,
+        "/v1/workspaces/acme/connections/crm/credentials/token",
+        op,
+        Some(json!({ "kind": "bearer", "token": "t-schema-1" })),
+    )
+    .await;
+    let (_, shown) = api_call("GET", &api, "/v1/workspaces/acme/connections/crm", op, None).await;
+    assert_eq!(shown["credentials"][0]["set"], true);
+    conforms(&spec, "ConnectionView", &shown);
+    let (_, issued) = api_call(
+        "POST",
+        &api,
+        "/v1/workspaces/acme/tokens",
+        op,
+        Some(json!({ "label": "x" })),
+    )
+    .await;
+    conforms(&spec, "IssuedToken", &issued);
+    let (_, listed) = api_call("GET", &api, "/v1/workspaces/acme/tokens", op, None).await;
+    conforms(&spec, "WorkspaceToken", &listed[0]);
+    let (_, plugins) = api_call("GET", &api, "/v1/plugins", op, None).await;
+    conforms(&spec, "InstalledPlugin", &plugins[0]);
+    let (_, versions) = api_call("GET", &api, "/v1/plugins/probe", op, None).await;
+    conforms(&spec, "PluginVersions", &versions);
+    let (_, manifest) = api_call("GET", &api, "/v1/plugins/probe/1.0.0", op, None).await;
+    assert_eq!(manifest["capabilities"]["credentials"][0]["kind"], "bearer");
+    conforms(&spec, "Manifest", &manifest);
+    let (_, output) = api_call(
+        "POST",
+        &api,
+        "/v1/workspaces/acme/connections/crm/operations/fetch",
+        op,
+        Some(json!({ "input": { "url": "http://127.0.0.1:9/allowed/x" } })),
+    )
+    .await;
+    conforms(&spec, "ErrorBody", &output);
+    let (_, page) = api_call("GET", &api, "/v1/workspaces/acme/audit", op, None).await;
+    assert!(
+        !page["records"].as_array().expect("records").is_empty(),
+        "{page}"
+    );
+    conforms(&spec, "AuditPage", &page);
+    let (_, ran) = api_call(
+        "POST",
+        &api,
+        "/v1/workspaces/acme/connections/crm/operations/echo",
+        op,
+        Some(json!({ "input": { "a": 1 } })),
+    )
+    .await;
+    conforms(&spec, "InvokeResponse", &ran);
+}

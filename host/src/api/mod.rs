@@ -68,6 +68,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Patchbay", description = "Operator and tenant API of the Patchbay connector host"),
+    components(schemas(error::ErrorBody)),
     modifiers(&BearerTokens)
 )]
 struct ApiDoc;

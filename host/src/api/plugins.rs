@@ -79,7 +79,7 @@ async fn show(
     path = "/v1/plugins/{id}/{version}",
     tag = "plugins",
     params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
-    responses((status = 200, description = "the version's manifest", body = Object), crate::api::error::ApiErrors),
+    responses((status = 200, description = "the version's manifest", body = Manifest), crate::api::error::ApiErrors),
     security(("operator" = []))
 )]
 async fn manifest(

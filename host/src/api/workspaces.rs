@@ -53,7 +53,7 @@ struct AuditQuery {
     path = "/v1/workspaces/{ws}/audit",
     tag = "workspaces",
     params(("ws" = String, Path, description = "workspace id"), AuditQuery),
-    responses((status = 200, description = "a page of audit records, oldest first", body = Object), crate::api::error::ApiErrors),
+    responses((status = 200, description = "a page of audit records, oldest first", body = crate::audit::AuditPage), crate::api::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
 )]
 async fn audit(

@@ -29,10 +29,13 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> Manifest
 }
 
 /// A validated manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub id: String,
+    #[schema(value_type = String)]
     pub version: semver::Version,
+    /// The `patchbay:connector` contract version it was built against.
+    #[schema(value_type = String)]
     pub contract: semver::Version,
     pub name: String,
     pub description: String,
@@ -43,7 +46,7 @@ pub struct Manifest {
 }
 
 /// What kind of work an operation does; callers use it to decide retries and caching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OperationKind {
     /// Reads upstream state (e.g. find a contact); safe to retry.
@@ -54,28 +57,32 @@ pub enum OperationKind {
     Transform,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Operation {
     pub name: String,
     pub kind: OperationKind,
     pub idempotent: bool,
+    #[schema(value_type = Object)]
     pub input_schema: Json,
+    #[schema(value_type = Object)]
     pub output_schema: Json,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Capabilities {
     /// Outbound HTTP destinations, as written (templates unfilled).
+    #[schema(value_type = Vec<String>)]
     pub http: Vec<Destination>,
     /// The upstream API's request rate, as the vendor declares it.
     pub http_rate_limit: Option<RateLimit>,
     pub kv: Option<KvQuota>,
     /// JSON Schema of the connection's non-secret settings.
+    #[schema(value_type = Option<Object>)]
     pub config_schema: Option<Json>,
     pub credentials: Vec<CredentialRequest>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KvQuota {
     pub max_keys: u64,
@@ -83,7 +90,7 @@ pub struct KvQuota {
     pub max_value_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     ApiKeyHeader,
@@ -116,18 +123,20 @@ impl CredentialKind {
 
 /// A credential the plugin needs; the host holds its value and adds it to
 /// requests bound for `destinations`, so the plugin never sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialRequest {
     pub name: String,
     pub kind: CredentialKind,
     pub description: String,
     /// Where the host may send it (destination grammar, templates allowed).
+    #[schema(value_type = Vec<String>)]
     pub destinations: Vec<Destination>,
     /// `api_key_header`: the header that carries the key (lowercase).
     pub header: Option<String>,
     /// `api_key_query`: the query parameter that carries the key.
     pub param: Option<String>,
     /// `oauth2_*`: the token endpoint (a URL, templates allowed).
+    #[schema(value_type = Option<String>)]
     pub token_url: Option<Destination>,
     /// `oauth2_*`: scopes to ask for.
     pub scopes: Vec<String>,
@@ -164,7 +173,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// Limits the plugin asks for; the operator's maxima cap them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLimits {
     #[serde(default = "default_memory_mb")]
