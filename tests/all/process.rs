@@ -214,7 +214,13 @@ async fn everything_acknowledged_survives_kill_9() {
 
 /// Run the CLI with `args` (split at spaces) against `server` with `token`.
 async fn cli(server: &Server, token: &str, args: &str) -> Output {
+    cli_with(server, token, args, &[]).await
+}
+
+/// [`cli`] with extra environment variables.
+async fn cli_with(server: &Server, token: &str, args: &str, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BINARY);
+    cmd.envs(env.iter().copied());
     cmd.args(args.split_whitespace())
         .env("PATCHBAY_SERVER", &server.base)
         .env("PATCHBAY_TOKEN", token)
@@ -262,6 +268,43 @@ async fn the_cli_drives_workspaces_and_connections_on_a_running_server() {
     );
     let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
     assert_eq!(shown["config"]["upstream"], "http://127.0.0.1:9");
+    assert_eq!(shown["credentials"][0]["set"], false);
+
+    // Credentials come from the environment, typed by what the plugin declares.
+    let secret = "cli-bearer-0123456789";
+    let set_token = "connection credential set acme crm token --from-env PB_SECRET";
+    let out = cli_with(&server, &token, set_token, &[("PB_SECRET", secret)]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains(secret), "{printed}");
+    let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
+    assert_eq!(shown["credentials"][0]["set"], true, "{shown}");
+    assert!(!shown.to_string().contains(secret));
+    let basic = r#"{"kind":"basic","username":"u","password":"p-1"}"#;
+    let wrong = stderr(&cli_with(&server, &token, set_token, &[("PB_SECRET", basic)]).await);
+    assert!(wrong.contains("is a basic, not a bearer"), "{wrong}");
+    let unset = stderr(&cli(&server, &token, set_token).await);
+    assert!(
+        unset.contains("PB_SECRET: the variable is not set"),
+        "{unset}"
+    );
+    let removed = cli(
+        &server,
+        &token,
+        "connection credential remove acme crm token",
+    )
+    .await;
+    assert!(removed.status.success());
+    let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
+    assert_eq!(shown["credentials"][0]["set"], false);
     let all = stdout_json(&cli(&server, &token, "connection list acme").await);
     assert_eq!(all.as_array().map(Vec::len), Some(1));
     let ran = stdout_json(

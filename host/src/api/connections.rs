@@ -127,12 +127,36 @@ struct ConnectionView {
     upgrade: Option<crate::tenancy::upgrade::CapabilityDiff>,
 }
 
-fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
-    let credentials = state
+/// The connection with its status, and every credential its plugin
+/// declares: set or not, never a value.
+async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
+    let mut stored = state
         .tenancy
         .credentials
         .describe(&connection.scope())
         .map_err(ApiError::internal)?;
+    let plugin = state
+        .catalog
+        .get(&format!("{}@{}", connection.plugin, connection.version))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut credentials: Vec<CredentialInfo> = plugin
+        .manifest
+        .capabilities
+        .credentials
+        .iter()
+        .map(|declared| match stored.iter().position(|s| s.name == declared.name) {
+            Some(i) => stored.swap_remove(i),
+            None => CredentialInfo {
+                name: declared.name.clone(),
+                kind: declared.kind.as_str(),
+                set: false,
+                needs_attention: None,
+            },
+        })
+        .collect();
+    // Anything stored that this version no longer declares, still shown.
+    credentials.extend(stored);
     let attention = credentials.iter().find_map(|c| {
         c.needs_attention
             .as_ref()
@@ -165,11 +189,10 @@ async fn list(
     State(state): State<AppState>,
     Path(ws): Path<String>,
 ) -> Result<Json<Vec<ConnectionView>>, ApiError> {
-    let connections = state.tenancy.connections(&ws)?;
-    let views = connections
-        .into_iter()
-        .map(|c| view(&state, c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut views = Vec::new();
+    for connection in state.tenancy.connections(&ws)? {
+        views.push(view(&state, connection).await?);
+    }
     Ok(Json(views))
 }
 
@@ -188,7 +211,7 @@ async fn show(
 ) -> Result<Json<ConnectionView>, ApiError> {
     state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
-    Ok(Json(view(&state, connection)?))
+    Ok(Json(view(&state, connection).await?))
 }
 
 #[utoipa::path(
@@ -207,7 +230,7 @@ async fn save(
     ApiJson(request): ApiJson<ConnectionRequest>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let saved = state.tenancy.put_connection(&ws, &name, request).await?;
-    let mut shown = view(&state, saved.connection)?;
+    let mut shown = view(&state, saved.connection).await?;
     shown.upgrade = saved.upgrade;
     Ok(Json(shown))
 }

@@ -344,8 +344,6 @@ fn read_credential(
     manifest: &crate::package::manifest::Manifest,
     pair: &str,
 ) -> anyhow::Result<(String, crate::credentials::Secret)> {
-    use crate::credentials::Secret;
-    use crate::package::manifest::CredentialKind as K;
     let Some((name, var)) = pair.split_once('=') else {
         bail!("--credential {pair:?}: expected NAME=ENV_VAR");
     };
@@ -357,22 +355,8 @@ fn read_credential(
         .with_context(|| format!("--credential {name}: the plugin declares no such credential"))?;
     let value = std::env::var(var)
         .with_context(|| format!("--credential {name}: environment variable {var} is not set"))?;
-    let secret = if value.trim_start().starts_with('{') {
-        serde_json::from_str::<Secret>(&value).map_err(|e| {
-            anyhow::anyhow!("--credential {name}: {var} is not a credential in JSON form: {e}")
-        })?
-    } else {
-        let value = value.into();
-        match request.kind {
-            K::Bearer => Secret::Bearer { token: value },
-            K::ApiKeyHeader => Secret::ApiKeyHeader { value },
-            K::ApiKeyQuery => Secret::ApiKeyQuery { value },
-            other => bail!(
-                "--credential {name}: a {} credential is given in JSON form",
-                other.as_str()
-            ),
-        }
-    };
+    let secret = crate::credentials::Secret::from_text(request.kind, value)
+        .map_err(|e| anyhow::anyhow!("--credential {name}: {var} {e}"))?;
     Ok((name.to_owned(), secret))
 }
 

@@ -101,6 +101,11 @@ pub(super) enum ConnectionCommand {
         workspace: String,
         name: String,
     },
+    /// Set or remove one of the connection's credentials (write-only).
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
     /// Run one of the connection's operations.
     Invoke {
         workspace: String,
@@ -108,6 +113,26 @@ pub(super) enum ConnectionCommand {
         operation: String,
         #[arg(long, default_value = "{}")]
         input: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum CredentialCommand {
+    /// Set a credential from an environment variable (never the command
+    /// line, where other users could see it): the bare value for bearer and
+    /// API-key kinds, else the JSON form, e.g.
+    /// `{"kind":"basic","username":"u","password":"p"}`.
+    Set {
+        workspace: String,
+        name: String,
+        credential: String,
+        #[arg(long, value_name = "ENV_VAR")]
+        from_env: String,
+    },
+    Remove {
+        workspace: String,
+        name: String,
+        credential: String,
     },
 }
 
@@ -217,6 +242,49 @@ pub(super) async fn connection(
             None,
         ),
         ConnectionCommand::Delete { workspace, name } => ("DELETE", at(&workspace, &name), None),
+        ConnectionCommand::Credential { command } => match command {
+            CredentialCommand::Set {
+                workspace,
+                name,
+                credential,
+                from_env,
+            } => {
+                let value = std::env::var(&from_env)
+                    .with_context(|| format!("--from-env {from_env}: the variable is not set"))?;
+                // The kind comes from the connection, as the plugin declares it.
+                let connection = at(&workspace, &name);
+                let shown = fetch(&server, &connection).await?;
+                let kind = shown["credentials"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|c| c["name"] == credential.as_str()))
+                    .map(|c| c["kind"].clone())
+                    .with_context(|| {
+                        format!("connection {name:?} declares no credential {credential:?}")
+                    })?;
+                let kind = serde_json::from_value(kind).context("the credential's kind")?;
+                let secret = crate::credentials::Secret::from_text(kind, value)
+                    .map_err(|e| anyhow::anyhow!("--from-env {from_env} {e}"))?;
+                let body = serde_json::to_value(&secret).context("the credential")?;
+                (
+                    "PUT",
+                    format!("{connection}/credentials/{}", segment(&credential)),
+                    Some(body),
+                )
+            }
+            CredentialCommand::Remove {
+                workspace,
+                name,
+                credential,
+            } => (
+                "DELETE",
+                format!(
+                    "{}/credentials/{}",
+                    at(&workspace, &name),
+                    segment(&credential)
+                ),
+                None,
+            ),
+        },
         ConnectionCommand::Invoke {
             workspace,
             name,
@@ -247,6 +315,20 @@ fn segment(text: &str) -> String {
         .replace('+', "%20")
 }
 
+/// `GET path`'s answer, or an error naming what the server said.
+async fn fetch(server: &Server, path: &str) -> anyhow::Result<Value> {
+    let (status, answer) = send(server, "GET", path, None).await?;
+    if !status.is_success() {
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            answer["code"].as_str().unwrap_or("error"),
+            answer["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(answer)
+}
+
 /// One API call: the answer's JSON on stdout, or its error on stderr and a
 /// failing exit.
 async fn call(
@@ -255,6 +337,34 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<ExitCode> {
+    let (status, answer) = send(server, method, path, body).await?;
+    if status.is_success() {
+        if !answer.is_null() {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = answer["code"].as_str().unwrap_or("error");
+    let message = answer["message"].as_str().unwrap_or_default();
+    eprintln!("error: {} {code}: {message}", status.as_u16());
+    if let Some(details) = answer["details"].as_array() {
+        for detail in details {
+            eprintln!("  - {}", detail.as_str().unwrap_or_default());
+        }
+    }
+    if !answer["diff"].is_null() {
+        eprintln!("diff (approve with --approve-upgrade):\n{}", answer["diff"]);
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Send one request; the status and the answer's JSON (null when empty).
+async fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
     let tls = crate::egress::tls_config().context("tls configuration")?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -286,22 +396,5 @@ async fn call(
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    if status.is_success() {
-        if !answer.is_null() {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let code = answer["code"].as_str().unwrap_or("error");
-    let message = answer["message"].as_str().unwrap_or_default();
-    eprintln!("error: {} {code}: {message}", status.as_u16());
-    if let Some(details) = answer["details"].as_array() {
-        for detail in details {
-            eprintln!("  - {}", detail.as_str().unwrap_or_default());
-        }
-    }
-    if !answer["diff"].is_null() {
-        eprintln!("diff (approve with --approve-upgrade):\n{}", answer["diff"]);
-    }
-    Ok(ExitCode::FAILURE)
+    Ok((status, answer))
 }

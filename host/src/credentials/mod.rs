@@ -77,6 +77,34 @@ fn expose_optional_for_sealing<S: serde::Serializer>(
 }
 
 impl Secret {
+    /// A credential of `kind` as an operator hands it over in text (an
+    /// environment variable): the bare value for bearer and API-key kinds,
+    /// else its JSON form, e.g. `{"kind":"basic","username":"u","password":"p"}`.
+    pub fn from_text(kind: CredentialKind, text: String) -> Result<Self, String> {
+        if text.trim_start().starts_with('{') {
+            let secret: Self = serde_json::from_str(&text)
+                .map_err(|e| format!("is not a credential in JSON form: {e}"))?;
+            if secret.kind() != kind {
+                return Err(format!(
+                    "is a {}, not a {}",
+                    secret.kind().as_str(),
+                    kind.as_str()
+                ));
+            }
+            return Ok(secret);
+        }
+        let value = text.into();
+        match kind {
+            CredentialKind::Bearer => Ok(Self::Bearer { token: value }),
+            CredentialKind::ApiKeyHeader => Ok(Self::ApiKeyHeader { value }),
+            CredentialKind::ApiKeyQuery => Ok(Self::ApiKeyQuery { value }),
+            other => Err(format!(
+                "holds a bare value, but a {} credential is given in JSON form",
+                other.as_str()
+            )),
+        }
+    }
+
     pub fn kind(&self) -> CredentialKind {
         match self {
             Self::ApiKeyHeader { .. } => CredentialKind::ApiKeyHeader,
