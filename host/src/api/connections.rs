@@ -145,15 +145,17 @@ async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView
         .capabilities
         .credentials
         .iter()
-        .map(|declared| match stored.iter().position(|s| s.name == declared.name) {
-            Some(i) => stored.swap_remove(i),
-            None => CredentialInfo {
-                name: declared.name.clone(),
-                kind: declared.kind.as_str(),
-                set: false,
-                needs_attention: None,
+        .map(
+            |declared| match stored.iter().position(|s| s.name == declared.name) {
+                Some(i) => stored.swap_remove(i),
+                None => CredentialInfo {
+                    name: declared.name.clone(),
+                    kind: declared.kind.as_str(),
+                    set: false,
+                    needs_attention: None,
+                },
             },
-        })
+        )
         .collect();
     // Anything stored that this version no longer declares, still shown.
     credentials.extend(stored);
