@@ -135,6 +135,7 @@ async fn every_route_refuses_bad_paths_and_bodies_with_a_4xx_and_changes_nothing
                     "a%2Fb",
                     "%2F",
                     "a%00b",
+                    "%FF",
                     "A%20B",
                     &"x".repeat(300),
                 ] {
@@ -196,6 +197,17 @@ async fn every_route_refuses_bad_paths_and_bodies_with_a_4xx_and_changes_nothing
         }
     }
     assert!(checked > 150, "the matrix ran: {checked} requests");
+
+    // Query strings: unknown, malformed and out-of-range parameters.
+    for query in ["colour=1", "limit=abc", "limit=0", "after=zzz", "from=-1"] {
+        let target = format!("/v1/workspaces/acme/audit?{query}");
+        let (status, answer) = raw(&api, "GET", &target, "application/json", Vec::new()).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (422, Some("invalid-query")),
+            "{target}: {answer}"
+        );
+    }
 
     // Unknown or malformed plugin versions.
     for version in ["9.9.9", "not-semver", "../1.0.0"] {

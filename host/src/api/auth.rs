@@ -51,13 +51,16 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The `{ws}` segment of the route, if it has one.
-async fn path_workspace(parts: &mut Parts, state: &AppState) -> Option<String> {
-    let params = RawPathParams::from_request_parts(parts, state).await.ok()?;
-    params
+/// The `{ws}` segment of the route, if it has one; a path whose segments
+/// do not decode (`%FF`) is the caller's error.
+async fn path_workspace(parts: &mut Parts, state: &AppState) -> Result<Option<String>, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-path", e.body_text()))?;
+    Ok(params
         .iter()
         .find(|(name, _)| *name == "ws")
-        .map(|(_, value)| value.to_owned())
+        .map(|(_, value)| value.to_owned()))
 }
 
 /// The 404 a workspace token gets for a workspace not its own: word for word
@@ -77,7 +80,7 @@ impl FromRequestParts<AppState> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Operator => Ok(Operator),
-            Caller::Workspace(token) => match path_workspace(parts, state).await {
+            Caller::Workspace(token) => match path_workspace(parts, state).await? {
                 Some(ws) if ws != token.workspace => Err(hidden(ws)),
                 _ => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -99,7 +102,7 @@ impl FromRequestParts<AppState> for WorkspaceAccess {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let Some(ws) = path_workspace(parts, state).await else {
+        let Some(ws) = path_workspace(parts, state).await? else {
             return Err(ApiError::internal("a workspace route without {ws}"));
         };
         match caller {

@@ -4,12 +4,12 @@
 use super::AppState;
 use super::auth::WorkspaceAccess;
 use super::error::ApiError;
-use super::json::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::credentials::CredentialInfo;
 use crate::tenancy::Connection;
 use crate::tenancy::service::ConnectionRequest;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
@@ -36,7 +36,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn set_credential(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name, credential)): Path<(String, String, String)>,
+    ApiPath((ws, name, credential)): ApiPath<(String, String, String)>,
     ApiJson(secret): ApiJson<crate::credentials::Secret>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.workspace(&ws)?;
@@ -93,7 +93,7 @@ async fn set_credential(
 async fn remove_credential(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name, credential)): Path<(String, String, String)>,
+    ApiPath((ws, name, credential)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
@@ -189,7 +189,7 @@ async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView
 async fn list(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Vec<ConnectionView>>, ApiError> {
     let mut views = Vec::new();
     for connection in state.tenancy.connections(&ws)? {
@@ -209,7 +209,7 @@ async fn list(
 async fn show(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
@@ -228,7 +228,7 @@ async fn show(
 async fn save(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
     ApiJson(request): ApiJson<ConnectionRequest>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let saved = state.tenancy.put_connection(&ws, &name, request).await?;
@@ -248,7 +248,7 @@ async fn save(
 async fn remove(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name)): Path<(String, String)>,
+    ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.workspace(&ws)?;
     state.tenancy.delete_connection(&ws, &name).await?;
@@ -280,7 +280,7 @@ struct InvokeResponse {
 async fn invoke(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path((ws, name, op)): Path<(String, String, String)>,
+    ApiPath((ws, name, op)): ApiPath<(String, String, String)>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, ApiError> {

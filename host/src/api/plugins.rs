@@ -5,12 +5,12 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
-use super::json::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::package::manifest::Manifest;
 use crate::package::store::InstalledPlugin;
 use crate::package::{Package, PackageError};
 use axum::Json;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
@@ -58,7 +58,7 @@ struct PluginVersions {
 async fn show(
     _: Operator,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PluginVersions>, ApiError> {
     let versions: Vec<InstalledPlugin> = state
         .catalog
@@ -85,7 +85,7 @@ async fn show(
 async fn manifest(
     _: Operator,
     State(state): State<AppState>,
-    Path((id, version)): Path<(String, String)>,
+    ApiPath((id, version)): ApiPath<(String, String)>,
 ) -> Result<Json<Manifest>, ApiError> {
     let manifest = state
         .catalog
@@ -149,7 +149,7 @@ async fn install(
 async fn remove(
     _: Operator,
     State(state): State<AppState>,
-    Path((id, version)): Path<(String, String)>,
+    ApiPath((id, version)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.remove_plugin(&id, &version).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -4,10 +4,10 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
-use super::json::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::tenancy::tokens::WorkspaceToken;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ struct IssuedToken {
 async fn issue(
     _: Operator,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
     let (record, secret) = state.tenancy.issue_token(&ws, body.label)?;
@@ -65,7 +65,7 @@ async fn issue(
 async fn list(
     _: Operator,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Vec<WorkspaceToken>>, ApiError> {
     Ok(Json(state.tenancy.tokens(&ws)?))
 }
@@ -81,7 +81,7 @@ async fn list(
 async fn revoke(
     _: Operator,
     State(state): State<AppState>,
-    Path((ws, id)): Path<(String, String)>,
+    ApiPath((ws, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.revoke_token(&ws, &id)?;
     Ok(StatusCode::NO_CONTENT)

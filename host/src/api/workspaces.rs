@@ -4,10 +4,10 @@
 use super::AppState;
 use super::auth::{Operator, WorkspaceAccess};
 use super::error::ApiError;
-use super::json::ApiJson;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::tenancy::Workspace;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -30,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn show(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<Json<Workspace>, ApiError> {
     Ok(Json(state.tenancy.workspace(&ws)?))
 }
@@ -59,8 +59,8 @@ struct AuditQuery {
 async fn audit(
     _: WorkspaceAccess,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+    ApiPath(ws): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<crate::audit::AuditPage>, ApiError> {
     state.tenancy.workspace(&ws)?;
     let limit = query.limit.unwrap_or(100);
@@ -146,7 +146,7 @@ async fn list(
 async fn remove(
     _: Operator,
     State(state): State<AppState>,
-    Path(ws): Path<String>,
+    ApiPath(ws): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.delete_workspace(&ws).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,5 +1,6 @@
-//! A JSON body extractor whose refusals are ordinary `ApiError`s
-//! (`{code, message}`), naming what was wrong, instead of axum's plain text.
+//! Extractors whose refusals are ordinary `ApiError`s (`{code, message}`),
+//! naming what was wrong, instead of axum's plain text: the JSON body, the
+//! path parameters, the query string.
 
 use super::error::ApiError;
 use axum::extract::rejection::JsonRejection;
@@ -44,5 +45,53 @@ where
                 other => ApiError::new(other.status(), "bad-request", other.body_text()),
             }),
         }
+    }
+}
+
+/// Path parameters; a segment that does not decode or parse is a 400.
+pub(super) struct ApiPath<T>(pub(super) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-path", e.body_text()))
+    }
+}
+
+/// The query string; an unknown or malformed parameter is a 422 naming it.
+pub(super) struct ApiQuery<T>(pub(super) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-query",
+                    e.body_text(),
+                )
+            })
     }
 }
