@@ -13,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,64 @@ pub struct MetricsSources {
     pub audit: Arc<AuditLog>,
     pub credentials: Arc<Credentials>,
     pub egress: Arc<Egress>,
+    pub api: ApiMetrics,
+}
+
+/// The HTTP API's own requests. Labelled by route *template*
+/// (`/v1/workspaces/{ws}/…`), never by the workspace or names in the path,
+/// so the label set stays small and carries no tenant's identifiers.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    requests: Family<ApiLabels, Counter>,
+    durations: Family<ApiRouteLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Seconds: 0.5 ms to 10 s, covering a cached lookup to a slow upstream.
+const API_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(API_BUCKETS)),
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// One answered request: `route` is the matched template, or
+    /// `unmatched` when no route matched.
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
+        let (method, route) = (method.to_owned(), route.to_owned());
+        self.durations
+            .get_or_create(&ApiRouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&ApiLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +176,17 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "circuit_breaker_tripped",
         "Circuit breakers not closed, per workspace and upstream origin",
         breakers,
+    );
+
+    registry.register(
+        "api_requests",
+        "HTTP API requests answered, by method, route template and status",
+        sources.api.requests.clone(),
+    );
+    registry.register(
+        "api_request_duration_seconds",
+        "HTTP API request durations, by method and route template",
+        sources.api.durations.clone(),
     );
 
     let mut out = String::new();

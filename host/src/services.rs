@@ -160,6 +160,7 @@ impl Services {
                 audit: self.audit.clone(),
                 credentials: self.credentials.clone(),
                 egress: self.catalog.runtime().egress().clone(),
+                api: crate::metrics::ApiMetrics::default(),
             },
             operator_token: crate::api::auth::digest(operator_token),
         }

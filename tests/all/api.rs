@@ -472,3 +472,79 @@ async fn bad_bodies_get_a_clear_4xx_and_write_nothing() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn api_requests_are_counted_and_timed_by_route_template_never_by_name() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    let api = harness.serve_api().await;
+    call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme-secretive" })),
+    )
+    .await;
+    call(
+        &api,
+        "PUT",
+        "/v1/workspaces/acme-secretive/connections/crm",
+        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, _) = call(
+            &api,
+            "POST",
+            "/v1/workspaces/acme-secretive/connections/crm/operations/echo",
+            Some(json!({ "input": {} })),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    call(&api, "GET", "/v1/workspaces/nobody-here", None).await;
+    call(&api, "GET", "/no/such/route", None).await;
+
+    let (status, _) = api_call("GET", &api, "/metrics", Some(OPERATOR_TOKEN), None).await;
+    assert_eq!(status, 200);
+    let text = patchbay_tests::plain_http_client()
+        .get(format!("{api}/metrics"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let api_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("patchbay_api_"))
+        .collect();
+    let has = |needle: &str| api_lines.iter().any(|l| l.contains(needle));
+    assert!(
+        api_lines
+            .iter()
+            .any(|l| l.starts_with("patchbay_api_requests_total")
+                && l.contains(r#"route="/v1/workspaces/{ws}/connections/{name}/operations/{op}""#)
+                && l.contains(r#"status="200""#)
+                && l.ends_with(" 3")),
+        "{api_lines:#?}"
+    );
+    assert!(
+        has(r#"route="/v1/workspaces/{ws}",status="404""#),
+        "{api_lines:#?}"
+    );
+    assert!(has(r#"route="unmatched""#), "{api_lines:#?}");
+    assert!(
+        has("patchbay_api_request_duration_seconds_bucket"),
+        "{api_lines:#?}"
+    );
+    for line in &api_lines {
+        assert!(
+            !line.contains("acme-secretive")
+                && !line.contains("nobody-here")
+                && !line.contains("crm"),
+            "a name leaked into a label: {line}"
+        );
+    }
+}

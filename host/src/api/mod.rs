@@ -21,6 +21,29 @@ use std::sync::Arc;
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// Count and time every answered request by its route template.
+async fn observe(
+    State(metrics): State<crate::metrics::ApiMetrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    metrics.record(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 /// What no route matches: our error shape, not an empty 404.
 async fn no_route(method: http::Method, uri: http::Uri) -> error::ApiError {
     error::ApiError::new(
@@ -115,9 +138,11 @@ async fn openapi_json(State(spec): State<AppState>) -> axum::response::Response 
 pub fn router(state: AppState) -> Router {
     let request_id = http::HeaderName::from_static("x-request-id");
     let (routes, _) = described().split_for_parts();
+    let api_metrics = state.metrics.api.clone();
     routes
         .fallback(no_route)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(api_metrics, observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost first: every response, errors included, carries the request's id
         // (the caller's, or a fresh UUID).
