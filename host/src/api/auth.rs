@@ -39,10 +39,11 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("send the operator or a workspace token as a bearer token")
             })?;
-        if bool::from(digest(presented).ct_eq(&state.operator_token)) {
+        let presented_digest = digest(presented);
+        if bool::from(presented_digest.ct_eq(&state.operator_token)) {
             return Ok(Caller::Operator);
         }
-        match state.tenancy.authenticate(presented)? {
+        match state.tenancy.authenticate(presented, &presented_digest)? {
             Some(token) => Ok(Caller::Workspace(token)),
             None => Err(ApiError::unauthorized(
                 "the token is neither the operator token nor a live workspace token",

@@ -39,13 +39,8 @@ async fn set_credential(
     ApiPath((ws, name, credential)): ApiPath<(String, String, String)>,
     ApiJson(secret): ApiJson<crate::credentials::Secret>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
-    let plugin = state
-        .catalog
-        .get(&format!("{}@{}", connection.plugin, connection.version))
-        .await
-        .map_err(ApiError::internal)?;
+    let plugin = state.tenancy.plugin_of(&connection).await?;
     let declared = plugin
         .manifest
         .capabilities
@@ -95,7 +90,6 @@ async fn remove_credential(
     State(state): State<AppState>,
     ApiPath((ws, name, credential)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
     let existed = state
         .tenancy
@@ -135,11 +129,7 @@ async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView
         .credentials
         .describe(&connection.scope())
         .map_err(ApiError::internal)?;
-    let plugin = state
-        .catalog
-        .get(&format!("{}@{}", connection.plugin, connection.version))
-        .await
-        .map_err(ApiError::internal)?;
+    let plugin = state.tenancy.plugin_of(&connection).await?;
     let mut credentials: Vec<CredentialInfo> = plugin
         .manifest
         .capabilities
@@ -211,7 +201,6 @@ async fn show(
     State(state): State<AppState>,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
     Ok(Json(view(&state, connection).await?))
 }
@@ -250,7 +239,6 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath((ws, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenancy.workspace(&ws)?;
     state.tenancy.delete_connection(&ws, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -284,7 +272,6 @@ async fn invoke(
     headers: HeaderMap,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    state.tenancy.workspace(&ws)?;
     let connection = state.tenancy.connection(&ws, &name)?;
     if !connection.enabled {
         return Err(ApiError::new(
@@ -293,11 +280,7 @@ async fn invoke(
             format!("connection {name:?} is disabled"),
         ));
     }
-    let plugin = state
-        .catalog
-        .get(&format!("{}@{}", connection.plugin, connection.version))
-        .await
-        .map_err(ApiError::internal)?;
+    let plugin = state.tenancy.plugin_of(&connection).await?;
     let binding = connection
         .binding(&plugin.manifest)
         .map_err(ApiError::internal)?;

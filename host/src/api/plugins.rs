@@ -60,13 +60,10 @@ async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PluginVersions>, ApiError> {
-    let versions: Vec<InstalledPlugin> = state
+    let versions = state
         .catalog
-        .list()
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|p| p.id == id)
-        .collect();
+        .list_versions(&id)
+        .map_err(ApiError::internal)?;
     if versions.is_empty() {
         return Err(package_error(PackageError::NotInstalled(id)));
     }

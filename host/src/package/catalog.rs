@@ -55,6 +55,11 @@ impl Catalog {
         self.store.list()
     }
 
+    /// Every installed version of `id`, newest first.
+    pub fn list_versions(&self, id: &str) -> Result<Vec<InstalledPlugin>, PackageError> {
+        self.store.list_versions(id)
+    }
+
     /// The manifest of `id` or `id@version`.
     pub fn inspect(&self, reference: &str) -> Result<Manifest, PackageError> {
         let (id, version) = self.store.resolve(reference)?;

@@ -119,16 +119,27 @@ impl PluginStore {
     pub fn list(&self) -> Result<Vec<InstalledPlugin>, PackageError> {
         let mut out = Vec::new();
         for id in read_names(&self.root) {
-            for version in self.versions(&id) {
-                let package = self.read(&id, &version.to_string())?;
-                let manifest = Manifest::parse(&package.manifest_text)?;
-                out.push(describe(
-                    &manifest,
-                    crate::runtime::cache::content_hash(&package.wasm),
-                ));
-            }
+            out.extend(self.list_versions(&id)?);
         }
         Ok(out)
+    }
+
+    /// Every installed version of `id`, newest first (reads only its packages).
+    pub fn list_versions(&self, id: &str) -> Result<Vec<InstalledPlugin>, PackageError> {
+        if !super::manifest::is_slug(id) {
+            return Ok(Vec::new());
+        }
+        self.versions(id)
+            .into_iter()
+            .map(|version| {
+                let package = self.read(id, &version.to_string())?;
+                let manifest = Manifest::parse(&package.manifest_text)?;
+                Ok(describe(
+                    &manifest,
+                    crate::runtime::cache::content_hash(&package.wasm),
+                ))
+            })
+            .collect()
     }
 
     /// Remove one version.

@@ -69,6 +69,11 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
 }
 
 impl Connection {
+    /// The plugin version it runs, as the catalog names it (`id@version`).
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.plugin, self.version)
+    }
+
     pub fn scope(&self) -> Scope {
         Scope {
             workspace: self.workspace.clone(),

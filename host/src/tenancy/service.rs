@@ -249,7 +249,13 @@ impl Tenancy {
             // a new connection never inherits them.
             self.remove_connection_data(&connection).await?;
         }
-        self.store.put_connection(&connection)?;
+        // The workspace may have been deleted since it was checked above.
+        self.store
+            .put_connection(&connection)
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
+                other => other.into(),
+            })?;
         Ok(Saved {
             connection,
             upgrade,
@@ -265,15 +271,33 @@ impl Tenancy {
     ) -> Result<CapabilityDiff, TenancyError> {
         let pinned = self
             .catalog
-            .inspect(&format!("{}@{}", old.plugin, old.version))
+            .inspect(&old.pinned())
             .map_err(|e| TenancyError::Storage(format!("reading the pinned version: {e}")))?;
         Ok(upgrade::diff(&pinned, manifest))
     }
 
+    /// Connection `name` of `workspace`. A connection exists only in an
+    /// existing workspace, so the workspace is read only to name what is
+    /// missing: the invocation path reads one record.
     pub fn connection(&self, workspace: &str, name: &str) -> Result<Connection, TenancyError> {
-        self.store
-            .get_connection(workspace, name)?
-            .ok_or_else(|| TenancyError::ConnectionNotFound(name.to_owned()))
+        match self.store.get_connection(workspace, name)? {
+            Some(connection) => Ok(connection),
+            None => {
+                self.workspace(workspace)?;
+                Err(TenancyError::ConnectionNotFound(name.to_owned()))
+            }
+        }
+    }
+
+    /// The loaded plugin version `connection` pins.
+    pub async fn plugin_of(
+        &self,
+        connection: &Connection,
+    ) -> Result<Arc<crate::runtime::LoadedPlugin>, TenancyError> {
+        self.catalog
+            .get(&connection.pinned())
+            .await
+            .map_err(|e| TenancyError::Storage(format!("loading {}: {e}", connection.pinned())))
     }
 
     pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
@@ -320,7 +344,6 @@ impl Tenancy {
         if let Some(label) = &label {
             tokens::check_label(label).map_err(TenancyError::Label)?;
         }
-        self.workspace(workspace)?;
         let (id, secret) =
             tokens::generate().map_err(|e| TenancyError::Storage(format!("no randomness: {e}")))?;
         let token = WorkspaceToken {
@@ -353,12 +376,17 @@ impl Tenancy {
         }
     }
 
-    /// The live workspace token `presented` is, if it is one.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<WorkspaceToken>, TenancyError> {
+    /// The live workspace token `presented` is, if it is one; `digest` is
+    /// its digest, which the caller has already computed.
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        digest: &tokens::TokenDigest,
+    ) -> Result<Option<WorkspaceToken>, TenancyError> {
         if !presented.starts_with(tokens::TOKEN_PREFIX) {
             return Ok(None);
         }
-        Ok(self.store.token_by_digest(&tokens::digest(presented))?)
+        Ok(self.store.token_by_digest(digest)?)
     }
 
     /// Delete a connection with its credentials and KV data.
