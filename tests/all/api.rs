@@ -548,3 +548,70 @@ async fn api_requests_are_counted_and_timed_by_route_template_never_by_name() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_error_table_holds_over_http_headers_included_and_5xx_tell_nothing_inside() {
+    let harness = Harness::new();
+    harness.ensure(PROBE).await;
+    harness.ensure(patchbay_tests::plugins::PANIC).await;
+    let api = harness.serve_api().await;
+    call(
+        &api,
+        "POST",
+        "/v1/workspaces",
+        Some(json!({ "id": "acme" })),
+    )
+    .await;
+    for (name, plugin) in [("crm", "probe"), ("fragile", "panic")] {
+        let (status, body) = call(
+            &api,
+            "PUT",
+            &format!("/v1/workspaces/acme/connections/{name}"),
+            Some(json!({ "plugin": plugin, "grants": { "approve_all_requested": true } })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let post = |path: &str, input: Value| {
+        patchbay_tests::plain_http_client()
+            .post(format!("{api}/v1/workspaces/acme/connections/{path}"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({ "input": input }))
+            .send()
+    };
+
+    // rate-limited → 429 with Retry-After, in whole seconds rounded up (1500 ms → 2).
+    let response = post("crm/operations/fail", json!("rate-limited"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+
+    // invalid input (the operation's schema) → 422 naming the problem.
+    let response = post("crm/operations/kv", json!({ "not": "an array" }))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "invalid-input", "{body}");
+    assert!(body["details"][0].is_string(), "{body}");
+
+    // A plugin that panics → 502, with the invocation id and none of its insides.
+    let response = post("fragile/operations/run", json!({}))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.expect("text");
+    let body: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(body["code"], "plugin-failed", "{body}");
+    assert!(body["invocation_id"].is_string(), "{body}");
+    for inside in ["gave up on purpose", "panicked", "wasm", "src/"] {
+        assert!(!text.contains(inside), "{inside:?} in {text}");
+    }
+}

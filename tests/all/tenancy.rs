@@ -297,3 +297,72 @@ async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_
         audit.records
     );
 }
+
+#[tokio::test]
+async fn deleting_a_connection_removes_its_credentials_and_kv_and_nothing_of_its_siblings() {
+    let harness = Harness::new();
+    let plugin = harness.ensure(PROBE).await;
+    let tenancy = harness.services.tenancy();
+    tenancy.create_workspace("acme").await.expect("create");
+    for name in ["crm", "crm-2"] {
+        let connection = tenancy
+            .put_connection("acme", name, request(json!({})))
+            .await
+            .expect("saved")
+            .connection;
+        let secret = Secret::Bearer {
+            token: format!("bt-{name}-0123").into(),
+        };
+        harness
+            .services
+            .credentials
+            .set(&connection.scope(), "token", secret)
+            .await
+            .expect("credential");
+        let binding = connection.binding(&plugin.manifest).expect("binding");
+        let script = json!([{ "op": "set", "key": "k", "value": name }]);
+        assert!(
+            harness
+                .invoke(&plugin, &binding, "kv", script)
+                .await
+                .result
+                .is_ok()
+        );
+    }
+
+    tenancy
+        .delete_connection("acme", "crm")
+        .await
+        .expect("delete");
+
+    let (gone, kept) = (scope("acme", "crm"), scope("acme", "crm-2"));
+    let credentials = &harness.services.credentials;
+    assert!(credentials.describe(&gone).expect("describe").is_empty());
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&gone, "k", 0)
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(harness.services.kv.usage(&gone).expect("usage").keys, 0);
+    assert_eq!(credentials.describe(&kept).expect("describe").len(), 1);
+    assert_eq!(
+        harness
+            .services
+            .kv
+            .get(&kept, "k", 0)
+            .expect("get")
+            .as_deref(),
+        Some(&b"crm-2"[..])
+    );
+    assert!(matches!(
+        tenancy.connection("acme", "crm"),
+        Err(TenancyError::ConnectionNotFound(_))
+    ));
+    assert!(matches!(
+        tenancy.connection("nobody", "crm"),
+        Err(TenancyError::WorkspaceNotFound(_))
+    ));
+}
