@@ -198,19 +198,6 @@ impl Breakers {
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
-
-    /// Every breaker of `workspace` that is not closed, by origin.
-    pub fn tripped(&self, workspace: &str, now: Instant) -> Vec<(String, BreakerState)> {
-        let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<(String, BreakerState)> = map
-            .iter()
-            .filter(|((ws, _), _)| ws == workspace)
-            .map(|((_, origin), breaker)| (origin.clone(), breaker.state(now)))
-            .filter(|(_, state)| *state != BreakerState::Closed)
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
 }
 
 #[cfg(test)]
@@ -317,10 +304,14 @@ mod tests {
             .get("ws-a", "https://api.example.com")
             .record(Permit::Normal, false, now);
         assert_eq!(
-            breakers.tripped("ws-a", now),
-            vec![("https://api.example.com".to_owned(), BreakerState::Open)]
+            breakers.all_tripped(now),
+            vec![(
+                "ws-a".to_owned(),
+                "https://api.example.com".to_owned(),
+                BreakerState::Open
+            )],
+            "ws-a's breaker only: ws-b's for the same origin is another one"
         );
-        assert!(breakers.tripped("ws-b", now).is_empty());
         assert_eq!(
             breakers.get("ws-b", "https://api.example.com").admit(now),
             Ok(Permit::Normal)
