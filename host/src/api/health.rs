@@ -46,31 +46,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use http::{Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     #[tokio::test]
     async fn healthz_answers_ok() {
-        let (state, _dir) = crate::test_support::app_state().await;
-        let response = crate::api::router(state)
-            .oneshot(
-                Request::get("/healthz")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (status, body) = crate::test_support::get("/healthz", None).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            serde_json::from_slice::<Value>(&body).expect("json"),
+            serde_json::from_str::<Value>(&body).expect("json"),
             json!({"status": "ok"})
         );
     }

@@ -34,30 +34,11 @@ async fn metrics(
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::{OPERATOR_TOKEN, app_state};
-    use axum::body::Body;
-    use http::{Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
+    use crate::test_support::OPERATOR_TOKEN;
+    use http::StatusCode;
 
     async fn get(token: Option<&str>) -> (StatusCode, String) {
-        let mut request = Request::get("/metrics");
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let (state, _dir) = app_state().await;
-        let response = crate::api::router(state)
-            .oneshot(request.body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        crate::test_support::get("/metrics", token).await
     }
 
     #[tokio::test]
