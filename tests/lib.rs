@@ -414,6 +414,18 @@ pub async fn operator_call(
     api_call(method, base, path, Some(OPERATOR_TOKEN), body).await
 }
 
+/// `POST /v1/workspaces {"id"}` as the operator (the answer is the caller's
+/// to check, as with any other call).
+pub async fn create_workspace(base: &str, id: &str) -> (u16, Value) {
+    operator_call(
+        base,
+        "POST",
+        "/v1/workspaces",
+        Some(serde_json::json!({ "id": id })),
+    )
+    .await
+}
+
 /// `method base+path` with `token` as bearer (if any) and a JSON `body` (if
 /// any): status and JSON body (`null` when there is none).
 pub async fn api_call(

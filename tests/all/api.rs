@@ -10,13 +10,7 @@ async fn a_tenant_flow_from_workspace_to_invocation() {
     harness.ensure(PROBE).await;
     let api = harness.serve_api().await;
 
-    let (status, body) = call(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    let (status, body) = patchbay_tests::create_workspace(&api, "acme").await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
         call(
@@ -165,13 +159,7 @@ async fn credentials_are_write_only_through_the_api() {
         .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     let api = harness.serve_api().await;
-    call(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     let connection = "/v1/workspaces/acme/connections/crm";
     let (status, body) = call(
         &api,
@@ -381,13 +369,7 @@ async fn bad_bodies_get_a_clear_4xx_and_write_nothing() {
     let harness = Harness::new();
     harness.ensure(PROBE).await;
     let api = harness.serve_api().await;
-    call(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     let client = patchbay_tests::plain_http_client();
     let send = |path: &'static str, content_type: &'static str, body: &'static str| {
         let client = client.clone();
@@ -478,13 +460,7 @@ async fn api_requests_are_counted_and_timed_by_route_template_never_by_name() {
     let harness = Harness::new();
     harness.ensure(PROBE).await;
     let api = harness.serve_api().await;
-    call(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme-secretive" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme-secretive").await;
     call(
         &api,
         "PUT",
@@ -555,13 +531,7 @@ async fn the_error_table_holds_over_http_headers_included_and_5xx_tell_nothing_i
     harness.ensure(PROBE).await;
     harness.ensure(patchbay_tests::plugins::PANIC).await;
     let api = harness.serve_api().await;
-    call(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     for (name, plugin) in [("crm", "probe"), ("fragile", "panic")] {
         let (status, body) = call(
             &api,

@@ -82,13 +82,7 @@ async fn every_route_refuses_bad_paths_and_bodies_with_a_4xx_and_changes_nothing
         .install_package(patchbay_tests::probe_with_bearer_credential())
         .await;
     let api = harness.serve_api().await;
-    operator(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     let (status, _) = operator(
         &api,
         "PUT",

@@ -86,13 +86,7 @@ async fn plugins_are_installed_listed_shown_and_removed_over_http() {
     }
 
     // A pinned version stays until nothing pins it.
-    operator(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     let (status, body) = operator(
         &api,
         "PUT",

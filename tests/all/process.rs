@@ -125,13 +125,7 @@ async fn everything_acknowledged_survives_kill_9() {
 
     let server = Server::start(data.path(), &plugins).await;
     let api = server.base.clone();
-    let (status, _) = operator(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    let (status, _) = patchbay_tests::create_workspace(&api, "acme").await;
     assert_eq!(status, 201);
     let (status, body) = operator(
         &api,

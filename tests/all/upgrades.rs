@@ -58,13 +58,7 @@ async fn an_upgrade_that_asks_for_more_waits_for_exactly_its_diff() {
     let harness = two_versions().await;
     let api = harness.serve_api().await;
     let uri = upstream.uri();
-    operator(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
     for name in ["crm", "crm-2"] {
         let (status, body) = operator(
             &api,
@@ -184,13 +178,7 @@ async fn a_connection_can_hold_its_plugin_to_tighter_limits() {
     let harness = two_versions().await;
     let api = harness.serve_api().await;
     let uri = upstream.uri();
-    operator(
-        &api,
-        "POST",
-        "/v1/workspaces",
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    patchbay_tests::create_workspace(&api, "acme").await;
 
     for (limits, problem) in [
         (json!({ "memory_mb": 64 }), "memory_mb 64"),
