@@ -243,6 +243,16 @@ impl Harness {
         .expect("binding")
     }
 
+    /// Every audit record of `workspace`, once the writer has flushed.
+    pub async fn audit_records(&self, workspace: &str) -> Vec<patchbay::audit::AuditRecord> {
+        self.services.audit.flushed().await;
+        self.services
+            .audit
+            .query(workspace, 0, u64::MAX, None, 1000)
+            .expect("query")
+            .records
+    }
+
     pub async fn invoke(
         &self,
         plugin: &LoadedPlugin,

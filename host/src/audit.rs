@@ -7,6 +7,7 @@
 //! retention (age and count per workspace) periodically.
 
 use crate::clock::Clock;
+use crate::policy::http::Target;
 use crate::storage::StorageError;
 use crate::storage::audit::{AuditCursor, SharedAudit};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub struct AuditRecord {
     pub port: u16,
     /// Path, and query keys with their values redacted.
     pub path: String,
+    /// The address (`ip:port`) the connection was actually made to, for an
+    /// attempt that reached one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub decision: Decision,
     /// Why it was denied or held; or the transport error of an allowed attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,12 +74,50 @@ pub struct AuditTags {
 }
 
 impl AuditRecord {
-    /// A record for `method uri`, to be completed by the caller.
+    /// A record for `method uri`, to be completed by the caller. The host is
+    /// recorded as the client would dial it (`127.1` is `127.0.0.1`).
     pub fn new(tags: &AuditTags, at_ms: u64, method: &str, uri: &http::Uri) -> Self {
+        if let Ok(target) = Target::parse(method, &uri.to_string()) {
+            return Self::for_target(tags, at_ms, &target);
+        }
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        Self::blank(
+            tags,
+            at_ms,
+            method,
+            scheme,
+            host,
+            port,
+            redact_query(uri.path(), uri.query()),
+        )
+    }
+
+    /// A record for a request parsed by the gate.
+    pub fn for_target(tags: &AuditTags, at_ms: u64, target: &Target) -> Self {
+        Self::blank(
+            tags,
+            at_ms,
+            &target.method,
+            target.scheme().to_owned(),
+            target.host.to_string(),
+            target.port,
+            redact_query(target.url.path(), target.url.query()),
+        )
+    }
+
+    fn blank(
+        tags: &AuditTags,
+        at_ms: u64,
+        method: &str,
+        scheme: String,
+        host: String,
+        port: u16,
+        path: String,
+    ) -> Self {
         Self {
             at_ms,
             workspace: tags.workspace.clone(),
@@ -82,10 +125,11 @@ impl AuditRecord {
             plugin: tags.plugin.clone(),
             invocation_id: tags.invocation_id.clone(),
             method: method.to_owned(),
-            host: uri.host().unwrap_or("").to_ascii_lowercase(),
+            host,
             port,
             scheme,
-            path: redact_query(uri),
+            path,
+            address: None,
             decision: Decision::Allowed,
             reason: None,
             status: None,
@@ -99,16 +143,16 @@ impl AuditRecord {
 }
 
 /// The path, with each query value replaced (values may carry personal data or keys).
-pub fn redact_query(uri: &http::Uri) -> String {
-    match uri.query() {
+pub fn redact_query(path: &str, query: Option<&str>) -> String {
+    match query {
         Some(q) => {
             let keys: Vec<String> = q
                 .split('&')
                 .map(|pair| format!("{}=REDACTED", pair.split('=').next().unwrap_or("")))
                 .collect();
-            format!("{}?{}", uri.path(), keys.join("&"))
+            format!("{path}?{}", keys.join("&"))
         }
-        None => uri.path().to_owned(),
+        None => path.to_owned(),
     }
 }
 

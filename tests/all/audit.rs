@@ -24,13 +24,7 @@ fn harness(retention: Retention) -> Harness {
 }
 
 async fn all_records(harness: &Harness, workspace: &str) -> Vec<AuditRecord> {
-    harness.services.audit.flushed().await;
-    harness
-        .services
-        .audit
-        .query(workspace, 0, u64::MAX, None, 1000)
-        .expect("query")
-        .records
+    harness.audit_records(workspace).await
 }
 
 /// An upstream answering 200 at `/allowed/n`.
@@ -267,4 +261,53 @@ async fn records_survive_a_restart() {
     // No explicit flush: stopping the services writes out what is queued.
     let harness = harness.reopen();
     assert_eq!(all_records(&harness, "ws-1").await.len(), 3);
+}
+
+#[tokio::test]
+async fn refusals_past_the_per_call_limit_are_counted_not_recorded_one_by_one() {
+    use patchbay::capabilities::http::MAX_RECORDED_DENIALS;
+    let harness = harness(Retention::default());
+    let server = counting_upstream().await;
+    let plugin = harness.ensure(PROBE).await;
+    let binding = harness.binding(&plugin, "ws-loop", "probe", &[("upstream", &server.uri())]);
+    // Two kinds of refusal: a destination never declared, and requests past
+    // the per-call request cap (50 by default).
+    for (url, times) in [
+        (format!("{}/not-declared", server.uri()), 300),
+        (format!("{}/allowed/n", server.uri()), 300),
+    ] {
+        let outcome = harness
+            .invoke(
+                &plugin,
+                &binding,
+                "fetch",
+                json!({ "url": url, "times": times, "keep_going": true }),
+            )
+            .await;
+        let output = outcome.result.expect("the plugin goes on past refusals");
+        assert!(output["errors"].as_u64().unwrap_or(0) >= 250, "{output}");
+        assert_eq!(outcome.denials.len(), MAX_RECORDED_DENIALS, "{url}");
+    }
+    let records = all_records(&harness, "ws-loop").await;
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|r| r.decision == Decision::Denied)
+        .collect();
+    // Per call: the first refusals one by one, then one summary.
+    assert_eq!(denied.len(), 2 * (MAX_RECORDED_DENIALS + 1), "{denied:#?}");
+    let summaries: Vec<_> = denied
+        .iter()
+        .filter_map(|r| r.reason.as_deref())
+        .filter(|r| r.contains("more requests refused in this invocation"))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert!(
+        summaries[0].starts_with(&format!("{} more", 300 - MAX_RECORDED_DENIALS)),
+        "{summaries:?}"
+    );
+    // Nothing refused reached the upstream; the 50 allowed ones did.
+    assert_eq!(
+        server.received_requests().await.expect("recorded").len(),
+        50
+    );
 }

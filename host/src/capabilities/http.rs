@@ -12,7 +12,7 @@ use crate::audit::{AuditRecord, AuditTags, Decision};
 use crate::credentials::BoundCredential;
 use crate::egress::Call;
 use crate::egress::{Egress, EgressError};
-use crate::policy::http::Rule;
+use crate::policy::http::{Rule, Target};
 use crate::policy::rate::RateLimit;
 use crate::runtime::state::CallState;
 use crate::storage::Scope;
@@ -65,7 +65,14 @@ pub struct HttpGate {
     requests_left: usize,
     deadline: Instant,
     audit_tag: String,
-    denials: Arc<Mutex<Vec<Denial>>>,
+    denials: Arc<Mutex<Denials>>,
+}
+
+/// The refusals of one invocation: the first few in full, then a count.
+#[derive(Debug, Default)]
+struct Denials {
+    recorded: Vec<Denial>,
+    suppressed: usize,
 }
 
 /// wasi:http state of one invocation.
@@ -96,66 +103,51 @@ impl HttpCtx {
         }
     }
 
-    pub fn denials(&self) -> Vec<Denial> {
-        self.gate
-            .denials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The refusals recorded in full, and how many more were only counted.
+    pub fn denials(&self) -> (Vec<Denial>, usize) {
+        let denials = self.gate.denials.lock().unwrap_or_else(|e| e.into_inner());
+        (denials.recorded.clone(), denials.suppressed)
     }
 }
 
+/// Refusals one invocation records one by one; past this they are counted,
+/// and one summary record is written when the call ends, so a plugin that
+/// loops on refused requests cannot flood the workspace's audit trail.
+pub const MAX_RECORDED_DENIALS: usize = 20;
+
 impl HttpGate {
-    /// Whether `request` may go out, and with which host-held credential.
+    /// Whether a request to `target` may go out, and with which host-held credential.
     fn decide(
         &self,
-        request: &http::Request<WasiBody>,
+        target: &Target,
+        headers: &http::HeaderMap,
     ) -> Result<Option<BoundCredential>, Refusal> {
-        let uri = request.uri();
         let rule = |reason: &str| Refusal::Rule(reason.to_owned());
         if self.requests_left == 0 {
             return Err(rule("the invocation's outbound request limit is used up"));
         }
-        let authority = uri.authority().ok_or_else(|| rule("request has no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(rule("user info in the URL is not allowed"));
-        }
-        let scheme = uri
-            .scheme_str()
-            .ok_or_else(|| rule("request has no scheme"))?;
-        let path = uri.path();
-        let matches = |rule: &Rule| {
-            rule.allows(
-                request.method().as_str(),
-                scheme,
-                authority.host(),
-                authority.port_u16(),
-                path,
-            )
-        };
-        let allowed = self.rules.iter().any(matches);
-        if allowed {
-            if !self.egress.operator_allows(|rule| matches(rule)) {
+        let matches = |rule: &Rule| rule.allows(target);
+        if self.rules.iter().any(matches) {
+            if !self.egress.operator_allows(matches) {
                 return Err(rule("operator policy does not allow this destination"));
             }
             self.egress
-                .check_literal(authority.host())
+                .check_host(&target.host)
                 .map_err(|(ip, class)| {
                     Refusal::Address(format!(
                         "address {ip} is {class} and operator policy does not allow it"
                     ))
                 })?;
-            let credential = self.call.credentials.iter().find(|c| {
-                c.applies_to(
-                    request.method().as_str(),
-                    scheme,
-                    authority.host(),
-                    authority.port_u16(),
-                    path,
-                )
-            });
+            let credential = self.call.credentials.iter().find(|c| c.applies_to(target));
+            if credential.is_some() && headers.contains_key(http::header::RANGE) {
+                // An upstream that reflects the request could hand the
+                // credential back in slices too short to recognise.
+                return Err(rule(
+                    "a request that carries a credential may not ask for partial content (Range)",
+                ));
+            }
             if let Some(credential) = credential
-                && let Some(place) = credential.collides_with(request.headers(), uri.query())
+                && let Some(place) = credential.collides_with(headers, target.url.query())
             {
                 return Err(rule(&format!(
                     "the plugin set {place}, which the host manages for this destination (credential {})",
@@ -174,6 +166,23 @@ impl HttpGate {
         }
     }
 
+    /// Audit, log and keep a refusal, up to [`MAX_RECORDED_DENIALS`] per call;
+    /// past that only count it.
+    fn refuse(&mut self, mut record: AuditRecord, denial: Denial) {
+        let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        if denials.recorded.len() >= MAX_RECORDED_DENIALS {
+            denials.suppressed += 1;
+            return;
+        }
+        record.decision = Decision::Denied;
+        record.reason = Some(denial.reason.clone());
+        self.egress.audit().record(&record);
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+            method = %denial.method, url = %denial.url, decision = "denied", reason = %denial.reason,
+            "outbound request denied");
+        denials.recorded.push(denial);
+    }
+
     /// Never wait past the invocation's deadline, whatever the plugin asked.
     fn bounded(&self, options: Option<RequestOptions>) -> RequestOptions {
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -184,6 +193,31 @@ impl HttpGate {
             first_byte_timeout: cap(asked.first_byte_timeout),
             between_bytes_timeout: cap(asked.between_bytes_timeout),
         }
+    }
+}
+
+impl Drop for HttpGate {
+    /// One record for the refusals past the per-call limit, when the call ends.
+    fn drop(&mut self) {
+        let denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        if denials.suppressed == 0 {
+            return;
+        }
+        let Some(last) = denials.recorded.last() else {
+            return;
+        };
+        let audit = self.egress.audit();
+        let reason = format!(
+            "{} more requests refused in this invocation, not recorded one by one (at most {MAX_RECORDED_DENIALS} are)",
+            denials.suppressed
+        );
+        let uri = http::Uri::try_from(last.url.as_str()).unwrap_or_default();
+        let mut record = AuditRecord::new(&self.call.tags, audit.now_ms(), &last.method, &uri);
+        record.decision = Decision::Denied;
+        record.reason = Some(reason.clone());
+        audit.record(&record);
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+            suppressed = denials.suppressed, decision = "denied", "{reason}");
     }
 }
 
@@ -199,6 +233,20 @@ type SendFuture = Box<
         > + Send,
 >;
 
+/// The URL as logs and denial lists show it: query values redacted.
+fn shown_url(target: &Target) -> String {
+    let url = &target.url;
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_owned(),
+        },
+        crate::audit::redact_query(url.path(), url.query())
+    )
+}
+
 impl WasiHttpHooks for HttpGate {
     fn send_request(
         &mut self,
@@ -207,36 +255,51 @@ impl WasiHttpHooks for HttpGate {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let method = request.method().to_string();
-        let url = format!(
-            "{}://{}{}",
-            request.uri().scheme_str().unwrap_or("?"),
-            request.uri().authority().map_or("?", |a| a.as_str()),
-            crate::audit::redact_query(request.uri())
-        );
-        let credential = match self.decide(&request) {
+        // Parsed once, by the client's own URL parser; every decision below and
+        // the request the client sends use this one value.
+        let target = match Target::parse(&method, &request.uri().to_string()) {
+            Ok(target) => target,
+            Err(error) => {
+                let audit = self.egress.audit();
+                let record =
+                    AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
+                let reason = format!("unusable URL: {error}");
+                let url = format!(
+                    "{}://{}{}",
+                    request.uri().scheme_str().unwrap_or("?"),
+                    request.uri().authority().map_or("?", |a| a.as_str()),
+                    crate::audit::redact_query(request.uri().path(), request.uri().query())
+                );
+                self.refuse(
+                    record,
+                    Denial {
+                        method,
+                        url,
+                        reason,
+                    },
+                );
+                return Box::new(async { Err(HttpError::HttpRequestUriInvalid) });
+            }
+        };
+        let url = shown_url(&target);
+        let credential = match self.decide(&target, request.headers()) {
             Ok(credential) => credential,
             Err(refusal) => {
                 let (reason, code) = match refusal {
                     Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
                     Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
                 };
-                let audit = self.egress.audit();
-                let mut record =
-                    AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
-                record.decision = Decision::Denied;
-                record.reason = Some(reason.clone());
-                audit.record(&record);
-                tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
-                %method, %url, decision = "denied", %reason, "outbound request denied");
-                self.denials
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Denial {
+                let record =
+                    AuditRecord::for_target(&self.call.tags, self.egress.audit().now_ms(), &target);
+                self.refuse(
+                    record,
+                    Denial {
                         method,
                         url,
                         reason,
-                    });
-                return Box::new(async { Err(code) });
+                    },
+                );
+                return Box::new(async move { Err(code) });
             }
         };
         tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
@@ -257,7 +320,7 @@ impl WasiHttpHooks for HttpGate {
             credential,
         };
         Box::new(async move {
-            match egress.send(request, options, &call).await {
+            match egress.send(request, target, options, &call).await {
                 Ok(response) => Ok((
                     response,
                     Box::new(async { Ok(()) })
@@ -267,14 +330,16 @@ impl WasiHttpHooks for HttpGate {
                     if let EgressError::AddressRefused(reason) = &error {
                         tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %audit_tag,
                             %method, %url, decision = "denied", %reason, "outbound request denied");
-                        denials
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Denial {
+                        let mut denials = denials.lock().unwrap_or_else(|e| e.into_inner());
+                        if denials.recorded.len() < MAX_RECORDED_DENIALS {
+                            denials.recorded.push(Denial {
                                 method,
                                 url,
                                 reason: reason.clone(),
                             });
+                        } else {
+                            denials.suppressed += 1;
+                        }
                     }
                     Err(error.to_http_error())
                 }

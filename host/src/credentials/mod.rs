@@ -15,7 +15,7 @@ pub mod seal;
 
 use crate::clock::Clock;
 use crate::package::manifest::{CredentialKind, CredentialRequest};
-use crate::policy::http::Rule;
+use crate::policy::http::{Rule, Target};
 use crate::storage::Scope;
 use crate::storage::secrets::SharedSecrets;
 use base64::Engine as _;
@@ -233,18 +233,9 @@ impl BoundCredential {
         })
     }
 
-    /// Whether this credential goes with a request to `scheme://host:port/path`.
-    pub fn applies_to(
-        &self,
-        method: &str,
-        scheme: &str,
-        host: &str,
-        port: Option<u16>,
-        path: &str,
-    ) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.allows(method, scheme, host, port, path))
+    /// Whether this credential goes with a request to `target`.
+    pub fn applies_to(&self, target: &Target) -> bool {
+        self.rules.iter().any(|rule| rule.allows(target))
     }
 
     /// Where the plugin's request already carries what the host will set, if anywhere.
@@ -814,8 +805,17 @@ mod tests {
                 .is_some()
         );
         assert!(bound("param").collides_with(&none, Some("q=1")).is_none());
-        assert!(bound("").applies_to("GET", "https", "api.example.com", None, "/v1/x"));
-        assert!(!bound("").applies_to("GET", "https", "api.example.com", None, "/v2/x"));
-        assert!(!bound("").applies_to("GET", "https", "evil.example.com", None, "/v1/x"));
+        assert!(
+            bound("")
+                .applies_to(&Target::parse("GET", "https://api.example.com/v1/x").expect("url"))
+        );
+        assert!(
+            !bound("")
+                .applies_to(&Target::parse("GET", "https://api.example.com/v2/x").expect("url"))
+        );
+        assert!(
+            !bound("")
+                .applies_to(&Target::parse("GET", "https://evil.example.com/v1/x").expect("url"))
+        );
     }
 }

@@ -157,13 +157,16 @@ impl TokenHttp {
         let (parts, body) = request.into_parts();
         let url = reqwest::Url::parse(&parts.uri.to_string())
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
-        if let Some(host) = url.host_str() {
-            self.addresses.allows_literal(host).map_err(|(ip, class)| {
+        let target = crate::policy::http::Target::from_url(parts.method.as_str(), url)
+            .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
+        self.addresses
+            .allows_host(&target.host)
+            .map_err(|(ip, class)| {
                 TokenHttpError::Refused(format!(
                     "address {ip} is {class} and operator policy does not allow it"
                 ))
             })?;
-        }
+        let url = target.url;
         let left = self.deadline.saturating_duration_since(Instant::now());
         let response = self
             .client

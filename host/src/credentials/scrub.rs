@@ -1,48 +1,71 @@
 //! Replace secret values with `[REDACTED]` in text the host passes on: upstream
 //! responses to a request that carried a credential (an upstream may echo a
 //! header back), and error messages.
+//!
+//! A reflected secret is caught in the forms an upstream commonly re-encodes
+//! it in, not only byte for byte: percent-encoded (either hex case, `+` or
+//! `%20` for a space), JSON-escaped (with `\/`, or with `\u00XX` escapes),
+//! hex, and base64 (standard and URL-safe, at any alignment inside a longer
+//! base64 text). Content codings are decoded by the host before scrubbing, and
+//! partial content is refused for such requests (see `egress`).
 
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
+use std::sync::Arc;
 
 pub const REDACTED: &[u8] = b"[REDACTED]";
+
+/// Secrets shorter than this are not scrubbed: they would redact ordinary
+/// text, and no credential the host accepts is that short.
+const MIN_SECRET: usize = 4;
 
 /// Scrubs a set of secret strings from a body arriving in chunks. A secret
 /// split across two chunks is still caught: the tail of each chunk that could
 /// begin a secret is held back until the next chunk (or the end) decides it.
 #[derive(Debug, Clone, Default)]
 pub struct Scrubber {
-    needles: Vec<Vec<u8>>,
+    /// Every form of every secret, matched leftmost-longest in one pass.
+    matcher: Option<Arc<AhoCorasick>>,
     longest: usize,
     held: Vec<u8>,
 }
 
 impl Scrubber {
-    /// Secrets shorter than 4 bytes are not scrubbed: they would redact
-    /// ordinary text, and no credential the host accepts is that short.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut needles: Vec<Vec<u8>> = secrets
             .into_iter()
-            .filter(|s| s.len() >= 4)
-            .map(String::into_bytes)
+            .filter(|s| s.len() >= MIN_SECRET)
+            .flat_map(|s| encodings(s.as_bytes()))
+            .filter(|n| n.len() >= MIN_SECRET)
             .collect();
-        // Longest first, so a secret containing another is redacted whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.sort();
         needles.dedup();
-        let longest = needles.first().map_or(0, Vec::len);
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = (!needles.is_empty())
+            .then(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&needles)
+                    .ok()
+            })
+            .flatten()
+            .map(Arc::new);
         Self {
-            needles,
+            matcher,
             longest,
             held: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.matcher.is_none()
     }
 
     /// The next chunk, scrubbed, minus a tail that may begin a secret.
     pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
-        if self.needles.is_empty() {
+        if self.matcher.is_none() {
             return Bytes::copy_from_slice(chunk);
         }
         self.held.extend_from_slice(chunk);
@@ -59,7 +82,7 @@ impl Scrubber {
     /// Scrub one complete text.
     pub fn scrub_str(&self, text: &str) -> String {
         let mut copy = Self {
-            needles: self.needles.clone(),
+            matcher: self.matcher.clone(),
             longest: self.longest,
             held: Vec::new(),
         };
@@ -68,26 +91,108 @@ impl Scrubber {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Emit scrubbed output for every match that starts before `upto`; keep the rest.
+    /// Emit scrubbed output for every match that starts before `upto`; keep
+    /// the rest. A match starting before `upto` is whole: at least
+    /// `longest - 1` bytes follow `upto` unless this is the end.
     fn drain(&mut self, upto: usize) -> Bytes {
         let buf = std::mem::take(&mut self.held);
+        let Some(matcher) = &self.matcher else {
+            return Bytes::from(buf);
+        };
         let mut out = Vec::with_capacity(buf.len());
         let mut i = 0;
-        while i < upto {
-            match self.needles.iter().find(|n| buf[i..].starts_with(n)) {
-                Some(needle) => {
-                    out.extend_from_slice(REDACTED);
-                    i += needle.len();
-                }
-                None => {
-                    out.push(buf[i]);
-                    i += 1;
-                }
+        for found in matcher.find_iter(&buf) {
+            if found.start() >= upto {
+                break;
             }
+            out.extend_from_slice(&buf[i..found.start()]);
+            out.extend_from_slice(REDACTED);
+            i = found.end();
+        }
+        if i < upto {
+            out.extend_from_slice(&buf[i..upto]);
+            i = upto;
         }
         self.held = buf[i.min(buf.len())..].to_vec();
         Bytes::from(out)
     }
+}
+
+/// The forms a reflected `secret` commonly takes.
+fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
+    let text = String::from_utf8_lossy(secret);
+    let mut out = vec![secret.to_vec()];
+    // Percent-encoding, with the characters each common encoder leaves
+    // alone (forms, RFC 3986, JavaScript, Python), in either hex case.
+    for (safe, space) in PERCENT_STYLES {
+        for upper in [true, false] {
+            out.push(percent_encode(secret, safe, space, upper).into_bytes());
+        }
+    }
+    // JSON string contents, as serde writes them, with `/` escaped (PHP), and
+    // with every non-alphanumeric character as `\u00XX` (HTML-safe encoders).
+    let json = serde_json::to_string(&text).unwrap_or_default();
+    let json = json.trim_matches('"').to_owned();
+    out.push(json.replace('/', "\\/").into_bytes());
+    for upper in [false, true] {
+        let escaped: String = text
+            .chars()
+            .map(|c| match (c.is_ascii_alphanumeric(), upper) {
+                (true, _) => c.to_string(),
+                (false, false) => format!("\\u{:04x}", c as u32),
+                (false, true) => format!("\\u{:04X}", c as u32),
+            })
+            .collect();
+        out.push(escaped.into_bytes());
+    }
+    out.push(json.into_bytes());
+    // Hex, either case.
+    out.push(hex::encode(secret).into_bytes());
+    out.push(hex::encode_upper(secret).into_bytes());
+    // Base64 at each of the three alignments inside a longer text: only the
+    // characters that depend on the secret's bytes alone.
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for skip in 0..3usize {
+            let mut padded = vec![0u8; skip];
+            padded.extend_from_slice(secret);
+            let encoded = engine.encode(&padded);
+            // Characters covering only the leading pad, or mixing it in, go;
+            // so do the last ones, which depend on what follows the secret.
+            let first = if skip == 0 { 0 } else { (skip * 8).div_ceil(6) };
+            let last = (padded.len() * 8) / 6;
+            if last > first {
+                out.push(encoded.as_bytes()[first..last].to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// Characters left unescaped besides ASCII letters and digits, and what a
+/// space becomes: `application/x-www-form-urlencoded`, RFC 3986 unreserved,
+/// JavaScript's `encodeURIComponent`, Python's `quote`, and escape-everything.
+const PERCENT_STYLES: [(&[u8], &str); 5] = [
+    (b"*-._", "+"),
+    (b"-._~", "%20"),
+    (b"-_.!~*'()", "%20"),
+    (b"_.-~/", "%20"),
+    (b"", "%20"),
+];
+
+fn percent_encode(secret: &[u8], safe: &[u8], space: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(secret.len() * 3);
+    for &b in secret {
+        if b.is_ascii_alphanumeric() || safe.contains(&b) {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push_str(space);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,5 +242,51 @@ mod tests {
         let scrubber = Scrubber::new(["ab".to_owned()]);
         assert!(scrubber.is_empty());
         assert_eq!(scrubber.scrub_str("abab"), "abab");
+    }
+
+    #[test]
+    fn redacts_the_common_re_encodings_of_a_secret() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "s3/cr+et=v~al ue";
+        let scrubber = Scrubber::new([secret.to_owned()]);
+        let json = serde_json::to_string(secret).expect("json");
+        let mut cases: Vec<String> = vec![
+            secret.to_owned(),
+            json.trim_matches('"').replace('/', "\\/"),
+            "s3\\u002fcr\\u002bet\\u003dv\\u007eal\\u0020ue".to_owned(),
+            "s3\\u002Fcr\\u002Bet\\u003Dv\\u007Eal\\u0020ue".to_owned(),
+            "s3%2Fcr%2Bet%3Dv%7Eal%20ue".to_owned(),
+            "s3%2fcr%2bet%3dv%7eal%20ue".to_owned(),
+            "s3%2Fcr%2Bet%3Dv%7Eal+ue".to_owned(),
+            hex::encode(secret),
+            hex::encode_upper(secret),
+            STANDARD.encode(secret),
+            URL_SAFE.encode(secret),
+        ];
+        // Inside a longer base64 text, at every alignment.
+        for prefix in ["", "a", "ab", "abc", "abcd"] {
+            cases.push(STANDARD.encode(format!("{prefix}{secret}, and more")));
+            cases.push(URL_SAFE.encode(format!("{prefix}{secret}!")));
+        }
+        for case in cases {
+            let scrubbed = scrubber.scrub_str(&format!("before {case} after"));
+            assert!(scrubbed.contains("[REDACTED]"), "{case}: {scrubbed}");
+            // What is left of the secret's encoding is at most a few
+            // characters at either edge: never a run that decodes to it.
+            assert!(scrubbed.len() < case.len() + 20, "{case}: {scrubbed}");
+        }
+        // Ordinary text around is kept.
+        assert_eq!(
+            scrubber.scrub_str("nothing to see here"),
+            "nothing to see here"
+        );
+    }
+
+    #[test]
+    fn an_encoded_secret_split_across_chunks_is_caught() {
+        let mut scrubber = Scrubber::new(["tok/en+1234".to_owned()]);
+        let encoded = "tok%2Fen%2B1234";
+        let (a, b) = encoded.split_at(6);
+        assert_eq!(streamed(&mut scrubber, &["x=", a, b, ";"]), "x=[REDACTED];");
     }
 }

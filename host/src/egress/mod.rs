@@ -14,6 +14,7 @@ pub mod retry;
 use crate::audit::{AuditLog, AuditRecord, AuditTags, Decision};
 use crate::credentials::scrub::Scrubber;
 use crate::credentials::{BoundCredential, CredentialError, Credentials, oauth::TokenHttp};
+use crate::policy::http::{Target, TargetHost};
 use crate::policy::rate::RateLimit;
 use crate::policy::ssrf::{AddressClass, AddressPolicy};
 use crate::storage::Scope;
@@ -75,6 +76,8 @@ pub enum EgressError {
     /// Already scrubbed of secret values.
     #[error("{0}")]
     Credential(String),
+    #[error("response refused: {0}")]
+    Unscrubbable(String),
 }
 
 impl EgressError {
@@ -89,6 +92,9 @@ impl EgressError {
             Self::Upstream(_) => HttpError::HttpProtocolError,
             Self::CircuitOpen(_) => HttpError::DestinationUnavailable,
             Self::Credential(message) => HttpError::InternalError(Some(message.clone())),
+            Self::Unscrubbable(message) => {
+                HttpError::HttpResponseContentCoding(Some(message.clone()))
+            }
         }
     }
 }
@@ -197,9 +203,9 @@ impl Egress {
         &self.credentials
     }
 
-    /// Check a literal IP host before anything is sent (the resolver never sees literals).
-    pub fn check_literal(&self, host: &str) -> Result<(), (IpAddr, AddressClass)> {
-        self.addresses.allows_literal(host)
+    /// Check an address host before anything is sent (the resolver never sees addresses).
+    pub fn check_host(&self, host: &TargetHost) -> Result<(), (IpAddr, AddressClass)> {
+        self.addresses.allows_host(host)
     }
 
     /// Send `request`, bounded by `deadline` and the plugin's own timeouts,
@@ -207,24 +213,39 @@ impl Egress {
     /// Each attempt first takes a slot from the workspace's rate limit for the
     /// origin; when the next slot is past the deadline the plugin gets a 429
     /// from the host, with `Retry-After`, at once.
+    /// `target` is `request`'s destination as the gate parsed and checked
+    /// it; the client is handed exactly that URL.
     pub async fn send(
         &self,
         request: http::Request<WasiBody>,
+        target: Target,
         options: RequestOptions,
         call: &Call,
     ) -> Result<http::Response<WasiBody>, EgressError> {
         let deadline = call.deadline;
+        // The gate's decision holds only for the address it checked: never
+        // let the client dial an address literal the policy refuses.
+        if let Err((ip, class)) = self.check_host(&target.host) {
+            return Err(EgressError::AddressRefused(format!(
+                "address {ip} is {class} and operator policy does not allow it"
+            )));
+        }
         let (parts, body) = request.into_parts();
         let body = Limited::new(body, self.limits.max_request_bytes)
             .collect()
             .await
             .map_err(|_| EgressError::RequestTooLarge(self.limits.max_request_bytes))?
             .to_bytes();
-        let url = reqwest::Url::parse(&parts.uri.to_string())
-            .map_err(|e| EgressError::InvalidRequest(e.to_string()))?;
+        let url = target.url.clone();
         let mut headers = parts.headers;
         // reqwest derives Host from the URL; the plugin's copy could disagree with it.
         headers.remove(http::header::HOST);
+        if call.credential.is_some() {
+            // The host picks the codings it decodes itself, so that what comes
+            // back can be scrubbed; partial content is refused at the gate.
+            headers.remove(http::header::ACCEPT_ENCODING);
+            headers.remove(http::header::RANGE);
+        }
         let idempotent = retry::is_idempotent(&parts.method, &headers);
         let backoff = retry::Backoff::default();
         let mut rng = fastrand::Rng::new();
@@ -238,14 +259,8 @@ impl Egress {
         let mut sent = 0u32;
         loop {
             sent += 1;
-            let mut record = AuditRecord::new(
-                &call.tags,
-                self.audit.now_ms(),
-                parts.method.as_str(),
-                &parts.uri,
-            );
+            let mut record = AuditRecord::for_target(&call.tags, self.audit.now_ms(), &target);
             record.attempt = sent;
-            record.bytes_out = body.len() as u64;
             let held = |mut record: AuditRecord, reason: String| {
                 record.decision = Decision::Held;
                 record.reason = Some(reason);
@@ -353,13 +368,22 @@ impl Egress {
             let started = Instant::now();
             let result = self.client.execute(request).await.map_err(classify);
             record.latency_ms = started.elapsed().as_millis() as u64;
+            // Only an attempt that got a connection sent its body.
             match &result {
-                Ok(response) => record.status = Some(response.status().as_u16()),
+                Ok(response) => {
+                    record.status = Some(response.status().as_u16());
+                    record.bytes_out = body.len() as u64;
+                    record.address = response.remote_addr().map(|a| a.to_string());
+                }
                 Err(EgressError::AddressRefused(reason)) => {
                     record.decision = Decision::Denied;
                     record.reason = Some(reason.clone());
                 }
-                Err(error) => record.reason = Some(error.to_string()),
+                Err(EgressError::Connect(reason)) => record.reason = Some(reason.clone()),
+                Err(error) => {
+                    record.bytes_out = body.len() as u64;
+                    record.reason = Some(error.to_string());
+                }
             }
             let outcome = match &result {
                 Ok(response) => retry::Outcome::Status(response.status().as_u16()),
@@ -375,7 +399,17 @@ impl Egress {
             );
             breaker.record(permit, !failed, Instant::now());
             let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
-            let finish = |result: Result<reqwest::Response, EgressError>, record: AuditRecord| {
+            let finish = |result: Result<reqwest::Response, EgressError>,
+                          mut record: AuditRecord| {
+                let result = match result {
+                    Ok(response) if scrubber.is_some() => {
+                        unscrubbable(&response).map_or(Ok(response), |error| {
+                            record.reason = Some(error.to_string());
+                            Err(error)
+                        })
+                    }
+                    other => other,
+                };
                 match result {
                     Ok(response) => Ok(self.wasi_response(
                         response,
@@ -482,6 +516,30 @@ impl Egress {
             )
         })
     }
+}
+
+/// Why a response to a request that carried a credential cannot be handed
+/// over: the host can scrub only what it can read whole. gzip, deflate and br
+/// are decoded by the client before this point; any coding left is one it
+/// cannot decode, and partial content could carry a secret in slices.
+fn unscrubbable(response: &reqwest::Response) -> Option<EgressError> {
+    let headers = response.headers();
+    if let Some(coding) = headers.get(http::header::CONTENT_ENCODING)
+        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Some(EgressError::Unscrubbable(format!(
+            "content coding {:?}, which the host cannot decode to scrub the credential",
+            String::from_utf8_lossy(coding.as_bytes())
+        )));
+    }
+    if response.status() == http::StatusCode::PARTIAL_CONTENT
+        || headers.contains_key(http::header::CONTENT_RANGE)
+    {
+        return Some(EgressError::Unscrubbable(
+            "partial content, which is refused after a request that carried a credential".into(),
+        ));
+    }
+    None
 }
 
 /// A response being read: writes its record to the audit trail, and frees

@@ -15,6 +15,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
@@ -32,6 +33,8 @@ pub enum DestinationError {
     Path(String, &'static str),
     #[error("user info, query and fragment are not allowed in a destination")]
     ExtraParts,
+    #[error("invalid URL: {0}")]
+    Url(String),
     #[error("invalid template: {0}")]
     Template(String),
     #[error("template {{{{{0}}}}} has no value in the connection config")]
@@ -290,15 +293,27 @@ impl Rule {
         let host = normalise_host(&host).ok_or_else(|| DestinationError::Host(host.clone()))?;
         let host = match host.strip_prefix("*.") {
             Some(suffix) if suffix.contains('.') && !suffix.contains('*') => {
-                HostPattern::Subdomains(suffix.to_owned())
+                match parse_host(suffix)? {
+                    TargetHost::Name(name) => HostPattern::Subdomains(name),
+                    TargetHost::Ip(_) => {
+                        return Err(DestinationError::Host(format!(
+                            "*.{suffix}: a wildcard needs a domain, not an IP address"
+                        )));
+                    }
+                }
             }
             Some(_) => {
                 return Err(DestinationError::Host(format!(
-                    "*.{host}: wildcard needs a domain with a dot"
+                    "{host}: wildcard needs a domain with a dot"
                 )));
             }
             None if host.contains('*') => return Err(DestinationError::Host(host)),
-            None => HostPattern::Exact(host),
+            // `127.1`, `0x7f000001` and the like are the IP addresses the
+            // client would dial: such a rule is that address, never a name.
+            None => match parse_host(&host)? {
+                TargetHost::Name(name) => HostPattern::Exact(name),
+                TargetHost::Ip(ip) => HostPattern::Network(ipnet::IpNet::from(ip)),
+            },
         };
         Ok(Self {
             methods,
@@ -309,39 +324,29 @@ impl Rule {
         })
     }
 
-    /// Whether a request with `method` to `scheme://authority/path` may go out.
-    pub fn allows(
-        &self,
-        method: &str,
-        scheme: &str,
-        host: &str,
-        port: Option<u16>,
-        path: &str,
-    ) -> bool {
+    /// Whether a request to `target` may go out.
+    pub fn allows(&self, target: &Target) -> bool {
         if let Some(methods) = &self.methods
-            && !methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+            && !methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&target.method))
         {
             return false;
         }
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != self.scheme {
+        if target.scheme() != self.scheme {
             return false;
         }
-        let port = port.unwrap_or_else(|| default_port(&scheme));
-        if port < self.ports.0 || port > self.ports.1 {
+        if target.port < self.ports.0 || target.port > self.ports.1 {
             return false;
         }
-        let Some(host) = normalise_host(host) else {
-            return false;
-        };
-        let host_ok = match &self.host {
-            HostPattern::Exact(h) => host == *h,
-            HostPattern::Subdomains(suffix) => host
+        let host_ok = match (&self.host, &target.host) {
+            (HostPattern::Exact(h), TargetHost::Name(name)) => name == h,
+            (HostPattern::Subdomains(suffix), TargetHost::Name(name)) => name
                 .strip_suffix(suffix.as_str())
                 .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-            HostPattern::Network(network) => host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| network.contains(&ip)),
+            (HostPattern::Network(network), TargetHost::Ip(ip)) => network.contains(ip),
+            // A name rule never matches an address, nor a network a name.
+            _ => false,
         };
         if !host_ok {
             return false;
@@ -349,14 +354,119 @@ impl Rule {
         if self.path_prefix.is_empty() {
             return true;
         }
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        let Some(path) = normalise_path(path) else {
+        let Some(path) = normalise_path(target.path()) else {
             return false;
         };
         path == self.path_prefix
             || path
                 .strip_prefix(self.path_prefix.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// A request's host as the HTTP client will dial it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHost {
+    /// A DNS name: lowercase ASCII (punycode), without a trailing dot.
+    Name(String),
+    /// An address, however it was written (`127.1`, `0x7f000001`, `[::ffff:7f00:1]`…).
+    Ip(IpAddr),
+}
+
+impl fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => f.write_str(name),
+            Self::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Parse a host exactly as WHATWG URL parsing does (the parser the HTTP
+/// client uses): every form that the client would dial as an IPv4 address
+/// (decimal, hex, octal, shortened, a trailing dot) comes out as that address.
+pub fn parse_host(host: &str) -> Result<TargetHost, DestinationError> {
+    let bad = |why: &str| DestinationError::Host(format!("{host}: {why}"));
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(TargetHost::Ip(ip));
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(ip)) => Ok(TargetHost::Ip(IpAddr::V4(ip))),
+        Ok(url::Host::Ipv6(ip)) => Ok(TargetHost::Ip(IpAddr::V6(ip))),
+        Ok(url::Host::Domain(name)) => normalise_host(&name)
+            .map(TargetHost::Name)
+            .ok_or_else(|| bad("not a valid DNS name")),
+        Err(e) => Err(bad(&format!("neither a DNS name nor an IP address ({e})"))),
+    }
+}
+
+/// One outbound request's destination, parsed once. Every decision about the
+/// request (destination rules, credentials, the address policy, the audit
+/// record) is made on this value, and the client is handed this same URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub method: String,
+    /// The URL as the client sends it.
+    pub url: url::Url,
+    pub host: TargetHost,
+    /// Explicit, or the scheme's default.
+    pub port: u16,
+}
+
+impl Target {
+    /// Parse `url` (http or https, a host, no user info) for a `method` request.
+    pub fn parse(method: &str, url: &str) -> Result<Self, DestinationError> {
+        let url = url::Url::parse(url).map_err(|e| DestinationError::Url(e.to_string()))?;
+        Self::from_url(method, url)
+    }
+
+    pub fn from_url(method: &str, url: url::Url) -> Result<Self, DestinationError> {
+        let scheme = url.scheme();
+        if scheme != "http" && scheme != "https" {
+            return Err(DestinationError::Scheme(scheme.to_owned()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(DestinationError::ExtraParts);
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => {
+                TargetHost::Name(normalise_host(name).ok_or_else(|| {
+                    DestinationError::Host(format!("{name}: not a valid DNS name"))
+                })?)
+            }
+            Some(url::Host::Ipv4(ip)) => TargetHost::Ip(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => TargetHost::Ip(IpAddr::V6(ip)),
+            None => return Err(DestinationError::Host("the URL has no host".into())),
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or_else(|| default_port(scheme));
+        Ok(Self {
+            method: method.to_ascii_uppercase(),
+            host,
+            port,
+            url,
+        })
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.url.scheme()
+    }
+
+    pub fn path(&self) -> &str {
+        self.url.path()
+    }
+
+    /// The address to check before connecting, when the host is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.host {
+            TargetHost::Ip(ip) => Some(ip),
+            TargetHost::Name(_) => None,
+        }
     }
 }
 
@@ -500,17 +610,13 @@ mod tests {
             .expect("fills")
     }
 
+    /// A request whose URL does not parse is refused before any rule.
     fn allows(entry: &str, method: &str, url: &str) -> bool {
-        let (scheme, rest) = url.split_once("://").expect("test url has scheme");
-        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
-        let (host, port) = split_host_port(authority).expect("test authority");
-        rule(entry).allows(
-            method,
-            scheme,
-            host,
-            port.map(|p| p.parse().expect("port")),
-            path,
-        )
+        Target::parse(method, url).is_ok_and(|t| rule(entry).allows(&t))
+    }
+
+    fn target(method: &str, url: &str) -> Target {
+        Target::parse(method, url).expect("test url parses")
     }
 
     #[test]
@@ -659,11 +765,12 @@ mod tests {
                 "https://xn--bcher-kva.example/",
                 true,
             ),
+            // The client dials the punycode form, so that is what is matched.
             (
                 "https://xn--bcher-kva.example",
                 "GET",
                 "https://bücher.example/",
-                false,
+                true,
             ),
             ("https://[::1]:9000", "GET", "https://[::1]:9000/", true),
             // Internationalised names match in punycode, however the rule was written.
@@ -776,8 +883,8 @@ mod tests {
         let host = Destination::parse("https://{{instance}}.my.salesforce.com").expect("parses");
         let values = BTreeMap::from([("instance".to_owned(), "acme".to_owned())]);
         let rule = host.fill(&values).expect("fills");
-        assert!(rule.allows("GET", "https", "acme.my.salesforce.com", None, "/"));
-        assert!(!rule.allows("GET", "https", "evil.my.salesforce.com", None, "/"));
+        assert!(rule.allows(&target("GET", "https://acme.my.salesforce.com/")));
+        assert!(!rule.allows(&target("GET", "https://evil.my.salesforce.com/")));
 
         let evil = BTreeMap::from([("instance".to_owned(), "evil.example/x".to_owned())]);
         assert!(matches!(
@@ -792,8 +899,8 @@ mod tests {
         let base = Destination::parse("POST {{base_url}}/crm/v3").expect("parses");
         let values = BTreeMap::from([("base_url".to_owned(), "http://127.0.0.1:4000/".to_owned())]);
         let rule = base.fill(&values).expect("fills");
-        assert!(rule.allows("POST", "http", "127.0.0.1", Some(4000), "/crm/v3/objects"));
-        assert!(!rule.allows("GET", "http", "127.0.0.1", Some(4000), "/crm/v3/objects"));
+        assert!(rule.allows(&target("POST", "http://127.0.0.1:4000/crm/v3/objects")));
+        assert!(!rule.allows(&target("GET", "http://127.0.0.1:4000/crm/v3/objects")));
         let bad = BTreeMap::from([(
             "base_url".to_owned(),
             "https://a.com@evil.example".to_owned(),
@@ -805,11 +912,11 @@ mod tests {
     }
 
     #[test]
-    fn matches_ipv6_hosts_written_with_or_without_brackets() {
+    fn matches_ipv6_hosts_in_any_spelling() {
         let rule = rule("https://[::1]:9000");
-        assert!(rule.allows("GET", "https", "[::1]", Some(9000), "/"));
-        assert!(rule.allows("GET", "https", "::1", Some(9000), "/"));
-        assert!(!rule.allows("GET", "https", "[::2]", Some(9000), "/"));
+        assert!(rule.allows(&target("GET", "https://[::1]:9000/")));
+        assert!(rule.allows(&target("GET", "https://[0:0:0:0:0:0:0:1]:9000/")));
+        assert!(!rule.allows(&target("GET", "https://[::2]:9000/")));
     }
 
     #[test]
@@ -818,7 +925,146 @@ mod tests {
         assert!(
             !rules
                 .iter()
-                .any(|r| r.allows("GET", "https", "a.com", None, "/"))
+                .any(|r| r.allows(&target("GET", "https://a.com/")))
         );
+    }
+
+    /// Every way WHATWG URL parsing lets one write `ip` as a host.
+    fn ipv4_spellings(ip: std::net::Ipv4Addr) -> Vec<String> {
+        let [a, b, c, d] = ip.octets();
+        let n = u32::from(ip);
+        let low16 = (u32::from(c) << 8) | u32::from(d);
+        let low24 = (u32::from(b) << 16) | low16;
+        vec![
+            ip.to_string(),
+            format!("{n}"),
+            format!("0x{n:x}"),
+            format!("0X{n:08X}"),
+            format!("0{n:o}"),
+            format!("0x{a:x}.0x{b:x}.0x{c:x}.0x{d:x}"),
+            format!("0{a:o}.0{b:o}.0{c:o}.0{d:o}"),
+            format!("{a:04o}.{b:04o}.{c:04o}.{d:04o}"),
+            format!("{a}.{b}.{low16}"),
+            format!("{a}.{low24}"),
+            format!("0x{a:x}.{low24}"),
+            format!("{a}.0x{b:x}.{low16}"),
+            format!("{ip}."),
+            format!("{n}."),
+            format!("{a}%2E{b}%2E{c}%2E{d}"),
+            format!("{a}\u{3002}{b}\u{3002}{c}\u{3002}{d}"),
+            ip.to_string()
+                .chars()
+                .map(|ch| match ch.to_digit(10) {
+                    Some(digit) => char::from_u32(0xFF10 + digit).unwrap_or(ch),
+                    None => ch,
+                })
+                .collect(),
+        ]
+    }
+
+    #[test]
+    fn non_canonical_ipv4_hosts_are_the_address_they_mean_and_refused_as_such() {
+        use crate::policy::ssrf::{AddressClass, AddressPolicy};
+        let refused: &[(&str, AddressClass)] = &[
+            ("127.0.0.1", AddressClass::Loopback),
+            ("127.1.2.3", AddressClass::Loopback),
+            ("169.254.169.254", AddressClass::LinkLocal),
+            ("10.0.0.1", AddressClass::Private),
+            ("192.168.1.20", AddressClass::Private),
+            ("172.16.0.5", AddressClass::Private),
+            ("100.100.100.200", AddressClass::SharedAddressSpace),
+            ("0.0.0.0", AddressClass::Unspecified),
+        ];
+        let policy = AddressPolicy::default();
+        for (ip, class) in refused {
+            let ip: std::net::Ipv4Addr = ip.parse().expect("test ip");
+            for form in ipv4_spellings(ip) {
+                let url = format!("http://{form}:8080/x");
+                let parsed = Target::parse("GET", &url).expect(&url);
+                assert_eq!(parsed.host, TargetHost::Ip(ip.into()), "{url}");
+                assert_eq!(policy.allows(ip.into()), Err(*class), "{url}");
+                assert_eq!(
+                    parsed.url.host_str(),
+                    Some(ip.to_string().as_str()),
+                    "{url}"
+                );
+                // A rule written the same way is that address: it matches the
+                // canonical form, and never a name. (A percent-encoded host is
+                // refused in a rule instead.)
+                let written = Destination::parse(&format!("http://{form}:8080"));
+                if form.contains('%') {
+                    assert!(written.is_err(), "{form}");
+                    continue;
+                }
+                let rule = written.expect(&form).fill(&BTreeMap::new()).expect(&form);
+                assert!(
+                    rule.allows(&target("GET", &format!("http://{ip}:8080/x"))),
+                    "{form}"
+                );
+                assert!(
+                    !rule.allows(&target("GET", "http://example.com:8080/x")),
+                    "{form}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_spellings_of_internal_addresses_are_refused() {
+        use crate::policy::ssrf::AddressPolicy;
+        let forms = [
+            "[::1]",
+            "[0:0:0:0:0:0:0:1]",
+            "[0000:0000::0001]",
+            "[::]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:7f00:1]",
+            "[::FFFF:7F00:0001]",
+            "[::127.0.0.1]",
+            "[::ffff:169.254.169.254]",
+            "[::ffff:a9fe:a9fe]",
+            "[::ffff:10.0.0.1]",
+            "[64:ff9b::127.0.0.1]",
+            "[64:ff9b::a9fe:a9fe]",
+            "[2002:7f00:1::]",
+            "[2002:a9fe:a9fe::1]",
+            "[fe80::1]",
+            "[FE80::a9fe:a9fe]",
+            "[fd00:ec2::254]",
+            "[fc00::1]",
+            "[ff02::1]",
+        ];
+        let policy = AddressPolicy::default();
+        for form in forms {
+            let url = format!("http://{form}:8080/x");
+            let target = Target::parse("GET", &url).expect(&url);
+            let ip = target.ip().expect("an IPv6 host is an address");
+            assert!(policy.allows(ip).is_err(), "{url} parsed to {ip}, allowed");
+        }
+    }
+
+    #[test]
+    fn hosts_that_are_neither_names_nor_addresses_are_refused() {
+        for host in [
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "0x100000000",
+            "1.2.3.08",
+            "example.0x10",
+            "a..b",
+        ] {
+            assert!(
+                Destination::parse(&format!("http://{host}")).is_err(),
+                "rule {host} should be refused"
+            );
+            assert!(
+                Target::parse("GET", &format!("http://{host}/")).is_err(),
+                "request to {host} should be refused"
+            );
+        }
+        assert!(Destination::parse("https://*.127.1").is_err());
+        assert!(Target::parse("GET", "http://user:pw@example.com/").is_err());
+        assert!(Target::parse("GET", "ftp://example.com/").is_err());
+        assert!(Target::parse("GET", "http://[fe80::1%25eth0]/").is_err());
     }
 }

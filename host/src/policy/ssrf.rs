@@ -6,6 +6,7 @@
 //! 127.0.0.1/32). An allowed CIDR matches the address exactly as resolved: an
 //! IPv4-mapped IPv6 address is not its IPv4 address.
 
+use crate::policy::http::TargetHost;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -148,13 +149,12 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
-    /// Check a URL host that is an IP literal (bracketed or not) before
-    /// anything is sent; names pass here and are checked as they resolve.
-    pub fn allows_literal(&self, host: &str) -> Result<(), (IpAddr, AddressClass)> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => self.allows(ip).map_err(|class| (ip, class)),
-            Err(_) => Ok(()),
+    /// Check a request's host before anything is sent: an address here,
+    /// a name as it resolves (in the resolver).
+    pub fn allows_host(&self, host: &TargetHost) -> Result<(), (IpAddr, AddressClass)> {
+        match host {
+            TargetHost::Ip(ip) => self.allows(*ip).map_err(|class| (*ip, class)),
+            TargetHost::Name(_) => Ok(()),
         }
     }
 

@@ -506,7 +506,7 @@ impl Runtime {
                 .await
         };
         let outcome = tokio::time::timeout(limits.timeout, call).await;
-        record.denials = store.data().http.denials();
+        record.denials = store.data().http.denials().0;
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => return Err(classify_trap(&trap, &store, &limits, &record.log)),

@@ -219,7 +219,12 @@ maximum = 100
             "non-strings are read as JSON text"
         );
         assert_eq!(strings["instance"], "acme");
-        assert!(binding.http_rules[0].allows("GET", "https", "acme.example.com", None, "/api/x"));
+        assert!(
+            binding.http_rules[0].allows(
+                &crate::policy::http::Target::parse("GET", "https://acme.example.com/api/x")
+                    .expect("url")
+            )
+        );
         let denied = Connection {
             grants: Grants::default(),
             ..connection

@@ -146,6 +146,9 @@ struct Fetch {
     /// Send the same request this many times (default once); the last response wins.
     #[serde(default)]
     times: Option<u32>,
+    /// Count failed sends and go on, instead of returning the first error.
+    #[serde(default)]
+    keep_going: bool,
 }
 
 fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
@@ -159,6 +162,7 @@ fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
         _ => Method::Get,
     };
     let mut last = Value::Null;
+    let mut errors = 0u32;
     for _ in 0..input.times.unwrap_or(1) {
         let mut request = Request::new(method, input.url.clone());
         for (name, value) in &input.headers {
@@ -167,11 +171,20 @@ fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
         if let Some(body) = &input.body {
             request = request.body(body.clone().into_bytes());
         }
-        let response = request.send()?;
+        let response = match request.send() {
+            Ok(response) => response,
+            Err(error) if input.keep_going => {
+                errors += 1;
+                last = json!({ "errors": errors, "last_error": error.to_string() });
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         last = json!({
             "status": response.status(),
             "body": String::from_utf8_lossy(response.body()),
             "location": response.header("location"),
+            "x_echo": response.header("x-echo"),
             "retry_after_ms": response.retry_after_ms(),
         });
     }
