@@ -162,13 +162,15 @@ async fn held_requests_are_recorded_with_the_reason() {
             &installed,
             &binding,
             "fetch",
-            json!({ "url": format!("{}/allowed/x", server.uri()) }),
+            json!({ "url": format!("{}/allowed/x", server.uri()), "method": "POST", "body": "x".repeat(500) }),
         )
         .await;
     assert_eq!(outcome.result.expect("fetch")["status"], 401);
     let records = all_records(&harness, "ws-1").await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].decision, Decision::Held);
+    // Nothing left the host: no bytes sent, whatever the body was.
+    assert_eq!(records[0].bytes_out, 0, "{:?}", records[0]);
     assert!(
         records[0]
             .reason
