@@ -203,7 +203,7 @@ static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 /// every stderr line must be JSON.
 fn announce(line: std::fmt::Arguments<'_>) {
     if LOG_FORMAT.get() == Some(&LogFormat::Json) {
-        tracing::info!(target: "patchbay", "{line}");
+        tracing::info!(target: "patchbay::startup", "{line}");
     } else {
         eprintln!("{line}");
     }
@@ -211,8 +211,13 @@ fn announce(line: std::fmt::Arguments<'_>) {
 
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The start-up lines (the address, where the token is) show whatever
+    // RUST_LOG says, as they do in text, where they bypass the log.
+    if let Ok(startup) = "patchbay::startup=info".parse() {
+        filter = filter.add_directive(startup);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
