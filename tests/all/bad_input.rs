@@ -455,3 +455,24 @@ async fn made_up_methods_add_no_metric_series() {
     );
     assert!(after.iter().all(|s| !s.contains("MADEUP")), "{after:#?}");
 }
+
+/// The bearer scheme is matched without regard to case (RFC 9110), over HTTP.
+#[tokio::test]
+async fn the_bearer_scheme_is_taken_in_any_case() {
+    let harness = Harness::new();
+    let api = harness.serve_api().await;
+    for (scheme, status) in [
+        ("Bearer", 200),
+        ("bearer", 200),
+        ("BEARER", 200),
+        ("Basic", 401),
+    ] {
+        let response = patchbay_tests::plain_http_client()
+            .get(format!("{api}/v1/workspaces"))
+            .header("authorization", format!("{scheme} {OPERATOR_TOKEN}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), status, "{scheme}");
+    }
+}
