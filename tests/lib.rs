@@ -376,7 +376,7 @@ pub fn probe_with_bearer_credential() -> Package {
 }
 
 /// The operator token [`Harness::serve_api`] accepts.
-pub const OPERATOR_TOKEN: &str = "pbo_test-operator";
+pub const OPERATOR_TOKEN: &str = "pbo_test-operator-0123456789abcdef";
 
 impl Harness {
     /// Serve the HTTP API of these services on a loopback port; its base URL.

@@ -67,7 +67,7 @@ impl ApiMetrics {
     /// One answered request: `route` is the matched template, or
     /// `unmatched` when no route matched.
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
-        let (method, route) = (method.to_owned(), route.to_owned());
+        let (method, route) = (method_label(method).to_owned(), route.to_owned());
         self.durations
             .get_or_create(&ApiRouteLabels {
                 method: method.clone(),
@@ -82,6 +82,19 @@ impl ApiMetrics {
             })
             .inc();
     }
+}
+
+/// The `method` label: one of the methods HTTP defines, or `other`. Any
+/// caller, signed in or not, chooses the method it sends; were it the label,
+/// made-up methods would add series without bound.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,4 +205,27 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn method_labels_come_from_a_bounded_set() {
+        let table = [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("DELETE", "DELETE"),
+            ("OPTIONS", "OPTIONS"),
+            ("get", "other"),
+            ("FOO", "other"),
+            ("PROPFIND", "other"),
+            ("X-12345", "other"),
+            ("", "other"),
+        ];
+        for (method, label) in table {
+            assert_eq!(method_label(method), label, "{method:?}");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use crate::api::AppState;
 use crate::services::Services;
 
 /// The operator token `app_state` accepts.
-pub(crate) const OPERATOR_TOKEN: &str = "pbo_test-operator-token";
+pub(crate) const OPERATOR_TOKEN: &str = "pbo_test-operator-token-0123456789";
 
 /// Real services on a throw-away data directory, removed when the returned
 /// guard is dropped (keep it for as long as the state is used).

@@ -367,3 +367,142 @@ async fn the_cli_drives_workspaces_and_connections_on_a_running_server() {
     let listed = stdout_json(&cli(&server, op, "workspace list").await);
     assert_eq!(listed, json!([]));
 }
+
+/// `patchbay serve` with `args` and `env` on a fresh data directory, stderr
+/// piped: its stderr lines up to and including the one that names the
+/// address it listens on (or all of them, if it exits first), and the child.
+async fn serve_until_listening(
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<String>, Option<Child>) {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("PATCHBAY_MASTER_KEY")
+        .env_remove("PATCHBAY_LOG_FORMAT")
+        .env_remove("PATCHBAY_OPERATOR_TOKEN")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn patchbay serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = line.contains("patchbay listening on");
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .expect("join");
+    let listening = lines
+        .last()
+        .is_some_and(|l| l.contains("patchbay listening on"));
+    if listening {
+        (lines, Some(child))
+    } else {
+        let _ = child.wait();
+        (lines, None)
+    }
+}
+
+/// Colour codes only on a terminal: a piped stderr (a file, a log shipper)
+/// gets none. `--log-format json` makes every stderr line one JSON object.
+#[tokio::test]
+async fn serve_logs_are_plain_when_piped_and_json_when_asked() {
+    // In json the start-up lines are log events; they show even when
+    // RUST_LOG asks for warnings only (here: but the install lines).
+    for (format, args, filter) in [
+        ("text", &[][..], "info"),
+        (
+            "json",
+            &["--log-format", "json"][..],
+            "warn,patchbay::cli=info",
+        ),
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (lines, child) = serve_until_listening(
+            data.path(),
+            args,
+            &[
+                ("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN),
+                ("RUST_LOG", filter),
+            ],
+        )
+        .await;
+        let mut child = child.unwrap_or_else(|| panic!("{format}: serve exited: {lines:#?}"));
+        let _ = child.kill();
+        let _ = child.wait();
+        // The bundled plugins are installed on first start, each with a log line.
+        assert!(
+            lines.iter().any(|l| l.contains("installed bundled plugin")),
+            "{format}: {lines:#?}"
+        );
+        for line in &lines {
+            assert!(!line.contains('\u{1b}'), "{format}: ESC in {line:?}");
+        }
+        if format == "json" {
+            for line in &lines {
+                let parsed: Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(
+                    parsed["level"].is_string() && parsed["fields"].is_object(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
+
+/// An operator token short enough to guess is refused at start, saying why.
+#[tokio::test]
+async fn serve_refuses_a_short_operator_token() {
+    for (token, refused) in [
+        ("short", true),
+        ("pbo_0123456789abcdef0123456789a", true), // 31 characters
+        ("pbo_0123456789abcdef0123456789ab", false), // 32
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (lines, child) = serve_until_listening(
+            data.path(),
+            &[],
+            &[("PATCHBAY_OPERATOR_TOKEN", token), ("RUST_LOG", "warn")],
+        )
+        .await;
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(!refused, "{token:?} was accepted: {lines:#?}");
+        } else {
+            assert!(refused, "{token:?} was refused: {lines:#?}");
+            let said = lines.join("\n");
+            assert!(said.contains("at least 32"), "{said}");
+        }
+    }
+}
+
+/// Without a token, the CLI says which variables hold one: its own, and the
+/// server's for the operator token.
+#[tokio::test]
+async fn the_cli_names_both_token_variables_when_none_is_given() {
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["workspace", "list"])
+        .env_remove("PATCHBAY_TOKEN")
+        .env("PATCHBAY_SERVER", "http://127.0.0.1:9")
+        .env("RUST_LOG", "warn");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn cli"))
+        .await
+        .expect("join");
+    let said = stderr(&out);
+    for name in ["PATCHBAY_TOKEN", "PATCHBAY_OPERATOR_TOKEN", "--token"] {
+        assert!(said.contains(name), "{name} in {said}");
+    }
+}

@@ -34,8 +34,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 ApiError::unauthorized("send the operator or a workspace token as a bearer token")
             })?;
@@ -50,6 +49,41 @@ impl FromRequestParts<AppState> for Caller {
             )),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// matched without regard to case (RFC 9110 §11.1), so `bearer` and `BEARER`
+/// work as clients send them; anything but one non-empty token is refused.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains([' ', '\t']))
+        .then_some(token)
+}
+
+/// Shortest operator token `serve` accepts. The operator token opens every
+/// workspace, so it must not be guessable: 32 characters of a random token
+/// carry well over 128 bits (the generated one is `pbo_` and 64 hex digits).
+pub const MIN_OPERATOR_TOKEN_CHARS: usize = 32;
+
+/// Why a configured operator token is refused, if it is.
+pub fn check_operator_token(token: &str) -> Result<(), String> {
+    let chars = token.chars().count();
+    if chars < MIN_OPERATOR_TOKEN_CHARS {
+        return Err(format!(
+            "the operator token is {chars} characters; use at least {MIN_OPERATOR_TOKEN_CHARS} \
+             random ones (e.g. `pbo_$(openssl rand -hex 32)`), or unset PATCHBAY_OPERATOR_TOKEN \
+             to have one generated into the data directory"
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(
+            "the operator token holds whitespace or control characters, which cannot \
+                    be sent in a bearer header"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The `{ws}` segment of the route, if it has one; a path whose segments
@@ -109,6 +143,52 @@ impl FromRequestParts<AppState> for WorkspaceAccess {
         match caller {
             Caller::Workspace(token) if token.workspace != ws => Err(hidden(ws)),
             caller => Ok(WorkspaceAccess(caller)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIN_OPERATOR_TOKEN_CHARS, bearer_token, check_operator_token};
+
+    #[test]
+    fn refuses_operator_tokens_shorter_than_the_minimum() {
+        let at = "a".repeat(MIN_OPERATOR_TOKEN_CHARS);
+        let under = "a".repeat(MIN_OPERATOR_TOKEN_CHARS - 1);
+        assert!(check_operator_token(&at).is_ok());
+        assert!(check_operator_token(&format!("pbo_{}", "0f".repeat(32))).is_ok());
+        for (what, token) in [
+            ("one under", under.as_str()),
+            ("empty", ""),
+            ("short", "secret"),
+        ] {
+            let error = check_operator_token(token).expect_err(what);
+            assert!(error.contains("at least 32"), "{what}: {error}");
+        }
+        // Counted in characters, not bytes: 31 two-byte characters are still too few.
+        assert!(check_operator_token(&"é".repeat(MIN_OPERATOR_TOKEN_CHARS - 1)).is_err());
+        assert!(check_operator_token(&format!("{at} x")).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_whatever_its_case() {
+        let table = [
+            ("Bearer pbw_abc", Some("pbw_abc")),
+            ("bearer pbw_abc", Some("pbw_abc")),
+            ("BEARER pbw_abc", Some("pbw_abc")),
+            ("bEaReR pbw_abc", Some("pbw_abc")),
+            ("Bearer   pbw_abc  ", Some("pbw_abc")),
+            ("Bearer\tpbw_abc", Some("pbw_abc")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Basic dXNlcjpwYXNz", None),
+            ("Bearerpbw_abc", None),
+            ("Bearer a b", None),
+            ("Token pbw_abc", None),
+            ("", None),
+        ];
+        for (header, expected) in table {
+            assert_eq!(bearer_token(header), expected, "{header:?}");
         }
     }
 }

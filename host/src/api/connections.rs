@@ -27,9 +27,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     put,
     path = "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
+    operation_id = "setConnectionCredential",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("credential" = String, Path, description = "credential name, as the manifest declares it")),
-    request_body = Object,
+    request_body = crate::api::limits::CredentialBody,
     responses((status = 204, description = "sealed and stored; never shown again"), crate::api::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
 )]
@@ -80,6 +81,7 @@ async fn set_credential(
 #[utoipa::path(
     delete,
     path = "/v1/workspaces/{ws}/connections/{name}/credentials/{credential}",
+    operation_id = "deleteConnectionCredential",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("credential" = String, Path, description = "credential name")),
     responses((status = 204, description = "removed"), crate::api::error::ApiErrors),
@@ -171,6 +173,7 @@ async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}/connections",
+    operation_id = "listConnections",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, description = "the workspace's connections", body = [ConnectionView]), crate::api::error::ApiErrors),
@@ -191,6 +194,7 @@ async fn list(
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}/connections/{name}",
+    operation_id = "getConnection",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
     responses((status = 200, description = "the connection, its status and its credentials' names", body = ConnectionView), crate::api::error::ApiErrors),
@@ -208,6 +212,7 @@ async fn show(
 #[utoipa::path(
     put,
     path = "/v1/workspaces/{ws}/connections/{name}",
+    operation_id = "saveConnection",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
     request_body = ConnectionRequest,
@@ -229,6 +234,7 @@ async fn save(
 #[utoipa::path(
     delete,
     path = "/v1/workspaces/{ws}/connections/{name}",
+    operation_id = "deleteConnection",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name")),
     responses((status = 204, description = "deleted with its credentials and KV data"), crate::api::error::ApiErrors),
@@ -259,6 +265,7 @@ struct InvokeResponse {
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
+    operation_id = "invokeOperation",
     tag = "connections",
     params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("op" = String, Path, description = "operation name"), ("idempotency-key" = Option<String>, Header, description = "passed to the plugin")),
     request_body = InvokeRequest,

@@ -24,6 +24,7 @@ struct TrippedBreaker {
 #[utoipa::path(
     get,
     path = "/v1/egress/breakers",
+    operation_id = "listTrippedBreakers",
     tag = "operator",
     responses((status = 200, description = "circuit breakers that are not closed", body = [TrippedBreaker]), crate::api::error::ApiErrors),
     security(("operator" = []))
@@ -57,6 +58,7 @@ struct NeedsAttention {
 #[utoipa::path(
     get,
     path = "/v1/egress/needs-attention",
+    operation_id = "listCredentialsNeedingAttention",
     tag = "operator",
     responses((status = 200, description = "credentials refused for good", body = [NeedsAttention]), crate::api::error::ApiErrors),
     security(("operator" = []))

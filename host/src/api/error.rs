@@ -211,9 +211,12 @@ pub enum ApiErrors {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code, "message": self.message });
+        // No caller's value comes back at length, whichever layer wrote the message.
+        let cap = super::shape::cap_echoes;
+        let mut body = json!({ "code": self.code, "message": cap(&self.message) });
         if !self.details.is_empty() {
-            body["details"] = json!(self.details);
+            let details: Vec<_> = self.details.iter().map(|d| cap(d)).collect();
+            body["details"] = json!(details);
         }
         if let Some(id) = &self.invocation_id {
             body["invocation_id"] = json!(id);

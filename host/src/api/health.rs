@@ -17,6 +17,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     get,
     path = "/healthz",
+    operation_id = "getHealth",
     tag = "health",
     responses((status = 200, description = "the process is up", body = Object), crate::api::error::ApiErrors)
 )]
@@ -28,6 +29,7 @@ async fn healthz() -> Json<Value> {
 #[utoipa::path(
     get,
     path = "/readyz",
+    operation_id = "getReadiness",
     tag = "health",
     responses((status = 200, description = "the database answers", body = Object), (status = 503, description = "the database does not answer", body = Object), crate::api::error::ApiErrors)
 )]

@@ -1,4 +1,5 @@
-//! `GET /metrics`: Prometheus text, operator only.
+//! `GET /metrics`: OpenMetrics text (which Prometheus scrapes), operator
+//! only. The description names the content type the route really sends.
 
 use super::AppState;
 use super::auth::Operator;
@@ -6,6 +7,9 @@ use super::error::ApiError;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// What the route sends: the format `prometheus_client` encodes.
+pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(metrics))
@@ -15,7 +19,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "operator",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), crate::api::error::ApiErrors),
+    operation_id = "getMetrics",
+    responses((status = 200, description = "OpenMetrics 1.0 text exposition", content_type = "application/openmetrics-text", body = String), crate::api::error::ApiErrors),
     security(("operator" = []))
 )]
 async fn metrics(
@@ -23,13 +28,7 @@ async fn metrics(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text = crate::metrics::render(&state.metrics).map_err(ApiError::internal)?;
-    Ok((
-        [(
-            http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    ))
+    Ok(([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ mod egress;
 pub mod error;
 mod extract;
 mod health;
+mod limits;
 mod metrics;
 mod plugins;
+mod shape;
 mod tokens;
 mod workspaces;
 
@@ -49,7 +51,11 @@ async fn no_route(method: http::Method, uri: http::Uri) -> error::ApiError {
     error::ApiError::new(
         http::StatusCode::NOT_FOUND,
         "no-route",
-        format!("no route {method} {}", uri.path()),
+        format!(
+            "no route {} {}",
+            shape::echo(method.as_str()),
+            shape::echo(uri.path())
+        ),
     )
 }
 
@@ -85,13 +91,17 @@ fn described() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI description of this API, built from the route handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    described().into_openapi()
+    use utoipa::Modify as _;
+    let mut openapi = described().into_openapi();
+    // After the routes are merged: the limits are written onto their parameters.
+    limits::DescribeLimits.modify(&mut openapi);
+    openapi
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Patchbay", description = "Operator and tenant API of the Patchbay connector host"),
-    components(schemas(error::ErrorBody)),
+    components(schemas(error::ErrorBody, limits::CredentialBody)),
     modifiers(&BearerTokens)
 )]
 struct ApiDoc;
@@ -123,6 +133,7 @@ impl utoipa::Modify for BearerTokens {
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    operation_id = "getOpenApi",
     tag = "health",
     responses((status = 200, description = "the OpenAPI 3.1 description of this API", body = Object))
 )]
@@ -142,6 +153,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(no_route)
         .with_state(state)
+        .layer(axum::middleware::from_fn(shape::error_shape))
         .layer(axum::middleware::from_fn_with_state(api_metrics, observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost first: every response, errors included, carries the request's id

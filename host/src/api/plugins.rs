@@ -29,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     get,
     path = "/v1/plugins",
+    operation_id = "listPlugins",
     tag = "plugins",
     responses((status = 200, description = "every installed version", body = [InstalledPlugin]), crate::api::error::ApiErrors),
     security(("operator" = []))
@@ -50,6 +51,7 @@ struct PluginVersions {
 #[utoipa::path(
     get,
     path = "/v1/plugins/{id}",
+    operation_id = "listPluginVersions",
     tag = "plugins",
     params(("id" = String, Path, description = "plugin id")),
     responses((status = 200, description = "the plugin's versions, newest first", body = PluginVersions), crate::api::error::ApiErrors),
@@ -74,6 +76,7 @@ async fn show(
 #[utoipa::path(
     get,
     path = "/v1/plugins/{id}/{version}",
+    operation_id = "getPluginManifest",
     tag = "plugins",
     params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
     responses((status = 200, description = "the version's manifest", body = Manifest), crate::api::error::ApiErrors),
@@ -103,6 +106,7 @@ struct NewPackage {
 #[utoipa::path(
     post,
     path = "/v1/plugins",
+    operation_id = "installPlugin",
     tag = "plugins",
     request_body = NewPackage,
     responses((status = 201, description = "validated and installed", body = InstalledPlugin), crate::api::error::ApiErrors),
@@ -138,6 +142,7 @@ async fn install(
 #[utoipa::path(
     delete,
     path = "/v1/plugins/{id}/{version}",
+    operation_id = "removePluginVersion",
     tag = "plugins",
     params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
     responses((status = 204, description = "removed"), crate::api::error::ApiErrors),

@@ -37,6 +37,7 @@ struct IssuedToken {
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/tokens",
+    operation_id = "issueWorkspaceToken",
     tag = "tokens",
     params(("ws" = String, Path, description = "workspace id")),
     request_body = NewToken,
@@ -57,6 +58,7 @@ async fn issue(
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}/tokens",
+    operation_id = "listWorkspaceTokens",
     tag = "tokens",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, description = "the workspace's tokens, never their values", body = [WorkspaceToken]), crate::api::error::ApiErrors),
@@ -73,6 +75,7 @@ async fn list(
 #[utoipa::path(
     delete,
     path = "/v1/workspaces/{ws}/tokens/{id}",
+    operation_id = "revokeWorkspaceToken",
     tag = "tokens",
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "token id")),
     responses((status = 204, description = "revoked"), crate::api::error::ApiErrors),

@@ -22,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}",
+    operation_id = "getWorkspace",
     tag = "workspaces",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, description = "the workspace", body = Workspace), crate::api::error::ApiErrors),
@@ -51,6 +52,7 @@ struct AuditQuery {
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}/audit",
+    operation_id = "listWorkspaceAudit",
     tag = "workspaces",
     params(("ws" = String, Path, description = "workspace id"), AuditQuery),
     responses((status = 200, description = "a page of audit records, oldest first", body = crate::audit::AuditPage), crate::api::error::ApiErrors),
@@ -64,11 +66,16 @@ async fn audit(
 ) -> Result<Json<crate::audit::AuditPage>, ApiError> {
     state.tenancy.workspace(&ws)?;
     let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
+    let range = super::limits::AUDIT_PAGE;
+    if !range.contains(&limit) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-query",
-            "limit must be between 1 and 1000",
+            format!(
+                "limit must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
         ));
     }
     let audit = state.tenancy.audit.clone();
@@ -101,6 +108,7 @@ struct NewWorkspace {
 #[utoipa::path(
     post,
     path = "/v1/workspaces",
+    operation_id = "createWorkspace",
     tag = "workspaces",
     request_body = NewWorkspace,
     responses((status = 201, description = "created", body = Workspace), crate::api::error::ApiErrors),
@@ -118,6 +126,7 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/v1/workspaces",
+    operation_id = "listWorkspaces",
     tag = "workspaces",
     responses((status = 200, description = "every workspace", body = [Workspace]), crate::api::error::ApiErrors),
     security(("operator" = []))
@@ -138,6 +147,7 @@ async fn list(
 #[utoipa::path(
     delete,
     path = "/v1/workspaces/{ws}",
+    operation_id = "deleteWorkspace",
     tag = "workspaces",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 204, description = "deleted with everything it owned"), crate::api::error::ApiErrors),

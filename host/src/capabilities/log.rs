@@ -4,6 +4,12 @@
 //! invocation id, and is kept for the invocation's result. One budget of bytes
 //! per invocation covers both sources, so a chatty or hostile plugin cannot
 //! flood the host's logs; what exceeds it is dropped and counted.
+//!
+//! Plugin text reaches the host log only through `escape_for_log`: a newline
+//! or carriage return in it would otherwise start a host line of the plugin's
+//! making (a forged timestamp and level), and an ANSI sequence could rewrite
+//! what an operator's terminal shows. The kept lines stay as the plugin wrote
+//! them: they travel as JSON, which escapes them.
 
 use crate::bindings::wasi::logging::logging::{Host, Level, add_to_linker as add_logging};
 use crate::runtime::state::CallState;
@@ -101,10 +107,11 @@ impl LogCtx {
             });
         }
         let t = &self.tags;
+        let (context, message) = (escape_for_log(context), escape_for_log(message));
         macro_rules! emit {
             ($lvl:ident) => {
                 tracing::$lvl!(target: "patchbay::plugin", plugin = %t.plugin, version = %t.version,
-                    invocation_id = %t.invocation_id, source = ?source, context, "{message}")
+                    invocation_id = %t.invocation_id, source = ?source, context = %context, "{message}")
             };
         }
         match level {
@@ -154,6 +161,36 @@ impl LogCtx {
             .map(|l| l.message.clone())
             .collect()
     }
+}
+
+/// Plugin-supplied `text` made safe for one host log line: every character
+/// that could end the line, move the cursor or reorder what a terminal shows
+/// (C0 and C1 controls, DEL, the Unicode line and paragraph separators, bidi
+/// overrides) is written as an escape, `\n`, `\r`, `\t` or `\u{..}`.
+pub fn escape_for_log(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_in_a_line(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !text.contains(unsafe_in_a_line) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_in_a_line(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl Host for LogCtx {
@@ -320,5 +357,103 @@ mod tests {
         let (lines, dropped) = log.finish();
         assert_eq!(lines.len(), 1);
         assert_eq!(dropped, 11);
+    }
+
+    /// Forms a hostile plugin uses to start a host line of its own, or to
+    /// paint over one on an operator's terminal.
+    const FORGERIES: [(&str, &str); 9] = [
+        ("lf", "ok\n2026-01-01T00:00:00Z ERROR patchbay::api: forged"),
+        (
+            "crlf",
+            "ok\r\n2026-01-01T00:00:00Z ERROR patchbay::api: forged",
+        ),
+        ("cr", "ok\r2026-01-01T00:00:00Z ERROR patchbay::api: forged"),
+        ("line separator", "ok\u{2028}ERROR forged"),
+        ("paragraph separator", "ok\u{2029}ERROR forged"),
+        ("next line (C1)", "ok\u{85}ERROR forged"),
+        (
+            "ansi",
+            "ok\u{1b}[2K\u{1b}[1G\u{1b}[31mERROR forged\u{1b}[0m",
+        ),
+        ("nul", "ok\0ERROR forged"),
+        ("bidi override", "ok\u{202e}degrof RORRE"),
+    ];
+
+    #[test]
+    fn escapes_every_character_that_could_break_a_log_line() {
+        for (form, text) in FORGERIES {
+            let escaped = escape_for_log(text);
+            assert!(
+                !escaped
+                    .contains(|c: char| c.is_control()
+                        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}')),
+                "{form}: {escaped:?}"
+            );
+            assert!(
+                escaped.starts_with("ok") && escaped.contains("forged")
+                    || escaped.contains("degrof"),
+                "{form}: {escaped}"
+            );
+        }
+        assert_eq!(escape_for_log("a\nb\tc\u{1b}"), "a\\nb\\tc\\u{1b}");
+        assert!(matches!(
+            escape_for_log("plain text, ünïcode ✓"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    /// Captures what a text-format host subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_plugin_message_is_one_host_line_with_its_tags_whatever_it_holds() {
+        for (form, text) in FORGERIES {
+            let out = Captured::default();
+            let sink = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let mut log = ctx(1 << 20);
+                log.log(Level::Error, text.into(), text.into())
+                    .expect("log");
+                let stdout = log.pipe(LogSource::Stdout);
+                // Captured output splits at \n itself; each piece is one line.
+                stdout.push(text.as_bytes());
+                stdout.push(b"\n");
+                log.finish();
+            });
+            let written = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+            let pieces = 1 + text.split('\n').count();
+            let lines: Vec<&str> = written.lines().collect();
+            assert_eq!(lines.len(), pieces, "{form}: {written}");
+            assert!(!written.contains('\u{1b}'), "{form}: ESC in {written:?}");
+            assert!(
+                !written.contains(['\r', '\0', '\u{2028}', '\u{2029}', '\u{85}']),
+                "{form}: {written:?}"
+            );
+            for line in lines {
+                assert!(
+                    line.contains("plugin=p") && line.contains("invocation_id=inv"),
+                    "{form}: a line without its tags: {line}"
+                );
+            }
+        }
     }
 }

@@ -75,6 +75,10 @@ enum Command {
         plugins_dir: Option<PathBuf>,
         #[command(flatten)]
         egress: Egress,
+        /// How log lines are written to stderr: `text` for people, `json` (one
+        /// object a line) for log shippers.
+        #[arg(long, env = "PATCHBAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Install, list, inspect and remove plugins.
     Plugin {
@@ -155,10 +159,19 @@ enum PluginCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(match cli.command {
+        Command::Serve { log_format, .. } => log_format,
+        _ => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,19 +185,51 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+                tracing::error!(target: "patchbay", "{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// The format chosen at start, so lines the server prints for people
+/// (its address, where the token is) stay parseable in `json`.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// A start-up line for the operator: plain on stderr, or a log event when
+/// every stderr line must be JSON.
+fn announce(line: std::fmt::Arguments<'_>) {
+    if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+        tracing::info!(target: "patchbay::startup", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    // The start-up lines (the address, where the token is) show whatever
+    // RUST_LOG says, as they do in text, where they bypass the log.
+    if let Ok(startup) = "patchbay::startup=info".parse() {
+        filter = filter.add_directive(startup);
+    }
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = LOG_FORMAT.set(format);
+    let _ = match format {
+        // Colour codes only for a person at a terminal: in a file or a log
+        // shipper they are noise that breaks searching and parsing.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -194,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             plugins_dir,
             egress,
+            log_format: _,
         } => {
             serve(
                 listen,
@@ -238,9 +284,10 @@ async fn serve(
     let services = Services::open(data_dir, policy)?;
     let (token, token_path) =
         operator_token(data_dir, std::env::var("PATCHBAY_OPERATOR_TOKEN").ok())?;
+    crate::api::auth::check_operator_token(&token).map_err(anyhow::Error::msg)?;
     match token_path {
-        Some(path) => eprintln!("operator token: stored in {}", path.display()),
-        None => eprintln!("operator token: from PATCHBAY_OPERATOR_TOKEN"),
+        Some(path) => announce(format_args!("operator token: stored in {}", path.display())),
+        None => announce(format_args!("operator token: from PATCHBAY_OPERATOR_TOKEN")),
     }
     for installed in services.catalog.install_bundled().await? {
         tracing::info!(plugin = %installed.id, version = %installed.version, "installed bundled plugin");
@@ -251,7 +298,10 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    eprintln!("patchbay listening on http://{}", listener.local_addr()?);
+    announce(format_args!(
+        "patchbay listening on http://{}",
+        listener.local_addr()?
+    ));
     axum::serve(listener, crate::api::router(services.app_state(&token)))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -21,7 +21,22 @@ pub(super) struct Server {
     /// The operator token or a workspace token. Prefer the environment: a
     /// flag shows in the process list.
     #[arg(long, env = "PATCHBAY_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+}
+
+/// Said when no token is given: the operator's token has another variable
+/// on the server side, and a new operator looks for that name.
+const TOKEN_REQUIRED: &str = "a token is required: set PATCHBAY_TOKEN (or pass --token) to a \
+    workspace token (`pbw_…`), or to the operator token, which is the server's \
+    PATCHBAY_OPERATOR_TOKEN or else the contents of <data-dir>/operator-token";
+
+impl Server {
+    fn token(&self) -> anyhow::Result<&str> {
+        match self.token.as_deref().map(str::trim) {
+            Some(token) if !token.is_empty() => Ok(token),
+            _ => bail!(TOKEN_REQUIRED),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +380,7 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let token = server.token()?;
     let tls = crate::egress::tls_config().context("tls configuration")?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -376,9 +392,7 @@ async fn send(
         .join(path.trim_start_matches('/'))
         .with_context(|| format!("--server {} with {path}", server.url))?;
     let method = reqwest::Method::from_bytes(method.as_bytes()).context("method")?;
-    let mut request = client
-        .request(method, url.clone())
-        .bearer_auth(&server.token);
+    let mut request = client.request(method, url.clone()).bearer_auth(token);
     if let Some(body) = body {
         request = request
             .header(http::header::CONTENT_TYPE, "application/json")
