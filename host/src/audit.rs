@@ -142,8 +142,27 @@ impl AuditRecord {
     }
 }
 
-/// The path, with each query value replaced (values may carry personal data or keys).
+/// Bytes of a path kept in a record (and in a log line or denial): a plugin
+/// chooses its URLs, and must not make each refusal cost kilobytes.
+pub const MAX_RECORDED_PATH: usize = 2048;
+
+/// The path, with each query value replaced (values may carry personal data
+/// or keys), cut at [`MAX_RECORDED_PATH`] bytes with a marker.
 pub fn redact_query(path: &str, query: Option<&str>) -> String {
+    let mut shown = redact_query_whole(path, query);
+    if shown.len() > MAX_RECORDED_PATH {
+        let total = shown.len();
+        let mut cut = MAX_RECORDED_PATH;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push_str(&format!("…[{total} bytes]"));
+    }
+    shown
+}
+
+fn redact_query_whole(path: &str, query: Option<&str>) -> String {
     match query {
         Some(q) => {
             let keys: Vec<String> = q
@@ -441,6 +460,26 @@ mod tests {
         };
         let uri: http::Uri = "https://api.example.com/v1/x".parse().expect("uri");
         AuditRecord::new(&tags, at_ms, "GET", &uri)
+    }
+
+    #[test]
+    fn long_paths_are_cut_and_marked_and_query_values_redacted() {
+        let long = format!("/{}", "a".repeat(10_000));
+        let shown = redact_query(&long, Some("email=ada@example.com&k"));
+        assert!(shown.len() < MAX_RECORDED_PATH + 32, "{}", shown.len());
+        assert!(
+            shown.ends_with(&format!(
+                "…[{} bytes]",
+                long.len() + "?email=REDACTED&k=REDACTED".len()
+            )),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_query("/v1/x", Some("email=ada@example.com&k")),
+            "/v1/x?email=REDACTED&k=REDACTED"
+        );
+        let wide = "é".repeat(3_000);
+        assert!(redact_query(&wide, None).contains('…'));
     }
 
     #[tokio::test]
