@@ -108,6 +108,7 @@ async fn calls_beyond_a_connections_or_workspaces_cap_wait_then_are_refused() {
             max_concurrent_calls_per_workspace: per_workspace,
             ..OperatorLimits::default()
         }));
+        harness.ensure(LOOP_FOREVER).await;
         let started = Instant::now();
         let errors = spin(&harness, calls).await;
         let case = format!("{per_connection}/{per_workspace} {calls:?}");

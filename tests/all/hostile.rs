@@ -7,6 +7,10 @@ use patchbay::runtime::error::{InvokeError, MAX_ERROR_MESSAGE_BYTES, PluginFailu
 use patchbay_tests::{Harness, api_call, create_workspace, operator_call, plugins::HOSTILE};
 use serde_json::{Value, json};
 
+/// Held by the tests of this module that move the process's resident set by
+/// tens of megabytes, so the one that measures it measures only itself.
+static RESIDENT_SET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The process's resident set, from /proc (Linux), in bytes.
 fn resident_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -24,17 +28,18 @@ fn resident_bytes() -> usize {
 
 #[tokio::test]
 async fn header_collections_are_bounded_by_a_budget_derived_from_memory_mb() {
+    let _alone = RESIDENT_SET.lock().await;
     let harness = Harness::new();
     let (plugin, binding) = harness.ready(HOSTILE).await;
     // memory_mb = 16: 256 host resources of at most 64 KiB of fields each.
-    // Each form would make the host hold about 300 MB if nothing bounded it.
+    // Each form would make the host hold about 600 MB if nothing bounded it.
     let cases = [
         (
-            json!({ "form": "many", "count": 5000, "bytes": 60_000 }),
+            json!({ "form": "many", "count": 10_000, "bytes": 60_000 }),
             InvokeError::HostResources(256),
         ),
         (
-            json!({ "form": "clones", "count": 5000, "bytes": 60_000 }),
+            json!({ "form": "clones", "count": 10_000, "bytes": 60_000 }),
             InvokeError::HostResources(256),
         ),
         (
@@ -51,7 +56,7 @@ async fn header_collections_are_bounded_by_a_budget_derived_from_memory_mb() {
         assert_eq!(outcome.result, Err(expected), "{input}");
         // Generous: other tests run in this process at the same time.
         assert!(
-            grown < 128 << 20,
+            grown < 256 << 20,
             "{input}: the host grew by {} MiB",
             grown >> 20
         );
@@ -72,6 +77,7 @@ async fn header_collections_are_bounded_by_a_budget_derived_from_memory_mb() {
 
 #[tokio::test]
 async fn a_plugins_huge_error_message_is_capped_and_marked() {
+    let _alone = RESIDENT_SET.lock().await;
     let harness = Harness::new();
     // Room in the plugin's own memory for a 50 MB message.
     let package = HOSTILE.package_with(|m| m.replace("memory_mb = 16", "memory_mb = 128"));
@@ -115,6 +121,7 @@ async fn a_plugins_huge_error_message_is_capped_and_marked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_a_huge_plugin_error_small_and_marked() {
+    let _alone = RESIDENT_SET.lock().await;
     let harness = Harness::new();
     let package = HOSTILE.package_with(|m| m.replace("memory_mb = 16", "memory_mb = 128"));
     harness.install_package(package).await;
@@ -140,4 +147,58 @@ async fn the_api_answers_a_huge_plugin_error_small_and_marked() {
     let answer = body.to_string();
     assert!(answer.len() < 8 * 1024, "{} bytes", answer.len());
     assert!(answer.contains("[truncated, 50000000 bytes]"), "{answer}");
+}
+
+/// Schemas that make checking one value cost far more than any call may
+/// take are refused when the package is installed, naming the reason.
+#[tokio::test]
+async fn expensive_schemas_are_refused_at_install() {
+    let harness = Harness::new();
+    let echo = "name = \"echo\"\nkind = \"transform\"\ninput_schema = { }\noutput_schema = { }";
+    // d0..d19, each an anyOf of two references to the next: 2^20 paths.
+    let chain: String = (0..20)
+        .map(|d| format!("d{d} = {{ anyOf = [ {{ \"$ref\" = \"#/$defs/d{n}\" }}, {{ \"$ref\" = \"#/$defs/d{n}\" }} ] }}, ", n = d + 1))
+        .collect();
+    let chain = format!(
+        "{{ \"$defs\" = {{ {chain}d20 = {{ type = \"integer\" }} }}, \"$ref\" = \"#/$defs/d0\" }}"
+    );
+    let node = r##"{ type = "array", items = { "$ref" = "#/$defs/node" } }"##;
+    let twice = format!(
+        "{{ \"$defs\" = {{ node = {{ anyOf = [ {node}, {node} ] }} }}, \"$ref\" = \"#/$defs/node\" }}"
+    );
+    let cases = [
+        (r#"{ pattern = "^(?=a)(a+)+$" }"#.to_owned(), "look-around"),
+        (r#"{ pattern = '^(a+)\1$' }"#.to_owned(), "back-references"),
+        (chain, "expands to more than"),
+        (twice, "can apply more than once"),
+    ];
+    for (schema, reason) in cases {
+        for which in ["input", "output"] {
+            let edited = match which {
+                "input" => format!(
+                    "name = \"echo\"\nkind = \"transform\"\ninput_schema = {schema}\noutput_schema = {{ }}"
+                ),
+                _ => format!(
+                    "name = \"echo\"\nkind = \"transform\"\ninput_schema = {{ }}\noutput_schema = {schema}"
+                ),
+            };
+            let package = HOSTILE.package_with(|m| {
+                assert!(m.contains(echo), "the manifest declares echo as expected");
+                m.replace(echo, &edited)
+            });
+            let error = harness
+                .services
+                .catalog
+                .install(package)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{which} {schema}: installed"))
+                .to_string();
+            assert!(
+                error.contains(&format!("{which} schema")) && error.contains(reason),
+                "{which} {schema}: {error}"
+            );
+        }
+    }
+    assert!(harness.services.catalog.list().expect("list").is_empty());
 }

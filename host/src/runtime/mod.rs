@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod interface;
 pub mod limits;
+pub mod schema;
 pub mod slots;
 pub mod state;
 
@@ -29,6 +30,8 @@ use crate::policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use crate::storage::{Scope, SharedKv};
 use error::{InvokeError, LoadError, cap_message};
 use limits::{CallLimiter, HostBudget};
+pub(crate) use schema::schema_errors;
+use schema::{checked_in_time, schema_validator};
 use serde_json::Value as Json;
 use slots::CallSlots;
 use state::CallState;
@@ -71,15 +74,16 @@ pub struct LoadedPlugin {
     pub content_hash: String,
     pub limits: EffectiveLimits,
     pre: ConnectorPre<CallState>,
-    schemas: HashMap<String, Arc<OperationSchemas>>,
+    schemas: HashMap<String, OperationSchemas>,
     /// A fresh compile, written to the cache only once the whole package is
     /// accepted, so a refused package leaves nothing on disk.
     uncached: Option<cache::Pending>,
 }
 
 struct OperationSchemas {
-    input: jsonschema::Validator,
-    output: jsonschema::Validator,
+    // Shared with the blocking thread a check runs on.
+    input: Arc<jsonschema::Validator>,
+    output: Arc<jsonschema::Validator>,
 }
 
 /// Where and with what grants a plugin runs: one connection in one workspace.
@@ -243,17 +247,19 @@ impl Runtime {
         let mut schemas = HashMap::new();
         for op in &manifest.operations {
             let compile = |schema: &Json, which: &str| {
-                schema_validator(schema).map_err(|e| LoadError::Schema {
-                    operation: op.name.clone(),
-                    message: format!("{which} schema: {e}"),
-                })
+                schema_validator(schema)
+                    .map(Arc::new)
+                    .map_err(|e| LoadError::Schema {
+                        operation: op.name.clone(),
+                        message: format!("{which} schema: {e}"),
+                    })
             };
             schemas.insert(
                 op.name.clone(),
-                Arc::new(OperationSchemas {
+                OperationSchemas {
                     input: compile(&op.input_schema, "input")?,
                     output: compile(&op.output_schema, "output")?,
-                }),
+                },
             );
         }
         Ok(LoadedPlugin {
@@ -402,15 +408,16 @@ impl Runtime {
         self.recorded(plugin, async |record| {
             let limits = binding.limits.tighten(plugin.limits);
             let deadline = Instant::now() + limits.timeout;
+            let within = (deadline, limits.timeout);
             let schemas = plugin
                 .schemas
                 .get(operation)
                 .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
             let input_text = input.to_string();
             check_input_size(plugin, &input_text)?;
-            let _slot = self.slot(binding, deadline).await?;
-            let problems =
-                checked_in_time(schemas, Which::Input, input.clone(), deadline, &limits).await?;
+            let slot = Arc::new(self.slot(binding, deadline).await?);
+            let (_, problems) =
+                checked_in_time(&schemas.input, input.clone(), within, slot.clone()).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::InvalidInput(problems));
             }
@@ -427,8 +434,7 @@ impl Runtime {
                 .await?;
             let output: Json = serde_json::from_str(&output)
                 .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
-            let problems =
-                checked_in_time(schemas, Which::Output, output.clone(), deadline, &limits).await?;
+            let (output, problems) = checked_in_time(&schemas.output, output, within, slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::OutputSchema(problems));
             }
@@ -606,48 +612,6 @@ async fn off_the_workers<F: Future>(call: F) -> F::Output {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Which {
-    Input,
-    Output,
-}
-
-/// `value`'s schema violations, found on a blocking thread raced against
-/// the call's deadline: a schema can make validation cost far more than the
-/// plugin's run, and the call must still end on time.
-async fn checked_in_time(
-    schemas: &Arc<OperationSchemas>,
-    which: Which,
-    value: Json,
-    deadline: Instant,
-    limits: &EffectiveLimits,
-) -> Result<Vec<String>, InvokeError> {
-    let schemas = schemas.clone();
-    let check = tokio::task::spawn_blocking(move || {
-        let validator = match which {
-            Which::Input => &schemas.input,
-            Which::Output => &schemas.output,
-        };
-        schema_errors(validator, &value)
-    });
-    match tokio::time::timeout_at(deadline.into(), check).await {
-        Ok(Ok(problems)) => Ok(problems),
-        Ok(Err(e)) => Err(InvokeError::Host(format!("schema check failed: {e}"))),
-        Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
-    }
-}
-
-/// A validator whose `pattern`s run on a linear-time regex engine: a
-/// backtracking engine lets one pattern take exponential time on one string.
-/// Patterns that need backtracking (look-around, back-references) are refused
-/// when the package is installed.
-fn schema_validator(schema: &Json) -> Result<jsonschema::Validator, String> {
-    jsonschema::options()
-        .with_pattern_options(jsonschema::PatternOptions::regex())
-        .build(schema)
-        .map_err(|e| e.to_string())
-}
-
 fn check_input_size(plugin: &LoadedPlugin, input: &str) -> Result<(), InvokeError> {
     if input.len() > plugin.limits.max_input_bytes {
         return Err(InvokeError::InputTooLarge {
@@ -664,23 +628,6 @@ fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
         version: plugin.manifest.version.to_string(),
         invocation_id: invocation_id.to_owned(),
     }
-}
-
-/// Every schema violation, each naming where in the document it is.
-pub(crate) fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> Vec<String> {
-    validator
-        .iter_errors(value)
-        .take(20)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            // A violation quotes the value at fault, which may be megabytes.
-            cap_message(if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            })
-        })
-        .collect()
 }
 
 fn classify_trap(

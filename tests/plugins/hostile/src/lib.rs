@@ -4,8 +4,7 @@
 //! - `hoard-headers {form, count, bytes}` fills host-side wasi:http header
 //!   collections and keeps them alive (host memory outside `memory_mb`).
 //! - `huge-error {kind, bytes}` fails with an error message of `bytes` bytes.
-//! - `strings {count, text}` returns `count` copies of `text` (an output for
-//!   an expensive output schema to chew on).
+//! - `echo` returns its input (an output for an expensive schema to chew on).
 
 use patchbay_sdk::bindings::wasi::http::types::Fields;
 use patchbay_sdk::{Connector, Error, Operations, export_connector};
@@ -18,11 +17,7 @@ impl Connector for Plugin {
         ops.register("ok", |_ctx, _: Value| Ok(Value::from("ok")));
         ops.register("hoard-headers", |_ctx, input: Value| hoard_headers(&input));
         ops.register("huge-error", |_ctx, input: Value| huge_error(&input));
-        ops.register("strings", |_ctx, input: Value| {
-            let count = number(&input, "count") as usize;
-            let text = input["text"].as_str().unwrap_or("a").to_owned();
-            Ok(Value::Array(vec![Value::String(text); count]))
-        });
+        ops.register("echo", |_ctx, input: Value| Ok(input));
     }
 }
 
