@@ -124,7 +124,8 @@ mod tests {
     #[tokio::test]
     async fn caps_calls_per_connection_and_per_workspace() {
         // (per connection, per workspace, calls held as (ws, conn), the next call, admitted?)
-        let cases: &[(usize, usize, &[(&str, &str)], (&str, &str), bool)] = &[
+        type Case<'a> = (usize, usize, &'a [(&'a str, &'a str)], (&'a str, &'a str), bool);
+        let cases: &[Case<'_>] = &[
             (2, 4, &[("a", "x")], ("a", "x"), true),
             (2, 4, &[("a", "x"), ("a", "x")], ("a", "x"), false),
             (2, 4, &[("a", "x"), ("a", "x")], ("a", "y"), true),
