@@ -388,7 +388,12 @@ impl Runtime {
         };
         match off_the_workers(tokio::time::timeout(limits.timeout, call)).await {
             Ok(Ok(names)) => Ok(names),
-            Ok(Err(e)) => Err(classify_trap(&e, &store, &limits, &log)),
+            Ok(Err(e)) => Err(classify_trap(
+                &e,
+                &store,
+                (&limits, self.limits.max_instances),
+                &log,
+            )),
             Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
         }
     }
@@ -571,18 +576,18 @@ impl Runtime {
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {
-                let error = classify_trap(&trap, &store, limits, &record.log);
+                let error = classify_trap(
+                    &trap,
+                    &store,
+                    (limits, self.limits.max_instances),
+                    &record.log,
+                );
                 if let InvokeError::AtCapacity(_) = error {
                     self.counters
                         .refused_at_capacity
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                return Err(match error {
-                    InvokeError::AtCapacity(_) => {
-                        InvokeError::AtCapacity(self.limits.max_instances)
-                    }
-                    other => other,
-                });
+                return Err(error);
             }
             Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
             Ok(Ok(Ok(output))) => output,
@@ -630,16 +635,17 @@ fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
     }
 }
 
+/// What went wrong, from a trap and the store it left; `instances` is the
+/// size of the instance pool, for a call it could not hold.
 fn classify_trap(
     error: &wasmtime::Error,
     store: &Store<CallState>,
-    limits: &EffectiveLimits,
+    (limits, instances): (&EffectiveLimits, u32),
     log: &LogCtx,
 ) -> InvokeError {
     log.flush_partial_lines();
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-        // The count is filled in by the caller, which knows the pool's size.
-        return InvokeError::AtCapacity(0);
+        return InvokeError::AtCapacity(instances);
     }
     if store.data().limiter.memory_exceeded {
         return InvokeError::MemoryLimit(limits.memory_bytes);
