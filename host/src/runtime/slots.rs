@@ -124,7 +124,13 @@ mod tests {
     #[tokio::test]
     async fn caps_calls_per_connection_and_per_workspace() {
         // (per connection, per workspace, calls held as (ws, conn), the next call, admitted?)
-        type Case<'a> = (usize, usize, &'a [(&'a str, &'a str)], (&'a str, &'a str), bool);
+        type Case<'a> = (
+            usize,
+            usize,
+            &'a [(&'a str, &'a str)],
+            (&'a str, &'a str),
+            bool,
+        );
         let cases: &[Case<'_>] = &[
             (2, 4, &[("a", "x")], ("a", "x"), true),
             (2, 4, &[("a", "x"), ("a", "x")], ("a", "x"), false),
