@@ -9,6 +9,7 @@
 use crate::audit::AuditLog;
 use crate::credentials::Credentials;
 use crate::egress::Egress;
+use crate::runtime::RuntimeCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,6 +26,7 @@ pub struct MetricsSources {
     pub credentials: Arc<Credentials>,
     pub egress: Arc<Egress>,
     pub api: ApiMetrics,
+    pub runtime: Arc<RuntimeCounters>,
 }
 
 /// The HTTP API's own requests. Labelled by route *template*
@@ -189,6 +191,18 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "circuit_breaker_tripped",
         "Circuit breakers not closed, per workspace and upstream origin",
         breakers,
+    );
+
+    let runtime = &sources.runtime;
+    registry.register(
+        "invocations_refused_at_capacity",
+        "Invocations refused because every plugin instance of the pool was in use",
+        counter(runtime.refused_at_capacity.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "invocations_refused_too_many_calls",
+        "Invocations refused because their connection or workspace ran its maximum of calls",
+        counter(runtime.refused_too_many_calls.load(Ordering::Relaxed)),
     );
 
     registry.register(

@@ -161,6 +161,7 @@ impl Services {
                 credentials: self.credentials.clone(),
                 egress: self.catalog.runtime().egress().clone(),
                 api: crate::metrics::ApiMetrics::default(),
+                runtime: self.catalog.runtime().counters().clone(),
             },
             operator_token: crate::api::auth::digest(operator_token),
         }

@@ -4,6 +4,7 @@
 mod api;
 mod audit;
 mod bad_input;
+mod capacity;
 mod connections;
 mod credentials;
 mod crm_transform;
@@ -11,6 +12,7 @@ mod egress;
 mod fs_reader;
 mod grants;
 mod grow_memory;
+mod hostile;
 mod hubspot;
 mod install;
 mod invalid_json;

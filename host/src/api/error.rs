@@ -17,7 +17,7 @@ pub struct ApiError {
     /// Every problem, when there are several (e.g. each failing config field).
     pub details: Vec<String>,
     pub invocation_id: Option<String>,
-    /// Seconds, for `Retry-After` on a 429.
+    /// Seconds, for `Retry-After` on a 429 or 503.
     pub retry_after: Option<u64>,
     /// The capability diff an upgrade waits on.
     pub diff: Option<Box<serde_json::Value>>,
@@ -126,6 +126,30 @@ impl ApiError {
             | E::InvalidOutput(_)
             | E::OutputTooLarge { .. }
             | E::OutputSchema(_) => plugin_failed(),
+            // The limits are the host's, not the plugin's internals: say which.
+            E::HostResources(_) | E::HeaderFieldsTooLarge(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "plugin-resource-limit",
+                error.to_string(),
+            ),
+            // The caller's own load: its connection or workspace is at its cap.
+            E::TooManyCalls { .. } => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-concurrent-calls",
+                    error.to_string(),
+                )
+            },
+            // The host's capacity, not the plugin's fault.
+            E::AtCapacity(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "host-at-capacity",
+                    error.to_string(),
+                )
+            },
             E::Host(detail) => Self::internal(detail),
         };
         out.invocation_id = Some(invocation_id.to_owned());

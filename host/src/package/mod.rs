@@ -17,16 +17,14 @@ use std::sync::Arc;
 /// Why a package was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // No `#[source]`/`#[from]` on the cases below that print their cause:
+    // a reporter that prints the source chain would print each cause twice.
+    #[error("reading {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("plugin.toml: {0}")]
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     #[error("{0}")]
-    Component(#[from] LoadError),
+    Component(LoadError),
     #[error("the component could not report its operations: {0}")]
     Probe(InvokeError),
     #[error("manifest and component disagree about operations: {0}")]
@@ -37,6 +35,18 @@ pub enum PackageError {
     NotInstalled(String),
     #[error("plugin store: {0}")]
     Store(String),
+}
+
+impl From<ManifestError> for PackageError {
+    fn from(e: ManifestError) -> Self {
+        Self::Manifest(e)
+    }
+}
+
+impl From<LoadError> for PackageError {
+    fn from(e: LoadError) -> Self {
+        Self::Component(e)
+    }
 }
 
 /// A package read from disk or memory, not yet validated.
@@ -50,9 +60,9 @@ impl Package {
     pub fn read_dir(dir: &Path) -> Result<Self, PackageError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| PackageError::Read {
+            std::fs::read(&path).map_err(|error| PackageError::Read {
                 path: path.display().to_string(),
-                source,
+                error,
             })
         };
         let manifest = read("plugin.toml")?;
@@ -76,7 +86,7 @@ pub struct Validated {
 /// against the connector world, and the two against each other.
 pub async fn validate(runtime: &Runtime, package: &Package) -> Result<Validated, PackageError> {
     let manifest = Arc::new(Manifest::parse(&package.manifest_text)?);
-    let plugin = runtime.load(manifest.clone(), &package.wasm)?;
+    let mut plugin = runtime.load(manifest.clone(), &package.wasm)?;
     let reported: BTreeSet<String> = runtime
         .operation_names(&plugin)
         .await
@@ -106,5 +116,7 @@ pub async fn validate(runtime: &Runtime, package: &Package) -> Result<Validated,
         }
         return Err(PackageError::OperationMismatch(parts.join("; ")));
     }
+    // Only now, with nothing left to refuse, is the compiled artifact kept.
+    runtime.keep_compiled(&mut plugin)?;
     Ok(Validated { manifest, plugin })
 }

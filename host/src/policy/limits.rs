@@ -43,6 +43,15 @@ pub struct OperatorLimits {
     pub max_kv_value_bytes: u64,
     /// How often expired KV keys are removed (they are invisible at once).
     pub kv_purge_every_secs: u32,
+    /// Plugin instances the host holds at once (the instance pool's size);
+    /// a call beyond it is refused as `host-at-capacity` (503, Retry-After).
+    pub max_instances: u32,
+    /// Invocations one connection may run at once; more wait for a slot
+    /// until their deadline, then are refused (429).
+    pub max_concurrent_calls_per_connection: usize,
+    /// Invocations one workspace may run at once, across its connections,
+    /// so one busy tenant cannot take every instance and core.
+    pub max_concurrent_calls_per_workspace: usize,
 }
 
 impl Default for OperatorLimits {
@@ -67,6 +76,12 @@ impl Default for OperatorLimits {
             max_kv_total_bytes: 64 * 1024 * 1024,
             max_kv_value_bytes: 1024 * 1024,
             kv_purge_every_secs: 60,
+            max_instances: 1000,
+            // A contact-center call mostly waits on its upstream: 32 in flight
+            // per connection and 64 per workspace carry a busy tenant's bursts
+            // while leaving most of the 1000-instance pool to everyone else.
+            max_concurrent_calls_per_connection: 32,
+            max_concurrent_calls_per_workspace: 64,
         }
     }
 }

@@ -20,10 +20,28 @@ fn engine_hash(engine: &Engine) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// A component ready to link, and (when it was compiled just now) the
+/// artifact to keep once its package is accepted.
+pub struct Compiled {
+    pub component: Component,
+    pub pending: Option<Pending>,
+}
+
+/// A fresh compile not yet in the cache: written only by [`Pending::write`],
+/// so a package refused after compiling leaves nothing on disk.
+pub struct Pending {
+    component: Component,
+    path: PathBuf,
+}
+
 /// Compile `wasm`, or load its cached artifact from `dir` when present.
-pub fn compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<Component, LoadError> {
+pub fn compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<Compiled, LoadError> {
+    let fresh = || Component::new(engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")));
     let Some(dir) = dir else {
-        return Component::new(engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        return Ok(Compiled {
+            component: fresh()?,
+            pending: None,
+        });
     };
     let path: PathBuf = dir.join(format!(
         "{}-{}.cwasm",
@@ -32,26 +50,46 @@ pub fn compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<Compo
     ));
     if path.exists() {
         match load_artifact(engine, &path) {
-            Ok(component) => return Ok(component),
+            Ok(component) => {
+                return Ok(Compiled {
+                    component,
+                    pending: None,
+                });
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled artifact")
             }
         }
     }
-    let component =
-        Component::new(engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-    let artifact = component
-        .serialize()
-        .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| LoadError::Cache(format!("creating {}: {e}", dir.display())))?;
-    // Write then rename, so a crash never leaves a truncated artifact under the final name.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &artifact)
-        .map_err(|e| LoadError::Cache(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| LoadError::Cache(format!("renaming {}: {e}", tmp.display())))?;
-    Ok(component)
+    let component = fresh()?;
+    Ok(Compiled {
+        pending: Some(Pending {
+            component: component.clone(),
+            path,
+        }),
+        component,
+    })
+}
+
+impl Pending {
+    /// Write the artifact into the cache.
+    pub fn write(self) -> Result<(), LoadError> {
+        let Self { component, path } = self;
+        let artifact = component
+            .serialize()
+            .map_err(|e| LoadError::Cache(format!("{e:#}")))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LoadError::Cache(format!("creating {}: {e}", dir.display())))?;
+        }
+        // Write then rename, so a crash never leaves a truncated artifact under the final name.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &artifact)
+            .map_err(|e| LoadError::Cache(format!("writing {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| LoadError::Cache(format!("renaming {}: {e}", tmp.display())))?;
+        Ok(())
+    }
 }
 
 #[allow(unsafe_code)]

@@ -13,9 +13,9 @@ const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of each reused linear memory kept mapped between calls.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
-/// Concurrent plugin instances the pool holds; beyond that, instantiation fails
-/// fast with a clear error instead of exhausting the host.
-const POOL_INSTANCES: u32 = 1000;
+/// How many epoch ticks guest code runs between yields to the executor, so a
+/// plugin that computes without calling the host still lets other tasks run.
+pub const YIELD_EVERY_TICKS: u64 = 2;
 
 pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
@@ -28,12 +28,15 @@ pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
     config.async_stack_size(MAX_WASM_STACK + 1024 * 1024);
     config.memory_init_cow(true);
 
+    // Concurrent plugin instances the pool holds; beyond that, instantiation
+    // fails fast (as `host-at-capacity`) instead of exhausting the host.
+    let instances = limits.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES);
-    pool.total_core_instances(POOL_INSTANCES * 8);
-    pool.total_memories(POOL_INSTANCES * 2);
-    pool.total_tables(POOL_INSTANCES * 4);
-    pool.total_stacks(POOL_INSTANCES);
+    pool.total_component_instances(instances);
+    pool.total_core_instances(instances * 8);
+    pool.total_memories(instances * 2);
+    pool.total_tables(instances * 4);
+    pool.total_stacks(instances);
     pool.max_memory_size((limits.max_memory_mb as usize) << 20);
     // Reset reused slots by rewriting only the pages a call touched (PAGEMAP_SCAN, Linux >= 6.7)
     // instead of unmapping them, so the next instance does not page-fault its way back in.
@@ -59,9 +62,4 @@ pub fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
-}
-
-/// Ticks to allow for `timeout`, at least one.
-pub fn ticks_for(timeout: Duration) -> u64 {
-    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }

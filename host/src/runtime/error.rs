@@ -55,8 +55,68 @@ pub enum InvokeError {
     OutputTooLarge { size: usize, max: usize },
     #[error("plugin output does not match the operation's schema: {}", .0.join("; "))]
     OutputSchema(Vec<String>),
+    #[error(
+        "plugin held more than {0} host resources at once (a limit derived from its memory_mb)"
+    )]
+    HostResources(usize),
+    #[error("plugin grew a header collection past {0} bytes (a limit derived from its memory_mb)")]
+    HeaderFieldsTooLarge(usize),
+    #[error(
+        "{scope} already runs {limit} calls at once and no slot freed before this call's deadline"
+    )]
+    TooManyCalls { scope: String, limit: usize },
+    #[error("the host is running as many plugin instances as it holds ({0}); retry shortly")]
+    AtCapacity(u32),
     #[error("host could not run the plugin: {0}")]
     Host(String),
+}
+
+/// Longest message a failure carries: a plugin's own error text, a panic
+/// message or trap text is the plugin's to choose, and is returned to API
+/// callers and logged, so it is held to this like output is held to its limit.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
+/// marked with how long it was when it was cut.
+pub fn cap_message(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_ERROR_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("… [truncated, {total} bytes]"));
+    message
+}
+
+impl InvokeError {
+    /// The classified reason of a failure the host answers with a 5xx (the
+    /// plugin or the host failed, not the caller), for the host's own log;
+    /// `None` for refusals and for errors the plugin reported about upstreams.
+    pub fn failure_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Timeout(_) => "deadline",
+            Self::MemoryLimit(_) => "memory-limit",
+            Self::StackOverflow => "stack-overflow",
+            Self::Panic(_) => "panic",
+            Self::Trap(_) => "trap",
+            Self::InvalidOutput(_) => "invalid-output",
+            Self::OutputTooLarge { .. } => "output-too-large",
+            Self::OutputSchema(_) => "output-schema",
+            Self::HostResources(_) | Self::HeaderFieldsTooLarge(_) => "host-resources",
+            Self::AtCapacity(_) => "pool-exhausted",
+            Self::Host(_) => "host",
+            Self::Plugin(PluginFailure::Internal { .. }) => "plugin-internal-error",
+            Self::UnknownOperation(_)
+            | Self::InputTooLarge { .. }
+            | Self::InvalidInput(_)
+            | Self::TooManyCalls { .. }
+            | Self::Plugin(_) => return None,
+        })
+    }
 }
 
 /// An error the plugin returned on purpose (the WIT `error` variant).
@@ -93,20 +153,94 @@ impl std::fmt::Display for PluginFailure {
 }
 
 impl From<PluginError> for PluginFailure {
+    /// Every message capped: the plugin chooses its length.
     fn from(e: PluginError) -> Self {
+        let cap = cap_message;
         match e {
-            PluginError::InvalidInput(message) => Self::InvalidInput { message },
-            PluginError::NotFound(message) => Self::NotFound { message },
-            PluginError::Unauthorized(message) => Self::Unauthorized { message },
-            PluginError::AccessDenied(message) => Self::AccessDenied { message },
+            PluginError::InvalidInput(message) => Self::InvalidInput {
+                message: cap(message),
+            },
+            PluginError::NotFound(message) => Self::NotFound {
+                message: cap(message),
+            },
+            PluginError::Unauthorized(message) => Self::Unauthorized {
+                message: cap(message),
+            },
+            PluginError::AccessDenied(message) => Self::AccessDenied {
+                message: cap(message),
+            },
             PluginError::RateLimited(retry_after_ms) => Self::RateLimited { retry_after_ms },
             PluginError::Upstream(u) => Self::Upstream {
                 status: u.status,
-                message: u.message,
+                message: cap(u.message),
             },
-            PluginError::Timeout(message) => Self::Timeout { message },
-            PluginError::Unsupported(message) => Self::Unsupported { message },
-            PluginError::Internal(message) => Self::Internal { message },
+            PluginError::Timeout(message) => Self::Timeout {
+                message: cap(message),
+            },
+            PluginError::Unsupported(message) => Self::Unsupported {
+                message: cap(message),
+            },
+            PluginError::Internal(message) => Self::Internal {
+                message: cap(message),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary_and_marked() {
+        let max = MAX_ERROR_MESSAGE_BYTES;
+        let cases = [
+            ("x".repeat(10), None),
+            ("x".repeat(max), None),
+            ("x".repeat(max + 1), Some(max + 1)),
+            ("x".repeat(50 << 20), Some(50 << 20)),
+            // A 3-byte character straddling the cut is dropped whole.
+            (format!("{}€€", "x".repeat(max - 1)), Some(max + 5)),
+        ];
+        for (message, cut_from) in cases {
+            let original = message.clone();
+            let capped = cap_message(message);
+            match cut_from {
+                None => assert_eq!(capped, original),
+                Some(total) => {
+                    let marker = format!("… [truncated, {total} bytes]");
+                    assert!(capped.ends_with(&marker), "{}", &capped[max - 8..]);
+                    let kept = &capped[..capped.len() - marker.len()];
+                    assert!(kept.len() <= max && original.starts_with(kept));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_plugins_own_error_messages_are_capped() {
+        use crate::bindings::patchbay::connector::types::UpstreamError;
+        let long = || "m".repeat(MAX_ERROR_MESSAGE_BYTES * 3);
+        let errors = [
+            PluginError::InvalidInput(long()),
+            PluginError::NotFound(long()),
+            PluginError::Unauthorized(long()),
+            PluginError::AccessDenied(long()),
+            PluginError::Timeout(long()),
+            PluginError::Unsupported(long()),
+            PluginError::Internal(long()),
+            PluginError::Upstream(UpstreamError {
+                status: 500,
+                message: long(),
+            }),
+        ];
+        for error in errors {
+            let failure = PluginFailure::from(error);
+            let text = failure.to_string();
+            assert!(
+                text.len() < MAX_ERROR_MESSAGE_BYTES + 100 && text.contains("[truncated"),
+                "{failure:?}"
+            );
         }
     }
 }

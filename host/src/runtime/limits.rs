@@ -1,6 +1,41 @@
-//! The per-call resource limiter.
+//! The per-call resource limiter, and the budget of what a call may hold on
+//! the host's side of the sandbox.
 
 use wasmtime::ResourceLimiter;
+
+/// What one call may hold in host memory, outside its linear memory: the
+/// entries of its resource table (header collections, requests, streams…)
+/// and the bytes of each header collection. Derived from the plugin's memory
+/// limit so that entries × bytes per collection stays near `memory_mb`: a
+/// plugin cannot make the host hold more for it than it may hold itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostBudget {
+    pub resources: usize,
+    pub field_bytes: usize,
+}
+
+/// Bytes one header collection may hold; real request headers stay far
+/// below (servers commonly refuse more than 8–64 KiB of them).
+const FIELD_BYTES: usize = 64 * 1024;
+/// Every plugin gets at least this many live resources (an outbound request
+/// takes about ten, and they are freed when it completes).
+const MIN_RESOURCES: usize = 256;
+/// Beyond this a plugin is leaking handles, whatever its memory.
+const MAX_RESOURCES: usize = 8192;
+
+impl HostBudget {
+    pub fn for_memory(memory_bytes: usize) -> Self {
+        Self {
+            resources: (memory_bytes / FIELD_BYTES).clamp(MIN_RESOURCES, MAX_RESOURCES),
+            field_bytes: FIELD_BYTES,
+        }
+    }
+
+    /// The most host memory header collections of one call can take.
+    pub fn max_bytes(&self) -> usize {
+        self.resources * self.field_bytes
+    }
+}
 
 /// Refuses memory growth past the plugin's cap and remembers that it did, so a
 /// resulting trap can be reported as "memory limit exceeded".
@@ -44,5 +79,27 @@ impl ResourceLimiter for CallLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_budget_follows_memory_with_a_floor_and_a_ceiling() {
+        let mib = 1 << 20;
+        let cases = [
+            (mib, 256, 16 * mib),
+            (16 * mib, 256, 16 * mib),
+            (64 * mib, 1024, 64 * mib),
+            (128 * mib, 2048, 128 * mib),
+            (4096 * mib, 8192, 512 * mib),
+        ];
+        for (memory, resources, max_bytes) in cases {
+            let budget = HostBudget::for_memory(memory);
+            assert_eq!(budget.resources, resources, "{memory}");
+            assert_eq!(budget.max_bytes(), max_bytes, "{memory}");
+        }
     }
 }

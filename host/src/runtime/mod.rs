@@ -7,7 +7,10 @@
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod interface;
 pub mod limits;
+pub mod schema;
+pub mod slots;
 pub mod state;
 
 use crate::audit::AuditTags;
@@ -25,56 +28,22 @@ use crate::policy::grants::Grants;
 use crate::policy::http::Rule;
 use crate::policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use crate::storage::{Scope, SharedKv};
-use error::{InvokeError, LoadError};
-use limits::CallLimiter;
+use error::{InvokeError, LoadError, cap_message};
+use limits::{CallLimiter, HostBudget};
+pub(crate) use schema::schema_errors;
+use schema::{checked_in_time, schema_validator};
 use serde_json::Value as Json;
+use slots::CallSlots;
 use state::CallState;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker};
-
-fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
-    for (name, _) in component.component_type().imports(engine) {
-        let interface = name.split('@').next().unwrap_or(name);
-        if !ALLOWED_IMPORTS.contains(&interface) {
-            return Err(LoadError::ForbiddenImport(name.to_owned()));
-        }
-    }
-    Ok(())
-}
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
-
-/// Interfaces a plugin may import (any 0.x patch version the linker accepts):
-/// the connector world plus what Rust's std needs on `wasm32-wasip2`.
-const ALLOWED_IMPORTS: &[&str] = &[
-    "patchbay:connector/types",
-    "patchbay:connector/kv",
-    "wasi:http/types",
-    "wasi:http/outgoing-handler",
-    "wasi:config/store",
-    "wasi:logging/logging",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:clocks/monotonic-clock",
-    "wasi:clocks/wall-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-];
+use wasmtime_wasi_http::FieldMapError;
 
 /// The host side of running plugins: one engine, one linker, shared by all.
 pub struct Runtime {
@@ -85,6 +54,18 @@ pub struct Runtime {
     kv: SharedKv,
     clock: Clock,
     cache_dir: Option<PathBuf>,
+    slots: CallSlots,
+    counters: Arc<RuntimeCounters>,
+}
+
+/// What the runtime counts for the operator's metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeCounters {
+    /// Calls refused because every instance of the pool was in use.
+    pub refused_at_capacity: AtomicU64,
+    /// Calls refused because their connection or workspace ran its maximum
+    /// of calls until their deadline.
+    pub refused_too_many_calls: AtomicU64,
 }
 
 /// A plugin version ready to run: validated, compiled, pre-instantiated.
@@ -94,11 +75,15 @@ pub struct LoadedPlugin {
     pub limits: EffectiveLimits,
     pre: ConnectorPre<CallState>,
     schemas: HashMap<String, OperationSchemas>,
+    /// A fresh compile, written to the cache only once the whole package is
+    /// accepted, so a refused package leaves nothing on disk.
+    uncached: Option<cache::Pending>,
 }
 
 struct OperationSchemas {
-    input: jsonschema::Validator,
-    output: jsonschema::Validator,
+    // Shared with the blocking thread a check runs on.
+    input: Arc<jsonschema::Validator>,
+    output: Arc<jsonschema::Validator>,
 }
 
 /// Where and with what grants a plugin runs: one connection in one workspace.
@@ -227,7 +212,16 @@ impl Runtime {
             kv,
             clock,
             cache_dir,
+            slots: CallSlots::new(
+                limits.max_concurrent_calls_per_connection,
+                limits.max_concurrent_calls_per_workspace,
+            ),
+            counters: Arc::default(),
         })
+    }
+
+    pub fn counters(&self) -> &Arc<RuntimeCounters> {
+        &self.counters
     }
 
     pub fn egress(&self) -> &Arc<Egress> {
@@ -239,30 +233,26 @@ impl Runtime {
     }
 
     /// Validate `wasm` against the connector world and compile it (or load the
-    /// cached artifact).
+    /// cached artifact). Its imports and exports are checked before anything
+    /// is compiled: a refused component costs a parse, not a compile.
     pub fn load(&self, manifest: Arc<Manifest>, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
-        if !wasmparser::Parser::is_component(wasm) {
-            return Err(if wasmparser::Parser::is_core_wasm(wasm) {
-                LoadError::CoreModule
-            } else {
-                LoadError::NotWasm
-            });
-        }
-        let component = cache::compile(&self.engine, wasm, self.cache_dir.as_deref())?;
-        check_imports(&self.engine, &component)?;
+        interface::check(wasm)?;
+        let compiled = cache::compile(&self.engine, wasm, self.cache_dir.as_deref())?;
         let instance_pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(&compiled.component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre =
             ConnectorPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
         let mut schemas = HashMap::new();
         for op in &manifest.operations {
             let compile = |schema: &Json, which: &str| {
-                jsonschema::validator_for(schema).map_err(|e| LoadError::Schema {
-                    operation: op.name.clone(),
-                    message: format!("{which} schema: {e}"),
-                })
+                schema_validator(schema)
+                    .map(Arc::new)
+                    .map_err(|e| LoadError::Schema {
+                        operation: op.name.clone(),
+                        message: format!("{which} schema: {e}"),
+                    })
             };
             schemas.insert(
                 op.name.clone(),
@@ -280,7 +270,16 @@ impl Runtime {
             manifest,
             pre,
             schemas,
+            uncached: compiled.pending,
         })
+    }
+
+    /// Keep `plugin`'s compiled artifact in the cache, once its package is accepted.
+    pub fn keep_compiled(&self, plugin: &mut LoadedPlugin) -> Result<(), LoadError> {
+        match plugin.uncached.take() {
+            Some(pending) => pending.write(),
+            None => Ok(()),
+        }
     }
 
     fn new_store(
@@ -315,9 +314,12 @@ impl Runtime {
             },
             audit_tag: audit_tag.clone(),
         };
-        let state = CallState {
+        let budget = HostBudget::for_memory(limits.memory_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(budget.resources);
+        let mut state = CallState {
             wasi: wasi.build(),
-            table: Default::default(),
+            table,
             http: HttpCtx::new(
                 self.egress.clone(),
                 binding.http_rules.clone(),
@@ -343,10 +345,19 @@ impl Runtime {
             log: log.clone(),
             limiter: CallLimiter::new(limits.memory_bytes),
         };
+        state.http.ctx.set_field_size_limit(budget.field_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(engine::ticks_for(limits.timeout));
-        store.epoch_deadline_trap();
+        // Guest code yields to the executor every few ticks, so a plugin that
+        // computes without calling the host shares its thread with other
+        // tasks; the deadline is checked at each yield and ends the call.
+        store.set_epoch_deadline(engine::YIELD_EVERY_TICKS);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
+        });
         store
     }
 
@@ -375,15 +386,22 @@ impl Runtime {
                 .call_names(&mut store)
                 .await
         };
-        match tokio::time::timeout(limits.timeout, call).await {
+        match off_the_workers(tokio::time::timeout(limits.timeout, call)).await {
             Ok(Ok(names)) => Ok(names),
-            Ok(Err(e)) => Err(classify_trap(&e, &store, &limits, &log)),
+            Ok(Err(e)) => Err(classify_trap(
+                &e,
+                &store,
+                (&limits, self.limits.max_instances),
+                &log,
+            )),
             Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
         }
     }
 
     /// Run `operation` of `plugin` on `input` for `binding`: input checked against
     /// the operation's schema, the call sandboxed, the output parsed and checked.
+    /// The call's deadline starts now and covers all of it: waiting for a slot,
+    /// both schema checks and the sandbox.
     pub async fn invoke(
         &self,
         plugin: &LoadedPlugin,
@@ -393,13 +411,18 @@ impl Runtime {
         idempotency_key: Option<String>,
     ) -> InvokeOutcome {
         self.recorded(plugin, async |record| {
+            let limits = binding.limits.tighten(plugin.limits);
+            let deadline = Instant::now() + limits.timeout;
+            let within = (deadline, limits.timeout);
             let schemas = plugin
                 .schemas
                 .get(operation)
                 .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
             let input_text = input.to_string();
             check_input_size(plugin, &input_text)?;
-            let problems = schema_errors(&schemas.input, input);
+            let slot = Arc::new(self.slot(binding, deadline).await?);
+            let (_, problems) =
+                checked_in_time(&schemas.input, input.clone(), within, slot.clone()).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::InvalidInput(problems));
             }
@@ -410,12 +433,13 @@ impl Runtime {
                     operation,
                     &input_text,
                     idempotency_key,
+                    (&limits, deadline),
                     record,
                 )
                 .await?;
             let output: Json = serde_json::from_str(&output)
-                .map_err(|e| InvokeError::InvalidOutput(e.to_string()))?;
-            let problems = schema_errors(&schemas.output, &output);
+                .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
+            let (output, problems) = checked_in_time(&schemas.output, output, within, slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::OutputSchema(problems));
             }
@@ -436,17 +460,45 @@ impl Runtime {
         idempotency_key: Option<String>,
     ) -> InvokeOutcome<String> {
         self.recorded(plugin, async |record| {
+            let limits = binding.limits.tighten(plugin.limits);
+            let deadline = Instant::now() + limits.timeout;
             if !plugin.schemas.contains_key(operation) {
                 return Err(InvokeError::UnknownOperation(operation.to_owned()));
             }
             check_input_size(plugin, input)?;
-            self.sandboxed(plugin, binding, operation, input, idempotency_key, record)
-                .await
+            let _slot = self.slot(binding, deadline).await?;
+            self.sandboxed(
+                plugin,
+                binding,
+                operation,
+                input,
+                idempotency_key,
+                (&limits, deadline),
+                record,
+            )
+            .await
         })
         .await
     }
 
+    /// A place within the connection's and the workspace's concurrency caps.
+    async fn slot(
+        &self,
+        binding: &Binding,
+        deadline: Instant,
+    ) -> Result<slots::CallSlot, InvokeError> {
+        let slot = self.slots.acquire(&binding.scope, deadline).await;
+        if slot.is_err() {
+            self.counters
+                .refused_too_many_calls
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        slot
+    }
+
     /// Give a call its id, log sink and denial list, and record what it did.
+    /// A failure of the plugin or the host (a 5xx to the API caller) gets one
+    /// warning line naming its classified reason, for the operator.
     async fn recorded<T>(
         &self,
         plugin: &LoadedPlugin,
@@ -460,6 +512,21 @@ impl Runtime {
             denials: Vec::new(),
         };
         let result = call(&mut record).await;
+        if let Err(error) = &result
+            && let Some(reason) = error.failure_reason()
+        {
+            // Debug-formatted: the text may be the plugin's, and must not
+            // start a line of the host's log.
+            tracing::warn!(
+                target: "patchbay::runtime",
+                invocation_id = %record.invocation_id,
+                plugin = %plugin.manifest.id,
+                version = %plugin.manifest.version,
+                reason,
+                error = ?error.to_string(),
+                "invocation failed"
+            );
+        }
         let (logs, dropped_log_bytes) = record.log.finish();
         InvokeOutcome {
             invocation_id: record.invocation_id,
@@ -472,6 +539,7 @@ impl Runtime {
     }
 
     /// A fresh instance in a fresh store, one call, then everything is dropped.
+    #[allow(clippy::too_many_arguments)] // one call's parts, each used once
     async fn sandboxed(
         &self,
         plugin: &LoadedPlugin,
@@ -479,15 +547,13 @@ impl Runtime {
         operation: &str,
         input: &str,
         idempotency_key: Option<String>,
+        (limits, deadline): (&EffectiveLimits, Instant),
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
-        // The connection may hold the plugin to less than it asked for.
-        let limits = binding.limits.tighten(plugin.limits);
-        let deadline = Instant::now() + limits.timeout;
         let mut store = self.new_store(
             plugin,
             binding,
-            &limits,
+            limits,
             &record.log,
             deadline,
             &record.invocation_id,
@@ -505,11 +571,24 @@ impl Runtime {
                 .call_invoke(&mut store, &context, operation, input)
                 .await
         };
-        let outcome = tokio::time::timeout(limits.timeout, call).await;
+        let outcome = off_the_workers(tokio::time::timeout_at(deadline.into(), call)).await;
         record.denials = store.data().http.denials().0;
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
-            Ok(Err(trap)) => return Err(classify_trap(&trap, &store, &limits, &record.log)),
+            Ok(Err(trap)) => {
+                let error = classify_trap(
+                    &trap,
+                    &store,
+                    (limits, self.limits.max_instances),
+                    &record.log,
+                );
+                if let InvokeError::AtCapacity(_) = error {
+                    self.counters
+                        .refused_at_capacity
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(error);
+            }
             Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
             Ok(Ok(Ok(output))) => output,
         };
@@ -520,6 +599,21 @@ impl Runtime {
             });
         }
         Ok(output)
+    }
+}
+
+/// Run `call` to completion on a thread of its own when the executor has
+/// several workers: guest code then never holds an async worker (which the
+/// API, health checks and I/O of every tenant share), and the OS scheduler
+/// shares the cores between running plugins. On a single-threaded executor
+/// (the CLI, some tests) it runs in place, where its epoch yields interleave it.
+async fn off_the_workers<F: Future>(call: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(call))
+        }
+        _ => call.await,
     }
 }
 
@@ -541,31 +635,31 @@ fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
     }
 }
 
-/// Every schema violation, each naming where in the document it is.
-pub(crate) fn schema_errors(validator: &jsonschema::Validator, value: &Json) -> Vec<String> {
-    validator
-        .iter_errors(value)
-        .take(20)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            }
-        })
-        .collect()
-}
-
+/// What went wrong, from a trap and the store it left; `instances` is the
+/// size of the instance pool, for a call it could not hold.
 fn classify_trap(
     error: &wasmtime::Error,
     store: &Store<CallState>,
-    limits: &EffectiveLimits,
+    (limits, instances): (&EffectiveLimits, u32),
     log: &LogCtx,
 ) -> InvokeError {
     log.flush_partial_lines();
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return InvokeError::AtCapacity(instances);
+    }
     if store.data().limiter.memory_exceeded {
         return InvokeError::MemoryLimit(limits.memory_bytes);
+    }
+    let budget = HostBudget::for_memory(limits.memory_bytes);
+    for cause in error.chain() {
+        if let Some(ResourceTableError::Full) = cause.downcast_ref::<ResourceTableError>() {
+            return InvokeError::HostResources(budget.resources);
+        }
+        if let Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields) =
+            cause.downcast_ref::<FieldMapError>()
+        {
+            return InvokeError::HeaderFieldsTooLarge(budget.field_bytes);
+        }
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return InvokeError::Trap(format!("plugin called exit({})", exit.0));
@@ -574,11 +668,11 @@ fn classify_trap(
         Some(Trap::Interrupt) => InvokeError::Timeout(limits.timeout.as_millis() as u64),
         Some(Trap::StackOverflow) => InvokeError::StackOverflow,
         Some(Trap::UnreachableCodeReached) => match panic_message(log) {
-            Some(message) => InvokeError::Panic(message),
+            Some(message) => InvokeError::Panic(cap_message(message)),
             None => InvokeError::Trap(Trap::UnreachableCodeReached.to_string()),
         },
         Some(trap) => InvokeError::Trap(trap.to_string()),
-        None => InvokeError::Trap(format!("{error:#}")),
+        None => InvokeError::Trap(cap_message(format!("{error:#}"))),
     }
 }
 
