@@ -84,7 +84,16 @@ impl AuditRecord {
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        // Unparsed, so of any length: a DNS name is at most 253 bytes.
+        let mut host = uri.host().unwrap_or("").to_ascii_lowercase();
+        if host.len() > 253 {
+            let mut cut = 253;
+            while !host.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            host.truncate(cut);
+            host.push('…');
+        }
         Self::blank(
             tags,
             at_ms,

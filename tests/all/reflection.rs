@@ -32,9 +32,21 @@ enum Reflect {
     Base64UrlToken,
     Base64Aligned(usize),
     HeaderPercent,
+    /// `identity` in one header, `gzip` in a second.
+    SplitCodingHeaders,
+    /// `gzip, gzip` over a body compressed twice.
+    StackedGzip,
+    /// Only `+` escaped (as .NET's encoder does), `/` and `=` left alone.
+    JsonPlusOnly,
+    /// HTML numeric character references for some characters.
+    HtmlEntities,
 }
 
-const ALL: [Reflect; 16] = [
+const ALL: [Reflect; 20] = [
+    Reflect::SplitCodingHeaders,
+    Reflect::StackedGzip,
+    Reflect::JsonPlusOnly,
+    Reflect::HtmlEntities,
     Reflect::Gzip,
     Reflect::Deflate,
     Reflect::UnknownCoding,
@@ -91,6 +103,12 @@ fn forms_of_token() -> Vec<String> {
         // Inner slices long enough to matter, whatever the alignment.
         TOKEN[4..20].to_owned(),
     ]
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
 }
 
 impl Respond for Reflect {
@@ -155,6 +173,20 @@ impl Respond for Reflect {
                 bytes.extend_from_slice(b"tail");
                 text(STANDARD.encode(bytes))
             }
+            Reflect::SplitCodingHeaders => ResponseTemplate::new(200)
+                .append_header("content-encoding", "identity")
+                .append_header("content-encoding", "gzip")
+                .set_body_bytes(gzip(format!("echo: {auth}").as_bytes())),
+            Reflect::StackedGzip => ResponseTemplate::new(200)
+                .insert_header("content-encoding", "gzip, gzip")
+                .set_body_bytes(gzip(&gzip(format!("echo: {auth}").as_bytes()))),
+            Reflect::JsonPlusOnly => {
+                text(format!(r#"{{"auth":"{}"}}"#, token.replace('+', "\\u002B")))
+            }
+            Reflect::HtmlEntities => text(format!(
+                "<pre>{}</pre>",
+                token.replace('/', "&#47;").replace('=', "&#x3D;")
+            )),
             Reflect::HeaderPercent => ResponseTemplate::new(200)
                 .insert_header("x-echo", percent(&auth, false).as_str())
                 .set_body_string("see header"),
@@ -219,11 +251,12 @@ async fn no_reflection_of_the_credential_reaches_the_plugin() {
             "{reflect:?}: {asked}"
         );
         match reflect {
-            Reflect::UnknownCoding | Reflect::PartialContent => assert!(
+            Reflect::UnknownCoding | Reflect::PartialContent | Reflect::StackedGzip => assert!(
                 matches!(result, Err(InvokeError::Plugin(_))),
                 "{reflect:?}: {result:?}"
             ),
-            Reflect::Gzip | Reflect::Deflate => {
+            // `identity` in one header and `gzip` in another is gzip: decoded.
+            Reflect::Gzip | Reflect::Deflate | Reflect::SplitCodingHeaders => {
                 let body = result.expect("decoded by the host");
                 assert_eq!(body["body"], "echo: Bearer [REDACTED]", "{reflect:?}");
             }

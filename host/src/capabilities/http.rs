@@ -18,7 +18,11 @@ use crate::runtime::state::CallState;
 use crate::storage::Scope;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
@@ -73,6 +77,8 @@ pub struct HttpGate {
 struct Denials {
     recorded: Vec<Denial>,
     suppressed: usize,
+    /// The last refusal's record: the summary's host, port and path.
+    last: Option<AuditRecord>,
 }
 
 /// wasi:http state of one invocation.
@@ -177,6 +183,7 @@ impl HttpGate {
         record.decision = Decision::Denied;
         record.reason = Some(denial.reason.clone());
         self.egress.audit().record(&record);
+        denials.last = Some(record);
         tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
             method = %denial.method, url = %denial.url, decision = "denied", reason = %denial.reason,
             "outbound request denied");
@@ -203,7 +210,7 @@ impl Drop for HttpGate {
         if denials.suppressed == 0 {
             return;
         }
-        let Some(last) = denials.recorded.last() else {
+        let Some(mut record) = denials.last.clone() else {
             return;
         };
         let audit = self.egress.audit();
@@ -211,9 +218,7 @@ impl Drop for HttpGate {
             "{} more requests refused in this invocation, not recorded one by one (at most {MAX_RECORDED_DENIALS} are)",
             denials.suppressed
         );
-        let uri = http::Uri::try_from(last.url.as_str()).unwrap_or_default();
-        let mut record = AuditRecord::new(&self.call.tags, audit.now_ms(), &last.method, &uri);
-        record.decision = Decision::Denied;
+        record.at_ms = audit.now_ms();
         record.reason = Some(reason.clone());
         audit.record(&record);
         tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
@@ -348,6 +353,47 @@ impl WasiHttpHooks for HttpGate {
     }
 }
 
+/// `wasi:http/outgoing-handler.handle` as wasmtime-wasi-http 48 implements
+/// it, then freeing the `request-options` resource the guest handed over:
+/// the crate reads it and leaves it in the table, one entry per request,
+/// which would count against the call's resource budget
+/// (`runtime::limits::HostBudget`) until the call ends.
+fn handle(
+    state: &mut CallState,
+    request: Resource<HostOutgoingRequest>,
+    options: Option<Resource<wasmtime_wasi_http::RequestOptions>>,
+) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
+    let owned = options
+        .as_ref()
+        .map(|o| Resource::<wasmtime_wasi_http::RequestOptions>::new_own(o.rep()));
+    let mut view = state.http();
+    let result = outgoing_handler::Host::handle(&mut view, request, options);
+    if let Some(options) = owned {
+        // Gone already only if a later wasmtime frees it itself.
+        let _ = view.table.delete(options);
+    }
+    match result {
+        Ok(response) => Ok(Ok(response)),
+        // A trap stays a trap (a host bug); an error code goes to the guest.
+        Err(error) => error.downcast().map(Err),
+    }
+}
+
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    use wasmtime_wasi_http::p2::bindings;
+    linker
+        .instance("wasi:http/outgoing-handler@0.2.12")?
+        .func_wrap(
+            "handle",
+            |mut store: wasmtime::StoreContextMut<'_, CallState>,
+             (request, options): (
+                Resource<HostOutgoingRequest>,
+                Option<Resource<wasmtime_wasi_http::RequestOptions>>,
+            )| { handle(store.data_mut(), request, options).map(|r| (r,)) },
+        )?;
+    bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
+        linker,
+        &bindings::LinkOptions::default().into(),
+        CallState::http,
+    )
 }

@@ -131,14 +131,23 @@ impl Secret {
                 expose(password),
                 basic_value(username, password.expose_secret()),
             ],
-            Self::Oauth2ClientCredentials { client_secret, .. } => vec![expose(client_secret)],
+            Self::Oauth2ClientCredentials {
+                client_id,
+                client_secret,
+            } => vec![
+                expose(client_secret),
+                token_endpoint_basic(client_id, client_secret.expose_secret()),
+            ],
             Self::Oauth2RefreshToken {
+                client_id,
                 client_secret,
                 refresh_token,
-                ..
             } => {
                 let mut out = vec![expose(refresh_token)];
-                out.extend(client_secret.iter().map(expose));
+                if let Some(secret) = client_secret {
+                    out.push(expose(secret));
+                    out.push(token_endpoint_basic(client_id, secret.expose_secret()));
+                }
                 out
             }
         }
@@ -177,6 +186,13 @@ impl Secret {
             Err("the value holds characters that cannot be sent in an HTTP header (or a basic-auth username holds `:`)".into())
         }
     }
+}
+
+/// The `Authorization: Basic` value an OAuth2 client sends its token
+/// endpoint (RFC 6749 §2.3.1: each part form-encoded first).
+fn token_endpoint_basic(client_id: &str, client_secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    basic_value(&encode(client_id), &encode(client_secret))
 }
 
 fn basic_value(username: &str, password: &str) -> String {

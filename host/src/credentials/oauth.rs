@@ -130,13 +130,15 @@ impl TokenHttp {
             request.method().as_str(),
             request.uri(),
         );
-        record.bytes_out = request.body().len() as u64;
+        let body_len = request.body().len() as u64;
         record.credential = Some((*kind).to_owned());
         let started = Instant::now();
         let result = self.exchange(request).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
+        // Bytes count as sent only once a connection took them.
         match &result {
             Ok(response) => {
+                record.bytes_out = body_len;
                 record.status = Some(response.status().as_u16());
                 record.bytes_in = response.body().len() as u64;
             }

@@ -2,14 +2,18 @@
 //! responses to a request that carried a credential (an upstream may echo a
 //! header back), and error messages.
 //!
-//! A reflected secret is caught in the forms an upstream commonly re-encodes
-//! it in, not only byte for byte: percent-encoded (either hex case, `+` or
-//! `%20` for a space), JSON-escaped (with `\/`, or with `\u00XX` escapes),
-//! hex, and base64 (standard and URL-safe, at any alignment inside a longer
-//! base64 text). Content codings are decoded by the host before scrubbing, and
-//! partial content is refused for such requests (see `egress`).
+//! An echo may re-encode a secret, and encoders differ in which characters
+//! they escape (JSON libraries escape `/`, `+` or `<` or not; URL encoders
+//! each keep their own safe set). So matching runs on a decoded view of the
+//! text: JSON escapes (`\/`, `\u002B`…), percent escapes and HTML numeric
+//! references are decoded, whatever mix of them is used, and a match is
+//! mapped back to the bytes it came from, which are replaced. The secret is
+//! looked for in that view as itself, as hex, and as base64 or base64url at
+//! any alignment inside a longer base64 text. Content codings are decoded
+//! by the host before scrubbing, and partial content is refused for such
+//! requests (see `egress`).
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
@@ -21,6 +25,9 @@ pub const REDACTED: &[u8] = b"[REDACTED]";
 /// text, and no credential the host accepts is that short.
 const MIN_SECRET: usize = 4;
 
+/// The longest escape one decoded byte can come from (`\u00XX`, `&#x00XX;`).
+const LONGEST_ESCAPE: usize = 8;
+
 /// Scrubs a set of secret strings from a body arriving in chunks. A secret
 /// split across two chunks is still caught: the tail of each chunk that could
 /// begin a secret is held back until the next chunk (or the end) decides it.
@@ -28,7 +35,10 @@ const MIN_SECRET: usize = 4;
 pub struct Scrubber {
     /// Every form of every secret, matched leftmost-longest in one pass.
     matcher: Option<Arc<AhoCorasick>>,
-    longest: usize,
+    /// The matcher could not be built: nothing may pass.
+    broken: bool,
+    /// Bytes of raw text the longest form can span.
+    span: usize,
     held: Vec<u8>,
 }
 
@@ -37,44 +47,68 @@ impl Scrubber {
         let mut needles: Vec<Vec<u8>> = secrets
             .into_iter()
             .filter(|s| s.len() >= MIN_SECRET)
-            .flat_map(|s| encodings(s.as_bytes()))
+            .flat_map(|s| forms(s.as_bytes()))
             .filter(|n| n.len() >= MIN_SECRET)
             .collect();
         needles.sort();
         needles.dedup();
         let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
-        let matcher = (!needles.is_empty())
-            .then(|| {
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&needles)
-                    .ok()
-            })
-            .flatten()
-            .map(Arc::new);
-        Self {
-            matcher,
-            longest,
-            held: Vec::new(),
+        if needles.is_empty() {
+            return Self::default();
+        }
+        // A contiguous NFA: its size grows with the needles' total length,
+        // where a DFA's could grow by hundreds of bytes per needle byte.
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&needles);
+        match matcher {
+            Ok(matcher) => Self {
+                matcher: Some(Arc::new(matcher)),
+                broken: false,
+                span: longest * LONGEST_ESCAPE,
+                held: Vec::new(),
+            },
+            Err(error) => {
+                tracing::error!(target: "patchbay::credentials", %error,
+                    "could not build the scrubber: withholding what it guards");
+                Self {
+                    matcher: None,
+                    broken: true,
+                    span: 0,
+                    held: Vec::new(),
+                }
+            }
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.matcher.is_none()
+        self.matcher.is_none() && !self.broken
+    }
+
+    /// Whether it could not be built; what it guards must not be passed on.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// The next chunk, scrubbed, minus a tail that may begin a secret.
     pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        if self.broken {
+            return Bytes::new();
+        }
         if self.matcher.is_none() {
             return Bytes::copy_from_slice(chunk);
         }
         self.held.extend_from_slice(chunk);
-        let safe = self.held.len().saturating_sub(self.longest - 1);
+        let safe = self.held.len().saturating_sub(self.span);
         self.drain(safe)
     }
 
     /// Whatever was held back, scrubbed.
     pub fn finish(&mut self) -> Bytes {
+        if self.broken {
+            return Bytes::from_static(REDACTED);
+        }
         let all = self.held.len();
         self.drain(all)
     }
@@ -83,7 +117,8 @@ impl Scrubber {
     pub fn scrub_str(&self, text: &str) -> String {
         let mut copy = Self {
             matcher: self.matcher.clone(),
-            longest: self.longest,
+            broken: self.broken,
+            span: self.span,
             held: Vec::new(),
         };
         let mut out = copy.feed(text.as_bytes()).to_vec();
@@ -92,22 +127,39 @@ impl Scrubber {
     }
 
     /// Emit scrubbed output for every match that starts before `upto`; keep
-    /// the rest. A match starting before `upto` is whole: at least
-    /// `longest - 1` bytes follow `upto` unless this is the end.
+    /// the rest. A match starting before `upto` is whole: at least `span`
+    /// raw bytes follow `upto` unless this is the end.
     fn drain(&mut self, upto: usize) -> Bytes {
         let buf = std::mem::take(&mut self.held);
         let Some(matcher) = &self.matcher else {
             return Bytes::from(buf);
         };
+        // Matches in the text as it is and in its decoded view: decoding can
+        // also hide a secret (`%ab` read as one escape in `%abcdef`).
+        let view = Decoded::of(&buf);
+        let mut ranges: Vec<(usize, usize)> = matcher
+            .find_iter(&buf)
+            .map(|m| (m.start(), m.end()))
+            .chain(
+                matcher
+                    .find_iter(&view.bytes)
+                    .map(|m| view.raw_range(m.start(), m.end())),
+            )
+            .filter(|(start, _)| *start < upto)
+            .collect();
+        ranges.sort_unstable();
         let mut out = Vec::with_capacity(buf.len());
         let mut i = 0;
-        for found in matcher.find_iter(&buf) {
-            if found.start() >= upto {
-                break;
+        for (start, end) in ranges {
+            if end <= i {
+                continue;
             }
-            out.extend_from_slice(&buf[i..found.start()]);
-            out.extend_from_slice(REDACTED);
-            i = found.end();
+            if start >= i {
+                out.extend_from_slice(&buf[i..start]);
+                out.extend_from_slice(REDACTED);
+            }
+            // Overlapping matches are one redaction.
+            i = end;
         }
         if i < upto {
             out.extend_from_slice(&buf[i..upto]);
@@ -118,35 +170,116 @@ impl Scrubber {
     }
 }
 
-/// The forms a reflected `secret` commonly takes.
-fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
-    let text = String::from_utf8_lossy(secret);
-    let mut out = vec![secret.to_vec()];
-    // Percent-encoding, with the characters each common encoder leaves
-    // alone (forms, RFC 3986, JavaScript, Python), in either hex case.
-    for (safe, space) in PERCENT_STYLES {
-        for upper in [true, false] {
-            out.push(percent_encode(secret, safe, space, upper).into_bytes());
+/// Text with its escapes decoded, and where each decoded byte came from.
+struct Decoded {
+    bytes: Vec<u8>,
+    /// `origin[k]` is the raw offset of the escape that gave `bytes[k]`;
+    /// one more entry holds the raw length.
+    origin: Vec<usize>,
+}
+
+impl Decoded {
+    fn of(raw: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(raw.len());
+        let mut origin = Vec::with_capacity(raw.len() + 1);
+        let mut i = 0;
+        while i < raw.len() {
+            let (decoded, used) = decode_one(&raw[i..]);
+            let mut utf8 = [0u8; 4];
+            let encoded: &[u8] = match decoded {
+                Decode::Byte(b) => {
+                    utf8[0] = b;
+                    &utf8[..1]
+                }
+                Decode::Char(c) => c.encode_utf8(&mut utf8).as_bytes(),
+            };
+            for &b in encoded {
+                bytes.push(b);
+                origin.push(i);
+            }
+            i += used;
         }
+        origin.push(raw.len());
+        Self { bytes, origin }
     }
-    // JSON string contents, as serde writes them, with `/` escaped (PHP), and
-    // with every non-alphanumeric character as `\u00XX` (HTML-safe encoders).
-    let json = serde_json::to_string(&text).unwrap_or_default();
-    let json = json.trim_matches('"').to_owned();
-    out.push(json.replace('/', "\\/").into_bytes());
-    for upper in [false, true] {
-        let escaped: String = text
-            .chars()
-            .map(|c| match (c.is_ascii_alphanumeric(), upper) {
-                (true, _) => c.to_string(),
-                (false, false) => format!("\\u{:04x}", c as u32),
-                (false, true) => format!("\\u{:04X}", c as u32),
-            })
-            .collect();
-        out.push(escaped.into_bytes());
+
+    /// The raw bytes that decoded bytes `start..end` came from.
+    fn raw_range(&self, start: usize, end: usize) -> (usize, usize) {
+        let raw_start = self.origin[start];
+        // The end is where the escape after the last matched byte begins.
+        let mut k = end;
+        while k < self.origin.len() - 1 && self.origin[k] == self.origin[end - 1] {
+            k += 1;
+        }
+        (raw_start, self.origin[k])
     }
-    out.push(json.into_bytes());
-    // Hex, either case.
+}
+
+enum Decode {
+    Byte(u8),
+    Char(char),
+}
+
+/// The first byte or character of `raw`, decoding one escape, and how many
+/// raw bytes it took.
+fn decode_one(raw: &[u8]) -> (Decode, usize) {
+    let hex = |digits: &[u8]| -> Option<u32> {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    match raw {
+        [b'%', a, b, ..] => {
+            if let Some(v) = hex(&[*a, *b]) {
+                return (Decode::Byte(v as u8), 3);
+            }
+        }
+        [b'\\', b'u', rest @ ..] if rest.len() >= 4 => {
+            if let Some(c) = hex(&rest[..4]).and_then(char::from_u32) {
+                return (Decode::Char(c), 6);
+            }
+        }
+        [b'\\', c @ (b'/' | b'\\' | b'"' | b'\''), ..] => return (Decode::Byte(*c), 2),
+        [b'&', b'#', rest @ ..] => {
+            let (digits, radix_hex) = match rest {
+                [b'x' | b'X', tail @ ..] => (tail, true),
+                tail => (tail, false),
+            };
+            let len = digits
+                .iter()
+                .take(6)
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count();
+            if digits.get(len) == Some(&b';') {
+                let text = std::str::from_utf8(&digits[..len]).unwrap_or("");
+                let value = if radix_hex {
+                    u32::from_str_radix(text, 16).ok()
+                } else {
+                    text.parse().ok()
+                };
+                if let Some(c) = value.and_then(char::from_u32) {
+                    return (Decode::Char(c), 2 + usize::from(radix_hex) + len + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    (Decode::Byte(raw[0]), 1)
+}
+
+/// The forms a reflected `secret` is looked for in, in decoded text.
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![secret.to_vec()];
+    // A form encoder's space.
+    if secret.contains(&b' ') {
+        out.push(
+            secret
+                .iter()
+                .map(|&b| if b == b' ' { b'+' } else { b })
+                .collect(),
+        );
+    }
     out.push(hex::encode(secret).into_bytes());
     out.push(hex::encode_upper(secret).into_bytes());
     // Base64 at each of the three alignments inside a longer text: only the
@@ -163,33 +296,6 @@ fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
             if last > first {
                 out.push(encoded.as_bytes()[first..last].to_vec());
             }
-        }
-    }
-    out
-}
-
-/// Characters left unescaped besides ASCII letters and digits, and what a
-/// space becomes: `application/x-www-form-urlencoded`, RFC 3986 unreserved,
-/// JavaScript's `encodeURIComponent`, Python's `quote`, and escape-everything.
-const PERCENT_STYLES: [(&[u8], &str); 5] = [
-    (b"*-._", "+"),
-    (b"-._~", "%20"),
-    (b"-_.!~*'()", "%20"),
-    (b"_.-~/", "%20"),
-    (b"", "%20"),
-];
-
-fn percent_encode(secret: &[u8], safe: &[u8], space: &str, upper: bool) -> String {
-    let mut out = String::with_capacity(secret.len() * 3);
-    for &b in secret {
-        if b.is_ascii_alphanumeric() || safe.contains(&b) {
-            out.push(b as char);
-        } else if b == b' ' {
-            out.push_str(space);
-        } else if upper {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push_str(&format!("%{b:02x}"));
         }
     }
     out
@@ -262,6 +368,15 @@ mod tests {
             hex::encode_upper(secret),
             STANDARD.encode(secret),
             URL_SAFE.encode(secret),
+            // Encoders escaping only some characters, in any mix.
+            "s3/cr\\u002Bet=v~al ue".to_owned(),
+            "s3\\/cr%2bet&#61;v&#x7E;al%20ue".to_owned(),
+            "s3%2Fcr+et=v~al%20ue".replace("+et", "%2Bet"),
+            // base64 that is itself escaped on the way out.
+            STANDARD
+                .encode(secret)
+                .replace('/', "\\/")
+                .replace('+', "\\u002b"),
         ];
         // Inside a longer base64 text, at every alignment.
         for prefix in ["", "a", "ab", "abc", "abcd"] {
@@ -280,6 +395,28 @@ mod tests {
             scrubber.scrub_str("nothing to see here"),
             "nothing to see here"
         );
+    }
+
+    #[test]
+    fn escapes_that_are_not_well_formed_are_text() {
+        let scrubber = Scrubber::new(["abcdef".to_owned()]);
+        for text in [
+            "%",
+            "%4",
+            "%zz",
+            "\\u12",
+            "\\uZZZZ",
+            "&#;",
+            "&#x;",
+            "&#99999999;",
+            "\\",
+        ] {
+            assert_eq!(scrubber.scrub_str(text), text);
+            assert_eq!(
+                scrubber.scrub_str(&format!("{text}abcdef")),
+                format!("{text}[REDACTED]")
+            );
+        }
     }
 
     #[test]

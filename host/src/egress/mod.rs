@@ -7,6 +7,7 @@
 //! held to size caps while streaming. Redirects are never followed.
 
 pub mod breaker;
+pub mod coding;
 pub mod rate;
 pub mod resolve;
 pub mod retry;
@@ -19,7 +20,7 @@ use crate::policy::rate::RateLimit;
 use crate::policy::ssrf::{AddressClass, AddressPolicy};
 use crate::storage::Scope;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use resolve::{GuardedResolver, NameLookup, RefusedAddress};
 use std::net::IpAddr;
@@ -241,16 +242,22 @@ impl Egress {
         // reqwest derives Host from the URL; the plugin's copy could disagree with it.
         headers.remove(http::header::HOST);
         if call.credential.is_some() {
-            // The host picks the codings it decodes itself, so that what comes
-            // back can be scrubbed; partial content is refused at the gate.
-            headers.remove(http::header::ACCEPT_ENCODING);
+            // The host picks the codings (those it decodes itself), so that
+            // what comes back can be scrubbed; partial content is refused at
+            // the gate, and no transfer coding but chunked is asked for.
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static(coding::ACCEPTED),
+            );
             headers.remove(http::header::RANGE);
+            headers.remove(http::header::TE);
         }
         let idempotent = retry::is_idempotent(&parts.method, &headers);
         let backoff = retry::Backoff::default();
         let mut rng = fastrand::Rng::new();
         let mut attempt = 1;
-        let origin = format!("{}://{}", url.scheme(), url.authority());
+        // Canonical, so `a.com.` and `A.com:443` share `a.com`'s limits.
+        let origin = target.origin();
         let workspace = call.scope.workspace.as_str();
         let breaker = self.breakers.get(workspace, &origin);
         // An access token the upstream refused with 401; refreshed once, then retried once.
@@ -401,18 +408,26 @@ impl Egress {
             let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
             let finish = |result: Result<reqwest::Response, EgressError>,
                           mut record: AuditRecord| {
-                let result = match result {
-                    Ok(response) if scrubber.is_some() => {
-                        unscrubbable(&response).map_or(Ok(response), |error| {
+                // After a credentialed request, only a body the host can read
+                // whole goes back; `coding` is the one it decodes.
+                let result = result
+                    .and_then(|response| match &scrubber {
+                        Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
+                            "the host could not prepare to scrub the credential".into(),
+                        )),
+                        Some(_) => coding::readable(response.status(), response.headers())
+                            .map(|coding| (response, coding)),
+                        None => Ok((response, None)),
+                    })
+                    .inspect_err(|error| {
+                        if matches!(error, EgressError::Unscrubbable(_)) {
                             record.reason = Some(error.to_string());
-                            Err(error)
-                        })
-                    }
-                    other => other,
-                };
+                        }
+                    });
                 match result {
-                    Ok(response) => Ok(self.wasi_response(
+                    Ok((response, coding)) => Ok(self.wasi_response(
                         response,
+                        coding,
                         deadline,
                         options.between_bytes_timeout,
                         scrubber,
@@ -469,6 +484,7 @@ impl Egress {
     fn wasi_response(
         &self,
         response: reqwest::Response,
+        coding: Option<coding::Coding>,
         deadline: Instant,
         between_bytes: Option<Duration>,
         scrubber: Option<Scrubber>,
@@ -482,20 +498,41 @@ impl Egress {
             .version(response.version());
         if let Some(headers) = builder.headers_mut() {
             *headers = response.headers().clone();
+            if coding.is_some() {
+                headers.remove(http::header::CONTENT_ENCODING);
+            }
             if let Some(scrubber) = &scrubber {
                 scrub_headers(headers, scrubber);
+                // The body's length changes with what is redacted, and the
+                // upstream's figure would tell the secret's length.
+                headers.remove(http::header::CONTENT_LENGTH);
             }
         }
         let max = self.limits.max_response_bytes;
         let mut seen = 0usize;
-        let stream = response.bytes_stream().map(move |chunk| {
-            let chunk: Bytes = chunk.map_err(|e| {
-                let timeout = e.is_timeout();
-                audit.record.reason = Some(format!("response body: {}", e.without_url()));
-                if timeout {
-                    HttpError::ConnectionReadTimeout
-                } else {
-                    HttpError::HttpResponseIncomplete
+        let raw = response.bytes_stream();
+        let body: futures_util::stream::BoxStream<'static, Result<Bytes, coding::BodyError>> =
+            match coding {
+                Some(coding) => coding::decoded(raw, coding).boxed(),
+                None => raw.map_err(coding::BodyError::Transport).boxed(),
+            };
+        // Decoded bytes count against the limit: a small compressed body
+        // cannot unpack past it.
+        let stream = body.map(move |chunk| {
+            let chunk: Bytes = chunk.map_err(|e| match e {
+                coding::BodyError::Transport(e) => {
+                    let timeout = e.is_timeout();
+                    audit.record.reason = Some(format!("response body: {}", e.without_url()));
+                    if timeout {
+                        HttpError::ConnectionReadTimeout
+                    } else {
+                        HttpError::HttpResponseIncomplete
+                    }
+                }
+                coding::BodyError::Decode(reason) => {
+                    audit.record.reason =
+                        Some(format!("response body could not be decoded: {reason}"));
+                    HttpError::HttpResponseContentCoding(None)
                 }
             })?;
             seen += chunk.len();
@@ -516,30 +553,6 @@ impl Egress {
             )
         })
     }
-}
-
-/// Why a response to a request that carried a credential cannot be handed
-/// over: the host can scrub only what it can read whole. gzip, deflate and br
-/// are decoded by the client before this point; any coding left is one it
-/// cannot decode, and partial content could carry a secret in slices.
-fn unscrubbable(response: &reqwest::Response) -> Option<EgressError> {
-    let headers = response.headers();
-    if let Some(coding) = headers.get(http::header::CONTENT_ENCODING)
-        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Some(EgressError::Unscrubbable(format!(
-            "content coding {:?}, which the host cannot decode to scrub the credential",
-            String::from_utf8_lossy(coding.as_bytes())
-        )));
-    }
-    if response.status() == http::StatusCode::PARTIAL_CONTENT
-        || headers.contains_key(http::header::CONTENT_RANGE)
-    {
-        return Some(EgressError::Unscrubbable(
-            "partial content, which is refused after a request that carried a credential".into(),
-        ));
-    }
-    None
 }
 
 /// A response being read: writes its record to the audit trail, and frees

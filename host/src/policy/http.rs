@@ -461,6 +461,14 @@ impl Target {
         self.url.path()
     }
 
+    /// `scheme://host:port`, canonical: rate limits and breakers are kept per origin.
+    pub fn origin(&self) -> String {
+        match self.host {
+            TargetHost::Ip(IpAddr::V6(ip)) => format!("{}://[{ip}]:{}", self.scheme(), self.port),
+            ref host => format!("{}://{host}:{}", self.scheme(), self.port),
+        }
+    }
+
     /// The address to check before connecting, when the host is one.
     pub fn ip(&self) -> Option<IpAddr> {
         match self.host {
@@ -567,15 +575,26 @@ fn normalise_host(host: &str) -> Option<String> {
 }
 
 /// Percent-decode, then resolve `.`, `..` and empty segments. `None` when the
-/// path escapes the root or its encoding is broken.
+/// path escapes the root or its encoding is broken. An encoded `/` or `\`
+/// stays encoded, inside its segment: the client sends it so, and an
+/// upstream reads it as part of that segment, never as a separator.
 pub fn normalise_path(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let byte = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if byte == b'/' || byte == b'\\' {
+                decoded.push(b'%');
+                decoded.extend(hex.iter().map(u8::to_ascii_uppercase));
+            } else {
+                decoded.push(byte);
+            }
             i += 3;
         } else {
             decoded.push(bytes[i]);
@@ -719,11 +738,42 @@ mod tests {
                 "https://a.com//crm//v3/ok",
                 true,
             ),
+            // An encoded slash is part of its segment, as the upstream reads it.
             (
                 "https://a.com/crm/v3",
                 "GET",
                 "https://a.com/crm%2Fv3/ok",
+                false,
+            ),
+            (
+                "https://a.com/crm/v3",
+                "GET",
+                "https://a.com/x%2F..%2Fcrm/v3/o",
+                false,
+            ),
+            (
+                "https://a.com/crm/v3",
+                "GET",
+                "https://a.com/x%5C..%5Ccrm/v3/o",
+                false,
+            ),
+            (
+                "https://a.com/crm/v3",
+                "GET",
+                "https://a.com/crm/v3/group%2Fproject",
                 true,
+            ),
+            (
+                "https://a.com/crm/v3",
+                "GET",
+                "https://a.com/%63rm/v3/o",
+                true,
+            ),
+            (
+                "https://a.com/crm/v3",
+                "GET",
+                "https://a.com/crm/v3/%+F",
+                false,
             ),
             (
                 "https://a.com/crm/v3",
@@ -1041,6 +1091,21 @@ mod tests {
             let ip = target.ip().expect("an IPv6 host is an address");
             assert!(policy.allows(ip).is_err(), "{url} parsed to {ip}, allowed");
         }
+    }
+
+    #[test]
+    fn one_origin_however_the_host_is_written() {
+        for url in ["https://A.com/x", "https://a.com./y", "https://a.com:443/"] {
+            assert_eq!(target("GET", url).origin(), "https://a.com:443", "{url}");
+        }
+        assert_eq!(
+            target("GET", "http://[::1]:8080/").origin(),
+            "http://[::1]:8080"
+        );
+        assert_eq!(
+            target("GET", "http://127.1:8080/").origin(),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub enum InvokeError {
 
 /// Longest message a failure carries: a plugin's own error text, a panic
 /// message or trap text is the plugin's to choose, and is returned to API
-/// callers and logged, so it is held to this like output is held to its limit.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+/// callers and logged, so it is held to this like output is held to its limit. Half the API's
+/// message cap, so the truncation mark always reaches the caller.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 2 * 1024;
 
 /// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
 /// marked with how long it was when it was cut.

@@ -177,6 +177,7 @@ struct CallRecord {
     invocation_id: String,
     log: LogCtx,
     denials: Vec<Denial>,
+    suppressed_denials: usize,
 }
 
 /// The record of one invocation, successful or not.
@@ -187,7 +188,10 @@ pub struct InvokeOutcome<T = Json> {
     pub result: Result<T, InvokeError>,
     pub logs: Vec<LogLine>,
     pub dropped_log_bytes: usize,
+    /// The first refused requests, in full.
     pub denials: Vec<Denial>,
+    /// Refused requests past those, only counted.
+    pub suppressed_denials: usize,
 }
 
 impl Runtime {
@@ -510,6 +514,7 @@ impl Runtime {
             log: LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes),
             invocation_id,
             denials: Vec::new(),
+            suppressed_denials: 0,
         };
         let result = call(&mut record).await;
         if let Err(error) = &result
@@ -535,6 +540,7 @@ impl Runtime {
             logs,
             dropped_log_bytes,
             denials: record.denials,
+            suppressed_denials: record.suppressed_denials,
         }
     }
 
@@ -572,7 +578,7 @@ impl Runtime {
                 .await
         };
         let outcome = off_the_workers(tokio::time::timeout_at(deadline.into(), call)).await;
-        record.denials = store.data().http.denials().0;
+        (record.denials, record.suppressed_denials) = store.data().http.denials();
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {
