@@ -4,6 +4,7 @@
 mod api;
 mod audit;
 mod bad_input;
+mod connection_status;
 mod connections;
 mod credentials;
 mod crm_transform;
@@ -22,6 +23,7 @@ mod openapi;
 mod oversized_output;
 mod panic;
 mod plugin_routes;
+mod policy;
 mod probe;
 mod process;
 mod rate_limits;

@@ -313,12 +313,16 @@ async fn invoke(
                 InvokeError::Plugin(PluginFailure::Unauthorized { .. })
             );
             let mut answer = ApiError::from_invoke(error, &outcome.invocation_id);
-            let credentials = declared_credentials(&state, &connection, &plugin.manifest)?;
+            // Unreadable credential state (logged) explains nothing, and
+            // must not replace the call's own error.
+            let unusable = declared_credentials(&state, &connection, &plugin.manifest)
+                .map(|stored| status::unusable_credentials(&connection, &plugin.manifest, &stored))
+                .unwrap_or_default();
             explain_failure(
                 &mut answer,
                 unauthorized,
                 status::explain_denials(&connection, &plugin.manifest, &outcome.denials),
-                status::unusable_credentials(&connection, &plugin.manifest, &credentials),
+                unusable,
             );
             Err(answer)
         }
