@@ -12,9 +12,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// One (workspace, origin)'s limiter, shared by every request to it.
+type Limiter = Arc<Mutex<Gcra>>;
+
 #[derive(Default)]
 pub struct RateLimiters {
-    limiters: Mutex<HashMap<(String, String), Arc<Mutex<Gcra>>>>,
+    limiters: Mutex<HashMap<(String, String), Limiter>>,
 }
 
 /// The limiter refused to wait: the next slot is past the call's deadline.
@@ -78,7 +81,7 @@ async fn wait_for_slot(gcra: &Mutex<Gcra>, deadline: Instant) -> Result<(), Limi
 }
 
 impl RateLimiters {
-    fn limiter(&self, workspace: &str, origin: &str, limit: RateLimit) -> Arc<Mutex<Gcra>> {
+    fn limiter(&self, workspace: &str, origin: &str, limit: RateLimit) -> Limiter {
         let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         // The first limit seen for an origin in a workspace is kept: the
         // upstream's real limit belongs to the account, not the plugin.

@@ -245,7 +245,14 @@ destinations = ["https://api.example.com/v1"]
             ..Grants::default()
         };
         // (grants, enabled, stored credential, status, a phrase of each reason)
-        let cases: Vec<(Grants, bool, Vec<CredentialInfo>, &str, Vec<&str>)> = vec![
+        type Case = (
+            Grants,
+            bool,
+            Vec<CredentialInfo>,
+            &'static str,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (all.clone(), true, token(true, None), "ok", vec![]),
             (all.clone(), false, token(true, None), "disabled", vec![]),
             (
