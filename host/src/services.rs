@@ -71,7 +71,10 @@ impl Services {
         options: Options,
     ) -> anyhow::Result<Self> {
         // Before anything is opened, so a bad value stops start-up naming its key.
-        policy.check().context("operator policy")?;
+        // In the message itself, not as context: callers print it with `{}` too.
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("operator policy: {e}"))?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let db = SledDb::open(&data_dir.join("db")).with_context(|| {
