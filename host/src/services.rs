@@ -70,6 +70,11 @@ impl Services {
         policy: OperatorPolicy,
         options: Options,
     ) -> anyhow::Result<Self> {
+        // Before anything is opened, so a bad value stops start-up naming its key.
+        // In the message itself, not as context: callers print it with `{}` too.
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("operator policy: {e}"))?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let db = SledDb::open(&data_dir.join("db")).with_context(|| {
@@ -93,7 +98,7 @@ impl Services {
                 .map_err(|e| anyhow::anyhow!("opening stored credentials: {e}"))?,
         );
         let limits = EgressLimits::from_operator(&policy.limits);
-        // Checked before anything starts, so a bad entry stops start-up with its name.
+        // Checked above with the rest of the policy.
         let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;
         let audit = Arc::new(
             AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)

@@ -256,9 +256,16 @@ async fn the_cli_drives_workspaces_and_connections_on_a_running_server() {
     let set =
         "connection set acme crm --plugin probe --config upstream=http://127.0.0.1:9 --approve-all";
     let saved = stdout_json(&cli(&server, &token, set).await);
+    // Its credential is not set yet, and the status says so.
     assert_eq!(
         (saved["version"].as_str(), saved["status"].as_str()),
-        (Some("1.0.0"), Some("ok"))
+        (Some("1.0.0"), Some("needs-attention"))
+    );
+    assert!(
+        saved["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("credential token is not set")),
+        "{saved}"
     );
     let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
     assert_eq!(shown["config"]["upstream"], "http://127.0.0.1:9");
@@ -281,6 +288,7 @@ async fn the_cli_drives_workspaces_and_connections_on_a_running_server() {
     assert!(!printed.contains(secret), "{printed}");
     let shown = stdout_json(&cli(&server, &token, "connection get acme crm").await);
     assert_eq!(shown["credentials"][0]["set"], true, "{shown}");
+    assert_eq!(shown["status"], "ok", "{shown}");
     assert!(!shown.to_string().contains(secret));
     let basic = r#"{"kind":"basic","username":"u","password":"p-1"}"#;
     let wrong = stderr(&cli_with(&server, &token, set_token, &[("PB_SECRET", basic)]).await);

@@ -6,8 +6,10 @@ use super::auth::WorkspaceAccess;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::credentials::CredentialInfo;
+use crate::runtime::error::{InvokeError, PluginFailure};
 use crate::tenancy::Connection;
 use crate::tenancy::service::ConnectionRequest;
+use crate::tenancy::status;
 use axum::Json;
 use axum::extract::State;
 use http::{HeaderMap, StatusCode};
@@ -113,27 +115,34 @@ async fn remove_credential(
 struct ConnectionView {
     #[serde(flatten)]
     connection: Connection,
-    /// `ok`, `disabled` or `needs-attention`.
+    /// `ok` (everything the plugin asks for is approved and every credential
+    /// it declares is set), `disabled` or `needs-attention` (see `reasons`).
     status: &'static str,
+    /// `reasons` joined, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// What is missing, each with how to fix it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<String>,
     credentials: Vec<CredentialInfo>,
     /// On a save that moved the version: what the new version added.
     #[serde(skip_serializing_if = "Option::is_none")]
     upgrade: Option<crate::tenancy::upgrade::CapabilityDiff>,
 }
 
-/// The connection with its status, and every credential its plugin
-/// declares: set or not, never a value.
-async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
+/// Every credential the plugin declares (set or not, never a value), then
+/// anything stored that this version no longer declares.
+fn declared_credentials(
+    state: &AppState,
+    connection: &Connection,
+    manifest: &crate::package::manifest::Manifest,
+) -> Result<Vec<CredentialInfo>, ApiError> {
     let mut stored = state
         .tenancy
         .credentials
         .describe(&connection.scope())
         .map_err(ApiError::internal)?;
-    let plugin = state.tenancy.plugin_of(&connection).await?;
-    let mut credentials: Vec<CredentialInfo> = plugin
-        .manifest
+    let mut credentials: Vec<CredentialInfo> = manifest
         .capabilities
         .credentials
         .iter()
@@ -149,22 +158,21 @@ async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView
             },
         )
         .collect();
-    // Anything stored that this version no longer declares, still shown.
     credentials.extend(stored);
-    let attention = credentials.iter().find_map(|c| {
-        c.needs_attention
-            .as_ref()
-            .map(|r| format!("credential {}: {r}", c.name))
-    });
-    let (status, reason) = match (&attention, connection.enabled) {
-        (_, false) => ("disabled", None),
-        (Some(reason), true) => ("needs-attention", Some(reason.clone())),
-        (None, true) => ("ok", None),
-    };
+    Ok(credentials)
+}
+
+/// The connection with its status and what it lacks, and every credential
+/// its plugin declares: set or not, never a value.
+async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
+    let plugin = state.tenancy.plugin_of(&connection).await?;
+    let credentials = declared_credentials(state, &connection, &plugin.manifest)?;
+    let status = status::status(&connection, &plugin.manifest, &credentials);
     Ok(ConnectionView {
         connection,
-        status,
-        reason,
+        status: status.status,
+        reason: (!status.reasons.is_empty()).then(|| status.reasons.join("; ")),
+        reasons: status.reasons,
         credentials,
         upgrade: None,
     })
@@ -306,6 +314,45 @@ async fn invoke(
             invocation_id: outcome.invocation_id,
             duration_ms: outcome.duration.as_millis() as u64,
         })),
-        Err(error) => Err(ApiError::from_invoke(error, &outcome.invocation_id)),
+        Err(error) => {
+            let unauthorized = matches!(
+                error,
+                InvokeError::Plugin(PluginFailure::Unauthorized { .. })
+            );
+            let mut answer = ApiError::from_invoke(error, &outcome.invocation_id);
+            // Unreadable credential state (logged) explains nothing, and
+            // must not replace the call's own error.
+            let unusable = declared_credentials(&state, &connection, &plugin.manifest)
+                .map(|stored| status::unusable_credentials(&connection, &plugin.manifest, &stored))
+                .unwrap_or_default();
+            explain_failure(
+                &mut answer,
+                unauthorized,
+                status::explain_denials(&connection, &plugin.manifest, &outcome.denials),
+                unusable,
+            );
+            Err(answer)
+        }
     }
+}
+
+/// Say why a failed call failed when the host, not the upstream, caused it:
+/// the requests it refused, and credentials it could not send. A 401 the
+/// plugin reports for a credential the host never sent is the tenant's to
+/// fix, not the upstream's refusal.
+fn explain_failure(
+    answer: &mut ApiError,
+    unauthorized: bool,
+    refused: Vec<String>,
+    unusable: Vec<String>,
+) {
+    if unauthorized && let Some(first) = unusable.first() {
+        answer.status = StatusCode::CONFLICT;
+        answer.code = "credential-unavailable";
+        answer.message = first.clone();
+    } else if let Some(first) = refused.first() {
+        answer.message = format!("{}: {first}", answer.message);
+    }
+    answer.details.extend(refused);
+    answer.details.extend(unusable);
 }

@@ -1,5 +1,6 @@
 //! The `patchbay` command line.
 
+mod policy;
 mod remote;
 mod secrets;
 
@@ -36,31 +37,6 @@ struct DataDir {
     data_dir: PathBuf,
 }
 
-#[derive(Debug, clap::Args)]
-struct Egress {
-    /// A non-public address range plugins may reach (e.g. an on-premise CRM, or
-    /// 127.0.0.1/32 for a local sandbox). Loopback, private, link-local and other
-    /// special ranges are refused unless listed. Repeat, or comma-separate in the env.
-    #[arg(
-        long = "allow-cidr",
-        env = "PATCHBAY_ALLOW_CIDRS",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    allow_cidr: Vec<ipnet::IpNet>,
-}
-
-impl Egress {
-    fn policy(self) -> OperatorPolicy {
-        OperatorPolicy {
-            addresses: crate::policy::ssrf::AddressPolicy {
-                allowed_cidrs: self.allow_cidr,
-            },
-            ..OperatorPolicy::default()
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the bundled plugins are installed on first start).
@@ -74,11 +50,16 @@ enum Command {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
         #[command(flatten)]
-        egress: Egress,
+        policy: policy::PolicyArgs,
         /// How log lines are written to stderr: `text` for people, `json` (one
         /// object a line) for log shippers.
         #[arg(long, env = "PATCHBAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Print or check operator policy (the `--policy` file of `serve`).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Install, list, inspect and remove plugins.
     Plugin {
@@ -126,7 +107,7 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
         #[command(flatten)]
-        egress: Egress,
+        policy: policy::PolicyArgs,
     },
 }
 
@@ -238,17 +219,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             data,
             plugins_dir,
-            egress,
+            policy,
             log_format: _,
         } => {
             serve(
                 listen,
                 &data.data_dir,
                 plugins_dir.as_deref(),
-                egress.policy(),
+                policy.resolve()?,
             )
             .await
         }
+        Command::Policy { command } => policy::run(command),
         Command::Plugin { command } => plugin(command).await,
         Command::Secrets { command } => secrets::run(command),
         Command::Workspace { server, command } => remote::workspace(server, command).await,
@@ -260,7 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             credentials,
             data,
-            egress,
+            policy,
         } => {
             invoke(
                 &plugin,
@@ -268,7 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &input,
                 (&config, &credentials),
                 &data.data_dir,
-                egress.policy(),
+                policy.resolve()?,
             )
             .await
         }

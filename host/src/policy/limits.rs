@@ -65,8 +65,13 @@ impl Default for OperatorLimits {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
             max_outbound_requests: 50,
+            // A large contact center's peak (thousands of seats, several
+            // look-ups per call, bursts at the top of the hour) through one
+            // workspace to one origin stays under this; it still stops a
+            // runaway plugin. Vendors declare their upstream's real limit,
+            // which is stricter and wins.
             default_rate_limit: RateLimit {
-                requests: 100,
+                requests: 500,
                 per_seconds: 1,
             },
             circuit_breaker: BreakerConfig::default(),

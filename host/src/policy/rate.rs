@@ -37,6 +37,26 @@ impl RateLimit {
     }
 }
 
+/// `REQUESTS/SECONDS` (`500/1`, `190/10`), or `REQUESTS` for per second:
+/// how the command line writes a rate.
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (requests, seconds) = text.trim().split_once('/').unwrap_or((text.trim(), "1"));
+        let number = |part: &str| part.trim().parse::<u32>().ok().filter(|n| *n > 0);
+        match (number(requests), number(seconds)) {
+            (Some(requests), Some(per_seconds)) => Ok(Self {
+                requests,
+                per_seconds,
+            }),
+            _ => Err(format!(
+                "{text:?} is not a rate: expected REQUESTS/SECONDS with both at least 1, e.g. 500/1"
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +92,25 @@ mod tests {
         assert_eq!(limit(4, 1).period(), Duration::from_millis(250));
         assert_eq!(limit(0, 1).validate(), None);
         assert_eq!(limit(1, 0).validate(), None);
+    }
+
+    #[test]
+    fn a_rate_reads_as_requests_per_seconds() {
+        let cases = [
+            ("500/1", Some(limit(500, 1))),
+            ("190/10", Some(limit(190, 10))),
+            ("300", Some(limit(300, 1))),
+            (" 20 / 2 ", Some(limit(20, 2))),
+            ("0/1", None),
+            ("5/0", None),
+            ("5/", None),
+            ("fast", None),
+            ("-5/1", None),
+            ("1.5/1", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text.parse::<RateLimit>().ok(), expected, "{text:?}");
+        }
     }
 }
