@@ -173,14 +173,16 @@ async fn expensive_schemas_are_refused_at_install() {
         (twice, "can apply more than once"),
     ];
     for (schema, reason) in cases {
-        for which in ["input", "output"] {
+        for which in ["input", "output", "config"] {
             let edited = match which {
                 "input" => format!(
                     "name = \"echo\"\nkind = \"transform\"\ninput_schema = {schema}\noutput_schema = {{ }}"
                 ),
-                _ => format!(
+                "output" => format!(
                     "name = \"echo\"\nkind = \"transform\"\ninput_schema = {{ }}\noutput_schema = {schema}"
                 ),
+                // Every connection save is checked against the config schema.
+                _ => format!("{echo}\n\n[capabilities.config]\nschema = {schema}"),
             };
             let package = HOSTILE.package_with(|m| {
                 assert!(m.contains(echo), "the manifest declares echo as expected");

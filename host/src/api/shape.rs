@@ -155,7 +155,15 @@ pub(super) fn cap_echoes(message: &str) -> std::borrow::Cow<'_, str> {
             {
                 j += 1;
             }
-            push_capped(&mut out, &chars[i..j]);
+            // A route the host names (`PUT /v1/workspaces/…/credentials/x`)
+            // is one word of short segments: each segment is capped, so a
+            // path made of valid names survives whole.
+            for (k, segment) in chars[i..j].split(|c| *c == '/').enumerate() {
+                if k > 0 {
+                    out.push('/');
+                }
+                push_capped(&mut out, segment);
+            }
             i = j;
         }
     }
@@ -208,5 +216,20 @@ mod tests {
         assert!(capped.chars().count() <= MAX_MESSAGE_CHARS + 20);
         assert_eq!(echo(&at), at);
         assert_eq!(echo(&"é".repeat(65)), format!("{}…", "é".repeat(64)));
+    }
+
+    #[test]
+    fn a_route_of_valid_names_survives_and_each_long_segment_is_cut() {
+        let name = "n".repeat(64);
+        let route = format!("PUT /v1/workspaces/{name}/connections/{name}/credentials/{name}");
+        let message = format!("credential {name} is not set: set it with {route}");
+        assert_eq!(cap_echoes(&message), message);
+        let long = "x".repeat(500);
+        let text = format!("unknown /v1/{long}/y");
+        let capped = cap_echoes(&text);
+        assert!(
+            capped.contains(&format!("/v1/{}…/y", "x".repeat(MAX_ECHO_CHARS))),
+            "{capped}"
+        );
     }
 }

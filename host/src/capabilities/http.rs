@@ -72,6 +72,17 @@ pub struct HttpGate {
     denials: Arc<Mutex<Denials>>,
 }
 
+impl Denials {
+    /// Keep `denial` in full while under the limit; past it, count it.
+    fn push(&mut self, denial: Denial) {
+        if self.recorded.len() < MAX_RECORDED_DENIALS {
+            self.recorded.push(denial);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
 /// The refusals of one invocation: the first few in full, then a count.
 #[derive(Debug, Default)]
 struct Denials {
@@ -324,27 +335,47 @@ impl WasiHttpHooks for HttpGate {
             rate_limit: self.call.rate_limit,
             credential,
         };
+        let credential_name = call.credential.as_ref().map(|c| c.name.clone());
         Box::new(async move {
             match egress.send(request, target, options, &call).await {
-                Ok(response) => Ok((
-                    response,
-                    Box::new(async { Ok(()) })
-                        as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                )),
+                Ok(response) => {
+                    // The host answered itself (the credential cannot be
+                    // used): the call's record says which and why.
+                    if let (Some(state), Some(name)) = (
+                        response.headers().get("x-patchbay-credential"),
+                        credential_name,
+                    ) {
+                        let reason = format!(
+                            "credential {name} is {}; the request was not sent",
+                            String::from_utf8_lossy(state.as_bytes())
+                        );
+                        denials
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Denial {
+                                method,
+                                url,
+                                reason,
+                            });
+                    }
+                    Ok((
+                        response,
+                        Box::new(async { Ok(()) })
+                            as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ))
+                }
                 Err(error) => {
                     if let EgressError::AddressRefused(reason) = &error {
                         tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %audit_tag,
                             %method, %url, decision = "denied", %reason, "outbound request denied");
-                        let mut denials = denials.lock().unwrap_or_else(|e| e.into_inner());
-                        if denials.recorded.len() < MAX_RECORDED_DENIALS {
-                            denials.recorded.push(Denial {
+                        denials
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Denial {
                                 method,
                                 url,
                                 reason: reason.clone(),
                             });
-                        } else {
-                            denials.suppressed += 1;
-                        }
                     }
                     Err(error.to_http_error())
                 }

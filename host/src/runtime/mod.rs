@@ -248,6 +248,13 @@ impl Runtime {
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre =
             ConnectorPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        // Checked against on every connection save: bounded like the others.
+        if let Some(schema) = &manifest.capabilities.config_schema {
+            schema_validator(schema).map_err(|e| LoadError::Schema {
+                operation: "(connection config)".into(),
+                message: format!("config schema: {e}"),
+            })?;
+        }
         let mut schemas = HashMap::new();
         for op in &manifest.operations {
             let compile = |schema: &Json, which: &str| {

@@ -104,7 +104,7 @@ pub fn validate_config(manifest: &Manifest, config: &serde_json::Map<String, Jso
             .map(|k| format!("at /{k}: the plugin takes no settings"))
             .collect();
     };
-    let validator = match jsonschema::validator_for(schema) {
+    let validator = match crate::runtime::schema::schema_validator(schema) {
         Ok(validator) => validator,
         // Checked at install; a failure here is a host bug, reported, not hidden.
         Err(e) => return vec![format!("the plugin's config schema is unusable: {e}")],
