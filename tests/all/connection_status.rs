@@ -299,3 +299,33 @@ async fn a_401_the_host_gave_for_an_unset_credential_names_the_credential() {
     assert_eq!(received(&server).await, 1);
     assert_eq!(call(&api, "GET", hubspot, None).await.1["status"], "ok");
 }
+
+#[tokio::test]
+async fn a_destination_at_a_refused_address_shows_before_any_call() {
+    // No allowed ranges: the probe's upstream on loopback is refused.
+    let harness = Harness::with_policy(OperatorPolicy::default());
+    harness.ensure(patchbay_tests::plugins::PROBE).await;
+    let api = harness.serve_api().await;
+    create_workspace(&api, "acme").await;
+    let server = upstream().await;
+    let (status, saved) = call(
+        &api,
+        "PUT",
+        CONNECTION,
+        Some(json!({
+            "plugin": "probe",
+            "config": { "upstream": server.uri() },
+            "grants": { "approve_all_requested": true },
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["status"], "needs-attention", "{saved:#}");
+    assert!(
+        reasons(&saved)
+            .iter()
+            .any(|r| r.contains("127.0.0.1 (loopback)") && r.contains("--allow-cidr")),
+        "{saved:#}"
+    );
+    assert_eq!(received(&server).await, 0);
+}

@@ -167,7 +167,8 @@ fn declared_credentials(
 async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
     let plugin = state.tenancy.plugin_of(&connection).await?;
     let credentials = declared_credentials(state, &connection, &plugin.manifest)?;
-    let status = status::status(&connection, &plugin.manifest, &credentials);
+    let addresses = state.catalog.runtime().egress().address_policy();
+    let status = status::status(&connection, &plugin.manifest, &credentials, addresses);
     Ok(ConnectionView {
         connection,
         status: status.status,

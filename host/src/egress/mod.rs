@@ -204,6 +204,11 @@ impl Egress {
         &self.credentials
     }
 
+    /// The operator's address policy.
+    pub fn address_policy(&self) -> &AddressPolicy {
+        &self.addresses
+    }
+
     /// Check an address host before anything is sent (the resolver never sees addresses).
     pub fn check_host(&self, host: &TargetHost) -> Result<(), (IpAddr, AddressClass)> {
         self.addresses.allows_host(host)

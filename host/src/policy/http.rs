@@ -324,6 +324,18 @@ impl Rule {
         })
     }
 
+    /// The one address this rule names, when it names exactly one
+    /// (`http://10.0.0.5:8080`, `http://127.1`), for a status check
+    /// against the address policy before any call.
+    pub fn single_address(&self) -> Option<IpAddr> {
+        match &self.host {
+            HostPattern::Network(net) if net.prefix_len() == net.max_prefix_len() => {
+                Some(net.addr())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a request to `target` may go out.
     pub fn allows(&self, target: &Target) -> bool {
         if let Some(methods) = &self.methods

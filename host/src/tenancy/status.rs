@@ -6,6 +6,7 @@ use super::Connection;
 use crate::capabilities::http::Denial;
 use crate::credentials::CredentialInfo;
 use crate::package::manifest::Manifest;
+use crate::policy::ssrf::AddressPolicy;
 
 /// `ok`, `disabled` or `needs-attention`, and every reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +31,33 @@ pub fn status(
     connection: &Connection,
     manifest: &Manifest,
     credentials: &[CredentialInfo],
+    addresses: &AddressPolicy,
 ) -> Status {
     let caps = &manifest.capabilities;
     let grants = &connection.grants;
     let mut reasons = Vec::new();
+    // An approved destination written as one address the operator refuses
+    // (a `base_url` of http://127.0.0.1:…) would fail every call.
+    if let Ok(binding) = connection.binding(manifest) {
+        let mut refused: Vec<String> = binding
+            .http_rules
+            .iter()
+            .filter_map(|rule| rule.single_address())
+            .filter_map(|ip| {
+                addresses
+                    .allows(ip)
+                    .err()
+                    .map(|class| format!("{ip} ({class})"))
+            })
+            .collect();
+        refused.dedup();
+        if !refused.is_empty() {
+            reasons.push(format!(
+                "destination address {} is refused by operator policy (the operator can allow it with serve --allow-cidr or addresses.allowed_cidrs in the policy file)",
+                refused.join(", ")
+            ));
+        }
+    }
     let unapproved: Vec<String> = caps
         .http
         .iter()
@@ -305,7 +329,12 @@ destinations = ["https://api.example.com/v1"]
         let m = manifest();
         for (grants, enabled, stored, expected, phrases) in cases {
             let label = format!("{grants:?} enabled={enabled} {stored:?}");
-            let got = status(&connection(grants, enabled), &m, &stored);
+            let got = status(
+                &connection(grants, enabled),
+                &m,
+                &stored,
+                &AddressPolicy::default(),
+            );
             assert_eq!(got.status, expected, "{label}: {got:?}");
             assert_eq!(got.reasons.len(), phrases.len(), "{label}: {got:?}");
             for (reason, phrase) in got.reasons.iter().zip(&phrases) {
@@ -313,6 +342,56 @@ destinations = ["https://api.example.com/v1"]
                     reason.contains(phrase),
                     "{label}: {reason:?} lacks {phrase:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_destination_at_an_address_the_operator_refuses_needs_attention() {
+        let m = crate::package::manifest::test_manifest(
+            "1.0.0",
+            "[capabilities.http]\ndestinations = [\"POST {{base_url}}/crm\"]\n",
+        );
+        let allowing = |cidrs: &[&str]| AddressPolicy {
+            allowed_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+        };
+        let cases = [
+            (
+                "http://127.0.0.1:4010",
+                allowing(&[]),
+                Some("127.0.0.1 (loopback)"),
+            ),
+            (
+                "http://127.1:4010",
+                allowing(&[]),
+                Some("127.0.0.1 (loopback)"),
+            ),
+            (
+                "http://169.254.169.254",
+                allowing(&[]),
+                Some("169.254.169.254 (link-local)"),
+            ),
+            ("http://127.0.0.1:4010", allowing(&["127.0.0.1/32"]), None),
+            ("https://api.example.com", allowing(&[]), None),
+        ];
+        for (base_url, policy, refused) in cases {
+            let mut c = connection(Grants::all_requested(), true);
+            c.config.insert(
+                "base_url".into(),
+                serde_json::Value::String(base_url.into()),
+            );
+            let got = status(&c, &m, &[], &policy);
+            match refused {
+                Some(phrase) => {
+                    assert_eq!(got.status, "needs-attention", "{base_url}: {got:?}");
+                    assert!(
+                        got.reasons
+                            .iter()
+                            .any(|r| r.contains(phrase) && r.contains("--allow-cidr")),
+                        "{base_url}: {got:?}"
+                    );
+                }
+                None => assert_eq!(got.status, "ok", "{base_url}: {got:?}"),
             }
         }
     }
