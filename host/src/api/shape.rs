@@ -25,6 +25,11 @@ pub(super) const MAX_ECHO_CHARS: usize = 64;
 /// with ` … (truncated)`.
 pub(super) const MAX_MESSAGE_CHARS: usize = 4096;
 
+/// The longest word kept whole when its `/`-separated segments are each
+/// short: a route of valid names (three 64-character names and the fixed
+/// parts) fits.
+const MAX_ROUTE_CHARS: usize = 256;
+
 pub(super) async fn error_shape(request: Request, next: Next) -> Response {
     let target_len = request
         .uri()
@@ -158,11 +163,16 @@ pub(super) fn cap_echoes(message: &str) -> std::borrow::Cow<'_, str> {
             // A route the host names (`PUT /v1/workspaces/…/credentials/x`)
             // is one word of short segments: each segment is capped, so a
             // path made of valid names survives whole.
-            for (k, segment) in chars[i..j].split(|c| *c == '/').enumerate() {
-                if k > 0 {
-                    out.push('/');
+            let word = &chars[i..j];
+            if word.len() > MAX_ROUTE_CHARS {
+                push_capped(&mut out, word);
+            } else {
+                for (k, segment) in word.split(|c| *c == '/').enumerate() {
+                    if k > 0 {
+                        out.push('/');
+                    }
+                    push_capped(&mut out, segment);
                 }
-                push_capped(&mut out, segment);
             }
             i = j;
         }
@@ -224,12 +234,16 @@ mod tests {
         let route = format!("PUT /v1/workspaces/{name}/connections/{name}/credentials/{name}");
         let message = format!("credential {name} is not set: set it with {route}");
         assert_eq!(cap_echoes(&message), message);
-        let long = "x".repeat(500);
+        let long = "x".repeat(200);
         let text = format!("unknown /v1/{long}/y");
         let capped = cap_echoes(&text);
         assert!(
             capped.contains(&format!("/v1/{}…/y", "x".repeat(MAX_ECHO_CHARS))),
             "{capped}"
         );
+        // A word past the route length is cut whole, however many slashes.
+        let text = format!("unknown {}", "a/".repeat(400));
+        let capped = cap_echoes(&text);
+        assert!(capped.chars().count() < 100, "{capped}");
     }
 }

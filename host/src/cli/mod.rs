@@ -155,6 +155,7 @@ pub fn main() -> ExitCode {
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(crate::runtime::BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,

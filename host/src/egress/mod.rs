@@ -391,7 +391,7 @@ impl Egress {
                     record.decision = Decision::Denied;
                     record.reason = Some(reason.clone());
                 }
-                Err(EgressError::Connect(reason)) => record.reason = Some(reason.clone()),
+                Err(error @ EgressError::Connect(_)) => record.reason = Some(error.to_string()),
                 Err(error) => {
                     record.bytes_out = body.len() as u64;
                     record.reason = Some(error.to_string());

@@ -117,6 +117,32 @@ impl OperatorPolicy {
             .filter(|(_, value)| *value == 0)
             .map(|(key, _)| format!("{key} must be at least 1"))
             .collect();
+        // Sizes of pools and semaphores: past these a value is a typo, and
+        // would overflow the structures built from it.
+        let at_most: [(&str, u64, u64); 4] = [
+            ("limits.max_instances", l.max_instances.into(), 100_000),
+            (
+                "limits.max_concurrent_calls_per_connection",
+                l.max_concurrent_calls_per_connection as u64,
+                1_000_000,
+            ),
+            (
+                "limits.max_concurrent_calls_per_workspace",
+                l.max_concurrent_calls_per_workspace as u64,
+                1_000_000,
+            ),
+            (
+                "limits.max_concurrent_requests_per_connection",
+                l.max_concurrent_requests_per_connection as u64,
+                1_000_000,
+            ),
+        ];
+        out.extend(
+            at_most
+                .iter()
+                .filter(|(_, value, max)| value > max)
+                .map(|(key, _, max)| format!("{key} must be at most {max}")),
+        );
         if let Err(e) = self.destination_rules() {
             out.push(e);
         }
@@ -279,5 +305,15 @@ max_age_days = 7
             ]
         );
         assert!(OperatorPolicy::default().problems().is_empty());
+        let mut huge = OperatorPolicy::default();
+        huge.limits.max_instances = u32::MAX;
+        huge.limits.max_concurrent_calls_per_workspace = usize::MAX;
+        assert_eq!(
+            huge.problems(),
+            [
+                "limits.max_instances must be at most 100000",
+                "limits.max_concurrent_calls_per_workspace must be at most 1000000"
+            ]
+        );
     }
 }

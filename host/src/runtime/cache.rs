@@ -83,7 +83,9 @@ impl Pending {
                 .map_err(|e| LoadError::Cache(format!("creating {}: {e}", dir.display())))?;
         }
         // Write then rename, so a crash never leaves a truncated artifact under the final name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per write: two installs of one component in one process
+        // must not write the same temporary file.
+        let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::write(&tmp, &artifact)
             .map_err(|e| LoadError::Cache(format!("writing {}: {e}", tmp.display())))?;
         std::fs::rename(&tmp, &path)

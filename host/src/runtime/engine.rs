@@ -17,6 +17,11 @@ const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 /// plugin that computes without calling the host still lets other tasks run.
 pub const YIELD_EVERY_TICKS: u64 = 2;
 
+/// Per component: core instances, linear memories and tables.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+const MAX_TABLES_PER_COMPONENT: u32 = 8;
+
 pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -33,10 +38,16 @@ pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
     let instances = limits.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances);
-    pool.total_core_instances(instances * 8);
-    pool.total_memories(instances * 2);
-    pool.total_tables(instances * 4);
+    pool.total_core_instances(instances.saturating_mul(8));
+    pool.total_memories(instances.saturating_mul(2));
+    pool.total_tables(instances.saturating_mul(4));
     pool.total_stacks(instances);
+    // One component may not take a share of the pool meant for many: Rust
+    // components built for wasm32-wasip2 have one memory and a few core
+    // instances.
+    pool.max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT);
+    pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT);
+    pool.max_tables_per_component(MAX_TABLES_PER_COMPONENT);
     pool.max_memory_size((limits.max_memory_mb as usize) << 20);
     // Reset reused slots by rewriting only the pages a call touched (PAGEMAP_SCAN, Linux >= 6.7)
     // instead of unmapping them, so the next instance does not page-fault its way back in.

@@ -41,7 +41,10 @@ impl HostBudget {
 /// resulting trap can be reported as "memory limit exceeded".
 #[derive(Debug)]
 pub struct CallLimiter {
+    /// The cap on all of the call's linear memories together.
     memory_bytes: usize,
+    /// Bytes of linear memory the call holds, across its memories.
+    used: usize,
     pub memory_exceeded: bool,
 }
 
@@ -53,22 +56,27 @@ impl CallLimiter {
     pub fn new(memory_bytes: usize) -> Self {
         Self {
             memory_bytes,
+            used: 0,
             memory_exceeded: false,
         }
     }
 }
 
 impl ResourceLimiter for CallLimiter {
+    /// Counts every memory of the call: a component with several core
+    /// modules must not get `memory_mb` for each.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_bytes {
             self.memory_exceeded = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -101,5 +109,20 @@ mod tests {
             assert_eq!(budget.resources, resources, "{memory}");
             assert_eq!(budget.max_bytes(), max_bytes, "{memory}");
         }
+    }
+
+    #[test]
+    fn the_memory_cap_holds_for_all_of_a_calls_memories_together() {
+        let mib = 1 << 20;
+        let mut limiter = CallLimiter::new(16 * mib);
+        // Two memories created at 6 MiB each: 12 MiB in all.
+        assert!(limiter.memory_growing(0, 6 * mib, None).expect("ok"));
+        assert!(limiter.memory_growing(0, 6 * mib, None).expect("ok"));
+        // Growing one to 10 MiB would make 16 MiB: still within.
+        assert!(limiter.memory_growing(6 * mib, 10 * mib, None).expect("ok"));
+        assert!(!limiter.memory_exceeded);
+        // A third memory of any size is past the cap.
+        assert!(!limiter.memory_growing(0, mib, None).expect("ok"));
+        assert!(limiter.memory_exceeded);
     }
 }

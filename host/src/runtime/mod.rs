@@ -55,8 +55,19 @@ pub struct Runtime {
     clock: Clock,
     cache_dir: Option<PathBuf>,
     slots: CallSlots,
+    /// Calls running on threads of their own at once (see `off_the_workers`).
+    threads: tokio::sync::Semaphore,
     counters: Arc<RuntimeCounters>,
 }
+
+/// Most calls that run on threads of their own at once. tokio's blocking
+/// pool (`BLOCKING_THREADS`) must keep threads beyond these for storage and
+/// schema checks, or the whole host would wait behind plugins.
+pub const MAX_THREADED_CALLS: usize = 1536;
+
+/// Threads the binary's runtime may start for blocking work: every threaded
+/// call, and room for the host's own.
+pub const BLOCKING_THREADS: usize = MAX_THREADED_CALLS + 512;
 
 /// What the runtime counts for the operator's metrics.
 #[derive(Debug, Default)]
@@ -219,6 +230,9 @@ impl Runtime {
             slots: CallSlots::new(
                 limits.max_concurrent_calls_per_connection,
                 limits.max_concurrent_calls_per_workspace,
+            ),
+            threads: tokio::sync::Semaphore::new(
+                (limits.max_instances as usize).clamp(1, MAX_THREADED_CALLS),
             ),
             counters: Arc::default(),
         })
@@ -583,6 +597,16 @@ impl Runtime {
                 .patchbay_connector_operations()
                 .call_invoke(&mut store, &context, operation, input)
                 .await
+        };
+        // Past the pool's size (or the threads kept for calls) the host is
+        // at capacity: refused at once, never queued behind the blocking pool.
+        let Ok(_thread) = self.threads.try_acquire() else {
+            self.counters
+                .refused_at_capacity
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "patchbay::runtime", invocation = %record.invocation_id,
+                "host at capacity: every call thread is in use");
+            return Err(InvokeError::AtCapacity(self.limits.max_instances));
         };
         let outcome = off_the_workers(tokio::time::timeout_at(deadline.into(), call)).await;
         (record.denials, record.suppressed_denials) = store.data().http.denials();

@@ -40,6 +40,12 @@ const NOT_APPLIED: &[&str] = &[
 /// A validator for `schema`, refused when it could cost more than a call can
 /// afford: see the module's notes.
 pub fn schema_validator(schema: &Json) -> Result<jsonschema::Validator, String> {
+    // The cost bound below follows references as JSON pointers into this
+    // document; anything the validator would resolve some other way could
+    // hide an expansion from it, so it is refused.
+    if let Some(problem) = unbounded_reference(schema, schema, true) {
+        return Err(problem);
+    }
     let mut expansion = Expansion::default();
     expand(schema, schema, &mut Vec::new(), &mut expansion);
     if expansion.count > MAX_EXPANDED_SUBSCHEMAS {
@@ -72,6 +78,57 @@ pub fn schema_validator(schema: &Json) -> Result<jsonschema::Validator, String> 
                 message
             }
         })
+}
+
+/// A reference the cost bound cannot follow: a dynamic or recursive
+/// reference, a reference by anchor or URI, a pointer that does not resolve
+/// (or is percent-encoded), or a nested `$id` (which re-bases the pointers
+/// under it).
+fn unbounded_reference(root: &Json, node: &Json, at_root: bool) -> Option<String> {
+    match node {
+        Json::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$dynamicRef" | "$recursiveRef", _) => {
+                        return Some(format!(
+                            "{key} is not supported: write references as local JSON pointers (\"#/$defs/…\")"
+                        ));
+                    }
+                    ("$id", Json::String(_)) if !at_root => {
+                        return Some(
+                            "$id inside a schema is not supported: keep one document, referenced by local JSON pointers".into(),
+                        );
+                    }
+                    ("$ref", Json::String(target)) => {
+                        let resolves = target
+                            .strip_prefix('#')
+                            .filter(|pointer| !pointer.contains('%'))
+                            .is_some_and(|pointer| root.pointer(pointer).is_some());
+                        if !resolves {
+                            return Some(format!(
+                                "$ref {:?} is not a local JSON pointer that resolves in the schema (\"#/$defs/…\")",
+                                target.chars().take(64).collect::<String>()
+                            ));
+                        }
+                    }
+                    (keyword, _)
+                        if NOT_APPLIED.contains(&keyword)
+                            && keyword != "$defs"
+                            && keyword != "definitions" => {}
+                    _ => {
+                        if let Some(problem) = unbounded_reference(root, value, false) {
+                            return Some(problem);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        Json::Array(items) => items
+            .iter()
+            .find_map(|item| unbounded_reference(root, item, false)),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -362,5 +419,31 @@ mod tests {
         assert!(slots.acquire(&scope, soon).await.is_err());
         // Once the check ends, its slot is free again.
         assert!(slots.acquire(&scope, far).await.is_ok());
+    }
+
+    #[test]
+    fn references_the_bound_cannot_follow_are_refused() {
+        let refused = [
+            json!({ "$defs": { "a": { "$anchor": "a", "type": "integer" } }, "$ref": "#a" }),
+            json!({ "$defs": { "a": { "$id": "urn:x", "type": "integer" } }, "$ref": "urn:x" }),
+            json!({ "$defs": { "a": { "type": "integer" } }, "$ref": "#/%24defs/a" }),
+            json!({ "$ref": "#/$defs/missing" }),
+            json!({ "$dynamicRef": "#node" }),
+            json!({ "items": { "$recursiveRef": "#" } }),
+            json!({ "$defs": { "a": { "anyOf": [{ "$ref": "https://example.com/s" }] } } }),
+            json!({ "properties": { "x": { "$id": "urn:y", "type": "string" } } }),
+        ];
+        for schema in refused {
+            let error = schema_validator(&schema)
+                .err()
+                .unwrap_or_else(|| panic!("{schema}: built"));
+            assert!(error.contains("not"), "{schema}: {error}");
+        }
+        let fine = json!({
+            "$id": "urn:root",
+            "$defs": { "phone": { "type": "string" } },
+            "properties": { "$ref": { "type": "string" }, "p": { "$ref": "#/$defs/phone" } }
+        });
+        schema_validator(&fine).expect("local pointers are fine");
     }
 }
