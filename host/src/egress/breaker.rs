@@ -88,6 +88,17 @@ impl Breaker {
         Duration::from_millis(self.config.cool_down_ms)
     }
 
+    /// Closed, with no failure inside the window.
+    fn is_idle(&self, now: Instant) -> bool {
+        let window = Duration::from_millis(self.config.window_ms);
+        match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Closed { failures } => failures
+                .back()
+                .is_none_or(|last| now.duration_since(*last) > window),
+            _ => false,
+        }
+    }
+
     pub fn state(&self, now: Instant) -> BreakerState {
         match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
             State::Closed { .. } => BreakerState::Closed,
@@ -165,6 +176,53 @@ impl Breaker {
     }
 }
 
+/// An admitted attempt. A half-open breaker's one trial goes back if the
+/// attempt is dropped before its outcome is recorded (its call timed out,
+/// or the plugin dropped the request), so the breaker is never left waiting
+/// for a trial that will not report.
+#[derive(Debug)]
+pub struct Admission {
+    breaker: Arc<Breaker>,
+    permit: Option<Permit>,
+}
+
+impl Admission {
+    /// Nothing was sent.
+    pub fn release(mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+
+    /// What the attempt came to.
+    pub fn record(mut self, success: bool, now: Instant) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.record(permit, success, now);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+impl Breaker {
+    /// [`admit`](Self::admit), with the permit held by a guard.
+    pub fn admit_guarded(this: &Arc<Self>, now: Instant) -> Result<Admission, Open> {
+        this.admit(now).map(|permit| Admission {
+            breaker: this.clone(),
+            permit: Some(permit),
+        })
+    }
+}
+
+/// Breakers kept before idle ones are swept out (then at each doubling).
+const SWEEP_FROM: usize = 4096;
+
 /// All breakers of the host, by (workspace, origin).
 #[derive(Debug, Default)]
 pub struct Breakers {
@@ -182,6 +240,13 @@ impl Breakers {
 
     pub fn get(&self, workspace: &str, origin: &str) -> Arc<Breaker> {
         let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        // A plugin may reach many origins: a closed breaker with no recent
+        // failure, held by no request, is the same as a new one, so such
+        // breakers are dropped once the map grows.
+        if map.len() >= SWEEP_FROM && map.len().is_power_of_two() {
+            let now = Instant::now();
+            map.retain(|_, breaker| Arc::strong_count(breaker) > 1 || !breaker.is_idle(now));
+        }
         map.entry((workspace.to_owned(), origin.to_owned()))
             .or_insert_with(|| Arc::new(Breaker::new(self.config)))
             .clone()
@@ -316,5 +381,46 @@ mod tests {
             breakers.get("ws-b", "https://api.example.com").admit(now),
             Ok(Permit::Normal)
         );
+    }
+
+    #[test]
+    fn a_trial_dropped_before_its_outcome_goes_back() {
+        let breaker = Arc::new(Breaker::new(BreakerConfig {
+            failures: 1,
+            window_ms: 60_000,
+            cool_down_ms: 10,
+        }));
+        let t0 = Instant::now();
+        breaker.record(Permit::Normal, false, t0);
+        let later = t0 + Duration::from_millis(20);
+        let trial = Breaker::admit_guarded(&breaker, later).expect("the trial");
+        assert!(
+            Breaker::admit_guarded(&breaker, later).is_err(),
+            "one trial at a time"
+        );
+        drop(trial);
+        let next = Breaker::admit_guarded(&breaker, later).expect("the trial came back");
+        next.record(true, later);
+        assert_eq!(breaker.state(later), BreakerState::Closed);
+    }
+
+    #[test]
+    fn idle_breakers_are_swept_once_there_are_many_and_open_ones_kept() {
+        let breakers = Breakers::new(BreakerConfig {
+            failures: 1,
+            window_ms: 60_000,
+            cool_down_ms: 60_000,
+        });
+        breakers.get("ws", "https://down.example.com:443").record(
+            Permit::Normal,
+            false,
+            Instant::now(),
+        );
+        for i in 0..SWEEP_FROM * 2 {
+            breakers.get("ws", &format!("https://h{i}.example.com:443"));
+        }
+        let map = breakers.breakers.lock().expect("lock");
+        assert!(map.len() < SWEEP_FROM * 2, "{} kept", map.len());
+        assert!(map.contains_key(&("ws".to_owned(), "https://down.example.com:443".to_owned())));
     }
 }

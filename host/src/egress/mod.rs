@@ -334,7 +334,7 @@ impl Egress {
                 }
             };
             // An open circuit fails fast, before spending a rate-limit slot.
-            let permit = match breaker.admit(Instant::now()) {
+            let permit = match breaker::Breaker::admit_guarded(&breaker, Instant::now()) {
                 Ok(permit) => permit,
                 Err(open) => {
                     tracing::info!(target: "patchbay::egress", workspace, %origin,
@@ -352,7 +352,7 @@ impl Egress {
                 .await
             {
                 // Nothing was sent: a half-open breaker's trial goes back unused.
-                breaker.release(permit);
+                permit.release();
                 tracing::info!(target: "patchbay::egress", workspace, %origin,
                     retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
                 held(
@@ -409,7 +409,7 @@ impl Egress {
                     | retry::Outcome::Timeout
                     | retry::Outcome::Status(500 | 502 | 503 | 504)
             );
-            breaker.record(permit, !failed, Instant::now());
+            permit.record(!failed, Instant::now());
             let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
             let finish = |result: Result<reqwest::Response, EgressError>,
                           mut record: AuditRecord| {

@@ -17,8 +17,18 @@ type Limiter = Arc<Mutex<Gcra>>;
 
 #[derive(Default)]
 pub struct RateLimiters {
-    limiters: Mutex<HashMap<(String, String), Limiter>>,
+    limiters: Mutex<Keyed>,
 }
+
+/// The limiters, and the size at which idle ones are next swept out.
+#[derive(Default)]
+struct Keyed {
+    map: HashMap<(String, String), Limiter>,
+    sweep_at: usize,
+}
+
+/// Limiters kept before the first sweep of idle ones.
+const SWEEP_FROM: usize = 4096;
 
 /// The limiter refused to wait: the next slot is past the call's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,27 +75,73 @@ impl Gcra {
 }
 
 /// Take a slot from `gcra` and sleep until it, or refuse at once if it would
-/// come after `deadline`. A caller dropped while it sleeps leaves its slot
-/// unused: the upstream sees fewer requests, never more.
+/// come after `deadline`. A caller dropped while it sleeps gives its slot
+/// back when no later caller has reserved behind it (a later reservation
+/// keeps its place, so the slot then goes unused: the upstream sees fewer
+/// requests, never more).
 async fn wait_for_slot(gcra: &Mutex<Gcra>, deadline: Instant) -> Result<(), Limited> {
     let now = Instant::now();
-    let slot = gcra
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .reserve(now, deadline)
-        .map_err(|retry_after| Limited { retry_after })?;
+    let (slot, returned) = {
+        let mut state = gcra.lock().unwrap_or_else(|e| e.into_inner());
+        let before = state.next_at;
+        let slot = state
+            .reserve(now, deadline)
+            .map_err(|retry_after| Limited { retry_after })?;
+        (
+            slot,
+            Unused {
+                gcra,
+                before,
+                after: state.next_at,
+            },
+        )
+    };
     if slot > now {
         tokio::time::sleep_until(slot.into()).await;
     }
+    std::mem::forget(returned);
     Ok(())
+}
+
+/// A reservation not yet reached: given back if its waiter goes away.
+struct Unused<'a> {
+    gcra: &'a Mutex<Gcra>,
+    before: Option<Instant>,
+    after: Option<Instant>,
+}
+
+impl Drop for Unused<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gcra.lock().unwrap_or_else(|e| e.into_inner());
+        if state.next_at == self.after {
+            state.next_at = self.before;
+        }
+    }
 }
 
 impl RateLimiters {
     fn limiter(&self, workspace: &str, origin: &str, limit: RateLimit) -> Limiter {
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keyed = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        // A plugin may reach many origins (`*.example.com`): a limiter whose
+        // slots are all in the past, and that no request holds, is the same
+        // as a new one, so it is dropped once the map grows.
+        if keyed.map.len() >= keyed.sweep_at.max(SWEEP_FROM) {
+            let now = Instant::now();
+            keyed.map.retain(|_, limiter| {
+                Arc::strong_count(limiter) > 1
+                    || limiter
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .next_at
+                        .is_some_and(|at| at > now)
+            });
+            keyed.sweep_at = keyed.map.len() * 2;
+        }
         // The first limit seen for an origin in a workspace is kept: the
         // upstream's real limit belongs to the account, not the plugin.
-        map.entry((workspace.to_owned(), origin.to_owned()))
+        keyed
+            .map
+            .entry((workspace.to_owned(), origin.to_owned()))
             .or_insert_with(|| Arc::new(Mutex::new(Gcra::new(limit))))
             .clone()
     }
@@ -237,5 +293,54 @@ mod tests {
         assert!(refused.retry_after > Duration::from_secs(9), "{refused:?}");
         // Another workspace has its own budget.
         assert_eq!(limiters.acquire("ws-2", "o", limit, deadline).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_gives_its_slot_back() {
+        let gcra = Mutex::new(Gcra::new(RateLimit {
+            requests: 1,
+            per_seconds: 1,
+        }));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        wait_for_slot(&gcra, deadline)
+            .await
+            .expect("the first slot is now");
+        // The next slot is a second away; its waiter is dropped at once.
+        let mut waiter = Box::pin(wait_for_slot(&gcra, deadline));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(waiter.as_mut().poll(cx))).await;
+        assert!(polled.is_pending());
+        let held = gcra.lock().expect("lock").next_at;
+        drop(waiter);
+        let after = gcra.lock().expect("lock").next_at;
+        assert!(after < held, "{after:?} should be before {held:?}");
+    }
+
+    #[test]
+    fn idle_limiters_are_swept_once_there_are_many() {
+        let limiters = RateLimiters::default();
+        let limit = RateLimit {
+            requests: 10,
+            per_seconds: 1,
+        };
+        for i in 0..SWEEP_FROM * 3 {
+            // Never used, so idle at once.
+            limiters.limiter("ws", &format!("https://h{i}.example.com:443"), limit);
+        }
+        let kept = limiters.limiters.lock().expect("lock").map.len();
+        assert!(kept <= SWEEP_FROM + 1, "{kept} limiters kept");
+        // A limiter with a slot ahead is kept through a sweep.
+        let busy = limiters.limiter("ws", "https://busy.example.com:443", limit);
+        busy.lock().expect("lock").next_at = Some(Instant::now() + Duration::from_secs(60));
+        drop(busy);
+        for i in 0..SWEEP_FROM * 3 {
+            limiters.limiter("ws", &format!("https://g{i}.example.com:443"), limit);
+        }
+        let keyed = limiters.limiters.lock().expect("lock");
+        assert!(
+            keyed
+                .map
+                .contains_key(&("ws".to_owned(), "https://busy.example.com:443".to_owned()))
+        );
     }
 }
