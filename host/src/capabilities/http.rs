@@ -283,7 +283,14 @@ impl WasiHttpHooks for HttpGate {
                 let url = format!(
                     "{}://{}{}",
                     request.uri().scheme_str().unwrap_or("?"),
-                    request.uri().authority().map_or("?", |a| a.as_str()),
+                    // Unparsed, so of any length: as long as a DNS name at most.
+                    request
+                        .uri()
+                        .authority()
+                        .map_or("?", |a| a.as_str())
+                        .chars()
+                        .take(253)
+                        .collect::<String>(),
                     crate::audit::redact_query(request.uri().path(), request.uri().query())
                 );
                 self.refuse(
