@@ -99,8 +99,10 @@ impl Connection {
 /// each naming where it is. No schema means no settings are accepted.
 pub fn validate_config(manifest: &Manifest, config: &serde_json::Map<String, Json>) -> Vec<String> {
     let Some(schema) = &manifest.capabilities.config_schema else {
+        // As many problems as a schema check reports at most.
         return config
             .keys()
+            .take(20)
             .map(|k| format!("at /{k}: the plugin takes no settings"))
             .collect();
     };
@@ -231,5 +233,15 @@ maximum = 100
             ..connection
         };
         assert!(denied.binding(&m).expect("binding").http_rules.is_empty());
+    }
+
+    #[test]
+    fn settings_for_a_plugin_that_takes_none_are_refused_in_a_bounded_list() {
+        let bare = crate::package::manifest::test_manifest("1.0.0", "");
+        let config: serde_json::Map<String, Json> =
+            (0..500).map(|i| (format!("k{i}"), json!(i))).collect();
+        let problems = validate_config(&bare, &config);
+        assert_eq!(problems.len(), 20, "{problems:?}");
+        assert!(problems[0].contains("takes no settings"), "{problems:?}");
     }
 }
