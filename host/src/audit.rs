@@ -86,12 +86,7 @@ impl AuditRecord {
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
         // Unparsed, so of any length: a DNS name is at most 253 bytes.
         let mut host = uri.host().unwrap_or("").to_ascii_lowercase();
-        if host.len() > 253 {
-            let mut cut = 253;
-            while !host.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            host.truncate(cut);
+        if crate::policy::text::truncate(&mut host, 253).is_some() {
             host.push('…');
         }
         Self::blank(
@@ -159,13 +154,7 @@ pub const MAX_RECORDED_PATH: usize = 2048;
 /// or keys), cut at [`MAX_RECORDED_PATH`] bytes with a marker.
 pub fn redact_query(path: &str, query: Option<&str>) -> String {
     let mut shown = redact_query_whole(path, query);
-    if shown.len() > MAX_RECORDED_PATH {
-        let total = shown.len();
-        let mut cut = MAX_RECORDED_PATH;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
+    if let Some(total) = crate::policy::text::truncate(&mut shown, MAX_RECORDED_PATH) {
         shown.push_str(&format!("…[{total} bytes]"));
     }
     shown

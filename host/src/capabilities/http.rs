@@ -280,17 +280,16 @@ impl WasiHttpHooks for HttpGate {
                 let record =
                     AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
                 let reason = format!("unusable URL: {error}");
+                // Unparsed, so of any length: as long as a DNS name at most.
+                let mut authority = request
+                    .uri()
+                    .authority()
+                    .map_or("?", |a| a.as_str())
+                    .to_owned();
+                crate::policy::text::truncate(&mut authority, 253);
                 let url = format!(
-                    "{}://{}{}",
+                    "{}://{authority}{}",
                     request.uri().scheme_str().unwrap_or("?"),
-                    // Unparsed, so of any length: as long as a DNS name at most.
-                    request
-                        .uri()
-                        .authority()
-                        .map_or("?", |a| a.as_str())
-                        .chars()
-                        .take(253)
-                        .collect::<String>(),
                     crate::audit::redact_query(request.uri().path(), request.uri().query())
                 );
                 self.refuse(

@@ -5,6 +5,7 @@ pub mod http;
 pub mod limits;
 pub mod rate;
 pub mod ssrf;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 

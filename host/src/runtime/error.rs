@@ -80,16 +80,9 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 2 * 1024;
 /// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
 /// marked with how long it was when it was cut.
 pub fn cap_message(mut message: String) -> String {
-    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
-        return message;
+    if let Some(total) = crate::policy::text::truncate(&mut message, MAX_ERROR_MESSAGE_BYTES) {
+        message.push_str(&format!("… [truncated, {total} bytes]"));
     }
-    let total = message.len();
-    let mut cut = MAX_ERROR_MESSAGE_BYTES;
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    message.truncate(cut);
-    message.push_str(&format!("… [truncated, {total} bytes]"));
     message
 }
 
