@@ -73,12 +73,15 @@ pub struct HttpGate {
 }
 
 impl Denials {
-    /// Keep `denial` in full while under the limit; past it, count it.
-    fn push(&mut self, denial: Denial) {
+    /// Keep `denial` in full while under the limit (and return it, kept);
+    /// past it, only count it.
+    fn push(&mut self, denial: Denial) -> Option<Denial> {
         if self.recorded.len() < MAX_RECORDED_DENIALS {
-            self.recorded.push(denial);
+            self.recorded.push(denial.clone());
+            Some(denial)
         } else {
             self.suppressed += 1;
+            None
         }
     }
 }
@@ -187,18 +190,16 @@ impl HttpGate {
     /// past that only count it.
     fn refuse(&mut self, mut record: AuditRecord, denial: Denial) {
         let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
-        if denials.recorded.len() >= MAX_RECORDED_DENIALS {
-            denials.suppressed += 1;
-            return;
-        }
         record.decision = Decision::Denied;
         record.reason = Some(denial.reason.clone());
+        let Some(kept) = denials.push(denial) else {
+            return;
+        };
         self.egress.audit().record(&record);
-        denials.last = Some(record);
         tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
-            method = %denial.method, url = %denial.url, decision = "denied", reason = %denial.reason,
+            method = %kept.method, url = %kept.url, decision = "denied", reason = %kept.reason,
             "outbound request denied");
-        denials.recorded.push(denial);
+        denials.last = Some(record);
     }
 
     /// Never wait past the invocation's deadline, whatever the plugin asked.

@@ -410,9 +410,10 @@ impl Egress {
                     | retry::Outcome::Status(500 | 502 | 503 | 504)
             );
             permit.record(!failed, Instant::now());
-            let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
             let finish = |result: Result<reqwest::Response, EgressError>,
                           mut record: AuditRecord| {
+                // Built only for the response handed over, not for each retry.
+                let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
                 // After a credentialed request, only a body the host can read
                 // whole goes back; `coding` is the one it decodes.
                 let result = result
@@ -450,9 +451,10 @@ impl Egress {
             };
             // A 401 to an OAuth2 token: the request was not processed, so it is
             // safe to resend once with a fresh token, idempotent or not.
-            if let (retry::Outcome::Status(401), Some(token)) =
-                (outcome, applied.and_then(|a| a.access_token))
-                && !refreshed_for_401
+            if let (retry::Outcome::Status(401), Some(token)) = (
+                outcome,
+                applied.as_ref().and_then(|a| a.access_token.clone()),
+            ) && !refreshed_for_401
             {
                 refreshed_for_401 = true;
                 refused_token = Some(token);
