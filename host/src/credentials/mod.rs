@@ -834,4 +834,45 @@ mod tests {
                 .applies_to(&Target::parse("GET", "https://evil.example.com/v1/x").expect("url"))
         );
     }
+
+    #[test]
+    fn every_wire_form_of_a_secret_is_sensitive() {
+        use base64::engine::general_purpose::STANDARD;
+        let b64 = |s: &str| STANDARD.encode(s);
+        let cases: Vec<(Secret, Vec<String>)> = vec![
+            (
+                Secret::Basic {
+                    username: "agent".into(),
+                    password: "pw:1".into(),
+                },
+                vec!["pw:1".into(), b64("agent:pw:1")],
+            ),
+            (
+                Secret::Oauth2ClientCredentials {
+                    client_id: "id 1".into(),
+                    client_secret: "s&cr=t".into(),
+                },
+                // RFC 6749 §2.3.1: each part form-encoded before base64.
+                vec!["s&cr=t".into(), b64("id+1:s%26cr%3Dt")],
+            ),
+            (
+                Secret::Oauth2RefreshToken {
+                    client_id: "id".into(),
+                    client_secret: Some("sec/ret".into()),
+                    refresh_token: "rt-1".into(),
+                },
+                vec!["rt-1".into(), "sec/ret".into(), b64("id:sec%2Fret")],
+            ),
+        ];
+        for (secret, expected) in cases {
+            let sensitive = secret.sensitive_strings();
+            for form in expected {
+                assert!(
+                    sensitive.contains(&form),
+                    "{form} missing from {:?}",
+                    secret.kind()
+                );
+            }
+        }
+    }
 }

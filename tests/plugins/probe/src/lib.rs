@@ -185,6 +185,7 @@ fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
             "body": String::from_utf8_lossy(response.body()),
             "location": response.header("location"),
             "x_echo": response.header("x-echo"),
+            "content_length": response.header("content-length"),
             "retry_after_ms": response.retry_after_ms(),
         });
     }
