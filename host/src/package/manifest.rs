@@ -607,6 +607,27 @@ pub(crate) fn test_manifest(version: &str, rest: &str) -> Manifest {
     .expect("test manifest")
 }
 
+/// A manifest asking for one of each capability: a plain and a templated
+/// destination, KV and a bearer credential.
+#[cfg(test)]
+pub(crate) fn sample_manifest() -> Manifest {
+    test_manifest(
+        "1.0.0",
+        r#"
+[capabilities.http]
+destinations = ["GET https://api.example.com/v1", "https://{{instance}}.example.com"]
+[capabilities.kv]
+max_keys = 10
+max_total_bytes = 1000
+max_value_bytes = 100
+[[capabilities.credentials]]
+name = "token"
+kind = "bearer"
+destinations = ["https://api.example.com/v1"]
+"#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

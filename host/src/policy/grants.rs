@@ -78,31 +78,7 @@ mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
-        Manifest::parse(
-            r#"
-id = "crm"
-version = "1.0.0"
-contract = "0.1.0"
-name = "CRM"
-vendor = "Tests"
-[[operations]]
-name = "find"
-kind = "lookup"
-input_schema = {}
-output_schema = {}
-[capabilities.http]
-destinations = ["GET https://api.example.com/v1", "https://{{instance}}.example.com"]
-[capabilities.kv]
-max_keys = 10
-max_total_bytes = 1000
-max_value_bytes = 100
-[[capabilities.credentials]]
-name = "token"
-kind = "bearer"
-destinations = ["https://api.example.com/v1"]
-"#,
-        )
-        .expect("manifest")
+        crate::package::manifest::sample_manifest()
     }
 
     #[test]

@@ -214,21 +214,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn manifest() -> Manifest {
-        crate::package::manifest::test_manifest(
-            "1.0.0",
-            r#"
-[capabilities.http]
-destinations = ["GET https://api.example.com/v1", "https://{{instance}}.example.com"]
-[capabilities.kv]
-max_keys = 10
-max_total_bytes = 1000
-max_value_bytes = 100
-[[capabilities.credentials]]
-name = "token"
-kind = "bearer"
-destinations = ["https://api.example.com/v1"]
-"#,
-        )
+        crate::package::manifest::sample_manifest()
     }
 
     fn connection(grants: Grants, enabled: bool) -> Connection {
