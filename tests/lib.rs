@@ -2,14 +2,14 @@
 //! throw-away data directory with the real sled store, and helpers to install
 //! and invoke.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::egress::resolve::{NameLookup, SystemLookup};
-use patchbay::package::Package;
 use patchbay::policy::OperatorPolicy;
 use patchbay::policy::grants::Grants;
 use patchbay::policy::limits::OperatorLimits;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::InvokeError;
+use patchbay::runtime::package::Package;
 use patchbay::runtime::{Binding, InvokeOutcome, LoadedPlugin};
 use patchbay::services::{Options, Services};
 use patchbay::storage::Scope;
@@ -244,7 +244,10 @@ impl Harness {
     }
 
     /// Every audit record of `workspace`, once the writer has flushed.
-    pub async fn audit_records(&self, workspace: &str) -> Vec<patchbay::audit::AuditRecord> {
+    pub async fn audit_records(
+        &self,
+        workspace: &str,
+    ) -> Vec<patchbay::storage::audit::AuditRecord> {
         self.services.audit.flushed().await;
         self.services
             .audit
@@ -274,6 +277,16 @@ impl Default for Harness {
     }
 }
 
+/// Call before capturing events with `tracing::subscriber::with_default`.
+/// Keeps a second dispatcher alive for the whole test process: with only
+/// one, tracing-core asks the *registering thread's* default about a new call
+/// site, so a call site first reached by another test thread (no subscriber
+/// there) would stay disabled for the capturing test's subscriber too.
+pub fn interest_per_thread() {
+    static KEEPER: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    KEEPER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+}
+
 pub fn scope(workspace: &str, connection: &str) -> Scope {
     Scope {
         workspace: workspace.into(),
@@ -287,7 +300,7 @@ fn open(
     lookup: &Arc<dyn NameLookup>,
     offset: &Arc<AtomicU64>,
 ) -> Services {
-    let system = patchbay::clock::system();
+    let system = patchbay::policy::clock::system();
     let offset = offset.clone();
     let options = Options {
         lookup: lookup.clone(),
@@ -363,7 +376,7 @@ pub async fn run_failing(plugin: TestPlugin, limits: OperatorLimits, input: Valu
 
 /// The operator metrics of `harness`'s services, as `GET /metrics` renders them.
 pub fn metrics_text(harness: &Harness) -> String {
-    patchbay::metrics::render(&harness.services.app_state("unused").metrics).expect("metrics")
+    patchbay::api::metrics::render(&harness.services.app_state("unused").metrics).expect("metrics")
 }
 
 /// What the probe's manifest adds to declare a bearer credential `token`,

@@ -1,10 +1,11 @@
 //! The audit trail: every outbound attempt recorded durably, per workspace,
 //! paged, and held to its retention.
 
-use patchbay::audit::{AuditRecord, Decision, Retention};
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::policy::OperatorPolicy;
+use patchbay::policy::limits::Retention;
 use patchbay::policy::ssrf::AddressPolicy;
+use patchbay::storage::audit::{AuditRecord, Decision};
 use patchbay_tests::{Harness, plugins::PROBE};
 use serde_json::json;
 use std::time::Duration;
@@ -267,7 +268,7 @@ async fn records_survive_a_restart() {
 
 #[tokio::test]
 async fn refusals_past_the_per_call_limit_are_counted_not_recorded_one_by_one() {
-    use patchbay::capabilities::http::MAX_RECORDED_DENIALS;
+    use patchbay::runtime::capabilities::http::MAX_RECORDED_DENIALS;
     let harness = harness(Retention::default());
     let server = counting_upstream().await;
     let plugin = harness.ensure(PROBE).await;

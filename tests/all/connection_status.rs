@@ -2,7 +2,7 @@
 //! of it says how to fix it, over the HTTP API. Upstreams listen on loopback
 //! and count what reaches them: a refused request never does.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::policy::OperatorPolicy;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay_tests::{

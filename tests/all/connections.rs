@@ -1,8 +1,8 @@
 //! Transport limits per connection: requests in flight at once, and a connect
 //! timeout shorter than the call, against real loopback sockets.
 
-use patchbay::audit::AuditRecord;
 use patchbay::policy::limits::OperatorLimits;
+use patchbay::storage::audit::AuditRecord;
 use patchbay_tests::{Harness, plugins::PROBE};
 use serde_json::json;
 use std::sync::Arc;

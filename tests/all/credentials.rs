@@ -1,7 +1,7 @@
 //! Host-held credentials: added by the host at send time, bound to their
 //! destinations, never readable by the plugin, scrubbed from what comes back.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay::runtime::{Binding, LoadedPlugin};
 use patchbay_tests::{Harness, plugins::PROBE, scope};
@@ -459,6 +459,7 @@ fn secrets_appear_in_no_log_line_audit_record_or_error() {
         .build()
         .expect("rt");
     let mut seen = Vec::new();
+    patchbay_tests::interest_per_thread();
     tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let (harness, server, plugin, binding) = setup().await;
@@ -535,7 +536,7 @@ async fn a_wrong_master_key_stops_start_up_naming_the_credential() {
         .expect("set");
     drop(services);
     // Another key in place of the one the credential was sealed under.
-    let (_, other) = patchbay::credentials::seal::MasterKey::generate().expect("key");
+    let (_, other) = patchbay::egress::credentials::seal::MasterKey::generate().expect("key");
     std::fs::write(dir.path().join("master.key"), other).expect("write key");
     let error = Services::open_with(dir.path(), Default::default(), options())
         .err()

@@ -1,7 +1,7 @@
 //! A component that imports wasi:filesystem is refused at install.
 
-use patchbay::package::PackageError;
 use patchbay::runtime::error::LoadError;
+use patchbay::runtime::package::PackageError;
 use patchbay_tests::{Harness, plugins::FS_READER, plugins::PROBE};
 use std::path::Path;
 

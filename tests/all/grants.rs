@@ -1,7 +1,7 @@
 //! A capability needs all three: the manifest asks, the workspace approves,
 //! the operator allows. Each refusal says which one was missing.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::policy::OperatorPolicy;
 use patchbay::policy::grants::Grants;
 use patchbay::policy::ssrf::AddressPolicy;

@@ -1,6 +1,6 @@
 //! The HubSpot connector against a HubSpot-shaped mock on loopback.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay_tests::{Harness, plugins::HUBSPOT};
 use serde_json::json;

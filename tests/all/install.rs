@@ -1,7 +1,7 @@
 //! Installing plugins: everything a package can get wrong is refused with a
 //! message naming the field or import at fault, and nothing is half-installed.
 
-use patchbay::package::{Package, PackageError};
+use patchbay::runtime::package::{Package, PackageError};
 use patchbay_tests::{Harness, plugins::HUBSPOT, plugins::PROBE};
 
 async fn refuse(harness: &Harness, package: Package) -> String {

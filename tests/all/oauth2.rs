@@ -2,7 +2,7 @@
 //! refreshed before expiry and after a 401, and a refused grant marks the
 //! connection needs-attention.
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::runtime::{Binding, LoadedPlugin};
 use patchbay_tests::{Harness, plugins::PROBE, scope};
 use secrecy::ExposeSecret as _;

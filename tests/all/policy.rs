@@ -14,25 +14,9 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_patchbay-under-test");
-
-/// The binary with `args`, and none of the policy's environment variables
-/// from the test's own environment.
+/// The binary with `args` and a clean environment, holding the operator token.
 fn patchbay(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BINARY);
-    cmd.args(args).env("RUST_LOG", "warn");
-    for var in [
-        "PATCHBAY_POLICY",
-        "PATCHBAY_ALLOW_CIDRS",
-        "PATCHBAY_RATE_LIMIT",
-        "PATCHBAY_MAX_MEMORY_MB",
-        "PATCHBAY_MAX_TIMEOUT_MS",
-        "PATCHBAY_AUDIT_MAX_AGE_DAYS",
-        "PATCHBAY_DATA_DIR",
-        "PATCHBAY_MASTER_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::spawn::patchbay(args);
     cmd.env("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN);
     cmd
 }

@@ -2,17 +2,16 @@
 //! SIGKILL and restarted loses nothing it acknowledged, and the CLI's
 //! workspace and connection commands drive a running server.
 
+use crate::spawn::{patchbay, run, stderr, stdout_json};
 use patchbay_tests::{
     OPERATOR_TOKEN, PROBE_BEARER_CREDENTIAL, api_call, operator_call as operator, plugins::PROBE,
 };
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use wiremock::matchers::{header, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_patchbay-under-test");
 
 /// A `patchbay serve` process; killed with SIGKILL when dropped.
 struct Server {
@@ -26,25 +25,23 @@ impl Server {
     /// Start the server on `data` with the plugin packages under `plugins`,
     /// and wait until it listens.
     async fn start(data: &Path, plugins: &Path) -> Self {
-        let mut child = Command::new(BINARY)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-cidr",
-                "127.0.0.1/32",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--plugins-dir")
-            .arg(plugins)
-            .env("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env_remove("PATCHBAY_MASTER_KEY")
-            .env("RUST_LOG", "warn,patchbay=trace")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn patchbay serve");
+        let mut child = patchbay(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-cidr",
+            "127.0.0.1/32",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .env("PATCHBAY_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("RUST_LOG", "warn,patchbay=trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn patchbay serve");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().expect("stderr");
@@ -213,29 +210,12 @@ async fn cli(server: &Server, token: &str, args: &str) -> Output {
 
 /// [`cli`] with extra environment variables.
 async fn cli_with(server: &Server, token: &str, args: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BINARY);
-    cmd.envs(env.iter().copied());
-    cmd.args(args.split_whitespace())
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut cmd = patchbay(&args);
+    cmd.envs(env.iter().copied())
         .env("PATCHBAY_SERVER", &server.base)
-        .env("PATCHBAY_TOKEN", token)
-        .env("RUST_LOG", "warn");
-    tokio::task::spawn_blocking(move || cmd.output().expect("spawn cli"))
-        .await
-        .expect("join")
-}
-
-fn stdout_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-fn stderr(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failing exit");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .env("PATCHBAY_TOKEN", token);
+    run(cmd).await
 }
 
 #[tokio::test]
@@ -384,14 +364,10 @@ async fn serve_until_listening(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Vec<String>, Option<Child>) {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+    let mut child = patchbay(&["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data-dir")
         .arg(data)
-        .env_remove("PATCHBAY_MASTER_KEY")
-        .env_remove("PATCHBAY_LOG_FORMAT")
-        .env_remove("PATCHBAY_OPERATOR_TOKEN")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -501,14 +477,9 @@ async fn serve_refuses_a_short_operator_token() {
 /// server's for the operator token.
 #[tokio::test]
 async fn the_cli_names_both_token_variables_when_none_is_given() {
-    let mut cmd = Command::new(BINARY);
-    cmd.args(["workspace", "list"])
-        .env_remove("PATCHBAY_TOKEN")
-        .env("PATCHBAY_SERVER", "http://127.0.0.1:9")
-        .env("RUST_LOG", "warn");
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn cli"))
-        .await
-        .expect("join");
+    let mut cmd = patchbay(&["workspace", "list"]);
+    cmd.env("PATCHBAY_SERVER", "http://127.0.0.1:9");
+    let out = run(cmd).await;
     let said = stderr(&out);
     for name in ["PATCHBAY_TOKEN", "PATCHBAY_OPERATOR_TOKEN", "--token"] {
         assert!(said.contains(name), "{name} in {said}");

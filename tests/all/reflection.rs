@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::runtime::InvokeOutcome;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay_tests::{Harness, probe_with_bearer_credential};

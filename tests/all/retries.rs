@@ -135,7 +135,7 @@ async fn the_sdk_turns_a_429_into_rate_limited() {
         .set_credential(
             "hubspot",
             "private_app_token",
-            patchbay::credentials::Secret::Bearer {
+            patchbay::egress::credentials::Secret::Bearer {
                 token: "pat-test-token".into(),
             },
         )
@@ -205,7 +205,7 @@ async fn an_invocation_may_start_only_so_many_requests() {
 
 #[tokio::test]
 async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
-    use patchbay::egress::breaker::BreakerConfig;
+    use patchbay::policy::limits::BreakerConfig;
     let limits = OperatorLimits {
         circuit_breaker: BreakerConfig {
             failures: 3,

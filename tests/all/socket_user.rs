@@ -1,7 +1,7 @@
 //! A component that imports wasi:sockets is refused at install.
 
-use patchbay::package::PackageError;
 use patchbay::runtime::error::LoadError;
+use patchbay::runtime::package::PackageError;
 use patchbay_tests::{Harness, plugins::SOCKET_USER};
 
 #[tokio::test]

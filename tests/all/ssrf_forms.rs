@@ -5,11 +5,11 @@
 //! must see no connection; other ranges are covered by the pure table tests
 //! beside `policy::http::Target`.
 
-use patchbay::audit::Decision;
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::policy::OperatorPolicy;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
+use patchbay::storage::audit::Decision;
 use patchbay_tests::Harness;
 use patchbay_tests::plugins::{HUBSPOT, PROBE};
 use serde_json::json;

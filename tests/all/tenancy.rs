@@ -1,7 +1,7 @@
 //! Workspaces and connections: validation when saved, and deletion that
 //! reaches everything a workspace owns (connections, credentials, KV, audit).
 
-use patchbay::credentials::Secret;
+use patchbay::egress::credentials::Secret;
 use patchbay::policy::grants::Grants;
 use patchbay::tenancy::service::{ConnectionRequest, TenancyError};
 use patchbay_tests::{Harness, plugins::PROBE, scope};
@@ -123,7 +123,8 @@ async fn deleting_a_workspace_removes_everything_it_owns() {
             )
             .await
             .expect("credential");
-        let binding = connection.binding(&plugin.manifest).expect("binding");
+        let binding = patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest)
+            .expect("binding");
         let kv = harness
             .invoke(
                 &plugin,
@@ -230,7 +231,8 @@ async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_
         .set(&connection.scope(), "token", secret)
         .await
         .expect("credential");
-    let binding = connection.binding(&plugin.manifest).expect("binding");
+    let binding =
+        patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest).expect("binding");
     let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
     assert!(
         harness
@@ -319,7 +321,8 @@ async fn deleting_a_connection_removes_its_credentials_and_kv_and_nothing_of_its
             .set(&connection.scope(), "token", secret)
             .await
             .expect("credential");
-        let binding = connection.binding(&plugin.manifest).expect("binding");
+        let binding = patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest)
+            .expect("binding");
         let script = json!([{ "op": "set", "key": "k", "value": name }]);
         assert!(
             harness

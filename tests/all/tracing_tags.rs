@@ -50,6 +50,7 @@ fn plugin_output_is_emitted_as_tagged_tracing_events() {
         .enable_all()
         .build()
         .expect("rt");
+    patchbay_tests::interest_per_thread();
     let invocation_id = tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let harness = Harness::new();
@@ -88,6 +89,7 @@ fn runtime_events(
         .enable_all()
         .build()
         .expect("rt");
+    patchbay_tests::interest_per_thread();
     let failed = tracing::subscriber::with_default(subscriber, || {
         rt.block_on(async {
             let harness = Harness::new();

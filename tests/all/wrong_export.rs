@@ -1,7 +1,7 @@
 //! A component of another world is refused at install.
 
-use patchbay::package::PackageError;
 use patchbay::runtime::error::LoadError;
+use patchbay::runtime::package::PackageError;
 use patchbay_tests::{Harness, plugins::WRONG_EXPORT};
 
 #[tokio::test]

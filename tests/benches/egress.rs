@@ -4,7 +4,6 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
-use patchbay::audit::AuditTags;
 use patchbay::egress::resolve::SystemLookup;
 use patchbay::egress::{Call, Egress, EgressLimits};
 use patchbay::policy::http::{Destination, Target};
@@ -12,6 +11,7 @@ use patchbay::policy::limits::OperatorLimits;
 use patchbay::policy::rate::RateLimit;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::storage::Scope;
+use patchbay::storage::audit::AuditTags;
 use patchbay_tests::Harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,248 @@
+//! Operator metrics in the Prometheus / OpenMetrics text format.
+//!
+//! The domain keeps plain atomic counters and state; a scrape takes a
+//! snapshot of them into a fresh registry and encodes it. So no domain type
+//! depends on the metrics library, and a scrape costs nothing between scrapes.
+//! Labels name workspaces and upstream origins, never a secret or a
+//! tenant's data; the endpoint is for operators only.
+
+mod route;
+pub(crate) use route::routes;
+
+use patchbay_egress::Egress;
+use patchbay_egress::audit::AuditLog;
+use patchbay_egress::credentials::Credentials;
+use patchbay_runtime::RuntimeCounters;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Where the numbers come from.
+#[derive(Clone)]
+pub struct MetricsSources {
+    pub audit: Arc<AuditLog>,
+    pub credentials: Arc<Credentials>,
+    pub egress: Arc<Egress>,
+    pub api: ApiMetrics,
+    pub runtime: Arc<RuntimeCounters>,
+}
+
+/// The HTTP API's own requests. Labelled by route *template*
+/// (`/v1/workspaces/{ws}/…`), never by the workspace or names in the path,
+/// so the label set stays small and carries no tenant's identifiers.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    requests: Family<ApiLabels, Counter>,
+    durations: Family<ApiRouteLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Seconds: 0.5 ms to 10 s, covering a cached lookup to a slow upstream.
+const API_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(API_BUCKETS)),
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// One answered request: `route` is the matched template, or
+    /// `unmatched` when no route matched.
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
+        let (method, route) = (method_label(method).to_owned(), route.to_owned());
+        self.durations
+            .get_or_create(&ApiRouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&ApiLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+}
+
+/// The `method` label: one of the methods HTTP defines, or `other`. Any
+/// caller, signed in or not, chooses the method it sends; were it the label,
+/// made-up methods would add series without bound.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttentionLabels {
+    workspace: String,
+    connection: String,
+    credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    workspace: String,
+    origin: String,
+    state: &'static str,
+}
+
+/// The current metrics as OpenMetrics text.
+pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("patchbay");
+
+    let outbound = Family::<DecisionLabels, Counter>::default();
+    for (decision, count) in sources.audit.counts() {
+        outbound
+            .get_or_create(&DecisionLabels { decision })
+            .inc_by(count);
+    }
+    registry.register(
+        "outbound_requests",
+        "Outbound request attempts by decision (allowed, denied by policy, held by the host)",
+        outbound,
+    );
+
+    let counters = &sources.credentials.counters;
+    let counter = |value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        c
+    };
+    registry.register(
+        "oauth_token_requests",
+        "OAuth2 token requests (fetches and refreshes) made by the host",
+        counter(counters.token_requests.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "oauth_token_failures",
+        "OAuth2 token requests that failed, transiently or for good",
+        counter(counters.token_failures.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "credentials_marked_needs_attention",
+        "Times a credential was refused for good and marked needs-attention",
+        counter(counters.marked_needs_attention.load(Ordering::Relaxed)),
+    );
+
+    let attention = Family::<AttentionLabels, Gauge>::default();
+    for (scope, credential, _) in sources.credentials.needing_attention() {
+        attention
+            .get_or_create(&AttentionLabels {
+                workspace: scope.workspace,
+                connection: scope.connection,
+                credential,
+            })
+            .set(1);
+    }
+    registry.register(
+        "credential_needs_attention",
+        "Credentials refused for good (e.g. invalid_grant) until the tenant sets a new value",
+        attention,
+    );
+
+    let breakers = Family::<BreakerLabels, Gauge>::default();
+    let tripped = sources
+        .egress
+        .breakers()
+        .all_tripped(std::time::Instant::now());
+    // `all_tripped` holds only open and half-open breakers.
+    for (workspace, origin, state) in tripped {
+        breakers
+            .get_or_create(&BreakerLabels {
+                workspace,
+                origin,
+                state: state.as_str(),
+            })
+            .set(1);
+    }
+    registry.register(
+        "circuit_breaker_tripped",
+        "Circuit breakers not closed, per workspace and upstream origin",
+        breakers,
+    );
+
+    let runtime = &sources.runtime;
+    registry.register(
+        "invocations_refused_at_capacity",
+        "Invocations refused because every plugin instance of the pool was in use",
+        counter(runtime.refused_at_capacity.load(Ordering::Relaxed)),
+    );
+    registry.register(
+        "invocations_refused_too_many_calls",
+        "Invocations refused because their connection or workspace ran its maximum of calls",
+        counter(runtime.refused_too_many_calls.load(Ordering::Relaxed)),
+    );
+
+    registry.register(
+        "api_requests",
+        "HTTP API requests answered, by method, route template and status",
+        sources.api.requests.clone(),
+    );
+    registry.register(
+        "api_request_duration_seconds",
+        "HTTP API request durations, by method and route template",
+        sources.api.durations.clone(),
+    );
+
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn method_labels_come_from_a_bounded_set() {
+        let table = [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("DELETE", "DELETE"),
+            ("OPTIONS", "OPTIONS"),
+            ("get", "other"),
+            ("FOO", "other"),
+            ("PROPFIND", "other"),
+            ("X-12345", "other"),
+            ("", "other"),
+        ];
+        for (method, label) in table {
+            assert_eq!(method_label(method), label, "{method:?}");
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! The one door out: a shared, pooled HTTP client for every plugin's requests.
+//!
+//! Requests arrive from the wasi:http hook already matched against the
+//! connection's destination rules; here they are checked against the
+//! operator's address policy (literal IPs directly, names through
+//! [`resolve::GuardedResolver`]), sent on a keep-alive pool with deadlines, and
+//! held to size caps while streaming. Redirects are never followed.
+
+pub mod audit;
+pub mod breaker;
+pub mod coding;
+pub mod credentials;
+pub mod rate;
+pub mod resolve;
+pub mod retry;
+
+use crate::audit::AuditLog;
+use crate::credentials::scrub::Scrubber;
+use crate::credentials::{BoundCredential, CredentialError, Credentials, oauth::TokenHttp};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use patchbay_policy::http::{Target, TargetHost};
+use patchbay_policy::rate::RateLimit;
+use patchbay_policy::ssrf::{AddressClass, AddressPolicy};
+use patchbay_storage::Scope;
+use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
+use resolve::{GuardedResolver, NameLookup, RefusedAddress};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Size limits for one request and its response, and when to stop calling a failing upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressLimits {
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    pub breaker: breaker::BreakerConfig,
+    pub max_concurrent_per_connection: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for EgressLimits {
+    fn default() -> Self {
+        Self::from_operator(&patchbay_policy::limits::OperatorLimits::default())
+    }
+}
+
+impl EgressLimits {
+    /// The egress part of the operator's limits.
+    pub fn from_operator(operator: &patchbay_policy::limits::OperatorLimits) -> Self {
+        Self {
+            max_request_bytes: operator.max_request_body_bytes,
+            max_response_bytes: operator.max_response_body_bytes,
+            breaker: operator.circuit_breaker,
+            max_concurrent_per_connection: operator.max_concurrent_requests_per_connection,
+            connect_timeout: Duration::from_millis(u64::from(operator.connect_timeout_ms)),
+        }
+    }
+}
+
+/// Why a request did not get a response.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("destination address refused: {0}")]
+    AddressRefused(String),
+    #[error("request body is over {0} bytes")]
+    RequestTooLarge(usize),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("circuit open after repeated failures; retry in {0:?}")]
+    CircuitOpen(Duration),
+    /// Already scrubbed of secret values.
+    #[error("{0}")]
+    Credential(String),
+    #[error("response refused: {0}")]
+    Unscrubbable(String),
+}
+
+/// Why a response body ended before its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// No data within the read timeout, or the call's deadline passed.
+    #[error("no data in time")]
+    ReadTimeout,
+    /// The upstream stopped sending before the end.
+    #[error("the upstream ended the body early")]
+    Incomplete,
+    /// The body's content coding could not be decoded.
+    #[error("the body could not be decoded")]
+    ContentCoding,
+    /// The body (decoded) passed the response size limit; this many bytes were seen.
+    #[error("the body is over the size limit ({0} bytes seen)")]
+    TooLarge(u64),
+}
+
+/// A response body as the egress hands it over: streamed, capped, scrubbed.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
+
+/// A request's own timeouts, besides the call's deadline (which always holds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Until the response's head arrives.
+    pub first_byte: Option<Duration>,
+    /// The longest gap between two chunks of the response body.
+    pub between_bytes: Option<Duration>,
+}
+
+/// The shared egress: one client and pool for all plugins and tenants.
+pub struct Egress {
+    client: reqwest::Client,
+    addresses: Arc<AddressPolicy>,
+    limits: EgressLimits,
+    rates: rate::RateLimiters,
+    breakers: breaker::Breakers,
+    credentials: Arc<Credentials>,
+    audit: Arc<AuditLog>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Scope, Arc<tokio::sync::Semaphore>>>,
+    /// When set, a request must also match one of these (operator policy).
+    operator_rules: Option<Arc<[patchbay_policy::http::Rule]>>,
+}
+
+/// What one request is sent on behalf of.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Nothing waits past this.
+    pub deadline: Instant,
+    /// 32 hex digits: the invocation id, sent upstream in `traceparent`.
+    pub trace_id: String,
+    /// Who the request is made for, as the audit trail records it.
+    pub tags: Arc<AuditTags>,
+    /// The connection the request is made for; rate limits and breakers are per workspace.
+    pub scope: Arc<Scope>,
+    pub rate_limit: RateLimit,
+    /// The host-held credential to add, when the request matches its destinations.
+    pub credential: Option<BoundCredential>,
+}
+
+impl Egress {
+    pub fn new(
+        addresses: AddressPolicy,
+        lookup: Arc<dyn NameLookup>,
+        limits: EgressLimits,
+        credentials: Arc<Credentials>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Self, EgressError> {
+        let addresses = Arc::new(addresses);
+        let tls = tls_config()
+            .map_err(|e| EgressError::InvalidRequest(format!("tls configuration: {e}")))?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .connect_timeout(limits.connect_timeout)
+            .dns_resolver(Arc::new(GuardedResolver {
+                lookup,
+                policy: addresses.clone(),
+            }))
+            .build()
+            .map_err(|e| EgressError::InvalidRequest(format!("building the http client: {e}")))?;
+        Ok(Self {
+            client,
+            addresses,
+            breakers: breaker::Breakers::new(limits.breaker),
+            limits,
+            rates: rate::RateLimiters::default(),
+            credentials,
+            audit,
+            in_flight: Default::default(),
+            operator_rules: None,
+        })
+    }
+
+    /// Restrict every plugin to destinations matching `rules` (operator policy).
+    pub fn with_operator_destinations(mut self, rules: Vec<patchbay_policy::http::Rule>) -> Self {
+        self.operator_rules = Some(rules.into());
+        self
+    }
+
+    /// Whether operator policy lets a request through, given how to match one rule.
+    pub fn operator_allows(&self, matches: impl Fn(&patchbay_policy::http::Rule) -> bool) -> bool {
+        self.operator_rules
+            .as_ref()
+            .is_none_or(|rules| rules.iter().any(matches))
+    }
+
+    /// The semaphore bounding `scope`'s requests in flight.
+    fn connection_slots(&self, scope: &Scope) -> Arc<tokio::sync::Semaphore> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(scope.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.limits.max_concurrent_per_connection.max(1),
+                ))
+            })
+            .clone()
+    }
+
+    pub fn breakers(&self) -> &breaker::Breakers {
+        &self.breakers
+    }
+
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
+
+    /// The operator's address policy.
+    pub fn address_policy(&self) -> &AddressPolicy {
+        &self.addresses
+    }
+
+    /// Check an address host before anything is sent (the resolver never sees addresses).
+    pub fn check_host(&self, host: &TargetHost) -> Result<(), (IpAddr, AddressClass)> {
+        self.addresses.allows_host(host)
+    }
+
+    /// Send `request`, bounded by `deadline` and the plugin's own timeouts,
+    /// retrying idempotent requests on retryable outcomes (see [`retry`]).
+    /// Each attempt first takes a slot from the workspace's rate limit for the
+    /// origin; when the next slot is past the deadline the plugin gets a 429
+    /// from the host, with `Retry-After`, at once.
+    /// `target` is `request`'s destination as the gate parsed and checked
+    /// it; the client is handed exactly that URL.
+    pub async fn send<B>(
+        &self,
+        request: http::Request<B>,
+        target: Target,
+        timeouts: Timeouts,
+        call: &Call,
+    ) -> Result<http::Response<ResponseBody>, EgressError>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let deadline = call.deadline;
+        // The gate's decision holds only for the address it checked: never
+        // let the client dial an address literal the policy refuses.
+        if let Err((ip, class)) = self.check_host(&target.host) {
+            return Err(EgressError::AddressRefused(format!(
+                "address {ip} is {class} and operator policy does not allow it"
+            )));
+        }
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, self.limits.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|_| EgressError::RequestTooLarge(self.limits.max_request_bytes))?
+            .to_bytes();
+        let url = target.url.clone();
+        let mut headers = parts.headers;
+        // reqwest derives Host from the URL; the plugin's copy could disagree with it.
+        headers.remove(http::header::HOST);
+        if call.credential.is_some() {
+            // The host picks the codings (those it decodes itself), so that
+            // what comes back can be scrubbed; partial content is refused at
+            // the gate, and no transfer coding but chunked is asked for.
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static(coding::ACCEPTED),
+            );
+            headers.remove(http::header::RANGE);
+            headers.remove(http::header::TE);
+        }
+        let idempotent = retry::is_idempotent(&parts.method, &headers);
+        let backoff = retry::Backoff::default();
+        let mut rng = fastrand::Rng::new();
+        let mut attempt = 1;
+        // Canonical, so `a.com.` and `A.com:443` share `a.com`'s limits.
+        let origin = target.origin();
+        let workspace = call.scope.workspace.as_str();
+        let breaker = self.breakers.get(workspace, &origin);
+        // An access token the upstream refused with 401; refreshed once, then retried once.
+        let mut refused_token = None;
+        let mut refreshed_for_401 = false;
+        let mut sent = 0u32;
+        loop {
+            sent += 1;
+            let mut record = AuditRecord::for_target(&call.tags, self.audit.now_ms(), &target);
+            record.attempt = sent;
+            let held = |mut record: AuditRecord, reason: String| {
+                record.decision = Decision::Held;
+                record.reason = Some(reason);
+                self.audit.record(&record);
+            };
+            let mut attempt_url = url.clone();
+            let mut attempt_headers = headers.clone();
+            let applied = match &call.credential {
+                Some(credential) => {
+                    let http =
+                        TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline)
+                            .audited(
+                                self.audit.clone(),
+                                call.tags.clone(),
+                                credential.kind.as_str(),
+                            );
+                    record.credential = Some(credential.kind.as_str().to_owned());
+                    match self
+                        .credentials
+                        .apply(
+                            &call.scope,
+                            credential,
+                            &mut attempt_headers,
+                            &mut attempt_url,
+                            &http,
+                            refused_token.as_ref(),
+                        )
+                        .await
+                    {
+                        Ok(applied) => Some(applied),
+                        Err(error) if error.needs_tenant() => {
+                            held(record, error.to_string());
+                            return Ok(credential_unavailable_response(&error));
+                        }
+                        Err(error) => {
+                            held(record, error.to_string());
+                            return Err(EgressError::Credential(error.to_string()));
+                        }
+                    }
+                }
+                None => None,
+            };
+            let slot = match tokio::time::timeout_at(
+                deadline.into(),
+                self.connection_slots(&call.scope).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    held(
+                        record,
+                        format!(
+                            "the connection already has {} requests in flight",
+                            self.limits.max_concurrent_per_connection
+                        ),
+                    );
+                    return Err(EgressError::Timeout);
+                }
+            };
+            // An open circuit fails fast, before spending a rate-limit slot.
+            let permit = match breaker::Breaker::admit_guarded(&breaker, Instant::now()) {
+                Ok(permit) => permit,
+                Err(open) => {
+                    tracing::info!(target: "patchbay::egress", workspace, %origin,
+                        retry_after = ?open.retry_after, "circuit open: failing fast");
+                    held(
+                        record,
+                        format!("circuit open; retry in {:?}", open.retry_after),
+                    );
+                    return Err(EgressError::CircuitOpen(open.retry_after));
+                }
+            };
+            if let Err(limited) = self
+                .rates
+                .acquire(workspace, &origin, call.rate_limit, deadline)
+                .await
+            {
+                // Nothing was sent: a half-open breaker's trial goes back unused.
+                permit.release();
+                tracing::info!(target: "patchbay::egress", workspace, %origin,
+                    retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
+                held(
+                    record,
+                    format!("host rate limit; next slot in {:?}", limited.retry_after),
+                );
+                return Ok(rate_limited_response(limited.retry_after));
+            }
+            attempt_headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let total = [timeouts.first_byte, Some(left)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(left);
+            let request = self
+                .client
+                .request(parts.method.clone(), attempt_url)
+                .headers(attempt_headers)
+                // Bytes clones share the buffer: a retry resends without copying.
+                .body(body.clone())
+                .timeout(total)
+                .build()
+                .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
+            let started = Instant::now();
+            let result = self.client.execute(request).await.map_err(classify);
+            record.latency_ms = started.elapsed().as_millis() as u64;
+            // Only an attempt that got a connection sent its body.
+            match &result {
+                Ok(response) => {
+                    record.status = Some(response.status().as_u16());
+                    record.bytes_out = body.len() as u64;
+                    record.address = response.remote_addr().map(|a| a.to_string());
+                }
+                Err(EgressError::AddressRefused(reason)) => {
+                    record.decision = Decision::Denied;
+                    record.reason = Some(reason.clone());
+                }
+                Err(error @ EgressError::Connect(_)) => record.reason = Some(error.to_string()),
+                Err(error) => {
+                    record.bytes_out = body.len() as u64;
+                    record.reason = Some(error.to_string());
+                }
+            }
+            let outcome = match &result {
+                Ok(response) => retry::Outcome::Status(response.status().as_u16()),
+                Err(EgressError::Connect(_)) => retry::Outcome::Connect,
+                Err(EgressError::Timeout) => retry::Outcome::Timeout,
+                Err(_) => retry::Outcome::Other,
+            };
+            let failed = matches!(
+                outcome,
+                retry::Outcome::Connect
+                    | retry::Outcome::Timeout
+                    | retry::Outcome::Status(500 | 502 | 503 | 504)
+            );
+            permit.record(!failed, Instant::now());
+            let finish = |result: Result<reqwest::Response, EgressError>,
+                          mut record: AuditRecord| {
+                // Built only for the response handed over, not for each retry.
+                let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
+                // After a credentialed request, only a body the host can read
+                // whole goes back; `coding` is the one it decodes.
+                let result = result
+                    .and_then(|response| match &scrubber {
+                        Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
+                            "the host could not prepare to scrub the credential".into(),
+                        )),
+                        Some(_) => coding::readable(response.status(), response.headers())
+                            .map(|coding| (response, coding)),
+                        None => Ok((response, None)),
+                    })
+                    .inspect_err(|error| {
+                        if matches!(error, EgressError::Unscrubbable(_)) {
+                            record.reason = Some(error.to_string());
+                        }
+                    });
+                match result {
+                    Ok((response, coding)) => Ok(self.response(
+                        response,
+                        coding,
+                        deadline,
+                        timeouts.between_bytes,
+                        scrubber,
+                        InFlight {
+                            audit: self.audit.clone(),
+                            record,
+                            _slot: slot,
+                        },
+                    )),
+                    Err(error) => {
+                        self.audit.record(&record);
+                        Err(error)
+                    }
+                }
+            };
+            // A 401 to an OAuth2 token: the request was not processed, so it is
+            // safe to resend once with a fresh token, idempotent or not.
+            if let (retry::Outcome::Status(401), Some(token)) = (
+                outcome,
+                applied.as_ref().and_then(|a| a.access_token.clone()),
+            ) && !refreshed_for_401
+            {
+                refreshed_for_401 = true;
+                refused_token = Some(token);
+                self.audit.record(&record);
+                tracing::debug!(target: "patchbay::egress", workspace, %origin,
+                    "upstream refused the access token: refreshing it once");
+                continue;
+            }
+            if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
+                return finish(result, record);
+            }
+            let wait = match &result {
+                Ok(response) => {
+                    retry::retry_after(response.headers(), std::time::SystemTime::now())
+                }
+                Err(_) => None,
+            }
+            .unwrap_or_else(|| backoff.delay(attempt, &mut rng));
+            if Instant::now() + wait >= deadline {
+                // No time to wait: hand over what we have (a 429 carries its
+                // Retry-After, which the plugin turns into rate-limited).
+                return finish(result, record);
+            }
+            self.audit.record(&record);
+            tracing::debug!(target: "patchbay::egress", attempt, ?outcome, ?wait, "retrying outbound request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The response as the plugin gets it. After a request that carried a
+    /// credential, `scrubber` redacts its values from the headers and body (an
+    /// upstream that echoes the request back must not hand it to the plugin).
+    fn response(
+        &self,
+        response: reqwest::Response,
+        coding: Option<coding::Coding>,
+        deadline: Instant,
+        between_bytes: Option<Duration>,
+        scrubber: Option<Scrubber>,
+        // Recorded, and its slot freed, when the body is done with (read to
+        // the end, failed or dropped).
+        mut audit: InFlight,
+    ) -> http::Response<ResponseBody> {
+        let scrubber = scrubber.filter(|s| !s.is_empty());
+        let mut builder = http::Response::builder()
+            .status(response.status())
+            .version(response.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = response.headers().clone();
+            if coding.is_some() {
+                headers.remove(http::header::CONTENT_ENCODING);
+            }
+            if let Some(scrubber) = &scrubber {
+                scrub_headers(headers, scrubber);
+                // The body's length changes with what is redacted, and the
+                // upstream's figure would tell the secret's length.
+                headers.remove(http::header::CONTENT_LENGTH);
+            }
+        }
+        let max = self.limits.max_response_bytes;
+        let mut seen = 0usize;
+        let raw = response.bytes_stream();
+        let body: futures_util::stream::BoxStream<'static, Result<Bytes, coding::BodyError>> =
+            match coding {
+                Some(coding) => coding::decoded(raw, coding).boxed(),
+                None => raw.map_err(coding::BodyError::Transport).boxed(),
+            };
+        // Decoded bytes count against the limit: a small compressed body
+        // cannot unpack past it.
+        let stream = body.map(move |chunk| {
+            let chunk: Bytes = chunk.map_err(|e| match e {
+                coding::BodyError::Transport(e) => {
+                    let timeout = e.is_timeout();
+                    audit.record.reason = Some(format!("response body: {}", e.without_url()));
+                    if timeout {
+                        BodyError::ReadTimeout
+                    } else {
+                        BodyError::Incomplete
+                    }
+                }
+                coding::BodyError::Decode(reason) => {
+                    audit.record.reason =
+                        Some(format!("response body could not be decoded: {reason}"));
+                    BodyError::ContentCoding
+                }
+            })?;
+            seen += chunk.len();
+            audit.record.bytes_in = seen as u64;
+            if seen > max {
+                audit.record.reason = Some(format!("response body over {max} bytes"));
+                return Err(BodyError::TooLarge(seen as u64));
+            }
+            Ok(chunk)
+        });
+        let stream = bounded_stream(scrubbed(stream, scrubber), deadline, between_bytes);
+        let body = StreamBody::new(stream).boxed_unsync();
+        builder.body(body).unwrap_or_else(|_| {
+            http::Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+        })
+    }
+}
+
+/// A response being read: writes its record to the audit trail, and frees
+/// the connection's slot, when dropped.
+struct InFlight {
+    audit: Arc<AuditLog>,
+    record: AuditRecord,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.audit.record(&self.record);
+    }
+}
+
+/// Body chunks as frames, with secret values redacted when there is a scrubber.
+fn scrubbed<S>(
+    stream: S,
+    scrubber: Option<Scrubber>,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, BodyError>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
+{
+    // State: the stream (None once it ended or failed) and the scrubber.
+    futures_util::stream::unfold(
+        (Some(Box::pin(stream)), scrubber),
+        |(stream, mut scrubber)| async move {
+            let mut inner = stream?;
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    let chunk = match scrubber.as_mut() {
+                        Some(s) => s.feed(&chunk),
+                        None => chunk,
+                    };
+                    Some((Ok(http_body::Frame::data(chunk)), (Some(inner), scrubber)))
+                }
+                // An error ends the body; nothing held back is released after it.
+                Some(Err(e)) => Some((Err(e), (None, None))),
+                None => {
+                    let tail = scrubber.take().map(|mut s| s.finish()).unwrap_or_default();
+                    (!tail.is_empty()).then(|| (Ok(http_body::Frame::data(tail)), (None, None)))
+                }
+            }
+        },
+    )
+}
+
+fn scrub_headers(headers: &mut http::HeaderMap, scrubber: &Scrubber) {
+    for value in headers.values_mut() {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let clean = scrubber.scrub_str(&text);
+        if clean != text {
+            *value = http::HeaderValue::from_str(&clean)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("[REDACTED]"));
+        }
+    }
+}
+
+/// The host's own 401 when the connection's credential cannot be used: the
+/// request never left. The plugin handles it like an upstream 401.
+fn credential_unavailable_response(error: &CredentialError) -> http::Response<ResponseBody> {
+    let state = match error {
+        CredentialError::NotSet(_) => "not-set",
+        CredentialError::WrongKind { .. } => "wrong-kind",
+        _ => "needs-attention",
+    };
+    let body =
+        serde_json::json!({ "error": "credential_unavailable", "message": error.to_string() })
+            .to_string();
+    let mut response = http::Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-patchbay-credential",
+        http::HeaderValue::from_static(state),
+    );
+    response
+}
+
+/// Ends the body with a timeout error at the call's deadline or when the gap
+/// between chunks exceeds `between_bytes`.
+fn bounded_stream<S>(
+    stream: S,
+    deadline: Instant,
+    between_bytes: Option<Duration>,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, BodyError>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<http_body::Frame<Bytes>, BodyError>> + Send + 'static,
+{
+    // The state is `None` after an error, so the body ends there.
+    futures_util::stream::unfold(Some(Box::pin(stream)), move |state| async move {
+        let mut stream = state?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = between_bytes.map_or(left, |b| b.min(left));
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Some(Ok(frame))) => Some((Ok(frame), Some(stream))),
+            Ok(Some(Err(e))) => Some((Err(e), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(BodyError::ReadTimeout), None)),
+        }
+    })
+}
+
+/// The host's own 429: the plugin handles it like an upstream one.
+fn rate_limited_response(retry_after: Duration) -> http::Response<ResponseBody> {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = http::Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(seconds.max(1)),
+    );
+    headers.insert("x-patchbay-limit", http::HeaderValue::from_static("rate"));
+    response
+}
+
+/// `00-<trace id>-<fresh span id>-01`; a malformed trace id gets a fresh one.
+fn traceparent(trace_id: &str, rng: &mut fastrand::Rng) -> http::HeaderValue {
+    let trace = if trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        trace_id.to_ascii_lowercase()
+    } else {
+        format!("{:032x}", rng.u128(1..))
+    };
+    let value = format!("00-{trace}-{:016x}-01", rng.u64(1..));
+    http::HeaderValue::from_str(&value).unwrap_or_else(|_| {
+        http::HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
+    })
+}
+
+/// An error and its sources, joined: reqwest's own message alone is vague.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+fn classify(error: reqwest::Error) -> EgressError {
+    // The URL may carry a host-added API key in its query.
+    let error = error.without_url();
+    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<RefusedAddress>() {
+            return EgressError::AddressRefused(refused.to_string());
+        }
+        source = e.source();
+    }
+    // A connect timeout is a connect failure: nothing was sent, so it may be retried.
+    if error.is_connect() {
+        EgressError::Connect(error_chain(&error))
+    } else if error.is_timeout() {
+        EgressError::Timeout
+    } else {
+        EgressError::Upstream(error.to_string())
+    }
+}
+
+/// TLS for outbound clients: ring, the webpki roots, safe protocol versions.
+pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}

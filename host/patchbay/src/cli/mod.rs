@@ -1,0 +1,456 @@
+//! The `patchbay` command line.
+
+mod policy;
+mod remote;
+mod secrets;
+
+use crate::services::{Services, operator_token};
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use patchbay_policy::OperatorPolicy;
+use patchbay_policy::grants::Grants;
+use patchbay_policy::manifest::Manifest;
+use patchbay_runtime::Binding;
+use patchbay_runtime::package::Package;
+use patchbay_storage::Scope;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchbay",
+    version,
+    about = "Run sandboxed WebAssembly connector plugins for CX integrations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// Directory holding the database, installed plugins and compiled cache.
+    #[arg(long, env = "PATCHBAY_DATA_DIR", default_value = "patchbay-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the bundled plugins are installed on first start).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        data: DataDir,
+        /// Also install every plugin package (a directory with plugin.toml and plugin.wasm) found here.
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+        #[command(flatten)]
+        policy: policy::PolicyArgs,
+        /// How log lines are written to stderr: `text` for people, `json` (one
+        /// object a line) for log shippers.
+        #[arg(long, env = "PATCHBAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Print or check operator policy (the `--policy` file of `serve`).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// Install, list, inspect and remove plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Manage workspaces and their tokens on a running server.
+    Workspace {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: remote::WorkspaceCommand,
+    },
+    /// Manage and invoke connections on a running server.
+    Connection {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: remote::ConnectionCommand,
+    },
+    /// Maintain the sealed credentials (offline).
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
+    /// Run one operation once, locally, without a server.
+    Invoke {
+        /// A plugin directory (plugin.toml + plugin.wasm) or an installed `id[@version]`.
+        plugin: String,
+        /// Operation name, as in plugin.toml.
+        operation: String,
+        /// Input JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// A connection setting, `key=value`; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// A credential the plugin declares, read from an environment variable
+        /// (never from the command line, where other users could see it): the
+        /// plain value for bearer and API-key kinds, else the JSON form, e.g.
+        /// `{"kind":"basic","username":"u","password":"p"}`. Stored sealed for
+        /// the local connection. Repeat for more.
+        #[arg(long = "credential", value_name = "NAME=ENV_VAR")]
+        credentials: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[command(flatten)]
+        policy: policy::PolicyArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Validate and install a plugin directory (plugin.toml + plugin.wasm).
+    Install {
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List installed plugins and versions.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Show an installed plugin's manifest, as JSON.
+    Inspect {
+        /// `id` (newest version) or `id@version`.
+        plugin: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Remove an installed version.
+    Remove {
+        /// `id@version` (or `id` for the newest).
+        plugin: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.command {
+        Command::Serve { log_format, .. } => log_format,
+        _ => LogFormat::Text,
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(patchbay_runtime::BLOCKING_THREADS)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+                tracing::error!(target: "patchbay", "{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The format chosen at start, so lines the server prints for people
+/// (its address, where the token is) stay parseable in `json`.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// A start-up line for the operator: plain on stderr, or a log event when
+/// every stderr line must be JSON.
+fn announce(line: std::fmt::Arguments<'_>) {
+    if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+        tracing::info!(target: "patchbay::startup", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The start-up lines (the address, where the token is) show whatever
+    // RUST_LOG says, as they do in text, where they bypass the log.
+    if let Ok(startup) = "patchbay::startup=info".parse() {
+        filter = filter.add_directive(startup);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = LOG_FORMAT.set(format);
+    let _ = match format {
+        // Colour codes only for a person at a terminal: in a file or a log
+        // shipper they are noise that breaks searching and parsing.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data,
+            plugins_dir,
+            policy,
+            log_format: _,
+        } => {
+            serve(
+                listen,
+                &data.data_dir,
+                plugins_dir.as_deref(),
+                policy.resolve()?,
+            )
+            .await
+        }
+        Command::Policy { command } => policy::run(command),
+        Command::Plugin { command } => plugin(command).await,
+        Command::Secrets { command } => secrets::run(command),
+        Command::Workspace { server, command } => remote::workspace(server, command).await,
+        Command::Connection { server, command } => remote::connection(server, command).await,
+        Command::Invoke {
+            plugin,
+            operation,
+            input,
+            config,
+            credentials,
+            data,
+            policy,
+        } => {
+            invoke(
+                &plugin,
+                &operation,
+                &input,
+                (&config, &credentials),
+                &data.data_dir,
+                policy.resolve()?,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve(
+    listen: SocketAddr,
+    data_dir: &Path,
+    plugins_dir: Option<&Path>,
+    policy: OperatorPolicy,
+) -> anyhow::Result<ExitCode> {
+    let services = Services::open(data_dir, policy)?;
+    let (token, token_path) =
+        operator_token(data_dir, std::env::var("PATCHBAY_OPERATOR_TOKEN").ok())?;
+    patchbay_api::auth::check_operator_token(&token).map_err(anyhow::Error::msg)?;
+    match token_path {
+        Some(path) => announce(format_args!("operator token: stored in {}", path.display())),
+        None => announce(format_args!("operator token: from PATCHBAY_OPERATOR_TOKEN")),
+    }
+    for installed in services
+        .catalog
+        .install_missing(crate::bundled::packages())
+        .await?
+    {
+        tracing::info!(plugin = %installed.id, version = %installed.version, "installed bundled plugin");
+    }
+    if let Some(dir) = plugins_dir {
+        install_plugins_dir(&services, dir).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    announce(format_args!(
+        "patchbay listening on http://{}",
+        listener.local_addr()?
+    ));
+    axum::serve(listener, patchbay_api::router(services.app_state(&token)))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    services.kv.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading plugins dir {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.join("plugin.toml").exists() {
+            continue;
+        }
+        let package = Package::read_dir(&path)?;
+        let manifest = Manifest::parse(&package.manifest_text)
+            .with_context(|| format!("{}", path.display()))?;
+        if services
+            .catalog
+            .is_installed(&manifest.id, &manifest.version.to_string())
+        {
+            continue;
+        }
+        let installed = services
+            .catalog
+            .install(package)
+            .await
+            .with_context(|| format!("installing {}", path.display()))?;
+        tracing::info!(plugin = %installed.id, version = %installed.version, "installed plugin from plugins dir");
+    }
+    Ok(())
+}
+
+async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Install { dir, data } => {
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
+            let package = Package::read_dir(&dir)?;
+            let installed = services.catalog.install(package).await?;
+            println!("installed {}@{}", installed.id, installed.version);
+        }
+        PluginCommand::List { data } => {
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
+            let plugins = services.catalog.list()?;
+            if plugins.is_empty() {
+                println!("no plugins installed");
+            }
+            for p in plugins {
+                println!(
+                    "{}@{}\t{}\t{}\t{}",
+                    p.id,
+                    p.version,
+                    p.name,
+                    p.vendor,
+                    p.operations.join(",")
+                );
+            }
+        }
+        PluginCommand::Inspect { plugin, data } => {
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
+            let manifest = services.catalog.inspect(&plugin)?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        }
+        PluginCommand::Remove { plugin, data } => {
+            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
+            let manifest = services.catalog.inspect(&plugin)?;
+            let (id, version) = (manifest.id.as_str(), manifest.version.to_string());
+            services.tenancy().remove_plugin(id, &version).await?;
+            println!("removed {id}@{version}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_config(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => bail!("--config {pair:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+/// `NAME=ENV_VAR` → the credential value held in `ENV_VAR`, typed by the manifest's kind.
+fn read_credential(
+    manifest: &patchbay_policy::manifest::Manifest,
+    pair: &str,
+) -> anyhow::Result<(String, patchbay_egress::credentials::Secret)> {
+    let Some((name, var)) = pair.split_once('=') else {
+        bail!("--credential {pair:?}: expected NAME=ENV_VAR");
+    };
+    let request = manifest
+        .capabilities
+        .credentials
+        .iter()
+        .find(|c| c.name == name)
+        .with_context(|| format!("--credential {name}: the plugin declares no such credential"))?;
+    let value = std::env::var(var)
+        .with_context(|| format!("--credential {name}: environment variable {var} is not set"))?;
+    let secret = patchbay_egress::credentials::Secret::from_text(request.kind, value)
+        .map_err(|e| anyhow::anyhow!("--credential {name}: {var} {e}"))?;
+    Ok((name.to_owned(), secret))
+}
+
+async fn invoke(
+    reference: &str,
+    operation: &str,
+    input: &str,
+    (config, credentials): (&[String], &[String]),
+    data_dir: &Path,
+    policy: OperatorPolicy,
+) -> anyhow::Result<ExitCode> {
+    let input: serde_json::Value =
+        serde_json::from_str(input).context("--input is not valid JSON")?;
+    let config = parse_config(config)?;
+    let services = Services::open(data_dir, policy)?;
+    let path = Path::new(reference);
+    let plugin = if path.is_dir() {
+        let package = Package::read_dir(path)?;
+        Arc::new(
+            patchbay_runtime::package::validate(services.catalog.runtime(), &package)
+                .await?
+                .plugin,
+        )
+    } else {
+        services
+            .catalog
+            .install_missing(crate::bundled::packages())
+            .await?;
+        services.catalog.get(reference).await?
+    };
+    let scope = Scope {
+        workspace: "local".into(),
+        connection: plugin.manifest.id.clone(),
+    };
+    for pair in credentials {
+        let (name, secret) = read_credential(&plugin.manifest, pair)?;
+        services
+            .credentials
+            .set(&scope, &name, secret)
+            .await
+            .with_context(|| format!("--credential {name}"))?;
+    }
+    let binding = Binding::from_manifest(&plugin.manifest, scope, config, &Grants::all_requested())
+        .map_err(anyhow::Error::msg)?;
+    let outcome = services
+        .catalog
+        .runtime()
+        .invoke(&plugin, &binding, operation, &input, None)
+        .await;
+    match outcome.result {
+        Ok(output) => {
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {error} (invocation {})", outcome.invocation_id);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! `patchbay workspace …` and `patchbay connection …`: the HTTP API from the
+//! command line, against a running server. Every command is one API call;
+//! its JSON answer is printed, and an error answer becomes a failing exit
+//! with the API's code and message.
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+/// Where the server is and who is calling.
+#[derive(Debug, clap::Args)]
+pub(super) struct Server {
+    /// The server's base URL.
+    #[arg(
+        long = "server",
+        env = "PATCHBAY_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: url::Url,
+    /// The operator token or a workspace token. Prefer the environment: a
+    /// flag shows in the process list.
+    #[arg(long, env = "PATCHBAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Said when no token is given: the operator's token has another variable
+/// on the server side, and a new operator looks for that name.
+const TOKEN_REQUIRED: &str = "a token is required: set PATCHBAY_TOKEN (or pass --token) to a \
+    workspace token (`pbw_…`), or to the operator token, which is the server's \
+    PATCHBAY_OPERATOR_TOKEN or else the contents of <data-dir>/operator-token";
+
+impl Server {
+    fn token(&self) -> anyhow::Result<&str> {
+        match self.token.as_deref().map(str::trim) {
+            Some(token) if !token.is_empty() => Ok(token),
+            _ => bail!(TOKEN_REQUIRED),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum WorkspaceCommand {
+    /// Create a workspace (operator).
+    Create { id: String },
+    /// List workspaces (operator).
+    List,
+    /// Delete a workspace and everything it owns (operator).
+    Delete { id: String },
+    /// Issue, list or revoke the workspace's API tokens (operator).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCommand {
+    /// Issue a token; it is printed this once and never again.
+    Issue {
+        workspace: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    List {
+        workspace: String,
+    },
+    Revoke {
+        workspace: String,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ConnectionCommand {
+    /// Create or change a connection.
+    Set {
+        workspace: String,
+        name: String,
+        /// The plugin id.
+        #[arg(long)]
+        plugin: String,
+        /// A version, or `latest`.
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// A setting, `key=value` (a string); repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Settings as one JSON object (for numbers, booleans, lists).
+        #[arg(long, value_name = "JSON")]
+        config_json: Option<String>,
+        /// Approve everything the plugin's manifest asks for.
+        #[arg(long, conflicts_with = "grants")]
+        approve_all: bool,
+        /// Explicit grants as JSON, e.g. `{"http": ["GET https://api.example.com"]}`.
+        #[arg(long, value_name = "JSON")]
+        grants: Option<String>,
+        /// Tighter limits, e.g. `{"timeout_ms": 500}`.
+        #[arg(long, value_name = "JSON")]
+        limits: Option<String>,
+        /// Save it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// The capability diff an upgrade was refused with, to approve it.
+        #[arg(long, value_name = "JSON")]
+        approve_upgrade: Option<String>,
+    },
+    Get {
+        workspace: String,
+        name: String,
+    },
+    List {
+        workspace: String,
+    },
+    Delete {
+        workspace: String,
+        name: String,
+    },
+    /// Set or remove one of the connection's credentials (write-only).
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+    /// Run one of the connection's operations.
+    Invoke {
+        workspace: String,
+        name: String,
+        operation: String,
+        #[arg(long, default_value = "{}")]
+        input: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum CredentialCommand {
+    /// Set a credential from an environment variable (never the command
+    /// line, where other users could see it): the bare value for bearer and
+    /// API-key kinds, else the JSON form, e.g.
+    /// `{"kind":"basic","username":"u","password":"p"}`.
+    Set {
+        workspace: String,
+        name: String,
+        credential: String,
+        #[arg(long, value_name = "ENV_VAR")]
+        from_env: String,
+    },
+    Remove {
+        workspace: String,
+        name: String,
+        credential: String,
+    },
+}
+
+pub(super) async fn workspace(
+    server: Server,
+    command: WorkspaceCommand,
+) -> anyhow::Result<ExitCode> {
+    let (method, path, body) = match command {
+        WorkspaceCommand::Create { id } => (
+            "POST",
+            "/v1/workspaces".to_owned(),
+            Some(json!({ "id": id })),
+        ),
+        WorkspaceCommand::List => ("GET", "/v1/workspaces".to_owned(), None),
+        WorkspaceCommand::Delete { id } => {
+            ("DELETE", format!("/v1/workspaces/{}", segment(&id)), None)
+        }
+        WorkspaceCommand::Token { command } => match command {
+            TokenCommand::Issue { workspace, label } => (
+                "POST",
+                format!("/v1/workspaces/{}/tokens", segment(&workspace)),
+                Some(json!({ "label": label })),
+            ),
+            TokenCommand::List { workspace } => (
+                "GET",
+                format!("/v1/workspaces/{}/tokens", segment(&workspace)),
+                None,
+            ),
+            TokenCommand::Revoke { workspace, id } => (
+                "DELETE",
+                format!(
+                    "/v1/workspaces/{}/tokens/{}",
+                    segment(&workspace),
+                    segment(&id)
+                ),
+                None,
+            ),
+        },
+    };
+    call(&server, method, &path, body).await
+}
+
+pub(super) async fn connection(
+    server: Server,
+    command: ConnectionCommand,
+) -> anyhow::Result<ExitCode> {
+    let at = |ws: &str, name: &str| {
+        format!(
+            "/v1/workspaces/{}/connections/{}",
+            segment(ws),
+            segment(name)
+        )
+    };
+    let (method, path, body) = match command {
+        ConnectionCommand::Set {
+            workspace,
+            name,
+            plugin,
+            version,
+            config,
+            config_json,
+            approve_all,
+            grants,
+            limits,
+            disabled,
+            approve_upgrade,
+        } => {
+            let mut settings = match config_json {
+                Some(text) => match parse_json("--config-json", &text)? {
+                    Value::Object(map) => map,
+                    _ => bail!("--config-json must be a JSON object"),
+                },
+                None => serde_json::Map::new(),
+            };
+            for pair in config {
+                match pair.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        settings.insert(k.trim().to_owned(), Value::String(v.to_owned()));
+                    }
+                    _ => bail!("--config {pair:?}: expected KEY=VALUE"),
+                }
+            }
+            let grants = match (approve_all, grants) {
+                (true, _) => json!({ "approve_all_requested": true }),
+                (false, Some(text)) => parse_json("--grants", &text)?,
+                (false, None) => json!({}),
+            };
+            let mut body = json!({
+                "plugin": plugin,
+                "version": version,
+                "config": settings,
+                "grants": grants,
+                "enabled": !disabled,
+            });
+            if let Some(text) = limits {
+                body["limits"] = parse_json("--limits", &text)?;
+            }
+            if let Some(text) = approve_upgrade {
+                body["approve_upgrade"] = parse_json("--approve-upgrade", &text)?;
+            }
+            ("PUT", at(&workspace, &name), Some(body))
+        }
+        ConnectionCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
+        ConnectionCommand::List { workspace } => (
+            "GET",
+            format!("/v1/workspaces/{}/connections", segment(&workspace)),
+            None,
+        ),
+        ConnectionCommand::Delete { workspace, name } => ("DELETE", at(&workspace, &name), None),
+        ConnectionCommand::Credential { command } => match command {
+            CredentialCommand::Set {
+                workspace,
+                name,
+                credential,
+                from_env,
+            } => {
+                let value = std::env::var(&from_env)
+                    .with_context(|| format!("--from-env {from_env}: the variable is not set"))?;
+                // The kind comes from the connection, as the plugin declares it.
+                let connection = at(&workspace, &name);
+                let shown = fetch(&server, &connection).await?;
+                let kind = shown["credentials"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|c| c["name"] == credential.as_str()))
+                    .map(|c| c["kind"].clone())
+                    .with_context(|| {
+                        format!("connection {name:?} declares no credential {credential:?}")
+                    })?;
+                let kind = serde_json::from_value(kind).context("the credential's kind")?;
+                let secret = patchbay_egress::credentials::Secret::from_text(kind, value)
+                    .map_err(|e| anyhow::anyhow!("--from-env {from_env} {e}"))?;
+                let body = serde_json::to_value(&secret).context("the credential")?;
+                (
+                    "PUT",
+                    format!("{connection}/credentials/{}", segment(&credential)),
+                    Some(body),
+                )
+            }
+            CredentialCommand::Remove {
+                workspace,
+                name,
+                credential,
+            } => (
+                "DELETE",
+                format!(
+                    "{}/credentials/{}",
+                    at(&workspace, &name),
+                    segment(&credential)
+                ),
+                None,
+            ),
+        },
+        ConnectionCommand::Invoke {
+            workspace,
+            name,
+            operation,
+            input,
+        } => (
+            "POST",
+            format!(
+                "{}/operations/{}",
+                at(&workspace, &name),
+                segment(&operation)
+            ),
+            Some(json!({ "input": parse_json("--input", &input)? })),
+        ),
+    };
+    call(&server, method, &path, body).await
+}
+
+fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
+}
+
+/// A path segment, percent-encoded: whatever was typed stays one segment
+/// (the server then refuses what is not a valid name).
+fn segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// `GET path`'s answer, or an error naming what the server said.
+async fn fetch(server: &Server, path: &str) -> anyhow::Result<Value> {
+    let (status, answer) = send(server, "GET", path, None).await?;
+    if !status.is_success() {
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            answer["code"].as_str().unwrap_or("error"),
+            answer["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(answer)
+}
+
+/// One API call: the answer's JSON on stdout, or its error on stderr and a
+/// failing exit.
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let (status, answer) = send(server, method, path, body).await?;
+    if status.is_success() {
+        if !answer.is_null() {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = answer["code"].as_str().unwrap_or("error");
+    let message = answer["message"].as_str().unwrap_or_default();
+    eprintln!("error: {} {code}: {message}", status.as_u16());
+    if let Some(details) = answer["details"].as_array() {
+        for detail in details {
+            eprintln!("  - {}", detail.as_str().unwrap_or_default());
+        }
+    }
+    if !answer["diff"].is_null() {
+        eprintln!("diff (approve with --approve-upgrade):\n{}", answer["diff"]);
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Send one request; the status and the answer's JSON (null when empty).
+async fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let token = server.token()?;
+    let tls = patchbay_egress::tls_config().context("tls configuration")?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("building the http client")?;
+    let url = server
+        .url
+        .join(path.trim_start_matches('/'))
+        .with_context(|| format!("--server {} with {path}", server.url))?;
+    let method = reqwest::Method::from_bytes(method.as_bytes()).context("method")?;
+    let mut request = client.request(method, url.clone()).bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling {url} (is patchbay serve running there?)"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.context("reading the answer")?;
+    let answer: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Ok((status, answer))
+}

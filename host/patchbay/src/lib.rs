@@ -1,0 +1,20 @@
+//! Patchbay: a host for sandboxed WebAssembly connector plugins.
+//!
+//! This crate is the top of the host: the `patchbay` binary's CLI and the
+//! wiring of services from a data directory. The layers below it are crates
+//! of their own (see `host/README.md`); they are re-exported here under their
+//! layer's name so one dependency reaches them all.
+
+pub mod bundled;
+pub mod cli;
+pub mod services;
+
+pub use patchbay_api as api;
+pub use patchbay_egress as egress;
+pub use patchbay_policy as policy;
+pub use patchbay_runtime as runtime;
+pub use patchbay_storage as storage;
+pub use patchbay_tenancy as tenancy;
+
+#[cfg(test)]
+mod router_tests;

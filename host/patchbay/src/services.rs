@@ -1,0 +1,220 @@
+//! Wiring: open a data directory and build everything that runs on it.
+
+use anyhow::Context as _;
+use patchbay_api::AppState;
+use patchbay_egress::audit::AuditLog;
+use patchbay_egress::credentials::Credentials;
+use patchbay_egress::credentials::seal::{MASTER_KEY_ENV, MasterKey, write_private};
+use patchbay_egress::resolve::{NameLookup, SystemLookup};
+use patchbay_egress::{Egress, EgressLimits};
+use patchbay_policy::OperatorPolicy;
+use patchbay_policy::clock::Clock;
+use patchbay_runtime::Runtime;
+use patchbay_storage::SharedKv;
+use patchbay_storage::purge::KvPurger;
+use patchbay_storage::sled_store::SledDb;
+use patchbay_storage::tenancy::SharedTenancy;
+use patchbay_tenancy::catalog::Catalog;
+use patchbay_tenancy::store::PluginStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything `serve` and `invoke` need, opened on one data directory.
+pub struct Services {
+    pub data_dir: PathBuf,
+    pub db: SledDb,
+    pub kv: SharedKv,
+    /// Workspaces and connections (their API is issue 4's next part).
+    pub tenancy: SharedTenancy,
+    pub credentials: Arc<Credentials>,
+    pub audit: Arc<AuditLog>,
+    pub clock: patchbay_policy::clock::Clock,
+    pub catalog: Arc<Catalog>,
+    /// Shared by every `Tenancy` made from these services (see `Tenancy::pins`).
+    plugin_pins: Arc<tokio::sync::RwLock<()>>,
+    /// Stops (and is waited for) when the services are dropped.
+    _kv_purger: KvPurger,
+}
+
+/// What `Services` are built with besides the data directory and policy.
+pub struct Options {
+    pub lookup: Arc<dyn NameLookup>,
+    pub clock: Clock,
+    /// The master key's base64 text; when `None`, `<data>/master.key` is read
+    /// (or created with mode 0600 on first start).
+    pub master_key: Option<String>,
+}
+
+impl Default for Options {
+    /// The system resolver and clock, and the master key from `PATCHBAY_MASTER_KEY` if set.
+    fn default() -> Self {
+        Self {
+            lookup: Arc::new(SystemLookup),
+            clock: patchbay_policy::clock::system(),
+            master_key: std::env::var(MASTER_KEY_ENV).ok(),
+        }
+    }
+}
+
+impl Services {
+    /// Open (creating if needed) `data_dir`: the sled database, the plugin store
+    /// and the compiled-plugin cache.
+    pub fn open(data_dir: &Path, policy: OperatorPolicy) -> anyhow::Result<Self> {
+        Self::open_with(data_dir, policy, Options::default())
+    }
+
+    /// [`open`](Self::open) with chosen resolver, clock and key (tests use a
+    /// table of names and a clock they move).
+    pub fn open_with(
+        data_dir: &Path,
+        policy: OperatorPolicy,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        // Before anything is opened, so a bad value stops start-up naming its key.
+        // In the message itself, not as context: callers print it with `{}` too.
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("operator policy: {e}"))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let db = SledDb::open(&data_dir.join("db")).with_context(|| {
+            format!(
+                "opening the database in {} (is another patchbay process using this data directory?)",
+                data_dir.display()
+            )
+        })?;
+        let kv: SharedKv = Arc::new(db.kv()?);
+        let tenancy: SharedTenancy = Arc::new(db.tenancy()?);
+        let kv_purger = KvPurger::start(
+            kv.clone(),
+            options.clock.clone(),
+            std::time::Duration::from_secs(u64::from(policy.limits.kv_purge_every_secs.max(1))),
+        )
+        .context("starting the expired-key purge")?;
+        let key = MasterKey::load_or_create(&data_dir.join("master.key"), options.master_key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let credentials = Arc::new(
+            Credentials::new(Arc::new(db.secrets()?), key, options.clock.clone())
+                .map_err(|e| anyhow::anyhow!("opening stored credentials: {e}"))?,
+        );
+        let limits = EgressLimits::from_operator(&policy.limits);
+        // Checked above with the rest of the policy.
+        let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;
+        let audit = Arc::new(
+            AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
+                .context("starting the audit writer")?,
+        );
+        let egress = Egress::new(
+            policy.addresses,
+            options.lookup,
+            limits,
+            credentials.clone(),
+            audit.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
+        let egress = match operator_destinations {
+            Some(rules) => egress.with_operator_destinations(rules),
+            None => egress,
+        };
+        let runtime = Runtime::new(
+            policy.limits,
+            Arc::new(egress),
+            kv.clone(),
+            options.clock.clone(),
+            Some(data_dir.join("cache")),
+        )
+        .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
+        let store = PluginStore::open(data_dir.join("plugins"))?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            db,
+            kv,
+            tenancy,
+            clock: options.clock.clone(),
+            credentials,
+            audit,
+            _kv_purger: kv_purger,
+            plugin_pins: Arc::default(),
+            catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
+        })
+    }
+
+    /// Workspaces and connections, with everything their deletion must reach.
+    pub fn tenancy(&self) -> patchbay_tenancy::service::Tenancy {
+        patchbay_tenancy::service::Tenancy {
+            store: self.tenancy.clone(),
+            catalog: self.catalog.clone(),
+            credentials: self.credentials.clone(),
+            kv: self.kv.clone(),
+            audit: self.audit.clone(),
+            clock: self.clock.clone(),
+            pins: self.plugin_pins.clone(),
+        }
+    }
+
+    /// What the API serves from, with the operator token it accepts.
+    pub fn app_state(&self, operator_token: &str) -> AppState {
+        let openapi = patchbay_api::openapi()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"describing the API failed: {e}\"}}"));
+        AppState {
+            openapi: bytes::Bytes::from(openapi),
+            catalog: self.catalog.clone(),
+            tenancy: Arc::new(self.tenancy()),
+            metrics: patchbay_api::metrics::MetricsSources {
+                audit: self.audit.clone(),
+                credentials: self.credentials.clone(),
+                egress: self.catalog.runtime().egress().clone(),
+                api: patchbay_api::metrics::ApiMetrics::default(),
+                runtime: self.catalog.runtime().counters().clone(),
+            },
+            operator_token: patchbay_api::auth::digest(operator_token),
+        }
+    }
+}
+
+/// The operator token: from `PATCHBAY_OPERATOR_TOKEN`, else read from (or
+/// generated into) `<data>/operator-token` with mode 0600. Returns the token
+/// and, when it lives in a file, that file's path.
+pub fn operator_token(
+    data_dir: &Path,
+    from_env: Option<String>,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+        return Ok((token.trim().to_owned(), None));
+    }
+    let path = data_dir.join("operator-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_owned();
+        if !token.is_empty() {
+            return Ok((token, Some(path)));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("generating the operator token: {e}"))?;
+    let token = format!("pbo_{}", hex::encode(bytes));
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok((token, Some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn generates_a_private_operator_token_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, path) = operator_token(dir.path(), None).expect("token");
+        let path = path.expect("stored in a file");
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        let (second, _) = operator_token(dir.path(), None).expect("token");
+        assert_eq!(first, second, "the token is kept across starts");
+        let (from_env, none) = operator_token(dir.path(), Some("env-token".into())).expect("token");
+        assert_eq!((from_env.as_str(), none), ("env-token", None));
+    }
+}

@@ -1,0 +1,729 @@
+//! `plugin.toml`: what a plugin is, what it does and what it asks for.
+//!
+//! Parsed and validated once, when a plugin is installed or loaded; every error
+//! names the field at fault so a vendor can fix it without guessing.
+
+use crate::http::{Destination, DestinationError};
+use crate::rate::RateLimit;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+
+/// The contract versions this host can run.
+pub const SUPPORTED_CONTRACT: &str = "^0.1";
+
+/// A manifest that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("plugin.toml is not valid TOML or has a wrong field: {0}")]
+    Syntax(String),
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    ManifestError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Manifest {
+    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub version: semver::Version,
+    /// The `patchbay:connector` contract version it was built against.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub contract: semver::Version,
+    pub name: String,
+    pub description: String,
+    pub vendor: String,
+    pub operations: Vec<Operation>,
+    pub capabilities: Capabilities,
+    pub limits: RequestedLimits,
+}
+
+/// What kind of work an operation does; callers use it to decide retries and caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OperationKind {
+    /// Reads upstream state (e.g. find a contact); safe to retry.
+    Lookup,
+    /// Changes upstream state (e.g. create a ticket).
+    Action,
+    /// Reshapes data without leaving the sandbox.
+    Transform,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Operation {
+    pub name: String,
+    pub kind: OperationKind,
+    pub idempotent: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input_schema: Json,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub output_schema: Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Capabilities {
+    /// Outbound HTTP destinations, as written (templates unfilled).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub http: Vec<Destination>,
+    /// The upstream API's request rate, as the vendor declares it.
+    pub http_rate_limit: Option<RateLimit>,
+    pub kv: Option<KvQuota>,
+    /// JSON Schema of the connection's non-secret settings.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub config_schema: Option<Json>,
+    pub credentials: Vec<CredentialRequest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_total_bytes: u64,
+    pub max_value_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    ApiKeyHeader,
+    ApiKeyQuery,
+    Bearer,
+    Basic,
+    Oauth2ClientCredentials,
+    Oauth2RefreshToken,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKeyHeader => "api_key_header",
+            Self::ApiKeyQuery => "api_key_query",
+            Self::Bearer => "bearer",
+            Self::Basic => "basic",
+            Self::Oauth2ClientCredentials => "oauth2_client_credentials",
+            Self::Oauth2RefreshToken => "oauth2_refresh_token",
+        }
+    }
+
+    pub fn is_oauth2(self) -> bool {
+        matches!(
+            self,
+            Self::Oauth2ClientCredentials | Self::Oauth2RefreshToken
+        )
+    }
+}
+
+/// A credential the plugin needs; the host holds its value and adds it to
+/// requests bound for `destinations`, so the plugin never sees it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialRequest {
+    pub name: String,
+    pub kind: CredentialKind,
+    pub description: String,
+    /// Where the host may send it (destination grammar, templates allowed).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub destinations: Vec<Destination>,
+    /// `api_key_header`: the header that carries the key (lowercase).
+    pub header: Option<String>,
+    /// `api_key_query`: the query parameter that carries the key.
+    pub param: Option<String>,
+    /// `oauth2_*`: the token endpoint (a URL, templates allowed).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub token_url: Option<Destination>,
+    /// `oauth2_*`: scopes to ask for.
+    pub scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: String,
+    kind: CredentialKind,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    destinations: Vec<String>,
+    header: Option<String>,
+    param: Option<String>,
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// Headers the host owns on every request; a credential may not be placed in them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "traceparent",
+];
+
+/// Limits the plugin asks for; the operator's maxima cap them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+fn default_memory_mb() -> u32 {
+    32
+}
+fn default_timeout_ms() -> u32 {
+    5_000
+}
+
+impl Default for RequestedLimits {
+    fn default() -> Self {
+        Self {
+            memory_mb: default_memory_mb(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+// ---- raw TOML shape ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    id: String,
+    version: String,
+    contract: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    vendor: String,
+    #[serde(default)]
+    operations: Vec<RawOperation>,
+    #[serde(default)]
+    capabilities: RawCapabilities,
+    #[serde(default)]
+    limits: RequestedLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperation {
+    name: String,
+    kind: OperationKind,
+    #[serde(default)]
+    idempotent: Option<bool>,
+    input_schema: toml::Value,
+    output_schema: toml::Value,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCapabilities {
+    http: Option<RawHttp>,
+    kv: Option<KvQuota>,
+    config: Option<RawConfig>,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    destinations: Vec<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    schema: toml::Value,
+}
+
+/// Operator ceilings on what a manifest may ask for.
+pub const MAX_MEMORY_MB: u32 = 4096;
+pub const MAX_TIMEOUT_MS: u32 = 300_000;
+
+impl Manifest {
+    /// Parse and validate `plugin.toml` text.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        validate_id(&raw.id)?;
+        let version = semver::Version::parse(&raw.version).map_err(|e| {
+            field_error(
+                "version",
+                format!("{:?} is not a semver version: {e}", raw.version),
+            )
+        })?;
+        let contract = semver::Version::parse(&raw.contract).map_err(|e| {
+            field_error(
+                "contract",
+                format!("{:?} is not a semver version: {e}", raw.contract),
+            )
+        })?;
+        let supported =
+            semver::VersionReq::parse(SUPPORTED_CONTRACT).expect("constant requirement parses");
+        if !supported.matches(&contract) {
+            return Err(field_error(
+                "contract",
+                format!(
+                    "contract {contract} is not supported by this host (supports {SUPPORTED_CONTRACT})"
+                ),
+            ));
+        }
+        if raw.name.trim().is_empty() {
+            return Err(field_error("name", "must not be empty"));
+        }
+        if raw.vendor.trim().is_empty() {
+            return Err(field_error("vendor", "must not be empty"));
+        }
+        let operations = validate_operations(raw.operations)?;
+        let capabilities = validate_capabilities(raw.capabilities)?;
+        if raw.limits.memory_mb == 0 || raw.limits.memory_mb > MAX_MEMORY_MB {
+            return Err(field_error(
+                "limits.memory_mb",
+                format!("must be between 1 and {MAX_MEMORY_MB}"),
+            ));
+        }
+        if raw.limits.timeout_ms == 0 || raw.limits.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(field_error(
+                "limits.timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        Ok(Self {
+            id: raw.id,
+            version,
+            contract,
+            name: raw.name,
+            description: raw.description,
+            vendor: raw.vendor,
+            operations,
+            capabilities,
+            limits: raw.limits,
+        })
+    }
+
+    /// The operation named `name`.
+    pub fn operation(&self, name: &str) -> Option<&Operation> {
+        self.operations.iter().find(|op| op.name == name)
+    }
+}
+
+pub fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn validate_id(id: &str) -> Result<(), ManifestError> {
+    if is_slug(id) {
+        Ok(())
+    } else {
+        Err(field_error(
+            "id",
+            format!("{id:?} must be 1-64 lowercase letters, digits or inner dashes"),
+        ))
+    }
+}
+
+fn validate_operations(raw: Vec<RawOperation>) -> Result<Vec<Operation>, ManifestError> {
+    if raw.is_empty() {
+        return Err(field_error(
+            "operations",
+            "a plugin must declare at least one operation",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut operations = Vec::with_capacity(raw.len());
+    for (i, op) in raw.into_iter().enumerate() {
+        let at = format!("operations[{i}]");
+        if !is_slug(&op.name) {
+            return Err(field_error(
+                format!("{at}.name"),
+                format!("{:?} must be lowercase kebab-case", op.name),
+            ));
+        }
+        if !seen.insert(op.name.clone()) {
+            return Err(field_error(
+                format!("{at}.name"),
+                format!("operation {:?} is declared twice", op.name),
+            ));
+        }
+        let input_schema = schema_value(&op.input_schema, &format!("{at}.input_schema"))?;
+        let output_schema = schema_value(&op.output_schema, &format!("{at}.output_schema"))?;
+        operations.push(Operation {
+            name: op.name,
+            kind: op.kind,
+            // Lookups and transforms are idempotent unless the vendor says otherwise.
+            idempotent: op.idempotent.unwrap_or(op.kind != OperationKind::Action),
+            input_schema,
+            output_schema,
+        });
+    }
+    Ok(operations)
+}
+
+/// A schema is written either as a TOML table or as a string holding JSON.
+fn schema_value(value: &toml::Value, field: &str) -> Result<Json, ManifestError> {
+    let json: Json = match value {
+        toml::Value::String(text) => serde_json::from_str(text)
+            .map_err(|e| field_error(field, format!("not valid JSON: {e}")))?,
+        toml::Value::Table(_) => {
+            serde_json::to_value(value).map_err(|e| field_error(field, e.to_string()))?
+        }
+        _ => return Err(field_error(field, "must be a table or a string of JSON")),
+    };
+    check_schema(&json).map_err(|message| field_error(field, message))?;
+    Ok(json)
+}
+
+/// Whether `schema` is a valid JSON Schema (draft 2020-12 unless `$schema` says otherwise).
+pub fn check_schema(schema: &Json) -> Result<(), String> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("a JSON Schema must be an object or a boolean".into());
+    }
+    jsonschema::meta::validate(schema).map_err(|e| format!("not a valid JSON Schema: {e}"))?;
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|e| format!("not a usable JSON Schema: {e}"))
+}
+
+fn validate_capabilities(raw: RawCapabilities) -> Result<Capabilities, ManifestError> {
+    let mut http = Vec::new();
+    let mut http_rate_limit = None;
+    if let Some(raw_http) = raw.http {
+        if let Some(limit) = raw_http.rate_limit {
+            http_rate_limit = Some(limit.validate().ok_or_else(|| {
+                field_error(
+                    "capabilities.http.rate_limit",
+                    "requests and per_seconds must be greater than zero",
+                )
+            })?);
+        }
+        for (i, entry) in raw_http.destinations.iter().enumerate() {
+            let destination = Destination::parse(entry).map_err(|e: DestinationError| {
+                field_error(
+                    format!("capabilities.http.destinations[{i}]"),
+                    format!("{entry:?}: {e}"),
+                )
+            })?;
+            http.push(destination);
+        }
+    }
+    if let Some(kv) = raw.kv
+        && (kv.max_keys == 0 || kv.max_total_bytes == 0 || kv.max_value_bytes == 0)
+    {
+        return Err(field_error(
+            "capabilities.kv",
+            "quotas must be greater than zero",
+        ));
+    }
+    let config_schema = match raw.config {
+        Some(config) => Some(schema_value(&config.schema, "capabilities.config.schema")?),
+        None => None,
+    };
+    let mut names = BTreeSet::new();
+    let mut credentials = Vec::with_capacity(raw.credentials.len());
+    for (i, credential) in raw.credentials.into_iter().enumerate() {
+        let at = format!("capabilities.credentials[{i}]");
+        if !names.insert(credential.name.clone()) {
+            return Err(field_error(
+                format!("{at}.name"),
+                format!("credential {:?} is declared twice", credential.name),
+            ));
+        }
+        credentials.push(validate_credential(credential, &at)?);
+    }
+    Ok(Capabilities {
+        http,
+        http_rate_limit,
+        kv: raw.kv,
+        config_schema,
+        credentials,
+    })
+}
+
+fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest, ManifestError> {
+    use CredentialKind as K;
+    if !is_slug(&raw.name.replace('_', "-")) {
+        return Err(field_error(
+            format!("{at}.name"),
+            format!(
+                "{:?} must be lowercase letters, digits, dashes or underscores",
+                raw.name
+            ),
+        ));
+    }
+    if raw.destinations.is_empty() {
+        return Err(field_error(
+            format!("{at}.destinations"),
+            "list the destinations this credential may be sent to",
+        ));
+    }
+    let destinations = raw
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(j, entry)| {
+            Destination::parse(entry).map_err(|e| {
+                field_error(format!("{at}.destinations[{j}]"), format!("{entry:?}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let only_for = |field: &str, present: bool, wanted: bool, kinds: &str| {
+        if present && !wanted {
+            Err(field_error(
+                format!("{at}.{field}"),
+                format!("only {kinds} credentials take `{field}`"),
+            ))
+        } else if wanted && !present {
+            Err(field_error(
+                format!("{at}.{field}"),
+                format!("a {} credential needs `{field}`", raw.kind.as_str()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    only_for(
+        "header",
+        raw.header.is_some(),
+        raw.kind == K::ApiKeyHeader,
+        "api_key_header",
+    )?;
+    only_for(
+        "param",
+        raw.param.is_some(),
+        raw.kind == K::ApiKeyQuery,
+        "api_key_query",
+    )?;
+    only_for(
+        "token_url",
+        raw.token_url.is_some(),
+        raw.kind.is_oauth2(),
+        "oauth2_*",
+    )?;
+    if !raw.scopes.is_empty() && !raw.kind.is_oauth2() {
+        return Err(field_error(
+            format!("{at}.scopes"),
+            "only oauth2_* credentials take `scopes`",
+        ));
+    }
+    let header = match raw.header {
+        Some(header) => {
+            let name = http::HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| {
+                field_error(
+                    format!("{at}.header"),
+                    format!("{header:?} is not a valid header name"),
+                )
+            })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(field_error(
+                    format!("{at}.header"),
+                    format!("{header:?} is managed by the host and cannot carry a credential"),
+                ));
+            }
+            Some(name.as_str().to_owned())
+        }
+        None => None,
+    };
+    if let Some(param) = &raw.param {
+        let ok = !param.is_empty()
+            && param.len() <= 64
+            && param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(field_error(
+                format!("{at}.param"),
+                format!("{param:?} must be 1-64 letters, digits, `-`, `_` or `.`"),
+            ));
+        }
+    }
+    let token_url = match &raw.token_url {
+        Some(url) => {
+            let parsed = Destination::parse(url)
+                .map_err(|e| field_error(format!("{at}.token_url"), format!("{url:?}: {e}")))?;
+            if parsed.has_methods() {
+                return Err(field_error(
+                    format!("{at}.token_url"),
+                    format!("{url:?}: write the URL alone, without methods"),
+                ));
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    for (j, scope) in raw.scopes.iter().enumerate() {
+        if scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Err(field_error(
+                format!("{at}.scopes[{j}]"),
+                format!("{scope:?} is not a valid OAuth2 scope"),
+            ));
+        }
+    }
+    Ok(CredentialRequest {
+        name: raw.name,
+        kind: raw.kind,
+        description: raw.description,
+        destinations,
+        header,
+        param: raw.param,
+        token_url,
+        scopes: raw.scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+id = "crm"
+version = "1.0.0"
+contract = "0.1.0"
+name = "CRM"
+vendor = "Tests"
+[[operations]]
+name = "find"
+kind = "lookup"
+input_schema = {}
+output_schema = {}
+[capabilities.http]
+destinations = ["https://api.example.com/v1", "https://{{instance}}.example.com"]
+"#;
+
+    fn with_credential(block: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(&format!("{BASE}\n[[capabilities.credentials]]\n{block}"))
+    }
+
+    #[test]
+    fn accepts_each_credential_kind_with_its_fields() {
+        let ok = [
+            "name = \"k\"\nkind = \"api_key_header\"\nheader = \"X-Api-Key\"\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"api_key_query\"\nparam = \"api_key\"\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"bearer\"\ndestinations = [\"GET https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"basic\"\ndestinations = [\"https://{{instance}}.example.com\"]",
+            "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://login.example.com/oauth/token\"\nscopes = [\"a.read\", \"b:write\"]\ndestinations = [\"https://api.example.com/v1\"]",
+            "name = \"k\"\nkind = \"oauth2_refresh_token\"\ntoken_url = \"https://{{instance}}.example.com/oauth/token\"\ndestinations = [\"https://{{instance}}.example.com\"]",
+        ];
+        for block in ok {
+            let manifest = with_credential(block).unwrap_or_else(|e| panic!("{block}: {e}"));
+            assert_eq!(manifest.capabilities.credentials.len(), 1);
+        }
+        let header = with_credential(ok[0]).expect("parses");
+        assert_eq!(
+            header.capabilities.credentials[0].header.as_deref(),
+            Some("x-api-key")
+        );
+    }
+
+    #[test]
+    fn refuses_credential_mistakes_naming_the_field() {
+        let cases = [
+            (
+                "name = \"k\"\nkind = \"bearer\"",
+                "credentials[0].destinations",
+                "list the destinations",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\ndestinations = [\"api.example.com\"]",
+                "destinations[0]",
+                "scheme",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "needs `header`",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\nheader = \"Host\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "managed by the host",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_header\"\nheader = \"bad header\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "not a valid header",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\nheader = \"X-Key\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].header",
+                "only api_key_header",
+            ),
+            (
+                "name = \"k\"\nkind = \"api_key_query\"\nparam = \"a&b\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].param",
+                "letters",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "needs `token_url`",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"POST https://a.example.com/t\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "without methods",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://a.example.com/t?x=1\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].token_url",
+                "query",
+            ),
+            (
+                "name = \"k\"\nkind = \"oauth2_client_credentials\"\ntoken_url = \"https://a.example.com/t\"\nscopes = [\"has space\"]\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].scopes[0]",
+                "scope",
+            ),
+            (
+                "name = \"k\"\nkind = \"bearer\"\nscopes = [\"a\"]\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].scopes",
+                "only oauth2",
+            ),
+            (
+                "name = \"K y\"\nkind = \"bearer\"\ndestinations = [\"https://a.example.com\"]",
+                "credentials[0].name",
+                "lowercase",
+            ),
+        ];
+        for (block, field, needle) in cases {
+            let message = with_credential(block)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                message.contains(field) && message.contains(needle),
+                "{block:?}: {message:?} should name {field:?} and say {needle:?}"
+            );
+        }
+    }
+}

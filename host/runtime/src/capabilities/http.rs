@@ -1,0 +1,465 @@
+//! Outbound HTTP through `wasi:http/outgoing-handler`, gated per request.
+//!
+//! The gate runs in the `send_request` hook, before any DNS look-up or
+//! connection: a request goes out only if it matches one of the connection's
+//! filled destination rules, and a literal IP only if operator policy allows
+//! that address (names are checked as they resolve, in `egress`). A denial is
+//! an error code (`HTTP-request-denied`, `destination-IP-prohibited`), never a
+//! trap, and is audited. Redirects are never followed: a 3xx is handed back to
+//! the plugin, whose next request is checked from scratch.
+
+use crate::state::CallState;
+use http_body_util::BodyExt as _;
+use patchbay_egress::Call;
+use patchbay_egress::credentials::BoundCredential;
+use patchbay_egress::{BodyError, Egress, EgressError, Timeouts};
+use patchbay_policy::http::{Denial, Rule, Target};
+use patchbay_policy::rate::RateLimit;
+use patchbay_storage::Scope;
+use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
+};
+
+/// Why the gate refused a request.
+enum Refusal {
+    /// No destination rule matches (or the URL is malformed).
+    Rule(String),
+    /// The literal address is not public and the operator has not allowed it.
+    Address(String),
+}
+
+/// What one invocation's requests are held to, besides the destination rules.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// Who the requests are made for, as the audit trail records it.
+    pub tags: Arc<AuditTags>,
+    /// Also the W3C trace id of every outbound request.
+    pub invocation_id: String,
+    /// The connection; rate limits are kept per workspace and upstream origin.
+    pub scope: Arc<Scope>,
+    pub max_requests: usize,
+    pub rate_limit: RateLimit,
+    /// Host-held credentials and the destinations each may be sent to.
+    pub credentials: Arc<[BoundCredential]>,
+    /// Destinations declared but not approved by the workspace (for the refusal's reason).
+    pub unapproved_rules: Arc<[Rule]>,
+}
+
+/// The per-invocation gate.
+pub struct HttpGate {
+    egress: Arc<Egress>,
+    rules: Arc<[Rule]>,
+    call: CallPolicy,
+    /// Requests this invocation may still start.
+    requests_left: usize,
+    deadline: Instant,
+    audit_tag: String,
+    denials: Arc<Mutex<Denials>>,
+}
+
+impl Denials {
+    /// Keep `denial` in full while under the limit (and return it, kept);
+    /// past it, only count it.
+    fn push(&mut self, denial: Denial) -> Option<Denial> {
+        if self.recorded.len() < MAX_RECORDED_DENIALS {
+            self.recorded.push(denial.clone());
+            Some(denial)
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// The refusals of one invocation: the first few in full, then a count.
+#[derive(Debug, Default)]
+struct Denials {
+    recorded: Vec<Denial>,
+    suppressed: usize,
+    /// The last refusal's record: the summary's host, port and path.
+    last: Option<AuditRecord>,
+}
+
+/// wasi:http state of one invocation.
+pub struct HttpCtx {
+    pub ctx: WasiHttpCtx,
+    pub gate: HttpGate,
+}
+
+impl HttpCtx {
+    pub fn new(
+        egress: Arc<Egress>,
+        rules: Arc<[Rule]>,
+        deadline: Instant,
+        call: CallPolicy,
+        audit_tag: String,
+    ) -> Self {
+        Self {
+            ctx: WasiHttpCtx::new(),
+            gate: HttpGate {
+                egress,
+                rules,
+                requests_left: call.max_requests,
+                call,
+                deadline,
+                audit_tag,
+                denials: Arc::default(),
+            },
+        }
+    }
+
+    /// The refusals recorded in full, and how many more were only counted.
+    pub fn denials(&self) -> (Vec<Denial>, usize) {
+        let denials = self.gate.denials.lock().unwrap_or_else(|e| e.into_inner());
+        (denials.recorded.clone(), denials.suppressed)
+    }
+}
+
+/// Refusals one invocation records one by one; past this they are counted,
+/// and one summary record is written when the call ends, so a plugin that
+/// loops on refused requests cannot flood the workspace's audit trail.
+pub const MAX_RECORDED_DENIALS: usize = 20;
+
+impl HttpGate {
+    /// Whether a request to `target` may go out, and with which host-held credential.
+    fn decide(
+        &self,
+        target: &Target,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<BoundCredential>, Refusal> {
+        let rule = |reason: &str| Refusal::Rule(reason.to_owned());
+        if self.requests_left == 0 {
+            return Err(rule("the invocation's outbound request limit is used up"));
+        }
+        let matches = |rule: &Rule| rule.allows(target);
+        if self.rules.iter().any(matches) {
+            if !self.egress.operator_allows(matches) {
+                return Err(rule("operator policy does not allow this destination"));
+            }
+            self.egress
+                .check_host(&target.host)
+                .map_err(|(ip, class)| {
+                    Refusal::Address(format!(
+                        "address {ip} is {class} and operator policy does not allow it"
+                    ))
+                })?;
+            let credential = self.call.credentials.iter().find(|c| c.applies_to(target));
+            if credential.is_some() && headers.contains_key(http::header::RANGE) {
+                // An upstream that reflects the request could hand the
+                // credential back in slices too short to recognise.
+                return Err(rule(
+                    "a request that carries a credential may not ask for partial content (Range)",
+                ));
+            }
+            if let Some(credential) = credential
+                && let Some(place) = credential.collides_with(headers, target.url.query())
+            {
+                return Err(rule(&format!(
+                    "the plugin set {place}, which the host manages for this destination (credential {})",
+                    credential.name
+                )));
+            }
+            Ok(credential.cloned())
+        } else if self.call.unapproved_rules.iter().any(matches) {
+            Err(rule(
+                "the destination is declared but the workspace has not approved it",
+            ))
+        } else if self.rules.is_empty() && self.call.unapproved_rules.is_empty() {
+            Err(rule("the plugin declares no HTTP destinations"))
+        } else {
+            Err(rule("no declared destination matches"))
+        }
+    }
+
+    /// Audit, log and keep a refusal, up to [`MAX_RECORDED_DENIALS`] per call;
+    /// past that only count it.
+    fn refuse(&mut self, mut record: AuditRecord, denial: Denial) {
+        let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        record.decision = Decision::Denied;
+        record.reason = Some(denial.reason.clone());
+        let Some(kept) = denials.push(denial) else {
+            return;
+        };
+        self.egress.audit().record(&record);
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+            method = %kept.method, url = %kept.url, decision = "denied", reason = %kept.reason,
+            "outbound request denied");
+        denials.last = Some(record);
+    }
+
+    /// Never wait past the invocation's deadline, whatever the plugin asked.
+    fn bounded(&self, options: Option<RequestOptions>) -> RequestOptions {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let cap = |asked: Option<std::time::Duration>| Some(asked.map_or(left, |a| a.min(left)));
+        let asked = options.unwrap_or_default();
+        RequestOptions {
+            connect_timeout: cap(asked.connect_timeout),
+            first_byte_timeout: cap(asked.first_byte_timeout),
+            between_bytes_timeout: cap(asked.between_bytes_timeout),
+        }
+    }
+}
+
+impl Drop for HttpGate {
+    /// One record for the refusals past the per-call limit, when the call ends.
+    fn drop(&mut self) {
+        let denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        if denials.suppressed == 0 {
+            return;
+        }
+        let Some(mut record) = denials.last.clone() else {
+            return;
+        };
+        let audit = self.egress.audit();
+        let reason = format!(
+            "{} more requests refused in this invocation, not recorded one by one (at most {MAX_RECORDED_DENIALS} are)",
+            denials.suppressed
+        );
+        record.at_ms = audit.now_ms();
+        record.reason = Some(reason.clone());
+        audit.record(&record);
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+            suppressed = denials.suppressed, decision = "denied", "{reason}");
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+/// The URL as logs and denial lists show it: query values redacted.
+fn shown_url(target: &Target) -> String {
+    let url = &target.url;
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_owned(),
+        },
+        patchbay_storage::audit::redact_query(url.path(), url.query())
+    )
+}
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let method = request.method().to_string();
+        // Parsed once, by the client's own URL parser; every decision below and
+        // the request the client sends use this one value.
+        let target = match Target::parse(&method, &request.uri().to_string()) {
+            Ok(target) => target,
+            Err(error) => {
+                let audit = self.egress.audit();
+                let record =
+                    AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
+                let reason = format!("unusable URL: {error}");
+                // Unparsed, so of any length: as long as a DNS name at most.
+                let mut authority = request
+                    .uri()
+                    .authority()
+                    .map_or("?", |a| a.as_str())
+                    .to_owned();
+                patchbay_policy::text::truncate(&mut authority, 253);
+                let url = format!(
+                    "{}://{authority}{}",
+                    request.uri().scheme_str().unwrap_or("?"),
+                    patchbay_storage::audit::redact_query(
+                        request.uri().path(),
+                        request.uri().query()
+                    )
+                );
+                self.refuse(
+                    record,
+                    Denial {
+                        method,
+                        url,
+                        reason,
+                    },
+                );
+                return Box::new(async { Err(HttpError::HttpRequestUriInvalid) });
+            }
+        };
+        let url = shown_url(&target);
+        let credential = match self.decide(&target, request.headers()) {
+            Ok(credential) => credential,
+            Err(refusal) => {
+                let (reason, code) = match refusal {
+                    Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
+                    Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
+                };
+                let record =
+                    AuditRecord::for_target(&self.call.tags, self.egress.audit().now_ms(), &target);
+                self.refuse(
+                    record,
+                    Denial {
+                        method,
+                        url,
+                        reason,
+                    },
+                );
+                return Box::new(async move { Err(code) });
+            }
+        };
+        tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+            %method, %url, decision = "allowed", "outbound request");
+        let options = self.bounded(options);
+        self.requests_left -= 1;
+        let (egress, denials, audit_tag) = (
+            self.egress.clone(),
+            self.denials.clone(),
+            self.audit_tag.clone(),
+        );
+        let call = Call {
+            deadline: self.deadline,
+            trace_id: self.call.invocation_id.clone(),
+            tags: self.call.tags.clone(),
+            scope: self.call.scope.clone(),
+            rate_limit: self.call.rate_limit,
+            credential,
+        };
+        let credential_name = call.credential.as_ref().map(|c| c.name.clone());
+        Box::new(async move {
+            let timeouts = Timeouts {
+                first_byte: options.first_byte_timeout,
+                between_bytes: options.between_bytes_timeout,
+            };
+            match egress.send(request, target, timeouts, &call).await {
+                Ok(response) => {
+                    let response = response.map(|body| body.map_err(body_error).boxed_unsync());
+                    // The host answered itself (the credential cannot be
+                    // used): the call's record says which and why.
+                    if let (Some(state), Some(name)) = (
+                        response.headers().get("x-patchbay-credential"),
+                        credential_name,
+                    ) {
+                        let reason = format!(
+                            "credential {name} is {}; the request was not sent",
+                            String::from_utf8_lossy(state.as_bytes())
+                        );
+                        denials
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Denial {
+                                method,
+                                url,
+                                reason,
+                            });
+                    }
+                    Ok((
+                        response,
+                        Box::new(async { Ok(()) })
+                            as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ))
+                }
+                Err(error) => {
+                    if let EgressError::AddressRefused(reason) = &error {
+                        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %audit_tag,
+                            %method, %url, decision = "denied", %reason, "outbound request denied");
+                        denials
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Denial {
+                                method,
+                                url,
+                                reason: reason.clone(),
+                            });
+                    }
+                    Err(http_error(&error))
+                }
+            }
+        })
+    }
+}
+
+/// The wasi:http error code the plugin sees for a request the egress did not complete.
+fn http_error(error: &EgressError) -> HttpError {
+    match error {
+        EgressError::AddressRefused(_) => HttpError::DestinationIpProhibited,
+        EgressError::RequestTooLarge(n) => HttpError::HttpRequestBodySize(Some(*n as u64)),
+        EgressError::InvalidRequest(_) => HttpError::HttpRequestUriInvalid,
+        EgressError::Timeout => HttpError::ConnectionTimeout,
+        EgressError::Connect(_) => HttpError::ConnectionRefused,
+        EgressError::Upstream(_) => HttpError::HttpProtocolError,
+        EgressError::CircuitOpen(_) => HttpError::DestinationUnavailable,
+        EgressError::Credential(message) => HttpError::InternalError(Some(message.clone())),
+        EgressError::Unscrubbable(message) => {
+            HttpError::HttpResponseContentCoding(Some(message.clone()))
+        }
+    }
+}
+
+/// The wasi:http error code that ends a response body the plugin is reading.
+fn body_error(error: BodyError) -> HttpError {
+    match error {
+        BodyError::ReadTimeout => HttpError::ConnectionReadTimeout,
+        BodyError::Incomplete => HttpError::HttpResponseIncomplete,
+        BodyError::ContentCoding => HttpError::HttpResponseContentCoding(None),
+        BodyError::TooLarge(seen) => HttpError::HttpResponseBodySize(Some(seen)),
+    }
+}
+
+/// `wasi:http/outgoing-handler.handle` as wasmtime-wasi-http 48 implements
+/// it, then freeing the `request-options` resource the guest handed over:
+/// the crate reads it and leaves it in the table, one entry per request,
+/// which would count against the call's resource budget
+/// (`runtime::limits::HostBudget`) until the call ends.
+fn handle(
+    state: &mut CallState,
+    request: Resource<HostOutgoingRequest>,
+    options: Option<Resource<wasmtime_wasi_http::RequestOptions>>,
+) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
+    let owned = options
+        .as_ref()
+        .map(|o| Resource::<wasmtime_wasi_http::RequestOptions>::new_own(o.rep()));
+    let mut view = state.http();
+    let result = outgoing_handler::Host::handle(&mut view, request, options);
+    if let Some(options) = owned {
+        // Gone already only if a later wasmtime frees it itself.
+        let _ = view.table.delete(options);
+    }
+    match result {
+        Ok(response) => Ok(Ok(response)),
+        // A trap stays a trap (a host bug); an error code goes to the guest.
+        Err(error) => error.downcast().map(Err),
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_http::p2::bindings;
+    linker
+        .instance("wasi:http/outgoing-handler@0.2.12")?
+        .func_wrap(
+            "handle",
+            |mut store: wasmtime::StoreContextMut<'_, CallState>,
+             (request, options): (
+                Resource<HostOutgoingRequest>,
+                Option<Resource<wasmtime_wasi_http::RequestOptions>>,
+            )| { handle(store.data_mut(), request, options).map(|r| (r,)) },
+        )?;
+    bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
+        linker,
+        &bindings::LinkOptions::default().into(),
+        CallState::http,
+    )
+}

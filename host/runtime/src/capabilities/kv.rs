@@ -1,0 +1,207 @@
+//! `patchbay:connector/kv`: a key-value store private to one connection.
+//!
+//! Granted only when the manifest declares `[capabilities.kv]`; the scope
+//! (workspace, connection) comes from the host, never from the plugin, so a
+//! plugin cannot name another connection's keys. Every mutation is flushed
+//! before the call returns, so what a plugin was told is stored survives a crash.
+
+use crate::bindings::patchbay::connector::kv::{Host, KeyPage, KvError, add_to_linker as add_kv};
+use crate::state::CallState;
+use patchbay_policy::clock::Clock;
+use patchbay_policy::manifest::KvQuota;
+use patchbay_storage::{KvLimits, Scope, SharedKv, StorageError};
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+
+/// Longest key a plugin may use, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Most keys one `list-keys` call returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// What a granted connection may do with KV.
+#[derive(Clone)]
+pub struct KvAccess {
+    pub store: SharedKv,
+    pub scope: Arc<Scope>,
+    pub quota: KvQuota,
+    pub clock: Clock,
+}
+
+impl KvAccess {
+    fn limits(&self) -> KvLimits {
+        KvLimits {
+            max_keys: self.quota.max_keys,
+            max_total_bytes: self.quota.max_total_bytes,
+        }
+    }
+}
+
+/// Per-invocation KV context: `None` when KV is not granted.
+#[derive(Clone, Default)]
+pub struct KvCtx {
+    pub access: Option<KvAccess>,
+    pub audit_tag: String,
+}
+
+impl KvCtx {
+    fn granted(&self, op: &str) -> Result<&KvAccess, KvError> {
+        self.access.as_ref().ok_or_else(|| {
+            tracing::warn!(target: "patchbay::audit", capability = "kv", operation = op,
+                invocation = %self.audit_tag, decision = "denied", "kv not granted");
+            KvError::AccessDenied(
+                "kv is not granted to this plugin: declare [capabilities.kv] in plugin.toml".into(),
+            )
+        })
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::InvalidArgument("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::InvalidArgument(format!(
+            "key is longer than {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn storage_error(e: StorageError) -> KvError {
+    match e {
+        StorageError::NotAnInteger => {
+            KvError::NotAnInteger("stored value is not a decimal 64-bit integer".into())
+        }
+        StorageError::Overflow => {
+            KvError::InvalidArgument("increment would overflow a 64-bit integer".into())
+        }
+        StorageError::Quota(message) => KvError::QuotaExceeded(message),
+        StorageError::Backend(detail) | StorageError::NotFound(detail) => {
+            // The plugin gets no internals; the operator gets the detail.
+            tracing::error!(target: "patchbay::kv", error = %detail, "kv backend failure");
+            KvError::Internal("the key-value store failed; try again".into())
+        }
+    }
+}
+
+/// Run blocking storage work off the async executor threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, KvError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(storage_error),
+        Err(join) => {
+            tracing::error!(target: "patchbay::kv", error = %join, "kv task failed");
+            Err(KvError::Internal(
+                "the key-value store failed; try again".into(),
+            ))
+        }
+    }
+}
+
+impl Host for KvCtx {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        let access = self.granted("get")?.clone();
+        check_key(&key)?;
+        blocking(move || access.store.get(&access.scope, &key, (access.clock)())).await
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), KvError> {
+        let access = self.granted("set")?.clone();
+        check_key(&key)?;
+        if value.len() as u64 > access.quota.max_value_bytes {
+            return Err(KvError::QuotaExceeded(format!(
+                "value is {} bytes; the limit is {}",
+                value.len(),
+                access.quota.max_value_bytes
+            )));
+        }
+        let expires_at = match ttl_ms {
+            Some(0) => {
+                return Err(KvError::InvalidArgument(
+                    "ttl-ms must be greater than zero".into(),
+                ));
+            }
+            Some(ttl) => Some((access.clock)().saturating_add(ttl)),
+            None => None,
+        };
+        blocking(move || {
+            let limits = access.limits();
+            access
+                .store
+                .set(&access.scope, &key, &value, expires_at, &limits)?;
+            access.store.flush()
+        })
+        .await
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        let access = self.granted("delete")?.clone();
+        check_key(&key)?;
+        blocking(move || {
+            let existed = access.store.delete(&access.scope, &key, (access.clock)())?;
+            access.store.flush()?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<KeyPage, KvError> {
+        let access = self.granted("list-keys")?.clone();
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let list = blocking(move || {
+            access.store.list(
+                &access.scope,
+                &prefix,
+                cursor.as_deref(),
+                limit,
+                (access.clock)(),
+            )
+        })
+        .await?;
+        let next_cursor = if list.more {
+            list.keys.last().cloned()
+        } else {
+            None
+        };
+        Ok(KeyPage {
+            keys: list.keys,
+            next_cursor,
+        })
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
+        let access = self.granted("increment")?.clone();
+        check_key(&key)?;
+        blocking(move || {
+            let limits = access.limits();
+            let value =
+                access
+                    .store
+                    .increment(&access.scope, &key, delta, (access.clock)(), &limits)?;
+            access.store.flush()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+struct KvCap;
+
+impl HasData for KvCap {
+    type Data<'a> = &'a mut KvCtx;
+}
+
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    add_kv::<CallState, KvCap>(linker, |state| &mut state.kv)
+}

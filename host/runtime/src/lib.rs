@@ -1,0 +1,768 @@
+//! Loading plugins and running their operations in isolation.
+//!
+//! Validation and compilation happen once per plugin version (`load`); each
+//! invocation then builds a fresh store from the pre-instantiated component,
+//! with the plugin's memory cap and an epoch deadline, and drops it afterwards.
+
+pub mod bindings;
+pub mod cache;
+pub mod capabilities;
+pub mod engine;
+pub mod error;
+pub mod interface;
+pub mod limits;
+pub mod package;
+pub mod schema;
+pub mod slots;
+pub mod state;
+
+use crate::bindings::{ConnectorPre, InvocationContext};
+use crate::capabilities::http::CallPolicy;
+use crate::capabilities::{
+    config::ConfigValues, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx, log::LogLine,
+    log::LogSource, log::LogTags,
+};
+use error::{InvokeError, LoadError, cap_message};
+use limits::{CallLimiter, HostBudget};
+use patchbay_egress::Egress;
+use patchbay_egress::credentials::BoundCredential;
+use patchbay_policy::clock::Clock;
+use patchbay_policy::grants::Grants;
+use patchbay_policy::http::Denial;
+use patchbay_policy::http::Rule;
+use patchbay_policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
+use patchbay_policy::manifest::Manifest;
+use patchbay_policy::schema::schema_validator;
+use patchbay_storage::audit::AuditTags;
+use patchbay_storage::tenancy::Connection;
+use patchbay_storage::{Scope, SharedKv};
+use schema::checked_in_time;
+use serde_json::Value as Json;
+use slots::CallSlots;
+use state::CallState;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::FieldMapError;
+
+/// The host side of running plugins: one engine, one linker, shared by all.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    egress: Arc<Egress>,
+    limits: OperatorLimits,
+    kv: SharedKv,
+    clock: Clock,
+    cache_dir: Option<PathBuf>,
+    slots: CallSlots,
+    /// Calls running on threads of their own at once (see `off_the_workers`).
+    threads: tokio::sync::Semaphore,
+    counters: Arc<RuntimeCounters>,
+}
+
+/// Most calls that run on threads of their own at once. tokio's blocking
+/// pool (`BLOCKING_THREADS`) must keep threads beyond these for storage and
+/// schema checks, or the whole host would wait behind plugins.
+pub const MAX_THREADED_CALLS: usize = 1536;
+
+/// Threads the binary's runtime may start for blocking work: every threaded
+/// call, and room for the host's own.
+pub const BLOCKING_THREADS: usize = MAX_THREADED_CALLS + 512;
+
+/// What the runtime counts for the operator's metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeCounters {
+    /// Calls refused because every instance of the pool was in use.
+    pub refused_at_capacity: AtomicU64,
+    /// Calls refused because their connection or workspace ran its maximum
+    /// of calls until their deadline.
+    pub refused_too_many_calls: AtomicU64,
+}
+
+/// A plugin version ready to run: validated, compiled, pre-instantiated.
+pub struct LoadedPlugin {
+    pub manifest: Arc<Manifest>,
+    pub content_hash: String,
+    pub limits: EffectiveLimits,
+    pre: ConnectorPre<CallState>,
+    schemas: HashMap<String, OperationSchemas>,
+    /// A fresh compile, written to the cache only once the whole package is
+    /// accepted, so a refused package leaves nothing on disk.
+    uncached: Option<cache::Pending>,
+}
+
+struct OperationSchemas {
+    // Shared with the blocking thread a check runs on.
+    input: Arc<jsonschema::Validator>,
+    output: Arc<jsonschema::Validator>,
+}
+
+/// Where and with what grants a plugin runs: one connection in one workspace.
+#[derive(Clone)]
+pub struct Binding {
+    pub scope: Arc<Scope>,
+    /// Non-secret settings, as the plugin reads them through wasi:config.
+    pub config: Arc<ConfigValues>,
+    /// Filled destination rules the manifest declares and the workspace approved.
+    pub http_rules: Arc<[Rule]>,
+    /// Declared but not approved: only to tell the plugin why it was refused.
+    pub unapproved_rules: Arc<[Rule]>,
+    /// Whether KV is requested and approved (the quota comes from the manifest).
+    pub kv_granted: bool,
+    /// Approved host-held credentials, bound to their filled destinations.
+    pub credentials: Arc<[BoundCredential]>,
+    /// What the connection holds the plugin to, below the plugin's own limits.
+    pub limits: ConnectionLimits,
+}
+
+/// Settings as the plugin reads them through wasi:config: strings as they
+/// are, anything else as its JSON text.
+pub fn config_strings(config: &serde_json::Map<String, Json>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+impl Binding {
+    /// What the runtime needs to run `connection` with `manifest`: its
+    /// settings, grants and tighter limits applied.
+    pub fn for_connection(connection: &Connection, manifest: &Manifest) -> Result<Self, String> {
+        let mut binding = Self::from_manifest(
+            manifest,
+            connection.scope(),
+            config_strings(&connection.config),
+            &connection.grants,
+        )?;
+        binding.limits = connection.limits;
+        Ok(binding)
+    }
+
+    /// Bind `manifest` for `scope` with `config` values and the workspace's
+    /// `grants`: a capability is in the binding only if the manifest requests
+    /// it and the grants approve it. Destination templates are filled from
+    /// `config`, falling back to the config schema's defaults.
+    pub fn from_manifest(
+        manifest: &Manifest,
+        scope: Scope,
+        config: BTreeMap<String, String>,
+        grants: &Grants,
+    ) -> Result<Self, String> {
+        let mut values = schema_defaults(manifest);
+        values.extend(config);
+        let mut approved = Vec::new();
+        let mut unapproved = Vec::new();
+        for destination in &manifest.capabilities.http {
+            let rule = destination
+                .fill(&values)
+                .map_err(|e| format!("destination {destination}: {e}"))?;
+            if grants.allows_destination(destination) {
+                approved.push(rule);
+            } else {
+                unapproved.push(rule);
+            }
+        }
+        let credentials = manifest
+            .capabilities
+            .credentials
+            .iter()
+            .filter(|c| grants.allows_credential(&c.name))
+            .map(|c| BoundCredential::bind(c, &values))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            scope: Arc::new(scope),
+            config: Arc::new(values.into_iter().collect()),
+            http_rules: approved.into(),
+            unapproved_rules: unapproved.into(),
+            kv_granted: manifest.capabilities.kv.is_some() && grants.allows_kv(),
+            credentials: credentials.into(),
+            limits: ConnectionLimits::default(),
+        })
+    }
+}
+
+/// Top-level `default`s of the config schema, as strings.
+fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(Json::Object(props)) = manifest
+        .capabilities
+        .config_schema
+        .as_ref()
+        .and_then(|s| s.get("properties"))
+    {
+        for (key, prop) in props {
+            match prop.get("default") {
+                Some(Json::String(s)) => {
+                    out.insert(key.clone(), s.clone());
+                }
+                Some(other) if !other.is_null() => {
+                    out.insert(key.clone(), other.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// What one call accumulates while it runs.
+struct CallRecord {
+    invocation_id: String,
+    log: LogCtx,
+    denials: Vec<Denial>,
+    suppressed_denials: usize,
+}
+
+/// The record of one invocation, successful or not.
+#[derive(Debug)]
+pub struct InvokeOutcome<T = Json> {
+    pub invocation_id: String,
+    pub duration: Duration,
+    pub result: Result<T, InvokeError>,
+    pub logs: Vec<LogLine>,
+    pub dropped_log_bytes: usize,
+    /// The first refused requests, in full.
+    pub denials: Vec<Denial>,
+    /// Refused requests past those, only counted.
+    pub suppressed_denials: usize,
+}
+
+impl Runtime {
+    pub fn new(
+        limits: OperatorLimits,
+        egress: Arc<Egress>,
+        kv: SharedKv,
+        clock: Clock,
+        cache_dir: Option<PathBuf>,
+    ) -> wasmtime::Result<Self> {
+        let engine = engine::build(&limits)?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)?;
+        // Type-only interface: components import it for the shared error and context types.
+        linker.instance("patchbay:connector/types@0.1.0")?;
+        Ok(Self {
+            engine,
+            linker,
+            egress,
+            limits,
+            kv,
+            clock,
+            cache_dir,
+            slots: CallSlots::new(
+                limits.max_concurrent_calls_per_connection,
+                limits.max_concurrent_calls_per_workspace,
+            ),
+            threads: tokio::sync::Semaphore::new(
+                (limits.max_instances as usize).clamp(1, MAX_THREADED_CALLS),
+            ),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn counters(&self) -> &Arc<RuntimeCounters> {
+        &self.counters
+    }
+
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
+    }
+
+    pub fn limits(&self) -> &OperatorLimits {
+        &self.limits
+    }
+
+    /// Validate `wasm` against the connector world and compile it (or load the
+    /// cached artifact). Its imports and exports are checked before anything
+    /// is compiled: a refused component costs a parse, not a compile.
+    pub fn load(&self, manifest: Arc<Manifest>, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        interface::check(wasm)?;
+        let compiled = cache::compile(&self.engine, wasm, self.cache_dir.as_deref())?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre =
+            ConnectorPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        // Checked against on every connection save: bounded like the others.
+        if let Some(schema) = &manifest.capabilities.config_schema {
+            schema_validator(schema).map_err(|e| LoadError::Schema {
+                operation: "(connection config)".into(),
+                message: format!("config schema: {e}"),
+            })?;
+        }
+        let mut schemas = HashMap::new();
+        for op in &manifest.operations {
+            let compile = |schema: &Json, which: &str| {
+                schema_validator(schema)
+                    .map(Arc::new)
+                    .map_err(|e| LoadError::Schema {
+                        operation: op.name.clone(),
+                        message: format!("{which} schema: {e}"),
+                    })
+            };
+            schemas.insert(
+                op.name.clone(),
+                OperationSchemas {
+                    input: compile(&op.input_schema, "input")?,
+                    output: compile(&op.output_schema, "output")?,
+                },
+            );
+        }
+        Ok(LoadedPlugin {
+            limits: self
+                .limits
+                .effective(&manifest.limits, manifest.capabilities.http_rate_limit),
+            content_hash: cache::content_hash(wasm),
+            manifest,
+            pre,
+            schemas,
+            uncached: compiled.pending,
+        })
+    }
+
+    /// Keep `plugin`'s compiled artifact in the cache, once its package is accepted.
+    pub fn keep_compiled(&self, plugin: &mut LoadedPlugin) -> Result<(), LoadError> {
+        match plugin.uncached.take() {
+            Some(pending) => pending.write(),
+            None => Ok(()),
+        }
+    }
+
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        limits: &EffectiveLimits,
+        log: &LogCtx,
+        deadline: Instant,
+        invocation_id: &str,
+    ) -> Store<CallState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(log.pipe(LogSource::Stdout))
+            .stderr(log.pipe(LogSource::Stderr));
+        let audit_tag = format!(
+            "{}/{} {}@{} {}",
+            binding.scope.workspace,
+            binding.scope.connection,
+            plugin.manifest.id,
+            plugin.manifest.version,
+            invocation_id
+        );
+        let kv = KvCtx {
+            access: match (&plugin.manifest.capabilities.kv, binding.kv_granted) {
+                (Some(quota), true) => Some(KvAccess {
+                    store: self.kv.clone(),
+                    scope: binding.scope.clone(),
+                    quota: self.limits.kv_quota(quota),
+                    clock: self.clock.clone(),
+                }),
+                _ => None,
+            },
+            audit_tag: audit_tag.clone(),
+        };
+        let budget = HostBudget::for_memory(limits.memory_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(budget.resources);
+        let mut state = CallState {
+            wasi: wasi.build(),
+            table,
+            http: HttpCtx::new(
+                self.egress.clone(),
+                binding.http_rules.clone(),
+                deadline,
+                CallPolicy {
+                    tags: Arc::new(AuditTags {
+                        workspace: binding.scope.workspace.clone(),
+                        connection: binding.scope.connection.clone(),
+                        plugin: format!("{}@{}", plugin.manifest.id, plugin.manifest.version),
+                        invocation_id: invocation_id.to_owned(),
+                    }),
+                    invocation_id: invocation_id.to_owned(),
+                    scope: binding.scope.clone(),
+                    max_requests: limits.max_outbound_requests,
+                    rate_limit: limits.rate_limit,
+                    credentials: binding.credentials.clone(),
+                    unapproved_rules: binding.unapproved_rules.clone(),
+                },
+                audit_tag,
+            ),
+            config: binding.config.clone(),
+            kv,
+            log: log.clone(),
+            limiter: CallLimiter::new(limits.memory_bytes),
+        };
+        state.http.ctx.set_field_size_limit(budget.field_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Guest code yields to the executor every few ticks, so a plugin that
+        // computes without calling the host shares its thread with other
+        // tasks; the deadline is checked at each yield and ends the call.
+        store.set_epoch_deadline(engine::YIELD_EVERY_TICKS);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
+        });
+        store
+    }
+
+    /// The operation names the component itself reports.
+    pub async fn operation_names(&self, plugin: &LoadedPlugin) -> Result<Vec<String>, InvokeError> {
+        let log = LogCtx::new(tags(plugin, "install-check"), self.limits.max_log_bytes);
+        let binding = Binding {
+            scope: Arc::new(Scope {
+                workspace: String::new(),
+                connection: String::new(),
+            }),
+            config: Arc::default(),
+            http_rules: Arc::from(Vec::new()),
+            unapproved_rules: Arc::from(Vec::new()),
+            kv_granted: false,
+            credentials: Arc::from(Vec::new()),
+            limits: ConnectionLimits::default(),
+        };
+        let limits = plugin.limits;
+        let deadline = Instant::now() + limits.timeout;
+        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, "install-check");
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .patchbay_connector_operations()
+                .call_names(&mut store)
+                .await
+        };
+        match off_the_workers(tokio::time::timeout(limits.timeout, call)).await {
+            Ok(Ok(names)) => Ok(names),
+            Ok(Err(e)) => Err(classify_trap(
+                &e,
+                &store,
+                (&limits, self.limits.max_instances),
+                &log,
+            )),
+            Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Run `operation` of `plugin` on `input` for `binding`: input checked against
+    /// the operation's schema, the call sandboxed, the output parsed and checked.
+    /// The call's deadline starts now and covers all of it: waiting for a slot,
+    /// both schema checks and the sandbox.
+    pub async fn invoke(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &Json,
+        idempotency_key: Option<String>,
+    ) -> InvokeOutcome {
+        self.recorded(plugin, async |record| {
+            let limits = binding.limits.tighten(plugin.limits);
+            let deadline = Instant::now() + limits.timeout;
+            let within = (deadline, limits.timeout);
+            let schemas = plugin
+                .schemas
+                .get(operation)
+                .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
+            let input_text = input.to_string();
+            check_input_size(plugin, &input_text)?;
+            let slot = Arc::new(self.slot(binding, deadline).await?);
+            let (_, problems) =
+                checked_in_time(&schemas.input, input.clone(), within, slot.clone()).await?;
+            if !problems.is_empty() {
+                return Err(InvokeError::InvalidInput(problems));
+            }
+            let output = self
+                .sandboxed(
+                    plugin,
+                    binding,
+                    operation,
+                    &input_text,
+                    idempotency_key,
+                    (&limits, deadline),
+                    record,
+                )
+                .await?;
+            let output: Json = serde_json::from_str(&output)
+                .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
+            let (output, problems) = checked_in_time(&schemas.output, output, within, slot).await?;
+            if !problems.is_empty() {
+                return Err(InvokeError::OutputSchema(problems));
+            }
+            Ok(output)
+        })
+        .await
+    }
+
+    /// Only the sandboxed part of [`invoke`](Self::invoke): JSON text in, the
+    /// plugin's text out, with every limit enforced but no schema checks. For
+    /// callers that validated already, and for measuring the sandbox itself.
+    pub async fn call_sandboxed(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &str,
+        idempotency_key: Option<String>,
+    ) -> InvokeOutcome<String> {
+        self.recorded(plugin, async |record| {
+            let limits = binding.limits.tighten(plugin.limits);
+            let deadline = Instant::now() + limits.timeout;
+            if !plugin.schemas.contains_key(operation) {
+                return Err(InvokeError::UnknownOperation(operation.to_owned()));
+            }
+            check_input_size(plugin, input)?;
+            let _slot = self.slot(binding, deadline).await?;
+            self.sandboxed(
+                plugin,
+                binding,
+                operation,
+                input,
+                idempotency_key,
+                (&limits, deadline),
+                record,
+            )
+            .await
+        })
+        .await
+    }
+
+    /// A place within the connection's and the workspace's concurrency caps.
+    async fn slot(
+        &self,
+        binding: &Binding,
+        deadline: Instant,
+    ) -> Result<slots::CallSlot, InvokeError> {
+        let slot = self.slots.acquire(&binding.scope, deadline).await;
+        if slot.is_err() {
+            self.counters
+                .refused_too_many_calls
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        slot
+    }
+
+    /// Give a call its id, log sink and denial list, and record what it did.
+    /// A failure of the plugin or the host (a 5xx to the API caller) gets one
+    /// warning line naming its classified reason, for the operator.
+    async fn recorded<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        call: impl AsyncFnOnce(&mut CallRecord) -> Result<T, InvokeError>,
+    ) -> InvokeOutcome<T> {
+        let started = Instant::now();
+        let invocation_id = new_invocation_id();
+        let mut record = CallRecord {
+            log: LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes),
+            invocation_id,
+            denials: Vec::new(),
+            suppressed_denials: 0,
+        };
+        let result = call(&mut record).await;
+        if let Err(error) = &result
+            && let Some(reason) = error.failure_reason()
+        {
+            // Debug-formatted: the text may be the plugin's, and must not
+            // start a line of the host's log.
+            tracing::warn!(
+                target: "patchbay::runtime",
+                invocation_id = %record.invocation_id,
+                plugin = %plugin.manifest.id,
+                version = %plugin.manifest.version,
+                reason,
+                error = ?error.to_string(),
+                "invocation failed"
+            );
+        }
+        let (logs, dropped_log_bytes) = record.log.finish();
+        InvokeOutcome {
+            invocation_id: record.invocation_id,
+            duration: started.elapsed(),
+            result,
+            logs,
+            dropped_log_bytes,
+            denials: record.denials,
+            suppressed_denials: record.suppressed_denials,
+        }
+    }
+
+    /// A fresh instance in a fresh store, one call, then everything is dropped.
+    #[allow(clippy::too_many_arguments)] // one call's parts, each used once
+    async fn sandboxed(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
+        input: &str,
+        idempotency_key: Option<String>,
+        (limits, deadline): (&EffectiveLimits, Instant),
+        record: &mut CallRecord,
+    ) -> Result<String, InvokeError> {
+        let mut store = self.new_store(
+            plugin,
+            binding,
+            limits,
+            &record.log,
+            deadline,
+            &record.invocation_id,
+        );
+        let context = InvocationContext {
+            invocation_id: record.invocation_id.clone(),
+            idempotency_key,
+            workspace: binding.scope.workspace.clone(),
+            connection: binding.scope.connection.clone(),
+        };
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .patchbay_connector_operations()
+                .call_invoke(&mut store, &context, operation, input)
+                .await
+        };
+        // Past the pool's size (or the threads kept for calls) the host is
+        // at capacity: refused at once, never queued behind the blocking pool.
+        let Ok(_thread) = self.threads.try_acquire() else {
+            self.counters
+                .refused_at_capacity
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "patchbay::runtime", invocation = %record.invocation_id,
+                "host at capacity: every call thread is in use");
+            return Err(InvokeError::AtCapacity(self.limits.max_instances));
+        };
+        let outcome = off_the_workers(tokio::time::timeout_at(deadline.into(), call)).await;
+        (record.denials, record.suppressed_denials) = store.data().http.denials();
+        let output = match outcome {
+            Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
+            Ok(Err(trap)) => {
+                let error = classify_trap(
+                    &trap,
+                    &store,
+                    (limits, self.limits.max_instances),
+                    &record.log,
+                );
+                if let InvokeError::AtCapacity(_) = error {
+                    self.counters
+                        .refused_at_capacity
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(error);
+            }
+            Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
+            Ok(Ok(Ok(output))) => output,
+        };
+        if output.len() > plugin.limits.max_output_bytes {
+            return Err(InvokeError::OutputTooLarge {
+                size: output.len(),
+                max: plugin.limits.max_output_bytes,
+            });
+        }
+        Ok(output)
+    }
+}
+
+/// Run `call` to completion on a thread of its own when the executor has
+/// several workers: guest code then never holds an async worker (which the
+/// API, health checks and I/O of every tenant share), and the OS scheduler
+/// shares the cores between running plugins. On a single-threaded executor
+/// (the CLI, some tests) it runs in place, where its epoch yields interleave it.
+async fn off_the_workers<F: Future>(call: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(call))
+        }
+        _ => call.await,
+    }
+}
+
+fn check_input_size(plugin: &LoadedPlugin, input: &str) -> Result<(), InvokeError> {
+    if input.len() > plugin.limits.max_input_bytes {
+        return Err(InvokeError::InputTooLarge {
+            size: input.len(),
+            max: plugin.limits.max_input_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
+    LogTags {
+        plugin: plugin.manifest.id.clone(),
+        version: plugin.manifest.version.to_string(),
+        invocation_id: invocation_id.to_owned(),
+    }
+}
+
+/// What went wrong, from a trap and the store it left; `instances` is the
+/// size of the instance pool, for a call it could not hold.
+fn classify_trap(
+    error: &wasmtime::Error,
+    store: &Store<CallState>,
+    (limits, instances): (&EffectiveLimits, u32),
+    log: &LogCtx,
+) -> InvokeError {
+    log.flush_partial_lines();
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return InvokeError::AtCapacity(instances);
+    }
+    if store.data().limiter.memory_exceeded {
+        return InvokeError::MemoryLimit(limits.memory_bytes);
+    }
+    let budget = HostBudget::for_memory(limits.memory_bytes);
+    for cause in error.chain() {
+        if let Some(ResourceTableError::Full) = cause.downcast_ref::<ResourceTableError>() {
+            return InvokeError::HostResources(budget.resources);
+        }
+        if let Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields) =
+            cause.downcast_ref::<FieldMapError>()
+        {
+            return InvokeError::HeaderFieldsTooLarge(budget.field_bytes);
+        }
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Trap(format!("plugin called exit({})", exit.0));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Timeout(limits.timeout.as_millis() as u64),
+        Some(Trap::StackOverflow) => InvokeError::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => match panic_message(log) {
+            Some(message) => InvokeError::Panic(cap_message(message)),
+            None => InvokeError::Trap(Trap::UnreachableCodeReached.to_string()),
+        },
+        Some(trap) => InvokeError::Trap(trap.to_string()),
+        None => InvokeError::Trap(cap_message(format!("{error:#}"))),
+    }
+}
+
+/// Rust's panic hook prints `panicked at <file>:<line>:<col>:\n<message>` to stderr.
+fn panic_message(log: &LogCtx) -> Option<String> {
+    let lines = log.stderr_lines();
+    let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    let message = lines.get(at + 1).cloned().unwrap_or_default();
+    Some(if message.is_empty() {
+        lines[at].clone()
+    } else {
+        message
+    })
+}
+
+fn new_invocation_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing is unrecoverable for the process; fall back to time so a call still gets an id.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..16].copy_from_slice(&Instant::now().elapsed().as_nanos().to_le_bytes());
+    }
+    hex::encode(bytes)
+}

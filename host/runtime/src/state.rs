@@ -1,0 +1,41 @@
+//! The data of one invocation's store. Built fresh for every call and dropped
+//! after it, so nothing leaks between calls or tenants.
+
+use crate::capabilities::config::ConfigValues;
+use crate::capabilities::http::HttpCtx;
+use crate::capabilities::kv::KvCtx;
+use crate::capabilities::log::LogCtx;
+use crate::limits::CallLimiter;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
+
+pub struct CallState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub http: HttpCtx,
+    pub config: Arc<ConfigValues>,
+    pub kv: KvCtx,
+    pub log: LogCtx,
+    pub limiter: CallLimiter,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.gate,
+        }
+    }
+}

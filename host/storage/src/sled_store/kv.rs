@@ -1,0 +1,170 @@
+//! KV in sled: values, and per scope the keys and bytes it holds.
+
+use super::{backend, remove_prefix, transaction_error};
+use crate::{
+    KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
+    encode_value,
+};
+
+/// KV values, and per scope the keys and bytes it holds, changed together
+/// in one transaction so the quota count never drifts from the data.
+#[derive(Debug, Clone)]
+pub struct SledKv {
+    pub(super) tree: sled::Tree,
+    pub(super) usage: sled::Tree,
+}
+
+impl SledKv {
+    /// Set `key` to what `next` makes of its current stored form (`None`
+    /// removes it), with the scope's usage, atomically. Returns `next`'s extra.
+    fn update<T>(
+        &self,
+        scope: &Scope,
+        key: &str,
+        limits: &KvLimits,
+        next: impl Fn(Option<&[u8]>) -> Result<(Option<Vec<u8>>, T), StorageError>,
+    ) -> Result<T, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let k = scope.key(key);
+        let prefix = scope.prefix();
+        let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
+            let old = kv.get(&k)?;
+            let (new, extra) = next(old.as_deref()).map_err(ConflictableTransactionError::Abort)?;
+            let current = Usage::decode(usage.get(&prefix)?.as_deref());
+            let after = current
+                .after(key, old.as_deref(), new.as_deref(), limits)
+                .map_err(ConflictableTransactionError::Abort)?;
+            match new {
+                Some(value) => kv.insert(k.as_slice(), value)?,
+                None => kv.remove(k.as_slice())?,
+            };
+            usage.insert(prefix.as_slice(), &after.encode()[..])?;
+            Ok(extra)
+        });
+        result.map_err(transaction_error)
+    }
+}
+
+impl KvStore for SledKv {
+    fn get(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let stored = self.tree.get(scope.key(key)).map_err(backend)?;
+        Ok(stored.and_then(|v| decode_value(&v, now_ms).map(<[u8]>::to_vec)))
+    }
+
+    fn set(
+        &self,
+        scope: &Scope,
+        key: &str,
+        value: &[u8],
+        expires_at_ms: Option<u64>,
+        limits: &KvLimits,
+    ) -> Result<(), StorageError> {
+        let stored = encode_value(value, expires_at_ms);
+        self.update(scope, key, limits, |_| Ok((Some(stored.clone()), ())))
+    }
+
+    fn delete(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<bool, StorageError> {
+        self.update(scope, key, &KvLimits::UNLIMITED, |old| {
+            Ok((None, old.is_some_and(|v| decode_value(v, now_ms).is_some())))
+        })
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<KeyList, StorageError> {
+        let base = scope.prefix().len();
+        let mut keys = Vec::new();
+        let mut more = false;
+        let iter = match after {
+            // Strictly after the cursor: start at cursor + NUL, the next possible key.
+            Some(cursor) if cursor >= prefix => {
+                let mut start = scope.key(cursor);
+                start.push(0);
+                self.tree.range(start..)
+            }
+            _ => self.tree.range(scope.key(prefix)..),
+        };
+        let full_prefix = scope.key(prefix);
+        for item in iter {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(&full_prefix) {
+                break;
+            }
+            if decode_value(&v, now_ms).is_none() {
+                continue;
+            }
+            if keys.len() == limit {
+                more = true;
+                break;
+            }
+            keys.push(String::from_utf8_lossy(&k[base..]).into_owned());
+        }
+        Ok(KeyList { keys, more })
+    }
+
+    fn increment(
+        &self,
+        scope: &Scope,
+        key: &str,
+        delta: i64,
+        now_ms: u64,
+        limits: &KvLimits,
+    ) -> Result<i64, StorageError> {
+        // In a transaction: concurrent increments retry instead of losing updates.
+        self.update(scope, key, limits, |old| {
+            let (next, stored) = add_to_stored(old, delta, now_ms)?;
+            Ok((Some(stored), next))
+        })
+    }
+
+    fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
+        let prefix = scope.prefix();
+        let removed = remove_prefix(&self.tree, &prefix)?;
+        self.usage.remove(&prefix).map_err(backend)?;
+        self.flush()?;
+        Ok(removed)
+    }
+
+    fn usage(&self, scope: &Scope) -> Result<Usage, StorageError> {
+        let stored = self.usage.get(scope.prefix()).map_err(backend)?;
+        Ok(Usage::decode(stored.as_deref()))
+    }
+
+    fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError> {
+        let mut expired = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            if decode_value(&v, now_ms).is_none()
+                && let Some(found) = Scope::split_key(&k)
+            {
+                expired.push(found);
+                if expired.len() == max {
+                    break;
+                }
+            }
+        }
+        let mut purged = 0;
+        for (scope, key) in &expired {
+            // Re-checked inside the transaction: the key may have been set again meanwhile.
+            let removed = self.update(scope, key, &KvLimits::UNLIMITED, |old| match old {
+                Some(v) if decode_value(v, now_ms).is_none() => Ok((None, true)),
+                other => Ok((other.map(<[u8]>::to_vec), false)),
+            })?;
+            purged += usize::from(removed);
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.tree.flush().map(|_| ()).map_err(backend)
+    }
+}

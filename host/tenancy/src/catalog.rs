@@ -1,0 +1,120 @@
+//! The installed plugins, ready to run: the on-disk store plus a cache of
+//! loaded (compiled, pre-instantiated) versions, so a version is validated and
+//! compiled once and every invocation after that only instantiates.
+
+use crate::store::{InstalledPlugin, PluginStore};
+use patchbay_policy::manifest::Manifest;
+use patchbay_runtime::package::{Package, PackageError, validate};
+use patchbay_runtime::{LoadedPlugin, Runtime};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub struct Catalog {
+    store: PluginStore,
+    runtime: Arc<Runtime>,
+    loaded: RwLock<HashMap<(String, String), Arc<LoadedPlugin>>>,
+}
+
+impl Catalog {
+    pub fn new(store: PluginStore, runtime: Arc<Runtime>) -> Self {
+        Self {
+            store,
+            runtime,
+            loaded: RwLock::default(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Validate and install a package.
+    pub async fn install(&self, package: Package) -> Result<InstalledPlugin, PackageError> {
+        let validated = validate(&self.runtime, &package).await?;
+        let installed = self.store.install(&package, &validated)?;
+        let key = (installed.id.clone(), installed.version.clone());
+        self.loaded_mut().insert(key, Arc::new(validated.plugin));
+        Ok(installed)
+    }
+
+    /// Install each of `packages` whose version is not installed yet (the
+    /// binary's bundled plugins at start-up); returns those installed now.
+    pub async fn install_missing(
+        &self,
+        packages: impl IntoIterator<Item = Package>,
+    ) -> Result<Vec<InstalledPlugin>, PackageError> {
+        let mut installed = Vec::new();
+        for package in packages {
+            let manifest = Manifest::parse(&package.manifest_text)?;
+            if !self
+                .store
+                .contains(&manifest.id, &manifest.version.to_string())
+            {
+                installed.push(self.install(package).await?);
+            }
+        }
+        Ok(installed)
+    }
+
+    pub fn list(&self) -> Result<Vec<InstalledPlugin>, PackageError> {
+        self.store.list()
+    }
+
+    /// Every installed version of `id`, newest first.
+    pub fn list_versions(&self, id: &str) -> Result<Vec<InstalledPlugin>, PackageError> {
+        self.store.list_versions(id)
+    }
+
+    /// The manifest of `id` or `id@version`.
+    pub fn inspect(&self, reference: &str) -> Result<Manifest, PackageError> {
+        let (id, version) = self.store.resolve(reference)?;
+        let package = self.store.read(&id, &version)?;
+        Ok(Manifest::parse(&package.manifest_text)?)
+    }
+
+    pub fn remove(&self, reference: &str) -> Result<(String, String), PackageError> {
+        let (id, version) = self.store.resolve(reference)?;
+        self.store.remove(&id, &version)?;
+        self.loaded_mut().remove(&(id.clone(), version.clone()));
+        Ok((id, version))
+    }
+
+    /// The runnable plugin for `id` or `id@version`, loading it on first use.
+    pub async fn get(&self, reference: &str) -> Result<Arc<LoadedPlugin>, PackageError> {
+        // A pinned version already loaded is served without touching the disk:
+        // this runs on every invocation.
+        if let Some((id, version)) = reference.split_once('@')
+            && let Some(plugin) = self.cached(&(id.to_owned(), version.to_owned()))
+        {
+            return Ok(plugin);
+        }
+        let key = self.store.resolve(reference)?;
+        if let Some(plugin) = self.cached(&key) {
+            return Ok(plugin);
+        }
+        let package = self.store.read(&key.0, &key.1)?;
+        let validated = validate(&self.runtime, &package).await?;
+        let plugin = Arc::new(validated.plugin);
+        self.loaded_mut().insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn cached(&self, key: &(String, String)) -> Option<Arc<LoadedPlugin>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Whether `id@version` is installed.
+    pub fn is_installed(&self, id: &str, version: &str) -> bool {
+        self.store.contains(id, version)
+    }
+
+    fn loaded_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<LoadedPlugin>>> {
+        self.loaded.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

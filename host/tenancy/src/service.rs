@@ -1,0 +1,414 @@
+//! Workspaces and connections as the API and CLI use them: validated, and
+//! deleting removes everything the workspace or connection owns.
+
+use crate::catalog::Catalog;
+use crate::{NameError, check_name, validate_config};
+use patchbay_egress::audit::AuditLog;
+use patchbay_egress::credentials::Credentials;
+use patchbay_policy::clock::Clock;
+use patchbay_policy::grants::Grants;
+use patchbay_policy::limits::ConnectionLimits;
+use patchbay_policy::upgrade::{self, CapabilityDiff};
+use patchbay_runtime::Binding;
+use patchbay_storage::tenancy::SharedTenancy;
+use patchbay_storage::tenancy::{Connection, Workspace};
+use patchbay_storage::tokens::{self, WorkspaceToken};
+use patchbay_storage::{SharedKv, StorageError};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// What a tenant sends to create or change a connection.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRequest {
+    pub plugin: String,
+    /// A version, or `latest` (resolved now and stored as the concrete version).
+    #[serde(default = "latest")]
+    pub version: String,
+    /// Settings, checked against the plugin's config schema.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Map<String, Json>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// When moving to a version that asks for more: the diff the host showed,
+    /// sent back as it was to approve exactly that.
+    #[serde(default)]
+    pub approve_upgrade: Option<CapabilityDiff>,
+}
+
+/// A saved connection, and what moving it to its version added (if it moved).
+#[derive(Debug)]
+pub struct Saved {
+    pub connection: Connection,
+    pub upgrade: Option<CapabilityDiff>,
+}
+
+/// A move that asks for more goes through only with exactly its diff approved.
+fn check_approval(
+    diff: &CapabilityDiff,
+    approved: Option<&CapabilityDiff>,
+) -> Result<(), TenancyError> {
+    let refuse = |reason: String| {
+        Err(TenancyError::UpgradeNeedsApproval {
+            reason,
+            diff: Box::new(diff.clone()),
+        })
+    };
+    match approved {
+        Some(approved) if approved == diff => Ok(()),
+        Some(_) => refuse(format!(
+            "approve_upgrade does not match what {} asks for beyond {}: approve exactly the diff shown",
+            diff.to, diff.from
+        )),
+        None if diff.asks_for_more() => refuse(format!(
+            "version {} asks for more than {}: send the diff shown as approve_upgrade to approve it",
+            diff.to, diff.from
+        )),
+        None => Ok(()),
+    }
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("workspace {0:?} already exists")]
+    WorkspaceExists(String),
+    #[error("workspace {0:?} not found")]
+    WorkspaceNotFound(String),
+    #[error("connection {0:?} not found")]
+    ConnectionNotFound(String),
+    #[error("plugin {0} is not installed")]
+    UnknownPlugin(String),
+    #[error("config does not match the plugin's schema: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("grants name what the plugin does not ask for: {}", .0.join("; "))]
+    Grants(Vec<String>),
+    #[error("limits: {}", .0.join("; "))]
+    Limits(Vec<String>),
+    #[error("{reason}")]
+    UpgradeNeedsApproval {
+        reason: String,
+        diff: Box<CapabilityDiff>,
+    },
+    #[error("the connection cannot be bound: {0}")]
+    Binding(String),
+    #[error("plugin {0} is not installed")]
+    PluginNotFound(String),
+    #[error("plugin {plugin} is pinned by connections: {}", .connections.join(", "))]
+    PluginInUse {
+        plugin: String,
+        connections: Vec<String>,
+    },
+    #[error("token {0:?} not found")]
+    TokenNotFound(String),
+    #[error("invalid token label: {0}")]
+    Label(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for TenancyError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+pub struct Tenancy {
+    pub store: SharedTenancy,
+    pub catalog: Arc<Catalog>,
+    pub credentials: Arc<Credentials>,
+    pub kv: SharedKv,
+    pub audit: Arc<AuditLog>,
+    pub clock: Clock,
+    /// Held to read while a connection is saved and pins a version, to write
+    /// while a version is removed: a save can never pin a version that a
+    /// removal running at the same time has already checked and is deleting.
+    pub pins: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl Tenancy {
+    pub async fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
+        check_name("workspace", id)?;
+        if self.store.get_workspace(id)?.is_some() {
+            return Err(TenancyError::WorkspaceExists(id.to_owned()));
+        }
+        // A crash part-way through deleting a workspace of this id may have
+        // left audit records: a new workspace never inherits them.
+        self.audit.remove_workspace(id).await?;
+        let workspace = Workspace {
+            id: id.to_owned(),
+            created_at_ms: (self.clock)(),
+        };
+        if self.store.create_workspace(&workspace)? {
+            Ok(workspace)
+        } else {
+            Err(TenancyError::WorkspaceExists(id.to_owned()))
+        }
+    }
+
+    pub fn workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
+        self.store
+            .get_workspace(id)?
+            .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))
+    }
+
+    /// Delete the workspace and everything it owns: connections, their
+    /// credentials and KV data, and its audit records.
+    pub async fn delete_workspace(&self, id: &str) -> Result<(), TenancyError> {
+        let removed = self
+            .store
+            .delete_workspace(id)?
+            .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))?;
+        for connection in &removed {
+            self.remove_connection_data(connection).await?;
+        }
+        self.audit.remove_workspace(id).await?;
+        Ok(())
+    }
+
+    /// Create or replace connection `name` of `workspace`: the plugin
+    /// version resolved, the config checked against its schema (every
+    /// failing field listed) and the grants checked against what it asks.
+    pub async fn put_connection(
+        &self,
+        workspace: &str,
+        name: &str,
+        request: ConnectionRequest,
+    ) -> Result<Saved, TenancyError> {
+        check_name("connection", name)?;
+        self.workspace(workspace)?;
+        let _pinning = self.pins.read().await;
+        let reference = if request.version == "latest" {
+            request.plugin.clone()
+        } else {
+            format!("{}@{}", request.plugin, request.version)
+        };
+        let plugin = self
+            .catalog
+            .get(&reference)
+            .await
+            .map_err(|_| TenancyError::UnknownPlugin(reference.clone()))?;
+        let manifest = &plugin.manifest;
+        let problems = validate_config(manifest, &request.config);
+        if !problems.is_empty() {
+            return Err(TenancyError::Config(problems));
+        }
+        let unknown = request.grants.unknown_to(manifest);
+        if !unknown.is_empty() {
+            return Err(TenancyError::Grants(unknown));
+        }
+        let problems = request.limits.problems(&plugin.limits);
+        if !problems.is_empty() {
+            return Err(TenancyError::Limits(problems));
+        }
+        let existing = self.store.get_connection(workspace, name)?;
+        let upgrade = match &existing {
+            Some(old) if old.plugin == manifest.id && old.version != manifest.version => {
+                let diff = self.upgrade_diff(old, manifest)?;
+                check_approval(&diff, request.approve_upgrade.as_ref())?;
+                Some(diff)
+            }
+            _ => None,
+        };
+        let now = (self.clock)();
+        let is_new = existing.is_none();
+        let created_at_ms = existing.map_or(now, |c| c.created_at_ms);
+        let connection = Connection {
+            workspace: workspace.to_owned(),
+            name: name.to_owned(),
+            plugin: manifest.id.clone(),
+            version: manifest.version.clone(),
+            config: request.config,
+            grants: request.grants,
+            limits: request.limits,
+            enabled: request.enabled,
+            created_at_ms,
+            updated_at_ms: now,
+        };
+        // Templates must fill from this config before anything is stored.
+        Binding::for_connection(&connection, manifest).map_err(TenancyError::Binding)?;
+        if is_new {
+            // A new connection: a crash part-way through deleting an earlier
+            // one of this name may have left its credentials or KV data, and
+            // a new connection never inherits them.
+            self.remove_connection_data(&connection).await?;
+        }
+        // The workspace may have been deleted since it was checked above.
+        self.store
+            .put_connection(&connection)
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
+                other => other.into(),
+            })?;
+        Ok(Saved {
+            connection,
+            upgrade,
+        })
+    }
+
+    /// What `manifest` asks for beyond the version `old` runs. A pinned
+    /// version cannot be removed, so it is read from the store.
+    fn upgrade_diff(
+        &self,
+        old: &Connection,
+        manifest: &patchbay_policy::manifest::Manifest,
+    ) -> Result<CapabilityDiff, TenancyError> {
+        let pinned = self
+            .catalog
+            .inspect(&old.pinned())
+            .map_err(|e| TenancyError::Storage(format!("reading the pinned version: {e}")))?;
+        Ok(upgrade::diff(&pinned, manifest))
+    }
+
+    /// Connection `name` of `workspace`. A connection exists only in an
+    /// existing workspace, so the workspace is read only to name what is
+    /// missing: the invocation path reads one record.
+    pub fn connection(&self, workspace: &str, name: &str) -> Result<Connection, TenancyError> {
+        match self.store.get_connection(workspace, name)? {
+            Some(connection) => Ok(connection),
+            None => {
+                self.workspace(workspace)?;
+                Err(TenancyError::ConnectionNotFound(name.to_owned()))
+            }
+        }
+    }
+
+    /// The loaded plugin version `connection` pins.
+    pub async fn plugin_of(
+        &self,
+        connection: &Connection,
+    ) -> Result<Arc<patchbay_runtime::LoadedPlugin>, TenancyError> {
+        self.catalog
+            .get(&connection.pinned())
+            .await
+            .map_err(|e| TenancyError::Storage(format!("loading {}: {e}", connection.pinned())))
+    }
+
+    pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
+        self.workspace(workspace)?;
+        Ok(self.store.list_connections(workspace)?)
+    }
+
+    /// Remove an installed plugin version (`id@version`), refused while any
+    /// connection pins it.
+    pub async fn remove_plugin(&self, id: &str, version: &str) -> Result<(), TenancyError> {
+        let version_ = semver::Version::parse(version)
+            .map_err(|_| TenancyError::PluginNotFound(format!("{id}@{version}")))?;
+        let _removing = self.pins.write().await;
+        let mut pinned = Vec::new();
+        for workspace in self.store.list_workspaces()? {
+            for connection in self.store.list_connections(&workspace.id)? {
+                if connection.plugin == id && connection.version == version_ {
+                    pinned.push(format!("{}/{}", connection.workspace, connection.name));
+                }
+            }
+        }
+        if !pinned.is_empty() {
+            return Err(TenancyError::PluginInUse {
+                plugin: format!("{id}@{version}"),
+                connections: pinned,
+            });
+        }
+        self.catalog
+            .remove(&format!("{id}@{version}"))
+            .map_err(|e| match e {
+                patchbay_runtime::package::PackageError::NotInstalled(p) => {
+                    TenancyError::PluginNotFound(p)
+                }
+                other => TenancyError::Storage(other.to_string()),
+            })?;
+        Ok(())
+    }
+
+    /// Issue a token for `workspace`: the record, and the token itself,
+    /// which is never available again.
+    pub fn issue_token(
+        &self,
+        workspace: &str,
+        label: Option<String>,
+    ) -> Result<(WorkspaceToken, SecretString), TenancyError> {
+        if let Some(label) = &label {
+            tokens::check_label(label).map_err(TenancyError::Label)?;
+        }
+        let (id, secret) =
+            tokens::generate().map_err(|e| TenancyError::Storage(format!("no randomness: {e}")))?;
+        let token = WorkspaceToken {
+            id,
+            workspace: workspace.to_owned(),
+            label,
+            created_at_ms: (self.clock)(),
+        };
+        self.store
+            .put_token(&token, &tokens::digest(secret.expose_secret()))
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
+                other => other.into(),
+            })?;
+        Ok((token, secret))
+    }
+
+    pub fn tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, TenancyError> {
+        self.workspace(workspace)?;
+        Ok(self.store.list_tokens(workspace)?)
+    }
+
+    /// Revoke a token: from now on it opens nothing.
+    pub fn revoke_token(&self, workspace: &str, id: &str) -> Result<(), TenancyError> {
+        self.workspace(workspace)?;
+        if self.store.delete_token(workspace, id)? {
+            Ok(())
+        } else {
+            Err(TenancyError::TokenNotFound(id.to_owned()))
+        }
+    }
+
+    /// The live workspace token `presented` is, if it is one; `digest` is
+    /// its digest, which the caller has already computed.
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        digest: &tokens::TokenDigest,
+    ) -> Result<Option<WorkspaceToken>, TenancyError> {
+        if !presented.starts_with(tokens::TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        Ok(self.store.token_by_digest(digest)?)
+    }
+
+    /// Delete a connection with its credentials and KV data.
+    pub async fn delete_connection(&self, workspace: &str, name: &str) -> Result<(), TenancyError> {
+        let connection = self.connection(workspace, name)?;
+        self.store.delete_connection(workspace, name)?;
+        self.remove_connection_data(&connection).await
+    }
+
+    async fn remove_connection_data(&self, connection: &Connection) -> Result<(), TenancyError> {
+        let scope = connection.scope();
+        self.credentials
+            .remove_scope(&scope)
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))?;
+        let kv = self.kv.clone();
+        tokio::task::spawn_blocking(move || kv.remove_scope(&scope))
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))??;
+        Ok(())
+    }
+}
