@@ -185,11 +185,9 @@ impl Egress {
         self
     }
 
-    /// Whether operator policy lets a request through, given how to match one rule.
-    pub fn operator_allows(&self, matches: impl Fn(&patchbay_policy::http::Rule) -> bool) -> bool {
-        self.operator_rules
-            .as_ref()
-            .is_none_or(|rules| rules.iter().any(matches))
+    /// The operator's destination rules, when operator policy restricts them.
+    pub fn operator_destinations(&self) -> Option<Arc<[patchbay_policy::http::Rule]>> {
+        self.operator_rules.clone()
     }
 
     /// The semaphore bounding `scope`'s requests in flight.
@@ -226,13 +224,15 @@ impl Egress {
         self.addresses.allows_host(host)
     }
 
-    /// Send `request`, bounded by `deadline` and the plugin's own timeouts,
+    /// Send `request`, bounded by the call's deadline and `timeouts`,
     /// retrying idempotent requests on retryable outcomes (see [`retry`]).
-    /// Each attempt first takes a slot from the workspace's rate limit for the
-    /// origin; when the next slot is past the deadline the plugin gets a 429
-    /// from the host, with `Retry-After`, at once.
-    /// `target` is `request`'s destination as the gate parsed and checked
-    /// it; the client is handed exactly that URL.
+    /// `target` is `request`'s destination as the caller parsed and checked
+    /// it; the client is handed exactly that URL (and derives `Host` from it).
+    ///
+    /// Each attempt is authorized (the host-held credential added), admitted
+    /// (a connection slot, the breaker, a rate-limit slot) and sent; the host
+    /// answers itself when the credential cannot be used (401) or the rate
+    /// limit's next slot is past the deadline (429 with `Retry-After`).
     pub async fn send<B>(
         &self,
         request: http::Request<B>,
@@ -244,28 +244,87 @@ impl Egress {
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let deadline = call.deadline;
-        // The gate's decision holds only for the address it checked: never
-        // let the client dial an address literal the policy refuses.
-        if let Err((ip, class)) = self.check_host(&target.host) {
-            return Err(EgressError::AddressRefused(format!(
-                "address {ip} is {class} and operator policy does not allow it"
-            )));
+        self.check_address(&target)?;
+        let outgoing = self.prepare(request, target, timeouts, call).await?;
+        let breaker = self.breakers.get(&call.scope.workspace, &outgoing.origin);
+        let mut retry = Retry::new(&outgoing);
+        loop {
+            let mut record = retry.record(self, call, &outgoing);
+            let authorized = match self.authorize(&outgoing, call, &mut record, &retry).await? {
+                Step::Go(authorized) => authorized,
+                Step::Answer(response) => return Ok(response),
+            };
+            let admitted = match self
+                .admit(call, &outgoing.origin, &breaker, &record)
+                .await?
+            {
+                Step::Go(admitted) => admitted,
+                Step::Answer(response) => return Ok(response),
+            };
+            let result = self
+                .attempt(&outgoing, &authorized, call, &mut record)
+                .await;
+            let outcome = retry::Outcome::of(&result);
+            admitted
+                .breaker
+                .record(!outcome.is_failure(), Instant::now());
+            match retry.next(outcome, &result, &authorized, call.deadline) {
+                Next::Resend { wait } => {
+                    self.audit.record(&record);
+                    tracing::debug!(target: "patchbay::egress", attempt = retry.sent(), ?outcome,
+                        ?wait, workspace = %call.scope.workspace, origin = %outgoing.origin,
+                        "resending outbound request");
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Next::Finish => {
+                    return self.finish(result, record, authorized, admitted.slot, &outgoing, call);
+                }
+            }
         }
+    }
+
+    /// The address check again: the caller's decision holds only for the
+    /// address it checked, so the client never dials a literal the policy refuses.
+    fn check_address(&self, target: &Target) -> Result<(), EgressError> {
+        self.check_host(&target.host).map_err(|(ip, class)| {
+            EgressError::AddressRefused(format!(
+                "address {ip} is {class} and operator policy does not allow it"
+            ))
+        })
+    }
+
+    /// Read the body whole (under the size limit, so a retry can resend it)
+    /// and set the headers the host manages. After a credentialed request,
+    /// only what the host can read whole may come back: it picks the codings
+    /// (those it decodes itself), and asks for no partial content and no
+    /// transfer coding but chunked.
+    async fn prepare<B>(
+        &self,
+        request: http::Request<B>,
+        target: Target,
+        timeouts: Timeouts,
+        call: &Call,
+    ) -> Result<Outgoing, EgressError>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = request.into_parts();
-        let body = Limited::new(body, self.limits.max_request_bytes)
+        if parts.headers.contains_key(http::header::HOST) {
+            return Err(EgressError::InvalidRequest(
+                "a Host header is not sent: the URL names the host".into(),
+            ));
+        }
+        let max = self.limits.max_request_bytes;
+        let body = Limited::new(body, max)
             .collect()
             .await
-            .map_err(|_| EgressError::RequestTooLarge(self.limits.max_request_bytes))?
+            .map_err(|_| EgressError::RequestTooLarge(max))?
             .to_bytes();
-        let url = target.url.clone();
         let mut headers = parts.headers;
-        // reqwest derives Host from the URL; the plugin's copy could disagree with it.
-        headers.remove(http::header::HOST);
         if call.credential.is_some() {
-            // The host picks the codings (those it decodes itself), so that
-            // what comes back can be scrubbed; partial content is refused at
-            // the gate, and no transfer coding but chunked is asked for.
             headers.insert(
                 http::header::ACCEPT_ENCODING,
                 http::HeaderValue::from_static(coding::ACCEPTED),
@@ -273,232 +332,218 @@ impl Egress {
             headers.remove(http::header::RANGE);
             headers.remove(http::header::TE);
         }
-        let idempotent = retry::is_idempotent(&parts.method, &headers);
-        let backoff = retry::Backoff::default();
-        let mut rng = fastrand::Rng::new();
-        let mut attempt = 1;
-        // Canonical, so `a.com.` and `A.com:443` share `a.com`'s limits.
-        let origin = target.origin();
-        let workspace = call.scope.workspace.as_str();
-        let breaker = self.breakers.get(workspace, &origin);
-        // An access token the upstream refused with 401; refreshed once, then retried once.
-        let mut refused_token = None;
-        let mut refreshed_for_401 = false;
-        let mut sent = 0u32;
-        loop {
-            sent += 1;
-            let mut record = AuditRecord::for_target(&call.tags, self.audit.now_ms(), &target);
-            record.attempt = sent;
-            let held = |mut record: AuditRecord, reason: String| {
-                record.decision = Decision::Held;
-                record.reason = Some(reason);
-                self.audit.record(&record);
-            };
-            let mut attempt_url = url.clone();
-            let mut attempt_headers = headers.clone();
-            let applied = match &call.credential {
-                Some(credential) => {
-                    let http =
-                        TokenHttp::new(self.client.clone(), self.addresses.clone(), deadline)
-                            .audited(
-                                self.audit.clone(),
-                                call.tags.clone(),
-                                credential.kind.as_str(),
-                            );
-                    record.credential = Some(credential.kind.as_str().to_owned());
-                    match self
-                        .credentials
-                        .apply(
-                            &call.scope,
-                            credential,
-                            &mut attempt_headers,
-                            &mut attempt_url,
-                            &http,
-                            refused_token.as_ref(),
-                        )
-                        .await
-                    {
-                        Ok(applied) => Some(applied),
-                        Err(error) if error.needs_tenant() => {
-                            held(record, error.to_string());
-                            return Ok(credential_unavailable_response(&error));
-                        }
-                        Err(error) => {
-                            held(record, error.to_string());
-                            return Err(EgressError::Credential(error.to_string()));
-                        }
-                    }
-                }
-                None => None,
-            };
-            let slot = match tokio::time::timeout_at(
-                deadline.into(),
-                self.connection_slots(&call.scope).acquire_owned(),
+        Ok(Outgoing {
+            idempotent: retry::is_idempotent(&parts.method, &headers),
+            method: parts.method,
+            // Canonical, so `a.com.` and `A.com:443` share `a.com`'s limits.
+            origin: target.origin(),
+            target,
+            headers,
+            body,
+            timeouts,
+        })
+    }
+
+    /// Add the connection's credential to a copy of the request's headers and
+    /// URL. A credential the tenant must fix gets the host's own 401.
+    async fn authorize(
+        &self,
+        outgoing: &Outgoing,
+        call: &Call,
+        record: &mut AuditRecord,
+        retry: &Retry,
+    ) -> Result<Step<Authorized>, EgressError> {
+        let mut authorized = Authorized {
+            headers: outgoing.headers.clone(),
+            url: outgoing.target.url.clone(),
+            applied: None,
+        };
+        let Some(credential) = &call.credential else {
+            return Ok(Step::Go(authorized));
+        };
+        let kind = credential.kind.as_str();
+        record.credential = Some(kind.to_owned());
+        let http = TokenHttp::new(self.client.clone(), self.addresses.clone(), call.deadline)
+            .audited(self.audit.clone(), call.tags.clone(), kind);
+        let applied = self
+            .credentials
+            .apply(
+                &call.scope,
+                credential,
+                &mut authorized.headers,
+                &mut authorized.url,
+                &http,
+                retry.refused_token.as_ref(),
             )
-            .await
-            {
-                Ok(Ok(slot)) => slot,
-                _ => {
-                    held(
-                        record,
-                        format!(
-                            "the connection already has {} requests in flight",
-                            self.limits.max_concurrent_per_connection
-                        ),
-                    );
-                    return Err(EgressError::Timeout);
-                }
-            };
-            // An open circuit fails fast, before spending a rate-limit slot.
-            let permit = match breaker::Breaker::admit_guarded(&breaker, Instant::now()) {
-                Ok(permit) => permit,
-                Err(open) => {
-                    tracing::info!(target: "patchbay::egress", workspace, %origin,
-                        retry_after = ?open.retry_after, "circuit open: failing fast");
-                    held(
-                        record,
-                        format!("circuit open; retry in {:?}", open.retry_after),
-                    );
-                    return Err(EgressError::CircuitOpen(open.retry_after));
-                }
-            };
-            if let Err(limited) = self
-                .rates
-                .acquire(workspace, &origin, call.rate_limit, deadline)
-                .await
-            {
-                // Nothing was sent: a half-open breaker's trial goes back unused.
-                permit.release();
-                tracing::info!(target: "patchbay::egress", workspace, %origin,
-                    retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
-                held(
-                    record,
-                    format!("host rate limit; next slot in {:?}", limited.retry_after),
-                );
-                return Ok(rate_limited_response(limited.retry_after));
+            .await;
+        match applied {
+            Ok(applied) => {
+                authorized.applied = Some(applied);
+                Ok(Step::Go(authorized))
             }
-            attempt_headers.insert("traceparent", traceparent(&call.trace_id, &mut rng));
-            let left = deadline.saturating_duration_since(Instant::now());
-            let total = [timeouts.first_byte, Some(left)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(left);
-            let request = self
-                .client
-                .request(parts.method.clone(), attempt_url)
-                .headers(attempt_headers)
-                // Bytes clones share the buffer: a retry resends without copying.
-                .body(body.clone())
-                .timeout(total)
-                .build()
-                .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
-            let started = Instant::now();
-            let result = self.client.execute(request).await.map_err(classify);
-            record.latency_ms = started.elapsed().as_millis() as u64;
-            // Only an attempt that got a connection sent its body.
-            match &result {
-                Ok(response) => {
-                    record.status = Some(response.status().as_u16());
-                    record.bytes_out = body.len() as u64;
-                    record.address = response.remote_addr().map(|a| a.to_string());
+            Err(error) => {
+                self.hold(record, error.to_string());
+                if error.needs_tenant() {
+                    Ok(Step::Answer(credential_unavailable_response(&error)))
+                } else {
+                    Err(EgressError::Credential(error.to_string()))
                 }
-                Err(EgressError::AddressRefused(reason)) => {
-                    record.decision = Decision::Denied;
-                    record.reason = Some(reason.clone());
-                }
-                Err(error @ EgressError::Connect(_)) => record.reason = Some(error.to_string()),
-                Err(error) => {
-                    record.bytes_out = body.len() as u64;
+            }
+        }
+    }
+
+    /// Take a place for one attempt: one of the connection's in-flight slots,
+    /// then the breaker (an open circuit fails fast, before a rate-limit slot
+    /// is spent), then a slot from the workspace's rate limit for the origin.
+    async fn admit(
+        &self,
+        call: &Call,
+        origin: &str,
+        breaker: &Arc<breaker::Breaker>,
+        record: &AuditRecord,
+    ) -> Result<Step<Admitted>, EgressError> {
+        let workspace = call.scope.workspace.as_str();
+        let slots = self.connection_slots(&call.scope).acquire_owned();
+        let Ok(Ok(slot)) = tokio::time::timeout_at(call.deadline.into(), slots).await else {
+            let max = self.limits.max_concurrent_per_connection;
+            self.hold(
+                record,
+                format!("the connection already has {max} requests in flight"),
+            );
+            return Err(EgressError::Timeout);
+        };
+        let admission = match breaker::Breaker::admit_guarded(breaker, Instant::now()) {
+            Ok(admission) => admission,
+            Err(open) => {
+                tracing::info!(target: "patchbay::egress", workspace, %origin,
+                    retry_after = ?open.retry_after, "circuit open: failing fast");
+                self.hold(
+                    record,
+                    format!("circuit open; retry in {:?}", open.retry_after),
+                );
+                return Err(EgressError::CircuitOpen(open.retry_after));
+            }
+        };
+        let rate = self
+            .rates
+            .acquire(workspace, origin, call.rate_limit, call.deadline);
+        if let Err(limited) = rate.await {
+            // Nothing was sent: a half-open breaker's trial goes back unused.
+            admission.release();
+            tracing::info!(target: "patchbay::egress", workspace, %origin,
+                retry_after = ?limited.retry_after, "outbound request rate-limited by the host");
+            self.hold(
+                record,
+                format!("host rate limit; next slot in {:?}", limited.retry_after),
+            );
+            return Ok(Step::Answer(rate_limited_response(limited.retry_after)));
+        }
+        Ok(Step::Go(Admitted {
+            slot,
+            breaker: admission,
+        }))
+    }
+
+    /// Send one attempt and note in `record` what became of it. Only an
+    /// attempt that got a connection sent its body.
+    async fn attempt(
+        &self,
+        outgoing: &Outgoing,
+        authorized: &Authorized,
+        call: &Call,
+        record: &mut AuditRecord,
+    ) -> Result<reqwest::Response, EgressError> {
+        let mut headers = authorized.headers.clone();
+        headers.insert(
+            "traceparent",
+            traceparent(&call.trace_id, &mut fastrand::Rng::new()),
+        );
+        let left = call.deadline.saturating_duration_since(Instant::now());
+        let timeout = outgoing.timeouts.first_byte.map_or(left, |t| t.min(left));
+        let request = self
+            .client
+            .request(outgoing.method.clone(), authorized.url.clone())
+            .headers(headers)
+            // Bytes clones share the buffer: a retry resends without copying.
+            .body(outgoing.body.clone())
+            .timeout(timeout)
+            .build()
+            .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
+        let started = Instant::now();
+        let result = self.client.execute(request).await.map_err(classify);
+        record.latency_ms = started.elapsed().as_millis() as u64;
+        let sent = outgoing.body.len() as u64;
+        match &result {
+            Ok(response) => {
+                record.status = Some(response.status().as_u16());
+                record.bytes_out = sent;
+                record.address = response.remote_addr().map(|a| a.to_string());
+            }
+            Err(EgressError::AddressRefused(reason)) => {
+                record.decision = Decision::Denied;
+                record.reason = Some(reason.clone());
+            }
+            Err(error @ EgressError::Connect(_)) => record.reason = Some(error.to_string()),
+            Err(error) => {
+                record.bytes_out = sent;
+                record.reason = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    /// Hand over the last attempt's answer. After a credentialed request only
+    /// a body the host can read whole goes back (`coding` is the one it
+    /// decodes), scrubbed of the credential's values; the record is written
+    /// when the body is done with.
+    fn finish(
+        &self,
+        result: Result<reqwest::Response, EgressError>,
+        mut record: AuditRecord,
+        authorized: Authorized,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        outgoing: &Outgoing,
+        call: &Call,
+    ) -> Result<http::Response<ResponseBody>, EgressError> {
+        // Built only for the response handed over, not for each retry.
+        let scrubber = authorized.applied.map(|a| Scrubber::new(a.sensitive));
+        let readable = result.and_then(|response| match &scrubber {
+            Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
+                "the host could not prepare to scrub the credential".into(),
+            )),
+            Some(_) => coding::readable(response.status(), response.headers())
+                .map(|coding| (response, coding)),
+            None => Ok((response, None)),
+        });
+        match readable {
+            Ok((response, coding)) => Ok(self.response(
+                response,
+                coding,
+                call.deadline,
+                outgoing.timeouts.between_bytes,
+                scrubber,
+                InFlight {
+                    audit: self.audit.clone(),
+                    record,
+                    _slot: slot,
+                },
+            )),
+            Err(error) => {
+                if matches!(error, EgressError::Unscrubbable(_)) {
                     record.reason = Some(error.to_string());
                 }
-            }
-            let outcome = match &result {
-                Ok(response) => retry::Outcome::Status(response.status().as_u16()),
-                Err(EgressError::Connect(_)) => retry::Outcome::Connect,
-                Err(EgressError::Timeout) => retry::Outcome::Timeout,
-                Err(_) => retry::Outcome::Other,
-            };
-            let failed = matches!(
-                outcome,
-                retry::Outcome::Connect
-                    | retry::Outcome::Timeout
-                    | retry::Outcome::Status(500 | 502 | 503 | 504)
-            );
-            permit.record(!failed, Instant::now());
-            let finish = |result: Result<reqwest::Response, EgressError>,
-                          mut record: AuditRecord| {
-                // Built only for the response handed over, not for each retry.
-                let scrubber = applied.as_ref().map(|a| Scrubber::new(a.sensitive.clone()));
-                // After a credentialed request, only a body the host can read
-                // whole goes back; `coding` is the one it decodes.
-                let result = result
-                    .and_then(|response| match &scrubber {
-                        Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
-                            "the host could not prepare to scrub the credential".into(),
-                        )),
-                        Some(_) => coding::readable(response.status(), response.headers())
-                            .map(|coding| (response, coding)),
-                        None => Ok((response, None)),
-                    })
-                    .inspect_err(|error| {
-                        if matches!(error, EgressError::Unscrubbable(_)) {
-                            record.reason = Some(error.to_string());
-                        }
-                    });
-                match result {
-                    Ok((response, coding)) => Ok(self.response(
-                        response,
-                        coding,
-                        deadline,
-                        timeouts.between_bytes,
-                        scrubber,
-                        InFlight {
-                            audit: self.audit.clone(),
-                            record,
-                            _slot: slot,
-                        },
-                    )),
-                    Err(error) => {
-                        self.audit.record(&record);
-                        Err(error)
-                    }
-                }
-            };
-            // A 401 to an OAuth2 token: the request was not processed, so it is
-            // safe to resend once with a fresh token, idempotent or not.
-            if let (retry::Outcome::Status(401), Some(token)) = (
-                outcome,
-                applied.as_ref().and_then(|a| a.access_token.clone()),
-            ) && !refreshed_for_401
-            {
-                refreshed_for_401 = true;
-                refused_token = Some(token);
                 self.audit.record(&record);
-                tracing::debug!(target: "patchbay::egress", workspace, %origin,
-                    "upstream refused the access token: refreshing it once");
-                continue;
+                Err(error)
             }
-            if attempt >= retry::MAX_ATTEMPTS || !idempotent || !retry::is_retryable(outcome) {
-                return finish(result, record);
-            }
-            let wait = match &result {
-                Ok(response) => {
-                    retry::retry_after(response.headers(), std::time::SystemTime::now())
-                }
-                Err(_) => None,
-            }
-            .unwrap_or_else(|| backoff.delay(attempt, &mut rng));
-            if Instant::now() + wait >= deadline {
-                // No time to wait: hand over what we have (a 429 carries its
-                // Retry-After, which the plugin turns into rate-limited).
-                return finish(result, record);
-            }
-            self.audit.record(&record);
-            tracing::debug!(target: "patchbay::egress", attempt, ?outcome, ?wait, "retrying outbound request");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
         }
+    }
+
+    /// Record an attempt the host held back, with why.
+    fn hold(&self, record: &AuditRecord, reason: String) {
+        let mut record = record.clone();
+        record.decision = Decision::Held;
+        record.reason = Some(reason);
+        self.audit.record(&record);
     }
 
     /// The response as the plugin gets it. After a request that carried a
@@ -589,6 +634,131 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.audit.record(&self.record);
+    }
+}
+
+/// A request ready to send, as every attempt of it goes out.
+struct Outgoing {
+    method: http::Method,
+    target: Target,
+    /// The target's canonical origin: what rate limits and breakers are kept by.
+    origin: String,
+    /// The request's headers with those the host manages set.
+    headers: http::HeaderMap,
+    /// Read whole, so a retry resends it.
+    body: Bytes,
+    idempotent: bool,
+    timeouts: Timeouts,
+}
+
+/// One attempt's headers and URL, with the credential added.
+struct Authorized {
+    headers: http::HeaderMap,
+    url: url::Url,
+    /// What was added, when the request carries a credential.
+    applied: Option<credentials::Applied>,
+}
+
+/// What one attempt holds while it is in flight.
+struct Admitted {
+    /// The connection's in-flight slot, kept until the response body is done with.
+    slot: tokio::sync::OwnedSemaphorePermit,
+    /// The breaker's admission, told how the attempt went.
+    breaker: breaker::Admission,
+}
+
+/// A step's result: go on, or the host's own answer to hand over.
+enum Step<T> {
+    Go(T),
+    Answer(http::Response<ResponseBody>),
+}
+
+/// What to do after an attempt.
+enum Next {
+    /// Send the request again after `wait`.
+    Resend { wait: Duration },
+    /// Hand over this attempt's answer.
+    Finish,
+}
+
+/// The retry state of one request: attempts made, the backoff, and a token
+/// the upstream refused.
+struct Retry {
+    /// Attempts sent, counting the resend after a refreshed token.
+    sent: u32,
+    /// Attempts counted against [`retry::MAX_ATTEMPTS`].
+    attempts: u32,
+    idempotent: bool,
+    backoff: retry::Backoff,
+    rng: fastrand::Rng,
+    /// An OAuth2 access token the upstream refused with 401: refreshed once,
+    /// then the request is sent once more.
+    refused_token: Option<secrecy::SecretString>,
+}
+
+impl Retry {
+    fn new(outgoing: &Outgoing) -> Self {
+        Self {
+            sent: 0,
+            attempts: 1,
+            idempotent: outgoing.idempotent,
+            backoff: retry::Backoff::default(),
+            rng: fastrand::Rng::new(),
+            refused_token: None,
+        }
+    }
+
+    fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// The audit record of the next attempt.
+    fn record(&mut self, egress: &Egress, call: &Call, outgoing: &Outgoing) -> AuditRecord {
+        self.sent += 1;
+        let mut record =
+            AuditRecord::for_target(&call.tags, egress.audit.now_ms(), &outgoing.target);
+        record.attempt = self.sent;
+        record
+    }
+
+    /// Whether to send again. A 401 to an OAuth2 token: the request was not
+    /// processed, so it is resent once with a fresh token, idempotent or not.
+    /// Otherwise an idempotent request is retried on a retryable outcome,
+    /// after the upstream's `Retry-After` or the backoff, if that still ends
+    /// before `deadline` (a 429 then goes to the plugin with its `Retry-After`).
+    fn next(
+        &mut self,
+        outcome: retry::Outcome,
+        result: &Result<reqwest::Response, EgressError>,
+        authorized: &Authorized,
+        deadline: Instant,
+    ) -> Next {
+        let token = authorized
+            .applied
+            .as_ref()
+            .and_then(|a| a.access_token.clone());
+        if let (retry::Outcome::Status(401), Some(token), None) =
+            (outcome, token, &self.refused_token)
+        {
+            self.refused_token = Some(token);
+            return Next::Resend {
+                wait: Duration::ZERO,
+            };
+        }
+        if self.attempts >= retry::MAX_ATTEMPTS || !self.idempotent || !retry::is_retryable(outcome)
+        {
+            return Next::Finish;
+        }
+        let asked = match result {
+            Ok(response) => retry::retry_after(response.headers(), std::time::SystemTime::now()),
+            Err(_) => None,
+        };
+        let wait = asked.unwrap_or_else(|| self.backoff.delay(self.attempts, &mut self.rng));
+        if Instant::now() + wait >= deadline {
+            return Next::Finish;
+        }
+        self.attempts += 1;
+        Next::Resend { wait }
     }
 }
 

@@ -23,6 +23,26 @@ pub enum Outcome {
     Other,
 }
 
+impl Outcome {
+    /// What became of an attempt.
+    pub fn of(result: &Result<reqwest::Response, crate::EgressError>) -> Self {
+        match result {
+            Ok(response) => Self::Status(response.status().as_u16()),
+            Err(crate::EgressError::Connect(_)) => Self::Connect,
+            Err(crate::EgressError::Timeout) => Self::Timeout,
+            Err(_) => Self::Other,
+        }
+    }
+
+    /// Whether it counts against the upstream's circuit breaker.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::Connect | Self::Timeout | Self::Status(500 | 502 | 503 | 504)
+        )
+    }
+}
+
 /// The one classification table: which outcomes are worth another attempt.
 pub fn is_retryable(outcome: Outcome) -> bool {
     matches!(

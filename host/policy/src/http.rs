@@ -630,6 +630,75 @@ pub fn normalise_path(path: &str) -> Option<String> {
     Some(format!("/{}", segments.join("/")))
 }
 
+/// The destination rules one call's requests are held to, handed to its
+/// HTTP gate once: those the workspace approved, those it did not (only to
+/// say why a request was refused), and the operator's.
+#[derive(Debug, Clone)]
+pub struct Destinations {
+    /// Declared by the manifest and approved by the workspace, templates filled.
+    pub approved: std::sync::Arc<[Rule]>,
+    /// Declared but not approved.
+    pub unapproved: std::sync::Arc<[Rule]>,
+    /// When set, a request must also match one of these (operator policy).
+    pub operator: Option<std::sync::Arc<[Rule]>>,
+}
+
+/// Whether the destination rules let a request through, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An approved rule matches, and operator policy allows it.
+    Allowed,
+    /// An approved rule matches, but no rule of the operator's does.
+    RefusedByOperator,
+    /// Only a rule the workspace has not approved matches.
+    Unapproved,
+    /// The plugin declares no destinations at all.
+    NoneDeclared,
+    /// No declared rule matches.
+    NoMatch,
+}
+
+impl Verdict {
+    /// Why a request was refused, as the plugin and the audit trail read it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::RefusedByOperator => "operator policy does not allow this destination",
+            Self::Unapproved => "the destination is declared but the workspace has not approved it",
+            Self::NoneDeclared => "the plugin declares no HTTP destinations",
+            Self::NoMatch => "no declared destination matches",
+        }
+    }
+}
+
+impl Destinations {
+    /// No destinations at all: every request is refused.
+    pub fn none() -> Self {
+        Self {
+            approved: std::sync::Arc::from(Vec::new()),
+            unapproved: std::sync::Arc::from(Vec::new()),
+            operator: None,
+        }
+    }
+
+    /// The verdict on `target`: each list of rules is walked at most once.
+    pub fn verdict(&self, target: &Target) -> Verdict {
+        let matches = |rules: &[Rule]| rules.iter().any(|rule| rule.allows(target));
+        if matches(&self.approved) {
+            match &self.operator {
+                Some(operator) if !matches(operator) => Verdict::RefusedByOperator,
+                _ => Verdict::Allowed,
+            }
+        } else if matches(&self.unapproved) {
+            Verdict::Unapproved
+        } else if self.approved.is_empty() && self.unapproved.is_empty() {
+            Verdict::NoneDeclared
+        } else {
+            Verdict::NoMatch
+        }
+    }
+}
+
 /// A refused request, kept for the invocation's record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Denial {

@@ -29,7 +29,7 @@ use patchbay_egress::credentials::BoundCredential;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::grants::Grants;
 use patchbay_policy::http::Denial;
-use patchbay_policy::http::Rule;
+use patchbay_policy::http::{Destinations, Rule};
 use patchbay_policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use patchbay_policy::manifest::Manifest;
 use patchbay_policy::schema::schema_validator;
@@ -380,7 +380,11 @@ impl Runtime {
             table,
             http: HttpCtx::new(
                 self.egress.clone(),
-                binding.http_rules.clone(),
+                Destinations {
+                    approved: binding.http_rules.clone(),
+                    unapproved: binding.unapproved_rules.clone(),
+                    operator: self.egress.operator_destinations(),
+                },
                 deadline,
                 CallPolicy {
                     tags: Arc::new(AuditTags {
@@ -394,7 +398,6 @@ impl Runtime {
                     max_requests: limits.max_outbound_requests,
                     rate_limit: limits.rate_limit,
                     credentials: binding.credentials.clone(),
-                    unapproved_rules: binding.unapproved_rules.clone(),
                 },
                 audit_tag,
             ),

@@ -13,7 +13,7 @@ use http_body_util::BodyExt as _;
 use patchbay_egress::Call;
 use patchbay_egress::credentials::BoundCredential;
 use patchbay_egress::{BodyError, Egress, EgressError, Timeouts};
-use patchbay_policy::http::{Denial, Rule, Target};
+use patchbay_policy::http::{Denial, Destinations, Target, Verdict};
 use patchbay_policy::rate::RateLimit;
 use patchbay_storage::Scope;
 use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
@@ -49,14 +49,12 @@ pub struct CallPolicy {
     pub rate_limit: RateLimit,
     /// Host-held credentials and the destinations each may be sent to.
     pub credentials: Arc<[BoundCredential]>,
-    /// Destinations declared but not approved by the workspace (for the refusal's reason).
-    pub unapproved_rules: Arc<[Rule]>,
 }
 
 /// The per-invocation gate.
 pub struct HttpGate {
     egress: Arc<Egress>,
-    rules: Arc<[Rule]>,
+    destinations: Destinations,
     call: CallPolicy,
     /// Requests this invocation may still start.
     requests_left: usize,
@@ -97,7 +95,7 @@ pub struct HttpCtx {
 impl HttpCtx {
     pub fn new(
         egress: Arc<Egress>,
-        rules: Arc<[Rule]>,
+        destinations: Destinations,
         deadline: Instant,
         call: CallPolicy,
         audit_tag: String,
@@ -106,7 +104,7 @@ impl HttpCtx {
             ctx: WasiHttpCtx::new(),
             gate: HttpGate {
                 egress,
-                rules,
+                destinations,
                 requests_left: call.max_requests,
                 call,
                 deadline,
@@ -139,44 +137,34 @@ impl HttpGate {
         if self.requests_left == 0 {
             return Err(rule("the invocation's outbound request limit is used up"));
         }
-        let matches = |rule: &Rule| rule.allows(target);
-        if self.rules.iter().any(matches) {
-            if !self.egress.operator_allows(matches) {
-                return Err(rule("operator policy does not allow this destination"));
-            }
-            self.egress
-                .check_host(&target.host)
-                .map_err(|(ip, class)| {
-                    Refusal::Address(format!(
-                        "address {ip} is {class} and operator policy does not allow it"
-                    ))
-                })?;
-            let credential = self.call.credentials.iter().find(|c| c.applies_to(target));
-            if credential.is_some() && headers.contains_key(http::header::RANGE) {
-                // An upstream that reflects the request could hand the
-                // credential back in slices too short to recognise.
-                return Err(rule(
-                    "a request that carries a credential may not ask for partial content (Range)",
-                ));
-            }
-            if let Some(credential) = credential
-                && let Some(place) = credential.collides_with(headers, target.url.query())
-            {
-                return Err(rule(&format!(
-                    "the plugin set {place}, which the host manages for this destination (credential {})",
-                    credential.name
-                )));
-            }
-            Ok(credential.cloned())
-        } else if self.call.unapproved_rules.iter().any(matches) {
-            Err(rule(
-                "the destination is declared but the workspace has not approved it",
-            ))
-        } else if self.rules.is_empty() && self.call.unapproved_rules.is_empty() {
-            Err(rule("the plugin declares no HTTP destinations"))
-        } else {
-            Err(rule("no declared destination matches"))
+        match self.destinations.verdict(target) {
+            Verdict::Allowed => {}
+            refused => return Err(rule(refused.reason())),
         }
+        self.egress
+            .check_host(&target.host)
+            .map_err(|(ip, class)| {
+                Refusal::Address(format!(
+                    "address {ip} is {class} and operator policy does not allow it"
+                ))
+            })?;
+        let credential = self.call.credentials.iter().find(|c| c.applies_to(target));
+        if credential.is_some() && headers.contains_key(http::header::RANGE) {
+            // An upstream that reflects the request could hand the
+            // credential back in slices too short to recognise.
+            return Err(rule(
+                "a request that carries a credential may not ask for partial content (Range)",
+            ));
+        }
+        if let Some(credential) = credential
+            && let Some(place) = credential.collides_with(headers, target.url.query())
+        {
+            return Err(rule(&format!(
+                "the plugin set {place}, which the host manages for this destination (credential {})",
+                credential.name
+            )));
+        }
+        Ok(credential.cloned())
     }
 
     /// Audit, log and keep a refusal, up to [`MAX_RECORDED_DENIALS`] per call;
@@ -258,6 +246,12 @@ fn shown_url(target: &Target) -> String {
 }
 
 impl WasiHttpHooks for HttpGate {
+    /// The client derives `Host` from the URL the gate checked; a guest may
+    /// not set one either (it is a forbidden header).
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
