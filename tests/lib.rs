@@ -266,7 +266,7 @@ impl Harness {
         self.services
             .catalog
             .runtime()
-            .invoke(plugin, binding, operation, &input, None)
+            .invoke(plugin, binding, operation, &input, Default::default())
             .await
     }
 }

@@ -35,11 +35,17 @@ async fn the_raw_sandbox_call_returns_the_plugins_text() {
     let binding = harness.binding(&plugin, "ws-1", "bench", &[]);
     let runtime = harness.services.catalog.runtime();
     let noop = runtime
-        .call_sandboxed(&plugin, &binding, "noop", "{}", None)
+        .call_sandboxed(&plugin, &binding, "noop", "{}", Default::default())
         .await;
     assert_eq!(noop.result.expect("noop"), "null");
     let bad = runtime
-        .call_sandboxed(&plugin, &binding, "normalize-contacts", "[1]", None)
+        .call_sandboxed(
+            &plugin,
+            &binding,
+            "normalize-contacts",
+            "[1]",
+            Default::default(),
+        )
         .await;
     assert!(
         matches!(
@@ -50,7 +56,7 @@ async fn the_raw_sandbox_call_returns_the_plugins_text() {
         bad.result
     );
     let unknown = runtime
-        .call_sandboxed(&plugin, &binding, "nope", "{}", None)
+        .call_sandboxed(&plugin, &binding, "nope", "{}", Default::default())
         .await;
     assert_eq!(
         unknown.result,

@@ -274,3 +274,89 @@ async fn an_oversized_request_body_never_leaves_the_host() {
         "only the small one went out"
     );
 }
+
+/// wasi-http adds no `Host` of its own and a plugin may not set one: the
+/// upstream sees exactly one, the authority of the URL the gate checked.
+#[tokio::test]
+async fn the_upstream_sees_one_host_the_url_names() {
+    let server = upstream().await;
+    let harness = Harness::with_policy(policy(&["127.0.0.1/32"]));
+    let (result, _) = fetch(&harness, &server.uri()).await;
+    assert_eq!(result.expect("allowed")["body"], "reached");
+    let received = server.received_requests().await.expect("recording");
+    let hosts: Vec<&str> = received[0]
+        .headers
+        .get_all("host")
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect();
+    let authority = server.uri().trim_start_matches("http://").to_owned();
+    assert_eq!(hosts, [authority.as_str()]);
+}
+
+/// The egress derives `Host` from the URL; a caller that hands it one
+/// (which could disagree with the URL) is refused before anything is sent.
+#[tokio::test]
+async fn the_egress_refuses_a_request_that_carries_a_host_header() {
+    use http_body_util::BodyExt as _;
+    use patchbay::egress::{Call, Egress, EgressError, EgressLimits};
+    use patchbay::policy::call::CallId;
+    use patchbay::policy::http::Target;
+    use patchbay::policy::rate::RateLimit;
+    use patchbay::storage::Scope;
+    use std::time::{Duration, Instant};
+
+    let server = upstream().await;
+    let harness = Harness::new();
+    let egress = Egress::new(
+        AddressPolicy {
+            allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
+        },
+        Arc::new(patchbay::egress::resolve::SystemLookup),
+        EgressLimits::from_operator(&OperatorLimits::default()),
+        harness.services.credentials.clone(),
+        harness.services.audit.clone(),
+    )
+    .expect("egress");
+    let url = format!("{}/allowed/thing", server.uri());
+    let request = http::Request::get(url.as_str())
+        .header("host", "elsewhere.example")
+        .body(http_body_util::Empty::new().map_err(|never| match never {}))
+        .expect("request");
+    let call = Call {
+        deadline: Instant::now() + Duration::from_secs(5),
+        id: Arc::new(CallId {
+            workspace: "ws".into(),
+            connection: "c".into(),
+            plugin: "probe".into(),
+            version: "1.0.0".into(),
+            operation: "fetch".into(),
+            invocation_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        }),
+        scope: Arc::new(Scope {
+            workspace: "ws".into(),
+            connection: "c".into(),
+        }),
+        rate_limit: RateLimit {
+            requests: 100,
+            per_seconds: 1,
+        },
+        credential: None,
+    };
+    let target = Target::parse("GET", &url).expect("target");
+    let sent = egress
+        .send(request, target, Default::default(), &call)
+        .await;
+    assert!(
+        matches!(&sent, Err(EgressError::InvalidRequest(reason)) if reason.contains("Host")),
+        "{:?}",
+        sent.map(|r| r.status())
+    );
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+}

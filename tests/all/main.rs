@@ -18,6 +18,7 @@ mod hostile;
 mod hubspot;
 mod install;
 mod invalid_json;
+mod invocations;
 mod isolation;
 mod kv;
 mod layers;

@@ -2,6 +2,7 @@
 //! environment, logging, errors and the invocation context.
 
 use patchbay::policy::limits::OperatorLimits;
+use patchbay::runtime::CallOptions;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
 use patchbay::runtime::{Binding, LoadedPlugin};
 use patchbay_tests::{Harness, plugins::PROBE};
@@ -182,7 +183,10 @@ async fn the_plugin_sees_its_invocation_context() {
             &binding,
             "context",
             &json!(null),
-            Some("idem-42".into()),
+            CallOptions {
+                idempotency_key: Some("idem-42".into()),
+                deadline: None,
+            },
         )
         .await;
     let output = outcome.result.expect("context");

@@ -62,7 +62,7 @@ fn api_invocation(c: &mut Criterion) {
     group.bench_function("invoke in-process (baseline)", |b| {
         b.to_async(&rt).iter(|| async {
             let outcome = sandbox
-                .invoke(&plugin, &binding, "echo", &input, None)
+                .invoke(&plugin, &binding, "echo", &input, Default::default())
                 .await;
             outcome.result.expect("echo")
         })

@@ -6,12 +6,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use patchbay::egress::resolve::SystemLookup;
 use patchbay::egress::{Call, Egress, EgressLimits};
+use patchbay::policy::call::CallId;
 use patchbay::policy::http::{Destination, Target};
 use patchbay::policy::limits::OperatorLimits;
 use patchbay::policy::rate::RateLimit;
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::storage::Scope;
-use patchbay::storage::audit::AuditTags;
 use patchbay_tests::Harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,10 +65,12 @@ fn hook_overhead(c: &mut Criterion) {
         workspace: "ws-bench".into(),
         connection: "bench".into(),
     });
-    let tags = Arc::new(AuditTags {
+    let id = Arc::new(CallId {
         workspace: scope.workspace.clone(),
         connection: scope.connection.clone(),
-        plugin: "bench@1.0.0".into(),
+        plugin: "bench".into(),
+        version: "1.0.0".into(),
+        operation: "fetch".into(),
         invocation_id: "0af7651916cd43dd8448eb211c80319c".into(),
     });
     group.bench_function("through the host's egress", |b| {
@@ -82,8 +84,7 @@ fn hook_overhead(c: &mut Criterion) {
                 .expect("request");
             let call = Call {
                 deadline: Instant::now() + Duration::from_secs(5),
-                trace_id: tags.invocation_id.clone(),
-                tags: tags.clone(),
+                id: id.clone(),
                 scope: scope.clone(),
                 // High enough never to wait: the limiter's own cost is what is measured.
                 rate_limit: RateLimit {

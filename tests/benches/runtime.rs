@@ -22,7 +22,7 @@ fn instantiate_and_noop(c: &mut Criterion) {
     c.bench_function("instantiate + noop call + drop", |b| {
         b.to_async(&rt).iter(|| async {
             let outcome = sandbox
-                .call_sandboxed(&plugin, &binding, "noop", "{}", None)
+                .call_sandboxed(&plugin, &binding, "noop", "{}", Default::default())
                 .await;
             outcome.result.expect("noop succeeds")
         })
@@ -53,7 +53,13 @@ fn json_transform(c: &mut Criterion) {
             |b, page| {
                 b.to_async(&rt).iter(|| async {
                     let outcome = sandbox
-                        .call_sandboxed(&plugin, &binding, "normalize-contacts", page, None)
+                        .call_sandboxed(
+                            &plugin,
+                            &binding,
+                            "normalize-contacts",
+                            page,
+                            Default::default(),
+                        )
                         .await;
                     outcome.result.expect("plugin transform")
                 })
@@ -65,7 +71,13 @@ fn json_transform(c: &mut Criterion) {
             |b, value| {
                 b.to_async(&rt).iter(|| async {
                     let outcome = sandbox
-                        .invoke(&plugin, &binding, "normalize-contacts", value, None)
+                        .invoke(
+                            &plugin,
+                            &binding,
+                            "normalize-contacts",
+                            value,
+                            Default::default(),
+                        )
                         .await;
                     outcome.result.expect("plugin transform")
                 })

@@ -9,8 +9,8 @@ use axum::Json;
 use axum::extract::State;
 use http::{HeaderMap, StatusCode};
 use patchbay_egress::credentials::CredentialInfo;
-use patchbay_runtime::error::{InvokeError, PluginFailure};
 use patchbay_storage::tenancy::Connection;
+use patchbay_tenancy::invoke::{Explanation, Invocation};
 use patchbay_tenancy::service::ConnectionRequest;
 use patchbay_tenancy::status;
 use serde::{Deserialize, Serialize};
@@ -130,43 +130,14 @@ struct ConnectionView {
     upgrade: Option<patchbay_policy::upgrade::CapabilityDiff>,
 }
 
-/// Every credential the plugin declares (set or not, never a value), then
-/// anything stored that this version no longer declares.
-fn declared_credentials(
-    state: &AppState,
-    connection: &Connection,
-    manifest: &patchbay_policy::manifest::Manifest,
-) -> Result<Vec<CredentialInfo>, ApiError> {
-    let mut stored = state
-        .tenancy
-        .credentials
-        .describe(&connection.scope())
-        .map_err(ApiError::internal)?;
-    let mut credentials: Vec<CredentialInfo> = manifest
-        .capabilities
-        .credentials
-        .iter()
-        .map(
-            |declared| match stored.iter().position(|s| s.name == declared.name) {
-                Some(i) => stored.swap_remove(i),
-                None => CredentialInfo {
-                    name: declared.name.clone(),
-                    kind: declared.kind.as_str(),
-                    set: false,
-                    needs_attention: None,
-                },
-            },
-        )
-        .collect();
-    credentials.extend(stored);
-    Ok(credentials)
-}
-
 /// The connection with its status and what it lacks, and every credential
 /// its plugin declares: set or not, never a value.
 async fn view(state: &AppState, connection: Connection) -> Result<ConnectionView, ApiError> {
     let plugin = state.tenancy.plugin_of(&connection).await?;
-    let credentials = declared_credentials(state, &connection, &plugin.manifest)?;
+    let credentials = state
+        .tenancy
+        .declared_credentials(&connection, &plugin.manifest)
+        .map_err(ApiError::internal)?;
     let addresses = state.catalog.runtime().egress().address_policy();
     let status = status::status(&connection, &plugin.manifest, &credentials, addresses);
     Ok(ConnectionView {
@@ -288,26 +259,22 @@ async fn invoke(
     headers: HeaderMap,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let connection = state.tenancy.connection(&ws, &name)?;
-    if !connection.enabled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "disabled",
-            format!("connection {name:?} is disabled"),
-        ));
-    }
-    let plugin = state.tenancy.plugin_of(&connection).await?;
-    let binding = patchbay_runtime::Binding::for_connection(&connection, &plugin.manifest)
-        .map_err(ApiError::internal)?;
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let outcome = state
-        .catalog
-        .runtime()
-        .invoke(&plugin, &binding, &op, &request.input, idempotency_key)
-        .await;
+    let invoked = state
+        .tenancy
+        .invoke(Invocation {
+            workspace: ws,
+            connection: name,
+            operation: op,
+            input: request.input,
+            idempotency_key,
+            deadline: None,
+        })
+        .await?;
+    let outcome = invoked.outcome;
     match outcome.result {
         Ok(output) => Ok(Json(InvokeResponse {
             output,
@@ -315,22 +282,8 @@ async fn invoke(
             duration_ms: outcome.duration.as_millis() as u64,
         })),
         Err(error) => {
-            let unauthorized = matches!(
-                error,
-                InvokeError::Plugin(PluginFailure::Unauthorized { .. })
-            );
             let mut answer = ApiError::from_invoke(error, &outcome.invocation_id);
-            // Unreadable credential state (logged) explains nothing, and
-            // must not replace the call's own error.
-            let unusable = declared_credentials(&state, &connection, &plugin.manifest)
-                .map(|stored| status::unusable_credentials(&connection, &plugin.manifest, &stored))
-                .unwrap_or_default();
-            explain_failure(
-                &mut answer,
-                unauthorized,
-                status::explain_denials(&connection, &plugin.manifest, &outcome.denials),
-                unusable,
-            );
+            explain_failure(&mut answer, invoked.explanation);
             Err(answer)
         }
     }
@@ -340,19 +293,16 @@ async fn invoke(
 /// the requests it refused, and credentials it could not send. A 401 the
 /// plugin reports for a credential the host never sent is the tenant's to
 /// fix, not the upstream's refusal.
-fn explain_failure(
-    answer: &mut ApiError,
-    unauthorized: bool,
-    refused: Vec<String>,
-    unusable: Vec<String>,
-) {
-    if unauthorized && let Some(first) = unusable.first() {
+fn explain_failure(answer: &mut ApiError, explanation: Explanation) {
+    if explanation.credential_unavailable
+        && let Some(first) = explanation.unusable_credentials.first()
+    {
         answer.status = StatusCode::CONFLICT;
         answer.code = "credential-unavailable";
         answer.message = first.clone();
-    } else if let Some(first) = refused.first() {
+    } else if let Some(first) = explanation.refused.first() {
         answer.message = format!("{}: {first}", answer.message);
     }
-    answer.details.extend(refused);
-    answer.details.extend(unusable);
+    answer.details.extend(explanation.refused);
+    answer.details.extend(explanation.unusable_credentials);
 }

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use patchbay_runtime::error::{InvokeError, PluginFailure};
+use patchbay_tenancy::invoke::InvocationError;
 use patchbay_tenancy::service::TenancyError;
 use serde_json::json;
 
@@ -163,6 +164,20 @@ fn plugin_failed() -> ApiError {
         "plugin-failed",
         "the plugin failed; see the invocation's log",
     )
+}
+
+impl From<InvocationError> for ApiError {
+    fn from(error: InvocationError) -> Self {
+        match error {
+            InvocationError::Tenancy(error) => error.into(),
+            InvocationError::Disabled(name) => Self::new(
+                StatusCode::CONFLICT,
+                "disabled",
+                format!("connection {name:?} is disabled"),
+            ),
+            InvocationError::Binding(reason) => Self::internal(reason),
+        }
+    }
 }
 
 impl From<TenancyError> for ApiError {

@@ -267,21 +267,23 @@ fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchbay_storage::audit::AuditTags;
+    use patchbay_policy::call::CallId;
     use patchbay_storage::memory::MemoryAudit;
     use std::sync::Arc;
 
     const DAY_MS: u64 = 86_400_000;
 
     fn record(workspace: &str, at_ms: u64) -> AuditRecord {
-        let tags = AuditTags {
+        let call = CallId {
             workspace: workspace.into(),
             connection: "crm".into(),
-            plugin: "crm@1.0.0".into(),
+            plugin: "crm".into(),
+            version: "1.0.0".into(),
+            operation: "find".into(),
             invocation_id: "inv".into(),
         };
         let uri: http::Uri = "https://api.example.com/v1/x".parse().expect("uri");
-        AuditRecord::new(&tags, at_ms, "GET", &uri)
+        AuditRecord::new(&call, at_ms, "GET", &uri)
     }
 
     #[tokio::test]

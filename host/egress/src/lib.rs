@@ -20,11 +20,12 @@ use crate::credentials::{BoundCredential, CredentialError, Credentials, oauth::T
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Limited, StreamBody};
+use patchbay_policy::call::CallId;
 use patchbay_policy::http::{Target, TargetHost};
 use patchbay_policy::rate::RateLimit;
 use patchbay_policy::ssrf::{AddressClass, AddressPolicy};
 use patchbay_storage::Scope;
-use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
+use patchbay_storage::audit::{AuditRecord, Decision};
 use resolve::{GuardedResolver, NameLookup, RefusedAddress};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -131,10 +132,9 @@ pub struct Egress {
 pub struct Call {
     /// Nothing waits past this.
     pub deadline: Instant,
-    /// 32 hex digits: the invocation id, sent upstream in `traceparent`.
-    pub trace_id: String,
-    /// Who the request is made for, as the audit trail records it.
-    pub tags: Arc<AuditTags>,
+    /// The invocation the request is made for: how the audit trail records
+    /// it, and (its invocation id) the trace id sent upstream in `traceparent`.
+    pub id: Arc<CallId>,
     /// The connection the request is made for; rate limits and breakers are per workspace.
     pub scope: Arc<Scope>,
     pub rate_limit: RateLimit,
@@ -364,7 +364,7 @@ impl Egress {
         let kind = credential.kind.as_str();
         record.credential = Some(kind.to_owned());
         let http = TokenHttp::new(self.client.clone(), self.addresses.clone(), call.deadline)
-            .audited(self.audit.clone(), call.tags.clone(), kind);
+            .audited(self.audit.clone(), call.id.clone(), kind);
         let applied = self
             .credentials
             .apply(
@@ -456,7 +456,7 @@ impl Egress {
         let mut headers = authorized.headers.clone();
         headers.insert(
             "traceparent",
-            traceparent(&call.trace_id, &mut fastrand::Rng::new()),
+            traceparent(&call.id.invocation_id, &mut fastrand::Rng::new()),
         );
         let left = call.deadline.saturating_duration_since(Instant::now());
         let timeout = outgoing.timeouts.first_byte.map_or(left, |t| t.min(left));
@@ -715,8 +715,7 @@ impl Retry {
     /// The audit record of the next attempt.
     fn record(&mut self, egress: &Egress, call: &Call, outgoing: &Outgoing) -> AuditRecord {
         self.sent += 1;
-        let mut record =
-            AuditRecord::for_target(&call.tags, egress.audit.now_ms(), &outgoing.target);
+        let mut record = AuditRecord::for_target(&call.id, egress.audit.now_ms(), &outgoing.target);
         record.attempt = self.sent;
         record
     }

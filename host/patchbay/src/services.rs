@@ -32,6 +32,8 @@ pub struct Services {
     pub catalog: Arc<Catalog>,
     /// Shared by every `Tenancy` made from these services (see `Tenancy::pins`).
     plugin_pins: Arc<tokio::sync::RwLock<()>>,
+    /// Shared by every `Tenancy` made from these services, like the pins.
+    bindings: Arc<patchbay_tenancy::invoke::Bindings>,
     /// Stops (and is waited for) when the services are dropped.
     _kv_purger: KvPurger,
 }
@@ -135,6 +137,7 @@ impl Services {
             audit,
             _kv_purger: kv_purger,
             plugin_pins: Arc::default(),
+            bindings: Arc::default(),
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }
@@ -149,6 +152,7 @@ impl Services {
             audit: self.audit.clone(),
             clock: self.clock.clone(),
             pins: self.plugin_pins.clone(),
+            bindings: self.bindings.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! `cargo tree` of this crate holds no tokio, sled, reqwest, wasmtime or axum
 //! (`tests/all/layers.rs` checks it).
 
+pub mod call;
 pub mod clock;
 pub mod grants;
 pub mod http;

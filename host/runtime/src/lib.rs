@@ -20,12 +20,13 @@ use crate::bindings::{ConnectorPre, InvocationContext};
 use crate::capabilities::http::CallPolicy;
 use crate::capabilities::{
     config::ConfigValues, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx, log::LogLine,
-    log::LogSource, log::LogTags,
+    log::LogSource,
 };
 use error::{InvokeError, LoadError, cap_message};
 use limits::{CallLimiter, HostBudget};
 use patchbay_egress::Egress;
 use patchbay_egress::credentials::BoundCredential;
+use patchbay_policy::call::CallId;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::grants::Grants;
 use patchbay_policy::http::Denial;
@@ -33,7 +34,6 @@ use patchbay_policy::http::{Destinations, Rule};
 use patchbay_policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use patchbay_policy::manifest::Manifest;
 use patchbay_policy::schema::schema_validator;
-use patchbay_storage::audit::AuditTags;
 use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
 use schema::checked_in_time;
@@ -216,9 +216,35 @@ fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
     out
 }
 
+/// What a caller adds to a call besides its input.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Passed to the plugin (`invocation-context.idempotency-key`), so a
+    /// retried delivery can be recognised upstream.
+    pub idempotency_key: Option<String>,
+    /// When the caller stops waiting. The call ends at this or at the
+    /// plugin's own timeout, whichever comes first.
+    pub deadline: Option<Instant>,
+}
+
+impl CallOptions {
+    /// The call's deadline from now, and `limits` with the timeout it leaves.
+    fn within(&self, mut limits: EffectiveLimits) -> (Instant, EffectiveLimits) {
+        let now = Instant::now();
+        let mut deadline = now + limits.timeout;
+        if let Some(caller) = self.deadline
+            && caller < deadline
+        {
+            deadline = caller;
+            limits.timeout = caller.saturating_duration_since(now);
+        }
+        (deadline, limits)
+    }
+}
+
 /// What one call accumulates while it runs.
 struct CallRecord {
-    invocation_id: String,
+    id: Arc<CallId>,
     log: LogCtx,
     denials: Vec<Denial>,
     suppressed_denials: usize,
@@ -347,19 +373,11 @@ impl Runtime {
         limits: &EffectiveLimits,
         log: &LogCtx,
         deadline: Instant,
-        invocation_id: &str,
+        id: &Arc<CallId>,
     ) -> Store<CallState> {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.pipe(LogSource::Stdout))
             .stderr(log.pipe(LogSource::Stderr));
-        let audit_tag = format!(
-            "{}/{} {}@{} {}",
-            binding.scope.workspace,
-            binding.scope.connection,
-            plugin.manifest.id,
-            plugin.manifest.version,
-            invocation_id
-        );
         let kv = KvCtx {
             access: match (&plugin.manifest.capabilities.kv, binding.kv_granted) {
                 (Some(quota), true) => Some(KvAccess {
@@ -370,7 +388,7 @@ impl Runtime {
                 }),
                 _ => None,
             },
-            audit_tag: audit_tag.clone(),
+            call: id.clone(),
         };
         let budget = HostBudget::for_memory(limits.memory_bytes);
         let mut table = ResourceTable::new();
@@ -387,19 +405,12 @@ impl Runtime {
                 },
                 deadline,
                 CallPolicy {
-                    tags: Arc::new(AuditTags {
-                        workspace: binding.scope.workspace.clone(),
-                        connection: binding.scope.connection.clone(),
-                        plugin: format!("{}@{}", plugin.manifest.id, plugin.manifest.version),
-                        invocation_id: invocation_id.to_owned(),
-                    }),
-                    invocation_id: invocation_id.to_owned(),
+                    id: id.clone(),
                     scope: binding.scope.clone(),
                     max_requests: limits.max_outbound_requests,
                     rate_limit: limits.rate_limit,
                     credentials: binding.credentials.clone(),
                 },
-                audit_tag,
             ),
             config: binding.config.clone(),
             kv,
@@ -424,7 +435,6 @@ impl Runtime {
 
     /// The operation names the component itself reports.
     pub async fn operation_names(&self, plugin: &LoadedPlugin) -> Result<Vec<String>, InvokeError> {
-        let log = LogCtx::new(tags(plugin, "install-check"), self.limits.max_log_bytes);
         let binding = Binding {
             scope: Arc::new(Scope {
                 workspace: String::new(),
@@ -437,9 +447,11 @@ impl Runtime {
             credentials: Arc::from(Vec::new()),
             limits: ConnectionLimits::default(),
         };
+        let id = call_id(plugin, &binding, "names", "install-check".into());
+        let log = LogCtx::new(id.clone(), self.limits.max_log_bytes);
         let limits = plugin.limits;
         let deadline = Instant::now() + limits.timeout;
-        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, "install-check");
+        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, &id);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
@@ -469,11 +481,11 @@ impl Runtime {
         binding: &Binding,
         operation: &str,
         input: &Json,
-        idempotency_key: Option<String>,
+        options: CallOptions,
     ) -> InvokeOutcome {
-        self.recorded(plugin, async |record| {
+        self.recorded(plugin, binding, operation, async |record| {
             let limits = binding.limits.tighten(plugin.limits);
-            let deadline = Instant::now() + limits.timeout;
+            let (deadline, limits) = options.within(limits);
             let within = (deadline, limits.timeout);
             let schemas = plugin
                 .schemas
@@ -493,7 +505,7 @@ impl Runtime {
                     binding,
                     operation,
                     &input_text,
-                    idempotency_key,
+                    options.idempotency_key,
                     (&limits, deadline),
                     record,
                 )
@@ -518,11 +530,11 @@ impl Runtime {
         binding: &Binding,
         operation: &str,
         input: &str,
-        idempotency_key: Option<String>,
+        options: CallOptions,
     ) -> InvokeOutcome<String> {
-        self.recorded(plugin, async |record| {
+        self.recorded(plugin, binding, operation, async |record| {
             let limits = binding.limits.tighten(plugin.limits);
-            let deadline = Instant::now() + limits.timeout;
+            let (deadline, limits) = options.within(limits);
             if !plugin.schemas.contains_key(operation) {
                 return Err(InvokeError::UnknownOperation(operation.to_owned()));
             }
@@ -533,7 +545,7 @@ impl Runtime {
                 binding,
                 operation,
                 input,
-                idempotency_key,
+                options.idempotency_key,
                 (&limits, deadline),
                 record,
             )
@@ -563,13 +575,15 @@ impl Runtime {
     async fn recorded<T>(
         &self,
         plugin: &LoadedPlugin,
+        binding: &Binding,
+        operation: &str,
         call: impl AsyncFnOnce(&mut CallRecord) -> Result<T, InvokeError>,
     ) -> InvokeOutcome<T> {
         let started = Instant::now();
-        let invocation_id = new_invocation_id();
+        let id = call_id(plugin, binding, operation, new_invocation_id());
         let mut record = CallRecord {
-            log: LogCtx::new(tags(plugin, &invocation_id), self.limits.max_log_bytes),
-            invocation_id,
+            log: LogCtx::new(id.clone(), self.limits.max_log_bytes),
+            id,
             denials: Vec::new(),
             suppressed_denials: 0,
         };
@@ -581,7 +595,7 @@ impl Runtime {
             // start a line of the host's log.
             tracing::warn!(
                 target: "patchbay::runtime",
-                invocation_id = %record.invocation_id,
+                invocation_id = %record.id.invocation_id,
                 plugin = %plugin.manifest.id,
                 version = %plugin.manifest.version,
                 reason,
@@ -591,7 +605,7 @@ impl Runtime {
         }
         let (logs, dropped_log_bytes) = record.log.finish();
         InvokeOutcome {
-            invocation_id: record.invocation_id,
+            invocation_id: record.id.invocation_id.clone(),
             duration: started.elapsed(),
             result,
             logs,
@@ -613,19 +627,12 @@ impl Runtime {
         (limits, deadline): (&EffectiveLimits, Instant),
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
-        let mut store = self.new_store(
-            plugin,
-            binding,
-            limits,
-            &record.log,
-            deadline,
-            &record.invocation_id,
-        );
+        let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
         let context = InvocationContext {
-            invocation_id: record.invocation_id.clone(),
+            invocation_id: record.id.invocation_id.clone(),
             idempotency_key,
-            workspace: binding.scope.workspace.clone(),
-            connection: binding.scope.connection.clone(),
+            workspace: record.id.workspace.clone(),
+            connection: record.id.connection.clone(),
         };
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -640,7 +647,7 @@ impl Runtime {
             self.counters
                 .refused_at_capacity
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "patchbay::runtime", invocation = %record.invocation_id,
+            tracing::warn!(target: "patchbay::runtime", invocation = %record.id,
                 "host at capacity: every call thread is in use");
             return Err(InvokeError::AtCapacity(self.limits.max_instances));
         };
@@ -700,12 +707,21 @@ fn check_input_size(plugin: &LoadedPlugin, input: &str) -> Result<(), InvokeErro
     Ok(())
 }
 
-fn tags(plugin: &LoadedPlugin, invocation_id: &str) -> LogTags {
-    LogTags {
+/// The identity of a call of `operation` of `plugin` for `binding`.
+fn call_id(
+    plugin: &LoadedPlugin,
+    binding: &Binding,
+    operation: &str,
+    invocation_id: String,
+) -> Arc<CallId> {
+    Arc::new(CallId {
+        workspace: binding.scope.workspace.clone(),
+        connection: binding.scope.connection.clone(),
         plugin: plugin.manifest.id.clone(),
         version: plugin.manifest.version.to_string(),
-        invocation_id: invocation_id.to_owned(),
-    }
+        operation: operation.to_owned(),
+        invocation_id,
+    })
 }
 
 /// What went wrong, from a trap and the store it left; `instances` is the
@@ -761,11 +777,59 @@ fn panic_message(log: &LogCtx) -> Option<String> {
     })
 }
 
+/// 32 hex digits from the OS RNG: unique, and unguessable by other tenants.
 fn new_invocation_id() -> String {
     let mut bytes = [0u8; 16];
-    // The OS RNG failing is unrecoverable for the process; fall back to time so a call still gets an id.
     if getrandom::fill(&mut bytes).is_err() {
-        bytes[..16].copy_from_slice(&Instant::now().elapsed().as_nanos().to_le_bytes());
+        // The OS RNG failing is unrecoverable for the process, but a call
+        // still gets an id, and ids stay unique.
+        return fallback_invocation_id();
     }
     hex::encode(bytes)
+}
+
+/// 32 hex digits from the wall clock (ns) and a process-wide counter: unique
+/// within the process, and across restarts unless the clock goes back.
+fn fallback_invocation_id() -> String {
+    static ISSUED: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{nanos:016x}{:016x}",
+        ISSUED.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod invocation_id_tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_32_hex_digits_and_unique_even_without_the_rng() {
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2_500)
+                            .flat_map(|_| [new_invocation_id(), fallback_invocation_id()])
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        for id in &ids {
+            assert!(
+                id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            );
+        }
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "every id is unique");
+    }
 }

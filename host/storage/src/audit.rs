@@ -6,6 +6,7 @@
 
 use super::StorageError;
 pub(crate) use super::workspace_prefix;
+use patchbay_policy::call::CallId;
 use patchbay_policy::http::Target;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -60,21 +61,12 @@ pub struct AuditRecord {
     pub credential: Option<String>,
 }
 
-/// Who an attempt is made for.
-#[derive(Debug, Clone)]
-pub struct AuditTags {
-    pub workspace: String,
-    pub connection: String,
-    pub plugin: String,
-    pub invocation_id: String,
-}
-
 impl AuditRecord {
     /// A record for `method uri`, to be completed by the caller. The host is
     /// recorded as the client would dial it (`127.1` is `127.0.0.1`).
-    pub fn new(tags: &AuditTags, at_ms: u64, method: &str, uri: &http::Uri) -> Self {
+    pub fn new(call: &CallId, at_ms: u64, method: &str, uri: &http::Uri) -> Self {
         if let Ok(target) = Target::parse(method, &uri.to_string()) {
-            return Self::for_target(tags, at_ms, &target);
+            return Self::for_target(call, at_ms, &target);
         }
         let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
         let port = uri
@@ -86,7 +78,7 @@ impl AuditRecord {
             host.push('…');
         }
         Self::blank(
-            tags,
+            call,
             at_ms,
             method,
             scheme,
@@ -97,9 +89,9 @@ impl AuditRecord {
     }
 
     /// A record for a request parsed by the gate.
-    pub fn for_target(tags: &AuditTags, at_ms: u64, target: &Target) -> Self {
+    pub fn for_target(call: &CallId, at_ms: u64, target: &Target) -> Self {
         Self::blank(
-            tags,
+            call,
             at_ms,
             &target.method,
             target.scheme().to_owned(),
@@ -110,7 +102,7 @@ impl AuditRecord {
     }
 
     fn blank(
-        tags: &AuditTags,
+        call: &CallId,
         at_ms: u64,
         method: &str,
         scheme: String,
@@ -120,10 +112,10 @@ impl AuditRecord {
     ) -> Self {
         Self {
             at_ms,
-            workspace: tags.workspace.clone(),
-            connection: tags.connection.clone(),
-            plugin: tags.plugin.clone(),
-            invocation_id: tags.invocation_id.clone(),
+            workspace: call.workspace.clone(),
+            connection: call.connection.clone(),
+            plugin: call.plugin_version(),
+            invocation_id: call.invocation_id.clone(),
             method: method.to_owned(),
             host,
             port,

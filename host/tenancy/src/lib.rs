@@ -7,6 +7,7 @@
 //! a workspace can remove everything it owns.
 
 pub mod catalog;
+pub mod invoke;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -141,6 +141,8 @@ pub struct Tenancy {
     /// while a version is removed: a save can never pin a version that a
     /// removal running at the same time has already checked and is deleting.
     pub pins: Arc<tokio::sync::RwLock<()>>,
+    /// Connections' bindings, kept per revision for the invocation path.
+    pub bindings: Arc<crate::invoke::Bindings>,
 }
 
 impl Tenancy {
@@ -176,6 +178,7 @@ impl Tenancy {
             .store
             .delete_workspace(id)?
             .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))?;
+        self.bindings.forget_workspace(id);
         for connection in &removed {
             self.remove_connection_data(connection).await?;
         }
@@ -257,6 +260,7 @@ impl Tenancy {
                 StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
                 other => other.into(),
             })?;
+        self.bindings.forget(workspace, name);
         Ok(Saved {
             connection,
             upgrade,
@@ -396,6 +400,7 @@ impl Tenancy {
     pub async fn delete_connection(&self, workspace: &str, name: &str) -> Result<(), TenancyError> {
         let connection = self.connection(workspace, name)?;
         self.store.delete_connection(workspace, name)?;
+        self.bindings.forget(workspace, name);
         self.remove_connection_data(&connection).await
     }
 

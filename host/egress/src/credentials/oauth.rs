@@ -18,9 +18,10 @@ use super::{BoundCredential, CredentialError, Credentials, Secret};
 use crate::audit::AuditLog;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{ClientId, ClientSecret, RefreshToken, RequestTokenError, TokenResponse, TokenUrl};
+use patchbay_policy::call::CallId;
 use patchbay_policy::ssrf::AddressPolicy;
 use patchbay_storage::Scope;
-use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
+use patchbay_storage::audit::{AuditRecord, Decision};
 use secrecy::{ExposeSecret as _, SecretString};
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -81,7 +82,7 @@ pub struct TokenHttp {
     /// Status of the last response, to classify a refusal without a JSON body.
     last_status: Arc<AtomicU16>,
     /// Where token requests are audited, for whom, and for which credential kind.
-    audit: Option<(Arc<AuditLog>, Arc<AuditTags>, &'static str)>,
+    audit: Option<(Arc<AuditLog>, Arc<CallId>, &'static str)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +109,8 @@ impl TokenHttp {
     }
 
     /// Record every token request in the audit trail, like a plugin's own.
-    pub fn audited(
-        mut self,
-        audit: Arc<AuditLog>,
-        tags: Arc<AuditTags>,
-        kind: &'static str,
-    ) -> Self {
-        self.audit = Some((audit, tags, kind));
+    pub fn audited(mut self, audit: Arc<AuditLog>, call: Arc<CallId>, kind: &'static str) -> Self {
+        self.audit = Some((audit, call, kind));
         self
     }
 
@@ -122,11 +118,11 @@ impl TokenHttp {
         &self,
         request: oauth2::HttpRequest,
     ) -> Result<oauth2::HttpResponse, TokenHttpError> {
-        let Some((audit, tags, kind)) = &self.audit else {
+        let Some((audit, call, kind)) = &self.audit else {
             return self.exchange(request).await;
         };
         let mut record = AuditRecord::new(
-            tags,
+            call,
             audit.now_ms(),
             request.method().as_str(),
             request.uri(),

@@ -12,7 +12,8 @@ use patchbay_policy::grants::Grants;
 use patchbay_policy::manifest::Manifest;
 use patchbay_runtime::Binding;
 use patchbay_runtime::package::Package;
-use patchbay_storage::Scope;
+use patchbay_storage::tenancy::Connection;
+use patchbay_tenancy::invoke::Bound;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -424,25 +425,43 @@ async fn invoke(
             .await?;
         services.catalog.get(reference).await?
     };
-    let scope = Scope {
+    // Run as connection local/<plugin id>, every capability it asks for
+    // granted, through the same path as a stored connection's calls.
+    let connection = Connection {
         workspace: "local".into(),
-        connection: plugin.manifest.id.clone(),
+        name: plugin.manifest.id.clone(),
+        plugin: plugin.manifest.id.clone(),
+        version: plugin.manifest.version.clone(),
+        config: config
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+        grants: Grants::all_requested(),
+        limits: Default::default(),
+        enabled: true,
+        created_at_ms: 0,
+        updated_at_ms: 0,
     };
     for pair in credentials {
         let (name, secret) = read_credential(&plugin.manifest, pair)?;
         services
             .credentials
-            .set(&scope, &name, secret)
+            .set(&connection.scope(), &name, secret)
             .await
             .with_context(|| format!("--credential {name}"))?;
     }
-    let binding = Binding::from_manifest(&plugin.manifest, scope, config, &Grants::all_requested())
-        .map_err(anyhow::Error::msg)?;
+    let binding =
+        Binding::for_connection(&connection, &plugin.manifest).map_err(anyhow::Error::msg)?;
+    let bound = Bound {
+        connection,
+        plugin,
+        binding,
+    };
     let outcome = services
-        .catalog
-        .runtime()
-        .invoke(&plugin, &binding, operation, &input, None)
-        .await;
+        .tenancy()
+        .run(&bound, operation, &input, Default::default())
+        .await
+        .outcome;
     match outcome.result {
         Ok(output) => {
             println!("{}", serde_json::to_string_pretty(&output)?);

@@ -13,10 +13,11 @@ use http_body_util::BodyExt as _;
 use patchbay_egress::Call;
 use patchbay_egress::credentials::BoundCredential;
 use patchbay_egress::{BodyError, Egress, EgressError, Timeouts};
+use patchbay_policy::call::CallId;
 use patchbay_policy::http::{Denial, Destinations, Target, Verdict};
 use patchbay_policy::rate::RateLimit;
 use patchbay_storage::Scope;
-use patchbay_storage::audit::{AuditRecord, AuditTags, Decision};
+use patchbay_storage::audit::{AuditRecord, Decision};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::{Linker, Resource};
@@ -39,10 +40,8 @@ enum Refusal {
 /// What one invocation's requests are held to, besides the destination rules.
 #[derive(Debug, Clone)]
 pub struct CallPolicy {
-    /// Who the requests are made for, as the audit trail records it.
-    pub tags: Arc<AuditTags>,
-    /// Also the W3C trace id of every outbound request.
-    pub invocation_id: String,
+    /// The invocation the requests are made for.
+    pub id: Arc<CallId>,
     /// The connection; rate limits are kept per workspace and upstream origin.
     pub scope: Arc<Scope>,
     pub max_requests: usize,
@@ -59,7 +58,6 @@ pub struct HttpGate {
     /// Requests this invocation may still start.
     requests_left: usize,
     deadline: Instant,
-    audit_tag: String,
     denials: Arc<Mutex<Denials>>,
 }
 
@@ -98,7 +96,6 @@ impl HttpCtx {
         destinations: Destinations,
         deadline: Instant,
         call: CallPolicy,
-        audit_tag: String,
     ) -> Self {
         Self {
             ctx: WasiHttpCtx::new(),
@@ -108,7 +105,6 @@ impl HttpCtx {
                 requests_left: call.max_requests,
                 call,
                 deadline,
-                audit_tag,
                 denials: Arc::default(),
             },
         }
@@ -177,7 +173,7 @@ impl HttpGate {
             return;
         };
         self.egress.audit().record(&record);
-        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.call.id,
             method = %kept.method, url = %kept.url, decision = "denied", reason = %kept.reason,
             "outbound request denied");
         denials.last = Some(record);
@@ -214,7 +210,7 @@ impl Drop for HttpGate {
         record.at_ms = audit.now_ms();
         record.reason = Some(reason.clone());
         audit.record(&record);
-        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %self.call.id,
             suppressed = denials.suppressed, decision = "denied", "{reason}");
     }
 }
@@ -266,7 +262,7 @@ impl WasiHttpHooks for HttpGate {
             Err(error) => {
                 let audit = self.egress.audit();
                 let record =
-                    AuditRecord::new(&self.call.tags, audit.now_ms(), &method, request.uri());
+                    AuditRecord::new(&self.call.id, audit.now_ms(), &method, request.uri());
                 let reason = format!("unusable URL: {error}");
                 // Unparsed, so of any length: as long as a DNS name at most.
                 let mut authority = request
@@ -303,7 +299,7 @@ impl WasiHttpHooks for HttpGate {
                     Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
                 };
                 let record =
-                    AuditRecord::for_target(&self.call.tags, self.egress.audit().now_ms(), &target);
+                    AuditRecord::for_target(&self.call.id, self.egress.audit().now_ms(), &target);
                 self.refuse(
                     record,
                     Denial {
@@ -315,19 +311,18 @@ impl WasiHttpHooks for HttpGate {
                 return Box::new(async move { Err(code) });
             }
         };
-        tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.audit_tag,
+        tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.call.id,
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
         self.requests_left -= 1;
-        let (egress, denials, audit_tag) = (
+        let (egress, denials, id) = (
             self.egress.clone(),
             self.denials.clone(),
-            self.audit_tag.clone(),
+            self.call.id.clone(),
         );
         let call = Call {
             deadline: self.deadline,
-            trace_id: self.call.invocation_id.clone(),
-            tags: self.call.tags.clone(),
+            id: self.call.id.clone(),
             scope: self.call.scope.clone(),
             rate_limit: self.call.rate_limit,
             credential,
@@ -368,7 +363,7 @@ impl WasiHttpHooks for HttpGate {
                 }
                 Err(error) => {
                     if let EgressError::AddressRefused(reason) = &error {
-                        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %audit_tag,
+                        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %id,
                             %method, %url, decision = "denied", %reason, "outbound request denied");
                         denials
                             .lock()

@@ -7,6 +7,7 @@
 
 use crate::bindings::patchbay::connector::kv::{Host, KeyPage, KvError, add_to_linker as add_kv};
 use crate::state::CallState;
+use patchbay_policy::call::CallId;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::manifest::KvQuota;
 use patchbay_storage::{KvLimits, Scope, SharedKv, StorageError};
@@ -37,17 +38,18 @@ impl KvAccess {
 }
 
 /// Per-invocation KV context: `None` when KV is not granted.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KvCtx {
     pub access: Option<KvAccess>,
-    pub audit_tag: String,
+    /// The invocation, for the host's log line about a refusal.
+    pub call: Arc<CallId>,
 }
 
 impl KvCtx {
     fn granted(&self, op: &str) -> Result<&KvAccess, KvError> {
         self.access.as_ref().ok_or_else(|| {
             tracing::warn!(target: "patchbay::audit", capability = "kv", operation = op,
-                invocation = %self.audit_tag, decision = "denied", "kv not granted");
+                invocation = %self.call, decision = "denied", "kv not granted");
             KvError::AccessDenied(
                 "kv is not granted to this plugin: declare [capabilities.kv] in plugin.toml".into(),
             )

@@ -14,19 +14,12 @@
 use crate::bindings::wasi::logging::logging::{Host, Level, add_to_linker as add_logging};
 use crate::state::CallState;
 use bytes::Bytes;
+use patchbay_policy::call::CallId;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-
-/// Who is logging, attached to every line.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogTags {
-    pub plugin: String,
-    pub version: String,
-    pub invocation_id: String,
-}
 
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,7 +49,8 @@ struct Budget {
 /// The log sink of one invocation, shared by wasi:logging and the stdio pipes.
 #[derive(Debug, Clone)]
 pub struct LogCtx {
-    tags: Arc<LogTags>,
+    /// Who is logging: its plugin, version and invocation id tag every line.
+    call: Arc<CallId>,
     budget: Arc<Mutex<Budget>>,
     /// Unfinished stdout and stderr lines, shared with the pipes given to WASI.
     partial: [Arc<Mutex<Vec<u8>>>; 2],
@@ -74,9 +68,9 @@ fn level_name(level: Level) -> &'static str {
 }
 
 impl LogCtx {
-    pub fn new(tags: LogTags, max_bytes: usize) -> Self {
+    pub fn new(call: Arc<CallId>, max_bytes: usize) -> Self {
         Self {
-            tags: Arc::new(tags),
+            call,
             budget: Arc::new(Mutex::new(Budget {
                 remaining: max_bytes,
                 dropped_bytes: 0,
@@ -106,7 +100,7 @@ impl LogCtx {
                 message: message.to_owned(),
             });
         }
-        let t = &self.tags;
+        let t = &self.call;
         let (context, message) = (escape_for_log(context), escape_for_log(message));
         macro_rules! emit {
             ($lvl:ident) => {
@@ -128,7 +122,7 @@ impl LogCtx {
         self.flush_partial_lines();
         let mut budget = self.budget();
         if budget.dropped_bytes > 0 {
-            let t = &self.tags;
+            let t = &self.call;
             tracing::warn!(target: "patchbay::plugin", plugin = %t.plugin, version = %t.version,
                 invocation_id = %t.invocation_id, dropped_bytes = budget.dropped_bytes,
                 "plugin log output over the per-invocation budget was dropped");
@@ -325,11 +319,14 @@ mod tests {
 
     fn ctx(max: usize) -> LogCtx {
         LogCtx::new(
-            LogTags {
+            Arc::new(CallId {
+                workspace: "ws".into(),
+                connection: "c".into(),
                 plugin: "p".into(),
                 version: "1.0.0".into(),
+                operation: "op".into(),
                 invocation_id: "inv".into(),
-            },
+            }),
             max,
         )
     }

@@ -1,0 +1,254 @@
+//! The one invocation path. The API, the CLI's `invoke`, and the coming
+//! caller-context lookup and event delivery all run an operation through
+//! here: workspace, connection, operation and input in; the output or a
+//! typed error, the invocation id and timings out.
+//!
+//! A connection's binding (templates filled, destination rules parsed,
+//! credentials bound) is built once per revision of the connection and
+//! cached: a call reuses it while the stored connection is the one it was
+//! built from, and any change (its settings, grants, limits or pinned plugin
+//! version) builds it anew.
+
+use crate::service::{Tenancy, TenancyError};
+use patchbay_egress::credentials::CredentialInfo;
+use patchbay_runtime::error::{InvokeError, PluginFailure};
+use patchbay_runtime::{Binding, CallOptions, InvokeOutcome, LoadedPlugin};
+use patchbay_storage::tenancy::Connection;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// One operation to run on a stored connection.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The workspace that owns the connection.
+    pub workspace: String,
+    /// The connection's name in the workspace.
+    pub connection: String,
+    /// The plugin operation to run.
+    pub operation: String,
+    /// The operation's input, checked against its input schema.
+    pub input: Json,
+    /// Passed to the plugin, so a retried delivery can be recognised upstream.
+    pub idempotency_key: Option<String>,
+    /// When the caller stops waiting; the plugin's own timeout applies too.
+    pub deadline: Option<Instant>,
+}
+
+/// Why an operation could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// No such workspace or connection, or the store failed.
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    /// The connection exists but is switched off.
+    #[error("connection {0:?} is disabled")]
+    Disabled(String),
+    /// The connection's settings no longer fill its plugin's destination
+    /// templates (a host bug: settings are checked when saved).
+    #[error("the connection cannot be bound: {0}")]
+    Binding(String),
+}
+
+/// A finished call: the runtime's outcome, and when the call failed, what
+/// the host did that explains it.
+#[derive(Debug)]
+pub struct Invoked {
+    /// Output or error, invocation id, duration, logs and refused requests.
+    pub outcome: InvokeOutcome,
+    /// Empty when the call succeeded or the host had no part in its failure.
+    pub explanation: Explanation,
+}
+
+/// What the host did that made a call fail, in words the tenant can act on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// Requests the host refused, each with the fix (approve the
+    /// destination, or the operator's address policy).
+    pub refused: Vec<String>,
+    /// Declared credentials the host could not send (not set, or refused for
+    /// good), each naming the credential and how to set it.
+    pub unusable_credentials: Vec<String>,
+    /// The plugin reported a 401 while a credential was unusable: the
+    /// refusal is the host's (no credential was sent), not the upstream's.
+    pub credential_unavailable: bool,
+}
+
+/// A connection ready to run: the record it was built from, its pinned
+/// plugin version and its binding.
+#[derive(Clone)]
+pub struct Bound {
+    /// The stored connection this was built from.
+    pub connection: Connection,
+    /// The plugin version the connection pins.
+    pub plugin: Arc<LoadedPlugin>,
+    /// What the runtime runs the connection with.
+    pub binding: Binding,
+}
+
+/// Bindings per connection, each kept for the revision it was built from.
+#[derive(Default)]
+pub struct Bindings {
+    bound: RwLock<HashMap<(String, String), Arc<Bound>>>,
+    /// Bindings built (not taken from the cache), for tests and metrics.
+    built: AtomicU64,
+}
+
+impl Bindings {
+    /// How many bindings were built rather than reused.
+    pub fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// Forget `workspace`'s connection `name` (it was changed or deleted).
+    pub fn forget(&self, workspace: &str, name: &str) {
+        self.write()
+            .remove(&(workspace.to_owned(), name.to_owned()));
+    }
+
+    /// Forget every connection of `workspace`.
+    pub fn forget_workspace(&self, workspace: &str) {
+        self.write().retain(|(ws, _), _| ws != workspace);
+    }
+
+    /// The cached binding of `connection`, if it was built from this revision.
+    fn current(&self, connection: &Connection) -> Option<Arc<Bound>> {
+        let bound = self.bound.read().unwrap_or_else(|e| e.into_inner());
+        let key = (connection.workspace.clone(), connection.name.clone());
+        bound
+            .get(&key)
+            .filter(|b| b.connection == *connection)
+            .cloned()
+    }
+
+    fn keep(&self, bound: Arc<Bound>) {
+        self.built.fetch_add(1, Ordering::Relaxed);
+        let key = (
+            bound.connection.workspace.clone(),
+            bound.connection.name.clone(),
+        );
+        self.write().insert(key, bound);
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<Bound>>> {
+        self.bound.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Tenancy {
+    /// Run `invocation` on its stored connection: the one path every caller
+    /// takes.
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Invoked, InvocationError> {
+        let bound = self
+            .bound(&invocation.workspace, &invocation.connection)
+            .await?;
+        let options = CallOptions {
+            idempotency_key: invocation.idempotency_key,
+            deadline: invocation.deadline,
+        };
+        Ok(self
+            .run(&bound, &invocation.operation, &invocation.input, options)
+            .await)
+    }
+
+    /// `workspace`'s connection `name`, ready to run: its binding is reused
+    /// while the stored connection is unchanged.
+    pub async fn bound(&self, workspace: &str, name: &str) -> Result<Arc<Bound>, InvocationError> {
+        let connection = self.connection(workspace, name)?;
+        if !connection.enabled {
+            return Err(InvocationError::Disabled(name.to_owned()));
+        }
+        if let Some(bound) = self.bindings.current(&connection) {
+            return Ok(bound);
+        }
+        let plugin = self.plugin_of(&connection).await?;
+        let binding = Binding::for_connection(&connection, &plugin.manifest)
+            .map_err(InvocationError::Binding)?;
+        let bound = Arc::new(Bound {
+            connection,
+            plugin,
+            binding,
+        });
+        self.bindings.keep(bound.clone());
+        Ok(bound)
+    }
+
+    /// Run `operation` on a connection made ready (stored, or one the CLI
+    /// binds from flags), and explain a failure the host caused.
+    pub async fn run(
+        &self,
+        bound: &Bound,
+        operation: &str,
+        input: &Json,
+        options: CallOptions,
+    ) -> Invoked {
+        let outcome = self
+            .catalog
+            .runtime()
+            .invoke(&bound.plugin, &bound.binding, operation, input, options)
+            .await;
+        let explanation = match &outcome.result {
+            Ok(_) => Explanation::default(),
+            Err(error) => self.explain(bound, error, &outcome),
+        };
+        Invoked {
+            outcome,
+            explanation,
+        }
+    }
+
+    /// Why a call failed, when the host, not the upstream, caused it: the
+    /// requests it refused, and credentials it could not send.
+    fn explain(&self, bound: &Bound, error: &InvokeError, outcome: &InvokeOutcome) -> Explanation {
+        let manifest = &bound.plugin.manifest;
+        // Unreadable credential state (logged) explains nothing, and must not
+        // replace the call's own error.
+        let unusable_credentials = self
+            .declared_credentials(&bound.connection, manifest)
+            .map(|stored| crate::status::unusable_credentials(&bound.connection, manifest, &stored))
+            .unwrap_or_else(|e| {
+                tracing::warn!(target: "patchbay::credentials", error = %e,
+                    "reading credential state to explain a failed call");
+                Vec::new()
+            });
+        let unauthorized = matches!(
+            error,
+            InvokeError::Plugin(PluginFailure::Unauthorized { .. })
+        );
+        Explanation {
+            refused: crate::status::explain_denials(&bound.connection, manifest, &outcome.denials),
+            credential_unavailable: unauthorized && !unusable_credentials.is_empty(),
+            unusable_credentials,
+        }
+    }
+
+    /// Every credential `manifest` declares for `connection`: set or not,
+    /// never a value; then any stored that it no longer declares.
+    pub fn declared_credentials(
+        &self,
+        connection: &Connection,
+        manifest: &patchbay_policy::manifest::Manifest,
+    ) -> Result<Vec<CredentialInfo>, patchbay_egress::credentials::CredentialError> {
+        let mut stored = self.credentials.describe(&connection.scope())?;
+        let mut credentials: Vec<CredentialInfo> = manifest
+            .capabilities
+            .credentials
+            .iter()
+            .map(
+                |declared| match stored.iter().position(|s| s.name == declared.name) {
+                    Some(i) => stored.swap_remove(i),
+                    None => CredentialInfo {
+                        name: declared.name.clone(),
+                        kind: declared.kind.as_str(),
+                        set: false,
+                        needs_attention: None,
+                    },
+                },
+            )
+            .collect();
+        credentials.extend(stored);
+        Ok(credentials)
+    }
+}
