@@ -22,7 +22,9 @@ pub use patchbay_storage::tokens::{TokenDigest, digest};
 /// Whose token the request carries.
 #[derive(Debug)]
 pub enum Caller {
+    /// The operator token: every route, every workspace.
     Operator,
+    /// A live token of one workspace: that workspace's routes only.
     Workspace(WorkspaceToken),
 }
 

@@ -10,13 +10,22 @@ use patchbay_tenancy::invoke::InvocationError;
 use patchbay_tenancy::service::TenancyError;
 use serde_json::json;
 
+/// An error answer: what every handler and extractor returns. The `From`
+/// impls and [`from_invoke`](Self::from_invoke) are the one table from
+/// domain errors to it; [`IntoResponse`] writes the JSON body and headers.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// Stable and machine-readable (`not-found`, `invalid-config`…): what a
+    /// client branches on.
     pub code: &'static str,
+    /// What was wrong, for people; the caller's own values in it are cut
+    /// short when it is sent.
     pub message: String,
     /// Every problem, when there are several (e.g. each failing config field).
     pub details: Vec<String>,
+    /// The invocation that failed, for an operation's error; `None` otherwise.
     pub invocation_id: Option<String>,
     /// Seconds, for `Retry-After` on a 429 or 503.
     pub retry_after: Option<u64>,
@@ -25,6 +34,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An answer with `status`, `code` and `message`, and nothing more.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -37,10 +47,13 @@ impl ApiError {
         }
     }
 
+    /// 401 `unauthorized`: no bearer token, or one the host does not know.
+    /// The answer carries `WWW-Authenticate: Bearer`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 404 `not-found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", message)
     }

@@ -1,6 +1,8 @@
 //! The HTTP API. `router` is built apart from `main` so tests drive it with
 //! `oneshot`; each resource gets its own module as the API grows.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 mod connections;
 mod egress;
@@ -64,8 +66,11 @@ async fn no_route(method: http::Method, uri: http::Uri) -> error::ApiError {
 pub struct AppState {
     /// `GET /openapi.json`'s body, rendered once.
     pub openapi: bytes::Bytes,
+    /// The installed-plugin catalog.
     pub catalog: Arc<Catalog>,
+    /// The tenancy service: workspaces, connections, tokens, invocations.
     pub tenancy: Arc<Tenancy>,
+    /// What `GET /metrics` reads.
     pub metrics: MetricsSources,
     /// SHA-256 of the operator token (the token itself is not kept).
     pub operator_token: auth::TokenDigest,
@@ -146,6 +151,9 @@ async fn openapi_json(State(spec): State<AppState>) -> axum::response::Response 
         .into_response()
 }
 
+/// The whole API over `state`: every described route, the error shape,
+/// metrics, the body limit and request ids. `serve` listens with it; tests
+/// drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
     let request_id = http::HeaderName::from_static("x-request-id");
     let (routes, _) = described().split_for_parts();

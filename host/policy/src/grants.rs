@@ -11,6 +11,10 @@ use crate::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// What a workspace approved for one connection, stored with it. Each
+/// `allows_*` holds only for what is named here, or for everything the
+/// manifest asks when `approve_all_requested` is set; the manifest and
+/// operator policy are checked beside it, not here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -38,14 +42,19 @@ impl Grants {
         }
     }
 
+    /// Whether requests may go out under `destination`, a manifest entry
+    /// (approved by its text, as the manifest writes it).
     pub fn allows_destination(&self, destination: &Destination) -> bool {
         self.approve_all_requested || self.http.contains(&destination.to_string())
     }
 
+    /// Whether the connection may use the key-value store.
     pub fn allows_kv(&self) -> bool {
         self.approve_all_requested || self.kv
     }
 
+    /// Whether the host may add the credential the manifest names `name` to
+    /// this connection's requests.
     pub fn allows_credential(&self, name: &str) -> bool {
         self.approve_all_requested || self.credentials.contains(name)
     }

@@ -17,32 +17,53 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+/// Why a destination entry, a filled template or a request URL is refused;
+/// the message names the part at fault, for a vendor's manifest error or a
+/// plugin's denied request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
+    /// No `scheme://` before the host.
     #[error("missing scheme (write e.g. https://api.example.com)")]
     MissingScheme,
+    /// A scheme other than `http` or `https`.
     #[error("unsupported scheme {0:?} (http or https)")]
     Scheme(String),
+    /// A method outside GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS.
     #[error("unknown method {0:?}")]
     Method(String),
+    /// Neither a DNS name nor an IP address or network, or a wildcard
+    /// out of place; the text says which.
     #[error("invalid host {0:?}")]
     Host(String),
+    /// A port or port range that is not a number, is zero, or runs high to low.
     #[error("invalid port {0:?}")]
     Port(String),
+    /// A path prefix that escapes the root, is badly percent-encoded or is
+    /// not written normalised: the prefix, and why.
     #[error("invalid path prefix {0:?}: {1}")]
     Path(String, &'static str),
+    /// User info, a query or a fragment, which a destination never holds (and
+    /// a request URL never holds user info).
     #[error("user info, query and fragment are not allowed in a destination")]
     ExtraParts,
+    /// A request URL the URL parser refuses; the parser's reason.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// A `{{template}}` of the wrong shape: unclosed, a bad name, unbalanced
+    /// braces, or neither a whole host label nor the whole base URL.
     #[error("invalid template: {0}")]
     Template(String),
+    /// A template whose name the connection's config does not set.
     #[error("template {{{{{0}}}}} has no value in the connection config")]
     MissingValue(String),
+    /// A config value that cannot fill its template.
     #[error("template {{{{{name}}}}}: value {value:?} is not {expected}")]
     BadValue {
+        /// The template's name.
         name: String,
+        /// The config value given.
         value: String,
+        /// What the template needs (`a single DNS label`, a base URL).
         expected: &'static str,
     },
 }
@@ -421,9 +442,11 @@ pub fn parse_host(host: &str) -> Result<TargetHost, DestinationError> {
 /// record) is made on this value, and the client is handed this same URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// The request's method, uppercase.
     pub method: String,
     /// The URL as the client sends it.
     pub url: url::Url,
+    /// The host the client will dial, parsed as the client parses it.
     pub host: TargetHost,
     /// Explicit, or the scheme's default.
     pub port: u16,
@@ -436,6 +459,8 @@ impl Target {
         Self::from_url(method, url)
     }
 
+    /// [`parse`](Self::parse) for a URL already parsed (an OAuth2 token
+    /// endpoint): http or https, a host, no user info.
     pub fn from_url(method: &str, url: url::Url) -> Result<Self, DestinationError> {
         let scheme = url.scheme();
         if scheme != "http" && scheme != "https" {
@@ -465,10 +490,12 @@ impl Target {
         })
     }
 
+    /// `http` or `https`.
     pub fn scheme(&self) -> &str {
         self.url.scheme()
     }
 
+    /// The path as the client sends it: percent-encoded, not normalised.
     pub fn path(&self) -> &str {
         self.url.path()
     }
@@ -702,8 +729,11 @@ impl Destinations {
 /// A refused request, kept for the invocation's record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Denial {
+    /// The method the plugin used.
     pub method: String,
+    /// The URL as logs show it: query values redacted, host and path cut to size.
     pub url: String,
+    /// Why it was refused, for the tenant and the operator.
     pub reason: String,
 }
 

@@ -8,6 +8,8 @@
 //! `cargo tree` of this crate holds no tokio, sled, reqwest, wasmtime or axum
 //! (`tests/all/layers.rs` checks it).
 
+#![warn(missing_docs)]
+
 pub mod call;
 pub mod clock;
 pub mod grants;
@@ -31,6 +33,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OperatorPolicy {
+    /// Ceilings on every plugin and connection: memory, time, sizes, rates,
+    /// breakers, KV quotas and concurrency.
     pub limits: limits::OperatorLimits,
     /// Non-public address ranges plugins may still reach (on-premise systems).
     pub addresses: ssrf::AddressPolicy,
@@ -45,8 +49,11 @@ pub struct OperatorPolicy {
 /// A policy file that cannot be used; the message names the key or value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// Not TOML, an unknown key, or a value of the wrong type: the parser's
+    /// message, with the line and key.
     #[error("{0}")]
     Syntax(String),
+    /// Values that parse but the host cannot run with: one message per key.
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
 }

@@ -38,7 +38,9 @@ pub struct OperatorLimits {
     pub connect_timeout_ms: u32,
     /// Ceilings on what a manifest's `[capabilities.kv]` quota may ask, per connection.
     pub max_kv_keys: u64,
+    /// Ceiling on a quota's `max_total_bytes`: keys and values together.
     pub max_kv_total_bytes: u64,
+    /// Ceiling on a quota's `max_value_bytes`: one value.
     pub max_kv_value_bytes: u64,
     /// How often expired KV keys are removed (they are invisible at once).
     pub kv_purge_every_secs: u32,
@@ -93,12 +95,20 @@ impl Default for OperatorLimits {
 /// Limits in force for one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EffectiveLimits {
+    /// Largest linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
+    /// Wall-clock deadline of one invocation.
     pub timeout: Duration,
+    /// Largest JSON input accepted, in bytes.
     pub max_input_bytes: usize,
+    /// Largest JSON output the plugin may return, in bytes.
     pub max_output_bytes: usize,
+    /// Log text kept per invocation, in bytes.
     pub max_log_bytes: usize,
+    /// Outbound requests one invocation may start (retries not counted).
     pub max_outbound_requests: usize,
+    /// Outbound rate per (workspace, upstream origin): the stricter of the
+    /// plugin's declared rate and the operator's.
     pub rate_limit: RateLimit,
 }
 
@@ -108,8 +118,10 @@ pub struct EffectiveLimits {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionLimits {
+    /// Memory ceiling for this connection's calls, in MiB; `None` keeps the plugin's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u32>,
+    /// Deadline of this connection's calls, in milliseconds; `None` keeps the plugin's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
 }
@@ -185,8 +197,12 @@ impl OperatorLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
+    /// Failed attempts within `window_ms` that open the breaker.
     pub failures: u32,
+    /// How far back failures are counted, in milliseconds.
     pub window_ms: u64,
+    /// How long an open breaker refuses requests before it lets one trial
+    /// request through (half-open), in milliseconds.
     pub cool_down_ms: u64,
 }
 
@@ -204,6 +220,7 @@ impl Default for BreakerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
+    /// Records older than this many days are removed.
     pub max_age_days: u32,
     /// Per workspace, so one busy tenant cannot push out another's records.
     pub max_records_per_workspace: usize,

@@ -15,10 +15,18 @@ pub const SUPPORTED_CONTRACT: &str = "^0.1";
 /// A manifest that failed validation.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Not TOML, a missing or unknown field, or a value of the wrong type:
+    /// the parser's message.
     #[error("plugin.toml is not valid TOML or has a wrong field: {0}")]
     Syntax(String),
+    /// A value that parses but is refused.
     #[error("field `{field}`: {message}")]
-    Field { field: String, message: String },
+    Field {
+        /// Where it is in `plugin.toml` (`capabilities.credentials[0].header`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 fn field_error(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
@@ -32,17 +40,26 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> Manifest
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Manifest {
+    /// The plugin's id, a slug ([`is_slug`]): the catalog and connections name
+    /// the plugin by it.
     pub id: String,
+    /// This release's version.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: semver::Version,
     /// The `patchbay:connector` contract version it was built against.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub contract: semver::Version,
+    /// The plugin's name, for people; not empty.
     pub name: String,
+    /// What the plugin does, for people; may be empty.
     pub description: String,
+    /// Who publishes the plugin; not empty.
     pub vendor: String,
+    /// The operations it exports: at least one, names unique.
     pub operations: Vec<Operation>,
+    /// What it asks the host for; a workspace grants each per connection.
     pub capabilities: Capabilities,
+    /// The memory and time it asks for, before the operator's ceilings.
     pub limits: RequestedLimits,
 }
 
@@ -59,18 +76,29 @@ pub enum OperationKind {
     Transform,
 }
 
+/// One operation a plugin exports, with the JSON Schemas its input and
+/// output are checked against.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Operation {
+    /// Its name, a slug unique in the plugin; callers invoke it by this.
     pub name: String,
+    /// What kind of work it does.
     pub kind: OperationKind,
+    /// Whether calling it twice with the same input does no more than calling
+    /// it once. The vendor says; unsaid, lookups and transforms are, actions
+    /// are not.
     pub idempotent: bool,
+    /// JSON Schema the input must match before the plugin runs.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input_schema: Json,
+    /// JSON Schema the plugin's output must match before it is returned.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub output_schema: Json,
 }
 
+/// What a plugin asks the host for. Nothing here is granted by asking: a
+/// workspace approves each per connection ([`Grants`](crate::grants::Grants)).
 #[derive(Debug, Clone, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capabilities {
@@ -79,35 +107,52 @@ pub struct Capabilities {
     pub http: Vec<Destination>,
     /// The upstream API's request rate, as the vendor declares it.
     pub http_rate_limit: Option<RateLimit>,
+    /// Key-value storage with its quota; `None` when the plugin uses none.
     pub kv: Option<KvQuota>,
     /// JSON Schema of the connection's non-secret settings.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub config_schema: Option<Json>,
+    /// Credentials the host is to add to the plugin's requests, names unique.
     pub credentials: Vec<CredentialRequest>,
 }
 
+/// The key-value quota a plugin asks for, per connection; the operator's
+/// `max_kv_*` ceilings cap it. Every number is at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KvQuota {
+    /// Keys the connection may hold.
     pub max_keys: u64,
+    /// Bytes its keys and values may take together.
     pub max_total_bytes: u64,
+    /// Largest single value, in bytes.
     pub max_value_bytes: u64,
 }
 
+/// How the host carries a credential on a request, and how it gets the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
+    /// A static key in the header the manifest names (`header`).
     ApiKeyHeader,
+    /// A static key in the query parameter the manifest names (`param`).
     ApiKeyQuery,
+    /// A static token, sent as `Authorization: Bearer`.
     Bearer,
+    /// A user name and password, sent as `Authorization: Basic`.
     Basic,
+    /// An access token the host fetches from `token_url` with the client
+    /// credentials grant, sent as a bearer token.
     Oauth2ClientCredentials,
+    /// An access token the host gets from `token_url` with a stored refresh
+    /// token, sent as a bearer token.
     Oauth2RefreshToken,
 }
 
 impl CredentialKind {
+    /// The kind as `plugin.toml` writes it (`api_key_header`…).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ApiKeyHeader => "api_key_header",
@@ -119,6 +164,7 @@ impl CredentialKind {
         }
     }
 
+    /// Whether the host fetches tokens for it from a token endpoint (`oauth2_*`).
     pub fn is_oauth2(self) -> bool {
         matches!(
             self,
@@ -132,8 +178,12 @@ impl CredentialKind {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialRequest {
+    /// Its name in grants and in the tenant's stored secrets: lowercase letters,
+    /// digits, dashes or underscores, unique in the manifest.
     pub name: String,
+    /// How it is carried, and so which of the fields below it takes.
     pub kind: CredentialKind,
+    /// What it is, for the tenant who supplies it; may be empty.
     pub description: String,
     /// Where the host may send it (destination grammar, templates allowed).
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
@@ -184,8 +234,11 @@ const RESERVED_HEADERS: &[&str] = &[
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLimits {
+    /// Memory the plugin asks for, in MiB: 32 unless given, at most [`MAX_MEMORY_MB`].
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u32,
+    /// Deadline it asks for per invocation, in milliseconds: 5000 unless
+    /// given, at most [`MAX_TIMEOUT_MS`].
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u32,
 }
@@ -262,6 +315,7 @@ struct RawConfig {
 
 /// Operator ceilings on what a manifest may ask for.
 pub const MAX_MEMORY_MB: u32 = 4096;
+/// Longest deadline a manifest may ask for, in milliseconds (5 minutes).
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
 
 impl Manifest {
@@ -331,6 +385,9 @@ impl Manifest {
     }
 }
 
+/// Whether `s` is a slug: 1-64 lowercase ASCII letters, digits and dashes,
+/// not starting or ending with a dash. Plugin ids, operation names,
+/// workspace ids and connection names are slugs.
 pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

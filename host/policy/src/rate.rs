@@ -9,7 +9,9 @@ use std::time::Duration;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    /// Requests allowed in each window, and the largest burst.
     pub requests: u32,
+    /// The window's length, in seconds.
     pub per_seconds: u32,
 }
 

@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AddressClass {
+    /// Public unicast: the only class allowed without an operator CIDR.
     Public,
+    /// 127.0.0.0/8 and ::1.
     Loopback,
     /// RFC 1918.
     Private,
@@ -23,9 +25,13 @@ pub enum AddressClass {
     SharedAddressSpace,
     /// 169.254.0.0/16 and fe80::/10, cloud metadata endpoints included.
     LinkLocal,
+    /// 0.0.0.0/8 and ::.
     Unspecified,
+    /// 255.255.255.255.
     Broadcast,
+    /// 224.0.0.0/4 and ff00::/8.
     Multicast,
+    /// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32 and 3fff::/20.
     Documentation,
     /// ::ffff:0:0/96.
     Ipv4Mapped,
@@ -145,6 +151,8 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AddressPolicy {
+    /// Networks allowed although not public (an on-premise system). An
+    /// address matches as resolved: `::ffff:10.0.0.1` is not in `10.0.0.0/8`.
     pub allowed_cidrs: Vec<IpNet>,
 }
 

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityDiff {
+    /// The version the connection runs now.
     pub from: String,
+    /// The version it would move to.
     pub to: String,
     /// Destinations (as the manifest writes them) `from` did not declare.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -41,7 +43,9 @@ pub struct CapabilityDiff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Growth<T> {
+    /// The value approved with the current version.
     pub from: T,
+    /// The value the new version asks for.
     pub to: T,
 }
 

@@ -30,15 +30,24 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
+    /// When the attempt was made, in ms since the Unix epoch.
     pub at_ms: u64,
+    /// The workspace the call ran for.
     pub workspace: String,
+    /// The connection, in that workspace, whose plugin made the request.
     pub connection: String,
     /// `id@version`.
     pub plugin: String,
+    /// The invocation the request was made in (or for which the host fetched a token).
     pub invocation_id: String,
+    /// The request's method, as sent.
     pub method: String,
+    /// The URL's scheme, lowercase (`https`).
     pub scheme: String,
+    /// The host as the client dials it: a lowercase DNS name (punycode) or
+    /// an IP address; cut at 253 bytes when the URL did not parse.
     pub host: String,
+    /// The destination port, explicit or the scheme's default.
     pub port: u16,
     /// Path, and query keys with their values redacted.
     pub path: String,
@@ -46,17 +55,26 @@ pub struct AuditRecord {
     /// attempt that reached one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Whether it was sent, refused by policy, or held by the host.
     pub decision: Decision,
     /// Why it was denied or held; or the transport error of an allowed attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The upstream's HTTP status; `None` when no response came (denied,
+    /// held, or a transport error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Request body bytes sent; 0 unless the attempt reached a connection.
     pub bytes_out: u64,
+    /// Response body bytes received, decoded, as far as the body was read.
     pub bytes_in: u64,
+    /// Milliseconds from sending to the response's headers, or to the failure;
+    /// 0 for an attempt never sent.
     pub latency_ms: u64,
     /// 1 for the first attempt of a request, counting host retries.
     pub attempt: u32,
+    /// The kind of credential the host added (`bearer`…), never its name or
+    /// value; `None` when it added none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
@@ -164,7 +182,10 @@ fn redact_query_whole(path: &str, query: Option<&str>) -> String {
 /// Where a page of records starts: the position just after the last one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditCursor {
+    /// The record's time, in ms since the Unix epoch.
     pub at_ms: u64,
+    /// The writer's sequence number: orders records of the same millisecond
+    /// and keeps their keys apart.
     pub seq: u64,
 }
 
@@ -174,6 +195,7 @@ impl AuditCursor {
         format!("{:016x}{:016x}", self.at_ms, self.seq)
     }
 
+    /// Read [`encode`](Self::encode)'s text; `None` for anything else.
     pub fn decode(text: &str) -> Option<Self> {
         if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -188,10 +210,14 @@ impl AuditCursor {
 /// One stored record: its position and its serialised form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
+    /// Where the record sits, to resume a query after it.
     pub cursor: AuditCursor,
+    /// The record as appended: an [`AuditRecord`] as JSON.
     pub json: Vec<u8>,
 }
 
+/// Where the audit trail is kept: per workspace, one time-ordered range of
+/// records, read in pages and trimmed by age and count.
 pub trait AuditStore: Send + Sync + 'static {
     /// Append records (workspace, time, sequence, JSON); durable when this returns.
     fn append(&self, batch: &[(String, AuditCursor, Vec<u8>)]) -> Result<(), StorageError>;
@@ -212,6 +238,7 @@ pub trait AuditStore: Send + Sync + 'static {
     fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError>;
 }
 
+/// An audit store as the services share it.
 pub type SharedAudit = Arc<dyn AuditStore>;
 
 pub(crate) fn record_key(workspace: &str, cursor: AuditCursor) -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! is structural: the workspace and connection are part of every stored key,
 //! and no caller can name a key outside its own scope.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod memory;
 pub mod purge;
@@ -12,12 +14,18 @@ pub mod tokens;
 
 use std::sync::Arc;
 
+/// Why a storage operation failed. `Quota`, `NotFound`, `NotAnInteger` and
+/// `Overflow` are the caller's to report; `Backend` is a host fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The backend failed (sled, the disk) or a stored record no longer
+    /// reads; the message says which, for the log.
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// `increment` found a value that is not a decimal `i64`.
     #[error("stored value is not a decimal 64-bit integer")]
     NotAnInteger,
+    /// `increment` would take the value past the range of an `i64`.
     #[error("integer overflow")]
     Overflow,
     /// A write would take the scope past its quota; the message names which.
@@ -40,7 +48,9 @@ pub(crate) fn workspace_prefix(workspace: &str) -> Vec<u8> {
 /// The owner of a set of KV keys: one connection in one workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope {
+    /// The workspace's id.
     pub workspace: String,
+    /// The connection's name within the workspace.
     pub connection: String,
 }
 
@@ -54,6 +64,7 @@ impl Scope {
         out
     }
 
+    /// The stored key for `key` in this scope: [`prefix`](Self::prefix), then `key`.
     pub fn key(&self, key: &str) -> Vec<u8> {
         let mut out = self.prefix();
         out.extend_from_slice(key.as_bytes());
@@ -86,13 +97,17 @@ impl Scope {
 /// A page of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyList {
+    /// The keys, in byte order.
     pub keys: Vec<String>,
+    /// Whether more keys match after the last one here; pass that key as
+    /// `after` for the next page.
     pub more: bool,
 }
 
 /// Connection-scoped key-value storage. Times are milliseconds since the Unix
 /// epoch, passed in so expiry is testable with a controlled clock.
 pub trait KvStore: Send + Sync + 'static {
+    /// The live value of `key`; `None` when it is absent or expired at `now_ms`.
     fn get(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<Option<Vec<u8>>, StorageError>;
     /// Store `value`, refused with [`StorageError::Quota`] when the scope
     /// would grow past `limits`.
@@ -104,7 +119,10 @@ pub trait KvStore: Send + Sync + 'static {
         expires_at_ms: Option<u64>,
         limits: &KvLimits,
     ) -> Result<(), StorageError>;
+    /// Remove `key`; whether it was live (an expired key counts as absent).
     fn delete(&self, scope: &Scope, key: &str, now_ms: u64) -> Result<bool, StorageError>;
+    /// Up to `limit` live keys that start with `prefix`, in byte order and
+    /// strictly after `after` when given (the last key of the previous page).
     fn list(
         &self,
         scope: &Scope,
@@ -113,6 +131,9 @@ pub trait KvStore: Send + Sync + 'static {
         limit: usize,
         now_ms: u64,
     ) -> Result<KeyList, StorageError>;
+    /// Add `delta` to the decimal integer stored at `key` (an absent or expired
+    /// key counts as 0; a live one keeps its expiry) and return the sum. Refused
+    /// with `NotAnInteger`, `Overflow` or `Quota`.
     fn increment(
         &self,
         scope: &Scope,
@@ -131,16 +152,20 @@ pub trait KvStore: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StorageError>;
 }
 
+/// A KV store as the services share it.
 pub type SharedKv = Arc<dyn KvStore>;
 
 /// Ceilings for one scope's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {
+    /// Keys the scope may hold.
     pub max_keys: u64,
+    /// Bytes its keys and values may take together.
     pub max_total_bytes: u64,
 }
 
 impl KvLimits {
+    /// No ceiling: for removals, which never grow a scope, and for tests.
     pub const UNLIMITED: Self = Self {
         max_keys: u64::MAX,
         max_total_bytes: u64::MAX,
@@ -150,7 +175,9 @@ impl KvLimits {
 /// Keys and bytes (key plus value) a scope holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Keys held, expired ones included until purged.
     pub keys: u64,
+    /// Bytes of those keys and their values.
     pub bytes: u64,
 }
 

@@ -23,6 +23,9 @@ impl std::fmt::Debug for KvPurger {
 }
 
 impl KvPurger {
+    /// Start the thread: every `every`, remove the keys of `store` expired by
+    /// `clock`'s time, in batches of 10 000 until one comes back short. Fails
+    /// only when the thread cannot be spawned.
     pub fn start(store: SharedKv, clock: Clock, every: Duration) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();

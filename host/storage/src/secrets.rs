@@ -6,7 +6,10 @@
 use super::{Scope, StorageError};
 use std::sync::Arc;
 
+/// Where sealed credential values are kept, one per (scope, credential
+/// name). Values are opaque: sealed and opened by the caller.
 pub trait SecretStore: Send + Sync + 'static {
+    /// The sealed value stored under `name`; `None` when there is none.
     fn get(&self, scope: &Scope, name: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Store `sealed` under `name`; durable on disk when this returns.
     fn put(&self, scope: &Scope, name: &str, sealed: &[u8]) -> Result<(), StorageError>;
@@ -21,6 +24,7 @@ pub trait SecretStore: Send + Sync + 'static {
     fn put_all(&self, values: &[(Scope, String, Vec<u8>)]) -> Result<(), StorageError>;
 }
 
+/// A secret store as the services share it.
 pub type SharedSecrets = Arc<dyn SecretStore>;
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workspace {
+    /// Its id, a slug, unique among workspaces.
     pub id: String,
+    /// When it was created, in ms since the Unix epoch.
     pub created_at_ms: u64,
 }
 
@@ -23,8 +25,11 @@ pub struct Workspace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connection {
+    /// The id of the workspace it belongs to.
     pub workspace: String,
+    /// Its name, a slug unique in the workspace; API routes and stored keys use it.
     pub name: String,
+    /// The id of the plugin it runs.
     pub plugin: String,
     /// Always concrete: `latest` is resolved when the connection is saved.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
@@ -32,12 +37,16 @@ pub struct Connection {
     /// Non-secret settings, checked against the plugin's config schema.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: serde_json::Map<String, Json>,
+    /// What the workspace approved for it.
     pub grants: Grants,
     /// Tighter limits than the plugin's own, if the tenant wants them.
     #[serde(default)]
     pub limits: ConnectionLimits,
+    /// Whether it may be invoked.
     pub enabled: bool,
+    /// When it was created, in ms since the Unix epoch.
     pub created_at_ms: u64,
+    /// When it was last saved, in ms since the Unix epoch.
     pub updated_at_ms: u64,
 }
 
@@ -47,6 +56,7 @@ impl Connection {
         format!("{}@{}", self.plugin, self.version)
     }
 
+    /// The scope its KV keys and secrets are kept under.
     pub fn scope(&self) -> Scope {
         Scope {
             workspace: self.workspace.clone(),
@@ -55,9 +65,11 @@ impl Connection {
     }
 }
 
+/// Where workspaces, their connections and their tokens are kept.
 pub trait TenancyStore: Send + Sync + 'static {
     /// Create `workspace`; `false` if one with its id exists. Durable when it returns.
     fn create_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError>;
+    /// The workspace with this id; `None` when there is none.
     fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StorageError>;
     /// Every workspace, by id.
     fn list_workspaces(&self) -> Result<Vec<Workspace>, StorageError>;
@@ -67,6 +79,7 @@ pub trait TenancyStore: Send + Sync + 'static {
     /// Create or replace a connection; refused with `NotFound` when its
     /// workspace does not exist. Durable when it returns.
     fn put_connection(&self, connection: &Connection) -> Result<(), StorageError>;
+    /// The connection `name` of `workspace`; `None` when there is none.
     fn get_connection(
         &self,
         workspace: &str,
@@ -88,6 +101,7 @@ pub trait TenancyStore: Send + Sync + 'static {
     -> Result<Option<WorkspaceToken>, StorageError>;
 }
 
+/// A tenancy store as the services share it.
 pub type SharedTenancy = Arc<dyn TenancyStore>;
 
 pub(crate) fn connection_key(workspace: &str, name: &str) -> Vec<u8> {

@@ -16,17 +16,22 @@ pub const MAX_LABEL_CHARS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceToken {
+    /// Its id (`tok_` and 16 hex digits), which names it in lists and
+    /// revocations; unique in its workspace.
     pub id: String,
+    /// The id of the workspace it opens.
     pub workspace: String,
     /// What the tenant calls it ("contact-center prod").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// When it was issued, in ms since the Unix epoch.
     pub created_at_ms: u64,
 }
 
 /// A token's digest, the only form the host keeps.
 pub type TokenDigest = [u8; 32];
 
+/// The SHA-256 digest of `token`, by which it is stored and found.
 pub fn digest(token: &str) -> TokenDigest {
     sha2::Sha256::digest(token.as_bytes()).into()
 }

@@ -25,10 +25,16 @@ use std::sync::atomic::Ordering;
 /// Where the numbers come from.
 #[derive(Clone)]
 pub struct MetricsSources {
+    /// The audit writer: outbound attempts counted by decision.
     pub audit: Arc<AuditLog>,
+    /// The credentials: OAuth2 token requests, and credentials marked
+    /// needs-attention.
     pub credentials: Arc<Credentials>,
+    /// The egress, for its circuit breakers that are not closed.
     pub egress: Arc<Egress>,
+    /// The API's own requests: counts and durations by route template.
     pub api: ApiMetrics,
+    /// The runtime: invocations refused at capacity or over their call limits.
     pub runtime: Arc<RuntimeCounters>,
 }
 

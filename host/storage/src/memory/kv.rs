@@ -13,6 +13,8 @@ struct KvState {
     usage: HashMap<Vec<u8>, Usage>,
 }
 
+/// In-memory `KvStore`, for unit tests only: one ordered map of stored keys,
+/// with each scope's usage beside it.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     state: Mutex<KvState>,

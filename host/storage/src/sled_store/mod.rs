@@ -47,17 +47,20 @@ pub struct SledDb {
 }
 
 impl SledDb {
+    /// Open the database in `dir`, creating it if it is not there.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         Ok(Self { db })
     }
 
+    /// The audit trail, on its own tree.
     pub fn audit(&self) -> Result<SledAudit, StorageError> {
         Ok(SledAudit {
             tree: self.db.open_tree("audit").map_err(backend)?,
         })
     }
 
+    /// Workspaces, connections and workspace tokens, on their trees.
     pub fn tenancy(&self) -> Result<SledTenancy, StorageError> {
         Ok(SledTenancy {
             workspaces: self.db.open_tree("workspaces").map_err(backend)?,
@@ -67,12 +70,14 @@ impl SledDb {
         })
     }
 
+    /// Sealed credentials, on their own tree.
     pub fn secrets(&self) -> Result<SledSecrets, StorageError> {
         Ok(SledSecrets {
             tree: self.db.open_tree("secrets").map_err(backend)?,
         })
     }
 
+    /// KV values and each scope's usage, on their trees.
     pub fn kv(&self) -> Result<SledKv, StorageError> {
         Ok(SledKv {
             tree: self.db.open_tree("kv").map_err(backend)?,
