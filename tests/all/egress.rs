@@ -299,7 +299,7 @@ async fn the_upstream_sees_one_host_the_url_names() {
 #[tokio::test]
 async fn the_egress_refuses_a_request_that_carries_a_host_header() {
     use http_body_util::BodyExt as _;
-    use patchbay::egress::{Call, Egress, EgressError, EgressLimits};
+    use patchbay::egress::{Caller, Egress, EgressError, EgressLimits};
     use patchbay::policy::call::CallId;
     use patchbay::policy::http::Target;
     use patchbay::policy::rate::RateLimit;
@@ -323,7 +323,7 @@ async fn the_egress_refuses_a_request_that_carries_a_host_header() {
         .header("host", "elsewhere.example")
         .body(http_body_util::Empty::new().map_err(|never| match never {}))
         .expect("request");
-    let call = Call {
+    let call = Caller {
         deadline: Instant::now() + Duration::from_secs(5),
         id: Arc::new(CallId {
             workspace: "ws".into(),

@@ -104,7 +104,7 @@ async fn a_change_made_past_the_cache_is_still_seen() {
         .insert("upstream".into(), json!("http://127.0.0.1:3"));
     harness
         .services
-        .tenancy
+        .tenancy_store
         .put_connection(&changed)
         .expect("written directly");
     let config = output(&tenancy, call("read-config", json!(null))).await;

@@ -256,7 +256,7 @@ async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_
     assert!(
         harness
             .services
-            .tenancy
+            .tenancy_store
             .delete_connection("acme", "crm")
             .expect("row")
     );
@@ -281,7 +281,7 @@ async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_
 
     harness
         .services
-        .tenancy
+        .tenancy_store
         .delete_workspace("acme")
         .expect("row");
     tenancy

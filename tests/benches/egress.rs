@@ -5,7 +5,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use patchbay::egress::resolve::SystemLookup;
-use patchbay::egress::{Call, Egress, EgressLimits};
+use patchbay::egress::{Caller, Egress, EgressLimits};
 use patchbay::policy::call::CallId;
 use patchbay::policy::http::{Destination, Target};
 use patchbay::policy::limits::OperatorLimits;
@@ -82,7 +82,7 @@ fn hook_overhead(c: &mut Criterion) {
                         .boxed_unsync(),
                 )
                 .expect("request");
-            let call = Call {
+            let call = Caller {
                 deadline: Instant::now() + Duration::from_secs(5),
                 id: id.clone(),
                 scope: scope.clone(),

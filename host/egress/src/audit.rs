@@ -202,59 +202,26 @@ fn write_loop(
 ) {
     let purge_every = Duration::from_secs(u64::from(retention.purge_every_secs.max(1)));
     let mut last_purge = Instant::now();
-    let purge = || {
-        let max_age_ms = u64::from(retention.max_age_days) * 86_400_000;
-        store.purge(
-            clock().saturating_sub(max_age_ms),
-            retention.max_records_per_workspace,
-        )
-    };
     loop {
         let first = match receiver.recv_timeout(purge_every) {
             Ok(message) => Some(message),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut batch = Vec::new();
-        let mut syncs = Vec::new();
-        let mut purges = Vec::new();
-        // Gather for up to COMMIT_WINDOW after the first record, so a steady
-        // stream of requests costs one flush per window, not one per request.
-        let window_ends = Instant::now() + COMMIT_WINDOW;
-        let mut next = first;
-        while let Some(message) = next {
-            match message {
-                Message::Record(ws, cursor, json) => batch.push((ws, cursor, json)),
-                Message::Sync(reply) => syncs.push(reply),
-                Message::Purge(reply) => purges.push(reply),
-            }
-            let waiting = !syncs.is_empty() || !purges.is_empty();
-            next = if batch.len() >= MAX_BATCH {
-                None
-            } else if waiting {
-                // Someone waits on this flush: take only what is already queued.
-                receiver.try_recv().ok()
-            } else {
-                let left = window_ends.saturating_duration_since(Instant::now());
-                receiver.recv_timeout(left).ok()
-            };
-        }
-        if !batch.is_empty()
-            && let Err(e) = store.append(&batch)
+        let gathered = Gathered::after(first, receiver);
+        if !gathered.records.is_empty()
+            && let Err(e) = store.append(&gathered.records)
         {
-            tracing::error!(target: "patchbay::audit", error = %e, records = batch.len(),
+            tracing::error!(target: "patchbay::audit", error = %e, records = gathered.records.len(),
                 "audit records could not be written");
         }
-        for reply in syncs {
+        for reply in gathered.syncs {
             let _ = reply.send(());
         }
-        if !purges.is_empty() || last_purge.elapsed() >= purge_every {
+        if !gathered.purges.is_empty() || last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
-            let result = purge();
-            if let Err(e) = &result {
-                tracing::error!(target: "patchbay::audit", error = %e, "audit retention failed");
-            }
-            for reply in purges {
+            let result = purge(store, clock, retention);
+            for reply in gathered.purges {
                 let _ = reply.send(match &result {
                     Ok(n) => Ok(*n),
                     Err(e) => Err(StorageError::Backend(e.to_string())),
@@ -262,6 +229,56 @@ fn write_loop(
             }
         }
     }
+}
+
+/// What one flush writes and answers.
+#[derive(Default)]
+struct Gathered {
+    records: Vec<(String, AuditCursor, Vec<u8>)>,
+    syncs: Vec<tokio::sync::oneshot::Sender<()>>,
+    purges: Vec<tokio::sync::oneshot::Sender<Result<usize, StorageError>>>,
+}
+
+impl Gathered {
+    /// `first` and what follows it for up to [`COMMIT_WINDOW`], so a steady
+    /// stream of requests costs one flush per window, not one per request.
+    /// Once someone waits on the flush, only what is already queued is taken.
+    fn after(first: Option<Message>, receiver: &mpsc::Receiver<Message>) -> Self {
+        let mut gathered = Self::default();
+        let window_ends = Instant::now() + COMMIT_WINDOW;
+        let mut next = first;
+        while let Some(message) = next {
+            match message {
+                Message::Record(ws, cursor, json) => gathered.records.push((ws, cursor, json)),
+                Message::Sync(reply) => gathered.syncs.push(reply),
+                Message::Purge(reply) => gathered.purges.push(reply),
+            }
+            let waiting = !gathered.syncs.is_empty() || !gathered.purges.is_empty();
+            next = if gathered.records.len() >= MAX_BATCH {
+                None
+            } else if waiting {
+                receiver.try_recv().ok()
+            } else {
+                let left = window_ends.saturating_duration_since(Instant::now());
+                receiver.recv_timeout(left).ok()
+            };
+        }
+        gathered
+    }
+}
+
+/// Enforce `retention`: records past the age limit, and each workspace's
+/// oldest past the count limit, are removed.
+fn purge(store: &SharedAudit, clock: &Clock, retention: Retention) -> Result<usize, StorageError> {
+    let max_age_ms = u64::from(retention.max_age_days) * 86_400_000;
+    let result = store.purge(
+        clock().saturating_sub(max_age_ms),
+        retention.max_records_per_workspace,
+    );
+    if let Err(e) = &result {
+        tracing::error!(target: "patchbay::audit", error = %e, "audit retention failed");
+    }
+    result
 }
 
 #[cfg(test)]

@@ -41,12 +41,6 @@ pub struct EgressLimits {
     pub connect_timeout: Duration,
 }
 
-impl Default for EgressLimits {
-    fn default() -> Self {
-        Self::from_operator(&patchbay_policy::limits::OperatorLimits::default())
-    }
-}
-
 impl EgressLimits {
     /// The egress part of the operator's limits.
     pub fn from_operator(operator: &patchbay_policy::limits::OperatorLimits) -> Self {
@@ -129,7 +123,7 @@ pub struct Egress {
 
 /// What one request is sent on behalf of.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub struct Caller {
     /// Nothing waits past this.
     pub deadline: Instant,
     /// The invocation the request is made for: how the audit trail records
@@ -210,10 +204,6 @@ impl Egress {
         &self.audit
     }
 
-    pub fn credentials(&self) -> &Arc<Credentials> {
-        &self.credentials
-    }
-
     /// The operator's address policy.
     pub fn address_policy(&self) -> &AddressPolicy {
         &self.addresses
@@ -238,7 +228,7 @@ impl Egress {
         request: http::Request<B>,
         target: Target,
         timeouts: Timeouts,
-        call: &Call,
+        call: &Caller,
     ) -> Result<http::Response<ResponseBody>, EgressError>
     where
         B: http_body::Body<Data = Bytes> + Send,
@@ -305,7 +295,7 @@ impl Egress {
         request: http::Request<B>,
         target: Target,
         timeouts: Timeouts,
-        call: &Call,
+        call: &Caller,
     ) -> Result<Outgoing, EgressError>
     where
         B: http_body::Body<Data = Bytes> + Send,
@@ -349,7 +339,7 @@ impl Egress {
     async fn authorize(
         &self,
         outgoing: &Outgoing,
-        call: &Call,
+        call: &Caller,
         record: &mut AuditRecord,
         retry: &Retry,
     ) -> Result<Step<Authorized>, EgressError> {
@@ -397,7 +387,7 @@ impl Egress {
     /// is spent), then a slot from the workspace's rate limit for the origin.
     async fn admit(
         &self,
-        call: &Call,
+        call: &Caller,
         origin: &str,
         breaker: &Arc<breaker::Breaker>,
         record: &AuditRecord,
@@ -450,7 +440,7 @@ impl Egress {
         &self,
         outgoing: &Outgoing,
         authorized: &Authorized,
-        call: &Call,
+        call: &Caller,
         record: &mut AuditRecord,
     ) -> Result<reqwest::Response, EgressError> {
         let mut headers = authorized.headers.clone();
@@ -503,7 +493,7 @@ impl Egress {
         authorized: Authorized,
         slot: tokio::sync::OwnedSemaphorePermit,
         outgoing: &Outgoing,
-        call: &Call,
+        call: &Caller,
     ) -> Result<http::Response<ResponseBody>, EgressError> {
         // Built only for the response handed over, not for each retry.
         let scrubber = authorized.applied.map(|a| Scrubber::new(a.sensitive));
@@ -558,7 +548,7 @@ impl Egress {
         scrubber: Option<Scrubber>,
         // Recorded, and its slot freed, when the body is done with (read to
         // the end, failed or dropped).
-        mut audit: InFlight,
+        audit: InFlight,
     ) -> http::Response<ResponseBody> {
         let scrubber = scrubber.filter(|s| !s.is_empty());
         let mut builder = http::Response::builder()
@@ -576,41 +566,7 @@ impl Egress {
                 headers.remove(http::header::CONTENT_LENGTH);
             }
         }
-        let max = self.limits.max_response_bytes;
-        let mut seen = 0usize;
-        let raw = response.bytes_stream();
-        let body: futures_util::stream::BoxStream<'static, Result<Bytes, coding::BodyError>> =
-            match coding {
-                Some(coding) => coding::decoded(raw, coding).boxed(),
-                None => raw.map_err(coding::BodyError::Transport).boxed(),
-            };
-        // Decoded bytes count against the limit: a small compressed body
-        // cannot unpack past it.
-        let stream = body.map(move |chunk| {
-            let chunk: Bytes = chunk.map_err(|e| match e {
-                coding::BodyError::Transport(e) => {
-                    let timeout = e.is_timeout();
-                    audit.record.reason = Some(format!("response body: {}", e.without_url()));
-                    if timeout {
-                        BodyError::ReadTimeout
-                    } else {
-                        BodyError::Incomplete
-                    }
-                }
-                coding::BodyError::Decode(reason) => {
-                    audit.record.reason =
-                        Some(format!("response body could not be decoded: {reason}"));
-                    BodyError::ContentCoding
-                }
-            })?;
-            seen += chunk.len();
-            audit.record.bytes_in = seen as u64;
-            if seen > max {
-                audit.record.reason = Some(format!("response body over {max} bytes"));
-                return Err(BodyError::TooLarge(seen as u64));
-            }
-            Ok(chunk)
-        });
+        let stream = counted(response, coding, self.limits.max_response_bytes, audit);
         let stream = bounded_stream(scrubbed(stream, scrubber), deadline, between_bytes);
         let body = StreamBody::new(stream).boxed_unsync();
         builder.body(body).unwrap_or_else(|_| {
@@ -621,6 +577,48 @@ impl Egress {
             )
         })
     }
+}
+
+/// The response's body chunks, decoded when the host picked the coding,
+/// with what was read and why it ended noted in `audit`'s record. Decoded
+/// bytes count against `max`: a small compressed body cannot unpack past it.
+fn counted(
+    response: reqwest::Response,
+    coding: Option<coding::Coding>,
+    max: usize,
+    mut audit: InFlight,
+) -> impl futures_util::Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
+    let raw = response.bytes_stream();
+    let body: futures_util::stream::BoxStream<'static, Result<Bytes, coding::BodyError>> =
+        match coding {
+            Some(coding) => coding::decoded(raw, coding).boxed(),
+            None => raw.map_err(coding::BodyError::Transport).boxed(),
+        };
+    let mut seen = 0usize;
+    body.map(move |chunk| {
+        let chunk: Bytes = chunk.map_err(|e| match e {
+            coding::BodyError::Transport(e) => {
+                let timeout = e.is_timeout();
+                audit.record.reason = Some(format!("response body: {}", e.without_url()));
+                if timeout {
+                    BodyError::ReadTimeout
+                } else {
+                    BodyError::Incomplete
+                }
+            }
+            coding::BodyError::Decode(reason) => {
+                audit.record.reason = Some(format!("response body could not be decoded: {reason}"));
+                BodyError::ContentCoding
+            }
+        })?;
+        seen += chunk.len();
+        audit.record.bytes_in = seen as u64;
+        if seen > max {
+            audit.record.reason = Some(format!("response body over {max} bytes"));
+            return Err(BodyError::TooLarge(seen as u64));
+        }
+        Ok(chunk)
+    })
 }
 
 /// A response being read: writes its record to the audit trail, and frees
@@ -713,7 +711,7 @@ impl Retry {
     }
 
     /// The audit record of the next attempt.
-    fn record(&mut self, egress: &Egress, call: &Call, outgoing: &Outgoing) -> AuditRecord {
+    fn record(&mut self, egress: &Egress, call: &Caller, outgoing: &Outgoing) -> AuditRecord {
         self.sent += 1;
         let mut record = AuditRecord::for_target(&call.id, egress.audit.now_ms(), &outgoing.target);
         record.attempt = self.sent;

@@ -24,8 +24,9 @@ pub struct Services {
     pub data_dir: PathBuf,
     pub db: SledDb,
     pub kv: SharedKv,
-    /// Workspaces and connections (their API is issue 4's next part).
-    pub tenancy: SharedTenancy,
+    /// The stored workspaces, connections and tokens (the service over them
+    /// is [`Services::tenancy`]).
+    pub tenancy_store: SharedTenancy,
     pub credentials: Arc<Credentials>,
     pub audit: Arc<AuditLog>,
     pub clock: patchbay_policy::clock::Clock,
@@ -86,7 +87,7 @@ impl Services {
             )
         })?;
         let kv: SharedKv = Arc::new(db.kv()?);
-        let tenancy: SharedTenancy = Arc::new(db.tenancy()?);
+        let tenancy_store: SharedTenancy = Arc::new(db.tenancy()?);
         let kv_purger = KvPurger::start(
             kv.clone(),
             options.clock.clone(),
@@ -99,25 +100,11 @@ impl Services {
             Credentials::new(Arc::new(db.secrets()?), key, options.clock.clone())
                 .map_err(|e| anyhow::anyhow!("opening stored credentials: {e}"))?,
         );
-        let limits = EgressLimits::from_operator(&policy.limits);
-        // Checked above with the rest of the policy.
-        let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;
         let audit = Arc::new(
             AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
                 .context("starting the audit writer")?,
         );
-        let egress = Egress::new(
-            policy.addresses,
-            options.lookup,
-            limits,
-            credentials.clone(),
-            audit.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
-        let egress = match operator_destinations {
-            Some(rules) => egress.with_operator_destinations(rules),
-            None => egress,
-        };
+        let egress = egress(&policy, options.lookup, credentials.clone(), audit.clone())?;
         let runtime = Runtime::new(
             policy.limits,
             Arc::new(egress),
@@ -131,7 +118,7 @@ impl Services {
             data_dir: data_dir.to_path_buf(),
             db,
             kv,
-            tenancy,
+            tenancy_store,
             clock: options.clock.clone(),
             credentials,
             audit,
@@ -145,7 +132,7 @@ impl Services {
     /// Workspaces and connections, with everything their deletion must reach.
     pub fn tenancy(&self) -> patchbay_tenancy::service::Tenancy {
         patchbay_tenancy::service::Tenancy {
-            store: self.tenancy.clone(),
+            store: self.tenancy_store.clone(),
             catalog: self.catalog.clone(),
             credentials: self.credentials.clone(),
             kv: self.kv.clone(),
@@ -175,6 +162,25 @@ impl Services {
             operator_token: patchbay_api::auth::digest(operator_token),
         }
     }
+}
+
+/// The one egress every plugin's requests leave through, under the
+/// operator's address policy, limits and destination rules.
+fn egress(
+    policy: &OperatorPolicy,
+    lookup: Arc<dyn NameLookup>,
+    credentials: Arc<Credentials>,
+    audit: Arc<AuditLog>,
+) -> anyhow::Result<Egress> {
+    // Checked with the rest of the policy before anything was opened.
+    let operator_destinations = policy.destination_rules().map_err(anyhow::Error::msg)?;
+    let limits = EgressLimits::from_operator(&policy.limits);
+    let egress = Egress::new(policy.addresses.clone(), lookup, limits, credentials, audit)
+        .map_err(|e| anyhow::anyhow!("building the outbound HTTP client: {e}"))?;
+    Ok(match operator_destinations {
+        Some(rules) => egress.with_operator_destinations(rules),
+        None => egress,
+    })
 }
 
 /// The operator token: from `PATCHBAY_OPERATOR_TOKEN`, else read from (or

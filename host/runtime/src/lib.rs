@@ -17,13 +17,13 @@ pub mod slots;
 pub mod state;
 
 use crate::bindings::{ConnectorPre, InvocationContext};
-use crate::capabilities::http::CallPolicy;
+use crate::capabilities::http::RequestPolicy;
 use crate::capabilities::{
     config::ConfigValues, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx, log::LogLine,
     log::LogSource,
 };
 use error::{InvokeError, LoadError, cap_message};
-use limits::{CallLimiter, HostBudget};
+use limits::{HostBudget, MemoryLimiter};
 use patchbay_egress::Egress;
 use patchbay_egress::credentials::BoundCredential;
 use patchbay_policy::call::CallId;
@@ -38,7 +38,7 @@ use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
 use schema::checked_in_time;
 use serde_json::Value as Json;
-use slots::CallSlots;
+use slots::Slots;
 use state::CallState;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ pub struct Runtime {
     kv: SharedKv,
     clock: Clock,
     cache_dir: Option<PathBuf>,
-    slots: CallSlots,
+    slots: Slots,
     /// Calls running on threads of their own at once (see `off_the_workers`).
     threads: tokio::sync::Semaphore,
     counters: Arc<RuntimeCounters>,
@@ -286,7 +286,7 @@ impl Runtime {
             kv,
             clock,
             cache_dir,
-            slots: CallSlots::new(
+            slots: Slots::new(
                 limits.max_concurrent_calls_per_connection,
                 limits.max_concurrent_calls_per_workspace,
             ),
@@ -303,10 +303,6 @@ impl Runtime {
 
     pub fn egress(&self) -> &Arc<Egress> {
         &self.egress
-    }
-
-    pub fn limits(&self) -> &OperatorLimits {
-        &self.limits
     }
 
     /// Validate `wasm` against the connector world and compile it (or load the
@@ -366,6 +362,8 @@ impl Runtime {
         }
     }
 
+    /// A fresh store for one call: its state, the memory limiter, and the
+    /// epoch deadline that ends the call.
     fn new_store(
         &self,
         plugin: &LoadedPlugin,
@@ -375,49 +373,7 @@ impl Runtime {
         deadline: Instant,
         id: &Arc<CallId>,
     ) -> Store<CallState> {
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(log.pipe(LogSource::Stdout))
-            .stderr(log.pipe(LogSource::Stderr));
-        let kv = KvCtx {
-            access: match (&plugin.manifest.capabilities.kv, binding.kv_granted) {
-                (Some(quota), true) => Some(KvAccess {
-                    store: self.kv.clone(),
-                    scope: binding.scope.clone(),
-                    quota: self.limits.kv_quota(quota),
-                    clock: self.clock.clone(),
-                }),
-                _ => None,
-            },
-            call: id.clone(),
-        };
-        let budget = HostBudget::for_memory(limits.memory_bytes);
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(budget.resources);
-        let mut state = CallState {
-            wasi: wasi.build(),
-            table,
-            http: HttpCtx::new(
-                self.egress.clone(),
-                Destinations {
-                    approved: binding.http_rules.clone(),
-                    unapproved: binding.unapproved_rules.clone(),
-                    operator: self.egress.operator_destinations(),
-                },
-                deadline,
-                CallPolicy {
-                    id: id.clone(),
-                    scope: binding.scope.clone(),
-                    max_requests: limits.max_outbound_requests,
-                    rate_limit: limits.rate_limit,
-                    credentials: binding.credentials.clone(),
-                },
-            ),
-            config: binding.config.clone(),
-            kv,
-            log: log.clone(),
-            limiter: CallLimiter::new(limits.memory_bytes),
-        };
-        state.http.ctx.set_field_size_limit(budget.field_bytes);
+        let state = self.call_state(plugin, binding, limits, log, deadline, id);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Guest code yields to the executor every few ticks, so a plugin that
@@ -431,6 +387,66 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
         });
         store
+    }
+
+    /// What one call's capabilities hold: WASI with stdio into the log, the
+    /// HTTP gate, config, KV (when granted) and the call's budgets.
+    fn call_state(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        limits: &EffectiveLimits,
+        log: &LogCtx,
+        deadline: Instant,
+        id: &Arc<CallId>,
+    ) -> CallState {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(log.pipe(LogSource::Stdout))
+            .stderr(log.pipe(LogSource::Stderr));
+        let budget = HostBudget::for_memory(limits.memory_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(budget.resources);
+        let destinations = Destinations {
+            approved: binding.http_rules.clone(),
+            unapproved: binding.unapproved_rules.clone(),
+            operator: self.egress.operator_destinations(),
+        };
+        let policy = RequestPolicy {
+            id: id.clone(),
+            scope: binding.scope.clone(),
+            max_requests: limits.max_outbound_requests,
+            rate_limit: limits.rate_limit,
+            credentials: binding.credentials.clone(),
+        };
+        let mut http = HttpCtx::new(self.egress.clone(), destinations, deadline, policy);
+        http.ctx.set_field_size_limit(budget.field_bytes);
+        CallState {
+            wasi: wasi.build(),
+            table,
+            http,
+            config: binding.config.clone(),
+            kv: self.kv_ctx(plugin, binding, id),
+            log: log.clone(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+        }
+    }
+
+    /// KV for one call: the connection's scope and the plugin's quota, when
+    /// the manifest asks for KV and the workspace granted it.
+    fn kv_ctx(&self, plugin: &LoadedPlugin, binding: &Binding, id: &Arc<CallId>) -> KvCtx {
+        let access = match (&plugin.manifest.capabilities.kv, binding.kv_granted) {
+            (Some(quota), true) => Some(KvAccess {
+                store: self.kv.clone(),
+                scope: binding.scope.clone(),
+                quota: self.limits.kv_quota(quota),
+                clock: self.clock.clone(),
+            }),
+            _ => None,
+        };
+        KvCtx {
+            access,
+            call: id.clone(),
+        }
     }
 
     /// The operation names the component itself reports.
@@ -555,11 +571,7 @@ impl Runtime {
     }
 
     /// A place within the connection's and the workspace's concurrency caps.
-    async fn slot(
-        &self,
-        binding: &Binding,
-        deadline: Instant,
-    ) -> Result<slots::CallSlot, InvokeError> {
+    async fn slot(&self, binding: &Binding, deadline: Instant) -> Result<slots::Slot, InvokeError> {
         let slot = self.slots.acquire(&binding.scope, deadline).await;
         if slot.is_err() {
             self.counters

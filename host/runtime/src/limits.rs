@@ -40,7 +40,7 @@ impl HostBudget {
 /// Refuses memory growth past the plugin's cap and remembers that it did, so a
 /// resulting trap can be reported as "memory limit exceeded".
 #[derive(Debug)]
-pub struct CallLimiter {
+pub struct MemoryLimiter {
     /// The cap on all of the call's linear memories together.
     memory_bytes: usize,
     /// Bytes of linear memory the call holds, across its memories.
@@ -52,7 +52,7 @@ pub struct CallLimiter {
 /// stay well under this).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-impl CallLimiter {
+impl MemoryLimiter {
     pub fn new(memory_bytes: usize) -> Self {
         Self {
             memory_bytes,
@@ -62,7 +62,7 @@ impl CallLimiter {
     }
 }
 
-impl ResourceLimiter for CallLimiter {
+impl ResourceLimiter for MemoryLimiter {
     /// Counts every memory of the call: a component with several core
     /// modules must not get `memory_mb` for each.
     fn memory_growing(
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn the_memory_cap_holds_for_all_of_a_calls_memories_together() {
         let mib = 1 << 20;
-        let mut limiter = CallLimiter::new(16 * mib);
+        let mut limiter = MemoryLimiter::new(16 * mib);
         // Two memories created at 6 MiB each: 12 MiB in all.
         assert!(limiter.memory_growing(0, 6 * mib, None).expect("ok"));
         assert!(limiter.memory_growing(0, 6 * mib, None).expect("ok"));

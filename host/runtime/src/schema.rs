@@ -2,7 +2,7 @@
 //! (the schema's cost is bounded at install by [`patchbay_policy::schema`]).
 
 use crate::error::InvokeError;
-use crate::slots::CallSlot;
+use crate::slots::Slot;
 use patchbay_policy::schema::schema_errors;
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub async fn checked_in_time(
     validator: &Arc<jsonschema::Validator>,
     value: Json,
     (deadline, timeout): (Instant, Duration),
-    slot: Arc<CallSlot>,
+    slot: Arc<Slot>,
 ) -> Result<(Json, Vec<String>), InvokeError> {
     let validator = validator.clone();
     let check = tokio::task::spawn_blocking(move || {
@@ -43,7 +43,7 @@ mod tests {
         // Built without the install bounds: 2^17 paths, about a second of work.
         let validator =
             Arc::new(jsonschema::validator_for(&ref_chain("anyOf", 17)).expect("built"));
-        let slots = crate::slots::CallSlots::new(1, 1);
+        let slots = crate::slots::Slots::new(1, 1);
         let scope = patchbay_storage::Scope {
             workspace: "ws".into(),
             connection: "c".into(),

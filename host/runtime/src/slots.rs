@@ -21,7 +21,7 @@ type Open = Arc<Mutex<HashMap<SlotKey, Arc<Semaphore>>>>;
 /// The semaphores of every workspace and connection with a call in flight
 /// (an idle one holds no entry, so the map stays as small as the load).
 #[derive(Debug)]
-pub struct CallSlots {
+pub struct Slots {
     per_connection: usize,
     per_workspace: usize,
     open: Open,
@@ -29,12 +29,12 @@ pub struct CallSlots {
 
 /// A call's place in both its connection's and its workspace's cap, freed on drop.
 #[derive(Debug)]
-pub struct CallSlot {
+pub struct Slot {
     held: Vec<(SlotKey, Arc<Semaphore>, OwnedSemaphorePermit)>,
     open: Open,
 }
 
-impl CallSlots {
+impl Slots {
     pub fn new(per_connection: usize, per_workspace: usize) -> Self {
         Self {
             per_connection: per_connection.max(1),
@@ -46,8 +46,8 @@ impl CallSlots {
     /// Wait (until `deadline`) for a slot in `scope`'s connection, then in its
     /// workspace. Always in that order, so two calls never wait on each other's
     /// slots; and a connection's queue holds no workspace slot while it waits.
-    pub async fn acquire(&self, scope: &Scope, deadline: Instant) -> Result<CallSlot, InvokeError> {
-        let mut slot = CallSlot {
+    pub async fn acquire(&self, scope: &Scope, deadline: Instant) -> Result<Slot, InvokeError> {
+        let mut slot = Slot {
             held: Vec::with_capacity(2),
             open: self.open.clone(),
         };
@@ -95,7 +95,7 @@ impl CallSlots {
     }
 }
 
-impl Drop for CallSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         for (key, semaphore, permit) in self.held.drain(..) {
@@ -152,7 +152,7 @@ mod tests {
             (1, 1, &[("a", "x")], ("b", "x"), true),
         ];
         for (per_connection, per_workspace, held, next, admitted) in cases {
-            let slots = CallSlots::new(*per_connection, *per_workspace);
+            let slots = Slots::new(*per_connection, *per_workspace);
             let far = Instant::now() + Duration::from_secs(5);
             let mut kept = Vec::new();
             for (ws, conn) in held.iter() {
@@ -169,7 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_call_gets_the_slot_a_finished_call_frees() {
-        let slots = Arc::new(CallSlots::new(1, 1));
+        let slots = Arc::new(Slots::new(1, 1));
         let first = slots
             .acquire(&scope("a", "x"), Instant::now() + Duration::from_secs(5))
             .await

@@ -5,7 +5,7 @@ use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::HttpCtx;
 use crate::capabilities::kv::KvCtx;
 use crate::capabilities::log::LogCtx;
-use crate::limits::CallLimiter;
+use crate::limits::MemoryLimiter;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,7 +18,7 @@ pub struct CallState {
     pub config: Arc<ConfigValues>,
     pub kv: KvCtx,
     pub log: LogCtx,
-    pub limiter: CallLimiter,
+    pub limiter: MemoryLimiter,
 }
 
 impl WasiView for CallState {

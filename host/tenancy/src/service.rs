@@ -198,29 +198,8 @@ impl Tenancy {
         check_name("connection", name)?;
         self.workspace(workspace)?;
         let _pinning = self.pins.read().await;
-        let reference = if request.version == "latest" {
-            request.plugin.clone()
-        } else {
-            format!("{}@{}", request.plugin, request.version)
-        };
-        let plugin = self
-            .catalog
-            .get(&reference)
-            .await
-            .map_err(|_| TenancyError::UnknownPlugin(reference.clone()))?;
+        let plugin = self.checked_plugin(&request).await?;
         let manifest = &plugin.manifest;
-        let problems = validate_config(manifest, &request.config);
-        if !problems.is_empty() {
-            return Err(TenancyError::Config(problems));
-        }
-        let unknown = request.grants.unknown_to(manifest);
-        if !unknown.is_empty() {
-            return Err(TenancyError::Grants(unknown));
-        }
-        let problems = request.limits.problems(&plugin.limits);
-        if !problems.is_empty() {
-            return Err(TenancyError::Limits(problems));
-        }
         let existing = self.store.get_connection(workspace, name)?;
         let upgrade = match &existing {
             Some(old) if old.plugin == manifest.id && old.version != manifest.version => {
@@ -265,6 +244,38 @@ impl Tenancy {
             connection,
             upgrade,
         })
+    }
+
+    /// The plugin version `request` names (`latest` resolved now), once its
+    /// config, grants and limits are checked against it: every problem of the
+    /// first kind that has any.
+    async fn checked_plugin(
+        &self,
+        request: &ConnectionRequest,
+    ) -> Result<Arc<patchbay_runtime::LoadedPlugin>, TenancyError> {
+        let reference = if request.version == "latest" {
+            request.plugin.clone()
+        } else {
+            format!("{}@{}", request.plugin, request.version)
+        };
+        let plugin = self
+            .catalog
+            .get(&reference)
+            .await
+            .map_err(|_| TenancyError::UnknownPlugin(reference.clone()))?;
+        let problems = validate_config(&plugin.manifest, &request.config);
+        if !problems.is_empty() {
+            return Err(TenancyError::Config(problems));
+        }
+        let unknown = request.grants.unknown_to(&plugin.manifest);
+        if !unknown.is_empty() {
+            return Err(TenancyError::Grants(unknown));
+        }
+        let problems = request.limits.problems(&plugin.limits);
+        if !problems.is_empty() {
+            return Err(TenancyError::Limits(problems));
+        }
+        Ok(plugin)
     }
 
     /// What `manifest` asks for beyond the version `old` runs. A pinned

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the numbers come from.
 #[derive(Clone)]
@@ -130,7 +130,23 @@ struct BreakerLabels {
 /// The current metrics as OpenMetrics text.
 pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("patchbay");
+    register_outbound(&mut registry, sources);
+    register_credentials(&mut registry, sources);
+    register_invocations(&mut registry, sources);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
 
+/// A counter holding `value`: a snapshot of one of the domain's atomics.
+fn counter(value: &AtomicU64) -> Counter<u64> {
+    let c = Counter::<u64>::default();
+    c.inc_by(value.load(Ordering::Relaxed));
+    c
+}
+
+/// Outbound attempts by decision, and the breakers not closed.
+fn register_outbound(registry: &mut Registry, sources: &MetricsSources) {
     let outbound = Family::<DecisionLabels, Counter>::default();
     for (decision, count) in sources.audit.counts() {
         outbound
@@ -142,45 +158,6 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "Outbound request attempts by decision (allowed, denied by policy, held by the host)",
         outbound,
     );
-
-    let counters = &sources.credentials.counters;
-    let counter = |value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        c
-    };
-    registry.register(
-        "oauth_token_requests",
-        "OAuth2 token requests (fetches and refreshes) made by the host",
-        counter(counters.token_requests.load(Ordering::Relaxed)),
-    );
-    registry.register(
-        "oauth_token_failures",
-        "OAuth2 token requests that failed, transiently or for good",
-        counter(counters.token_failures.load(Ordering::Relaxed)),
-    );
-    registry.register(
-        "credentials_marked_needs_attention",
-        "Times a credential was refused for good and marked needs-attention",
-        counter(counters.marked_needs_attention.load(Ordering::Relaxed)),
-    );
-
-    let attention = Family::<AttentionLabels, Gauge>::default();
-    for (scope, credential, _) in sources.credentials.needing_attention() {
-        attention
-            .get_or_create(&AttentionLabels {
-                workspace: scope.workspace,
-                connection: scope.connection,
-                credential,
-            })
-            .set(1);
-    }
-    registry.register(
-        "credential_needs_attention",
-        "Credentials refused for good (e.g. invalid_grant) until the tenant sets a new value",
-        attention,
-    );
-
     let breakers = Family::<BreakerLabels, Gauge>::default();
     let tripped = sources
         .egress
@@ -201,19 +178,56 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "Circuit breakers not closed, per workspace and upstream origin",
         breakers,
     );
+}
 
+/// OAuth2 token traffic, and credentials refused for good.
+fn register_credentials(registry: &mut Registry, sources: &MetricsSources) {
+    let counters = &sources.credentials.counters;
+    registry.register(
+        "oauth_token_requests",
+        "OAuth2 token requests (fetches and refreshes) made by the host",
+        counter(&counters.token_requests),
+    );
+    registry.register(
+        "oauth_token_failures",
+        "OAuth2 token requests that failed, transiently or for good",
+        counter(&counters.token_failures),
+    );
+    registry.register(
+        "credentials_marked_needs_attention",
+        "Times a credential was refused for good and marked needs-attention",
+        counter(&counters.marked_needs_attention),
+    );
+    let attention = Family::<AttentionLabels, Gauge>::default();
+    for (scope, credential, _) in sources.credentials.needing_attention() {
+        attention
+            .get_or_create(&AttentionLabels {
+                workspace: scope.workspace,
+                connection: scope.connection,
+                credential,
+            })
+            .set(1);
+    }
+    registry.register(
+        "credential_needs_attention",
+        "Credentials refused for good (e.g. invalid_grant) until the tenant sets a new value",
+        attention,
+    );
+}
+
+/// Invocations refused for capacity, and the API's own requests.
+fn register_invocations(registry: &mut Registry, sources: &MetricsSources) {
     let runtime = &sources.runtime;
     registry.register(
         "invocations_refused_at_capacity",
         "Invocations refused because every plugin instance of the pool was in use",
-        counter(runtime.refused_at_capacity.load(Ordering::Relaxed)),
+        counter(&runtime.refused_at_capacity),
     );
     registry.register(
         "invocations_refused_too_many_calls",
         "Invocations refused because their connection or workspace ran its maximum of calls",
-        counter(runtime.refused_too_many_calls.load(Ordering::Relaxed)),
+        counter(&runtime.refused_too_many_calls),
     );
-
     registry.register(
         "api_requests",
         "HTTP API requests answered, by method, route template and status",
@@ -224,10 +238,6 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
         "HTTP API request durations, by method and route template",
         sources.api.durations.clone(),
     );
-
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
-    Ok(out)
 }
 
 #[cfg(test)]

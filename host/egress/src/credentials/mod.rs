@@ -511,22 +511,7 @@ impl Credentials {
         http: &oauth::TokenHttp,
         rejected: Option<&SecretString>,
     ) -> Result<Applied, CredentialError> {
-        let stored = self
-            .get(scope, &credential.name)?
-            .ok_or_else(|| CredentialError::NotSet(credential.name.clone()))?;
-        if let Some(reason) = &stored.problem {
-            return Err(CredentialError::NeedsAttention {
-                name: credential.name.clone(),
-                reason: reason.clone(),
-            });
-        }
-        if stored.secret.kind() != credential.kind {
-            return Err(CredentialError::WrongKind {
-                name: credential.name.clone(),
-                stored: stored.secret.kind().as_str(),
-                wanted: credential.kind.as_str(),
-            });
-        }
+        let stored = self.usable(scope, credential)?;
         let mut sensitive = stored.secret.sensitive_strings();
         let mut access_token = None;
         let value = match &stored.secret {
@@ -571,6 +556,32 @@ impl Credentials {
             access_token,
             sensitive,
         })
+    }
+
+    /// The stored value of `credential`, if it is set, not marked as needing
+    /// attention, and of the kind the plugin declares.
+    fn usable(
+        &self,
+        scope: &Scope,
+        credential: &BoundCredential,
+    ) -> Result<Arc<Stored>, CredentialError> {
+        let stored = self
+            .get(scope, &credential.name)?
+            .ok_or_else(|| CredentialError::NotSet(credential.name.clone()))?;
+        if let Some(reason) = &stored.problem {
+            return Err(CredentialError::NeedsAttention {
+                name: credential.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if stored.secret.kind() != credential.kind {
+            return Err(CredentialError::WrongKind {
+                name: credential.name.clone(),
+                stored: stored.secret.kind().as_str(),
+                wanted: credential.kind.as_str(),
+            });
+        }
+        Ok(stored)
     }
 
     /// Mark `name` as refused for good, durably, with the reason (shown to the

@@ -297,92 +297,115 @@ impl Credentials {
         secret: &Secret,
         http: &TokenHttp,
     ) -> Result<Token, Failure> {
-        let token_url = credential
-            .token_url
-            .clone()
-            .ok_or_else(|| Failure::Refused("the manifest gives no token_url".into()))?;
-        let token_url = TokenUrl::new(token_url)
-            .map_err(|e| Failure::Refused(format!("token_url is not a URL: {e}")))?;
-        let scopes = credential
-            .scopes
-            .iter()
-            .map(|s| oauth2::Scope::new(s.clone()));
-        let response = match secret {
-            Secret::Oauth2ClientCredentials {
-                client_id,
-                client_secret,
-            } => {
-                let client = BasicClient::new(ClientId::new(client_id.clone()))
-                    .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()))
-                    .set_token_uri(token_url);
-                client
-                    .exchange_client_credentials()
-                    .add_scopes(scopes)
-                    .request_async(http)
-                    .await
-            }
-            Secret::Oauth2RefreshToken {
-                client_id,
-                client_secret,
-                refresh_token,
-            } => {
-                let mut client =
-                    BasicClient::new(ClientId::new(client_id.clone())).set_token_uri(token_url);
-                if let Some(client_secret) = client_secret {
-                    client = client.set_client_secret(ClientSecret::new(
-                        client_secret.expose_secret().to_owned(),
-                    ));
-                }
-                let refresh = RefreshToken::new(refresh_token.expose_secret().to_owned());
-                client
-                    .exchange_refresh_token(&refresh)
-                    .add_scopes(scopes)
-                    .request_async(http)
-                    .await
-            }
-            _ => {
-                return Err(Failure::Refused(format!(
-                    "stored value is a {}, not an OAuth2 credential",
-                    secret.kind().as_str()
-                )));
-            }
-        };
-        let response =
-            response.map_err(|e| classify(e, http.last_status.load(Ordering::Relaxed)))?;
+        let response = request_token(credential, secret, http).await?;
         let access = SecretString::from(response.access_token().secret().to_owned());
         let now = (self.clock)();
         let expires_at_ms = response
             .expires_in()
             .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-        if let (
-            Secret::Oauth2RefreshToken {
-                client_id,
-                client_secret,
-                refresh_token,
-            },
-            Some(rotated),
-        ) = (secret, response.refresh_token())
-            && rotated.secret() != refresh_token.expose_secret()
-        {
-            let next = Secret::Oauth2RefreshToken {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-                refresh_token: SecretString::from(rotated.secret().to_owned()),
-            };
-            self.write(scope, &credential.name, next, None)
-                .await
-                .map_err(|e| {
-                    Failure::Transient(format!("could not store the rotated refresh token: {e}"))
-                })?;
-            tracing::info!(target: "patchbay::credentials", workspace = %scope.workspace,
-                connection = %scope.connection, credential = %credential.name,
-                "stored a rotated refresh token");
+        if let Some(rotated) = response.refresh_token() {
+            self.keep_rotated(scope, credential, secret, rotated)
+                .await?;
         }
         Ok(Token {
             access,
             expires_at_ms,
         })
     }
+
+    /// Store the refresh token the endpoint rotated `secret`'s to, if it did,
+    /// so the next refresh uses it.
+    async fn keep_rotated(
+        &self,
+        scope: &Scope,
+        credential: &BoundCredential,
+        secret: &Secret,
+        rotated: &RefreshToken,
+    ) -> Result<(), Failure> {
+        let Secret::Oauth2RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+        } = secret
+        else {
+            return Ok(());
+        };
+        if rotated.secret() == refresh_token.expose_secret() {
+            return Ok(());
+        }
+        let next = Secret::Oauth2RefreshToken {
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            refresh_token: SecretString::from(rotated.secret().to_owned()),
+        };
+        self.write(scope, &credential.name, next, None)
+            .await
+            .map_err(|e| {
+                Failure::Transient(format!("could not store the rotated refresh token: {e}"))
+            })?;
+        tracing::info!(target: "patchbay::credentials", workspace = %scope.workspace,
+            connection = %scope.connection, credential = %credential.name,
+            "stored a rotated refresh token");
+        Ok(())
+    }
+}
+
+/// Ask `credential`'s token endpoint for an access token with `secret`: the
+/// client-credentials grant, or the refresh-token grant.
+async fn request_token(
+    credential: &BoundCredential,
+    secret: &Secret,
+    http: &TokenHttp,
+) -> Result<oauth2::basic::BasicTokenResponse, Failure> {
+    let token_url = credential
+        .token_url
+        .clone()
+        .ok_or_else(|| Failure::Refused("the manifest gives no token_url".into()))?;
+    let token_url = TokenUrl::new(token_url)
+        .map_err(|e| Failure::Refused(format!("token_url is not a URL: {e}")))?;
+    let scopes = credential
+        .scopes
+        .iter()
+        .map(|s| oauth2::Scope::new(s.clone()));
+    let response = match secret {
+        Secret::Oauth2ClientCredentials {
+            client_id,
+            client_secret,
+        } => {
+            BasicClient::new(ClientId::new(client_id.clone()))
+                .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()))
+                .set_token_uri(token_url)
+                .exchange_client_credentials()
+                .add_scopes(scopes)
+                .request_async(http)
+                .await
+        }
+        Secret::Oauth2RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+        } => {
+            let mut client =
+                BasicClient::new(ClientId::new(client_id.clone())).set_token_uri(token_url);
+            if let Some(client_secret) = client_secret {
+                client = client
+                    .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()));
+            }
+            let refresh = RefreshToken::new(refresh_token.expose_secret().to_owned());
+            client
+                .exchange_refresh_token(&refresh)
+                .add_scopes(scopes)
+                .request_async(http)
+                .await
+        }
+        _ => {
+            return Err(Failure::Refused(format!(
+                "stored value is a {}, not an OAuth2 credential",
+                secret.kind().as_str()
+            )));
+        }
+    };
+    response.map_err(|e| classify(e, http.last_status.load(Ordering::Relaxed)))
 }
 
 fn classify(

@@ -398,6 +398,25 @@ fn read_credential(
     Ok((name.to_owned(), secret))
 }
 
+/// The plugin `reference` names: a plugin directory (validated, not
+/// installed), or an installed or bundled `id[@version]`.
+async fn local_plugin(
+    services: &Services,
+    reference: &str,
+) -> anyhow::Result<Arc<patchbay_runtime::LoadedPlugin>> {
+    let path = Path::new(reference);
+    if path.is_dir() {
+        let package = Package::read_dir(path)?;
+        let validated = patchbay_runtime::package::validate(services.catalog.runtime(), &package);
+        return Ok(Arc::new(validated.await?.plugin));
+    }
+    services
+        .catalog
+        .install_missing(crate::bundled::packages())
+        .await?;
+    Ok(services.catalog.get(reference).await?)
+}
+
 async fn invoke(
     reference: &str,
     operation: &str,
@@ -410,21 +429,7 @@ async fn invoke(
         serde_json::from_str(input).context("--input is not valid JSON")?;
     let config = parse_config(config)?;
     let services = Services::open(data_dir, policy)?;
-    let path = Path::new(reference);
-    let plugin = if path.is_dir() {
-        let package = Package::read_dir(path)?;
-        Arc::new(
-            patchbay_runtime::package::validate(services.catalog.runtime(), &package)
-                .await?
-                .plugin,
-        )
-    } else {
-        services
-            .catalog
-            .install_missing(crate::bundled::packages())
-            .await?;
-        services.catalog.get(reference).await?
-    };
+    let plugin = local_plugin(&services, reference).await?;
     // Run as connection local/<plugin id>, every capability it asks for
     // granted, through the same path as a stored connection's calls.
     let connection = Connection {

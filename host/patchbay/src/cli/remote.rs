@@ -74,37 +74,7 @@ pub(super) enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub(super) enum ConnectionCommand {
     /// Create or change a connection.
-    Set {
-        workspace: String,
-        name: String,
-        /// The plugin id.
-        #[arg(long)]
-        plugin: String,
-        /// A version, or `latest`.
-        #[arg(long, default_value = "latest")]
-        version: String,
-        /// A setting, `key=value` (a string); repeat for more.
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        config: Vec<String>,
-        /// Settings as one JSON object (for numbers, booleans, lists).
-        #[arg(long, value_name = "JSON")]
-        config_json: Option<String>,
-        /// Approve everything the plugin's manifest asks for.
-        #[arg(long, conflicts_with = "grants")]
-        approve_all: bool,
-        /// Explicit grants as JSON, e.g. `{"http": ["GET https://api.example.com"]}`.
-        #[arg(long, value_name = "JSON")]
-        grants: Option<String>,
-        /// Tighter limits, e.g. `{"timeout_ms": 500}`.
-        #[arg(long, value_name = "JSON")]
-        limits: Option<String>,
-        /// Save it disabled.
-        #[arg(long)]
-        disabled: bool,
-        /// The capability diff an upgrade was refused with, to approve it.
-        #[arg(long, value_name = "JSON")]
-        approve_upgrade: Option<String>,
-    },
+    Set(SetConnection),
     Get {
         workspace: String,
         name: String,
@@ -129,6 +99,40 @@ pub(super) enum ConnectionCommand {
         #[arg(long, default_value = "{}")]
         input: String,
     },
+}
+
+/// `connection set`: the connection's plugin, settings, grants and limits.
+#[derive(Debug, clap::Args)]
+pub(super) struct SetConnection {
+    workspace: String,
+    name: String,
+    /// The plugin id.
+    #[arg(long)]
+    plugin: String,
+    /// A version, or `latest`.
+    #[arg(long, default_value = "latest")]
+    version: String,
+    /// A setting, `key=value` (a string); repeat for more.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// Settings as one JSON object (for numbers, booleans, lists).
+    #[arg(long, value_name = "JSON")]
+    config_json: Option<String>,
+    /// Approve everything the plugin's manifest asks for.
+    #[arg(long, conflicts_with = "grants")]
+    approve_all: bool,
+    /// Explicit grants as JSON, e.g. `{"http": ["GET https://api.example.com"]}`.
+    #[arg(long, value_name = "JSON")]
+    grants: Option<String>,
+    /// Tighter limits, e.g. `{"timeout_ms": 500}`.
+    #[arg(long, value_name = "JSON")]
+    limits: Option<String>,
+    /// Save it disabled.
+    #[arg(long)]
+    disabled: bool,
+    /// The capability diff an upgrade was refused with, to approve it.
+    #[arg(long, value_name = "JSON")]
+    approve_upgrade: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,53 +206,9 @@ pub(super) async fn connection(
         )
     };
     let (method, path, body) = match command {
-        ConnectionCommand::Set {
-            workspace,
-            name,
-            plugin,
-            version,
-            config,
-            config_json,
-            approve_all,
-            grants,
-            limits,
-            disabled,
-            approve_upgrade,
-        } => {
-            let mut settings = match config_json {
-                Some(text) => match parse_json("--config-json", &text)? {
-                    Value::Object(map) => map,
-                    _ => bail!("--config-json must be a JSON object"),
-                },
-                None => serde_json::Map::new(),
-            };
-            for pair in config {
-                match pair.split_once('=') {
-                    Some((k, v)) if !k.trim().is_empty() => {
-                        settings.insert(k.trim().to_owned(), Value::String(v.to_owned()));
-                    }
-                    _ => bail!("--config {pair:?}: expected KEY=VALUE"),
-                }
-            }
-            let grants = match (approve_all, grants) {
-                (true, _) => json!({ "approve_all_requested": true }),
-                (false, Some(text)) => parse_json("--grants", &text)?,
-                (false, None) => json!({}),
-            };
-            let mut body = json!({
-                "plugin": plugin,
-                "version": version,
-                "config": settings,
-                "grants": grants,
-                "enabled": !disabled,
-            });
-            if let Some(text) = limits {
-                body["limits"] = parse_json("--limits", &text)?;
-            }
-            if let Some(text) = approve_upgrade {
-                body["approve_upgrade"] = parse_json("--approve-upgrade", &text)?;
-            }
-            ("PUT", at(&workspace, &name), Some(body))
+        ConnectionCommand::Set(set) => {
+            let path = at(&set.workspace, &set.name);
+            ("PUT", path, Some(set.body()?))
         }
         ConnectionCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
         ConnectionCommand::List { workspace } => (
@@ -264,27 +224,10 @@ pub(super) async fn connection(
                 credential,
                 from_env,
             } => {
-                let value = std::env::var(&from_env)
-                    .with_context(|| format!("--from-env {from_env}: the variable is not set"))?;
-                // The kind comes from the connection, as the plugin declares it.
                 let connection = at(&workspace, &name);
-                let shown = fetch(&server, &connection).await?;
-                let kind = shown["credentials"]
-                    .as_array()
-                    .and_then(|all| all.iter().find(|c| c["name"] == credential.as_str()))
-                    .map(|c| c["kind"].clone())
-                    .with_context(|| {
-                        format!("connection {name:?} declares no credential {credential:?}")
-                    })?;
-                let kind = serde_json::from_value(kind).context("the credential's kind")?;
-                let secret = patchbay_egress::credentials::Secret::from_text(kind, value)
-                    .map_err(|e| anyhow::anyhow!("--from-env {from_env} {e}"))?;
-                let body = serde_json::to_value(&secret).context("the credential")?;
-                (
-                    "PUT",
-                    format!("{connection}/credentials/{}", segment(&credential)),
-                    Some(body),
-                )
+                let body = credential_body(&server, &connection, &credential, &from_env).await?;
+                let path = format!("{connection}/credentials/{}", segment(&credential));
+                ("PUT", path, Some(body))
             }
             CredentialCommand::Remove {
                 workspace,
@@ -316,6 +259,74 @@ pub(super) async fn connection(
         ),
     };
     call(&server, method, &path, body).await
+}
+
+impl SetConnection {
+    /// The `PUT` body: settings from `--config-json` then each `--config`,
+    /// the grants, and the optional limits and upgrade approval.
+    fn body(self) -> anyhow::Result<Value> {
+        let mut settings = match self.config_json {
+            Some(text) => match parse_json("--config-json", &text)? {
+                Value::Object(map) => map,
+                _ => bail!("--config-json must be a JSON object"),
+            },
+            None => serde_json::Map::new(),
+        };
+        for pair in self.config {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    settings.insert(k.trim().to_owned(), Value::String(v.to_owned()));
+                }
+                _ => bail!("--config {pair:?}: expected KEY=VALUE"),
+            }
+        }
+        let grants = match (self.approve_all, self.grants) {
+            (true, _) => json!({ "approve_all_requested": true }),
+            (false, Some(text)) => parse_json("--grants", &text)?,
+            (false, None) => json!({}),
+        };
+        let mut body = json!({
+            "plugin": self.plugin,
+            "version": self.version,
+            "config": settings,
+            "grants": grants,
+            "enabled": !self.disabled,
+        });
+        if let Some(text) = self.limits {
+            body["limits"] = parse_json("--limits", &text)?;
+        }
+        if let Some(text) = self.approve_upgrade {
+            body["approve_upgrade"] = parse_json("--approve-upgrade", &text)?;
+        }
+        Ok(body)
+    }
+}
+
+/// A credential's `PUT` body from the variable `from_env`, read as the kind
+/// the connection's plugin declares for `credential`.
+async fn credential_body(
+    server: &Server,
+    connection: &str,
+    credential: &str,
+    from_env: &str,
+) -> anyhow::Result<Value> {
+    let value = std::env::var(from_env)
+        .with_context(|| format!("--from-env {from_env}: the variable is not set"))?;
+    let shown = fetch(server, connection).await?;
+    let kind = shown["credentials"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == credential))
+        .map(|c| c["kind"].clone())
+        .with_context(|| {
+            format!(
+                "connection {:?} declares no credential {credential:?}",
+                shown["name"].as_str().unwrap_or_default()
+            )
+        })?;
+    let kind = serde_json::from_value(kind).context("the credential's kind")?;
+    let secret = patchbay_egress::credentials::Secret::from_text(kind, value)
+        .map_err(|e| anyhow::anyhow!("--from-env {from_env} {e}"))?;
+    serde_json::to_value(&secret).context("the credential")
 }
 
 fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {

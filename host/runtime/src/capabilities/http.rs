@@ -10,7 +10,7 @@
 
 use crate::state::CallState;
 use http_body_util::BodyExt as _;
-use patchbay_egress::Call;
+use patchbay_egress::Caller;
 use patchbay_egress::credentials::BoundCredential;
 use patchbay_egress::{BodyError, Egress, EgressError, Timeouts};
 use patchbay_policy::call::CallId;
@@ -30,7 +30,7 @@ use wasmtime_wasi_http::{
 };
 
 /// Why the gate refused a request.
-enum Refusal {
+enum DenialCause {
     /// No destination rule matches (or the URL is malformed).
     Rule(String),
     /// The literal address is not public and the operator has not allowed it.
@@ -39,7 +39,7 @@ enum Refusal {
 
 /// What one invocation's requests are held to, besides the destination rules.
 #[derive(Debug, Clone)]
-pub struct CallPolicy {
+pub struct RequestPolicy {
     /// The invocation the requests are made for.
     pub id: Arc<CallId>,
     /// The connection; rate limits are kept per workspace and upstream origin.
@@ -54,7 +54,7 @@ pub struct CallPolicy {
 pub struct HttpGate {
     egress: Arc<Egress>,
     destinations: Destinations,
-    call: CallPolicy,
+    call: RequestPolicy,
     /// Requests this invocation may still start.
     requests_left: usize,
     deadline: Instant,
@@ -95,7 +95,7 @@ impl HttpCtx {
         egress: Arc<Egress>,
         destinations: Destinations,
         deadline: Instant,
-        call: CallPolicy,
+        call: RequestPolicy,
     ) -> Self {
         Self {
             ctx: WasiHttpCtx::new(),
@@ -128,8 +128,8 @@ impl HttpGate {
         &self,
         target: &Target,
         headers: &http::HeaderMap,
-    ) -> Result<Option<BoundCredential>, Refusal> {
-        let rule = |reason: &str| Refusal::Rule(reason.to_owned());
+    ) -> Result<Option<BoundCredential>, DenialCause> {
+        let rule = |reason: &str| DenialCause::Rule(reason.to_owned());
         if self.requests_left == 0 {
             return Err(rule("the invocation's outbound request limit is used up"));
         }
@@ -140,7 +140,7 @@ impl HttpGate {
         self.egress
             .check_host(&target.host)
             .map_err(|(ip, class)| {
-                Refusal::Address(format!(
+                DenialCause::Address(format!(
                     "address {ip} is {class} and operator policy does not allow it"
                 ))
             })?;
@@ -165,7 +165,7 @@ impl HttpGate {
 
     /// Audit, log and keep a refusal, up to [`MAX_RECORDED_DENIALS`] per call;
     /// past that only count it.
-    fn refuse(&mut self, mut record: AuditRecord, denial: Denial) {
+    fn deny(&mut self, mut record: AuditRecord, denial: Denial) {
         let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
         record.decision = Decision::Denied;
         record.reason = Some(denial.reason.clone());
@@ -248,6 +248,9 @@ impl WasiHttpHooks for HttpGate {
         false
     }
 
+    /// Parse the request's URL once, decide on it, and send it through the
+    /// egress or refuse it; the one parsed value serves every decision and is
+    /// the URL the client sends to.
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -255,124 +258,128 @@ impl WasiHttpHooks for HttpGate {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let method = request.method().to_string();
-        // Parsed once, by the client's own URL parser; every decision below and
-        // the request the client sends use this one value.
         let target = match Target::parse(&method, &request.uri().to_string()) {
             Ok(target) => target,
-            Err(error) => {
-                let audit = self.egress.audit();
-                let record =
-                    AuditRecord::new(&self.call.id, audit.now_ms(), &method, request.uri());
-                let reason = format!("unusable URL: {error}");
-                // Unparsed, so of any length: as long as a DNS name at most.
-                let mut authority = request
-                    .uri()
-                    .authority()
-                    .map_or("?", |a| a.as_str())
-                    .to_owned();
-                patchbay_policy::text::truncate(&mut authority, 253);
-                let url = format!(
-                    "{}://{authority}{}",
-                    request.uri().scheme_str().unwrap_or("?"),
-                    patchbay_storage::audit::redact_query(
-                        request.uri().path(),
-                        request.uri().query()
-                    )
-                );
-                self.refuse(
-                    record,
-                    Denial {
-                        method,
-                        url,
-                        reason,
-                    },
-                );
-                return Box::new(async { Err(HttpError::HttpRequestUriInvalid) });
-            }
+            Err(error) => return self.deny_unparsed(request.uri(), method, &error),
         };
-        let url = shown_url(&target);
-        let credential = match self.decide(&target, request.headers()) {
-            Ok(credential) => credential,
-            Err(refusal) => {
-                let (reason, code) = match refusal {
-                    Refusal::Rule(reason) => (reason, HttpError::HttpRequestDenied),
-                    Refusal::Address(reason) => (reason, HttpError::DestinationIpProhibited),
-                };
-                let record =
-                    AuditRecord::for_target(&self.call.id, self.egress.audit().now_ms(), &target);
-                self.refuse(
-                    record,
-                    Denial {
-                        method,
-                        url,
-                        reason,
-                    },
-                );
-                return Box::new(async move { Err(code) });
-            }
+        match self.decide(&target, request.headers()) {
+            Ok(credential) => self.send_allowed(request, target, credential, options),
+            Err(cause) => self.deny_target(&target, method, cause),
+        }
+    }
+}
+
+impl HttpGate {
+    /// Deny a request whose URL does not parse; its record shows the
+    /// authority cut to a DNS name's length and the query values redacted.
+    fn deny_unparsed(
+        &mut self,
+        uri: &http::Uri,
+        method: String,
+        error: &dyn std::fmt::Display,
+    ) -> SendFuture {
+        let record = AuditRecord::new(&self.call.id, self.egress.audit().now_ms(), &method, uri);
+        let mut authority = uri.authority().map_or("?", |a| a.as_str()).to_owned();
+        patchbay_policy::text::truncate(&mut authority, 253);
+        let url = format!(
+            "{}://{authority}{}",
+            uri.scheme_str().unwrap_or("?"),
+            patchbay_storage::audit::redact_query(uri.path(), uri.query())
+        );
+        let reason = format!("unusable URL: {error}");
+        self.deny(
+            record,
+            Denial {
+                method,
+                url,
+                reason,
+            },
+        );
+        Box::new(async { Err(HttpError::HttpRequestUriInvalid) })
+    }
+
+    /// Deny a request the destination rules or the address policy refuse.
+    fn deny_target(&mut self, target: &Target, method: String, cause: DenialCause) -> SendFuture {
+        let (reason, code) = match cause {
+            DenialCause::Rule(reason) => (reason, HttpError::HttpRequestDenied),
+            DenialCause::Address(reason) => (reason, HttpError::DestinationIpProhibited),
         };
+        let record = AuditRecord::for_target(&self.call.id, self.egress.audit().now_ms(), target);
+        let url = shown_url(target);
+        self.deny(
+            record,
+            Denial {
+                method,
+                url,
+                reason,
+            },
+        );
+        Box::new(async move { Err(code) })
+    }
+
+    /// Hand an allowed request to the egress, with the host-held credential
+    /// it gets. What the egress refuses or answers itself is kept among the
+    /// call's denials, so the caller learns why.
+    fn send_allowed(
+        &mut self,
+        request: http::Request<WasiBody>,
+        target: Target,
+        credential: Option<BoundCredential>,
+        options: Option<RequestOptions>,
+    ) -> SendFuture {
+        let (method, url) = (request.method().to_string(), shown_url(&target));
         tracing::debug!(target: "patchbay::audit", capability = "http", invocation = %self.call.id,
             %method, %url, decision = "allowed", "outbound request");
         let options = self.bounded(options);
+        let timeouts = Timeouts {
+            first_byte: options.first_byte_timeout,
+            between_bytes: options.between_bytes_timeout,
+        };
         self.requests_left -= 1;
-        let (egress, denials, id) = (
-            self.egress.clone(),
-            self.denials.clone(),
-            self.call.id.clone(),
-        );
-        let call = Call {
+        let caller = Caller {
             deadline: self.deadline,
             id: self.call.id.clone(),
             scope: self.call.scope.clone(),
             rate_limit: self.call.rate_limit,
             credential,
         };
-        let credential_name = call.credential.as_ref().map(|c| c.name.clone());
-        Box::new(async move {
-            let timeouts = Timeouts {
-                first_byte: options.first_byte_timeout,
-                between_bytes: options.between_bytes_timeout,
+        let (egress, denials) = (self.egress.clone(), self.denials.clone());
+        let shown = format!("{method} {url}");
+        let keep = move |reason: String| {
+            let denial = Denial {
+                method,
+                url,
+                reason,
             };
-            match egress.send(request, target, timeouts, &call).await {
+            denials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(denial);
+        };
+        Box::new(async move {
+            match egress.send(request, target, timeouts, &caller).await {
                 Ok(response) => {
-                    let response = response.map(|body| body.map_err(body_error).boxed_unsync());
                     // The host answered itself (the credential cannot be
                     // used): the call's record says which and why.
-                    if let (Some(state), Some(name)) = (
-                        response.headers().get("x-patchbay-credential"),
-                        credential_name,
-                    ) {
-                        let reason = format!(
-                            "credential {name} is {}; the request was not sent",
+                    let state = response.headers().get("x-patchbay-credential");
+                    if let (Some(state), Some(credential)) = (state, &caller.credential) {
+                        keep(format!(
+                            "credential {} is {}; the request was not sent",
+                            credential.name,
                             String::from_utf8_lossy(state.as_bytes())
-                        );
-                        denials
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Denial {
-                                method,
-                                url,
-                                reason,
-                            });
+                        ));
                     }
-                    Ok((
-                        response,
-                        Box::new(async { Ok(()) })
-                            as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                    ))
+                    let response = response.map(|body| body.map_err(body_error).boxed_unsync());
+                    let sent = Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+                    Ok((response, sent))
                 }
                 Err(error) => {
                     if let EgressError::AddressRefused(reason) = &error {
-                        tracing::warn!(target: "patchbay::audit", capability = "http", invocation = %id,
-                            %method, %url, decision = "denied", %reason, "outbound request denied");
-                        denials
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Denial {
-                                method,
-                                url,
-                                reason: reason.clone(),
-                            });
+                        tracing::warn!(target: "patchbay::audit", capability = "http",
+                            invocation = %caller.id, request = %shown, decision = "denied",
+                            reason = %reason, "outbound request denied");
+                        keep(reason.clone());
                     }
                     Err(http_error(&error))
                 }
