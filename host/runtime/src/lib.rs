@@ -275,7 +275,7 @@ impl Runtime {
         let engine = engine::build(&limits)?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker)?;
+        state::add_to_linker(&mut linker)?;
         // Type-only interface: components import it for the shared error and context types.
         linker.instance("patchbay:connector/types@0.1.0")?;
         Ok(Self {

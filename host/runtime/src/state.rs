@@ -1,13 +1,14 @@
 //! The data of one invocation's store. Built fresh for every call and dropped
 //! after it, so nothing leaks between calls or tenants.
 
+use crate::capabilities;
 use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::HttpCtx;
 use crate::capabilities::kv::KvCtx;
 use crate::capabilities::log::LogCtx;
 use crate::limits::MemoryLimiter;
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
@@ -38,4 +39,17 @@ impl WasiHttpView for CallState {
             hooks: &mut self.http.gate,
         }
     }
+}
+
+/// Every capability a plugin can import, linked for [`CallState`]: this is
+/// the whole of what a plugin can reach.
+pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    capabilities::wasi::add_to_linker(linker)?;
+    capabilities::http::add_to_linker(linker)?;
+    capabilities::config::add_to_linker(linker, |state| {
+        capabilities::config::WasiConfig::from(&*state.config)
+    })?;
+    capabilities::log::add_to_linker(linker, |state| &mut state.log)?;
+    capabilities::kv::add_to_linker(linker, |state| &mut state.kv)?;
+    Ok(())
 }

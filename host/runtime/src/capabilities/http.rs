@@ -8,7 +8,6 @@
 //! trap, and is audited. Redirects are never followed: a 3xx is handed back to
 //! the plugin, whose next request is checked from scratch.
 
-use crate::state::CallState;
 use http_body_util::BodyExt as _;
 use patchbay_egress::Caller;
 use patchbay_egress::credentials::BoundCredential;
@@ -21,7 +20,7 @@ use patchbay_storage::audit::{AuditRecord, Decision};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::{Linker, Resource};
-use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
@@ -420,8 +419,8 @@ fn body_error(error: BodyError) -> HttpError {
 /// the crate reads it and leaves it in the table, one entry per request,
 /// which would count against the call's resource budget
 /// (`runtime::limits::HostBudget`) until the call ends.
-fn handle(
-    state: &mut CallState,
+fn handle<T: WasiHttpView>(
+    state: &mut T,
     request: Resource<HostOutgoingRequest>,
     options: Option<Resource<wasmtime_wasi_http::RequestOptions>>,
 ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
@@ -441,13 +440,15 @@ fn handle(
     }
 }
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+/// Link `wasi:http` (types, and the outgoing handler with the fix above) for
+/// any store whose data is a [`WasiHttpView`]; its hooks are the gate.
+pub fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     use wasmtime_wasi_http::p2::bindings;
     linker
         .instance("wasi:http/outgoing-handler@0.2.12")?
         .func_wrap(
             "handle",
-            |mut store: wasmtime::StoreContextMut<'_, CallState>,
+            |mut store: wasmtime::StoreContextMut<'_, T>,
              (request, options): (
                 Resource<HostOutgoingRequest>,
                 Option<Resource<wasmtime_wasi_http::RequestOptions>>,
@@ -456,6 +457,6 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
         linker,
         &bindings::LinkOptions::default().into(),
-        CallState::http,
+        T::http,
     )
 }

@@ -6,7 +6,6 @@
 //! before the call returns, so what a plugin was told is stored survives a crash.
 
 use crate::bindings::patchbay::connector::kv::{Host, KeyPage, KvError, add_to_linker as add_kv};
-use crate::state::CallState;
 use patchbay_policy::call::CallId;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::manifest::KvQuota;
@@ -204,6 +203,11 @@ impl HasData for KvCap {
     type Data<'a> = &'a mut KvCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    add_kv::<CallState, KvCap>(linker, |state| &mut state.kv)
+/// Link `patchbay:connector/kv` for a store whose data holds the call's KV
+/// context where `get` finds it.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut KvCtx,
+) -> wasmtime::Result<()> {
+    add_kv::<T, KvCap>(linker, get)
 }

@@ -12,7 +12,6 @@
 //! them: they travel as JSON, which escapes them.
 
 use crate::bindings::wasi::logging::logging::{Host, Level, add_to_linker as add_logging};
-use crate::state::CallState;
 use bytes::Bytes;
 use patchbay_policy::call::CallId;
 use serde::Serialize;
@@ -200,8 +199,13 @@ impl HasData for LogCap {
     type Data<'a> = &'a mut LogCtx;
 }
 
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    add_logging::<CallState, LogCap>(linker, |state| &mut state.log)
+/// Link `wasi:logging/logging` for a store whose data holds the call's log
+/// sink where `get` finds it.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
+    add_logging::<T, LogCap>(linker, get)
 }
 
 /// Captured stdout/stderr. Never fails a write (a plugin's `println!` must not
