@@ -59,6 +59,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
 
 /// Every package in `krate`'s normal dependency tree (itself included).
 fn tree(krate: &str) -> BTreeSet<String> {
+    cargo_tree(krate, &[])
+}
+
+/// `cargo tree` of `krate` (normal dependencies) with `extra` flags: the
+/// package names it prints.
+fn cargo_tree(krate: &str, extra: &[&str]) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args([
@@ -71,6 +77,7 @@ fn tree(krate: &str) -> BTreeSet<String> {
             "none",
         ])
         .args(["--format", "{p}", "-p", krate])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo tree");
@@ -119,4 +126,37 @@ fn lower_layers_keep_the_upper_machinery_out() {
             .collect();
         assert!(found.is_empty(), "{krate} depends on {found:?}");
     }
+}
+
+#[test]
+fn the_host_readme_shows_the_direct_dependencies_cargo_tree_shows() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../host/README.md"))
+        .expect("host/README.md");
+    let table = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("| crate | uses directly |"))
+        .take_while(|line| line.starts_with('|'));
+    let mut rows = 0;
+    for line in table {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [_, krate, uses, _] = cells[..] else {
+            continue;
+        };
+        if !LAYERS.contains(&krate) {
+            continue;
+        }
+        rows += 1;
+        let shown: BTreeSet<String> = uses
+            .split(',')
+            .map(str::trim)
+            .filter(|name| name.starts_with("patchbay"))
+            .map(str::to_owned)
+            .collect();
+        let actual: BTreeSet<String> = cargo_tree(krate, &["--depth", "1"])
+            .into_iter()
+            .filter(|name| name.starts_with("patchbay") && name != krate)
+            .collect();
+        assert_eq!(shown, actual, "host/README.md's row for {krate}");
+    }
+    assert_eq!(rows, LAYERS.len(), "one row per layer in host/README.md");
 }
