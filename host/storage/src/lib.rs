@@ -94,6 +94,15 @@ impl Scope {
     }
 }
 
+/// A scope from its two names: the contract suites' shorthand.
+#[cfg(test)]
+pub(crate) fn scope(workspace: &str, connection: &str) -> Scope {
+    Scope {
+        workspace: workspace.into(),
+        connection: connection.into(),
+    }
+}
+
 /// A page of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyList {
@@ -248,6 +257,52 @@ pub(crate) fn decode_value(stored: &[u8], now_ms: u64) -> Option<&[u8]> {
     (expiry == 0 || expiry > now_ms).then_some(value)
 }
 
+/// A page of `scope`'s live keys under `prefix`, strictly after `after`:
+/// the one listing both backends share. `range_from(start)` yields the
+/// stored keys and values from `start` on, in byte order.
+pub(crate) fn list_keys<I, K, V>(
+    scope: &Scope,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    now_ms: u64,
+    range_from: impl FnOnce(Vec<u8>) -> I,
+) -> Result<KeyList, StorageError>
+where
+    I: Iterator<Item = Result<(K, V), StorageError>>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let base = scope.prefix().len();
+    let full_prefix = scope.key(prefix);
+    let start = match after {
+        // Strictly after the cursor: cursor + NUL is the next possible key. A
+        // cursor before the prefix is before all its keys.
+        Some(cursor) if cursor >= prefix => {
+            let mut start = scope.key(cursor);
+            start.push(0);
+            start
+        }
+        _ => full_prefix.clone(),
+    };
+    let mut keys = Vec::new();
+    for item in range_from(start) {
+        let (k, v) = item?;
+        let k = k.as_ref();
+        if !k.starts_with(&full_prefix) {
+            break;
+        }
+        if decode_value(v.as_ref(), now_ms).is_none() {
+            continue;
+        }
+        if keys.len() == limit {
+            return Ok(KeyList { keys, more: true });
+        }
+        keys.push(String::from_utf8_lossy(&k[base..]).into_owned());
+    }
+    Ok(KeyList { keys, more: false })
+}
+
 pub(crate) fn add_to_stored(
     stored: Option<&[u8]>,
     delta: i64,
@@ -283,13 +338,6 @@ pub(crate) fn add_to_stored(
 pub(crate) mod contract_tests {
     //! The behaviour every `KvStore` must have, run against each implementation.
     use super::*;
-
-    fn scope(ws: &str, conn: &str) -> Scope {
-        Scope {
-            workspace: ws.into(),
-            connection: conn.into(),
-        }
-    }
 
     pub(crate) fn run_all(store: &dyn KvStore) {
         scopes_never_share_keys(store);
@@ -428,6 +476,11 @@ pub(crate) mod contract_tests {
         let second = store.list(&s, "a:", Some("a:2"), 2, 0).expect("list");
         assert_eq!(second.keys, ["a:3"]);
         assert!(!second.more);
+        // A cursor before the prefix's keys starts at the first; one past them leaves none.
+        let all = store.list(&s, "a:", Some("0"), 10, 0).expect("list");
+        assert_eq!(all.keys, ["a:1", "a:2", "a:3"]);
+        let none = store.list(&s, "a:", Some("b"), 10, 0).expect("list");
+        assert!(none.keys.is_empty() && !none.more);
     }
 
     fn increments_atomically_and_refuses_non_integers(store: &dyn KvStore) {
@@ -469,7 +522,7 @@ pub(crate) mod contract_tests {
 
 #[cfg(test)]
 mod scope_tests {
-    use super::Scope;
+    use super::{Scope, scope};
 
     #[test]
     fn a_stored_key_splits_back_into_its_scope_and_key() {
@@ -478,10 +531,7 @@ mod scope_tests {
             ("", "", ""),
             ("a\u{0}b", "c:d", "k/e/y"),
         ] {
-            let scope = Scope {
-                workspace: ws.into(),
-                connection: conn.into(),
-            };
+            let scope = scope(ws, conn);
             assert_eq!(
                 Scope::split_key(&scope.key(key)),
                 Some((scope.clone(), key.to_owned()))

@@ -3,7 +3,7 @@
 use super::{backend, remove_prefix, transaction_error};
 use crate::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
-    encode_value,
+    encode_value, list_keys,
 };
 
 /// KV values, and per scope the keys and bytes it holds, changed together
@@ -78,34 +78,9 @@ impl KvStore for SledKv {
         limit: usize,
         now_ms: u64,
     ) -> Result<KeyList, StorageError> {
-        let base = scope.prefix().len();
-        let mut keys = Vec::new();
-        let mut more = false;
-        let iter = match after {
-            // Strictly after the cursor: start at cursor + NUL, the next possible key.
-            Some(cursor) if cursor >= prefix => {
-                let mut start = scope.key(cursor);
-                start.push(0);
-                self.tree.range(start..)
-            }
-            _ => self.tree.range(scope.key(prefix)..),
-        };
-        let full_prefix = scope.key(prefix);
-        for item in iter {
-            let (k, v) = item.map_err(backend)?;
-            if !k.starts_with(&full_prefix) {
-                break;
-            }
-            if decode_value(&v, now_ms).is_none() {
-                continue;
-            }
-            if keys.len() == limit {
-                more = true;
-                break;
-            }
-            keys.push(String::from_utf8_lossy(&k[base..]).into_owned());
-        }
-        Ok(KeyList { keys, more })
+        list_keys(scope, prefix, after, limit, now_ms, |start| {
+            self.tree.range(start..).map(|item| item.map_err(backend))
+        })
     }
 
     fn increment(
