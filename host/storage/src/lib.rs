@@ -346,6 +346,48 @@ pub(crate) mod contract_tests {
         increments_atomically_and_refuses_non_integers(store);
         quotas_count_keys_and_bytes_and_refuse_growth(store);
         expired_keys_are_purged_and_free_their_quota(store);
+        a_scope_removed_while_keys_are_set_keeps_its_usage_true(store);
+    }
+
+    /// `remove_scope` racing `set`: whichever keys survive, the usage record
+    /// counts exactly them. No timing is asserted; the rounds only give the
+    /// two many chances to interleave, and each round is checked before the
+    /// next removal could hide a drift.
+    fn a_scope_removed_while_keys_are_set_keeps_its_usage_true(store: &dyn KvStore) {
+        use std::sync::Barrier;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = scope("ws-race", "c");
+        for round in 0..50 {
+            let removing = AtomicBool::new(true);
+            let start = Barrier::new(2);
+            std::thread::scope(|threads| {
+                threads.spawn(|| {
+                    start.wait();
+                    for i in 0..10_000 {
+                        if !removing.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let key = format!("k{}", i % 64);
+                        store
+                            .set(&s, &key, b"v", None, &KvLimits::UNLIMITED)
+                            .expect("set");
+                    }
+                });
+                start.wait();
+                store.remove_scope(&s).expect("remove");
+                removing.store(false, Ordering::Relaxed);
+            });
+            let held = store.list(&s, "", None, usize::MAX, 0).expect("list").keys;
+            let bytes = held.iter().map(|k| k.len() as u64 + 1).sum();
+            assert_eq!(
+                store.usage(&s).expect("usage"),
+                Usage {
+                    keys: held.len() as u64,
+                    bytes
+                },
+                "round {round}: {held:?}"
+            );
+        }
     }
 
     fn quotas_count_keys_and_bytes_and_refuse_growth(store: &dyn KvStore) {
