@@ -228,8 +228,8 @@ impl Usage {
             (self.bytes - old.map_or(0, size).min(self.bytes)).saturating_add(new.map_or(0, size));
         if keys > self.keys && keys > limits.max_keys {
             return Err(StorageError::Quota(format!(
-                "the connection already holds {} keys, its quota",
-                limits.max_keys
+                "the connection holds {} keys; its quota is {}",
+                self.keys, limits.max_keys
             )));
         }
         if bytes > self.bytes && bytes > limits.max_total_bytes {
@@ -559,6 +559,29 @@ pub(crate) mod contract_tests {
             store.increment(&s, "max", 1, 0, &KvLimits::UNLIMITED),
             Err(StorageError::Overflow)
         ));
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_names_the_keys_held_and_the_quota() {
+        // Over a quota lowered since: 3 held, 2 allowed.
+        let held = Usage { keys: 3, bytes: 6 };
+        let limits = KvLimits {
+            max_keys: 2,
+            max_total_bytes: u64::MAX,
+        };
+        let refused = held.after("k", None, Some(&encode_value(b"v", None)), &limits);
+        assert!(
+            matches!(
+                &refused,
+                Err(StorageError::Quota(m)) if m == "the connection holds 3 keys; its quota is 2"
+            ),
+            "{refused:?}"
+        );
     }
 }
 
