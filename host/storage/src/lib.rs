@@ -153,7 +153,8 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<i64, StorageError>;
     /// What `scope` holds (expired keys count until purged).
     fn usage(&self, scope: &Scope) -> Result<Usage, StorageError>;
-    /// Remove up to `max` keys that expired before `now_ms`, in any scope. How many.
+    /// Remove up to `max` keys expired at `now_ms` (an expiry at or before
+    /// it, as `get` sees them), in any scope. How many.
     fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError>;
     /// Remove every key of `scope` (its connection was deleted); how many. Durable.
     fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError>;
