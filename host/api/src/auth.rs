@@ -91,9 +91,8 @@ pub fn check_operator_token(token: &str) -> Result<(), String> {
 /// The `{ws}` segment of the route, if it has one; a path whose segments
 /// do not decode (`%FF`) is the caller's error.
 async fn path_workspace(parts: &mut Parts, state: &AppState) -> Result<Option<String>, ApiError> {
-    let params = RawPathParams::from_request_parts(parts, state)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-path", e.body_text()))?;
+    let params: RawPathParams =
+        super::extract::parts_or(parts, state, StatusCode::BAD_REQUEST, "invalid-path").await?;
     Ok(params
         .iter()
         .find(|(name, _)| *name == "ws")

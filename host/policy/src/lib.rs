@@ -89,12 +89,14 @@ impl OperatorPolicy {
         let l = &self.limits;
         let breaker = &l.circuit_breaker;
         let audit = &self.audit;
-        // Zero here would mean "refuse every call" or "spin": never what an operator means.
-        let at_least_one: [(&str, u64); 19] = [
+        // Zero here would mean "refuse every call", "refuse every use" (a zero
+        // KV ceiling leaves KV unusable) or "spin": never what an operator means.
+        let at_least_one: [(&str, u64); 25] = [
             ("limits.max_memory_mb", l.max_memory_mb.into()),
             ("limits.max_timeout_ms", l.max_timeout_ms.into()),
             ("limits.max_input_bytes", l.max_input_bytes as u64),
             ("limits.max_output_bytes", l.max_output_bytes as u64),
+            ("limits.max_log_bytes", l.max_log_bytes as u64),
             (
                 "limits.max_request_body_bytes",
                 l.max_request_body_bytes as u64,
@@ -102,6 +104,10 @@ impl OperatorPolicy {
             (
                 "limits.max_response_body_bytes",
                 l.max_response_body_bytes as u64,
+            ),
+            (
+                "limits.max_outbound_requests",
+                l.max_outbound_requests as u64,
             ),
             (
                 "limits.default_rate_limit.requests",
@@ -113,11 +119,15 @@ impl OperatorPolicy {
             ),
             ("limits.circuit_breaker.failures", breaker.failures.into()),
             ("limits.circuit_breaker.window_ms", breaker.window_ms),
+            ("limits.circuit_breaker.cool_down_ms", breaker.cool_down_ms),
             (
                 "limits.max_concurrent_requests_per_connection",
                 l.max_concurrent_requests_per_connection as u64,
             ),
             ("limits.connect_timeout_ms", l.connect_timeout_ms.into()),
+            ("limits.max_kv_keys", l.max_kv_keys),
+            ("limits.max_kv_total_bytes", l.max_kv_total_bytes),
+            ("limits.max_kv_value_bytes", l.max_kv_value_bytes),
             ("limits.kv_purge_every_secs", l.kv_purge_every_secs.into()),
             ("audit.max_age_days", audit.max_age_days.into()),
             (
@@ -325,6 +335,27 @@ max_age_days = 7
             [
                 "limits.max_memory_mb must be at least 1",
                 "audit.purge_every_secs must be at least 1"
+            ]
+        );
+        // A zero breaker pause would reopen at once; zero KV ceilings leave KV unusable.
+        let mut zeros = OperatorPolicy::default();
+        zeros.limits.circuit_breaker.cool_down_ms = 0;
+        zeros.limits.max_log_bytes = 0;
+        zeros.limits.max_outbound_requests = 0;
+        zeros.limits.max_kv_keys = 0;
+        zeros.limits.max_kv_total_bytes = 0;
+        zeros.limits.max_kv_value_bytes = 0;
+        let mut problems = zeros.problems();
+        problems.sort();
+        assert_eq!(
+            problems,
+            [
+                "limits.circuit_breaker.cool_down_ms must be at least 1",
+                "limits.max_kv_keys must be at least 1",
+                "limits.max_kv_total_bytes must be at least 1",
+                "limits.max_kv_value_bytes must be at least 1",
+                "limits.max_log_bytes must be at least 1",
+                "limits.max_outbound_requests must be at least 1",
             ]
         );
         assert!(OperatorPolicy::default().problems().is_empty());

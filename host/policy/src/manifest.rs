@@ -313,9 +313,13 @@ struct RawConfig {
     schema: toml::Value,
 }
 
-/// Operator ceilings on what a manifest may ask for.
+/// Most memory a manifest may ask for, in MiB: a fixed host ceiling (a
+/// manifest asking for more is invalid), not the operator's. The operator's,
+/// `limits.max_memory_mb`, caps the ask when the plugin runs.
 pub const MAX_MEMORY_MB: u32 = 4096;
-/// Longest deadline a manifest may ask for, in milliseconds (5 minutes).
+/// Longest deadline a manifest may ask for, in milliseconds (5 minutes): a
+/// fixed host ceiling, like [`MAX_MEMORY_MB`]. The operator's,
+/// `limits.max_timeout_ms`, caps the ask when the plugin runs.
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
 
 impl Manifest {

@@ -50,7 +50,8 @@ pub struct Growth<T> {
 }
 
 impl CapabilityDiff {
-    /// Whether `to` asks for nothing `from` did not.
+    /// Whether `to` asks for anything `from` did not: a new destination or
+    /// credential, more memory or time, or KV or a larger quota.
     pub fn asks_for_more(&self) -> bool {
         !self.new_destinations.is_empty()
             || !self.new_credentials.is_empty()

@@ -298,6 +298,17 @@ pub(crate) mod contract_tests {
         let (window, _) = store.query("ws-a", 1_020, 1_050, None, 100).expect("query");
         let times: Vec<u64> = window.iter().map(|r| r.cursor.at_ms).collect();
         assert_eq!(times, [1_020, 1_030, 1_040]);
+        // A cursor at or past the window's end: an empty page, not an error.
+        for (at_ms, seq) in [(1_050, 0), (1_050, 5), (1_060, 6), (u64::MAX, u64::MAX)] {
+            let after = Some(AuditCursor { at_ms, seq });
+            assert_eq!(
+                store
+                    .query("ws-a", 1_020, 1_050, after, 100)
+                    .expect("query"),
+                (Vec::new(), false),
+                "after {at_ms}/{seq}"
+            );
+        }
 
         // Age: everything before 1_030 goes, in every workspace.
         let removed = store.purge(1_030, usize::MAX).expect("purge");

@@ -94,6 +94,15 @@ impl Scope {
     }
 }
 
+/// A scope from its two names: the contract suites' shorthand.
+#[cfg(test)]
+pub(crate) fn scope(workspace: &str, connection: &str) -> Scope {
+    Scope {
+        workspace: workspace.into(),
+        connection: connection.into(),
+    }
+}
+
 /// A page of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyList {
@@ -144,7 +153,8 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<i64, StorageError>;
     /// What `scope` holds (expired keys count until purged).
     fn usage(&self, scope: &Scope) -> Result<Usage, StorageError>;
-    /// Remove up to `max` keys that expired before `now_ms`, in any scope. How many.
+    /// Remove up to `max` keys expired at `now_ms` (an expiry at or before
+    /// it, as `get` sees them), in any scope. How many.
     fn purge_expired(&self, now_ms: u64, max: usize) -> Result<usize, StorageError>;
     /// Remove every key of `scope` (its connection was deleted); how many. Durable.
     fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError>;
@@ -219,8 +229,8 @@ impl Usage {
             (self.bytes - old.map_or(0, size).min(self.bytes)).saturating_add(new.map_or(0, size));
         if keys > self.keys && keys > limits.max_keys {
             return Err(StorageError::Quota(format!(
-                "the connection already holds {} keys, its quota",
-                limits.max_keys
+                "the connection holds {} keys; its quota is {}",
+                self.keys, limits.max_keys
             )));
         }
         if bytes > self.bytes && bytes > limits.max_total_bytes {
@@ -246,6 +256,52 @@ pub(crate) fn decode_value(stored: &[u8], now_ms: u64) -> Option<&[u8]> {
     let (expiry, value) = stored.split_at_checked(8)?;
     let expiry = u64::from_be_bytes(expiry.try_into().ok()?);
     (expiry == 0 || expiry > now_ms).then_some(value)
+}
+
+/// A page of `scope`'s live keys under `prefix`, strictly after `after`:
+/// the one listing both backends share. `range_from(start)` yields the
+/// stored keys and values from `start` on, in byte order.
+pub(crate) fn list_keys<I, K, V>(
+    scope: &Scope,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    now_ms: u64,
+    range_from: impl FnOnce(Vec<u8>) -> I,
+) -> Result<KeyList, StorageError>
+where
+    I: Iterator<Item = Result<(K, V), StorageError>>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let base = scope.prefix().len();
+    let full_prefix = scope.key(prefix);
+    let start = match after {
+        // Strictly after the cursor: cursor + NUL is the next possible key. A
+        // cursor before the prefix is before all its keys.
+        Some(cursor) if cursor >= prefix => {
+            let mut start = scope.key(cursor);
+            start.push(0);
+            start
+        }
+        _ => full_prefix.clone(),
+    };
+    let mut keys = Vec::new();
+    for item in range_from(start) {
+        let (k, v) = item?;
+        let k = k.as_ref();
+        if !k.starts_with(&full_prefix) {
+            break;
+        }
+        if decode_value(v.as_ref(), now_ms).is_none() {
+            continue;
+        }
+        if keys.len() == limit {
+            return Ok(KeyList { keys, more: true });
+        }
+        keys.push(String::from_utf8_lossy(&k[base..]).into_owned());
+    }
+    Ok(KeyList { keys, more: false })
 }
 
 pub(crate) fn add_to_stored(
@@ -284,13 +340,6 @@ pub(crate) mod contract_tests {
     //! The behaviour every `KvStore` must have, run against each implementation.
     use super::*;
 
-    fn scope(ws: &str, conn: &str) -> Scope {
-        Scope {
-            workspace: ws.into(),
-            connection: conn.into(),
-        }
-    }
-
     pub(crate) fn run_all(store: &dyn KvStore) {
         scopes_never_share_keys(store);
         expired_keys_are_invisible(store);
@@ -298,6 +347,48 @@ pub(crate) mod contract_tests {
         increments_atomically_and_refuses_non_integers(store);
         quotas_count_keys_and_bytes_and_refuse_growth(store);
         expired_keys_are_purged_and_free_their_quota(store);
+        a_scope_removed_while_keys_are_set_keeps_its_usage_true(store);
+    }
+
+    /// `remove_scope` racing `set`: whichever keys survive, the usage record
+    /// counts exactly them. No timing is asserted; the rounds only give the
+    /// two many chances to interleave, and each round is checked before the
+    /// next removal could hide a drift.
+    fn a_scope_removed_while_keys_are_set_keeps_its_usage_true(store: &dyn KvStore) {
+        use std::sync::Barrier;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = scope("ws-race", "c");
+        for round in 0..50 {
+            let removing = AtomicBool::new(true);
+            let start = Barrier::new(2);
+            std::thread::scope(|threads| {
+                threads.spawn(|| {
+                    start.wait();
+                    for i in 0..10_000 {
+                        if !removing.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let key = format!("k{}", i % 64);
+                        store
+                            .set(&s, &key, b"v", None, &KvLimits::UNLIMITED)
+                            .expect("set");
+                    }
+                });
+                start.wait();
+                store.remove_scope(&s).expect("remove");
+                removing.store(false, Ordering::Relaxed);
+            });
+            let held = store.list(&s, "", None, usize::MAX, 0).expect("list").keys;
+            let bytes = held.iter().map(|k| k.len() as u64 + 1).sum();
+            assert_eq!(
+                store.usage(&s).expect("usage"),
+                Usage {
+                    keys: held.len() as u64,
+                    bytes
+                },
+                "round {round}: {held:?}"
+            );
+        }
     }
 
     fn quotas_count_keys_and_bytes_and_refuse_growth(store: &dyn KvStore) {
@@ -428,6 +519,11 @@ pub(crate) mod contract_tests {
         let second = store.list(&s, "a:", Some("a:2"), 2, 0).expect("list");
         assert_eq!(second.keys, ["a:3"]);
         assert!(!second.more);
+        // A cursor before the prefix's keys starts at the first; one past them leaves none.
+        let all = store.list(&s, "a:", Some("0"), 10, 0).expect("list");
+        assert_eq!(all.keys, ["a:1", "a:2", "a:3"]);
+        let none = store.list(&s, "a:", Some("b"), 10, 0).expect("list");
+        assert!(none.keys.is_empty() && !none.more);
     }
 
     fn increments_atomically_and_refuses_non_integers(store: &dyn KvStore) {
@@ -468,8 +564,31 @@ pub(crate) mod contract_tests {
 }
 
 #[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_names_the_keys_held_and_the_quota() {
+        // Over a quota lowered since: 3 held, 2 allowed.
+        let held = Usage { keys: 3, bytes: 6 };
+        let limits = KvLimits {
+            max_keys: 2,
+            max_total_bytes: u64::MAX,
+        };
+        let refused = held.after("k", None, Some(&encode_value(b"v", None)), &limits);
+        assert!(
+            matches!(
+                &refused,
+                Err(StorageError::Quota(m)) if m == "the connection holds 3 keys; its quota is 2"
+            ),
+            "{refused:?}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod scope_tests {
-    use super::Scope;
+    use super::{Scope, scope};
 
     #[test]
     fn a_stored_key_splits_back_into_its_scope_and_key() {
@@ -478,10 +597,7 @@ mod scope_tests {
             ("", "", ""),
             ("a\u{0}b", "c:d", "k/e/y"),
         ] {
-            let scope = Scope {
-                workspace: ws.into(),
-                connection: conn.into(),
-            };
+            let scope = scope(ws, conn);
             assert_eq!(
                 Scope::split_key(&scope.key(key)),
                 Some((scope.clone(), key.to_owned()))

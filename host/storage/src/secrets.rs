@@ -31,13 +31,7 @@ pub type SharedSecrets = Arc<dyn SecretStore>;
 pub(crate) mod contract_tests {
     //! The behaviour every `SecretStore` must have, run against each implementation.
     use super::*;
-
-    fn scope(ws: &str, conn: &str) -> Scope {
-        Scope {
-            workspace: ws.into(),
-            connection: conn.into(),
-        }
-    }
+    use crate::scope;
 
     pub(crate) fn run_all(store: &dyn SecretStore) {
         let a = scope("ws-a", "crm");

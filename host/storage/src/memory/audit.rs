@@ -38,14 +38,16 @@ impl crate::audit::AuditStore for MemoryAudit {
         limit: usize,
     ) -> Result<(Vec<crate::audit::StoredRecord>, bool), StorageError> {
         use std::ops::Bound::{Excluded, Included};
+        // An empty window, or a cursor at or past its end, leaves nothing to
+        // read (and `range` panics on a start past its end).
+        if to_ms <= from_ms || after.is_some_and(|c| c.at_ms >= to_ms) {
+            return Ok((Vec::new(), false));
+        }
         let ws = workspace.to_owned();
         let start = match after {
             Some(c) if c.at_ms >= from_ms => Excluded((ws.clone(), c.at_ms, c.seq)),
             _ => Included((ws.clone(), from_ms, 0)),
         };
-        if to_ms <= from_ms {
-            return Ok((Vec::new(), false));
-        }
         let records = self.records();
         let mut out = Vec::new();
         for ((_, at_ms, seq), json) in records.range((start, Excluded((ws, to_ms, 0)))) {

@@ -2,7 +2,7 @@
 
 use crate::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
-    encode_value,
+    encode_value, list_keys,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -93,27 +93,10 @@ impl KvStore for MemoryKv {
         limit: usize,
         now_ms: u64,
     ) -> Result<KeyList, StorageError> {
-        let base = scope.prefix();
-        let start = scope.key(prefix);
         let state = self.lock();
-        let map = &state.map;
-        let mut keys = Vec::new();
-        let mut more = false;
-        for (k, v) in map.range(start.clone()..) {
-            if !k.starts_with(&start) {
-                break;
-            }
-            let name = String::from_utf8_lossy(&k[base.len()..]).into_owned();
-            if after.is_some_and(|a| name.as_str() <= a) || decode_value(v, now_ms).is_none() {
-                continue;
-            }
-            if keys.len() == limit {
-                more = true;
-                break;
-            }
-            keys.push(name);
-        }
-        Ok(KeyList { keys, more })
+        list_keys(scope, prefix, after, limit, now_ms, |start| {
+            state.map.range(start..).map(Ok)
+        })
     }
 
     fn increment(

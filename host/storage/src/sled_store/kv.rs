@@ -1,9 +1,9 @@
 //! KV in sled: values, and per scope the keys and bytes it holds.
 
-use super::{backend, remove_prefix, transaction_error};
+use super::{backend, transaction_error};
 use crate::{
     KeyList, KvLimits, KvStore, Scope, StorageError, Usage, add_to_stored, decode_value,
-    encode_value,
+    encode_value, list_keys,
 };
 
 /// KV values, and per scope the keys and bytes it holds, changed together
@@ -78,34 +78,9 @@ impl KvStore for SledKv {
         limit: usize,
         now_ms: u64,
     ) -> Result<KeyList, StorageError> {
-        let base = scope.prefix().len();
-        let mut keys = Vec::new();
-        let mut more = false;
-        let iter = match after {
-            // Strictly after the cursor: start at cursor + NUL, the next possible key.
-            Some(cursor) if cursor >= prefix => {
-                let mut start = scope.key(cursor);
-                start.push(0);
-                self.tree.range(start..)
-            }
-            _ => self.tree.range(scope.key(prefix)..),
-        };
-        let full_prefix = scope.key(prefix);
-        for item in iter {
-            let (k, v) = item.map_err(backend)?;
-            if !k.starts_with(&full_prefix) {
-                break;
-            }
-            if decode_value(&v, now_ms).is_none() {
-                continue;
-            }
-            if keys.len() == limit {
-                more = true;
-                break;
-            }
-            keys.push(String::from_utf8_lossy(&k[base..]).into_owned());
-        }
-        Ok(KeyList { keys, more })
+        list_keys(scope, prefix, after, limit, now_ms, |start| {
+            self.tree.range(start..).map(|item| item.map_err(backend))
+        })
     }
 
     fn increment(
@@ -124,9 +99,38 @@ impl KvStore for SledKv {
     }
 
     fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
         let prefix = scope.prefix();
-        let removed = remove_prefix(&self.tree, &prefix)?;
-        self.usage.remove(&prefix).map_err(backend)?;
+        let stored = self
+            .tree
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        // With the usage record, in one transaction as `set` writes them: a
+        // key set since the scan survives and keeps its share of the usage,
+        // where resetting the record would leave it uncounted.
+        let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
+            let mut left = Usage::decode(usage.get(&prefix)?.as_deref());
+            let mut removed = 0;
+            for k in &stored {
+                if let Some(old) = kv.remove(k)? {
+                    let key = String::from_utf8_lossy(&k[prefix.len()..]);
+                    left = left
+                        .after(&key, Some(&old), None, &KvLimits::UNLIMITED)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    removed += 1;
+                }
+            }
+            if left == Usage::default() {
+                usage.remove(prefix.as_slice())?;
+            } else {
+                usage.insert(prefix.as_slice(), &left.encode()[..])?;
+            }
+            Ok(removed)
+        });
+        let removed = result.map_err(transaction_error)?;
         self.flush()?;
         Ok(removed)
     }
