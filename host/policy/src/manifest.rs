@@ -530,7 +530,6 @@ fn validate_capabilities(raw: RawCapabilities) -> Result<Capabilities, ManifestE
 }
 
 fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest, ManifestError> {
-    use CredentialKind as K;
     if !is_slug(&raw.name.replace('_', "-")) {
         return Err(field_error(
             format!("{at}.name"),
@@ -540,14 +539,44 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
             ),
         ));
     }
-    if raw.destinations.is_empty() {
+    let destinations = credential_destinations(&raw.destinations, at)?;
+    check_kind_fields(&raw, at)?;
+    let header = match &raw.header {
+        Some(header) => Some(credential_header(header, at)?),
+        None => None,
+    };
+    if let Some(param) = &raw.param {
+        check_param(param, at)?;
+    }
+    let token_url = match &raw.token_url {
+        Some(url) => Some(token_url(url, at)?),
+        None => None,
+    };
+    check_scopes(&raw.scopes, at)?;
+    Ok(CredentialRequest {
+        name: raw.name,
+        kind: raw.kind,
+        description: raw.description,
+        destinations,
+        header,
+        param: raw.param,
+        token_url,
+        scopes: raw.scopes,
+    })
+}
+
+/// The destinations a credential may be sent to: at least one, each a rule.
+fn credential_destinations(
+    entries: &[String],
+    at: &str,
+) -> Result<Vec<Destination>, ManifestError> {
+    if entries.is_empty() {
         return Err(field_error(
             format!("{at}.destinations"),
             "list the destinations this credential may be sent to",
         ));
     }
-    let destinations = raw
-        .destinations
+    entries
         .iter()
         .enumerate()
         .map(|(j, entry)| {
@@ -555,7 +584,14 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
                 field_error(format!("{at}.destinations[{j}]"), format!("{entry:?}: {e}"))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Each kind's own fields are present for that kind and only for it:
+/// `header` for API-key headers, `param` for API-key queries, `token_url`
+/// and `scopes` for OAuth2.
+fn check_kind_fields(raw: &RawCredential, at: &str) -> Result<(), ManifestError> {
+    use CredentialKind as K;
     let only_for = |field: &str, present: bool, wanted: bool, kinds: &str| {
         if present && !wanted {
             Err(field_error(
@@ -571,6 +607,7 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
             Ok(())
         }
     };
+    let oauth2 = raw.kind.is_oauth2();
     only_for(
         "header",
         raw.header.is_some(),
@@ -583,64 +620,66 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
         raw.kind == K::ApiKeyQuery,
         "api_key_query",
     )?;
-    only_for(
-        "token_url",
-        raw.token_url.is_some(),
-        raw.kind.is_oauth2(),
-        "oauth2_*",
-    )?;
-    if !raw.scopes.is_empty() && !raw.kind.is_oauth2() {
+    only_for("token_url", raw.token_url.is_some(), oauth2, "oauth2_*")?;
+    if !raw.scopes.is_empty() && !oauth2 {
         return Err(field_error(
             format!("{at}.scopes"),
             "only oauth2_* credentials take `scopes`",
         ));
     }
-    let header = match raw.header {
-        Some(header) => {
-            let name = http::HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| {
-                field_error(
-                    format!("{at}.header"),
-                    format!("{header:?} is not a valid header name"),
-                )
-            })?;
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(field_error(
-                    format!("{at}.header"),
-                    format!("{header:?} is managed by the host and cannot carry a credential"),
-                ));
-            }
-            Some(name.as_str().to_owned())
-        }
-        None => None,
-    };
-    if let Some(param) = &raw.param {
-        let ok = !param.is_empty()
-            && param.len() <= 64
-            && param
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok {
-            return Err(field_error(
-                format!("{at}.param"),
-                format!("{param:?} must be 1-64 letters, digits, `-`, `_` or `.`"),
-            ));
-        }
+    Ok(())
+}
+
+/// An API-key header: a valid name, and not one the host manages.
+fn credential_header(header: &str, at: &str) -> Result<String, ManifestError> {
+    let name = http::HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| {
+        field_error(
+            format!("{at}.header"),
+            format!("{header:?} is not a valid header name"),
+        )
+    })?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(field_error(
+            format!("{at}.header"),
+            format!("{header:?} is managed by the host and cannot carry a credential"),
+        ));
     }
-    let token_url = match &raw.token_url {
-        Some(url) => {
-            let parsed = Destination::parse(url)
-                .map_err(|e| field_error(format!("{at}.token_url"), format!("{url:?}: {e}")))?;
-            if parsed.has_methods() {
-                return Err(field_error(
-                    format!("{at}.token_url"),
-                    format!("{url:?}: write the URL alone, without methods"),
-                ));
-            }
-            Some(parsed)
-        }
-        None => None,
-    };
-    for (j, scope) in raw.scopes.iter().enumerate() {
+    Ok(name.as_str().to_owned())
+}
+
+/// An API-key query parameter: 1-64 letters, digits, `-`, `_` or `.`.
+fn check_param(param: &str, at: &str) -> Result<(), ManifestError> {
+    let ok = !param.is_empty()
+        && param.len() <= 64
+        && param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(field_error(
+            format!("{at}.param"),
+            format!("{param:?} must be 1-64 letters, digits, `-`, `_` or `.`"),
+        ))
+    }
+}
+
+/// An OAuth2 token endpoint: a destination rule without methods.
+fn token_url(url: &str, at: &str) -> Result<Destination, ManifestError> {
+    let parsed = Destination::parse(url)
+        .map_err(|e| field_error(format!("{at}.token_url"), format!("{url:?}: {e}")))?;
+    if parsed.has_methods() {
+        return Err(field_error(
+            format!("{at}.token_url"),
+            format!("{url:?}: write the URL alone, without methods"),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// OAuth2 scopes: printable, no quotes or backslashes (RFC 6749 3.3).
+fn check_scopes(scopes: &[String], at: &str) -> Result<(), ManifestError> {
+    for (j, scope) in scopes.iter().enumerate() {
         if scope.is_empty()
             || !scope
                 .bytes()
@@ -652,39 +691,22 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
             ));
         }
     }
-    Ok(CredentialRequest {
-        name: raw.name,
-        kind: raw.kind,
-        description: raw.description,
-        destinations,
-        header,
-        param: raw.param,
-        token_url,
-        scopes: raw.scopes,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"
-id = "crm"
-version = "1.0.0"
-contract = "0.1.0"
-name = "CRM"
-vendor = "Tests"
-[[operations]]
-name = "find"
-kind = "lookup"
-input_schema = {}
-output_schema = {}
+    /// The destinations the credentials below are checked against.
+    const HTTP: &str = r#"
 [capabilities.http]
 destinations = ["https://api.example.com/v1", "https://{{instance}}.example.com"]
 "#;
 
     fn with_credential(block: &str) -> Result<Manifest, ManifestError> {
-        Manifest::parse(&format!("{BASE}\n[[capabilities.credentials]]\n{block}"))
+        let rest = format!("{HTTP}\n[[capabilities.credentials]]\n{block}");
+        Manifest::parse(&crate::test_support::test_manifest_text("1.0.0", &rest))
     }
 
     #[test]

@@ -4,15 +4,19 @@
 use crate::manifest::Manifest;
 use serde_json::{Value as Json, json};
 
-/// A manifest of plugin `crm` at `version` with one `find`
+/// The text of a manifest of plugin `crm` at `version` with one `find`
 /// lookup, then `rest` (capabilities, limits) as TOML.
-pub fn test_manifest(version: &str, rest: &str) -> Manifest {
-    Manifest::parse(&format!(
+pub fn test_manifest_text(version: &str, rest: &str) -> String {
+    format!(
         "id = \"crm\"\nversion = \"{version}\"\ncontract = \"0.1.0\"\nname = \"CRM\"\n\
          vendor = \"Tests\"\n[[operations]]\nname = \"find\"\nkind = \"lookup\"\n\
          input_schema = {{}}\noutput_schema = {{}}\n{rest}"
-    ))
-    .expect("test manifest")
+    )
+}
+
+/// [`test_manifest_text`], parsed.
+pub fn test_manifest(version: &str, rest: &str) -> Manifest {
+    Manifest::parse(&test_manifest_text(version, rest)).expect("test manifest")
 }
 
 /// A manifest asking for one of each capability: a plain and a templated

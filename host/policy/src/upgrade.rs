@@ -3,7 +3,7 @@
 //! refused until the request approves exactly this diff, so nothing a tenant
 //! has not seen slips in with an upgrade (even under `approve_all_requested`).
 
-use crate::manifest::{KvQuota, Manifest};
+use crate::manifest::{CredentialRequest, KvQuota, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -63,6 +63,20 @@ impl CapabilityDiff {
 
 /// What `to` asks for beyond `from`.
 pub fn diff(from: &Manifest, to: &Manifest) -> CapabilityDiff {
+    let grew = |a: u32, b: u32| (b > a).then_some(Growth { from: a, to: b });
+    CapabilityDiff {
+        from: from.version.to_string(),
+        to: to.version.to_string(),
+        new_destinations: new_destinations(from, to),
+        new_credentials: new_credentials(from, to),
+        memory_mb: grew(from.limits.memory_mb, to.limits.memory_mb),
+        timeout_ms: grew(from.limits.timeout_ms, to.limits.timeout_ms),
+        kv: kv_growth(from, to),
+    }
+}
+
+/// Destination rules `to` declares that `from` did not, as written.
+fn new_destinations(from: &Manifest, to: &Manifest) -> Vec<String> {
     let texts = |m: &Manifest| -> BTreeSet<String> {
         m.capabilities
             .http
@@ -70,13 +84,15 @@ pub fn diff(from: &Manifest, to: &Manifest) -> CapabilityDiff {
             .map(ToString::to_string)
             .collect()
     };
-    let old_destinations = texts(from);
-    let new_destinations = texts(to)
-        .into_iter()
-        .filter(|d| !old_destinations.contains(d))
-        .collect();
+    let old = texts(from);
+    texts(to).into_iter().filter(|d| !old.contains(d)).collect()
+}
 
-    let mut new_credentials = Vec::new();
+/// Credentials `to` declares that `from` did not (by name and kind), and
+/// places an existing one may now be sent to: a new destination or token URL.
+fn new_credentials(from: &Manifest, to: &Manifest) -> Vec<String> {
+    let token_url = |c: &CredentialRequest| c.token_url.as_ref().map(ToString::to_string);
+    let mut out = Vec::new();
     for credential in &to.capabilities.credentials {
         let label = format!("{} ({})", credential.name, credential.kind.as_str());
         let old = from
@@ -84,29 +100,28 @@ pub fn diff(from: &Manifest, to: &Manifest) -> CapabilityDiff {
             .credentials
             .iter()
             .find(|c| c.name == credential.name && c.kind == credential.kind);
-        match old {
-            None => new_credentials.push(label),
-            Some(old) => {
-                let known: BTreeSet<String> =
-                    old.destinations.iter().map(ToString::to_string).collect();
-                let token_url = |c: &crate::manifest::CredentialRequest| {
-                    c.token_url.as_ref().map(ToString::to_string)
-                };
-                for destination in credential
-                    .destinations
-                    .iter()
-                    .map(ToString::to_string)
-                    .chain(token_url(credential).filter(|u| Some(u) != token_url(old).as_ref()))
-                    .filter(|d| !known.contains(d))
-                {
-                    new_credentials.push(format!("{label} also to {destination}"));
-                }
-            }
+        let Some(old) = old else {
+            out.push(label);
+            continue;
+        };
+        let known: BTreeSet<String> = old.destinations.iter().map(ToString::to_string).collect();
+        let moved_token_url = token_url(credential).filter(|u| Some(u) != token_url(old).as_ref());
+        for destination in credential
+            .destinations
+            .iter()
+            .map(ToString::to_string)
+            .chain(moved_token_url)
+            .filter(|d| !known.contains(d))
+        {
+            out.push(format!("{label} also to {destination}"));
         }
     }
+    out
+}
 
-    let grew = |a: u32, b: u32| (b > a).then_some(Growth { from: a, to: b });
-    let kv = match (from.capabilities.kv, to.capabilities.kv) {
+/// KV newly asked for, or any of its quotas raised.
+fn kv_growth(from: &Manifest, to: &Manifest) -> Option<Growth<Option<KvQuota>>> {
+    match (from.capabilities.kv, to.capabilities.kv) {
         (_, None) => None,
         (None, Some(new)) => Some(Growth {
             from: None,
@@ -119,15 +134,6 @@ pub fn diff(from: &Manifest, to: &Manifest) -> CapabilityDiff {
                 from: Some(old),
                 to: Some(new),
             }),
-    };
-    CapabilityDiff {
-        from: from.version.to_string(),
-        to: to.version.to_string(),
-        new_destinations,
-        new_credentials,
-        memory_mb: grew(from.limits.memory_mb, to.limits.memory_mb),
-        timeout_ms: grew(from.limits.timeout_ms, to.limits.timeout_ms),
-        kv,
     }
 }
 
