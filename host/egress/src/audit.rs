@@ -20,15 +20,19 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
+    /// This page's records, oldest first.
     pub records: Vec<AuditRecord>,
     /// Pass back as `after` for the next page; `None` on the last page.
     pub next: Option<String>,
 }
 
+/// Why a page of the audit trail could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The `after` cursor is not one a previous page returned.
     #[error("invalid cursor {0:?}")]
     Cursor(String),
+    /// The audit store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -68,6 +72,9 @@ const MAX_BATCH: usize = 4096;
 const COMMIT_WINDOW: Duration = Duration::from_millis(10);
 
 impl AuditLog {
+    /// Start the log and its writer thread on `store`. `clock` stamps records
+    /// and ages them; every `purge_every_secs` the writer removes what
+    /// `retention` no longer keeps. Fails only if the thread cannot be spawned.
     pub fn start(store: SharedAudit, clock: Clock, retention: Retention) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel();
         let writer = {
@@ -88,6 +95,8 @@ impl AuditLog {
         })
     }
 
+    /// The log's clock now, in milliseconds since the Unix epoch: the time new
+    /// records are stamped with.
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
     }

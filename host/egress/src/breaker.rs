@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BreakerState {
+    /// Requests go through; failures within the window are counted.
     Closed,
+    /// Requests fail fast until the cool-down ends.
     Open,
+    /// The cool-down is over: one trial request decides whether it closes or
+    /// opens again.
     HalfOpen,
 }
 
@@ -41,16 +45,21 @@ enum State {
 /// Admission to send one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permit {
+    /// Admitted by a closed breaker: a failure counts towards opening it.
     Normal,
+    /// The one trial of a half-open breaker: its outcome closes or reopens it.
     Trial,
 }
 
 /// Refused: the breaker is open (or its one trial is under way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Open {
+    /// Until the cool-down ends; while a trial is under way, one cool-down.
     pub retry_after: Duration,
 }
 
+/// The circuit breaker of one (workspace, upstream origin); see the module
+/// docs for how it moves between states.
 #[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
@@ -58,6 +67,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker with no failures counted.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,
@@ -82,6 +92,8 @@ impl Breaker {
         }
     }
 
+    /// Its state at `now`; an open breaker whose cool-down has passed reports
+    /// half-open.
     pub fn state(&self, now: Instant) -> BreakerState {
         match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
             State::Closed { .. } => BreakerState::Closed,
@@ -91,6 +103,10 @@ impl Breaker {
         }
     }
 
+    /// Admit one attempt at `now`, or refuse it with how long to wait. Once the
+    /// cool-down has passed it admits one trial and refuses the rest until the
+    /// trial is recorded or released. Prefer [`admit_guarded`](Self::admit_guarded),
+    /// which cannot lose a trial.
     pub fn admit(&self, now: Instant) -> Result<Permit, Open> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {
@@ -124,6 +140,10 @@ impl Breaker {
         }
     }
 
+    /// Record the outcome of an attempt admitted with `permit`: while closed, a
+    /// failure is counted, and `failures` of them within the window open the
+    /// breaker; a trial's outcome closes it or opens it again. A success while
+    /// closed, or an outcome that outlived a state change, changes nothing.
     pub fn record(&self, permit: Permit, success: bool, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let window = Duration::from_millis(self.config.window_ms);
@@ -214,6 +234,7 @@ pub struct Breakers {
 }
 
 impl Breakers {
+    /// No breakers yet; each one created opens by `config`.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,
@@ -221,6 +242,9 @@ impl Breakers {
         }
     }
 
+    /// The breaker of (`workspace`, `origin`), created closed on first use.
+    /// `origin` is a target's canonical origin, so spellings of one host share
+    /// a breaker.
     pub fn get(&self, workspace: &str, origin: &str) -> Arc<Breaker> {
         let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         // A plugin may reach many origins: a closed breaker with no recent

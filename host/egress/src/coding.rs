@@ -15,9 +15,11 @@ pub const ACCEPTED: &str = "gzip, deflate, br";
 /// A content coding the host decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
+    /// `gzip` (or `x-gzip`).
     Gzip,
     /// HTTP's `deflate` is the zlib format.
     Deflate,
+    /// `br`.
     Brotli,
 }
 
@@ -78,7 +80,9 @@ pub fn readable(
 /// A body error: the transport's, or the decoder's.
 #[derive(Debug)]
 pub enum BodyError {
+    /// Reading from the upstream failed (a timeout, the connection closed).
     Transport(reqwest::Error),
+    /// The body is not valid in its content coding: the decoder's reason.
     Decode(String),
 }
 

@@ -6,6 +6,8 @@
 //! [`resolve::GuardedResolver`]), sent on a keep-alive pool with deadlines, and
 //! held to size caps while streaming. Redirects are never followed.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod breaker;
 pub mod coding;
@@ -34,10 +36,19 @@ use std::time::{Duration, Instant};
 /// Size limits for one request and its response, and when to stop calling a failing upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressLimits {
+    /// Largest request body read and sent, in bytes; a bigger one is refused
+    /// before anything is sent ([`EgressError::RequestTooLarge`]).
     pub max_request_bytes: usize,
+    /// Largest response body handed over, in bytes, counted after decoding; past
+    /// it the body ends with [`BodyError::TooLarge`].
     pub max_response_bytes: usize,
+    /// When a (workspace, origin)'s circuit breaker opens, and for how long.
     pub breaker: breaker::BreakerConfig,
+    /// Requests one connection may have in flight at once, bodies still being
+    /// read included (0 counts as 1); a request waits for a slot until its
+    /// call's deadline.
     pub max_concurrent_per_connection: usize,
+    /// How long opening a connection to an upstream may take.
     pub connect_timeout: Duration,
 }
 
@@ -57,23 +68,39 @@ impl EgressLimits {
 /// Why a request did not get a response.
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
+    /// Operator address policy refuses where the request would go (a literal
+    /// IP, or every address its name resolved to): why. Nothing was sent.
     #[error("destination address refused: {0}")]
     AddressRefused(String),
+    /// The request body is over the limit, in bytes (given); nothing was sent.
     #[error("request body is over {0} bytes")]
     RequestTooLarge(usize),
+    /// The request cannot be sent as given (it sets `Host`, or the client
+    /// cannot build it), or the shared client could not be set up.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The call's deadline or the request's first-byte timeout passed, or none
+    /// of the connection's in-flight slots freed up in time.
     #[error("timed out")]
     Timeout,
+    /// No connection to the upstream could be opened, so nothing was sent: the
+    /// error and its causes.
     #[error("could not connect: {0}")]
     Connect(String),
+    /// The exchange failed after the request went out; the upstream may have
+    /// acted on it.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// The (workspace, origin)'s breaker is open, so the upstream was not
+    /// contacted; how long until it admits a trial request.
     #[error("circuit open after repeated failures; retry in {0:?}")]
     CircuitOpen(Duration),
     /// Already scrubbed of secret values.
     #[error("{0}")]
     Credential(String),
+    /// A response to a credentialed request that the host cannot read whole to
+    /// scrub (partial content, an unknown or stacked coding), or a scrubber that
+    /// could not be built: withheld from the plugin, with why.
     #[error("response refused: {0}")]
     Unscrubbable(String),
 }
@@ -131,12 +158,18 @@ pub struct Caller {
     pub id: Arc<CallId>,
     /// The connection the request is made for; rate limits and breakers are per workspace.
     pub scope: Arc<Scope>,
+    /// The request rate allowed to the (workspace, origin); the first limit a
+    /// workspace's limiter for an origin is created with is the one it keeps.
     pub rate_limit: RateLimit,
     /// The host-held credential to add, when the request matches its destinations.
     pub credential: Option<BoundCredential>,
 }
 
 impl Egress {
+    /// The egress under the operator's address policy `addresses`: one shared
+    /// client (rustls with the webpki roots, no proxy, no redirects) that
+    /// resolves names through `lookup`, refusing addresses the policy does not
+    /// allow. Fails only if TLS or the client cannot be set up.
     pub fn new(
         addresses: AddressPolicy,
         lookup: Arc<dyn NameLookup>,
@@ -196,10 +229,13 @@ impl Egress {
             .clone()
     }
 
+    /// The circuit breakers of every (workspace, origin), for reporting.
     pub fn breakers(&self) -> &breaker::Breakers {
         &self.breakers
     }
 
+    /// The audit trail every outbound attempt is written to; the runtime writes
+    /// the requests it refuses there too.
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
     }

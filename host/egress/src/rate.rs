@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// One (workspace, origin)'s limiter, shared by every request to it.
 type Limiter = Arc<Mutex<Gcra>>;
 
+/// The host's outbound rate limiters, one per (workspace, upstream origin),
+/// created on first use; idle ones are swept out as the map grows.
 #[derive(Default)]
 pub struct RateLimiters {
     limiters: Mutex<Keyed>,
@@ -33,6 +35,7 @@ const SWEEP_FROM: usize = 4096;
 /// The limiter refused to wait: the next slot is past the call's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
+    /// How long until the next free slot.
     pub retry_after: Duration,
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// Looks names up. The system implementation asks the OS; tests supply their own.
 pub trait NameLookup: Send + Sync + 'static {
+    /// The addresses `host` resolves to, or why it does not resolve.
     fn lookup(
         &self,
         host: String,
@@ -41,6 +42,8 @@ pub struct StaticLookup {
 }
 
 impl StaticLookup {
+    /// Answer look-ups of `host` (in any case) with `answers`, one per look-up
+    /// in turn, the last one repeated.
     pub fn with(self, host: &str, answers: Vec<Vec<IpAddr>>) -> Self {
         self.answers
             .lock()
@@ -72,8 +75,11 @@ impl NameLookup for StaticLookup {
 #[derive(Debug, thiserror::Error)]
 #[error("{host} resolves only to refused addresses ({class} {ip})")]
 pub struct RefusedAddress {
+    /// The name looked up.
     pub host: String,
+    /// The first address refused.
     pub ip: IpAddr,
+    /// That address's class, which operator policy does not allow.
     pub class: AddressClass,
 }
 

@@ -81,7 +81,9 @@ pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duratio
 /// `base * 2^(attempt-1)`, capped.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// The ceiling of the first wait; it doubles with each attempt.
     pub base: Duration,
+    /// The ceiling no wait goes past.
     pub cap: Duration,
 }
 

@@ -23,7 +23,10 @@ fn engine_hash(engine: &Engine) -> String {
 /// A component ready to link, and (when it was compiled just now) the
 /// artifact to keep once its package is accepted.
 pub struct Compiled {
+    /// Compiled, or loaded from the cache, and ready to link.
     pub component: Component,
+    /// The artifact to write to the cache once the package is accepted; `None`
+    /// when it came from the cache or there is no cache directory.
     pub pending: Option<Pending>,
 }
 

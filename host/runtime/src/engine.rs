@@ -22,6 +22,10 @@ const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 const MAX_TABLES_PER_COMPONENT: u32 = 8;
 
+/// The engine every plugin runs on, under the operator's `limits`: the
+/// component model, epoch interruption, copy-on-write memory images, and a
+/// pooling allocator holding `max_instances` instances of at most
+/// `max_memory_mb` each.
 pub fn build(limits: &OperatorLimits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);

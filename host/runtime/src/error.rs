@@ -6,22 +6,38 @@ use serde::Serialize;
 /// Why a component could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A core module, not a component: built for the wrong target.
     #[error(
         "plugin.wasm is a core WebAssembly module, not a component: build it for wasm32-wasip2"
     )]
     CoreModule,
+    /// Not WebAssembly at all.
     #[error("plugin.wasm is not WebAssembly")]
     NotWasm,
+    /// A component the parser or the compiler refuses: their message.
     #[error("plugin.wasm is not a valid component: {0}")]
     Invalid(String),
+    /// The component imports an interface outside the connector world (the
+    /// filesystem, sockets…), named here.
     #[error("plugin.wasm imports `{0}`, which is outside the patchbay:connector world")]
     ForbiddenImport(String),
+    /// An allowed interface imported in a version or shape this host does not
+    /// provide: the linker's message.
     #[error("plugin.wasm imports cannot be satisfied by this host: {0}")]
     Link(String),
+    /// The operations interface is not exported, or not in the expected shape.
     #[error("plugin.wasm does not export `patchbay:connector/operations@0.1` as expected: {0}")]
     Exports(String),
+    /// A JSON Schema of the manifest cannot be compiled or costs too much to
+    /// check.
     #[error("operation `{operation}`: {message}")]
-    Schema { operation: String, message: String },
+    Schema {
+        /// The operation whose schema it is, or `(connection config)`.
+        operation: String,
+        /// Which of its schemas, and what is wrong with it.
+        message: String,
+    },
+    /// The compiled artifact could not be written to the cache directory.
     #[error("compiled-plugin cache: {0}")]
     Cache(String),
 }
@@ -31,42 +47,84 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
 #[serde(tag = "code", content = "detail", rename_all = "snake_case")]
 pub enum InvokeError {
+    /// The plugin has no operation of this name: the caller's mistake.
     #[error("plugin has no operation `{0}`")]
     UnknownOperation(String),
+    /// The input's JSON text is over the plugin's `max_input_bytes`; nothing
+    /// ran.
     #[error("input is {size} bytes; the limit is {max}")]
-    InputTooLarge { size: usize, max: usize },
+    InputTooLarge {
+        /// The input's size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The input does not match the operation's input schema: one message per
+    /// violation. Nothing ran.
     #[error("input does not match the operation's schema: {}", .0.join("; "))]
     InvalidInput(Vec<String>),
+    /// The plugin returned an error on purpose.
     #[error("plugin returned an error: {0}")]
     Plugin(PluginFailure),
+    /// The call's deadline passed, in the sandbox or in a schema check: the
+    /// time it had, in milliseconds.
     #[error("plugin ran past its deadline of {0} ms")]
     Timeout(u64),
+    /// The plugin asked for more linear memory than its limit (in bytes) and
+    /// trapped.
     #[error("plugin tried to grow its memory past its limit of {0} bytes")]
     MemoryLimit(usize),
+    /// The plugin's wasm stack overflowed (deep recursion).
     #[error("plugin overflowed its stack")]
     StackOverflow,
+    /// The plugin panicked: the message it printed to stderr, capped.
     #[error("plugin panicked: {0}")]
     Panic(String),
+    /// The plugin trapped for another reason, or called `exit`: what happened,
+    /// capped.
     #[error("plugin trapped: {0}")]
     Trap(String),
+    /// The plugin's output is not JSON: the parser's message, capped.
     #[error("plugin output is not valid JSON: {0}")]
     InvalidOutput(String),
+    /// The plugin's output is over its `max_output_bytes`.
     #[error("plugin output is {size} bytes; the limit is {max}")]
-    OutputTooLarge { size: usize, max: usize },
+    OutputTooLarge {
+        /// The output's size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The output does not match the operation's output schema: one message per
+    /// violation.
     #[error("plugin output does not match the operation's schema: {}", .0.join("; "))]
     OutputSchema(Vec<String>),
+    /// The plugin held more host resources at once (requests, streams, header
+    /// collections) than its budget, given.
     #[error(
         "plugin held more than {0} host resources at once (a limit derived from its memory_mb)"
     )]
     HostResources(usize),
+    /// The plugin grew one header collection past its budget, in bytes.
     #[error("plugin grew a header collection past {0} bytes (a limit derived from its memory_mb)")]
     HeaderFieldsTooLarge(usize),
+    /// The connection or the workspace ran its maximum of calls at once and no
+    /// slot freed before the call's deadline; the caller may retry.
     #[error(
         "{scope} already runs {limit} calls at once and no slot freed before this call's deadline"
     )]
-    TooManyCalls { scope: String, limit: usize },
+    TooManyCalls {
+        /// Which cap: the connection or the workspace, by name.
+        scope: String,
+        /// Calls it may run at once.
+        limit: usize,
+    },
+    /// Every instance of the host's pool (of this size) or every call thread
+    /// was in use: refused at once, to be retried shortly.
     #[error("the host is running as many plugin instances as it holds ({0}); retry shortly")]
     AtCapacity(u32),
+    /// The host failed to run part of the call (a schema check's thread died):
+    /// not the plugin's fault, nor the caller's.
     #[error("host could not run the plugin: {0}")]
     Host(String),
 }
@@ -104,15 +162,54 @@ impl InvokeError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PluginFailure {
-    InvalidInput { message: String },
-    NotFound { message: String },
-    Unauthorized { message: String },
-    AccessDenied { message: String },
-    RateLimited { retry_after_ms: u64 },
-    Upstream { status: u16, message: String },
-    Timeout { message: String },
-    Unsupported { message: String },
-    Internal { message: String },
+    /// The input does not satisfy the operation.
+    InvalidInput {
+        /// Which field, and why (the plugin's text, capped).
+        message: String,
+    },
+    /// What was looked up does not exist upstream.
+    NotFound {
+        /// What was not found (the plugin's text, capped).
+        message: String,
+    },
+    /// The upstream refused the credentials the host added.
+    Unauthorized {
+        /// The plugin's account of the refusal, capped.
+        message: String,
+    },
+    /// The host refused a capability: not declared, not granted, or not
+    /// allowed by operator policy.
+    AccessDenied {
+        /// Which capability, as the plugin tells it, capped.
+        message: String,
+    },
+    /// The upstream, or the host's rate limit, asked the plugin to slow down.
+    RateLimited {
+        /// How long to wait before retrying, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// The upstream answered with an error status.
+    Upstream {
+        /// The HTTP status, or 0 when no response was received.
+        status: u16,
+        /// A short description (the plugin's text, capped).
+        message: String,
+    },
+    /// The call or one of its upstream requests ran out of time.
+    Timeout {
+        /// What timed out (the plugin's text, capped).
+        message: String,
+    },
+    /// The operation, or a feature of it, is not supported by the plugin.
+    Unsupported {
+        /// What is not supported (the plugin's text, capped).
+        message: String,
+    },
+    /// Anything else: a bug or an unexpected state in the plugin.
+    Internal {
+        /// For the logs, not for end users (the plugin's text, capped).
+        message: String,
+    },
 }
 
 impl std::fmt::Display for PluginFailure {

@@ -4,6 +4,8 @@
 //! invocation then builds a fresh store from the pre-instantiated component,
 //! with the plugin's memory cap and an epoch deadline, and drops it afterwards.
 
+#![warn(missing_docs)]
+
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
@@ -86,8 +88,13 @@ pub struct RuntimeCounters {
 
 /// A plugin version ready to run: validated, compiled, pre-instantiated.
 pub struct LoadedPlugin {
+    /// The manifest the component was validated against.
     pub manifest: Arc<Manifest>,
+    /// SHA-256 of the component's bytes, hex: what the catalog shows and the
+    /// compiled-plugin cache is keyed by.
     pub content_hash: String,
+    /// What its manifest asks, under the operator's ceilings; a connection may
+    /// tighten them further.
     pub limits: EffectiveLimits,
     pre: ConnectorPre<CallState>,
     schemas: HashMap<String, OperationSchemas>,
@@ -105,6 +112,8 @@ struct OperationSchemas {
 /// Where and with what grants a plugin runs: one connection in one workspace.
 #[derive(Clone)]
 pub struct Binding {
+    /// The connection the calls run for: its KV keys, credentials and audit
+    /// records are kept under it, its rate limits under its workspace.
     pub scope: Arc<Scope>,
     /// Non-secret settings, as the plugin reads them through wasi:config.
     pub config: Arc<ConfigValues>,
@@ -253,10 +262,19 @@ struct CallRecord {
 /// The record of one invocation, successful or not.
 #[derive(Debug)]
 pub struct InvokeOutcome<T = Json> {
+    /// The call's id, 32 hex digits: in its log lines and audit records, and
+    /// sent upstream as the trace id.
     pub invocation_id: String,
+    /// How long the whole call took, the wait for a slot and schema checks
+    /// included.
     pub duration: Duration,
+    /// The output (from [`Runtime::invoke`], parsed and checked against the
+    /// operation's output schema), or why the call failed.
     pub result: Result<T, InvokeError>,
+    /// The plugin's log lines (wasi:logging, stdout, stderr), up to the log
+    /// budget.
     pub logs: Vec<LogLine>,
+    /// Bytes of log text dropped past the budget.
     pub dropped_log_bytes: usize,
     /// The first refused requests, in full.
     pub denials: Vec<Denial>,
@@ -265,6 +283,11 @@ pub struct InvokeOutcome<T = Json> {
 }
 
 impl Runtime {
+    /// The runtime under the operator's `limits`: a pooled engine with its
+    /// epoch ticker, one linker holding every capability, and the concurrency
+    /// caps. Requests go out through `egress`, KV to `kv`, whose expiries
+    /// `clock` reckons; compiled artifacts are cached in `cache_dir` (`None`:
+    /// compiled at every load). Fails if the engine cannot be set up.
     pub fn new(
         limits: OperatorLimits,
         egress: Arc<Egress>,
@@ -297,10 +320,12 @@ impl Runtime {
         })
     }
 
+    /// Calls refused at capacity or at a concurrency cap, for metrics.
     pub fn counters(&self) -> &Arc<RuntimeCounters> {
         &self.counters
     }
 
+    /// The egress every plugin's requests go through.
     pub fn egress(&self) -> &Arc<Egress> {
         &self.egress
     }

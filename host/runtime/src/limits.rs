@@ -10,7 +10,10 @@ use wasmtime::ResourceLimiter;
 /// plugin cannot make the host hold more for it than it may hold itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostBudget {
+    /// Resource-table entries the call may hold at once: one per 64 KiB of its
+    /// memory limit, at least 256 and at most 8192.
     pub resources: usize,
+    /// Bytes one header collection may hold.
     pub field_bytes: usize,
 }
 
@@ -24,6 +27,7 @@ const MIN_RESOURCES: usize = 256;
 const MAX_RESOURCES: usize = 8192;
 
 impl HostBudget {
+    /// The budget of a call whose memory limit is `memory_bytes`.
     pub fn for_memory(memory_bytes: usize) -> Self {
         Self {
             resources: (memory_bytes / FIELD_BYTES).clamp(MIN_RESOURCES, MAX_RESOURCES),
@@ -45,6 +49,8 @@ pub struct MemoryLimiter {
     memory_bytes: usize,
     /// Bytes of linear memory the call holds, across its memories.
     used: usize,
+    /// Set when a growth was refused, so the trap that follows is reported as
+    /// the memory limit.
     pub memory_exceeded: bool,
 }
 
@@ -53,6 +59,8 @@ pub struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl MemoryLimiter {
+    /// A limiter holding all of a call's linear memories together to
+    /// `memory_bytes`.
     pub fn new(memory_bytes: usize) -> Self {
         Self {
             memory_bytes,

@@ -14,20 +14,42 @@ use std::sync::Arc;
 pub enum PackageError {
     // No `#[source]`/`#[from]` on the cases below that print their cause:
     // a reporter that prints the source chain would print each cause twice.
+    /// A file of the package could not be read.
     #[error("reading {path}: {error}")]
-    Read { path: String, error: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// `plugin.toml` is not UTF-8, or manifest validation refuses it.
     #[error("plugin.toml: {0}")]
     Manifest(ManifestError),
+    /// `plugin.wasm` cannot be loaded as a plugin.
     #[error("{0}")]
     Component(LoadError),
+    /// The component failed when asked for its operation names (it trapped or
+    /// ran out of time, say).
     #[error("the component could not report its operations: {0}")]
     Probe(InvokeError),
+    /// The manifest declares other operations than the component implements:
+    /// which are missing on each side.
     #[error("manifest and component disagree about operations: {0}")]
     OperationMismatch(String),
+    /// This version of the plugin is installed already; an installed version
+    /// is never replaced.
     #[error("plugin {id}@{version} is already installed")]
-    AlreadyInstalled { id: String, version: String },
+    AlreadyInstalled {
+        /// The plugin's id.
+        id: String,
+        /// The version installed already.
+        version: String,
+    },
+    /// No installed package matches the reference (`id` or `id@version`)
+    /// given.
     #[error("plugin {0} is not installed")]
     NotInstalled(String),
+    /// The plugin store on disk failed: what it was doing, and the I/O error.
     #[error("plugin store: {0}")]
     Store(String),
 }
@@ -46,7 +68,9 @@ impl From<LoadError> for PackageError {
 
 /// A package read from disk or memory, not yet validated.
 pub struct Package {
+    /// `plugin.toml` as read.
     pub manifest_text: String,
+    /// `plugin.wasm`: the component's bytes.
     pub wasm: Vec<u8>,
 }
 
@@ -73,7 +97,10 @@ impl Package {
 
 /// A package whose manifest and component were validated together.
 pub struct Validated {
+    /// The manifest, parsed and validated.
     pub manifest: Arc<Manifest>,
+    /// The component, ready to run; its compiled artifact is cached, when
+    /// the runtime has a cache directory.
     pub plugin: crate::LoadedPlugin,
 }
 

@@ -35,6 +35,8 @@ pub struct Slot {
 }
 
 impl Slots {
+    /// Caps of `per_connection` calls at once per connection and
+    /// `per_workspace` per workspace (0 counts as 1).
     pub fn new(per_connection: usize, per_workspace: usize) -> Self {
         Self {
             per_connection: per_connection.max(1),

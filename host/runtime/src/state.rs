@@ -12,13 +12,23 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
+/// The data of one call's store: every capability's context for the call,
+/// the resource table they share, and the memory limiter.
 pub struct CallState {
+    /// WASI with nothing inherited; stdout and stderr go to the call's log.
     pub wasi: WasiCtx,
+    /// What the plugin holds (streams, requests, header collections), capped
+    /// by its [`HostBudget`](crate::limits::HostBudget).
     pub table: ResourceTable,
+    /// wasi:http, with the gate every outbound request passes.
     pub http: HttpCtx,
+    /// The connection's non-secret settings, read through wasi:config.
     pub config: Arc<ConfigValues>,
+    /// The connection's KV store, when granted.
     pub kv: KvCtx,
+    /// The call's log sink, shared with the stdio pipes.
     pub log: LogCtx,
+    /// Holds the call's linear memory to its limit.
     pub limiter: MemoryLimiter,
 }
 

@@ -9,6 +9,9 @@ use patchbay_runtime::{LoadedPlugin, Runtime};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// The installed plugins: the on-disk store, and each version loaded
+/// (validated, compiled, pre-instantiated) once and kept for the calls
+/// after.
 pub struct Catalog {
     store: PluginStore,
     runtime: Arc<Runtime>,
@@ -16,6 +19,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// A catalog of the packages in `store`, loaded into `runtime` as they are
+    /// installed or first asked for.
     pub fn new(store: PluginStore, runtime: Arc<Runtime>) -> Self {
         Self {
             store,
@@ -24,6 +29,7 @@ impl Catalog {
         }
     }
 
+    /// The runtime the plugins are loaded into and run on.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
@@ -56,6 +62,8 @@ impl Catalog {
         Ok(installed)
     }
 
+    /// Every installed version, by id, each id's newest first; reads every
+    /// package.
     pub fn list(&self) -> Result<Vec<InstalledPlugin>, PackageError> {
         self.store.list()
     }
@@ -72,6 +80,10 @@ impl Catalog {
         Ok(Manifest::parse(&package.manifest_text)?)
     }
 
+    /// Remove `id@version` (`id` alone: its newest version) from the disk and
+    /// the loaded plugins; the id and version removed. Whether a connection
+    /// pins it is for the caller to check first
+    /// ([`Tenancy::remove_plugin`](crate::service::Tenancy::remove_plugin) does).
     pub fn remove(&self, reference: &str) -> Result<(String, String), PackageError> {
         let (id, version) = self.store.resolve(reference)?;
         self.store.remove(&id, &version)?;

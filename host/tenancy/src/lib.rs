@@ -6,6 +6,8 @@
 //! `credentials`, its KV and audit records under the same scope, so deleting
 //! a workspace can remove everything it owns.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod invoke;
 pub mod service;
@@ -19,7 +21,9 @@ use serde_json::Value as Json;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} {value:?} must be 1-64 lowercase letters, digits or inner dashes")]
 pub struct NameError {
+    /// What the name is for (`workspace`, `connection`), for the message.
     pub what: &'static str,
+    /// The name as given.
     pub value: String,
 }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRequest {
+    /// The id of the installed plugin to run.
     pub plugin: String,
     /// A version, or `latest` (resolved now and stored as the concrete version).
     #[serde(default = "latest")]
@@ -32,10 +33,15 @@ pub struct ConnectionRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: serde_json::Map<String, Json>,
+    /// What the workspace approves of what the plugin asks for; naming anything
+    /// it does not ask for is refused. Nothing by default.
     #[serde(default)]
     pub grants: Grants,
+    /// Tighter memory and time limits for this connection's calls; none by
+    /// default.
     #[serde(default)]
     pub limits: ConnectionLimits,
+    /// Whether calls may run; `true` unless sent.
     #[serde(default = "enabled")]
     pub enabled: bool,
     /// When moving to a version that asks for more: the diff the host showed,
@@ -47,7 +53,10 @@ pub struct ConnectionRequest {
 /// A saved connection, and what moving it to its version added (if it moved).
 #[derive(Debug)]
 pub struct Saved {
+    /// The connection as stored.
     pub connection: Connection,
+    /// What the new version asks for beyond the old, when the save moved the
+    /// connection to another version of its plugin; `None` otherwise.
     pub upgrade: Option<CapabilityDiff>,
 }
 
@@ -84,42 +93,70 @@ fn enabled() -> bool {
     true
 }
 
+/// Why a change or look-up of workspaces, connections, tokens or installed
+/// plugins was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
+    /// A workspace or connection name that is not a slug.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A workspace of this id exists already.
     #[error("workspace {0:?} already exists")]
     WorkspaceExists(String),
+    /// No workspace of this id.
     #[error("workspace {0:?} not found")]
     WorkspaceNotFound(String),
+    /// The workspace has no connection of this name.
     #[error("connection {0:?} not found")]
     ConnectionNotFound(String),
+    /// A connection names a plugin or version that is not installed (or could
+    /// not be loaded): the `id` or `id@version` asked for.
     #[error("plugin {0} is not installed")]
     UnknownPlugin(String),
+    /// The config does not match the plugin's config schema: one message per
+    /// failing field.
     #[error("config does not match the plugin's schema: {}", .0.join("; "))]
     Config(Vec<String>),
+    /// The grants name what the plugin's manifest does not ask for: each such
+    /// grant.
     #[error("grants name what the plugin does not ask for: {}", .0.join("; "))]
     Grants(Vec<String>),
+    /// A connection limit of 0, or above what the plugin gets: one message
+    /// per limit.
     #[error("limits: {}", .0.join("; "))]
     Limits(Vec<String>),
+    /// The move to another version needs the workspace to approve what it asks
+    /// for beyond the old one, and `approve_upgrade` is missing or differs.
     #[error("{reason}")]
     UpgradeNeedsApproval {
+        /// What is asked, and how to approve it.
         reason: String,
+        /// The diff to approve, to be sent back as it is.
         diff: Box<CapabilityDiff>,
     },
+    /// The config does not fill the plugin's destination or token-URL
+    /// templates: which, and why.
     #[error("the connection cannot be bound: {0}")]
     Binding(String),
+    /// The plugin version to remove (`id@version`) is not installed.
     #[error("plugin {0} is not installed")]
     PluginNotFound(String),
+    /// The plugin version to remove is pinned by connections, so it stays.
     #[error("plugin {plugin} is pinned by connections: {}", .connections.join(", "))]
     PluginInUse {
+        /// The version, as `id@version`.
         plugin: String,
+        /// Each connection that pins it, as `workspace/connection`.
         connections: Vec<String>,
     },
+    /// The workspace has no token of this id.
     #[error("token {0:?} not found")]
     TokenNotFound(String),
+    /// A token label that is refused: why.
     #[error("invalid token label: {0}")]
     Label(String),
+    /// The store failed, or the plugin version a connection pins could not be
+    /// read or loaded: a host fault, not the caller's.
     #[error("storage failed: {0}")]
     Storage(String),
 }
@@ -130,12 +167,21 @@ impl From<StorageError> for TenancyError {
     }
 }
 
+/// Workspaces, their connections and tokens, and the plugin versions
+/// connections pin, as the API and CLI change and read them; deleting a
+/// workspace or connection removes everything it owns.
 pub struct Tenancy {
+    /// Workspaces, connections and tokens.
     pub store: SharedTenancy,
+    /// The installed plugins, loaded; each connection runs the version it pins.
     pub catalog: Arc<Catalog>,
+    /// Connections' credentials, removed with their connection.
     pub credentials: Arc<Credentials>,
+    /// Connections' KV data, removed with their connection.
     pub kv: SharedKv,
+    /// The audit trail; a deleted workspace's records are removed from it.
     pub audit: Arc<AuditLog>,
+    /// Stamps creation and update times (milliseconds since the Unix epoch).
     pub clock: Clock,
     /// Held to read while a connection is saved and pins a version, to write
     /// while a version is removed: a save can never pin a version that a
@@ -146,6 +192,8 @@ pub struct Tenancy {
 }
 
 impl Tenancy {
+    /// Create workspace `id` (a slug), empty; refused if it exists. Audit
+    /// records left under the id by an unfinished deletion are removed first.
     pub async fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
         check_name("workspace", id)?;
         if self.store.get_workspace(id)?.is_some() {
@@ -165,6 +213,7 @@ impl Tenancy {
         }
     }
 
+    /// Workspace `id`, or [`TenancyError::WorkspaceNotFound`].
     pub fn workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
         self.store
             .get_workspace(id)?
@@ -316,6 +365,7 @@ impl Tenancy {
             .map_err(|e| TenancyError::Storage(format!("loading {}: {e}", connection.pinned())))
     }
 
+    /// Every connection of `workspace`.
     pub fn connections(&self, workspace: &str) -> Result<Vec<Connection>, TenancyError> {
         self.workspace(workspace)?;
         Ok(self.store.list_connections(workspace)?)
@@ -379,6 +429,7 @@ impl Tenancy {
         Ok((token, secret))
     }
 
+    /// The records of `workspace`'s live tokens; never the tokens themselves.
     pub fn tokens(&self, workspace: &str) -> Result<Vec<WorkspaceToken>, TenancyError> {
         self.workspace(workspace)?;
         Ok(self.store.list_tokens(workspace)?)

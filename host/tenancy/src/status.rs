@@ -11,6 +11,7 @@ use patchbay_storage::tenancy::Connection;
 /// `ok`, `disabled` or `needs-attention`, and every reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// `ok`, `disabled` or `needs-attention`.
     pub status: &'static str,
     /// Each thing missing, with how to fix it; empty when nothing is.
     pub reasons: Vec<String>,

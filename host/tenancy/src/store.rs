@@ -7,6 +7,7 @@ use patchbay_runtime::package::{Package, PackageError, Validated};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// The installed plugin packages, each version in `<root>/<id>/<version>/`.
 #[derive(Debug, Clone)]
 pub struct PluginStore {
     root: PathBuf,
@@ -16,12 +17,19 @@ pub struct PluginStore {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstalledPlugin {
+    /// The plugin's id.
     pub id: String,
+    /// The version, as semver writes it.
     pub version: String,
+    /// The plugin's name, for people.
     pub name: String,
+    /// Who publishes it.
     pub vendor: String,
+    /// What it does, for people; may be empty.
     pub description: String,
+    /// The names of its operations.
     pub operations: Vec<String>,
+    /// SHA-256 of `plugin.wasm`, hex.
     pub content_hash: String,
 }
 
@@ -30,6 +38,7 @@ fn store_error(context: &str, e: std::io::Error) -> PackageError {
 }
 
 impl PluginStore {
+    /// The store under `root`, created if missing.
     pub fn open(root: PathBuf) -> Result<Self, PackageError> {
         std::fs::create_dir_all(&root)
             .map_err(|e| store_error(&format!("creating {}", root.display()), e))?;
@@ -40,6 +49,7 @@ impl PluginStore {
         self.root.join(id).join(version)
     }
 
+    /// Whether `id@version` is installed (its `plugin.wasm` is in place).
     pub fn contains(&self, id: &str, version: &str) -> bool {
         self.version_dir(id, version).join("plugin.wasm").exists()
     }
@@ -156,6 +166,7 @@ impl PluginStore {
         Ok(())
     }
 
+    /// The directory the packages are under.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -30,32 +30,51 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Secret {
+    /// A static API key, sent in the header the manifest names.
     ApiKeyHeader {
+        /// The key, sent verbatim as the header's value.
         #[serde(serialize_with = "expose_for_sealing")]
         value: SecretString,
     },
+    /// A static API key, sent in the query parameter the manifest names.
     ApiKeyQuery {
+        /// The key, form-encoded into the query.
         #[serde(serialize_with = "expose_for_sealing")]
         value: SecretString,
     },
+    /// A static token, sent as `Authorization: Bearer`.
     Bearer {
+        /// The token, sent verbatim after `Bearer `.
         #[serde(serialize_with = "expose_for_sealing")]
         token: SecretString,
     },
+    /// A user name and password, sent as `Authorization: Basic`.
     Basic {
+        /// Not secret, and may not hold `:`.
         username: String,
+        /// The secret half of the pair.
         #[serde(serialize_with = "expose_for_sealing")]
         password: SecretString,
     },
+    /// An OAuth2 client whose access tokens the host gets from the token
+    /// endpoint with the client-credentials grant.
     Oauth2ClientCredentials {
+        /// The client's id at the token endpoint.
         client_id: String,
+        /// The client's secret, sent to the token endpoint only (HTTP basic auth).
         #[serde(serialize_with = "expose_for_sealing")]
         client_secret: SecretString,
     },
+    /// An OAuth2 refresh token the host trades for access tokens at the token
+    /// endpoint; a refresh token the endpoint rotates replaces it, durably.
     Oauth2RefreshToken {
+        /// The client's id at the token endpoint.
         client_id: String,
+        /// The client's secret, sent to the token endpoint only; `None` for a
+        /// public client.
         #[serde(default, serialize_with = "expose_optional_for_sealing")]
         client_secret: Option<SecretString>,
+        /// The current refresh token.
         #[serde(serialize_with = "expose_for_sealing")]
         refresh_token: SecretString,
     },
@@ -105,6 +124,8 @@ impl Secret {
         }
     }
 
+    /// The kind of credential this value is, to be matched against the kind the
+    /// manifest declares.
     pub fn kind(&self) -> CredentialKind {
         match self {
             Self::ApiKeyHeader { .. } => CredentialKind::ApiKeyHeader,
@@ -202,7 +223,11 @@ fn basic_value(username: &str, password: &str) -> String {
 /// A manifest credential bound to one connection: its templates filled.
 #[derive(Debug, Clone)]
 pub struct BoundCredential {
+    /// The credential's name in the manifest: the connection stores its value
+    /// under it.
     pub name: String,
+    /// How the host carries it, as the manifest declares; the stored value must
+    /// be of this kind.
     pub kind: CredentialKind,
     rules: Vec<Rule>,
     header: Option<HeaderName>,
@@ -212,6 +237,9 @@ pub struct BoundCredential {
 }
 
 impl BoundCredential {
+    /// Bind the manifest's `request` to a connection: fill the templates of its
+    /// destinations and token URL from the connection's config `values`. The
+    /// error names the credential and the part that cannot be filled.
     pub fn bind(
         request: &CredentialRequest,
         values: &BTreeMap<String, String>,
@@ -276,20 +304,45 @@ impl BoundCredential {
 /// Why a credential could not be added to a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
+    /// The connection holds no value for the named credential; the tenant must
+    /// set one.
     #[error("credential {0:?} is not set for this connection")]
     NotSet(String),
+    /// The value was refused for good (a token endpoint's `invalid_grant`, say)
+    /// and stays unused until the tenant sets a new one.
     #[error("credential {name:?} needs attention: {reason}")]
-    NeedsAttention { name: String, reason: String },
+    NeedsAttention {
+        /// The credential, by its manifest name.
+        name: String,
+        /// Why it was refused, scrubbed of secret values.
+        reason: String,
+    },
+    /// The stored value is of another kind than the manifest declares (after
+    /// an upgrade changed it, say); the tenant must set a new one.
     #[error("credential {name:?} holds a {stored} value but the plugin needs a {wanted}")]
     WrongKind {
+        /// The credential, by its manifest name.
         name: String,
+        /// The stored value's kind (`basic`…).
         stored: &'static str,
+        /// The kind the manifest declares.
         wanted: &'static str,
     },
+    /// The OAuth2 token endpoint gave no token this time (a timeout, a 5xx,
+    /// `temporarily_unavailable`); the next call asks again.
     #[error("credential {name:?}: the token endpoint failed: {message}")]
-    TokenEndpoint { name: String, message: String },
+    TokenEndpoint {
+        /// The credential, by its manifest name.
+        name: String,
+        /// What failed, scrubbed of secret values.
+        message: String,
+    },
+    /// A value refused when it was set (empty, or not sendable in a header):
+    /// the credential's name and why.
     #[error("credential {0:?}: invalid value: {1}")]
     Invalid(String, String),
+    /// The credential store failed, or a stored value does not open (another
+    /// master key, damaged) or cannot be sent: a host fault, not the tenant's.
     #[error("credential store: {0}")]
     Storage(String),
 }
@@ -307,9 +360,12 @@ impl CredentialError {
 /// A stored credential, opened.
 #[derive(Debug)]
 pub struct Stored {
+    /// The value as the tenant set it, or as the last refresh-token rotation
+    /// left it.
     pub secret: Secret,
     /// Set when the credential was refused for good (e.g. `invalid_grant`).
     pub problem: Option<String>,
+    /// When it was last written, in milliseconds since the Unix epoch.
     pub updated_at_ms: u64,
 }
 
@@ -325,15 +381,22 @@ struct Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialInfo {
+    /// The credential's name in the manifest.
     pub name: String,
+    /// Its kind (`api_key_header`…): the stored value's, or the manifest's when
+    /// none is set.
     pub kind: &'static str,
+    /// Whether the connection holds a value for it.
     pub set: bool,
+    /// Why the stored value was refused for good; `None` when it is usable or
+    /// not set.
     pub needs_attention: Option<String>,
 }
 
 /// What was added to a request.
 #[derive(Debug)]
 pub struct Applied {
+    /// The kind of credential added.
     pub kind: CredentialKind,
     /// The OAuth2 access token sent, to tell whether a 401 refused this one.
     pub access_token: Option<SecretString>,
@@ -344,8 +407,11 @@ pub struct Applied {
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct CredentialCounters {
+    /// OAuth2 token requests made since start.
     pub token_requests: std::sync::atomic::AtomicU64,
+    /// Token requests that gave no token, refused or failed, since start.
     pub token_failures: std::sync::atomic::AtomicU64,
+    /// Times a credential was marked needs-attention since start.
     pub marked_needs_attention: std::sync::atomic::AtomicU64,
 }
 
@@ -360,6 +426,7 @@ pub struct Credentials {
     /// the store at start, kept current by every write.
     attention: Mutex<BTreeMap<(Scope, String), String>>,
     tokens: oauth::Tokens,
+    /// Token and needs-attention counts since start, for metrics.
     pub counters: CredentialCounters,
 }
 

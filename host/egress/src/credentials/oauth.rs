@@ -85,19 +85,30 @@ pub struct TokenHttp {
     audit: Option<(Arc<AuditLog>, Arc<CallId>, &'static str)>,
 }
 
+/// Why a token-endpoint request got no response for the `oauth2` crate to
+/// read.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenHttpError {
+    /// The token URL names an IP address operator policy refuses; nothing was
+    /// sent. (A name that resolves only to refused addresses is a `Transport`
+    /// error.)
     #[error("{0}")]
     Refused(String),
+    /// The invocation's deadline passed before the response was read whole.
     #[error("timed out")]
     Timeout,
+    /// The token URL is unusable, or connecting, sending or reading failed: the
+    /// error and its causes.
     #[error("{0}")]
     Transport(String),
+    /// The response body is over 64 KiB.
     #[error("token response is over {MAX_TOKEN_RESPONSE_BYTES} bytes")]
     TooLarge,
 }
 
 impl TokenHttp {
+    /// Token requests on `client` (the egress's guarded client), held to the
+    /// operator's `addresses` and ending by `deadline`, the invocation's.
     pub fn new(client: reqwest::Client, addresses: Arc<AddressPolicy>, deadline: Instant) -> Self {
         Self {
             client,

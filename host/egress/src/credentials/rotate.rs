@@ -14,21 +14,32 @@ use patchbay_storage::StorageError;
 use patchbay_storage::secrets::SecretStore;
 use std::path::Path;
 
+/// Why a master-key rotation stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
+    /// A master key could not be read, generated or used.
     #[error(transparent)]
     Key(#[from] SealError),
+    /// A stored value opens under neither the current key nor the new one; the
+    /// rotation stops before writing anything.
     #[error(
         "credential {name:?} of {workspace}/{connection} does not open with the current key: {source}"
     )]
     Unopenable {
+        /// The workspace of the connection that holds it.
         workspace: String,
+        /// The connection that holds it.
         connection: String,
+        /// The credential's name in that connection.
         name: String,
+        /// Why it does not open under the current key.
         source: SealError,
     },
+    /// The credential store could not be read or written.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The new key is the current one, or a key file cannot be read, written or
+    /// moved into place: what, and why.
     #[error("{0}")]
     Usage(String),
 }
@@ -85,7 +96,13 @@ pub enum KeySource {
     /// rotation's `master.key.next` is picked up) and replaces it.
     File,
     /// `PATCHBAY_MASTER_KEY`, with the new key's base64 from the operator.
-    Env { current: String, new: String },
+    Env {
+        /// The current key (what `PATCHBAY_MASTER_KEY` holds now).
+        current: String,
+        /// The key to re-seal under; the operator sets it in place of the
+        /// current one afterwards.
+        new: String,
+    },
 }
 
 /// Rotate the master key of the data directory whose credential store is

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use std::sync::Arc;
 
+/// What each secret value found is replaced with.
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
 /// Secrets shorter than this are not scrubbed: they would redact ordinary
@@ -43,6 +44,9 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
+    /// A scrubber looking for each of `secrets` in every form listed in the
+    /// module docs; secrets under 4 bytes are skipped. If its matcher cannot
+    /// be built it is [broken](Self::is_broken) and passes nothing on.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut needles: Vec<Vec<u8>> = secrets
             .into_iter()
@@ -82,6 +86,8 @@ impl Scrubber {
         }
     }
 
+    /// Whether it has nothing to look for (no secret long enough), so text
+    /// passes through unchanged.
     pub fn is_empty(&self) -> bool {
         self.matcher.is_none() && !self.broken
     }

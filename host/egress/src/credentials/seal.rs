@@ -27,16 +27,25 @@ pub fn rotation_file(key_file: &Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// Why a master key could not be had, or a value could not be sealed or
+/// opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// No usable master key (not base64, not 32 bytes, a key file that cannot
+    /// be read or written, an unfinished rotation): why.
     #[error("master key: {0}")]
     Key(String),
+    /// Too short to be a sealed value, or of an unknown format version.
     #[error("sealed value is malformed")]
     Malformed,
+    /// Sealed under another master key, whose hex id this is.
     #[error("sealed value was sealed under another master key (id {0})")]
     OtherKey(String),
+    /// Does not open under this key and binding: altered, or stored under
+    /// another connection's or credential's key.
     #[error("sealed value does not open: it was altered or belongs to another key")]
     Tampered,
+    /// Encryption failed, or there was no randomness for the nonce.
     #[error("could not seal: {0}")]
     Seal(String),
 }
@@ -54,6 +63,7 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// A master key from its 32 raw bytes; its id is a SHA-256 prefix of them.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         if bytes.len() != 32 {
             return Err(SealError::Key(format!(
@@ -123,6 +133,8 @@ impl MasterKey {
         sealed.len() > KEY_ID_LEN && sealed[0] == VERSION && sealed[1..1 + KEY_ID_LEN] == self.id
     }
 
+    /// Seal `plaintext` with a fresh random nonce, bound to `bound_to` (the
+    /// value's storage key) as associated data.
     pub fn seal(&self, plaintext: &[u8], bound_to: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| SealError::Seal(format!("no randomness: {e}")))?;
@@ -144,6 +156,8 @@ impl MasterKey {
         Ok(out)
     }
 
+    /// Open a value [`seal`](Self::seal)ed under this key with the same
+    /// `bound_to`.
     pub fn open(&self, sealed: &[u8], bound_to: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.len() < HEADER_LEN + 16 || sealed[0] != VERSION {
             return Err(SealError::Malformed);

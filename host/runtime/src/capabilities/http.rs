@@ -43,7 +43,11 @@ pub struct RequestPolicy {
     pub id: Arc<CallId>,
     /// The connection; rate limits are kept per workspace and upstream origin.
     pub scope: Arc<Scope>,
+    /// Outbound requests the invocation may start; the egress's retries do not
+    /// count.
     pub max_requests: usize,
+    /// The plugin's effective request rate, kept per (workspace, upstream
+    /// origin).
     pub rate_limit: RateLimit,
     /// Host-held credentials and the destinations each may be sent to.
     pub credentials: Arc<[BoundCredential]>,
@@ -85,11 +89,15 @@ struct Denials {
 
 /// wasi:http state of one invocation.
 pub struct HttpCtx {
+    /// wasmtime-wasi-http's own state, with the call's header-size cap.
     pub ctx: WasiHttpCtx,
+    /// The hooks every outgoing request passes through.
     pub gate: HttpGate,
 }
 
 impl HttpCtx {
+    /// wasi:http for one call: requests held to `destinations` and `call`, sent
+    /// through `egress`, none waiting past `deadline`.
     pub fn new(
         egress: Arc<Egress>,
         destinations: Destinations,

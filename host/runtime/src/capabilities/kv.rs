@@ -21,9 +21,13 @@ pub const MAX_PAGE: u32 = 1000;
 /// What a granted connection may do with KV.
 #[derive(Clone)]
 pub struct KvAccess {
+    /// The host's KV store; `scope` keeps this connection's keys apart.
     pub store: SharedKv,
+    /// The connection whose keys these are.
     pub scope: Arc<Scope>,
+    /// The manifest's quota, capped by the operator's ceilings.
     pub quota: KvQuota,
+    /// The clock time-to-live and expiry are reckoned by.
     pub clock: Clock,
 }
 
@@ -39,6 +43,8 @@ impl KvAccess {
 /// Per-invocation KV context: `None` when KV is not granted.
 #[derive(Clone)]
 pub struct KvCtx {
+    /// `None` when the manifest declares no KV or the workspace did not grant
+    /// it: every operation is then refused with `access-denied`.
     pub access: Option<KvAccess>,
     /// The invocation, for the host's log line about a refusal.
     pub call: Arc<CallId>,

@@ -24,17 +24,26 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogSource {
+    /// A `wasi:logging` call.
     Log,
+    /// A line the plugin wrote to stdout.
     Stdout,
+    /// A line the plugin wrote to stderr (a panic message, say).
     Stderr,
 }
 
 /// One kept log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
+    /// The stream or interface it came through.
     pub source: LogSource,
+    /// `trace` to `critical` as wasi:logging gives it; `info` for stdout,
+    /// `warn` for stderr.
     pub level: &'static str,
+    /// wasi:logging's context (a target, a module), or `stdout` / `stderr`.
     pub context: String,
+    /// The text as the plugin wrote it, not escaped; a stdio line without its
+    /// newline, split past 4096 bytes.
     pub message: String,
 }
 
@@ -67,6 +76,8 @@ fn level_name(level: Level) -> &'static str {
 }
 
 impl LogCtx {
+    /// The sink of the call `call`, keeping at most `max_bytes` of context and
+    /// message text.
     pub fn new(call: Arc<CallId>, max_bytes: usize) -> Self {
         Self {
             call,
