@@ -502,3 +502,70 @@ async fn a_rotated_refresh_token_is_stored_before_its_access_token_is_used() {
     let output = call_api(&harness, &plugin, &binding, &server).await;
     assert_eq!(output["body"], "second", "{output}");
 }
+
+/// The operator's destination rules hold the host's own token requests too:
+/// a token endpoint they do not allow is never called, the refusal is
+/// audited, and the credential is not blamed (it is not marked
+/// needs-attention: the tenant could not fix it by setting it again).
+#[tokio::test]
+async fn a_token_endpoint_outside_the_operators_destinations_is_never_called() {
+    let server = MockServer::start().await;
+    Mock::given(path("/oauth/token"))
+        .respond_with(token("tok-1", 3600))
+        .mount(&server)
+        .await;
+    Mock::given(path("/allowed/api/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let policy = patchbay::policy::OperatorPolicy {
+        addresses: patchbay::policy::ssrf::AddressPolicy {
+            allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
+        },
+        destinations: vec![format!("{}/allowed", server.uri())],
+        ..Default::default()
+    };
+    let harness = Harness::with_policy(policy);
+    let plugin = harness
+        .install_package(PROBE.package_with(|m| format!("{m}\n{CLIENT_CREDENTIALS}")))
+        .await;
+    let binding = harness.binding(&plugin, "ws-1", "crm", &[("upstream", &server.uri())]);
+    harness
+        .set_credential("crm", "oauth", client_credentials())
+        .await;
+    let outcome = harness
+        .invoke(
+            &plugin,
+            &binding,
+            "fetch",
+            json!({ "url": format!("{}/allowed/api/contacts", server.uri()) }),
+        )
+        .await;
+    assert!(outcome.result.is_err(), "{:?}", outcome.result);
+    assert_eq!(requests_to(&server, "/oauth/token").await, 0);
+    assert_eq!(requests_to(&server, "/allowed/api/contacts").await, 0);
+    harness.services.audit.flushed().await;
+    let records = harness
+        .services
+        .audit
+        .query("ws-1", 0, u64::MAX, None, 100)
+        .expect("audit")
+        .records;
+    assert!(
+        records.iter().any(|r| r.path == "/oauth/token"
+            && r.decision == patchbay::storage::audit::Decision::Denied
+            && r.reason
+                .as_deref()
+                .is_some_and(|why| why.contains("operator policy"))),
+        "{records:?}"
+    );
+    let described = harness
+        .services
+        .credentials
+        .describe(&scope("ws-1", "crm"))
+        .expect("describe");
+    assert!(
+        described.iter().all(|c| c.needs_attention.is_none()),
+        "{described:?}"
+    );
+}

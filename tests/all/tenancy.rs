@@ -369,3 +369,79 @@ async fn deleting_a_connection_removes_its_credentials_and_kv_and_nothing_of_its
         Err(TenancyError::WorkspaceNotFound(_))
     ));
 }
+
+/// A connection moved to another plugin starts clean: the old plugin's
+/// credentials are not sent by the new one, nor its KV data read by it.
+/// Moving to another version of the same plugin keeps both.
+#[tokio::test]
+async fn a_connection_moved_to_another_plugin_keeps_none_of_the_old_ones_data() {
+    let harness = Harness::new();
+    let plugin = harness.ensure(PROBE).await;
+    harness
+        .install_package(PROBE.package_with(|m| m.replace("id = \"probe\"", "id = \"other\"")))
+        .await;
+    let tenancy = harness.services.tenancy();
+    tenancy.create_workspace("acme").await.expect("create");
+    let connection = tenancy
+        .put_connection("acme", "crm", request(json!({})))
+        .await
+        .expect("saved")
+        .connection;
+    let secret = Secret::Bearer {
+        token: "bt-crm-0123".into(),
+    };
+    let credentials = &harness.services.credentials;
+    credentials
+        .set(&connection.scope(), "token", secret)
+        .await
+        .expect("credential");
+    let binding =
+        patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest).expect("binding");
+    let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
+    assert!(
+        harness
+            .invoke(&plugin, &binding, "kv", script)
+            .await
+            .result
+            .is_ok()
+    );
+
+    // The same plugin again (a settings change): everything is kept.
+    tenancy
+        .put_connection(
+            "acme",
+            "crm",
+            request(json!({ "upstream": "http://127.0.0.1:1" })),
+        )
+        .await
+        .expect("saved");
+    let crm = scope("acme", "crm");
+    assert_eq!(credentials.describe(&crm).expect("describe").len(), 1);
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&crm, "k", 0)
+            .expect("get")
+            .is_some()
+    );
+
+    let moved: ConnectionRequest = serde_json::from_value(
+        json!({ "plugin": "other", "grants": { "approve_all_requested": true } }),
+    )
+    .expect("request");
+    tenancy
+        .put_connection("acme", "crm", moved)
+        .await
+        .expect("moved to another plugin");
+    assert!(credentials.describe(&crm).expect("describe").is_empty());
+    assert!(
+        harness
+            .services
+            .kv
+            .get(&crm, "k", 0)
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(harness.services.kv.usage(&crm).expect("usage").keys, 0);
+}

@@ -223,14 +223,22 @@ impl Breaker {
     }
 }
 
-/// Breakers kept before idle ones are swept out (then at each doubling).
+/// Breakers kept before idle ones are first swept out; after a sweep, the
+/// next comes when the map has doubled from what the sweep kept.
 const SWEEP_FROM: usize = 4096;
 
 /// All breakers of the host, by (workspace, origin).
 #[derive(Debug, Default)]
 pub struct Breakers {
     config: BreakerConfig,
-    breakers: Mutex<HashMap<(String, String), Arc<Breaker>>>,
+    breakers: Mutex<Keyed>,
+}
+
+/// The breakers by (workspace, origin), and the size that triggers the next sweep.
+#[derive(Debug, Default)]
+struct Keyed {
+    map: HashMap<(String, String), Arc<Breaker>>,
+    sweep_at: usize,
 }
 
 impl Breakers {
@@ -246,23 +254,30 @@ impl Breakers {
     /// `origin` is a target's canonical origin, so spellings of one host share
     /// a breaker.
     pub fn get(&self, workspace: &str, origin: &str) -> Arc<Breaker> {
-        let mut map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keyed = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
         // A plugin may reach many origins: a closed breaker with no recent
         // failure, held by no request, is the same as a new one, so such
-        // breakers are dropped once the map grows.
-        if map.len() >= SWEEP_FROM && map.len().is_power_of_two() {
+        // breakers are dropped once the map grows. A sweep that keeps most
+        // of them is not repeated until the map doubles.
+        if keyed.map.len() >= keyed.sweep_at.max(SWEEP_FROM) {
             let now = Instant::now();
-            map.retain(|_, breaker| Arc::strong_count(breaker) > 1 || !breaker.is_idle(now));
+            keyed
+                .map
+                .retain(|_, breaker| Arc::strong_count(breaker) > 1 || !breaker.is_idle(now));
+            keyed.sweep_at = keyed.map.len() * 2;
         }
-        map.entry((workspace.to_owned(), origin.to_owned()))
+        keyed
+            .map
+            .entry((workspace.to_owned(), origin.to_owned()))
             .or_insert_with(|| Arc::new(Breaker::new(self.config)))
             .clone()
     }
 
     /// Every breaker that is not closed: workspace, origin, state.
     pub fn all_tripped(&self, now: Instant) -> Vec<(String, String, BreakerState)> {
-        let map = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = map
+        let keyed = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = keyed
+            .map
             .iter()
             .map(|((ws, origin), breaker)| (ws.clone(), origin.clone(), breaker.state(now)))
             .filter(|(_, _, state)| *state != BreakerState::Closed)
@@ -275,6 +290,34 @@ impl Breakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_that_keeps_every_breaker_is_not_repeated_on_each_request() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        // Every breaker is held (a request in flight), so none can go.
+        let held: Vec<Arc<Breaker>> = (0..SWEEP_FROM)
+            .map(|i| breakers.get("ws", &format!("https://h{i}.example.com")))
+            .collect();
+        breakers.get("ws", "https://h0.example.com");
+        let keyed = breakers.breakers.lock().expect("lock");
+        assert_eq!(keyed.map.len(), SWEEP_FROM, "a held breaker is kept");
+        assert_eq!(
+            keyed.sweep_at,
+            2 * SWEEP_FROM,
+            "the next sweep waits for the map to double"
+        );
+        drop(keyed);
+        drop(held);
+        // Idle once released: the sweep at the doubled size drops them.
+        for i in SWEEP_FROM..2 * SWEEP_FROM {
+            breakers.get("ws", &format!("https://h{i}.example.com"));
+        }
+        breakers.get("ws", "https://last.example.com");
+        assert!(
+            breakers.breakers.lock().expect("lock").map.len() < 8,
+            "idle breakers swept"
+        );
+    }
 
     #[test]
     fn a_trial_that_was_never_sent_is_given_back() {
@@ -426,7 +469,7 @@ mod tests {
         for i in 0..SWEEP_FROM * 2 {
             breakers.get("ws", &format!("https://h{i}.example.com:443"));
         }
-        let map = breakers.breakers.lock().expect("lock");
+        let map = &breakers.breakers.lock().expect("lock").map;
         assert!(map.len() < SWEEP_FROM * 2, "{} kept", map.len());
         assert!(map.contains_key(&("ws".to_owned(), "https://down.example.com:443".to_owned())));
     }

@@ -287,14 +287,19 @@ impl Egress {
                 Step::Go(admitted) => admitted,
                 Step::Answer(response) => return Ok(response),
             };
+            let Authorized {
+                headers,
+                url,
+                applied,
+            } = authorized;
             let result = self
-                .attempt(&outgoing, &authorized, call, &mut record)
+                .attempt(&outgoing, headers, url, call, &mut record)
                 .await;
             let outcome = retry::Outcome::of(&result);
             admitted
                 .breaker
                 .record(!outcome.is_failure(), Instant::now());
-            match retry.next(outcome, &result, &authorized, call.deadline) {
+            match retry.next(outcome, &result, applied.as_ref(), call.deadline) {
                 Next::Resend { wait } => {
                     self.audit.record(&record);
                     tracing::debug!(target: "patchbay::egress", attempt = retry.sent(), ?outcome,
@@ -305,7 +310,7 @@ impl Egress {
                     }
                 }
                 Next::Finish => {
-                    return self.finish(result, record, authorized, admitted.slot, &outgoing, call);
+                    return self.finish(result, record, applied, admitted.slot, &outgoing, call);
                 }
             }
         }
@@ -390,7 +395,8 @@ impl Egress {
         let kind = credential.kind.as_str();
         record.credential = Some(kind.to_owned());
         let http = TokenHttp::new(self.client.clone(), self.addresses.clone(), call.deadline)
-            .audited(self.audit.clone(), call.id.clone(), kind);
+            .audited(self.audit.clone(), call.id.clone(), kind)
+            .within(self.operator_rules.clone());
         let applied = self
             .credentials
             .apply(
@@ -475,11 +481,11 @@ impl Egress {
     async fn attempt(
         &self,
         outgoing: &Outgoing,
-        authorized: &Authorized,
+        mut headers: http::HeaderMap,
+        url: url::Url,
         call: &Caller,
         record: &mut AuditRecord,
     ) -> Result<reqwest::Response, EgressError> {
-        let mut headers = authorized.headers.clone();
         headers.insert(
             "traceparent",
             traceparent(&call.id.invocation_id, &mut fastrand::Rng::new()),
@@ -488,7 +494,7 @@ impl Egress {
         let timeout = outgoing.timeouts.first_byte.map_or(left, |t| t.min(left));
         let request = self
             .client
-            .request(outgoing.method.clone(), authorized.url.clone())
+            .request(outgoing.method.clone(), url)
             .headers(headers)
             // Bytes clones share the buffer: a retry resends without copying.
             .body(outgoing.body.clone())
@@ -526,13 +532,13 @@ impl Egress {
         &self,
         result: Result<reqwest::Response, EgressError>,
         mut record: AuditRecord,
-        authorized: Authorized,
+        applied: Option<credentials::Applied>,
         slot: tokio::sync::OwnedSemaphorePermit,
         outgoing: &Outgoing,
         call: &Caller,
     ) -> Result<http::Response<ResponseBody>, EgressError> {
         // Built only for the response handed over, not for each retry.
-        let scrubber = authorized.applied.map(|a| Scrubber::new(a.sensitive));
+        let scrubber = applied.map(|a| Scrubber::new(a.sensitive));
         let readable = result.and_then(|response| match &scrubber {
             Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
                 "the host could not prepare to scrub the credential".into(),
@@ -763,13 +769,10 @@ impl Retry {
         &mut self,
         outcome: retry::Outcome,
         result: &Result<reqwest::Response, EgressError>,
-        authorized: &Authorized,
+        applied: Option<&credentials::Applied>,
         deadline: Instant,
     ) -> Next {
-        let token = authorized
-            .applied
-            .as_ref()
-            .and_then(|a| a.access_token.clone());
+        let token = applied.and_then(|a| a.access_token.clone());
         if let (retry::Outcome::Status(401), Some(token), None) =
             (outcome, token, &self.refused_token)
         {

@@ -259,7 +259,12 @@ impl Tenancy {
             _ => None,
         };
         let now = (self.clock)();
-        let is_new = existing.is_none();
+        // A connection moved to another plugin starts clean, like a new one:
+        // the old plugin's credentials and KV data are not the new one's to
+        // be sent or to read.
+        let starts_clean = existing
+            .as_ref()
+            .is_none_or(|old| old.plugin != manifest.id);
         let created_at_ms = existing.map_or(now, |c| c.created_at_ms);
         let connection = Connection {
             workspace: workspace.to_owned(),
@@ -275,10 +280,9 @@ impl Tenancy {
         };
         // Templates must fill from this config before anything is stored.
         Binding::for_connection(&connection, manifest).map_err(TenancyError::Binding)?;
-        if is_new {
-            // A new connection: a crash part-way through deleting an earlier
-            // one of this name may have left its credentials or KV data, and
-            // a new connection never inherits them.
+        if starts_clean {
+            // For a new connection too: a crash part-way through deleting an
+            // earlier one of this name may have left its data behind.
             self.remove_connection_data(&connection).await?;
         }
         // The workspace may have been deleted since it was checked above.

@@ -83,6 +83,8 @@ pub struct TokenHttp {
     last_status: Arc<AtomicU16>,
     /// Where token requests are audited, for whom, and for which credential kind.
     audit: Option<(Arc<AuditLog>, Arc<CallId>, &'static str)>,
+    /// When set, the token endpoint must match one of these (operator policy).
+    operator_rules: Option<Arc<[patchbay_policy::http::Rule]>>,
 }
 
 /// Why a token-endpoint request got no response for the `oauth2` crate to
@@ -94,6 +96,10 @@ pub enum TokenHttpError {
     /// error.)
     #[error("{0}")]
     Refused(String),
+    /// Operator policy's destination rules do not allow the token endpoint:
+    /// nothing was sent, and the credential itself is not at fault.
+    #[error("{0}")]
+    NotAllowed(String),
     /// The invocation's deadline passed before the response was read whole.
     #[error("timed out")]
     Timeout,
@@ -116,7 +122,15 @@ impl TokenHttp {
             deadline,
             last_status: Arc::default(),
             audit: None,
+            operator_rules: None,
         }
+    }
+
+    /// Hold token requests to the operator's destination rules too, like a
+    /// plugin's own requests.
+    pub fn within(mut self, operator_rules: Option<Arc<[patchbay_policy::http::Rule]>>) -> Self {
+        self.operator_rules = operator_rules;
+        self
     }
 
     /// Record every token request in the audit trail, like a plugin's own.
@@ -150,7 +164,7 @@ impl TokenHttp {
                 record.status = Some(response.status().as_u16());
                 record.bytes_in = response.body().len() as u64;
             }
-            Err(TokenHttpError::Refused(reason)) => {
+            Err(TokenHttpError::Refused(reason) | TokenHttpError::NotAllowed(reason)) => {
                 record.decision = Decision::Denied;
                 record.reason = Some(reason.clone());
             }
@@ -169,6 +183,13 @@ impl TokenHttp {
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
         let target = patchbay_policy::http::Target::from_url(parts.method.as_str(), url)
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
+        if let Some(rules) = &self.operator_rules
+            && !rules.iter().any(|rule| rule.allows(&target))
+        {
+            return Err(TokenHttpError::NotAllowed(
+                "operator policy does not allow this token endpoint".into(),
+            ));
+        }
         self.addresses
             .allows_host(&target.host)
             .map_err(|(ip, class)| {
