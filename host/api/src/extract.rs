@@ -42,7 +42,7 @@ where
                     format!(
                         "the body is over this route's limit ({} bytes; {} for a plugin install)",
                         super::MAX_BODY_BYTES,
-                        super::plugins::MAX_INSTALL_BODY_BYTES
+                        super::limits::MAX_INSTALL_BODY_BYTES
                     ),
                 ),
                 other => ApiError::new(other.status(), "bad-request", other.body_text()),

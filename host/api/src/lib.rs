@@ -76,9 +76,7 @@ pub struct AppState {
     pub operator_token: auth::TokenDigest,
 }
 
-/// Largest request body any route accepts (an invocation's input is
-/// further held to the operator's `max_input_bytes`).
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+pub use limits::MAX_BODY_BYTES;
 
 /// Every route, with its description; one list, so a route cannot be served
 /// without being described (routes register only through `routes!`).

@@ -7,6 +7,12 @@ use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::{OpenApi, RefOr};
 
+/// Largest request body any route accepts (an invocation's input is
+/// further held to the operator's `max_input_bytes`).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Largest install request: a component of up to 64 MiB in base64, plus its manifest.
+pub(crate) const MAX_INSTALL_BODY_BYTES: usize = 90 * 1024 * 1024;
+
 /// Workspace ids, connection names, plugin ids and operation names
 /// (`package::manifest::is_slug`): 1-64 lowercase letters, digits or inner dashes.
 pub(super) const SLUG_PATTERN: &str = "^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$";

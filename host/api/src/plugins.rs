@@ -6,6 +6,7 @@ use super::AppState;
 use super::auth::Operator;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
+use crate::limits::MAX_INSTALL_BODY_BYTES;
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use http::StatusCode;
@@ -15,9 +16,6 @@ use patchbay_tenancy::store::InstalledPlugin;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
-
-/// Largest install request: a component of up to 64 MiB in base64, plus its manifest.
-pub(super) const MAX_INSTALL_BODY_BYTES: usize = 90 * 1024 * 1024;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -5,6 +5,8 @@
 //! needs nothing but the pinned toolchain, and runs a nested cargo in its own
 //! target directory so it never waits on the outer build's lock.
 
+#![warn(missing_docs)]
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;

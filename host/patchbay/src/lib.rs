@@ -5,6 +5,8 @@
 //! of their own (see `host/README.md`); they are re-exported here under their
 //! layer's name so one dependency reaches them all.
 
+#![warn(missing_docs)]
+
 pub mod bundled;
 pub mod cli;
 pub mod services;

@@ -21,15 +21,22 @@ use std::sync::Arc;
 
 /// Everything `serve` and `invoke` need, opened on one data directory.
 pub struct Services {
+    /// The data directory everything below lives in.
     pub data_dir: PathBuf,
+    /// The sled database (`<data>/db`) the stores below share.
     pub db: SledDb,
+    /// Plugins' key-value data, per connection.
     pub kv: SharedKv,
     /// The stored workspaces, connections and tokens (the service over them
     /// is [`Services::tenancy`]).
     pub tenancy_store: SharedTenancy,
+    /// Connections' sealed credentials, and the OAuth2 tokens got with them.
     pub credentials: Arc<Credentials>,
+    /// The audit trail of outbound requests, and its writer.
     pub audit: Arc<AuditLog>,
+    /// Wall-clock time for expiry, retention and records (tests move it).
     pub clock: patchbay_policy::clock::Clock,
+    /// The installed plugins, with the runtime and egress they run on.
     pub catalog: Arc<Catalog>,
     /// Shared by every `Tenancy` made from these services (see `Tenancy::pins`).
     plugin_pins: Arc<tokio::sync::RwLock<()>>,
@@ -41,7 +48,9 @@ pub struct Services {
 
 /// What `Services` are built with besides the data directory and policy.
 pub struct Options {
+    /// How outbound host names are resolved (tests use a fixed table).
     pub lookup: Arc<dyn NameLookup>,
+    /// Wall-clock time (tests use one they move).
     pub clock: Clock,
     /// The master key's base64 text; when `None`, `<data>/master.key` is read
     /// (or created with mode 0600 on first start).

@@ -34,31 +34,53 @@ pub fn status(
     credentials: &[CredentialInfo],
     addresses: &AddressPolicy,
 ) -> Status {
+    let mut reasons = Vec::new();
+    reasons.extend(refused_addresses(connection, manifest, addresses));
+    reasons.extend(unapproved_capabilities(connection, manifest));
+    reasons.extend(credential_reasons(connection, manifest, credentials));
+    let status = if !connection.enabled {
+        "disabled"
+    } else if reasons.is_empty() {
+        "ok"
+    } else {
+        "needs-attention"
+    };
+    Status { status, reasons }
+}
+
+/// An approved destination written as one address the operator refuses (a
+/// `base_url` of http://127.0.0.1:…) would fail every call.
+fn refused_addresses(
+    connection: &Connection,
+    manifest: &Manifest,
+    addresses: &AddressPolicy,
+) -> Option<String> {
+    let binding = patchbay_runtime::Binding::for_connection(connection, manifest).ok()?;
+    let mut refused: Vec<String> = binding
+        .http_rules
+        .iter()
+        .filter_map(|rule| rule.single_address())
+        .filter_map(|ip| {
+            addresses
+                .allows(ip)
+                .err()
+                .map(|class| format!("{ip} ({class})"))
+        })
+        .collect();
+    refused.sort();
+    refused.dedup();
+    (!refused.is_empty()).then(|| format!(
+        "destination address {} is refused by operator policy (the operator can allow it with serve --allow-cidr or addresses.allowed_cidrs in the policy file)",
+        refused.join(", ")
+    ))
+}
+
+/// What the plugin asks for that the workspace has not approved:
+/// destinations, KV, credentials.
+fn unapproved_capabilities(connection: &Connection, manifest: &Manifest) -> Vec<String> {
     let caps = &manifest.capabilities;
     let grants = &connection.grants;
     let mut reasons = Vec::new();
-    // An approved destination written as one address the operator refuses
-    // (a `base_url` of http://127.0.0.1:…) would fail every call.
-    if let Ok(binding) = patchbay_runtime::Binding::for_connection(connection, manifest) {
-        let mut refused: Vec<String> = binding
-            .http_rules
-            .iter()
-            .filter_map(|rule| rule.single_address())
-            .filter_map(|ip| {
-                addresses
-                    .allows(ip)
-                    .err()
-                    .map(|class| format!("{ip} ({class})"))
-            })
-            .collect();
-        refused.dedup();
-        if !refused.is_empty() {
-            reasons.push(format!(
-                "destination address {} is refused by operator policy (the operator can allow it with serve --allow-cidr or addresses.allowed_cidrs in the policy file)",
-                refused.join(", ")
-            ));
-        }
-    }
     let unapproved: Vec<String> = caps
         .http
         .iter()
@@ -84,6 +106,19 @@ pub fn status(
                 "credential {name} is not approved (approve it in grants.credentials, or with grants.approve_all_requested)"
             ));
         }
+    }
+    reasons
+}
+
+/// Each declared credential that is not set, or was refused for good.
+fn credential_reasons(
+    connection: &Connection,
+    manifest: &Manifest,
+    credentials: &[CredentialInfo],
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for declared in &manifest.capabilities.credentials {
+        let name = &declared.name;
         match credentials.iter().find(|c| &c.name == name) {
             Some(CredentialInfo {
                 needs_attention: Some(why),
@@ -99,14 +134,7 @@ pub fn status(
             )),
         }
     }
-    let status = if !connection.enabled {
-        "disabled"
-    } else if reasons.is_empty() {
-        "ok"
-    } else {
-        "needs-attention"
-    };
-    Status { status, reasons }
+    reasons
 }
 
 /// Most refusals a failed call's error lists; one call may be refused

@@ -20,11 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The `patchbay` command line: `serve`, local plugin commands, and the
+/// remote commands that drive a running server.
 #[derive(Debug, Parser)]
 #[command(
     name = "patchbay",
     version,
-    about = "Run sandboxed WebAssembly connector plugins for CX integrations"
+    about = "Run sandboxed WebAssembly connector plugins for CX integrations",
+    long_about = None
 )]
 pub struct Cli {
     #[command(subcommand)]
