@@ -121,6 +121,25 @@ async fn retry_after_past_the_deadline_goes_back_to_the_plugin_at_once() {
     }
 }
 
+/// An upstream's `Retry-After` is the upstream's to choose: a value past
+/// any clock (u64::MAX seconds) hands the answer back, it does not
+/// overflow the host's deadline arithmetic.
+#[tokio::test]
+async fn a_retry_after_past_any_clock_is_handed_back_not_a_panic() {
+    let server = flaky(
+        ResponseTemplate::new(503).insert_header("retry-after", u64::MAX.to_string().as_str()),
+        1,
+    )
+    .await;
+    let output = fetch_with(&Harness::new(), &server, json!({}))
+        .await
+        .result
+        .expect("fetch");
+    assert_eq!(output["status"], 503);
+    assert_eq!(output["retry_after_ms"], u64::MAX);
+    assert_eq!(requests(&server).await, 1);
+}
+
 #[tokio::test]
 async fn the_sdk_turns_a_429_into_rate_limited() {
     let harness = Harness::new();

@@ -790,7 +790,7 @@ impl Retry {
             Err(_) => None,
         };
         let wait = asked.unwrap_or_else(|| self.backoff.delay(self.attempts, &mut self.rng));
-        if Instant::now() + wait >= deadline {
+        if wait >= deadline.saturating_duration_since(Instant::now()) {
             return Next::Finish;
         }
         self.attempts += 1;

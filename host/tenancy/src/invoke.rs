@@ -94,6 +94,10 @@ pub struct Bindings {
     bound: RwLock<HashMap<(String, String), Arc<Bound>>>,
     /// Bindings built (not taken from the cache), for tests and metrics.
     built: AtomicU64,
+    /// Bumped by every `forget`: a binding built while a connection was
+    /// changed or deleted is not kept (it would never be used, and a deleted
+    /// connection's entry would hold its plugin in memory).
+    generation: AtomicU64,
 }
 
 impl Bindings {
@@ -104,12 +108,14 @@ impl Bindings {
 
     /// Forget `workspace`'s connection `name` (it was changed or deleted).
     pub fn forget(&self, workspace: &str, name: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.write()
             .remove(&(workspace.to_owned(), name.to_owned()));
     }
 
     /// Forget every connection of `workspace`.
     pub fn forget_workspace(&self, workspace: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.write().retain(|(ws, _), _| ws != workspace);
     }
 
@@ -123,13 +129,18 @@ impl Bindings {
             .cloned()
     }
 
-    fn keep(&self, bound: Arc<Bound>) {
+    /// Keep `bound`, built from what was read at `generation`, unless a
+    /// connection was forgotten since.
+    fn keep(&self, bound: Arc<Bound>, generation: u64) {
         self.built.fetch_add(1, Ordering::Relaxed);
         let key = (
             bound.connection.workspace.clone(),
             bound.connection.name.clone(),
         );
-        self.write().insert(key, bound);
+        let mut map = self.write();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            map.insert(key, bound);
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<Bound>>> {
@@ -156,6 +167,7 @@ impl Tenancy {
     /// `workspace`'s connection `name`, ready to run: its binding is reused
     /// while the stored connection is unchanged.
     pub async fn bound(&self, workspace: &str, name: &str) -> Result<Arc<Bound>, InvocationError> {
+        let generation = self.bindings.generation.load(Ordering::SeqCst);
         let connection = self.connection(workspace, name)?;
         if !connection.enabled {
             return Err(InvocationError::Disabled(name.to_owned()));
@@ -171,7 +183,7 @@ impl Tenancy {
             plugin,
             binding,
         });
-        self.bindings.keep(bound.clone());
+        self.bindings.keep(bound.clone(), generation);
         Ok(bound)
     }
 

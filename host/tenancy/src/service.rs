@@ -265,6 +265,7 @@ impl Tenancy {
         let starts_clean = existing
             .as_ref()
             .is_none_or(|old| old.plugin != manifest.id);
+        let moved_plugin = starts_clean && existing.is_some();
         let created_at_ms = existing.map_or(now, |c| c.created_at_ms);
         let connection = Connection {
             workspace: workspace.to_owned(),
@@ -293,6 +294,12 @@ impl Tenancy {
                 other => other.into(),
             })?;
         self.bindings.forget(workspace, name);
+        if moved_plugin {
+            // Calls of the old plugin that were running may have written
+            // after the first removal: remove again, now that no new call
+            // can bind the old plugin.
+            self.remove_connection_data(&connection).await?;
+        }
         Ok(Saved {
             connection,
             upgrade,

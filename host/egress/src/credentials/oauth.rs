@@ -365,6 +365,23 @@ impl Credentials {
         if rotated.secret() == refresh_token.expose_secret() {
             return Ok(());
         }
+        // Only over the value that was refreshed: a credential set anew, or
+        // removed (the connection deleted or moved to another plugin) while
+        // the request was out, is not brought back.
+        let unchanged = matches!(
+            self.get(scope, &credential.name),
+            Ok(Some(stored)) if matches!(
+                &stored.secret,
+                Secret::Oauth2RefreshToken { refresh_token: current, .. }
+                    if current.expose_secret() == refresh_token.expose_secret()
+            )
+        );
+        if !unchanged {
+            tracing::info!(target: "patchbay::credentials", workspace = %scope.workspace,
+                connection = %scope.connection, credential = %credential.name,
+                "the credential changed while its token was refreshed: the rotated refresh token is not stored");
+            return Ok(());
+        }
         let next = Secret::Oauth2RefreshToken {
             client_id: client_id.clone(),
             client_secret: client_secret.clone(),
