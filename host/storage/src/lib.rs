@@ -348,6 +348,22 @@ pub(crate) mod contract_tests {
         quotas_count_keys_and_bytes_and_refuse_growth(store);
         expired_keys_are_purged_and_free_their_quota(store);
         a_scope_removed_while_keys_are_set_keeps_its_usage_true(store);
+        a_large_scope_is_removed_whole(store);
+    }
+
+    /// More keys than one removal transaction takes: all go, and the usage
+    /// record with them.
+    fn a_large_scope_is_removed_whole(store: &dyn KvStore) {
+        let s = scope("ws-large", "crm");
+        for i in 0..2_500 {
+            store
+                .set(&s, &format!("k{i}"), b"v", None, &KvLimits::UNLIMITED)
+                .expect("set");
+        }
+        assert_eq!(store.usage(&s).expect("usage").keys, 2_500);
+        assert_eq!(store.remove_scope(&s).expect("remove"), 2_500);
+        assert_eq!(store.usage(&s).expect("usage"), Usage::default());
+        assert!(store.get(&s, "k2499", 0).expect("get").is_none());
     }
 
     /// `remove_scope` racing `set`: whichever keys survive, the usage record

@@ -99,8 +99,6 @@ impl KvStore for SledKv {
     }
 
     fn remove_scope(&self, scope: &Scope) -> Result<usize, StorageError> {
-        use sled::Transactional as _;
-        use sled::transaction::ConflictableTransactionError;
         let prefix = scope.prefix();
         let stored = self
             .tree
@@ -108,29 +106,14 @@ impl KvStore for SledKv {
             .keys()
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
-        // With the usage record, in one transaction as `set` writes them: a
+        // With the usage record, in transactions as `set` writes them: a
         // key set since the scan survives and keeps its share of the usage,
-        // where resetting the record would leave it uncounted.
-        let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
-            let mut left = Usage::decode(usage.get(&prefix)?.as_deref());
-            let mut removed = 0;
-            for k in &stored {
-                if let Some(old) = kv.remove(k)? {
-                    let key = String::from_utf8_lossy(&k[prefix.len()..]);
-                    left = left
-                        .after(&key, Some(&old), None, &KvLimits::UNLIMITED)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    removed += 1;
-                }
-            }
-            if left == Usage::default() {
-                usage.remove(prefix.as_slice())?;
-            } else {
-                usage.insert(prefix.as_slice(), &left.encode()[..])?;
-            }
-            Ok(removed)
-        });
-        let removed = result.map_err(transaction_error)?;
+        // where resetting the record would leave it uncounted. In chunks, so
+        // a full scope's values are not all held in one transaction.
+        let mut removed = 0;
+        for chunk in stored.chunks(REMOVE_CHUNK) {
+            removed += self.remove_keys(&prefix, chunk)?;
+        }
         self.flush()?;
         Ok(removed)
     }
@@ -170,5 +153,37 @@ impl KvStore for SledKv {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.tree.flush().map(|_| ()).map_err(backend)
+    }
+}
+
+/// Keys `remove_scope` removes per transaction.
+const REMOVE_CHUNK: usize = 1_000;
+
+impl SledKv {
+    /// Remove `keys` (full keys under `prefix`) and their share of the
+    /// scope's usage, in one transaction; how many were still there.
+    fn remove_keys(&self, prefix: &[u8], keys: &[sled::IVec]) -> Result<usize, StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let result = (&self.tree, &self.usage).transaction(|(kv, usage)| {
+            let mut left = Usage::decode(usage.get(prefix)?.as_deref());
+            let mut removed = 0;
+            for k in keys {
+                if let Some(old) = kv.remove(k)? {
+                    let key = String::from_utf8_lossy(&k[prefix.len()..]);
+                    left = left
+                        .after(&key, Some(&old), None, &KvLimits::UNLIMITED)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    removed += 1;
+                }
+            }
+            if left == Usage::default() {
+                usage.remove(prefix)?;
+            } else {
+                usage.insert(prefix, &left.encode()[..])?;
+            }
+            Ok(removed)
+        });
+        result.map_err(transaction_error)
     }
 }
