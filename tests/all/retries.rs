@@ -122,22 +122,31 @@ async fn retry_after_past_the_deadline_goes_back_to_the_plugin_at_once() {
 }
 
 /// An upstream's `Retry-After` is the upstream's to choose: a value past
-/// any clock (u64::MAX seconds) hands the answer back, it does not
-/// overflow the host's deadline arithmetic.
+/// any clock, in seconds or as the last HTTP date there is, hands the
+/// answer back; it does not overflow the host's deadline arithmetic.
 #[tokio::test]
 async fn a_retry_after_past_any_clock_is_handed_back_not_a_panic() {
-    let server = flaky(
-        ResponseTemplate::new(503).insert_header("retry-after", u64::MAX.to_string().as_str()),
-        1,
-    )
-    .await;
-    let output = fetch_with(&Harness::new(), &server, json!({}))
-        .await
-        .result
-        .expect("fetch");
-    assert_eq!(output["status"], 503);
-    assert_eq!(output["retry_after_ms"], u64::MAX);
-    assert_eq!(requests(&server).await, 1);
+    let far = [
+        u64::MAX.to_string(),
+        (u64::MAX / 1000).to_string(),
+        "Fri, 31 Dec 9999 23:59:59 GMT".to_owned(),
+    ];
+    for value in far {
+        let server = flaky(
+            ResponseTemplate::new(503).insert_header("retry-after", value.as_str()),
+            1,
+        )
+        .await;
+        let output = fetch_with(&Harness::new(), &server, json!({}))
+            .await
+            .result
+            .unwrap_or_else(|e| panic!("{value}: {e:?}"));
+        assert_eq!(output["status"], 503, "{value}");
+        if value == u64::MAX.to_string() {
+            assert_eq!(output["retry_after_ms"], u64::MAX);
+        }
+        assert_eq!(requests(&server).await, 1, "{value}");
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 use patchbay::egress::credentials::Secret;
 use patchbay::policy::grants::Grants;
+use patchbay::runtime::LoadedPlugin;
+use patchbay::storage::tenancy::Connection;
 use patchbay::tenancy::service::{ConnectionRequest, TenancyError};
 use patchbay_tests::{Harness, plugins::PROBE, scope};
 use serde_json::json;
@@ -14,6 +16,35 @@ fn request(config: serde_json::Value) -> ConnectionRequest {
         json!({ "plugin": "probe", "config": config, "grants": { "approve_all_requested": true } }),
     )
     .expect("request")
+}
+
+/// Give `connection` what its plugin would leave behind: a bearer
+/// credential `token` with value `token_value`, and the KV key `k` = `v`.
+async fn seed(
+    harness: &Harness,
+    plugin: &LoadedPlugin,
+    connection: &Connection,
+    token_value: &str,
+) {
+    let secret = Secret::Bearer {
+        token: token_value.into(),
+    };
+    harness
+        .services
+        .credentials
+        .set(&connection.scope(), "token", secret)
+        .await
+        .expect("credential");
+    let binding =
+        patchbay::runtime::Binding::for_connection(connection, &plugin.manifest).expect("binding");
+    let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
+    assert!(
+        harness
+            .invoke(plugin, &binding, "kv", script)
+            .await
+            .result
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -223,24 +254,10 @@ async fn a_recreated_workspace_or_connection_never_inherits_a_half_deleted_ones_
         .await
         .expect("saved")
         .connection;
-    let secret = Secret::Bearer {
-        token: "bt-left-behind-1".into(),
-    };
+    seed(&harness, &plugin, &connection, "bt-left-behind-1").await;
     let credentials = &harness.services.credentials;
-    credentials
-        .set(&connection.scope(), "token", secret)
-        .await
-        .expect("credential");
     let binding =
         patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest).expect("binding");
-    let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
-    assert!(
-        harness
-            .invoke(&plugin, &binding, "kv", script)
-            .await
-            .result
-            .is_ok()
-    );
     let url = json!({ "url": format!("{}/allowed/x", server.uri()) });
     assert!(
         harness
@@ -387,24 +404,8 @@ async fn a_connection_moved_to_another_plugin_keeps_none_of_the_old_ones_data() 
         .await
         .expect("saved")
         .connection;
-    let secret = Secret::Bearer {
-        token: "bt-crm-0123".into(),
-    };
+    seed(&harness, &plugin, &connection, "bt-crm-0123").await;
     let credentials = &harness.services.credentials;
-    credentials
-        .set(&connection.scope(), "token", secret)
-        .await
-        .expect("credential");
-    let binding =
-        patchbay::runtime::Binding::for_connection(&connection, &plugin.manifest).expect("binding");
-    let script = json!([{ "op": "set", "key": "k", "value": "v" }]);
-    assert!(
-        harness
-            .invoke(&plugin, &binding, "kv", script)
-            .await
-            .result
-            .is_ok()
-    );
 
     // The same plugin again (a settings change): everything is kept.
     tenancy

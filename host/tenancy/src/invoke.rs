@@ -91,7 +91,9 @@ pub struct Bound {
 /// Bindings per connection, each kept for the revision it was built from.
 #[derive(Default)]
 pub struct Bindings {
-    bound: RwLock<HashMap<(String, String), Arc<Bound>>>,
+    /// By workspace, then connection name: a lookup borrows both names, so
+    /// the per-call path allocates nothing to find a binding.
+    bound: RwLock<HashMap<String, HashMap<String, Arc<Bound>>>>,
     /// Bindings built (not taken from the cache), for tests and metrics.
     built: AtomicU64,
     /// Bumped by every `forget`: a binding built while a connection was
@@ -99,6 +101,8 @@ pub struct Bindings {
     /// connection's entry would hold its plugin in memory).
     generation: AtomicU64,
 }
+
+type ByWorkspace = HashMap<String, HashMap<String, Arc<Bound>>>;
 
 impl Bindings {
     /// How many bindings were built rather than reused.
@@ -109,22 +113,26 @@ impl Bindings {
     /// Forget `workspace`'s connection `name` (it was changed or deleted).
     pub fn forget(&self, workspace: &str, name: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.write()
-            .remove(&(workspace.to_owned(), name.to_owned()));
+        let mut map = self.write();
+        if let Some(connections) = map.get_mut(workspace) {
+            connections.remove(name);
+            if connections.is_empty() {
+                map.remove(workspace);
+            }
+        }
     }
 
     /// Forget every connection of `workspace`.
     pub fn forget_workspace(&self, workspace: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.write().retain(|(ws, _), _| ws != workspace);
+        self.write().remove(workspace);
     }
 
     /// The cached binding of `connection`, if it was built from this revision.
     fn current(&self, connection: &Connection) -> Option<Arc<Bound>> {
-        let bound = self.bound.read().unwrap_or_else(|e| e.into_inner());
-        let key = (connection.workspace.clone(), connection.name.clone());
-        bound
-            .get(&key)
+        let map = self.bound.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&connection.workspace)?
+            .get(&connection.name)
             .filter(|b| b.connection == *connection)
             .cloned()
     }
@@ -133,17 +141,15 @@ impl Bindings {
     /// connection was forgotten since.
     fn keep(&self, bound: Arc<Bound>, generation: u64) {
         self.built.fetch_add(1, Ordering::Relaxed);
-        let key = (
-            bound.connection.workspace.clone(),
-            bound.connection.name.clone(),
-        );
         let mut map = self.write();
         if self.generation.load(Ordering::SeqCst) == generation {
-            map.insert(key, bound);
+            map.entry(bound.connection.workspace.clone())
+                .or_default()
+                .insert(bound.connection.name.clone(), bound);
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<Bound>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByWorkspace> {
         self.bound.write().unwrap_or_else(|e| e.into_inner())
     }
 }
