@@ -712,9 +712,10 @@ impl Destinations {
     pub fn verdict(&self, target: &Target) -> Verdict {
         let matches = |rules: &[Rule]| rules.iter().any(|rule| rule.allows(target));
         if matches(&self.approved) {
-            match &self.operator {
-                Some(operator) if !matches(operator) => Verdict::RefusedByOperator,
-                _ => Verdict::Allowed,
+            if operator_allows(self.operator.as_deref(), target) {
+                Verdict::Allowed
+            } else {
+                Verdict::RefusedByOperator
             }
         } else if matches(&self.unapproved) {
             Verdict::Unapproved
@@ -724,6 +725,14 @@ impl Destinations {
             Verdict::NoMatch
         }
     }
+}
+
+/// Whether the operator's destination rules let a request to `target`
+/// through: any target when the operator set none (`None`), else only one
+/// a rule matches. Plugins' requests and the host's own token requests are
+/// held to it alike.
+pub fn operator_allows(operator: Option<&[Rule]>, target: &Target) -> bool {
+    operator.is_none_or(|rules| rules.iter().any(|rule| rule.allows(target)))
 }
 
 /// A refused request, kept for the invocation's record.

@@ -183,9 +183,7 @@ impl TokenHttp {
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
         let target = patchbay_policy::http::Target::from_url(parts.method.as_str(), url)
             .map_err(|e| TokenHttpError::Transport(format!("bad token url: {e}")))?;
-        if let Some(rules) = &self.operator_rules
-            && !rules.iter().any(|rule| rule.allows(&target))
-        {
+        if !patchbay_policy::http::operator_allows(self.operator_rules.as_deref(), &target) {
             return Err(TokenHttpError::NotAllowed(
                 "operator policy does not allow this token endpoint".into(),
             ));
