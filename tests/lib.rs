@@ -30,6 +30,8 @@ pub struct TestPlugin {
     pub wasm: &'static str,
 }
 
+pub mod load;
+
 pub mod plugins {
     use super::TestPlugin;
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

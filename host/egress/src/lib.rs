@@ -538,7 +538,7 @@ impl Egress {
         call: &Caller,
     ) -> Result<http::Response<ResponseBody>, EgressError> {
         // Built only for the response handed over, not for each retry.
-        let scrubber = applied.map(|a| Scrubber::new(a.sensitive));
+        let scrubber = applied.map(|a| self.credentials.scrubber(a));
         let readable = result.and_then(|response| match &scrubber {
             Some(scrubber) if scrubber.is_broken() => Err(EgressError::Unscrubbable(
                 "the host could not prepare to scrub the credential".into(),

@@ -66,13 +66,15 @@ impl Default for OperatorLimits {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
             max_outbound_requests: 50,
-            // A large contact center's peak (thousands of seats, several
-            // look-ups per call, bursts at the top of the hour) through one
-            // workspace to one origin stays under this; it still stops a
-            // runaway plugin. Vendors declare their upstream's real limit,
-            // which is stricter and wins.
+            // Above what one workspace sends one origin even at a large
+            // contact center's peak (thousands of seats, several look-ups
+            // per call, bursts at the top of the hour), so pacing is the
+            // operator's or the vendor's choice rather than a ceiling a new
+            // host runs into (500/s capped one workspace below the host's
+            // own throughput); it still stops a runaway plugin. Vendors
+            // declare their upstream's real limit, which is stricter and wins.
             default_rate_limit: RateLimit {
-                requests: 500,
+                requests: 5_000,
                 per_seconds: 1,
             },
             circuit_breaker: BreakerConfig::default(),

@@ -35,6 +35,31 @@ const NOT_APPLIED: &[&str] = &[
 /// A validator for `schema`, refused when it could cost more than a call can
 /// afford: see the module's notes.
 pub fn schema_validator(schema: &Json) -> Result<jsonschema::Validator, String> {
+    bounded_validator(schema).map(|bounded| bounded.validator)
+}
+
+/// A validator with the bound on its cost it was accepted under.
+#[derive(Debug)]
+pub struct BoundedValidator {
+    /// The compiled schema.
+    pub validator: jsonschema::Validator,
+    /// Subschemas the schema expands to with its references inlined (at
+    /// most [`MAX_EXPANDED_SUBSCHEMAS`]). One value node meets each at most
+    /// once, so checking a document of `n` bytes (hence at most `n` nodes)
+    /// costs at most `subschemas × n` subschema applications.
+    pub subschemas: usize,
+}
+
+impl BoundedValidator {
+    /// The most subschema applications checking a JSON text of `bytes`
+    /// bytes can take.
+    pub fn work_bound(&self, bytes: usize) -> usize {
+        self.subschemas.max(1).saturating_mul(bytes.max(1))
+    }
+}
+
+/// [`schema_validator`], with the cost bound it was accepted under.
+pub fn bounded_validator(schema: &Json) -> Result<BoundedValidator, String> {
     // The cost bound below follows references as JSON pointers into this
     // document; anything the validator would resolve some other way could
     // hide an expansion from it, so it is refused.
@@ -60,9 +85,14 @@ pub fn schema_validator(schema: &Json) -> Result<jsonschema::Validator, String> 
             ));
         }
     }
+    let subschemas = expansion.count;
     jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
+        .map(|validator| BoundedValidator {
+            validator,
+            subschemas,
+        })
         .map_err(|e| {
             let message = e.to_string();
             if message.contains("is not a \"regex\"") {
@@ -321,6 +351,32 @@ mod tests {
                 (Err(e), Some(expected)) => assert!(e.contains(expected), "{schema}: {e}"),
                 (result, _) => panic!("{schema}: {:?}", result.map(|_| "built")),
             }
+        }
+    }
+
+    #[test]
+    fn the_cost_bound_counts_subschemas_with_references_inlined() {
+        let cases = [
+            (json!({}), 1),
+            // The `properties` map counts as one too: the bound errs high.
+            (
+                json!({ "type": "object", "properties": { "a": { "type": "string" } } }),
+                3,
+            ),
+            (
+                json!({ "$defs": { "s": { "type": "string" } },
+                        "properties": { "a": { "$ref": "#/$defs/s" }, "b": { "$ref": "#/$defs/s" } } }),
+                // The root, the map, the two property schemas, and the
+                // definition once per reference.
+                6,
+            ),
+            // Each level: itself, and two references each expanding the next.
+            (ref_chain("anyOf", 3), 30),
+        ];
+        for (schema, subschemas) in cases {
+            let bounded = bounded_validator(&schema).expect("built");
+            assert_eq!(bounded.subschemas, subschemas, "{schema}");
+            assert_eq!(bounded.work_bound(100), subschemas * 100, "{schema}");
         }
     }
 

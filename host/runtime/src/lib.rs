@@ -35,7 +35,7 @@ use patchbay_policy::http::Denial;
 use patchbay_policy::http::{Destinations, Rule};
 use patchbay_policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
 use patchbay_policy::manifest::Manifest;
-use patchbay_policy::schema::schema_validator;
+use patchbay_policy::schema::{BoundedValidator, bounded_validator, schema_validator};
 use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
 use schema::checked_in_time;
@@ -45,7 +45,7 @@ use state::CallState;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
@@ -104,9 +104,9 @@ pub struct LoadedPlugin {
 }
 
 struct OperationSchemas {
-    // Shared with the blocking thread a check runs on.
-    input: Arc<jsonschema::Validator>,
-    output: Arc<jsonschema::Validator>,
+    // Shared with the blocking thread a costly check runs on.
+    input: Arc<BoundedValidator>,
+    output: Arc<BoundedValidator>,
 }
 
 /// Where and with what grants a plugin runs: one connection in one workspace.
@@ -352,7 +352,7 @@ impl Runtime {
         let mut schemas = HashMap::new();
         for op in &manifest.operations {
             let compile = |schema: &Json, which: &str| {
-                schema_validator(schema)
+                bounded_validator(schema)
                     .map(Arc::new)
                     .map_err(|e| LoadError::Schema {
                         operation: op.name.clone(),
@@ -404,11 +404,14 @@ impl Runtime {
         // Guest code yields to the executor every few ticks, so a plugin that
         // computes without calling the host shares its thread with other
         // tasks; the deadline is checked at each yield and ends the call.
-        store.set_epoch_deadline(engine::YIELD_EVERY_TICKS);
-        store.epoch_deadline_callback(move |_| {
+        // The first check comes at the next tick: a call that is still
+        // computing then is moved off the async workers (`until_computing`).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |store| {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
+            store.data().computing.store(true, Ordering::Relaxed);
             Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
         });
         store
@@ -453,6 +456,7 @@ impl Runtime {
             kv: self.kv_ctx(plugin, binding, id),
             log: log.clone(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
+            computing: Arc::default(),
         }
     }
 
@@ -493,6 +497,7 @@ impl Runtime {
         let limits = plugin.limits;
         let deadline = Instant::now() + limits.timeout;
         let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, &id);
+        let computing = store.data().computing.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
@@ -500,7 +505,9 @@ impl Runtime {
                 .call_names(&mut store)
                 .await
         };
-        match off_the_workers(tokio::time::timeout(limits.timeout, call)).await {
+        match off_the_workers_once_computing(tokio::time::timeout(limits.timeout, call), &computing)
+            .await
+        {
             Ok(Ok(names)) => Ok(names),
             Ok(Err(e)) => Err(classify_trap(
                 &e,
@@ -535,8 +542,8 @@ impl Runtime {
             let input_text = input.to_string();
             check_input_size(plugin, &input_text)?;
             let slot = Arc::new(self.slot(binding, deadline).await?);
-            let (_, problems) =
-                checked_in_time(&schemas.input, input.clone(), within, slot.clone()).await?;
+            let problems =
+                checked_in_time(&schemas.input, input, input_text.len(), within, &slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::InvalidInput(problems));
             }
@@ -551,9 +558,10 @@ impl Runtime {
                     record,
                 )
                 .await?;
+            let size = output.len();
             let output: Json = serde_json::from_str(&output)
                 .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
-            let (output, problems) = checked_in_time(&schemas.output, output, within, slot).await?;
+            let problems = checked_in_time(&schemas.output, &output, size, within, &slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::OutputSchema(problems));
             }
@@ -665,6 +673,7 @@ impl Runtime {
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
         let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
+        let computing = store.data().computing.clone();
         let context = InvocationContext {
             invocation_id: record.id.invocation_id.clone(),
             idempotency_key,
@@ -688,7 +697,11 @@ impl Runtime {
                 "host at capacity: every call thread is in use");
             return Err(InvokeError::AtCapacity(self.limits.max_instances));
         };
-        let outcome = off_the_workers(tokio::time::timeout_at(deadline.into(), call)).await;
+        let outcome = off_the_workers_once_computing(
+            tokio::time::timeout_at(deadline.into(), call),
+            &computing,
+        )
+        .await;
         (record.denials, record.suppressed_denials) = store.data().http.denials();
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
@@ -719,19 +732,38 @@ impl Runtime {
     }
 }
 
-/// Run `call` to completion on a thread of its own when the executor has
-/// several workers: guest code then never holds an async worker (which the
-/// API, health checks and I/O of every tenant share), and the OS scheduler
-/// shares the cores between running plugins. On a single-threaded executor
-/// (the CLI, some tests) it runs in place, where its epoch yields interleave it.
-async fn off_the_workers<F: Future>(call: F) -> F::Output {
+/// Run `call`, a plugin call, on the async worker that polls it for as long
+/// as it only waits (on its upstream, its KV, a slot); once its guest code
+/// has computed through an epoch tick (`computing` is set), run the rest to
+/// completion on a thread of its own, when the executor has several workers.
+///
+/// Guest code thus never holds an async worker (which the API, health
+/// checks and I/O of every tenant share) for longer than a tick, and the OS
+/// scheduler shares the cores between plugins that compute; while a lookup
+/// that mostly waits on its upstream costs no thread hand-off at all. On a
+/// single-threaded executor (the CLI, some tests) the call stays in place,
+/// where its epoch yields interleave it with other tasks.
+async fn off_the_workers_once_computing<F: Future>(call: F, computing: &AtomicBool) -> F::Output {
+    use std::task::Poll;
     use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(call))
+    let handle = Handle::try_current()
+        .ok()
+        .filter(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread);
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        let moved = |call: std::pin::Pin<&mut F>, handle: &Handle| {
+            Poll::Ready(tokio::task::block_in_place(|| handle.block_on(call)))
+        };
+        match &handle {
+            Some(handle) if computing.load(Ordering::Relaxed) => moved(call.as_mut(), handle),
+            Some(handle) => match call.as_mut().poll(cx) {
+                Poll::Pending if computing.load(Ordering::Relaxed) => moved(call.as_mut(), handle),
+                other => other,
+            },
+            None => call.as_mut().poll(cx),
         }
-        _ => call.await,
-    }
+    })
+    .await
 }
 
 fn check_input_size(plugin: &LoadedPlugin, input: &str) -> Result<(), InvokeError> {

@@ -3,30 +3,43 @@
 
 use crate::error::InvokeError;
 use crate::slots::Slot;
-use patchbay_policy::schema::schema_errors;
+use patchbay_policy::schema::{BoundedValidator, schema_errors};
 use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `value`, with its violations of `validator`, found on a blocking thread
-/// raced against `deadline`: a schema can make checking cost far more than
-/// the plugin's run, and the call must still end on time. A check that
-/// outlives its call keeps the call's `slot` until it ends, so the
-/// concurrency caps also bound the checks left running.
+/// Subschema applications a check may take on the calling task. At a few
+/// tens of nanoseconds each, that is well under a millisecond: less than an
+/// epoch slice of guest code, and far less than a thread hand-off costs a
+/// lookup's small input and output.
+pub const INLINE_CHECK_WORK: usize = 64 * 1024;
+
+/// The violations of `validator` in `value` (a JSON text of `bytes` bytes),
+/// found within `deadline`.
+///
+/// When the schema's cost bound puts the check under [`INLINE_CHECK_WORK`]
+/// it runs in place. Otherwise it runs on a blocking thread raced against
+/// the deadline: a schema can make checking cost far more than the
+/// plugin's run, and the call must still end on time. A check that outlives
+/// its call keeps the call's `slot` until it ends, so the concurrency caps
+/// also bound the checks left running.
 pub async fn checked_in_time(
-    validator: &Arc<jsonschema::Validator>,
-    value: Json,
+    validator: &Arc<BoundedValidator>,
+    value: &Json,
+    bytes: usize,
     (deadline, timeout): (Instant, Duration),
-    slot: Arc<Slot>,
-) -> Result<(Json, Vec<String>), InvokeError> {
-    let validator = validator.clone();
+    slot: &Arc<Slot>,
+) -> Result<Vec<String>, InvokeError> {
+    if validator.work_bound(bytes) <= INLINE_CHECK_WORK {
+        return Ok(schema_errors(&validator.validator, value));
+    }
+    let (validator, value, slot) = (validator.clone(), value.clone(), slot.clone());
     let check = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let problems = schema_errors(&validator, &value);
-        (value, problems)
+        schema_errors(&validator.validator, &value)
     });
     match tokio::time::timeout_at(deadline.into(), check).await {
-        Ok(Ok(checked)) => Ok(checked),
+        Ok(Ok(problems)) => Ok(problems),
         Ok(Err(e)) => Err(InvokeError::Host(format!("schema check failed: {e}"))),
         Err(_) => Err(InvokeError::Timeout(timeout.as_millis() as u64)),
     }
@@ -38,11 +51,58 @@ mod tests {
     use patchbay_policy::test_support::ref_chain;
     use serde_json::json;
 
+    fn one_slot() -> (crate::slots::Slots, Arc<Slot>) {
+        let slots = crate::slots::Slots::new(1, 1);
+        let scope = patchbay_storage::Scope {
+            workspace: "ws".into(),
+            connection: "c".into(),
+        };
+        let far = Instant::now() + Duration::from_secs(30);
+        let slot = futures_lite_block_on(slots.acquire(&scope, far)).expect("slot");
+        (slots, Arc::new(slot))
+    }
+
+    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn a_cheap_check_runs_in_place_not_behind_the_blocking_pool() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_slots, slot) = one_slot();
+        let validator = Arc::new(
+            patchbay_policy::schema::bounded_validator(&json!({ "type": "string" }))
+                .expect("built"),
+        );
+        runtime.block_on(async {
+            // The only blocking thread is taken: a check sent there would
+            // wait past its deadline.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let timeout = Duration::from_millis(300);
+            let within = (Instant::now() + timeout, timeout);
+            let result = checked_in_time(&validator, &json!(5), 1, within, &slot).await;
+            assert_eq!(result.map(|problems| problems.len()), Ok(1));
+            release.send(()).expect("release");
+            busy.await.expect("join").expect("released");
+        });
+    }
+
     #[tokio::test]
     async fn a_slow_check_ends_at_the_deadline_and_keeps_its_slot_until_done() {
         // Built without the install bounds: 2^17 paths, about a second of work.
-        let validator =
-            Arc::new(jsonschema::validator_for(&ref_chain("anyOf", 17)).expect("built"));
+        let validator = Arc::new(BoundedValidator {
+            validator: jsonschema::validator_for(&ref_chain("anyOf", 17)).expect("built"),
+            subschemas: 1 << 18,
+        });
         let slots = crate::slots::Slots::new(1, 1);
         let scope = patchbay_storage::Scope {
             workspace: "ws".into(),
@@ -52,9 +112,16 @@ mod tests {
         let slot = Arc::new(slots.acquire(&scope, far).await.expect("slot"));
         let started = Instant::now();
         let timeout = Duration::from_millis(100);
-        let result =
-            checked_in_time(&validator, json!("x"), (started + timeout, timeout), slot).await;
-        assert_eq!(result.map(|(_, p)| p), Err(InvokeError::Timeout(100)));
+        let result = checked_in_time(
+            &validator,
+            &json!("x"),
+            3,
+            (started + timeout, timeout),
+            &slot,
+        )
+        .await;
+        drop(slot);
+        assert_eq!(result, Err(InvokeError::Timeout(100)));
         assert!(
             started.elapsed() < Duration::from_millis(600),
             "{:?}",

@@ -8,6 +8,7 @@ use crate::capabilities::kv::KvCtx;
 use crate::capabilities::log::LogCtx;
 use crate::limits::MemoryLimiter;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
@@ -30,6 +31,10 @@ pub struct CallState {
     pub log: LogCtx,
     /// Holds the call's linear memory to its limit.
     pub limiter: MemoryLimiter,
+    /// Set once the guest has computed through an epoch tick without
+    /// returning to the host: from then on the call runs on a thread of its
+    /// own (see `Runtime::invoke`).
+    pub computing: Arc<AtomicBool>,
 }
 
 impl WasiView for CallState {

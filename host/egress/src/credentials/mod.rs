@@ -426,6 +426,8 @@ pub struct Credentials {
     /// the store at start, kept current by every write.
     attention: Mutex<BTreeMap<(Scope, String), String>>,
     tokens: oauth::Tokens,
+    /// Scrubbers of the secrets requests carried, built once per set.
+    matchers: scrub::Matchers,
     /// Token and needs-attention counts since start, for metrics.
     pub counters: CredentialCounters,
 }
@@ -446,6 +448,7 @@ impl Credentials {
             opened: Mutex::default(),
             attention: Mutex::default(),
             tokens: oauth::Tokens::new(oauth::DEFAULT_SKEW),
+            matchers: scrub::Matchers::default(),
             counters: CredentialCounters::default(),
         };
         let all = credentials
@@ -498,6 +501,7 @@ impl Credentials {
         let (store, s, n) = (self.store.clone(), scope.clone(), name.to_owned());
         let existed = blocking(move || store.remove(&s, &n)).await?;
         self.opened_map().remove(&(scope.clone(), name.to_owned()));
+        self.matchers.clear();
         self.attention_map()
             .remove(&(scope.clone(), name.to_owned()));
         self.tokens.forget(scope, name);
@@ -625,6 +629,17 @@ impl Credentials {
         })
     }
 
+    /// A scrubber for what comes back to a request that carried `applied`:
+    /// built once per set of secrets, then shared.
+    pub fn scrubber(&self, applied: Applied) -> scrub::Scrubber {
+        self.matchers.scrubber(applied.sensitive)
+    }
+
+    /// How many sets of secrets have a scrubber kept (for tests).
+    pub fn scrubbers_kept(&self) -> usize {
+        self.matchers.len()
+    }
+
     /// The stored value of `credential`, if it is set, not marked as needing
     /// attention, and of the kind the plugin declares.
     fn usable(
@@ -701,6 +716,7 @@ impl Credentials {
                 self.attention_map().remove(&id);
             }
         }
+        self.matchers.clear();
         self.opened_map().insert(
             (scope.clone(), name.to_owned()),
             Arc::new(Stored {

@@ -176,6 +176,69 @@ impl Scrubber {
     }
 }
 
+/// Scrubbers built once per set of secrets and shared: building the matcher
+/// (every form of every secret, in one automaton) costs far more than a
+/// request, and a connection sends the same credential on every call.
+///
+/// Keyed by a digest of the secrets, so the cache holds no secret beyond
+/// the matchers themselves; cleared whenever a stored credential changes,
+/// and when it reaches [`MAX_MATCHERS`] sets (rotated OAuth2 access tokens
+/// each make a new set).
+#[derive(Debug, Default)]
+pub struct Matchers {
+    built: std::sync::Mutex<std::collections::HashMap<[u8; 32], Scrubber>>,
+}
+
+/// Sets of secrets whose matchers are kept at once.
+pub const MAX_MATCHERS: usize = 4096;
+
+impl Matchers {
+    /// A scrubber for `secrets` (in any order), built at most once while
+    /// they stay the same. A matcher that could not be built is not kept.
+    pub fn scrubber(&self, mut secrets: Vec<String>) -> Scrubber {
+        use sha2::Digest as _;
+        secrets.sort_unstable();
+        secrets.dedup();
+        let mut digest = sha2::Sha256::new();
+        for secret in &secrets {
+            digest.update((secret.len() as u64).to_le_bytes());
+            digest.update(secret.as_bytes());
+        }
+        let key: [u8; 32] = digest.finalize().into();
+        if let Some(kept) = self.lock().get(&key) {
+            return kept.clone();
+        }
+        let built = Scrubber::new(secrets);
+        if !built.is_broken() {
+            let mut kept = self.lock();
+            if kept.len() >= MAX_MATCHERS {
+                kept.clear();
+            }
+            kept.insert(key, built.clone());
+        }
+        built
+    }
+
+    /// Forget every matcher (a stored secret changed or was removed).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// How many sets of secrets have a matcher kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no matcher is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Scrubber>> {
+        self.built.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Text with its escapes decoded, and where each decoded byte came from.
 struct Decoded {
     bytes: Vec<u8>,
@@ -318,6 +381,43 @@ mod tests {
         }
         out.extend_from_slice(&scrubber.finish());
         String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn a_set_of_secrets_gets_one_matcher_whatever_the_order() {
+        let matchers = Matchers::default();
+        let a = matchers.scrubber(vec!["first-secret".into(), "second-secret".into()]);
+        let b = matchers.scrubber(vec!["second-secret".into(), "first-secret".into()]);
+        let same = |x: &Scrubber, y: &Scrubber| match (&x.matcher, &y.matcher) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
+        assert!(same(&a, &b), "built once");
+        assert_eq!(matchers.len(), 1);
+        let other = matchers.scrubber(vec!["first-secret".into()]);
+        assert!(!same(&a, &other), "another set gets its own matcher");
+        assert_eq!(matchers.len(), 2);
+        // A shared matcher scrubs each body on its own.
+        for mut scrubber in [a, b, other] {
+            assert_eq!(
+                streamed(&mut scrubber, &["x first-sec", "ret y"]),
+                "x [REDACTED] y"
+            );
+        }
+        matchers.clear();
+        assert!(matchers.is_empty());
+    }
+
+    #[test]
+    fn the_matcher_cache_is_bounded() {
+        let matchers = Matchers::default();
+        for i in 0..MAX_MATCHERS {
+            matchers.scrubber(vec![format!("secret-{i}")]);
+        }
+        assert_eq!(matchers.len(), MAX_MATCHERS);
+        let mut next = matchers.scrubber(vec!["one-more-secret".into()]);
+        assert_eq!(matchers.len(), 1, "full: cleared, then the new set kept");
+        assert_eq!(streamed(&mut next, &["one-more-secret"]), "[REDACTED]");
     }
 
     #[test]

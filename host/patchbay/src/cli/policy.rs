@@ -27,7 +27,7 @@ pub(super) struct PolicyArgs {
     allow_cidr: Vec<ipnet::IpNet>,
     /// Requests per workspace to one upstream origin, `REQUESTS/SECONDS`
     /// (bursts up to REQUESTS), for plugins that declare no rate and as the
-    /// ceiling for those that do [policy: limits.default_rate_limit; default 500/1].
+    /// ceiling for those that do [policy: limits.default_rate_limit; default 5000/1].
     #[arg(long, env = "PATCHBAY_RATE_LIMIT", value_name = "REQUESTS/SECONDS")]
     rate_limit: Option<RateLimit>,
     /// Largest memory a plugin instance may grow to [policy: limits.max_memory_mb].
