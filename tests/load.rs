@@ -309,6 +309,12 @@ impl Drop for Upstream {
 impl Upstream {
     /// Start answering every request with `answer` (JSON).
     pub async fn start(answer: Value) -> Self {
+        Self::start_after(answer, Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), each answer sent `delay` after its
+    /// request arrived (a slow upstream).
+    pub async fn start_after(answer: Value, delay: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the upstream");
@@ -329,6 +335,9 @@ impl Upstream {
                             async move {
                                 let _ = request.into_body().collect().await;
                                 counter.fetch_add(1, Ordering::Relaxed);
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
                                 hyper::Response::builder()
                                     .header(
                                         hyper::header::CONTENT_TYPE,
@@ -359,7 +368,7 @@ pub struct Server {
     pub address: SocketAddr,
     /// The operator token it was started with.
     pub operator_token: String,
-    _data: tempfile::TempDir,
+    data: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -393,8 +402,15 @@ impl Server {
             child,
             address,
             operator_token: operator_token.to_owned(),
-            _data: data,
+            data: Some(data),
         }
+    }
+
+    /// Kill the server (as `kill -9`) and keep its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.take().expect("the data directory")
     }
 
     /// The server's process id.
@@ -463,6 +479,17 @@ pub const CONNECTION: &str = "crm";
 /// approved and a private-app token set, and a workspace token. The target
 /// looks a caller up by phone.
 pub async fn hubspot_scenario(server: &Server, upstream: SocketAddr) -> Target {
+    hubspot_connection(server, upstream, WORKSPACE, CONNECTION).await
+}
+
+/// [`hubspot_scenario`] in workspace `workspace` (created unless it exists),
+/// on connection `name`.
+pub async fn hubspot_connection(
+    server: &Server,
+    upstream: SocketAddr,
+    workspace: &str,
+    name: &str,
+) -> Target {
     let base = server.base_url();
     let operator = Some(server.operator_token.as_str());
     let (status, body) = crate::api_call(
@@ -470,11 +497,14 @@ pub async fn hubspot_scenario(server: &Server, upstream: SocketAddr) -> Target {
         &base,
         "/v1/workspaces",
         operator,
-        Some(json!({ "id": WORKSPACE })),
+        Some(json!({ "id": workspace })),
     )
     .await;
-    assert_eq!(status, 201, "creating the workspace: {body}");
-    let connection = format!("/v1/workspaces/{WORKSPACE}/connections/{CONNECTION}");
+    assert!(
+        status == 201 || status == 409,
+        "creating the workspace: {body}"
+    );
+    let connection = format!("/v1/workspaces/{workspace}/connections/{name}");
     let (status, body) = crate::api_call(
         "PUT",
         &base,
@@ -500,7 +530,7 @@ pub async fn hubspot_scenario(server: &Server, upstream: SocketAddr) -> Target {
     let (status, body) = crate::api_call(
         "POST",
         &base,
-        &format!("/v1/workspaces/{WORKSPACE}/tokens"),
+        &format!("/v1/workspaces/{workspace}/tokens"),
         operator,
         Some(json!({})),
     )

@@ -29,6 +29,39 @@ fn instantiate_and_noop(c: &mut Criterion) {
     });
 }
 
+/// A fresh instance and a lookup-shaped operation (about 1.4 KiB of JSON in
+/// and out), the whole per-call path: input schema, instance, call, output
+/// parse and schema. Goal (issue 11): <= 20 µs p50, <= 60 µs p99.
+fn lookup_shaped(c: &mut Criterion) {
+    let rt = runtime();
+    let harness = Harness::new();
+    let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
+    let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
+    let sandbox = harness.services.catalog.runtime().clone();
+    let page = crm_page(4);
+    let value: Value = serde_json::from_str(&page).expect("json");
+    let output = crm_normalize::transform(&page).expect("native");
+    eprintln!(
+        "lookup-shaped: {} bytes in, {} bytes out (goal: <= 20 µs p50, <= 60 µs p99)",
+        page.len(),
+        output.len()
+    );
+    c.bench_function("fresh instance + lookup-shaped operation (invoke)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let outcome = sandbox
+                .invoke(
+                    &plugin,
+                    &binding,
+                    "normalize-contacts",
+                    &value,
+                    Default::default(),
+                )
+                .await;
+            outcome.result.expect("lookup-shaped call")
+        })
+    });
+}
+
 /// Payload sizes named in the issue: about 20 KiB and about 300 KiB.
 const SIZES: [(&str, usize); 2] = [("20KiB", 62), ("300KiB", 925)];
 
@@ -87,5 +120,5 @@ fn json_transform(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, instantiate_and_noop, json_transform);
+criterion_group!(benches, instantiate_and_noop, lookup_shaped, json_transform);
 criterion_main!(benches);

@@ -38,7 +38,7 @@ use patchbay_policy::manifest::Manifest;
 use patchbay_policy::schema::{BoundedValidator, bounded_validator, schema_validator};
 use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
-use schema::checked_in_time;
+use schema::{checked_in_time, checked_owned_in_time};
 use serde_json::Value as Json;
 use slots::Slots;
 use state::CallState;
@@ -561,7 +561,8 @@ impl Runtime {
             let size = output.len();
             let output: Json = serde_json::from_str(&output)
                 .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
-            let problems = checked_in_time(&schemas.output, &output, size, within, &slot).await?;
+            let (output, problems) =
+                checked_owned_in_time(&schemas.output, output, size, within, &slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::OutputSchema(problems));
             }

@@ -27,19 +27,56 @@ pub async fn checked_in_time(
     validator: &Arc<BoundedValidator>,
     value: &Json,
     bytes: usize,
-    (deadline, timeout): (Instant, Duration),
+    within: (Instant, Duration),
     slot: &Arc<Slot>,
 ) -> Result<Vec<String>, InvokeError> {
     if validator.work_bound(bytes) <= INLINE_CHECK_WORK {
         return Ok(schema_errors(&validator.validator, value));
     }
-    let (validator, value, slot) = (validator.clone(), value.clone(), slot.clone());
+    let (validator, value) = (validator.clone(), value.clone());
+    on_a_thread(
+        move || schema_errors(&validator.validator, &value),
+        within,
+        slot,
+    )
+    .await
+}
+
+/// [`checked_in_time`] for a value the caller owns: moved to the checking
+/// thread and back rather than copied (a large output is the costly case).
+pub async fn checked_owned_in_time(
+    validator: &Arc<BoundedValidator>,
+    value: Json,
+    bytes: usize,
+    within: (Instant, Duration),
+    slot: &Arc<Slot>,
+) -> Result<(Json, Vec<String>), InvokeError> {
+    if validator.work_bound(bytes) <= INLINE_CHECK_WORK {
+        let problems = schema_errors(&validator.validator, &value);
+        return Ok((value, problems));
+    }
+    let validator = validator.clone();
+    let check = move || {
+        let problems = schema_errors(&validator.validator, &value);
+        (value, problems)
+    };
+    on_a_thread(check, within, slot).await
+}
+
+/// Run `check` on a blocking thread that holds `slot` until it ends, and
+/// wait for it until the deadline.
+async fn on_a_thread<T: Send + 'static>(
+    check: impl FnOnce() -> T + Send + 'static,
+    (deadline, timeout): (Instant, Duration),
+    slot: &Arc<Slot>,
+) -> Result<T, InvokeError> {
+    let slot = slot.clone();
     let check = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        schema_errors(&validator.validator, &value)
+        check()
     });
     match tokio::time::timeout_at(deadline.into(), check).await {
-        Ok(Ok(problems)) => Ok(problems),
+        Ok(Ok(checked)) => Ok(checked),
         Ok(Err(e)) => Err(InvokeError::Host(format!("schema check failed: {e}"))),
         Err(_) => Err(InvokeError::Timeout(timeout.as_millis() as u64)),
     }
