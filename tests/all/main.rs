@@ -22,6 +22,7 @@ mod invocations;
 mod isolation;
 mod kv;
 mod layers;
+mod load;
 mod loop_forever;
 mod oauth2;
 mod openapi;

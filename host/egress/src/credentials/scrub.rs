@@ -142,15 +142,20 @@ impl Scrubber {
         };
         // Matches in the text as it is and in its decoded view: decoding can
         // also hide a secret (`%ab` read as one escape in `%abcdef`).
-        let view = Decoded::of(&buf);
+        // Text with no byte that can start an escape is its own decoded view.
+        let view = buf
+            .iter()
+            .any(|b| matches!(b, b'%' | b'\\' | b'&'))
+            .then(|| Decoded::of(&buf));
+        let decoded = view.iter().flat_map(|view| {
+            matcher
+                .find_iter(&view.bytes)
+                .map(|m| view.raw_range(m.start(), m.end()))
+        });
         let mut ranges: Vec<(usize, usize)> = matcher
             .find_iter(&buf)
             .map(|m| (m.start(), m.end()))
-            .chain(
-                matcher
-                    .find_iter(&view.bytes)
-                    .map(|m| view.raw_range(m.start(), m.end())),
-            )
+            .chain(decoded)
             .filter(|(start, _)| *start < upto)
             .collect();
         ranges.sort_unstable();
