@@ -422,6 +422,23 @@ impl Server {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
     }
+
+    /// `method path` as the operator, with a JSON `body` (if any): status and JSON answer.
+    pub async fn operator_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        crate::api_call(
+            method,
+            &self.base_url(),
+            path,
+            Some(&self.operator_token),
+            body,
+        )
+        .await
+    }
 }
 
 /// `binary serve` on `data`, listening on a free loopback port, with
@@ -490,51 +507,41 @@ pub async fn hubspot_connection(
     workspace: &str,
     name: &str,
 ) -> Target {
-    let base = server.base_url();
-    let operator = Some(server.operator_token.as_str());
-    let (status, body) = crate::api_call(
-        "POST",
-        &base,
-        "/v1/workspaces",
-        operator,
-        Some(json!({ "id": workspace })),
-    )
-    .await;
+    let (status, body) = server
+        .operator_call("POST", "/v1/workspaces", Some(json!({ "id": workspace })))
+        .await;
     assert!(
         status == 201 || status == 409,
         "creating the workspace: {body}"
     );
     let connection = format!("/v1/workspaces/{workspace}/connections/{name}");
-    let (status, body) = crate::api_call(
-        "PUT",
-        &base,
-        &connection,
-        operator,
-        Some(json!({
+    let (status, body) = server
+        .operator_call(
+            "PUT",
+            &connection,
+            Some(json!({
             "plugin": "hubspot",
             "config": { "base_url": format!("http://{upstream}") },
             "grants": { "approve_all_requested": true },
-        })),
-    )
-    .await;
+            })),
+        )
+        .await;
     assert_eq!(status, 200, "creating the connection: {body}");
-    let (status, body) = crate::api_call(
-        "PUT",
-        &base,
-        &format!("{connection}/credentials/private_app_token"),
-        operator,
-        Some(json!({ "kind": "bearer", "token": "pat-na1-load-test-token" })),
-    )
-    .await;
+    let (status, body) = server
+        .operator_call(
+            "PUT",
+            &format!("{connection}/credentials/private_app_token"),
+            Some(json!({ "kind": "bearer", "token": "pat-na1-load-test-token" })),
+        )
+        .await;
     assert_eq!(status, 204, "setting the credential: {body}");
-    let (status, body) = crate::api_call(
-        "POST",
-        &base,
-        &format!("/v1/workspaces/{workspace}/tokens"),
-        operator,
-        Some(json!({})),
-    )
-    .await;
+    let (status, body) = server
+        .operator_call(
+            "POST",
+            &format!("/v1/workspaces/{workspace}/tokens"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 201, "issuing a workspace token: {body}");
     Target {
         address: server.address,

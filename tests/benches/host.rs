@@ -106,28 +106,20 @@ async fn start_up() {
     let dir = packages.path().to_str().expect("utf-8 path");
     // First start: installs and compiles everything, and sets up a connection.
     let server = Server::start(Path::new(BINARY), &["--plugins-dir", dir]);
-    let base = server.base_url();
     let token = server.operator_token.clone();
-    let operator = Some(token.as_str());
-    let (status, _) = patchbay_tests::api_call(
-        "POST",
-        &base,
-        "/v1/workspaces",
-        operator,
-        Some(json!({ "id": "acme" })),
-    )
-    .await;
+    let (status, _) = server
+        .operator_call("POST", "/v1/workspaces", Some(json!({ "id": "acme" })))
+        .await;
     assert_eq!(status, 201);
-    let (status, body) = patchbay_tests::api_call(
-        "PUT",
-        &base,
-        "/v1/workspaces/acme/connections/probe",
-        operator,
-        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
-    )
-    .await;
+    let (status, body) = server
+        .operator_call(
+            "PUT",
+            "/v1/workspaces/acme/connections/probe",
+            Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (_, listed) = patchbay_tests::api_get(&base, "/v1/plugins", operator).await;
+    let (_, listed) = server.operator_call("GET", "/v1/plugins", None).await;
     let installed = listed
         .as_array()
         .or_else(|| listed["plugins"].as_array())

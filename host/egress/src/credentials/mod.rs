@@ -780,6 +780,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn kept_scrubbers_are_forgotten_when_a_credential_is_set_or_removed() {
+        let creds = credentials();
+        let applied = |secret: &str| Applied {
+            kind: CredentialKind::Bearer,
+            access_token: None,
+            sensitive: vec![secret.to_owned()],
+        };
+        let set = |token: &str| Secret::Bearer {
+            token: token.into(),
+        };
+        creds
+            .set(&scope("a"), "token", set("first-token-value"))
+            .await
+            .expect("set");
+        let mut scrubber = creds.scrubber(applied("first-token-value"));
+        assert_eq!(creds.scrubbers_kept(), 1);
+        creds.scrubber(applied("first-token-value"));
+        assert_eq!(creds.scrubbers_kept(), 1, "reused, not built again");
+        let mut out = scrubber.feed(b"echo first-token-value").to_vec();
+        out.extend_from_slice(&scrubber.finish());
+        assert_eq!(out, b"echo [REDACTED]");
+        creds
+            .set(&scope("a"), "token", set("second-token-value"))
+            .await
+            .expect("set");
+        assert_eq!(creds.scrubbers_kept(), 0, "a new value clears them");
+        creds.scrubber(applied("second-token-value"));
+        assert_eq!(creds.scrubbers_kept(), 1);
+        creds.remove(&scope("a"), "token").await.expect("remove");
+        assert_eq!(creds.scrubbers_kept(), 0, "a removal clears them");
+    }
+
+    #[tokio::test]
     async fn values_are_sealed_in_the_store_and_never_described() {
         let store = Arc::new(MemorySecrets::default());
         let creds = Credentials::new(
