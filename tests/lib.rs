@@ -268,7 +268,7 @@ impl Harness {
         self.services
             .catalog
             .runtime()
-            .invoke(plugin, binding, operation, &input, Default::default())
+            .invoke(plugin, binding, operation, input, Default::default())
             .await
     }
 }

@@ -182,7 +182,7 @@ async fn the_plugin_sees_its_invocation_context() {
             &plugin,
             &binding,
             "context",
-            &json!(null),
+            json!(null),
             CallOptions {
                 idempotency_key: Some("idem-42".into()),
                 deadline: None,

@@ -4,7 +4,7 @@
 //! error table, over a loopback keep-alive connection. Baselines: the same
 //! operation invoked in-process, and `GET /healthz` over the same connection.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use patchbay_tests::{Harness, OPERATOR_TOKEN, api_call, plain_http_client, plugins::PROBE};
 use serde_json::json;
 
@@ -60,12 +60,16 @@ fn api_invocation(c: &mut Criterion) {
     let sandbox = harness.services.catalog.runtime().clone();
     let input = json!({ "caller": "+15550100" });
     group.bench_function("invoke in-process (baseline)", |b| {
-        b.to_async(&rt).iter(|| async {
-            let outcome = sandbox
-                .invoke(&plugin, &binding, "echo", &input, Default::default())
-                .await;
-            outcome.result.expect("echo")
-        })
+        b.to_async(&rt).iter_batched(
+            || input.clone(),
+            |input| async {
+                let outcome = sandbox
+                    .invoke(&plugin, &binding, "echo", input, Default::default())
+                    .await;
+                outcome.result.expect("echo")
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.bench_function("GET /healthz over loopback (baseline)", |b| {
         b.to_async(&rt).iter(|| async {

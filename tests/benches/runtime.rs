@@ -2,7 +2,7 @@
 //! (a) a fresh instance from the pre-instantiated component, a no-op call, drop;
 //! (b) one JSON transform, natively and as a plugin, on CRM-like payloads.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use patchbay_tests::{Harness, crm_page, plugins::CRM_TRANSFORM};
 use serde_json::Value;
 
@@ -47,18 +47,22 @@ fn lookup_shaped(c: &mut Criterion) {
         output.len()
     );
     c.bench_function("fresh instance + lookup-shaped operation (invoke)", |b| {
-        b.to_async(&rt).iter(|| async {
-            let outcome = sandbox
-                .invoke(
-                    &plugin,
-                    &binding,
-                    "normalize-contacts",
-                    &value,
-                    Default::default(),
-                )
-                .await;
-            outcome.result.expect("lookup-shaped call")
-        })
+        b.to_async(&rt).iter_batched(
+            || value.clone(),
+            |value| async {
+                let outcome = sandbox
+                    .invoke(
+                        &plugin,
+                        &binding,
+                        "normalize-contacts",
+                        value,
+                        Default::default(),
+                    )
+                    .await;
+                outcome.result.expect("lookup-shaped call")
+            },
+            BatchSize::SmallInput,
+        )
     });
 }
 
@@ -102,18 +106,22 @@ fn json_transform(c: &mut Criterion) {
             BenchmarkId::new("plugin (invoke, with schema checks)", label),
             &value,
             |b, value| {
-                b.to_async(&rt).iter(|| async {
-                    let outcome = sandbox
-                        .invoke(
-                            &plugin,
-                            &binding,
-                            "normalize-contacts",
-                            value,
-                            Default::default(),
-                        )
-                        .await;
-                    outcome.result.expect("plugin transform")
-                })
+                b.to_async(&rt).iter_batched(
+                    || value.clone(),
+                    |value| async {
+                        let outcome = sandbox
+                            .invoke(
+                                &plugin,
+                                &binding,
+                                "normalize-contacts",
+                                value,
+                                Default::default(),
+                            )
+                            .await;
+                        outcome.result.expect("plugin transform")
+                    },
+                    BatchSize::LargeInput,
+                )
             },
         );
     }

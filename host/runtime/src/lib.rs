@@ -38,7 +38,7 @@ use patchbay_policy::manifest::Manifest;
 use patchbay_policy::schema::{BoundedValidator, bounded_validator, schema_validator};
 use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
-use schema::{checked_in_time, checked_owned_in_time};
+use schema::{input_problems, parsed_output};
 use serde_json::Value as Json;
 use slots::Slots;
 use state::CallState;
@@ -528,7 +528,7 @@ impl Runtime {
         plugin: &LoadedPlugin,
         binding: &Binding,
         operation: &str,
-        input: &Json,
+        input: Json,
         options: CallOptions,
     ) -> InvokeOutcome {
         self.recorded(plugin, binding, operation, async |record| {
@@ -539,11 +539,13 @@ impl Runtime {
                 .schemas
                 .get(operation)
                 .ok_or_else(|| InvokeError::UnknownOperation(operation.to_owned()))?;
-            let input_text = input.to_string();
+            // Not `input.to_string()`, which writes through a `fmt::Formatter`.
+            let input_text = serde_json::to_string(&input)
+                .map_err(|e| InvokeError::Host(format!("serialising the input: {e}")))?;
             check_input_size(plugin, &input_text)?;
             let slot = Arc::new(self.slot(binding, deadline).await?);
             let problems =
-                checked_in_time(&schemas.input, input, input_text.len(), within, &slot).await?;
+                input_problems(&schemas.input, input, input_text.len(), within, &slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::InvalidInput(problems));
             }
@@ -558,11 +560,8 @@ impl Runtime {
                     record,
                 )
                 .await?;
-            let size = output.len();
-            let output: Json = serde_json::from_str(&output)
-                .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
-            let (output, problems) =
-                checked_owned_in_time(&schemas.output, output, size, within, &slot).await?;
+            drop(input_text);
+            let (output, problems) = parsed_output(&schemas.output, output, within, &slot).await?;
             if !problems.is_empty() {
                 return Err(InvokeError::OutputSchema(problems));
             }

@@ -4,6 +4,7 @@
 use crate::error::InvokeError;
 use crate::slots::Slot;
 use patchbay_policy::schema::{BoundedValidator, schema_errors};
+use patchbay_policy::text::cap_message;
 use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,69 +15,73 @@ use std::time::{Duration, Instant};
 /// lookup's small input and output.
 pub const INLINE_CHECK_WORK: usize = 64 * 1024;
 
-/// The violations of `validator` in `value` (a JSON text of `bytes` bytes),
-/// found within `deadline`.
+/// The violations of `validator` in an operation's `input` (a JSON text of
+/// `bytes` bytes), found within `deadline`.
 ///
 /// When the schema's cost bound puts the check under [`INLINE_CHECK_WORK`]
-/// it runs in place. Otherwise it runs on a blocking thread raced against
-/// the deadline: a schema can make checking cost far more than the
-/// plugin's run, and the call must still end on time. A check that outlives
-/// its call keeps the call's `slot` until it ends, so the concurrency caps
-/// also bound the checks left running.
-pub async fn checked_in_time(
+/// it runs in place. Otherwise the value moves to a blocking thread, is
+/// checked and dropped there, raced against the deadline: a schema can make
+/// checking cost far more than the plugin's run, and the call must still
+/// end on time. A check that outlives its call keeps the call's `slot` until
+/// it ends, so the concurrency caps also bound the checks left running.
+pub async fn input_problems(
     validator: &Arc<BoundedValidator>,
-    value: &Json,
+    input: Json,
     bytes: usize,
     within: (Instant, Duration),
     slot: &Arc<Slot>,
 ) -> Result<Vec<String>, InvokeError> {
-    if validator.work_bound(bytes) <= INLINE_CHECK_WORK {
-        return Ok(schema_errors(&validator.validator, value));
-    }
-    let (validator, value) = (validator.clone(), value.clone());
-    on_a_thread(
-        move || schema_errors(&validator.validator, &value),
+    let validator = validator.clone();
+    let cost = validator.work_bound(bytes);
+    in_time(
+        cost,
+        move || schema_errors(&validator.validator, &input),
         within,
         slot,
     )
     .await
 }
 
-/// [`checked_in_time`] for a value the caller owns: moved to the checking
-/// thread and back rather than copied (a large output is the costly case).
-pub async fn checked_owned_in_time(
+/// A plugin's output `text` parsed, and its violations of `validator`,
+/// within `deadline`: in place for a small output under a cheap schema, on
+/// a blocking thread otherwise (parsing costs less than checking, per byte,
+/// so the schema's bound covers both).
+pub async fn parsed_output(
     validator: &Arc<BoundedValidator>,
-    value: Json,
-    bytes: usize,
+    text: String,
     within: (Instant, Duration),
     slot: &Arc<Slot>,
 ) -> Result<(Json, Vec<String>), InvokeError> {
-    if validator.work_bound(bytes) <= INLINE_CHECK_WORK {
-        let problems = schema_errors(&validator.validator, &value);
-        return Ok((value, problems));
-    }
     let validator = validator.clone();
-    let check = move || {
-        let problems = schema_errors(&validator.validator, &value);
-        (value, problems)
+    let cost = validator.work_bound(text.len());
+    let parse_and_check = move || {
+        let output: Json = serde_json::from_str(&text)
+            .map_err(|e| InvokeError::InvalidOutput(cap_message(e.to_string())))?;
+        let problems = schema_errors(&validator.validator, &output);
+        Ok((output, problems))
     };
-    on_a_thread(check, within, slot).await
+    in_time(cost, parse_and_check, within, slot).await?
 }
 
-/// Run `check` on a blocking thread that holds `slot` until it ends, and
-/// wait for it until the deadline.
-async fn on_a_thread<T: Send + 'static>(
-    check: impl FnOnce() -> T + Send + 'static,
+/// Run `work` (of `cost` subschema applications at most) in place when it
+/// is under [`INLINE_CHECK_WORK`]; otherwise on a blocking thread that holds
+/// `slot` until it ends, waited for until the deadline.
+async fn in_time<T: Send + 'static>(
+    cost: usize,
+    work: impl FnOnce() -> T + Send + 'static,
     (deadline, timeout): (Instant, Duration),
     slot: &Arc<Slot>,
 ) -> Result<T, InvokeError> {
+    if cost <= INLINE_CHECK_WORK {
+        return Ok(work());
+    }
     let slot = slot.clone();
-    let check = tokio::task::spawn_blocking(move || {
+    let work = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        check()
+        work()
     });
-    match tokio::time::timeout_at(deadline.into(), check).await {
-        Ok(Ok(checked)) => Ok(checked),
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(InvokeError::Host(format!("schema check failed: {e}"))),
         Err(_) => Err(InvokeError::Timeout(timeout.as_millis() as u64)),
     }
@@ -88,23 +93,27 @@ mod tests {
     use patchbay_policy::test_support::ref_chain;
     use serde_json::json;
 
-    fn one_slot() -> (crate::slots::Slots, Arc<Slot>) {
-        let slots = crate::slots::Slots::new(1, 1);
-        let scope = patchbay_storage::Scope {
+    fn scope() -> patchbay_storage::Scope {
+        patchbay_storage::Scope {
             workspace: "ws".into(),
             connection: "c".into(),
-        };
-        let far = Instant::now() + Duration::from_secs(30);
-        let slot = futures_lite_block_on(slots.acquire(&scope, far)).expect("slot");
-        (slots, Arc::new(slot))
+        }
     }
 
-    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
+    /// The one place `slots` (of one per scope) holds for [`scope`].
+    async fn held(slots: &crate::slots::Slots) -> Arc<Slot> {
+        let far = Instant::now() + Duration::from_secs(30);
+        Arc::new(slots.acquire(&scope(), far).await.expect("slot"))
+    }
+
+    fn one_slot() -> (crate::slots::Slots, Arc<Slot>) {
+        let slots = crate::slots::Slots::new(1, 1);
+        let slot = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(future)
+            .block_on(held(&slots));
+        (slots, slot)
     }
 
     #[test]
@@ -126,11 +135,52 @@ mod tests {
             let busy = tokio::task::spawn_blocking(move || held.recv());
             let timeout = Duration::from_millis(300);
             let within = (Instant::now() + timeout, timeout);
-            let result = checked_in_time(&validator, &json!(5), 1, within, &slot).await;
+            let result = input_problems(&validator, json!(5), 1, within, &slot).await;
             assert_eq!(result.map(|problems| problems.len()), Ok(1));
             release.send(()).expect("release");
             busy.await.expect("join").expect("released");
         });
+    }
+
+    #[tokio::test]
+    async fn outputs_are_parsed_and_checked_in_place_or_on_a_thread_alike() {
+        let slots = crate::slots::Slots::new(1, 1);
+        let slot = held(&slots).await;
+        let validator = Arc::new(
+            patchbay_policy::schema::bounded_validator(
+                &json!({ "type": "array", "items": { "type": "integer" } }),
+            )
+            .expect("built"),
+        );
+        let timeout = Duration::from_secs(30);
+        let within = (Instant::now() + timeout, timeout);
+        let small = "[1, 2]".to_owned();
+        let large = format!("[{}]", vec!["7"; 60_000].join(","));
+        assert!(validator.work_bound(small.len()) <= INLINE_CHECK_WORK);
+        assert!(validator.work_bound(large.len()) > INLINE_CHECK_WORK);
+        for text in [small, large] {
+            let (value, problems) = parsed_output(&validator, text.clone(), within, &slot)
+                .await
+                .expect("parsed");
+            assert_eq!(value, serde_json::from_str::<Json>(&text).expect("json"));
+            assert!(problems.is_empty(), "{problems:?}");
+
+            let wrong = text
+                .replacen('7', "\"seven\"", 1)
+                .replacen('2', "\"two\"", 1);
+            let (_, problems) = parsed_output(&validator, wrong, within, &slot)
+                .await
+                .expect("parsed");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+
+            let broken = format!("{text} trailing");
+            match parsed_output(&validator, broken, within, &slot).await {
+                Err(InvokeError::InvalidOutput(message)) => {
+                    assert!(message.contains("trailing characters"), "{message}")
+                }
+                other => panic!("expected invalid output, got {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -141,17 +191,13 @@ mod tests {
             subschemas: 1 << 18,
         });
         let slots = crate::slots::Slots::new(1, 1);
-        let scope = patchbay_storage::Scope {
-            workspace: "ws".into(),
-            connection: "c".into(),
-        };
-        let far = Instant::now() + Duration::from_secs(30);
-        let slot = Arc::new(slots.acquire(&scope, far).await.expect("slot"));
+        let (scope, far) = (scope(), Instant::now() + Duration::from_secs(30));
+        let slot = held(&slots).await;
         let started = Instant::now();
         let timeout = Duration::from_millis(100);
-        let result = checked_in_time(
+        let result = input_problems(
             &validator,
-            &json!("x"),
+            json!("x"),
             3,
             (started + timeout, timeout),
             &slot,

@@ -166,7 +166,7 @@ impl Tenancy {
             deadline: invocation.deadline,
         };
         Ok(self
-            .run(&bound, &invocation.operation, &invocation.input, options)
+            .run(&bound, &invocation.operation, invocation.input, options)
             .await)
     }
 
@@ -199,7 +199,7 @@ impl Tenancy {
         &self,
         bound: &Bound,
         operation: &str,
-        input: &Json,
+        input: Json,
         options: CallOptions,
     ) -> Invoked {
         let outcome = self

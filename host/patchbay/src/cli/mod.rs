@@ -467,7 +467,7 @@ async fn invoke(
     };
     let outcome = services
         .tenancy()
-        .run(&bound, operation, &input, Default::default())
+        .run(&bound, operation, input, Default::default())
         .await
         .outcome;
     match outcome.result {
