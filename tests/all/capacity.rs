@@ -6,11 +6,14 @@ use patchbay::policy::limits::{ConnectionLimits, OperatorLimits};
 use patchbay::runtime::error::InvokeError;
 use patchbay_tests::{
     Harness, OPERATOR_TOKEN, api_call, api_get, create_workspace, metrics_text, operator_call,
-    plugins::LOOP_FOREVER,
+    plugins::{LOOP_FOREVER, PROBE},
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Start a call of loop-forever's `run` for each `(workspace, connection,
 /// timeout_ms)`, 20 ms apart (so earlier calls hold their slots first); their errors.
@@ -255,4 +258,46 @@ async fn spinning_plugins_leave_a_neighbours_calls_and_healthz_fast() {
         health_p99 < Duration::from_millis(300),
         "healthz p99 {health_p99:?}"
     );
+}
+
+/// A lookup whose upstream answers after many epoch ticks is still a call
+/// that waits: it stays on the async worker that polls it (no thread
+/// hand-off per call); only a call whose guest code computes is moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_waits_stays_on_the_workers_and_one_that_computes_moves() {
+    let harness = Arc::new(Harness::new());
+    let server = MockServer::start().await;
+    Mock::given(path("/allowed/slow"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("late")
+                .set_delay(Duration::from_millis(60)),
+        )
+        .mount(&server)
+        .await;
+    let probe = harness.ensure(PROBE).await;
+    let binding = harness.binding(&probe, "ws-1", "probe", &[("upstream", &server.uri())]);
+    let moved = || {
+        let counters = harness.services.catalog.runtime().counters();
+        counters.moved_off_workers.load(Ordering::Relaxed)
+    };
+    for _ in 0..3 {
+        let url = format!("{}/allowed/slow", server.uri());
+        let outcome = harness
+            .invoke(&probe, &binding, "fetch", json!({ "url": url }))
+            .await;
+        assert_eq!(outcome.result.expect("fetched")["body"], "late");
+    }
+    assert_eq!(
+        moved(),
+        0,
+        "a waiting call was moved to a thread of its own"
+    );
+
+    let errors = spin(&harness, &[("ws-2", "spin", 200)]).await;
+    assert!(
+        matches!(errors[..], [InvokeError::Timeout(200)]),
+        "{errors:?}"
+    );
+    assert_eq!(moved(), 1, "the computing call was moved");
 }

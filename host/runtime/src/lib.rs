@@ -41,11 +41,11 @@ use patchbay_storage::{Scope, SharedKv};
 use schema::{input_problems, parsed_output};
 use serde_json::Value as Json;
 use slots::Slots;
-use state::CallState;
+use state::{Activity, CallState};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
@@ -84,6 +84,9 @@ pub struct RuntimeCounters {
     /// Calls refused because their connection or workspace ran its maximum
     /// of calls until their deadline.
     pub refused_too_many_calls: AtomicU64,
+    /// Plugin calls whose guest code computed long enough to be moved off
+    /// the async workers to a thread of their own.
+    pub moved_off_workers: AtomicU64,
 }
 
 /// A plugin version ready to run: validated, compiled, pre-instantiated.
@@ -401,18 +404,22 @@ impl Runtime {
         let state = self.call_state(plugin, binding, limits, log, deadline, id);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Guest code yields to the executor every few ticks, so a plugin that
-        // computes without calling the host shares its thread with other
-        // tasks; the deadline is checked at each yield and ends the call.
-        // The first check comes at the next tick: a call that is still
-        // computing then is moved off the async workers (`until_computing`).
+        // The deadline is checked at every tick guest code runs through, and
+        // ends the call. Guest code that computes (has run for a while since
+        // its call was last resumed) is moved off the async workers
+        // (`off_the_workers_once_computing`) and from then on yields to the
+        // executor every few ticks; guest code that only waits on the host
+        // is left where it is, however many ticks its waits span.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |store| {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            store.data().computing.store(true, Ordering::Relaxed);
-            Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
+            if store.data().activity.computing_at_tick() {
+                Ok(UpdateDeadline::Yield(engine::YIELD_EVERY_TICKS))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
         });
         store
     }
@@ -456,7 +463,7 @@ impl Runtime {
             kv: self.kv_ctx(plugin, binding, id),
             log: log.clone(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
-            computing: Arc::default(),
+            activity: Arc::default(),
         }
     }
 
@@ -497,7 +504,7 @@ impl Runtime {
         let limits = plugin.limits;
         let deadline = Instant::now() + limits.timeout;
         let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, &id);
-        let computing = store.data().computing.clone();
+        let activity = store.data().activity.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
@@ -505,9 +512,8 @@ impl Runtime {
                 .call_names(&mut store)
                 .await
         };
-        match off_the_workers_once_computing(tokio::time::timeout(limits.timeout, call), &computing)
-            .await
-        {
+        let call = tokio::time::timeout(limits.timeout, call);
+        match off_the_workers_once_computing(call, &activity, &self.counters).await {
             Ok(Ok(names)) => Ok(names),
             Ok(Err(e)) => Err(classify_trap(
                 &e,
@@ -673,7 +679,7 @@ impl Runtime {
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
         let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
-        let computing = store.data().computing.clone();
+        let activity = store.data().activity.clone();
         let context = InvocationContext {
             invocation_id: record.id.invocation_id.clone(),
             idempotency_key,
@@ -697,11 +703,8 @@ impl Runtime {
                 "host at capacity: every call thread is in use");
             return Err(InvokeError::AtCapacity(self.limits.max_instances));
         };
-        let outcome = off_the_workers_once_computing(
-            tokio::time::timeout_at(deadline.into(), call),
-            &computing,
-        )
-        .await;
+        let call = tokio::time::timeout_at(deadline.into(), call);
+        let outcome = off_the_workers_once_computing(call, &activity, &self.counters).await;
         (record.denials, record.suppressed_denials) = store.data().http.denials();
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
@@ -734,16 +737,21 @@ impl Runtime {
 
 /// Run `call`, a plugin call, on the async worker that polls it for as long
 /// as it only waits (on its upstream, its KV, a slot); once its guest code
-/// has computed through an epoch tick (`computing` is set), run the rest to
-/// completion on a thread of its own, when the executor has several workers.
+/// computes (see [`Activity`]), run the rest to completion on a thread of
+/// its own, when the executor has several workers, and count it in
+/// `counters.moved_off_workers`.
 ///
 /// Guest code thus never holds an async worker (which the API, health
-/// checks and I/O of every tenant share) for longer than a tick, and the OS
-/// scheduler shares the cores between plugins that compute; while a lookup
-/// that mostly waits on its upstream costs no thread hand-off at all. On a
-/// single-threaded executor (the CLI, some tests) the call stays in place,
-/// where its epoch yields interleave it with other tasks.
-async fn off_the_workers_once_computing<F: Future>(call: F, computing: &AtomicBool) -> F::Output {
+/// checks and I/O of every tenant share) for much longer than a tick, and
+/// the OS scheduler shares the cores between plugins that compute; while a
+/// lookup that mostly waits on its upstream costs no thread hand-off at all.
+/// On a single-threaded executor (the CLI, some tests) the call stays in
+/// place, where its epoch yields interleave it with other tasks.
+async fn off_the_workers_once_computing<F: Future>(
+    call: F,
+    activity: &Activity,
+    counters: &RuntimeCounters,
+) -> F::Output {
     use std::task::Poll;
     use tokio::runtime::{Handle, RuntimeFlavor};
     let handle = Handle::try_current()
@@ -752,12 +760,14 @@ async fn off_the_workers_once_computing<F: Future>(call: F, computing: &AtomicBo
     let mut call = std::pin::pin!(call);
     std::future::poll_fn(|cx| {
         let moved = |call: std::pin::Pin<&mut F>, handle: &Handle| {
+            counters.moved_off_workers.fetch_add(1, Ordering::Relaxed);
             Poll::Ready(tokio::task::block_in_place(|| handle.block_on(call)))
         };
+        activity.resumed();
         match &handle {
-            Some(handle) if computing.load(Ordering::Relaxed) => moved(call.as_mut(), handle),
+            Some(handle) if activity.is_computing() => moved(call.as_mut(), handle),
             Some(handle) => match call.as_mut().poll(cx) {
-                Poll::Pending if computing.load(Ordering::Relaxed) => moved(call.as_mut(), handle),
+                Poll::Pending if activity.is_computing() => moved(call.as_mut(), handle),
                 other => other,
             },
             None => call.as_mut().poll(cx),

@@ -229,6 +229,11 @@ fn register_invocations(registry: &mut Registry, sources: &MetricsSources) {
         counter(&runtime.refused_too_many_calls),
     );
     registry.register(
+        "invocations_moved_off_workers",
+        "Plugin calls whose guest code computed long enough to be moved to a thread of their own",
+        counter(&runtime.moved_off_workers),
+    );
+    registry.register(
         "api_requests",
         "HTTP API requests answered, by method, route template and status",
         sources.api.requests.clone(),
