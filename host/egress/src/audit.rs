@@ -54,6 +54,8 @@ pub struct AuditLog {
     decisions: [AtomicU64; 3],
     sender: Mutex<Option<mpsc::Sender<Message>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer, to wake for a flush someone waits on.
+    writer_thread: std::thread::Thread,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -83,6 +85,7 @@ impl AuditLog {
                 .name("patchbay-audit".into())
                 .spawn(move || write_loop(&receiver, &store, &clock, retention))?
         };
+        let writer_thread = writer.thread().clone();
         Ok(Self {
             store,
             clock,
@@ -92,6 +95,7 @@ impl AuditLog {
             decisions: Default::default(),
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            writer_thread,
         })
     }
 
@@ -133,6 +137,7 @@ impl AuditLog {
     pub async fn flushed(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Message::Sync(tx));
+        self.writer_thread.unpark();
         let _ = rx.await;
     }
 
@@ -140,6 +145,7 @@ impl AuditLog {
     pub async fn purge_now(&self) -> Result<usize, StorageError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Message::Purge(tx));
+        self.writer_thread.unpark();
         rx.await
             .unwrap_or_else(|_| Err(StorageError::Backend("audit writer stopped".into())))
     }
@@ -197,6 +203,7 @@ impl Drop for AuditLog {
     /// Write out what is queued and stop the writer before the store closes.
     fn drop(&mut self) {
         self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.writer_thread.unpark();
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
@@ -251,28 +258,33 @@ struct Gathered {
 impl Gathered {
     /// `first` and what follows it for up to [`COMMIT_WINDOW`], so a steady
     /// stream of requests costs one flush per window, not one per request.
-    /// Once someone waits on the flush, only what is already queued is taken.
+    /// Records queued meanwhile do not wake the writer (a wake-up per record
+    /// cost more than writing it); a flush or purge someone waits on does
+    /// (its sender unparks the writer), and ends the window early.
     fn after(first: Option<Message>, receiver: &mpsc::Receiver<Message>) -> Self {
         let mut gathered = Self::default();
         let window_ends = Instant::now() + COMMIT_WINDOW;
         let mut next = first;
-        while let Some(message) = next {
-            match message {
-                Message::Record(ws, cursor, json) => gathered.records.push((ws, cursor, json)),
-                Message::Sync(reply) => gathered.syncs.push(reply),
-                Message::Purge(reply) => gathered.purges.push(reply),
+        loop {
+            while let Some(message) = next {
+                match message {
+                    Message::Record(ws, cursor, json) => gathered.records.push((ws, cursor, json)),
+                    Message::Sync(reply) => gathered.syncs.push(reply),
+                    Message::Purge(reply) => gathered.purges.push(reply),
+                }
+                next = match gathered.records.len() < MAX_BATCH {
+                    true => receiver.try_recv().ok(),
+                    false => None,
+                };
             }
             let waiting = !gathered.syncs.is_empty() || !gathered.purges.is_empty();
-            next = if gathered.records.len() >= MAX_BATCH {
-                None
-            } else if waiting {
-                receiver.try_recv().ok()
-            } else {
-                let left = window_ends.saturating_duration_since(Instant::now());
-                receiver.recv_timeout(left).ok()
-            };
+            let left = window_ends.saturating_duration_since(Instant::now());
+            if waiting || gathered.records.len() >= MAX_BATCH || left.is_zero() {
+                return gathered;
+            }
+            std::thread::park_timeout(left);
+            next = receiver.try_recv().ok();
         }
-        gathered
     }
 }
 
@@ -294,6 +306,7 @@ fn purge(store: &SharedAudit, clock: &Clock, retention: Retention) -> Result<usi
 mod tests {
     use super::*;
     use patchbay_policy::call::CallId;
+    use patchbay_storage::audit::{AuditStore, StoredRecord};
     use patchbay_storage::memory::MemoryAudit;
     use std::sync::Arc;
 
@@ -355,5 +368,58 @@ mod tests {
             [now - 998, now - 997, now - 996],
             "the newest are kept"
         );
+    }
+
+    /// The memory store, counting the batches appended to it.
+    #[derive(Default)]
+    struct Batches {
+        store: MemoryAudit,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    impl AuditStore for Batches {
+        fn append(&self, batch: &[(String, AuditCursor, Vec<u8>)]) -> Result<(), StorageError> {
+            self.sizes.lock().expect("sizes").push(batch.len());
+            self.store.append(batch)
+        }
+        fn query(
+            &self,
+            workspace: &str,
+            from_ms: u64,
+            to_ms: u64,
+            after: Option<AuditCursor>,
+            limit: usize,
+        ) -> Result<(Vec<StoredRecord>, bool), StorageError> {
+            self.store.query(workspace, from_ms, to_ms, after, limit)
+        }
+        fn purge(&self, before_ms: u64, max_per_workspace: usize) -> Result<usize, StorageError> {
+            self.store.purge(before_ms, max_per_workspace)
+        }
+        fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError> {
+            self.store.remove_workspace(workspace)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_records_is_one_batch_and_a_flush_ends_the_window() {
+        let store = Arc::new(Batches::default());
+        let log = AuditLog::start(store.clone(), Arc::new(|| 1_000), Retention::default())
+            .expect("writer");
+        for i in 0..300 {
+            log.record(&record("acme", 1_000 + i));
+        }
+        log.flushed().await;
+        let sizes = store.sizes.lock().expect("sizes").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 300, "{sizes:?}");
+        // The first record starts the window; the rest of the burst joins it
+        // (a slow machine may split it once).
+        assert!(sizes.len() <= 2, "{sizes:?}");
+        for i in 0..3 {
+            log.record(&record("acme", 2_000 + i));
+        }
+        // A flush someone waits on is answered with everything queued before it.
+        log.flushed().await;
+        let page = log.query("acme", 2_000, u64::MAX, None, 10).expect("query");
+        assert_eq!(page.records.len(), 3);
     }
 }
