@@ -9,7 +9,7 @@ use crate::capabilities::log::LogCtx;
 use crate::limits::MemoryLimiter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
@@ -39,52 +39,44 @@ pub struct CallState {
 /// Whether a call's guest code computes (runs without waiting on the host)
 /// or waits (on its upstream, its KV, a slot): the call is resumed each time
 /// what it waited for is ready, and its guest code passes an epoch check at
-/// every tick it runs through.
-#[derive(Debug)]
+/// every tick it runs through. Measured in the polling thread's CPU time, so
+/// a call that waits is not taken for one that computes when the machine is
+/// busy and the thread is preempted.
+#[derive(Debug, Default)]
 pub struct Activity {
-    origin: Instant,
-    /// Nanoseconds from `origin` to the call's latest resumption.
-    resumed: AtomicU64,
+    /// The polling thread's CPU time (ns) when the call was last resumed.
+    resumed_cpu: AtomicU64,
     /// Set once, when the guest has run for [`Activity::RUN_BEFORE_COMPUTING`]
     /// since it was last resumed.
     computing: AtomicBool,
 }
 
 impl Activity {
-    /// How long guest code may run since its call was last resumed before it
-    /// counts as computing. A call that waits is resumed more often than this
-    /// (its guest only parses what arrived, then waits again), however many
-    /// ticks its waits span.
+    /// How much CPU time guest code (with the host calls it makes without
+    /// waiting) may use since its call was last resumed before it counts as
+    /// computing. A call that waits is resumed sooner (its guest only parses
+    /// what arrived, then waits again), however many ticks its waits span.
     pub const RUN_BEFORE_COMPUTING: Duration = Duration::from_micros(2_500);
 
-    /// A call that has just started.
-    pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            resumed: AtomicU64::new(0),
-            computing: AtomicBool::new(false),
-        }
-    }
-
-    /// The call is being resumed (polled) now.
+    /// The call is being resumed (polled) now, on this thread.
     pub fn resumed(&self) {
-        let since = self.origin.elapsed().as_nanos() as u64;
-        self.resumed.store(since, Ordering::Relaxed);
+        self.resumed_cpu.store(thread_cpu_ns(), Ordering::Relaxed);
     }
 
-    /// At an epoch tick reached in guest code: whether the guest computes,
-    /// i.e. has run for [`RUN_BEFORE_COMPUTING`](Self::RUN_BEFORE_COMPUTING)
-    /// since its call was last resumed. Once it does, it stays computing.
+    /// At an epoch tick reached in guest code (on the thread that resumed
+    /// the call): whether the guest computes, i.e. has used
+    /// [`RUN_BEFORE_COMPUTING`](Self::RUN_BEFORE_COMPUTING) since its call
+    /// was last resumed. Once it does, it stays computing.
     pub fn computing_at_tick(&self) -> bool {
         if self.is_computing() {
             return true;
         }
-        let resumed = Duration::from_nanos(self.resumed.load(Ordering::Relaxed));
-        let running = self.origin.elapsed().saturating_sub(resumed);
-        if running >= Self::RUN_BEFORE_COMPUTING {
+        let used = thread_cpu_ns().saturating_sub(self.resumed_cpu.load(Ordering::Relaxed));
+        let computing = used >= Self::RUN_BEFORE_COMPUTING.as_nanos() as u64;
+        if computing {
             self.computing.store(true, Ordering::Relaxed);
         }
-        running >= Self::RUN_BEFORE_COMPUTING
+        computing
     }
 
     /// Whether the guest has been found computing.
@@ -93,10 +85,12 @@ impl Activity {
     }
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
+/// CPU time the calling thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 impl WasiView for CallState {
