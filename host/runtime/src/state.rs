@@ -37,42 +37,46 @@ pub struct CallState {
 }
 
 /// Whether a call's guest code computes (runs without waiting on the host)
-/// or waits (on its upstream, its KV, a slot): the call is resumed each time
-/// what it waited for is ready, and its guest code passes an epoch check at
-/// every tick it runs through. Measured in the polling thread's CPU time, so
-/// a call that waits is not taken for one that computes when the machine is
-/// busy and the thread is preempted.
+/// or waits (on its upstream, its KV, a slot). The call is resumed (polled)
+/// each time what it waited for is ready; its guest code reaches the epoch
+/// callback at every tick it runs through. A guest computes when it reaches
+/// two ticks in one resumption and its thread used at least
+/// [`Activity::RUN_BEFORE_COMPUTING`] of CPU between them: a call that waits
+/// is resumed between ticks however long its waits, and CPU time (unlike
+/// wall time) does not count the time a busy machine preempts the thread.
+/// Costs one atomic add per resumption and one clock read per tick reached.
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// The polling thread's CPU time (ns) when the call was last resumed.
-    resumed_cpu: AtomicU64,
-    /// Set once, when the guest has run for [`Activity::RUN_BEFORE_COMPUTING`]
-    /// since it was last resumed.
+    /// Resumptions so far.
+    resumed: AtomicU64,
+    /// The resumption and the thread's CPU time (ns) at the last tick reached.
+    tick_resumption: AtomicU64,
+    tick_cpu: AtomicU64,
+    /// Set once, when the guest is found computing.
     computing: AtomicBool,
 }
 
 impl Activity {
-    /// How much CPU time guest code (with the host calls it makes without
-    /// waiting) may use since its call was last resumed before it counts as
-    /// computing. A call that waits is resumed sooner (its guest only parses
-    /// what arrived, then waits again), however many ticks its waits span.
+    /// CPU time between two ticks of one resumption that makes a guest
+    /// computing: half a tick.
     pub const RUN_BEFORE_COMPUTING: Duration = Duration::from_micros(2_500);
 
-    /// The call is being resumed (polled) now, on this thread.
+    /// The call is being resumed (polled) now.
     pub fn resumed(&self) {
-        self.resumed_cpu.store(thread_cpu_ns(), Ordering::Relaxed);
+        self.resumed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// At an epoch tick reached in guest code (on the thread that resumed
-    /// the call): whether the guest computes, i.e. has used
-    /// [`RUN_BEFORE_COMPUTING`](Self::RUN_BEFORE_COMPUTING) since its call
-    /// was last resumed. Once it does, it stays computing.
+    /// the call): whether the guest computes. Once it does, it stays so.
     pub fn computing_at_tick(&self) -> bool {
         if self.is_computing() {
             return true;
         }
-        let used = thread_cpu_ns().saturating_sub(self.resumed_cpu.load(Ordering::Relaxed));
-        let computing = used >= Self::RUN_BEFORE_COMPUTING.as_nanos() as u64;
+        let resumption = self.resumed.load(Ordering::Relaxed) + 1;
+        let cpu = thread_cpu_ns();
+        let same = self.tick_resumption.swap(resumption, Ordering::Relaxed) == resumption;
+        let used = cpu.saturating_sub(self.tick_cpu.swap(cpu, Ordering::Relaxed));
+        let computing = same && used >= Self::RUN_BEFORE_COMPUTING.as_nanos() as u64;
         if computing {
             self.computing.store(true, Ordering::Relaxed);
         }
