@@ -70,8 +70,12 @@ impl std::fmt::Debug for AuditLog {
 const MAX_BATCH: usize = 4096;
 
 /// How long the writer gathers records before one flush: the most a crash
-/// can lose of the trail, besides the flush itself.
-const COMMIT_WINDOW: Duration = Duration::from_millis(10);
+/// can lose of the trail, besides the flush itself. (Two seconds in unit
+/// tests, so a flush that did not end the window early would show.)
+const COMMIT_WINDOW: Duration = match cfg!(test) {
+    true => Duration::from_secs(2),
+    false => Duration::from_millis(10),
+};
 
 impl AuditLog {
     /// Start the log and its writer thread on `store`. `clock` stamps records
@@ -283,7 +287,12 @@ impl Gathered {
                 return gathered;
             }
             std::thread::park_timeout(left);
-            next = receiver.try_recv().ok();
+            next = match receiver.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::TryRecvError::Empty) => None,
+                // The log is closing: write what was gathered now.
+                Err(mpsc::TryRecvError::Disconnected) => return gathered,
+            };
         }
     }
 }
@@ -417,8 +426,15 @@ mod tests {
         for i in 0..3 {
             log.record(&record("acme", 2_000 + i));
         }
-        // A flush someone waits on is answered with everything queued before it.
+        // A flush someone waits on ends the (two-second, in tests) window at
+        // once and is answered with everything queued before it.
+        let started = Instant::now();
         log.flushed().await;
+        assert!(
+            started.elapsed() < COMMIT_WINDOW / 2,
+            "{:?}",
+            started.elapsed()
+        );
         let page = log.query("acme", 2_000, u64::MAX, None, 10).expect("query");
         assert_eq!(page.records.len(), 3);
     }

@@ -13,8 +13,9 @@ const MAX_WASM_STACK: usize = 512 * 1024;
 /// Bytes of each reused linear memory kept mapped between calls.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
-/// How many epoch ticks guest code runs between yields to the executor, so a
-/// plugin that computes without calling the host still lets other tasks run.
+/// How many epoch ticks guest code found computing runs between yields to the
+/// executor (on its own thread by then, or interleaved with other tasks on a
+/// single-threaded executor), where its deadline future is checked too.
 pub const YIELD_EVERY_TICKS: u64 = 2;
 
 /// Per component: core instances, linear memories and tables.

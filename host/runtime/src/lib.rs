@@ -405,11 +405,11 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // The deadline is checked at every tick guest code runs through, and
-        // ends the call. Guest code that computes (has run for a while since
-        // its call was last resumed) is moved off the async workers
-        // (`off_the_workers_once_computing`) and from then on yields to the
-        // executor every few ticks; guest code that only waits on the host
-        // is left where it is, however many ticks its waits span.
+        // ends the call. Guest code that computes (see `Activity`: ticks
+        // reached within one resumption of the call) is moved off the async
+        // workers (`off_the_workers_once_computing`) and from then on yields
+        // to the executor every few ticks; guest code that only waits on the
+        // host is left where it is, however many ticks its waits span.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |store| {
             if Instant::now() >= deadline {
@@ -741,10 +741,12 @@ impl Runtime {
 /// its own, when the executor has several workers, and count it in
 /// `counters.moved_off_workers`.
 ///
-/// Guest code thus never holds an async worker (which the API, health
-/// checks and I/O of every tenant share) for much longer than a tick, and
+/// Guest code thus holds an async worker (which the API, health checks and
+/// I/O of every tenant share) for at most a few ticks per resumption, and
 /// the OS scheduler shares the cores between plugins that compute; while a
 /// lookup that mostly waits on its upstream costs no thread hand-off at all.
+/// (A guest that alternates short computations with waits, each under two
+/// ticks, stays on the workers: it yields at every wait.)
 /// On a single-threaded executor (the CLI, some tests) the call stays in
 /// place, where its epoch yields interleave it with other tasks.
 async fn off_the_workers_once_computing<F: Future>(

@@ -39,18 +39,23 @@ pub struct CallState {
 /// Whether a call's guest code computes (runs without waiting on the host)
 /// or waits (on its upstream, its KV, a slot). The call is resumed (polled)
 /// each time what it waited for is ready; its guest code reaches the epoch
-/// callback at every tick it runs through. A guest computes when it reaches
-/// two ticks in one resumption and its thread used at least
-/// [`Activity::RUN_BEFORE_COMPUTING`] of CPU between them: a call that waits
-/// is resumed between ticks however long its waits, and CPU time (unlike
-/// wall time) does not count the time a busy machine preempts the thread.
-/// Costs one atomic add per resumption and one clock read per tick reached.
+/// callback at every tick it runs through. A guest computes when, within one
+/// resumption, it reaches two ticks with at least
+/// [`Activity::RUN_BEFORE_COMPUTING`] of its thread's CPU time between them,
+/// or [`Activity::TICKS_BEFORE_COMPUTING`] ticks whatever the CPU (a thread
+/// starved of CPU by a busy machine or a quota is still moved in bounded
+/// time). A call that waits is resumed between ticks however long its waits
+/// span, and CPU time (unlike wall time) does not count the time a busy
+/// machine preempts the thread. Costs one atomic add per resumption and one
+/// clock read per tick reached.
 #[derive(Debug, Default)]
 pub struct Activity {
     /// Resumptions so far.
     resumed: AtomicU64,
-    /// The resumption and the thread's CPU time (ns) at the last tick reached.
+    /// The resumption of the last tick reached, how many ticks it has
+    /// reached, and the thread's CPU time (ns) at its last tick.
     tick_resumption: AtomicU64,
+    ticks: AtomicU64,
     tick_cpu: AtomicU64,
     /// Set once, when the guest is found computing.
     computing: AtomicBool,
@@ -59,7 +64,12 @@ pub struct Activity {
 impl Activity {
     /// CPU time between two ticks of one resumption that makes a guest
     /// computing: half a tick.
-    pub const RUN_BEFORE_COMPUTING: Duration = Duration::from_micros(2_500);
+    pub const RUN_BEFORE_COMPUTING: Duration =
+        Duration::from_micros(crate::engine::EPOCH_TICK.as_micros() as u64 / 2);
+
+    /// Ticks reached within one resumption that make a guest computing
+    /// whatever CPU time its thread got.
+    pub const TICKS_BEFORE_COMPUTING: u64 = 3;
 
     /// The call is being resumed (polled) now.
     pub fn resumed(&self) {
@@ -72,11 +82,21 @@ impl Activity {
         if self.is_computing() {
             return true;
         }
+        // Offset by one so the first tick never matches the initial zero.
         let resumption = self.resumed.load(Ordering::Relaxed) + 1;
         let cpu = thread_cpu_ns();
         let same = self.tick_resumption.swap(resumption, Ordering::Relaxed) == resumption;
         let used = cpu.saturating_sub(self.tick_cpu.swap(cpu, Ordering::Relaxed));
-        let computing = same && used >= Self::RUN_BEFORE_COMPUTING.as_nanos() as u64;
+        let ticks = match same {
+            true => self.ticks.fetch_add(1, Ordering::Relaxed) + 1,
+            false => {
+                self.ticks.store(1, Ordering::Relaxed);
+                1
+            }
+        };
+        let computing = same
+            && (used >= Self::RUN_BEFORE_COMPUTING.as_nanos() as u64
+                || ticks >= Self::TICKS_BEFORE_COMPUTING);
         if computing {
             self.computing.store(true, Ordering::Relaxed);
         }
