@@ -72,6 +72,11 @@ async fn calls_beyond_the_instance_pool_are_refused_as_host_capacity() {
         metrics.contains("patchbay_invocations_refused_at_capacity_total 2"),
         "{metrics}"
     );
+    // The two that ran computed until their deadline, each on a thread of its own.
+    assert!(
+        metrics.contains("patchbay_invocations_moved_off_workers_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
