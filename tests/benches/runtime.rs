@@ -2,30 +2,87 @@
 //! (a) a fresh instance from the pre-instantiated component, a no-op call, drop;
 //! (b) one JSON transform, natively and as a plugin, on CRM-like payloads.
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BatchSize, Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
+use patchbay::runtime::{Binding, LoadedPlugin, Runtime};
 use patchbay_tests::{Harness, crm_page, plugins::CRM_TRANSFORM};
 use serde_json::Value;
+use std::sync::Arc;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+/// The crm-transform plugin installed and bound, with a single-threaded
+/// executor to drive its calls.
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    _harness: Harness,
+    sandbox: Arc<Runtime>,
+    plugin: Arc<LoadedPlugin>,
+    binding: Binding,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let harness = Harness::new();
+        let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
+        let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
+        let sandbox = harness.services.catalog.runtime().clone();
+        Self {
+            rt,
+            _harness: harness,
+            sandbox,
+            plugin,
+            binding,
+        }
+    }
+
+    /// `operation` on `input` through the sandbox alone (no schema checks).
+    fn call_sandboxed(&self, b: &mut Bencher<'_>, operation: &str, input: &str) {
+        b.to_async(&self.rt).iter(|| async {
+            let outcome = self
+                .sandbox
+                .call_sandboxed(
+                    &self.plugin,
+                    &self.binding,
+                    operation,
+                    input,
+                    Default::default(),
+                )
+                .await;
+            outcome.result.expect("sandboxed call")
+        })
+    }
+
+    /// `normalize-contacts` on `value` through the whole per-call path; the
+    /// copy of `value` each call takes is made outside the measurement.
+    fn invoke_normalize(&self, b: &mut Bencher<'_>, value: &Value, size: BatchSize) {
+        b.to_async(&self.rt).iter_batched(
+            || value.clone(),
+            |value| async {
+                let outcome = self
+                    .sandbox
+                    .invoke(
+                        &self.plugin,
+                        &self.binding,
+                        "normalize-contacts",
+                        value,
+                        Default::default(),
+                    )
+                    .await;
+                outcome.result.expect("normalize-contacts")
+            },
+            size,
+        )
+    }
 }
 
 fn instantiate_and_noop(c: &mut Criterion) {
-    let rt = runtime();
-    let harness = Harness::new();
-    let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
-    let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
-    let sandbox = harness.services.catalog.runtime().clone();
+    let bench = Bench::new();
     c.bench_function("instantiate + noop call + drop", |b| {
-        b.to_async(&rt).iter(|| async {
-            let outcome = sandbox
-                .call_sandboxed(&plugin, &binding, "noop", "{}", Default::default())
-                .await;
-            outcome.result.expect("noop succeeds")
-        })
+        bench.call_sandboxed(b, "noop", "{}")
     });
 }
 
@@ -33,11 +90,7 @@ fn instantiate_and_noop(c: &mut Criterion) {
 /// and out), the whole per-call path: input schema, instance, call, output
 /// parse and schema. Goal (issue 11): <= 20 µs p50, <= 60 µs p99.
 fn lookup_shaped(c: &mut Criterion) {
-    let rt = runtime();
-    let harness = Harness::new();
-    let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
-    let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
-    let sandbox = harness.services.catalog.runtime().clone();
+    let bench = Bench::new();
     let page = crm_page(4);
     let value: Value = serde_json::from_str(&page).expect("json");
     let output = crm_normalize::transform(&page).expect("native");
@@ -47,22 +100,7 @@ fn lookup_shaped(c: &mut Criterion) {
         output.len()
     );
     c.bench_function("fresh instance + lookup-shaped operation (invoke)", |b| {
-        b.to_async(&rt).iter_batched(
-            || value.clone(),
-            |value| async {
-                let outcome = sandbox
-                    .invoke(
-                        &plugin,
-                        &binding,
-                        "normalize-contacts",
-                        value,
-                        Default::default(),
-                    )
-                    .await;
-                outcome.result.expect("lookup-shaped call")
-            },
-            BatchSize::SmallInput,
-        )
+        bench.invoke_normalize(b, &value, BatchSize::SmallInput)
     });
 }
 
@@ -70,11 +108,7 @@ fn lookup_shaped(c: &mut Criterion) {
 const SIZES: [(&str, usize); 2] = [("20KiB", 62), ("300KiB", 925)];
 
 fn json_transform(c: &mut Criterion) {
-    let rt = runtime();
-    let harness = Harness::new();
-    let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
-    let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
-    let sandbox = harness.services.catalog.runtime().clone();
+    let bench = Bench::new();
     let mut group = c.benchmark_group("crm transform");
     for (label, contacts) in SIZES {
         let page = crm_page(contacts);
@@ -87,42 +121,12 @@ fn json_transform(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("plugin (sandboxed call)", label),
             &page,
-            |b, page| {
-                b.to_async(&rt).iter(|| async {
-                    let outcome = sandbox
-                        .call_sandboxed(
-                            &plugin,
-                            &binding,
-                            "normalize-contacts",
-                            page,
-                            Default::default(),
-                        )
-                        .await;
-                    outcome.result.expect("plugin transform")
-                })
-            },
+            |b, page| bench.call_sandboxed(b, "normalize-contacts", page),
         );
         group.bench_with_input(
             BenchmarkId::new("plugin (invoke, with schema checks)", label),
             &value,
-            |b, value| {
-                b.to_async(&rt).iter_batched(
-                    || value.clone(),
-                    |value| async {
-                        let outcome = sandbox
-                            .invoke(
-                                &plugin,
-                                &binding,
-                                "normalize-contacts",
-                                value,
-                                Default::default(),
-                            )
-                            .await;
-                        outcome.result.expect("plugin transform")
-                    },
-                    BatchSize::LargeInput,
-                )
-            },
+            |b, value| bench.invoke_normalize(b, value, BatchSize::LargeInput),
         );
     }
     group.finish();
