@@ -438,4 +438,23 @@ mod tests {
         let page = log.query("acme", 2_000, u64::MAX, None, 10).expect("query");
         assert_eq!(page.records.len(), 3);
     }
+
+    #[test]
+    fn closing_the_log_writes_what_is_queued_without_waiting_out_the_window() {
+        let store = Arc::new(Batches::default());
+        let log = AuditLog::start(store.clone(), Arc::new(|| 1_000), Retention::default())
+            .expect("writer");
+        for i in 0..5 {
+            log.record(&record("acme", 1_000 + i));
+        }
+        let started = Instant::now();
+        drop(log);
+        assert!(
+            started.elapsed() < COMMIT_WINDOW / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        let (kept, _) = store.query("acme", 0, u64::MAX, None, 10).expect("query");
+        assert_eq!(kept.len(), 5);
+    }
 }
