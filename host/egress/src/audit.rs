@@ -268,31 +268,39 @@ impl Gathered {
     fn after(first: Option<Message>, receiver: &mpsc::Receiver<Message>) -> Self {
         let mut gathered = Self::default();
         let window_ends = Instant::now() + COMMIT_WINDOW;
-        let mut next = first;
+        let (mut next, mut closed) = (first, false);
         loop {
-            while let Some(message) = next {
+            while let Some(message) = next.take() {
                 match message {
                     Message::Record(ws, cursor, json) => gathered.records.push((ws, cursor, json)),
                     Message::Sync(reply) => gathered.syncs.push(reply),
                     Message::Purge(reply) => gathered.purges.push(reply),
                 }
-                next = match gathered.records.len() < MAX_BATCH {
-                    true => receiver.try_recv().ok(),
-                    false => None,
-                };
+                if gathered.records.len() < MAX_BATCH {
+                    next = queued(receiver, &mut closed);
+                }
             }
             let waiting = !gathered.syncs.is_empty() || !gathered.purges.is_empty();
             let left = window_ends.saturating_duration_since(Instant::now());
-            if waiting || gathered.records.len() >= MAX_BATCH || left.is_zero() {
+            // Once the log is closing, what was gathered is written now.
+            if closed || waiting || gathered.records.len() >= MAX_BATCH || left.is_zero() {
                 return gathered;
             }
             std::thread::park_timeout(left);
-            next = match receiver.try_recv() {
-                Ok(message) => Some(message),
-                Err(mpsc::TryRecvError::Empty) => None,
-                // The log is closing: write what was gathered now.
-                Err(mpsc::TryRecvError::Disconnected) => return gathered,
-            };
+            next = queued(receiver, &mut closed);
+        }
+    }
+}
+
+/// The next message already queued, if any; `closed` is set once every
+/// sender is gone.
+fn queued(receiver: &mpsc::Receiver<Message>, closed: &mut bool) -> Option<Message> {
+    match receiver.try_recv() {
+        Ok(message) => Some(message),
+        Err(mpsc::TryRecvError::Empty) => None,
+        Err(mpsc::TryRecvError::Disconnected) => {
+            *closed = true;
+            None
         }
     }
 }
