@@ -5,6 +5,7 @@
 use criterion::{
     BatchSize, Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
 };
+use patchbay::policy::limits::OperatorLimits;
 use patchbay::runtime::{Binding, LoadedPlugin, Runtime};
 use patchbay_tests::{Harness, crm_page, plugins::CRM_TRANSFORM};
 use serde_json::Value;
@@ -26,7 +27,15 @@ impl Bench {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let harness = Harness::new();
+        let harness = match std::env::var("PATCHBAY_BENCH_MAX_INSTANCES") {
+            // Valgrind cannot reserve the default pool's address space
+            // (BENCHMARKS.md, "Instruction counts").
+            Ok(n) => Harness::with_limits(OperatorLimits {
+                max_instances: n.parse().expect("PATCHBAY_BENCH_MAX_INSTANCES: a number"),
+                ..OperatorLimits::default()
+            }),
+            Err(_) => Harness::new(),
+        };
         let plugin = rt.block_on(harness.install(CRM_TRANSFORM));
         let binding = harness.binding(&plugin, "ws-bench", "bench", &[]);
         let sandbox = harness.services.catalog.runtime().clone();
@@ -101,6 +110,14 @@ fn lookup_shaped(c: &mut Criterion) {
     );
     c.bench_function("fresh instance + lookup-shaped operation (invoke)", |b| {
         bench.invoke_normalize(b, &value, BatchSize::SmallInput)
+    });
+    // Attribution in the same run: the operation's own work natively, and
+    // the sandboxed call without the host's JSON and schema steps.
+    c.bench_function("lookup-shaped operation, native", |b| {
+        b.iter(|| crm_normalize::transform(&page).expect("native transform"))
+    });
+    c.bench_function("fresh instance + lookup-shaped operation (sandboxed call)", |b| {
+        bench.call_sandboxed(b, "normalize-contacts", &page)
     });
 }
 
