@@ -67,7 +67,7 @@ pub enum PaymentState {
 /// ```no_run
 /// use patchbay_sdk::cx::{PaymentStatus, PaymentState};
 /// let p = PaymentStatus { id: "pi_1".into(), source: "stripe".into(), state: PaymentState::Pending,
-///     amount_minor: 1999, currency: "EUR".into(), updated_at: None, failure_reason: None };
+///     amount_minor: 1999, currency: "EUR".into(), created_at: None, updated_at: None, failure_reason: None };
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentStatus {
@@ -81,6 +81,9 @@ pub struct PaymentStatus {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// When it was created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
     /// When it last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
@@ -162,4 +165,138 @@ pub struct Interaction {
     /// A short summary or disposition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+}
+
+/// An amount of money in one currency.
+///
+/// ```no_run
+/// let m = patchbay_sdk::cx::Money { amount_minor: 1250, currency: "EUR".into() };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// Amount in the currency's minor unit (cents).
+    pub amount_minor: i64,
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+}
+
+/// Whether a customer is up to date with what they owe.
+///
+/// ```no_run
+/// let s = patchbay_sdk::cx::Standing::PastDue;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Nothing overdue.
+    Current,
+    /// An invoice is past its due date, or an automatic payment failed.
+    PastDue,
+}
+
+/// An invoice still waiting to be paid.
+///
+/// ```no_run
+/// let i = patchbay_sdk::cx::OpenInvoice { id: "in_1".into(), amount_due_minor: 5000,
+///     amount_remaining_minor: 5000, currency: "USD".into(), due_at: None, past_due: false, pay_url: None };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenInvoice {
+    /// The id in the payment system.
+    pub id: String,
+    /// The invoice's total due, in minor units.
+    pub amount_due_minor: i64,
+    /// What is still unpaid, in minor units.
+    pub amount_remaining_minor: i64,
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+    /// When it is due (RFC 3339); absent for invoices charged automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
+    /// Whether the due date has passed.
+    pub past_due: bool,
+    /// Where the customer can pay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_url: Option<String>,
+}
+
+/// A stored payment method, summarised so it can be read out to a caller:
+/// never the full number, only the brand and the last four digits.
+///
+/// ```no_run
+/// let m = patchbay_sdk::cx::PaymentMethodSummary { kind: "card".into(),
+///     brand: Some("visa".into()), last4: Some("4242".into()) };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethodSummary {
+    /// `card`, `sepa_debit`, `us_bank_account`... as the source says.
+    pub kind: String,
+    /// Card brand (`visa`, `mastercard`...) or bank name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// The last four digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+}
+
+/// Where a customer stands with a payment system: what they owe, what is
+/// overdue, how they pay.
+///
+/// ```no_run
+/// use patchbay_sdk::cx::{PaymentAccount, Standing};
+/// let a = PaymentAccount { source: "stripe".into(), customer_id: "cus_1".into(), name: None,
+///     email: None, phone: None, standing: Standing::Current, delinquent: false, balance: None,
+///     open_invoices: vec![], past_due: vec![], payment_method: None, matched_customers: 1 };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAccount {
+    /// Which system it came from.
+    pub source: String,
+    /// The customer's id there.
+    pub customer_id: String,
+    /// The customer's name, as the payment system has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The customer's email, as the payment system has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The customer's phone, as the payment system has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Current or past due.
+    pub standing: Standing,
+    /// The payment system's own overdue flag (an automatic payment failed or a due date passed).
+    pub delinquent: bool,
+    /// Account balance not yet on an invoice: positive is owed by the customer, negative is credit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Money>,
+    /// Invoices waiting to be paid, newest first.
+    #[serde(default)]
+    pub open_invoices: Vec<OpenInvoice>,
+    /// What is past due, per currency.
+    #[serde(default)]
+    pub past_due: Vec<Money>,
+    /// The default payment method, summarised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<PaymentMethodSummary>,
+    /// How many customer records matched the lookup (this is the most recent).
+    pub matched_customers: u32,
+}
+
+/// Recent payments of one customer.
+///
+/// ```no_run
+/// let p = patchbay_sdk::cx::RecentPayments { source: "stripe".into(), customer_id: "cus_1".into(),
+///     payments: vec![], has_more: false };
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentPayments {
+    /// Which system it came from.
+    pub source: String,
+    /// The customer's id there.
+    pub customer_id: String,
+    /// Newest first.
+    pub payments: Vec<PaymentStatus>,
+    /// Whether older payments exist beyond these.
+    pub has_more: bool,
 }

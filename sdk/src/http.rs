@@ -104,6 +104,38 @@ impl Request {
         self
     }
 
+    /// Append query parameters to the URL, form-encoded (`a b&c` becomes
+    /// `a+b%26c`), after any the URL already has. Values are data: nothing in
+    /// them can add a parameter or change the path.
+    ///
+    /// ```no_run
+    /// let r = patchbay_sdk::http::Request::get("https://x.example/search")
+    ///     .query(&[("q", "email:\"ada@example.com\""), ("limit", "1")]);
+    /// ```
+    pub fn query(mut self, pairs: &[(&str, &str)]) -> Self {
+        if pairs.is_empty() {
+            return self;
+        }
+        let encoded = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        // A fragment is never sent; drop it rather than put the query after it.
+        if let Some(hash) = self.url.find('#') {
+            self.url.truncate(hash);
+        }
+        let joiner = match self.url.find('?') {
+            None => '?',
+            Some(at) if at + 1 == self.url.len() || self.url.ends_with('&') => {
+                self.url.push_str(&encoded);
+                return self;
+            }
+            Some(_) => '&',
+        };
+        self.url.push(joiner);
+        self.url.push_str(&encoded);
+        self
+    }
+
     /// Set a JSON body and the `content-type` header.
     ///
     /// ```no_run
@@ -440,10 +472,35 @@ impl Response {
     /// # Ok(()) }
     /// ```
     pub fn error_for_status(self) -> Result<Self, Error> {
+        self.error_for_status_with(|_| None)
+    }
+
+    /// [`error_for_status`](Self::error_for_status), with the upstream's own
+    /// explanation: `describe` reads the vendor's error body (its message,
+    /// code...) and the error says `upstream answered 400: <that>`.
+    ///
+    /// ```no_run
+    /// # fn f(r: patchbay_sdk::http::Response) -> Result<(), patchbay_sdk::Error> {
+    /// let ok = r.error_for_status_with(|r| {
+    ///     let body: serde_json::Value = r.json().ok()?;
+    ///     body["error"]["message"].as_str().map(str::to_owned)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn error_for_status_with(
+        self,
+        describe: impl FnOnce(&Self) -> Option<String>,
+    ) -> Result<Self, Error> {
         let status = self.status;
-        let message = || format!("upstream answered {status}");
+        if (200..=399).contains(&status) {
+            return Ok(self);
+        }
+        let detail = describe(&self).map(|d| shorten(d.trim()));
+        let message = || match &detail {
+            Some(detail) if !detail.is_empty() => format!("upstream answered {status}: {detail}"),
+            _ => format!("upstream answered {status}"),
+        };
         match status {
-            200..=399 => Ok(self),
             401 | 403 => Err(Error::Unauthorized(message())),
             404 => Err(Error::NotFound(message())),
             429 => Err(Error::RateLimited {
@@ -457,9 +514,51 @@ impl Response {
     }
 }
 
+/// Longest upstream explanation an error carries, in characters.
+const MAX_DETAIL_CHARS: usize = 300;
+
+fn shorten(detail: &str) -> String {
+    match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((end, _)) => format!("{}…", &detail[..end]),
+        None => detail.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_pairs_are_encoded_and_appended() {
+        let url = |base: &str, pairs: &[(&str, &str)]| Request::get(base).query(pairs).url;
+        assert_eq!(
+            url(
+                "https://a.example/s",
+                &[("query", "email:\"a&b=c\" OR x"), ("limit", "2")]
+            ),
+            "https://a.example/s?query=email%3A%22a%26b%3Dc%22+OR+x&limit=2"
+        );
+        assert_eq!(
+            url("https://a.example/s?x=1", &[("y", "é/?")]),
+            "https://a.example/s?x=1&y=%C3%A9%2F%3F"
+        );
+        assert_eq!(
+            url("https://a.example/s?", &[("y", "1")]),
+            "https://a.example/s?y=1"
+        );
+        assert_eq!(
+            url("https://a.example/s#frag", &[("y", "1")]),
+            "https://a.example/s?y=1"
+        );
+        assert_eq!(url("https://a.example/s", &[]), "https://a.example/s");
+    }
+
+    #[test]
+    fn long_upstream_explanations_are_cut() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(MAX_DETAIL_CHARS + 5);
+        assert_eq!(shorten(&long).chars().count(), MAX_DETAIL_CHARS + 1);
+    }
 
     #[test]
     fn splits_urls_into_scheme_authority_and_path() {

@@ -39,6 +39,7 @@ mod socket_user;
 mod spawn;
 mod ssrf_forms;
 mod stack_overflow;
+mod stripe;
 mod tenancy;
 mod tracing_tags;
 mod trap;

@@ -116,9 +116,10 @@ fn lookup_shaped(c: &mut Criterion) {
     c.bench_function("lookup-shaped operation, native", |b| {
         b.iter(|| crm_normalize::transform(&page).expect("native transform"))
     });
-    c.bench_function("fresh instance + lookup-shaped operation (sandboxed call)", |b| {
-        bench.call_sandboxed(b, "normalize-contacts", &page)
-    });
+    c.bench_function(
+        "fresh instance + lookup-shaped operation (sandboxed call)",
+        |b| bench.call_sandboxed(b, "normalize-contacts", &page),
+    );
 }
 
 /// Payload sizes named in the issue: about 20 KiB and about 300 KiB.
