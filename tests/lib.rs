@@ -273,6 +273,86 @@ impl Harness {
     }
 }
 
+/// A shipped connector bound (as connection `connection` of `ws-1`) to a
+/// mock of its vendor's API on loopback, with its credential set.
+pub struct Vendor {
+    pub harness: Harness,
+    pub upstream: wiremock::MockServer,
+    pub plugin: Arc<LoadedPlugin>,
+    pub binding: Binding,
+}
+
+impl Vendor {
+    /// `plugin` with `base_url` pointing at a fresh mock plus `config`, and
+    /// credential `name` holding `secret`.
+    pub async fn start(
+        plugin: TestPlugin,
+        connection: &str,
+        (name, secret): (&str, Secret),
+        config: &[(&str, &str)],
+    ) -> Self {
+        let harness = Harness::new();
+        let upstream = wiremock::MockServer::start().await;
+        let plugin = harness.install(plugin).await;
+        let uri = upstream.uri();
+        let mut settings = vec![("base_url", uri.as_str())];
+        settings.extend_from_slice(config);
+        let binding = harness.binding(&plugin, "ws-1", connection, &settings);
+        harness.set_credential(connection, name, secret).await;
+        Self {
+            harness,
+            upstream,
+            plugin,
+            binding,
+        }
+    }
+
+    /// Invoke `operation` and return its result.
+    pub async fn call(&self, operation: &str, input: Value) -> Result<Value, InvokeError> {
+        self.call_keyed(operation, input, None).await
+    }
+
+    /// Invoke `operation` with the caller's `idempotency_key`.
+    pub async fn call_keyed(
+        &self,
+        operation: &str,
+        input: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, InvokeError> {
+        let options = patchbay::runtime::CallOptions {
+            idempotency_key: idempotency_key.map(str::to_owned),
+            deadline: None,
+        };
+        self.harness
+            .services
+            .catalog
+            .runtime()
+            .invoke(&self.plugin, &self.binding, operation, input, options)
+            .await
+            .result
+    }
+
+    /// The requests the mock received with `method` on `path`, in order.
+    pub async fn requests(&self, method: &str, path: &str) -> Vec<wiremock::Request> {
+        self.upstream
+            .received_requests()
+            .await
+            .expect("the mock records requests")
+            .into_iter()
+            .filter(|r| r.url.path() == path && r.method.as_str() == method)
+            .collect()
+    }
+}
+
+/// The value of query parameter `name` in `request`, decoded.
+pub fn query_value(request: &wiremock::Request, name: &str) -> Option<String> {
+    request
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 impl Default for Harness {
     fn default() -> Self {
         Self::new()

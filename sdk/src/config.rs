@@ -25,6 +25,26 @@ pub fn get_or(key: &str, default: &str) -> Result<String, Error> {
     Ok(get(key)?.unwrap_or_else(|| default.to_owned()))
 }
 
+/// Setting `key` parsed as a `T` (a number, a flag...), or `default` when
+/// unset; a value that does not parse is an [`Error::InvalidInput`] naming the
+/// setting.
+///
+/// ```no_run
+/// let timeout_ms: u64 = patchbay_sdk::config::parsed_or("request_timeout_ms", 3000)?;
+/// # Ok::<(), patchbay_sdk::Error>(())
+/// ```
+pub fn parsed_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, Error> {
+    match get(key)? {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|_| {
+            Error::invalid_input(format!(
+                "setting {key}: {text:?} is not a valid {}",
+                std::any::type_name::<T>()
+            ))
+        }),
+    }
+}
+
 /// Every setting of the connection, as (key, value) pairs.
 ///
 /// ```no_run

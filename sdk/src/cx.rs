@@ -109,8 +109,12 @@ pub struct Appointment {
     pub starts_at: String,
     /// End (RFC 3339).
     pub ends_at: String,
-    /// `confirmed`, `cancelled`, `rescheduled`, ... as the source says.
+    /// `confirmed`, `pending` (awaiting the host's confirmation), `cancelled`
+    /// or `rejected`; other words as the source says.
     pub status: String,
+    /// What it is (the event's title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Where it takes place (address or meeting link).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -299,4 +303,63 @@ pub struct RecentPayments {
     pub payments: Vec<PaymentStatus>,
     /// Whether older payments exist beyond these.
     pub has_more: bool,
+}
+
+/// Appointments of one person, soonest first.
+///
+/// ```no_run
+/// let a = patchbay_sdk::cx::Appointments { source: "calcom".into(), appointments: vec![] };
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Appointments {
+    /// Which system they came from.
+    pub source: String,
+    /// Soonest first.
+    pub appointments: Vec<Appointment>,
+}
+
+/// A time that can be booked.
+///
+/// ```no_run
+/// let s = patchbay_sdk::cx::Slot { starts_at: "2026-01-01T09:00:00Z".into(), ends_at: None };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Start (RFC 3339).
+    pub starts_at: String,
+    /// End (RFC 3339), when the source gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+}
+
+/// Bookable times of one event type, soonest first.
+///
+/// ```no_run
+/// let s = patchbay_sdk::cx::AvailableSlots { source: "calcom".into(), event_type: "42".into(),
+///     time_zone: "UTC".into(), slots: vec![] };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailableSlots {
+    /// Which system they came from.
+    pub source: String,
+    /// The event type (service) they are for, by source id.
+    pub event_type: String,
+    /// The time zone the times are given in.
+    pub time_zone: String,
+    /// Soonest first.
+    pub slots: Vec<Slot>,
+}
+
+/// The result of booking: the appointment, and whether this call created it
+/// or found it already made by an earlier attempt with the same idempotency key.
+///
+/// ```no_run
+/// let b = patchbay_sdk::cx::Booked { appointment: Default::default(), created: true };
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booked {
+    /// The appointment.
+    pub appointment: Appointment,
+    /// `false` when an earlier attempt had already booked it.
+    pub created: bool,
 }

@@ -4,6 +4,7 @@
 mod api;
 mod audit;
 mod bad_input;
+mod calcom;
 mod capacity;
 mod cli;
 mod connection_status;

@@ -4,23 +4,23 @@
 
 use patchbay::egress::credentials::Secret;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
-use patchbay::runtime::{Binding, LoadedPlugin};
-use patchbay_tests::{Harness, plugins::STRIPE};
+use patchbay_tests::{Vendor, plugins::STRIPE, query_value};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use wiremock::matchers::{header, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 const SECRET_KEY: &str = "sk_test_51HxAbCdEfGhIjKlMnOpQrStUv";
 const VERSION: &str = "2025-09-30.clover";
 const SEARCH: &str = "/v1/customers/search";
 
-struct Stripe {
-    harness: Harness,
-    upstream: MockServer,
-    plugin: Arc<LoadedPlugin>,
-    binding: Binding,
+struct Stripe(Vendor);
+
+impl std::ops::Deref for Stripe {
+    type Target = Vendor;
+    fn deref(&self) -> &Vendor {
+        &self.0
+    }
 }
 
 impl Stripe {
@@ -28,36 +28,11 @@ impl Stripe {
         Self::with_config(&[]).await
     }
 
-    async fn with_config(extra: &[(&str, &str)]) -> Self {
-        let harness = Harness::new();
-        let upstream = MockServer::start().await;
-        let plugin = harness.install(STRIPE).await;
-        let uri = upstream.uri();
-        let mut config = vec![("base_url", uri.as_str())];
-        config.extend_from_slice(extra);
-        let binding = harness.binding(&plugin, "ws-1", "stripe-main", &config);
-        harness
-            .set_credential(
-                "stripe-main",
-                "secret_key",
-                Secret::Bearer {
-                    token: SECRET_KEY.into(),
-                },
-            )
-            .await;
-        Self {
-            harness,
-            upstream,
-            plugin,
-            binding,
-        }
-    }
-
-    async fn call(&self, operation: &str, input: Value) -> Result<Value, InvokeError> {
-        self.harness
-            .invoke(&self.plugin, &self.binding, operation, input)
-            .await
-            .result
+    async fn with_config(config: &[(&str, &str)]) -> Self {
+        let key = Secret::Bearer {
+            token: SECRET_KEY.into(),
+        };
+        Self(Vendor::start(STRIPE, "stripe-main", ("secret_key", key), config).await)
     }
 
     /// Mount `response` for `GET route`, checking what every Stripe request
@@ -87,16 +62,6 @@ impl Stripe {
             ResponseTemplate::new(200).set_body_json(list("/v1/invoices", vec![], false)),
         )
         .await;
-    }
-
-    async fn requests_to(&self, route: &str) -> Vec<wiremock::Request> {
-        self.upstream
-            .received_requests()
-            .await
-            .expect("recording")
-            .into_iter()
-            .filter(|r| r.url.path() == route)
-            .collect()
     }
 }
 
@@ -280,8 +245,11 @@ async fn a_customer_in_good_standing_with_no_payment_method() {
     );
     assert_eq!(output["open_invoices"], json!([]));
     assert!(output.get("payment_method").is_none(), "{output}");
-    let searched = stripe.requests_to(SEARCH).await;
-    assert_eq!(query(&searched[0], "query"), "phone:\"+15551234567\"");
+    let searched = stripe.requests("GET", SEARCH).await;
+    assert_eq!(
+        query_value(&searched[0], "query").unwrap_or_default(),
+        "phone:\"+15551234567\""
+    );
 }
 
 #[tokio::test]
@@ -298,15 +266,6 @@ async fn stripes_delinquent_flag_alone_makes_the_customer_past_due() {
         (output["standing"].clone(), output["delinquent"].clone()),
         (json!("past_due"), json!(true))
     );
-}
-
-fn query(request: &wiremock::Request, name: &str) -> String {
-    request
-        .url
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -339,10 +298,10 @@ async fn quotes_and_backslashes_in_the_input_stay_data_in_the_search_query() {
         );
     }
     let sent: Vec<String> = stripe
-        .requests_to(SEARCH)
+        .requests("GET", SEARCH)
         .await
         .iter()
-        .map(|r| query(r, "query"))
+        .map(|r| query_value(r, "query").unwrap_or_default())
         .collect();
     let expected: Vec<String> = attacks.iter().map(|(_, q)| q.to_string()).collect();
     assert_eq!(sent, expected);
@@ -358,7 +317,7 @@ async fn quotes_and_backslashes_in_the_input_stay_data_in_the_search_query() {
         ),
         "{outcome:?}"
     );
-    assert_eq!(stripe.requests_to(SEARCH).await.len(), attacks.len());
+    assert_eq!(stripe.requests("GET", SEARCH).await.len(), attacks.len());
 }
 
 #[tokio::test]
@@ -482,7 +441,7 @@ async fn recent_payments_map_every_payment_intent_status() {
     assert_eq!(failed["amount_minor"], 2000);
     assert_eq!(failed["currency"], "GBP");
     assert_eq!(failed["created_at"], "2023-11-14T22:13:20Z");
-    assert!(stripe.requests_to(SEARCH).await.is_empty());
+    assert!(stripe.requests("GET", SEARCH).await.is_empty());
 }
 
 #[tokio::test]
@@ -512,9 +471,12 @@ async fn recent_payments_by_email_search_first() {
         output,
         json!({ "source": "stripe", "customer_id": "cus_Q", "payments": [], "has_more": false })
     );
-    let listed = stripe.requests_to("/v1/payment_intents").await;
+    let listed = stripe.requests("GET", "/v1/payment_intents").await;
     assert_eq!(
-        (query(&listed[0], "customer"), query(&listed[0], "limit")),
+        (
+            query_value(&listed[0], "customer").unwrap_or_default(),
+            query_value(&listed[0], "limit").unwrap_or_default()
+        ),
         ("cus_Q".into(), "5".into())
     );
 }

@@ -123,14 +123,7 @@ struct Api {
 
 impl Api {
     fn from_config() -> Result<Self, Error> {
-        let timeout_ms = match config::get("request_timeout_ms")? {
-            None => DEFAULT_TIMEOUT_MS,
-            Some(text) => text.trim().parse().map_err(|_| {
-                Error::invalid_input(format!(
-                    "config request_timeout_ms: {text:?} is not a number"
-                ))
-            })?,
-        };
+        let timeout_ms = config::parsed_or("request_timeout_ms", DEFAULT_TIMEOUT_MS)?;
         Ok(Self {
             base_url: config::get_or("base_url", DEFAULT_BASE_URL)?
                 .trim_end_matches('/')
