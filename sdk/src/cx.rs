@@ -363,3 +363,33 @@ pub struct Booked {
     /// `false` when an earlier attempt had already booked it.
     pub created: bool,
 }
+
+/// The result of an upsert: the record as it now stands, and whether this
+/// call created it (`false`: an existing one was updated).
+///
+/// ```no_run
+/// let u = patchbay_sdk::cx::UpsertedContact { contact: Default::default(), created: false };
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpsertedContact {
+    /// The contact after the write.
+    pub contact: Contact,
+    /// `true` when this call created it.
+    pub created: bool,
+}
+
+/// An interaction written to a system of record.
+///
+/// ```no_run
+/// let l = patchbay_sdk::cx::LoggedInteraction { id: "9001".into(), source: "hubspot".into(),
+///     contact_id: "512".into() };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedInteraction {
+    /// Its id in the system of record (an engagement, a task...).
+    pub id: String,
+    /// Which system.
+    pub source: String,
+    /// The contact it is attached to.
+    pub contact_id: String,
+}

@@ -2,10 +2,10 @@
 
 use patchbay::egress::credentials::Secret;
 use patchbay::runtime::error::{InvokeError, PluginFailure};
-use patchbay_tests::{Harness, plugins::HUBSPOT};
+use patchbay_tests::{Vendor, plugins::HUBSPOT};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, header_exists, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 const SEARCH: &str = "/crm/v3/objects/contacts/search";
 const PRIVATE_APP_TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
@@ -36,36 +36,26 @@ fn ada() -> serde_json::Value {
     })
 }
 
-async fn setup() -> (
-    Harness,
-    MockServer,
-    std::sync::Arc<patchbay::runtime::LoadedPlugin>,
-    patchbay::runtime::Binding,
-) {
-    let harness = Harness::new();
-    let upstream = MockServer::start().await;
-    let plugin = harness.install(HUBSPOT).await;
-    let binding = harness.binding(
-        &plugin,
-        "ws-1",
+async fn hubspot() -> Vendor {
+    hubspot_with(&[]).await
+}
+
+async fn hubspot_with(config: &[(&str, &str)]) -> Vendor {
+    let token = Secret::Bearer {
+        token: PRIVATE_APP_TOKEN.into(),
+    };
+    Vendor::start(
+        HUBSPOT,
         "hubspot-main",
-        &[("base_url", &upstream.uri())],
-    );
-    harness
-        .set_credential(
-            "hubspot-main",
-            "private_app_token",
-            Secret::Bearer {
-                token: PRIVATE_APP_TOKEN.into(),
-            },
-        )
-        .await;
-    (harness, upstream, plugin, binding)
+        ("private_app_token", token),
+        config,
+    )
+    .await
 }
 
 #[tokio::test]
 async fn finds_a_contact_by_phone_with_the_crm_v3_search_shape() {
-    let (harness, upstream, plugin, binding) = setup().await;
+    let hs = hubspot().await;
     Mock::given(method("POST"))
         .and(path(SEARCH))
         .and(header("content-type", "application/json"))
@@ -82,19 +72,14 @@ async fn finds_a_contact_by_phone_with_the_crm_v3_search_shape() {
         ]))))
         .respond_with(ResponseTemplate::new(200).set_body_json(ada()))
         .expect(1)
-        .mount(&upstream)
+        .mount(&hs.upstream)
         .await;
 
-    let outcome = harness
-        .invoke(
-            &plugin,
-            &binding,
-            "find-contact",
-            json!({ "phone": " +15551234 " }),
-        )
+    let outcome = hs
+        .call("find-contact", json!({ "phone": " +15551234 " }))
         .await;
     assert_eq!(
-        outcome.result.expect("contact"),
+        outcome.expect("contact"),
         json!({
             "id": "512", "source": "hubspot", "first_name": "Ada", "last_name": "Lovelace",
             "email": "ada@example.com", "phone": "+15551234", "company": "Analytical Engines",
@@ -105,7 +90,7 @@ async fn finds_a_contact_by_phone_with_the_crm_v3_search_shape() {
 
 #[tokio::test]
 async fn finds_a_contact_by_email_case_insensitively() {
-    let (harness, upstream, plugin, binding) = setup().await;
+    let hs = hubspot().await;
     Mock::given(method("POST"))
         .and(path(SEARCH))
         .and(body_json(search_body(json!([
@@ -113,94 +98,164 @@ async fn finds_a_contact_by_email_case_insensitively() {
         ]))))
         .respond_with(ResponseTemplate::new(200).set_body_json(ada()))
         .expect(1)
-        .mount(&upstream)
+        .mount(&hs.upstream)
         .await;
-    let outcome = harness
-        .invoke(
-            &plugin,
-            &binding,
-            "find-contact",
-            json!({ "email": "Ada@Example.com" }),
-        )
+    let outcome = hs
+        .call("find-contact", json!({ "email": "Ada@Example.com" }))
         .await;
-    assert_eq!(outcome.result.expect("contact")["id"], "512");
+    assert_eq!(outcome.expect("contact")["id"], "512");
 }
 
 #[tokio::test]
 async fn no_match_is_not_found() {
-    let (harness, upstream, plugin, binding) = setup().await;
+    let hs = hubspot().await;
     Mock::given(method("POST"))
         .and(path(SEARCH))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
         )
         .expect(1)
-        .mount(&upstream)
+        .mount(&hs.upstream)
         .await;
-    let outcome = harness
-        .invoke(
-            &plugin,
-            &binding,
-            "find-contact",
-            json!({ "phone": "+10000000" }),
-        )
+    let outcome = hs
+        .call("find-contact", json!({ "phone": "+10000000" }))
         .await;
     assert!(
         matches!(
-            outcome.result,
+            outcome,
             Err(InvokeError::Plugin(PluginFailure::NotFound { .. }))
         ),
         "{:?}",
-        outcome.result
+        outcome
     );
+}
+
+/// HubSpot's error envelope.
+fn hubspot_error(status: u16, category: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header(
+            "x-hubspot-correlation-id",
+            "aeb5b6b2-7fdb-4d5c-9a3e-1c1f3f2b8a11",
+        )
+        .set_body_json(json!({
+            "status": "error",
+            "message": message,
+            "correlationId": "aeb5b6b2-7fdb-4d5c-9a3e-1c1f3f2b8a11",
+            "category": category
+        }))
+}
+
+/// HubSpot's 429: `errorType` instead of `category`, and the policy hit.
+fn rate_limited(policy: &str) -> ResponseTemplate {
+    ResponseTemplate::new(429).set_body_json(json!({
+        "status": "error",
+        "message": "You have reached your secondly limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": "c033cdaa-2c40-4a64-ae48-b4cec88dad24",
+        "policyName": policy,
+        "requestId": "54af1b1b-6f5b-4a5e-8ac4-1c1f3f2b8a11"
+    }))
 }
 
 #[tokio::test]
 async fn upstream_errors_become_typed_errors() {
     let cases = [
         (
-            ResponseTemplate::new(500).set_body_string("oops"),
-            "upstream",
+            "400",
+            hubspot_error(
+                400,
+                "VALIDATION_ERROR",
+                "There was a problem with the request.",
+            ),
         ),
-        (ResponseTemplate::new(401), "unauthorized"),
         (
-            ResponseTemplate::new(429).insert_header("retry-after", "3"),
-            "rate-limited",
+            "401",
+            hubspot_error(
+                401,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+            ),
         ),
         (
-            ResponseTemplate::new(200).set_body_string("<html>not json</html>"),
+            "403",
+            hubspot_error(
+                403,
+                "MISSING_SCOPES",
+                "This app hasn't been granted all required scopes to make this call.",
+            ),
+        ),
+        (
+            "404",
+            hubspot_error(404, "OBJECT_NOT_FOUND", "Object not found."),
+        ),
+        (
+            "429 with retry-after",
+            rate_limited("TEN_SECONDLY_ROLLING").insert_header("retry-after", "3"),
+        ),
+        ("429", rate_limited("DAILY")),
+        ("500", ResponseTemplate::new(500).set_body_string("oops")),
+        (
+            "502",
+            hubspot_error(502, "INTERNAL_ERROR", "Processing took too long"),
+        ),
+        (
             "bad-json",
+            ResponseTemplate::new(200).set_body_string("<html>not json</html>"),
         ),
     ];
-    for (response, case) in cases {
-        let (harness, upstream, plugin, binding) = setup().await;
+    for (case, response) in cases {
+        let hs = hubspot().await;
         Mock::given(method("POST"))
             .and(path(SEARCH))
             .respond_with(response)
             .expect(1)
-            .mount(&upstream)
+            .mount(&hs.upstream)
             .await;
-        let outcome = harness
-            .invoke(
-                &plugin,
-                &binding,
-                "find-contact",
-                json!({ "phone": "+1555" }),
-            )
-            .await;
-        let failure = match outcome.result {
+        let outcome = hs.call("find-contact", json!({ "phone": "+1555" })).await;
+        let failure = match outcome {
             Err(InvokeError::Plugin(failure)) => failure,
             other => panic!("{case}: expected a plugin error, got {other:?}"),
         };
-        match (case, failure) {
-            ("upstream", PluginFailure::Upstream { status: 500, .. }) => {}
-            ("unauthorized", PluginFailure::Unauthorized { .. }) => {}
+        match (case, &failure) {
             (
-                "rate-limited",
+                "400",
+                PluginFailure::Upstream {
+                    status: 400,
+                    message,
+                },
+            ) => assert!(
+                message.contains("VALIDATION_ERROR") && message.contains("aeb5b6b2"),
+                "{message}"
+            ),
+            ("401", PluginFailure::Unauthorized { message }) => {
+                assert!(message.contains("INVALID_AUTHENTICATION"), "{message}")
+            }
+            ("403", PluginFailure::Unauthorized { message }) => {
+                assert!(message.contains("MISSING_SCOPES"), "{message}")
+            }
+            ("404", PluginFailure::NotFound { .. }) => {}
+            (
+                "429 with retry-after",
                 PluginFailure::RateLimited {
                     retry_after_ms: 3000,
                 },
             ) => {}
+            (
+                "429",
+                PluginFailure::RateLimited {
+                    retry_after_ms: 1000,
+                },
+            ) => {}
+            ("500", PluginFailure::Upstream { status: 500, .. }) => {}
+            (
+                "502",
+                PluginFailure::Upstream {
+                    status: 502,
+                    message,
+                },
+            ) => {
+                assert!(message.contains("INTERNAL_ERROR"), "{message}")
+            }
             ("bad-json", PluginFailure::Upstream { status: 200, .. }) => {}
             (case, failure) => panic!("{case}: unexpected {failure:?}"),
         }
@@ -208,25 +263,364 @@ async fn upstream_errors_become_typed_errors() {
 }
 
 #[tokio::test]
+async fn a_slow_hubspot_is_a_timeout() {
+    let hs = hubspot_with(&[("request_timeout_ms", "300")]).await;
+    Mock::given(method("POST"))
+        .and(path(SEARCH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "total": 0, "results": [] }))
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&hs.upstream)
+        .await;
+    let outcome = hs.call("find-contact", json!({ "phone": "+1555" })).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(InvokeError::Plugin(PluginFailure::Timeout { .. }))
+        ),
+        "{outcome:?}"
+    );
+}
+
+const CONTACTS: &str = "/crm/v3/objects/contacts";
+
+fn by_external_id(value: &str) -> serde_json::Value {
+    json!({
+        "filterGroups": [{ "filters": [{ "propertyName": "crm_ref", "operator": "EQ", "value": value }] }],
+        "properties": ["firstname", "lastname", "email", "phone", "mobilephone", "company", "lastmodifieddate"],
+        "sorts": [{ "propertyName": "lastmodifieddate", "direction": "DESCENDING" }],
+        "limit": 1,
+    })
+}
+
+fn contact_object(id: &str, email: &str) -> serde_json::Value {
+    json!({
+        "id": id,
+        "properties": {
+            "createdate": "2026-11-30T08:00:00.000Z", "email": email, "firstname": "Grace",
+            "lastname": "Hopper", "hs_object_id": id, "lastmodifieddate": "2026-12-02T10:00:00.000Z",
+            "crm_ref": "ERP-42"
+        },
+        "createdAt": "2026-11-30T08:00:00.000Z",
+        "updatedAt": "2026-12-02T10:00:00.000Z",
+        "archived": false
+    })
+}
+
+fn upsert_input() -> serde_json::Value {
+    json!({
+        "external_id": "ERP-42",
+        "contact": {
+            "first_name": "Grace", "last_name": "Hopper", "email": "Grace@Navy.example",
+            "attributes": { "lifecyclestage": "customer" }
+        }
+    })
+}
+
+fn written_properties() -> serde_json::Value {
+    json!({ "properties": {
+        "firstname": "Grace", "lastname": "Hopper", "email": "grace@navy.example",
+        "lifecyclestage": "customer", "crm_ref": "ERP-42"
+    }})
+}
+
+/// The search finds no contact.
+async fn finds_nobody(hs: &Vendor) {
+    Mock::given(method("POST"))
+        .and(path(SEARCH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
+        )
+        .mount(&hs.upstream)
+        .await;
+}
+
+async fn upsert_hubspot() -> Vendor {
+    hubspot_with(&[("external_id_property", "crm_ref")]).await
+}
+
+#[tokio::test]
+async fn upsert_updates_the_contact_holding_the_external_id() {
+    let hs = upsert_hubspot().await;
+    Mock::given(method("POST"))
+        .and(path(SEARCH))
+        .and(body_json(by_external_id("ERP-42")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "total": 1, "results": [contact_object("901", "grace@navy.example")]
+        })))
+        .expect(1)
+        .mount(&hs.upstream)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("{CONTACTS}/901")))
+        .and(header(
+            "authorization",
+            format!("Bearer {PRIVATE_APP_TOKEN}").as_str(),
+        ))
+        .and(body_json(written_properties()))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(contact_object("901", "grace@navy.example")),
+        )
+        .expect(1)
+        .mount(&hs.upstream)
+        .await;
+    let output = hs
+        .call("upsert-contact", upsert_input())
+        .await
+        .expect("upserted");
+    assert_eq!(output["created"], false);
+    assert_eq!(output["contact"]["id"], "901");
+    assert_eq!(output["contact"]["email"], "grace@navy.example");
+    assert!(hs.requests("POST", CONTACTS).await.is_empty());
+}
+
+#[tokio::test]
+async fn upsert_creates_a_contact_nobody_holds() {
+    let hs = upsert_hubspot().await;
+    finds_nobody(&hs).await;
+    Mock::given(method("POST"))
+        .and(path(CONTACTS))
+        .and(body_json(written_properties()))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(contact_object("902", "grace@navy.example")),
+        )
+        .expect(1)
+        .mount(&hs.upstream)
+        .await;
+    let output = hs
+        .call("upsert-contact", upsert_input())
+        .await
+        .expect("upserted");
+    assert_eq!(
+        (output["created"].clone(), output["contact"]["id"].clone()),
+        (json!(true), json!("902"))
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_on_create_updates_the_existing_contact_instead_of_duplicating() {
+    // Both shapes HubSpot answers a duplicate email with.
+    let conflicts = [
+        json!({
+            "status": "error", "message": "Contact already exists. Existing ID: 37765128953",
+            "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "CONFLICT"
+        }),
+        json!({
+            "status": "error", "message": "Contact already exists",
+            "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "OBJECT_ALREADY_EXISTS",
+            "error": "CONTACT_EXISTS",
+            "errors": [{ "message": "A contact with email grace@navy.example already exists. Existing ID: 37765128953", "in": "email" }]
+        }),
+    ];
+    for conflict in conflicts {
+        let hs = upsert_hubspot().await;
+        // The search has not caught up with a contact created moments ago.
+        Mock::given(method("POST"))
+            .and(path(SEARCH))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
+            )
+            .mount(&hs.upstream)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(CONTACTS))
+            .respond_with(ResponseTemplate::new(409).set_body_json(conflict.clone()))
+            .expect(1)
+            .mount(&hs.upstream)
+            .await;
+        Mock::given(method("PATCH"))
+            .and(path(format!("{CONTACTS}/37765128953")))
+            .and(body_json(written_properties()))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(contact_object("37765128953", "grace@navy.example")),
+            )
+            .expect(1)
+            .mount(&hs.upstream)
+            .await;
+        let output = hs
+            .call("upsert-contact", upsert_input())
+            .await
+            .expect("upserted");
+        assert_eq!(
+            (output["created"].clone(), output["contact"]["id"].clone()),
+            (json!(false), json!("37765128953")),
+            "{conflict}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_without_an_existing_id_is_an_error() {
+    let hs = upsert_hubspot().await;
+    finds_nobody(&hs).await;
+    Mock::given(method("POST"))
+        .and(path(CONTACTS))
+        .respond_with(hubspot_error(
+            409,
+            "CONFLICT",
+            "A conflicting write is in progress",
+        ))
+        .mount(&hs.upstream)
+        .await;
+    match hs.call("upsert-contact", upsert_input()).await {
+        Err(InvokeError::Plugin(PluginFailure::Upstream {
+            status: 409,
+            message,
+        })) => {
+            assert!(message.contains("CONFLICT"), "{message}")
+        }
+        other => panic!("expected the 409, got {other:?}"),
+    }
+    let patched = hs.upstream.received_requests().await.expect("recording");
+    assert!(
+        patched.iter().all(|r| r.method.as_str() != "PATCH"),
+        "nothing is updated"
+    );
+}
+
+#[tokio::test]
+async fn log_call_creates_a_call_engagement_associated_with_the_contact() {
+    let hs = hubspot().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/calls"))
+        .and(header("authorization", format!("Bearer {PRIVATE_APP_TOKEN}").as_str()))
+        .and(body_json(json!({
+            "properties": {
+                "hs_timestamp": "2026-12-02T09:15:00Z",
+                "hs_call_direction": "INBOUND",
+                "hs_call_duration": "184000",
+                "hs_call_title": "Billing question",
+                "hs_call_body": "Asked about invoice in_123; resolved.",
+                "hs_call_from_number": "+15551234567",
+                "hs_call_to_number": "+15557654321",
+                "hs_call_status": "NO_ANSWER",
+                "hs_call_recording_url": "https://recordings.example/abc.mp3"
+            },
+            "associations": [{
+                "to": { "id": "512" },
+                "types": [{ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194 }]
+            }]
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "28921",
+            "properties": {
+                "hs_call_direction": "INBOUND", "hs_call_duration": "184000", "hs_timestamp": "2026-12-02T09:15:00Z",
+                "hs_createdate": "2026-12-02T09:20:00.000Z", "hs_object_id": "28921"
+            },
+            "createdAt": "2026-12-02T09:20:00.000Z", "updatedAt": "2026-12-02T09:20:00.000Z", "archived": false
+        })))
+        .expect(1)
+        .mount(&hs.upstream)
+        .await;
+    let output = hs
+        .call(
+            "log-call",
+            json!({
+                "contact_id": "512", "direction": "inbound", "started_at": "2026-12-02T09:15:00Z",
+                "duration_seconds": 184, "title": "Billing question",
+                "notes": "Asked about invoice in_123; resolved.", "from_number": "+15551234567",
+                "to_number": "+15557654321", "status": "no_answer",
+                "recording_url": "https://recordings.example/abc.mp3"
+            }),
+        )
+        .await
+        .expect("logged");
+    assert_eq!(
+        output,
+        json!({ "id": "28921", "source": "hubspot", "contact_id": "512" })
+    );
+}
+
+#[tokio::test]
+async fn log_call_on_a_missing_contact_is_not_found() {
+    let hs = hubspot().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/calls"))
+        .respond_with(hubspot_error(
+            404,
+            "OBJECT_NOT_FOUND",
+            "Object not found.  objectId are usually numeric.",
+        ))
+        .mount(&hs.upstream)
+        .await;
+    let outcome = hs
+        .call("log-call", json!({ "contact_id": "999", "direction": "outbound", "started_at": "2026-12-02T09:15:00+01:00" }))
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(InvokeError::Plugin(PluginFailure::NotFound { .. }))
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn write_input_that_breaks_the_schema_never_reaches_hubspot() {
+    let hs = hubspot().await;
+    for (operation, input) in [
+        ("upsert-contact", json!({ "contact": {} })),
+        (
+            "upsert-contact",
+            json!({ "external_id": "x", "contact": { "attributes": { "Bad Name": "1" } } }),
+        ),
+        (
+            "upsert-contact",
+            json!({ "external_id": "x", "contact": { "ssn": "1" } }),
+        ),
+        (
+            "log-call",
+            json!({ "contact_id": "12/../../owners", "direction": "inbound", "started_at": "2026-12-02T09:15:00Z" }),
+        ),
+        (
+            "log-call",
+            json!({ "contact_id": "12", "direction": "sideways", "started_at": "2026-12-02T09:15:00Z" }),
+        ),
+        (
+            "log-call",
+            json!({ "contact_id": "12", "direction": "inbound", "started_at": "yesterday" }),
+        ),
+        (
+            "log-call",
+            json!({ "contact_id": "12", "direction": "inbound", "started_at": "2026-12-02T09:15:00Z", "recording_url": "http://plain.example" }),
+        ),
+    ] {
+        let outcome = hs.call(operation, input.clone()).await;
+        assert!(
+            matches!(outcome, Err(InvokeError::InvalidInput(_))),
+            "{operation} {input}: {outcome:?}"
+        );
+    }
+    assert!(
+        hs.upstream
+            .received_requests()
+            .await
+            .expect("recording")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn input_that_breaks_the_schema_never_reaches_upstream() {
-    let (harness, upstream, plugin, binding) = setup().await;
+    let hs = hubspot().await;
     for input in [
         json!({}),
         json!({ "phone": "1", "email": "a@b.c" }),
         json!({ "phone": 5 }),
         json!({ "fax": "1" }),
     ] {
-        let outcome = harness
-            .invoke(&plugin, &binding, "find-contact", input.clone())
-            .await;
+        let outcome = hs.call("find-contact", input.clone()).await;
         assert!(
-            matches!(outcome.result, Err(InvokeError::InvalidInput(_))),
+            matches!(outcome, Err(InvokeError::InvalidInput(_))),
             "{input}: {:?}",
-            outcome.result
+            outcome
         );
     }
     assert!(
-        upstream
+        hs.upstream
             .received_requests()
             .await
             .expect("recording")
