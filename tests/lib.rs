@@ -288,6 +288,17 @@ impl Vendor {
     pub async fn start(
         plugin: TestPlugin,
         connection: &str,
+        credential: (&str, Secret),
+        config: &[(&str, &str)],
+    ) -> Self {
+        Self::start_at("base_url", plugin, connection, credential, config).await
+    }
+
+    /// [`start`](Self::start) for a plugin whose URL setting is `url_setting`.
+    pub async fn start_at(
+        url_setting: &str,
+        plugin: TestPlugin,
+        connection: &str,
         (name, secret): (&str, Secret),
         config: &[(&str, &str)],
     ) -> Self {
@@ -295,7 +306,7 @@ impl Vendor {
         let upstream = wiremock::MockServer::start().await;
         let plugin = harness.install(plugin).await;
         let uri = upstream.uri();
-        let mut settings = vec![("base_url", uri.as_str())];
+        let mut settings = vec![(url_setting, uri.as_str())];
         settings.extend_from_slice(config);
         let binding = harness.binding(&plugin, "ws-1", connection, &settings);
         harness.set_credential(connection, name, secret).await;
@@ -330,6 +341,34 @@ impl Vendor {
             .invoke(&self.plugin, &self.binding, operation, input, options)
             .await
             .result
+    }
+
+    /// Invoke `operation` expecting the plugin to fail, and return how;
+    /// `case` names the scenario if it does not.
+    pub async fn failure(
+        &self,
+        operation: &str,
+        input: Value,
+        case: &str,
+    ) -> patchbay::runtime::error::PluginFailure {
+        match self.call(operation, input).await {
+            Err(InvokeError::Plugin(failure)) => failure,
+            other => panic!("{case}: expected a plugin error, got {other:?}"),
+        }
+    }
+
+    /// Each `(operation, input)` is refused by the host's input schema check
+    /// and nothing reaches the mock.
+    pub async fn assert_schema_refuses(&self, cases: &[(&str, Value)]) {
+        for (operation, input) in cases {
+            let outcome = self.call(operation, input.clone()).await;
+            assert!(
+                matches!(outcome, Err(InvokeError::InvalidInput(_))),
+                "{operation} {input}: {outcome:?}"
+            );
+        }
+        let seen = self.upstream.received_requests().await.expect("recording");
+        assert!(seen.is_empty(), "reached the upstream: {seen:?}");
     }
 
     /// The requests the mock received with `method` on `path`, in order.

@@ -500,16 +500,13 @@ async fn cal_coms_errors_become_typed_errors() {
             .respond_with(response)
             .mount(&cal.upstream)
             .await;
-        let failure = match cal
-            .call(
+        let failure = cal
+            .failure(
                 "upcoming-appointments",
                 json!({ "email": "ada@example.com" }),
+                case,
             )
-            .await
-        {
-            Err(InvokeError::Plugin(failure)) => failure,
-            other => panic!("{case}: expected a plugin error, got {other:?}"),
-        };
+            .await;
         match (case, &failure) {
             (
                 "400",
@@ -573,7 +570,8 @@ async fn a_slow_cal_com_is_a_timeout() {
 #[tokio::test]
 async fn input_that_breaks_the_schema_never_reaches_cal_com() {
     let cal = CalCom::start().await;
-    for (operation, input) in [
+    cal
+        .assert_schema_refuses(&[
         ("upcoming-appointments", json!({})),
         ("upcoming-appointments", json!({ "email": "not an email" })),
         (
@@ -596,18 +594,6 @@ async fn input_that_breaks_the_schema_never_reaches_cal_com() {
             "book-appointment",
             json!({ "event_type_id": 42, "start": "2026-12-07T09:00:00Z", "attendee": { "name": "A", "email": "a@b.c" } }),
         ),
-    ] {
-        let outcome = cal.call(operation, input.clone()).await;
-        assert!(
-            matches!(outcome, Err(InvokeError::InvalidInput(_))),
-            "{operation} {input}: {outcome:?}"
-        );
-    }
-    assert!(
-        cal.upstream
-            .received_requests()
-            .await
-            .expect("recording")
-            .is_empty()
-    );
+        ])
+        .await;
 }

@@ -211,11 +211,9 @@ async fn upstream_errors_become_typed_errors() {
             .expect(1)
             .mount(&hs.upstream)
             .await;
-        let outcome = hs.call("find-contact", json!({ "phone": "+1555" })).await;
-        let failure = match outcome {
-            Err(InvokeError::Plugin(failure)) => failure,
-            other => panic!("{case}: expected a plugin error, got {other:?}"),
-        };
+        let failure = hs
+            .failure("find-contact", json!({ "phone": "+1555" }), case)
+            .await;
         match (case, &failure) {
             (
                 "400",
@@ -561,7 +559,8 @@ async fn log_call_on_a_missing_contact_is_not_found() {
 #[tokio::test]
 async fn write_input_that_breaks_the_schema_never_reaches_hubspot() {
     let hs = hubspot().await;
-    for (operation, input) in [
+    hs
+        .assert_schema_refuses(&[
         ("upsert-contact", json!({ "contact": {} })),
         (
             "upsert-contact",
@@ -587,20 +586,8 @@ async fn write_input_that_breaks_the_schema_never_reaches_hubspot() {
             "log-call",
             json!({ "contact_id": "12", "direction": "inbound", "started_at": "2026-12-02T09:15:00Z", "recording_url": "http://plain.example" }),
         ),
-    ] {
-        let outcome = hs.call(operation, input.clone()).await;
-        assert!(
-            matches!(outcome, Err(InvokeError::InvalidInput(_))),
-            "{operation} {input}: {outcome:?}"
-        );
-    }
-    assert!(
-        hs.upstream
-            .received_requests()
-            .await
-            .expect("recording")
-            .is_empty()
-    );
+        ])
+        .await;
 }
 
 #[tokio::test]

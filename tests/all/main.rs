@@ -36,6 +36,7 @@ mod process;
 mod rate_limits;
 mod reflection;
 mod retries;
+mod salesforce;
 mod socket_user;
 mod spawn;
 mod ssrf_forms;

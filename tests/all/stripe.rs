@@ -575,13 +575,13 @@ async fn stripes_errors_become_typed_errors_with_stripes_explanation() {
     for (case, response) in cases {
         let stripe = Stripe::new().await;
         stripe.answer(SEARCH, response).await;
-        let failure = match stripe
-            .call("payment-status", json!({ "email": "ada@example.com" }))
-            .await
-        {
-            Err(InvokeError::Plugin(failure)) => failure,
-            other => panic!("{case}: expected a plugin error, got {other:?}"),
-        };
+        let failure = stripe
+            .failure(
+                "payment-status",
+                json!({ "email": "ada@example.com" }),
+                case,
+            )
+            .await;
         match (case, &failure) {
             (
                 "400",
@@ -674,38 +674,26 @@ async fn a_slow_stripe_is_a_timeout() {
 #[tokio::test]
 async fn input_that_breaks_the_schema_never_reaches_stripe() {
     let stripe = Stripe::new().await;
-    for (operation, input) in [
-        ("payment-status", json!({})),
-        (
-            "payment-status",
-            json!({ "email": "a@b.c", "phone": "+1555" }),
-        ),
-        ("payment-status", json!({ "customer_id": "cus_1" })),
-        (
-            "recent-payments",
-            json!({ "customer_id": "cus_1/../../v1/charges" }),
-        ),
-        (
-            "recent-payments",
-            json!({ "customer_id": "cus_1", "limit": 1000 }),
-        ),
-        (
-            "recent-payments",
-            json!({ "customer_id": "cus_1", "email": "a@b.c" }),
-        ),
-    ] {
-        let outcome = stripe.call(operation, input.clone()).await;
-        assert!(
-            matches!(outcome, Err(InvokeError::InvalidInput(_))),
-            "{operation} {input}: {outcome:?}"
-        );
-    }
-    assert!(
-        stripe
-            .upstream
-            .received_requests()
-            .await
-            .expect("recording")
-            .is_empty()
-    );
+    stripe
+        .assert_schema_refuses(&[
+            ("payment-status", json!({})),
+            (
+                "payment-status",
+                json!({ "email": "a@b.c", "phone": "+1555" }),
+            ),
+            ("payment-status", json!({ "customer_id": "cus_1" })),
+            (
+                "recent-payments",
+                json!({ "customer_id": "cus_1/../../v1/charges" }),
+            ),
+            (
+                "recent-payments",
+                json!({ "customer_id": "cus_1", "limit": 1000 }),
+            ),
+            (
+                "recent-payments",
+                json!({ "customer_id": "cus_1", "email": "a@b.c" }),
+            ),
+        ])
+        .await;
 }
