@@ -42,7 +42,10 @@ async fn installs_lists_inspects_and_removes() {
     );
     let list = harness.services.catalog.list().expect("list");
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].operations, ["find-contact"]);
+    assert_eq!(
+        list[0].operations,
+        ["find-contact", "upsert-contact", "log-call"]
+    );
     let manifest = harness
         .services
         .catalog
@@ -239,8 +242,8 @@ async fn refuses_manifest_mistakes_naming_the_field() {
             "malformed destination",
             Box::new(|m| {
                 m.replacen(
-                    "POST {{base_url}}/crm/v3/objects/contacts/search",
-                    "POST api.hubapi.com/crm",
+                    "\"POST {{base_url}}/crm/v3/objects/contacts\"",
+                    "\"POST api.hubapi.com/crm\"",
                     1,
                 )
             }),
