@@ -15,6 +15,7 @@ pub mod clock;
 pub mod grants;
 pub mod http;
 pub mod limits;
+pub mod lookup;
 pub mod manifest;
 pub mod rate;
 pub mod schema;
