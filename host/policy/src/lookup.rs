@@ -436,7 +436,7 @@ pub fn looks_like_card_number(text: &str) -> bool {
             (false, _) => *d,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// `a***@example.com`: the first character of the local part, then the domain.
