@@ -1,0 +1,101 @@
+//! Caller numbers to E.164, with libphonenumber's metadata.
+
+use phonenumber::{Mode, country};
+
+/// Longest number text accepted before parsing.
+const MAX_PHONE_CHARS: usize = 64;
+
+/// Why a number could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// The workspace's default region is not a CLDR region code.
+    #[error("the workspace's default region {0:?} is not a region code (e.g. US, GB, DE)")]
+    Region(String),
+    /// The text is not a phone number.
+    #[error("{number:?} is not a phone number: {reason}")]
+    Unparseable {
+        /// The number as given (cut to its first 64 characters).
+        number: String,
+        /// What the parser found wrong.
+        reason: String,
+    },
+    /// It parses, but no such number exists in its region's plan.
+    #[error("{0:?} is not a valid number in its region's numbering plan")]
+    Invalid(String),
+}
+
+/// `raw` in E.164 (`+15551234567`). A number without a country code is read
+/// in `default_region` (a CLDR code such as `US`); without one, it must
+/// start with `+`.
+pub fn normalise(raw: &str, default_region: Option<&str>) -> Result<String, PhoneError> {
+    let shown: String = raw.chars().take(MAX_PHONE_CHARS).collect();
+    if raw.chars().count() > MAX_PHONE_CHARS {
+        return Err(PhoneError::Unparseable {
+            number: shown,
+            reason: format!("longer than {MAX_PHONE_CHARS} characters"),
+        });
+    }
+    let region = default_region
+        .map(|r| {
+            r.trim()
+                .to_ascii_uppercase()
+                .parse::<country::Id>()
+                .map_err(|_| PhoneError::Region(r.to_owned()))
+        })
+        .transpose()?;
+    let number = phonenumber::parse(region, raw).map_err(|e| PhoneError::Unparseable {
+        number: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if !phonenumber::is_valid(&number) {
+        return Err(PhoneError::Invalid(shown));
+    }
+    Ok(number.format().mode(Mode::E164).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_any_common_form_become_e164() {
+        for (raw, region, e164) in [
+            ("+1 (650) 253-0000", None, "+16502530000"),
+            ("(650) 253-0000", Some("US"), "+16502530000"),
+            ("650.253.0000", Some("us"), "+16502530000"),
+            ("020 7946 0018", Some("GB"), "+442079460018"),
+            ("+44 20 7946 0018", Some("US"), "+442079460018"),
+            ("030 901820", Some("DE"), "+4930901820"),
+        ] {
+            assert_eq!(
+                normalise(raw, region).as_deref(),
+                Ok(e164),
+                "{raw} in {region:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_number_is_named() {
+        assert!(matches!(
+            normalise("(650) 253-0000", None),
+            Err(PhoneError::Unparseable { .. })
+        ));
+        assert!(matches!(
+            normalise("call me", Some("US")),
+            Err(PhoneError::Unparseable { .. })
+        ));
+        assert!(matches!(
+            normalise("+1 555 0000", None),
+            Err(PhoneError::Invalid(_))
+        ));
+        assert_eq!(
+            normalise("+16502530000", Some("XX")),
+            Err(PhoneError::Region("XX".into()))
+        );
+        assert!(matches!(
+            normalise(&"1".repeat(65), Some("US")),
+            Err(PhoneError::Unparseable { .. })
+        ));
+    }
+}

@@ -1,0 +1,513 @@
+//! Running a lookup: the sources in parallel, fallbacks, the cache.
+
+use crate::merge::merge;
+use crate::phone::{PhoneError, normalise};
+use moka::Expiry;
+use moka::future::Cache;
+use patchbay_policy::lookup::{LookupDefinition, LookupSource, Profile, fill_input, mask_record};
+use patchbay_runtime::error::{InvokeError, PluginFailure, cap_message};
+use patchbay_tenancy::invoke::{Invocation, InvocationError};
+use patchbay_tenancy::service::Tenancy;
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Past a source's deadline, how long the host waits for the runtime to
+/// report the timeout itself before giving up on it.
+const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+/// Longest email accepted.
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// How one source's part of a lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceStatus {
+    /// It answered.
+    Ok,
+    /// It answered that it does not know the caller.
+    NotFound,
+    /// It did not answer within its deadline.
+    Timeout,
+    /// It failed; `code` says how.
+    Error,
+    /// It was not asked: its connection is disabled, its credential needs
+    /// attention, or the request lacked what its input needs.
+    Skipped,
+}
+
+/// One source's status in a lookup's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceReport {
+    /// The source's name in the lookup.
+    pub name: String,
+    /// The connection it asked.
+    pub connection: String,
+    /// How it ended.
+    pub status: SourceStatus,
+    /// For `error`: the error code (as the invoke API gives it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What happened, for `error`, `timeout` and `skipped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Milliseconds it took.
+    pub duration_ms: u64,
+    /// The invocation it ran as, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+}
+
+/// A lookup's result before masking: kept in the cache as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The caller's number in E.164: the lookup's key.
+    pub key: String,
+    /// The merged caller record.
+    pub record: Json,
+    /// Per field (`contact.first_name`), the source it came from.
+    pub provenance: BTreeMap<String, String>,
+    /// Every source asked, in definition order.
+    pub sources: Vec<SourceReport>,
+    /// Whether it came from the cache (no source was asked).
+    pub cached: bool,
+}
+
+/// An answer as one profile may see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MaskedAnswer {
+    /// The caller's number in E.164.
+    pub key: String,
+    /// The profile the record was masked for.
+    pub profile: Profile,
+    /// The caller record, with only what `profile` may see.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub record: Json,
+    /// Per returned field, the source it came from.
+    pub provenance: BTreeMap<String, String>,
+    /// Every source asked, with its status.
+    pub sources: Vec<SourceReport>,
+    /// Whether it came from the cache.
+    pub cached: bool,
+    /// The names (never the values) of the fields returned, for the audit.
+    #[serde(skip)]
+    pub fields_returned: Vec<String>,
+}
+
+impl Answer {
+    /// What `profile` may see: fields above it removed, masked ones masked,
+    /// sensitive ones never; provenance kept only for what is returned.
+    pub fn masked(&self, profile: Profile) -> MaskedAnswer {
+        let (record, fields_returned) = mask_record(&self.record, profile);
+        let provenance = self
+            .provenance
+            .iter()
+            .filter(|(field, _)| fields_returned.contains(field))
+            .map(|(f, s)| (f.clone(), s.clone()))
+            .collect();
+        MaskedAnswer {
+            key: self.key.clone(),
+            profile,
+            record,
+            provenance,
+            sources: self.sources.clone(),
+            cached: self.cached,
+            fields_returned,
+        }
+    }
+
+    /// Kept only when every source answered, found or not: an error or a
+    /// timeout is asked again next time.
+    fn cacheable(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| matches!(s.status, SourceStatus::Ok | SourceStatus::NotFound))
+    }
+}
+
+/// Why a lookup could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// The caller's number.
+    #[error(transparent)]
+    Phone(#[from] PhoneError),
+    /// The caller's email.
+    #[error("email {0:?} is not an email address")]
+    Email(String),
+}
+
+/// The cache key: a lookup's result for one caller under one revision of
+/// its definition (a changed definition never serves an old result).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    workspace: String,
+    lookup: String,
+    revision: u64,
+    phone: String,
+    email: Option<String>,
+}
+
+#[derive(Clone)]
+struct Kept {
+    answer: Arc<Answer>,
+    ttl: Duration,
+}
+
+/// Each entry lives for its lookup's TTL.
+struct LookupTtl;
+
+impl Expiry<Key, Kept> for LookupTtl {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        kept: &Kept,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(kept.ttl)
+    }
+}
+
+/// Runs lookups and keeps their results.
+pub struct Lookups {
+    tenancy: Arc<Tenancy>,
+    cache: Cache<Key, Kept>,
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups")
+            .field("cached", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl Lookups {
+    /// Lookups run on `tenancy`, keeping at most `max_cached` results in memory.
+    pub fn new(tenancy: Arc<Tenancy>, max_cached: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_cached)
+            .expire_after(LookupTtl)
+            .support_invalidation_closures()
+            .build();
+        Self { tenancy, cache }
+    }
+
+    /// Run lookup `name` of `workspace` (its `definition`) for the caller
+    /// with `phone` (read in `default_region` when it has no country code)
+    /// and perhaps `email`. From the cache when a result is kept; concurrent
+    /// identical runs share one.
+    pub async fn run(
+        &self,
+        workspace: &str,
+        name: &str,
+        definition: &LookupDefinition,
+        phone: &str,
+        email: Option<&str>,
+        default_region: Option<&str>,
+    ) -> Result<Answer, LookupError> {
+        let phone = normalise(phone, default_region)?;
+        let email = match email.map(str::trim).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(e) if is_email(e) => Some(e.to_lowercase()),
+            Some(e) => {
+                return Err(LookupError::Email(
+                    e.chars().take(MAX_EMAIL_CHARS).collect(),
+                ));
+            }
+        };
+        let key = Key {
+            workspace: workspace.to_owned(),
+            lookup: name.to_owned(),
+            revision: revision(definition),
+            phone: phone.clone(),
+            email: email.clone(),
+        };
+        let ttl = Duration::from_secs(definition.cache_ttl_seconds.into());
+        let definition = Arc::new(definition.clone());
+        let tenancy = self.tenancy.clone();
+        let workspace = workspace.to_owned();
+        let ask = async move {
+            let answer = ask_all(tenancy, workspace, definition, phone, email).await;
+            if answer.cacheable() && !ttl.is_zero() {
+                Ok(Kept {
+                    answer: Arc::new(answer),
+                    ttl,
+                })
+            } else {
+                // Not kept, but still handed to every identical run waiting on this one.
+                Err(answer)
+            }
+        };
+        match self.cache.entry(key).or_try_insert_with(ask).await {
+            Ok(entry) => {
+                let mut answer = (*entry.value().answer).clone();
+                answer.cached = !entry.is_fresh();
+                Ok(answer)
+            }
+            Err(shared) => Ok((*shared).clone()),
+        }
+    }
+
+    /// Drop the kept results of lookup `name` for the caller `phone`
+    /// (normalised as [`run`](Self::run) does), whatever the email.
+    pub fn forget(
+        &self,
+        workspace: &str,
+        name: &str,
+        phone: &str,
+        default_region: Option<&str>,
+    ) -> Result<String, LookupError> {
+        let phone = normalise(phone, default_region)?;
+        let (workspace, name, key) = (workspace.to_owned(), name.to_owned(), phone.clone());
+        self.invalidate(move |k| k.workspace == workspace && k.lookup == name && k.phone == key);
+        Ok(phone)
+    }
+
+    /// Drop every kept result of lookup `name` (it was changed or deleted).
+    pub fn forget_lookup(&self, workspace: &str, name: &str) {
+        let (workspace, name) = (workspace.to_owned(), name.to_owned());
+        self.invalidate(move |k| k.workspace == workspace && k.lookup == name);
+    }
+
+    /// Drop every kept result of `workspace` (it was deleted).
+    pub fn forget_workspace(&self, workspace: &str) {
+        let workspace = workspace.to_owned();
+        self.invalidate(move |k| k.workspace == workspace);
+    }
+
+    fn invalidate(&self, which: impl Fn(&Key) -> bool + Send + Sync + 'static) {
+        // Only fails when the cache was built without invalidation closures.
+        if let Err(e) = self.cache.invalidate_entries_if(move |k, _| which(k)) {
+            tracing::error!(target: "patchbay::lookup", error = %e, "dropping cached lookup results");
+        }
+    }
+
+    /// Results kept now (for metrics and tests).
+    pub async fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+}
+
+fn revision(definition: &LookupDefinition) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(definition)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+fn is_email(text: &str) -> bool {
+    text.chars().count() <= MAX_EMAIL_CHARS
+        && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+        && text
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+}
+
+/// Ask every source (fallbacks after their primaries) and merge.
+async fn ask_all(
+    tenancy: Arc<Tenancy>,
+    workspace: String,
+    definition: Arc<LookupDefinition>,
+    phone: String,
+    email: Option<String>,
+) -> Answer {
+    let mut chains = JoinSet::new();
+    for source in definition
+        .sources
+        .iter()
+        .filter(|s| s.fallback_for.is_none())
+    {
+        chains.spawn(chain(
+            tenancy.clone(),
+            workspace.clone(),
+            definition.clone(),
+            source.clone(),
+            phone.clone(),
+            email.clone(),
+        ));
+    }
+    let mut reports = Vec::new();
+    let mut answers = BTreeMap::new();
+    while let Some(done) = chains.join_next().await {
+        match done {
+            Ok(asked) => {
+                for (report, output) in asked {
+                    if let Some(output) = output {
+                        answers.insert(report.name.clone(), output);
+                    }
+                    reports.push(report);
+                }
+            }
+            // A source's task panicked (a host bug): reported by the runtime's
+            // logs; the other sources' answers still count.
+            Err(e) => {
+                tracing::error!(target: "patchbay::lookup", error = %e, "a lookup source failed")
+            }
+        }
+    }
+    let position = |name: &str| definition.sources.iter().position(|s| s.name == name);
+    reports.sort_by_key(|r| position(&r.name));
+    let merged = merge(&definition, &answers);
+    Answer {
+        key: phone,
+        record: merged.record,
+        provenance: merged.provenance,
+        sources: reports,
+        cached: false,
+    }
+}
+
+/// `first`, then its fallback while the last one asked failed.
+async fn chain(
+    tenancy: Arc<Tenancy>,
+    workspace: String,
+    definition: Arc<LookupDefinition>,
+    first: LookupSource,
+    phone: String,
+    email: Option<String>,
+) -> Vec<(SourceReport, Option<Json>)> {
+    let mut asked = Vec::new();
+    let mut next = Some(first);
+    while let Some(source) = next {
+        let (report, output) = ask(&tenancy, &workspace, &source, &phone, email.as_deref()).await;
+        let failed = matches!(
+            report.status,
+            SourceStatus::Error | SourceStatus::Timeout | SourceStatus::Skipped
+        );
+        asked.push((report, output));
+        next = if failed {
+            definition
+                .sources
+                .iter()
+                .find(|s| s.fallback_for.as_deref() == Some(source.name.as_str()))
+                .cloned()
+        } else {
+            None
+        };
+    }
+    asked
+}
+
+/// Ask one source within its deadline.
+async fn ask(
+    tenancy: &Tenancy,
+    workspace: &str,
+    source: &LookupSource,
+    phone: &str,
+    email: Option<&str>,
+) -> (SourceReport, Option<Json>) {
+    let started = Instant::now();
+    let mut report = SourceReport {
+        name: source.name.clone(),
+        connection: source.connection.clone(),
+        status: SourceStatus::Skipped,
+        code: None,
+        message: None,
+        duration_ms: 0,
+        invocation_id: None,
+    };
+    let input = match fill_input(&source.input, Some(phone), email) {
+        Ok(input) => input,
+        Err(missing) => {
+            report.message = Some(format!("the request gave no {missing}"));
+            return (report, None);
+        }
+    };
+    let deadline = started + Duration::from_millis(source.deadline_ms.into());
+    let invocation = Invocation {
+        workspace: workspace.to_owned(),
+        connection: source.connection.clone(),
+        operation: source.operation.clone(),
+        input,
+        idempotency_key: None,
+        deadline: Some(deadline),
+    };
+    let ran = tokio::time::timeout_at(
+        (deadline + DEADLINE_GRACE).into(),
+        tenancy.invoke(invocation),
+    )
+    .await;
+    let mut output = None;
+    let (status, code, message) = match ran {
+        Err(_) => (
+            SourceStatus::Timeout,
+            None,
+            Some(format!("no answer within {} ms", source.deadline_ms)),
+        ),
+        Ok(Err(InvocationError::Disabled(_))) => (
+            SourceStatus::Skipped,
+            None,
+            Some("the connection is disabled".into()),
+        ),
+        Ok(Err(e)) => (
+            SourceStatus::Error,
+            Some("connection".into()),
+            Some(e.to_string()),
+        ),
+        Ok(Ok(invoked)) => {
+            report.invocation_id = Some(invoked.outcome.invocation_id.clone());
+            match invoked.outcome.result {
+                Ok(value) => {
+                    output = Some(value);
+                    (SourceStatus::Ok, None, None)
+                }
+                Err(InvokeError::Plugin(PluginFailure::NotFound { .. })) => {
+                    (SourceStatus::NotFound, None, None)
+                }
+                Err(
+                    e @ (InvokeError::Timeout(_)
+                    | InvokeError::Plugin(PluginFailure::Timeout { .. })),
+                ) => (SourceStatus::Timeout, None, Some(e.to_string())),
+                Err(InvokeError::Plugin(PluginFailure::Unauthorized { .. }))
+                    if invoked.explanation.credential_unavailable =>
+                {
+                    let why = invoked.explanation.unusable_credentials.join("; ");
+                    (
+                        SourceStatus::Skipped,
+                        None,
+                        Some(format!("credential needs attention: {why}")),
+                    )
+                }
+                Err(e) => (
+                    SourceStatus::Error,
+                    Some(error_code(&e).into()),
+                    Some(e.to_string()),
+                ),
+            }
+        }
+    };
+    report.status = status;
+    report.code = code;
+    report.message = message.map(cap_message);
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    (report, output)
+}
+
+/// The invoke API's error code for `error`.
+fn error_code(error: &InvokeError) -> &'static str {
+    use InvokeError as E;
+    use PluginFailure as P;
+    match error {
+        E::UnknownOperation(_) => "unknown-operation",
+        E::InputTooLarge { .. } => "input-too-large",
+        E::InvalidInput(_) | E::Plugin(P::InvalidInput { .. }) => "invalid-input",
+        E::Plugin(P::NotFound { .. }) => "not-found",
+        E::Plugin(P::Unauthorized { .. }) => "upstream-unauthorized",
+        E::Plugin(P::AccessDenied { .. }) => "access-denied",
+        E::Plugin(P::RateLimited { .. }) => "rate-limited",
+        E::Plugin(P::Upstream { .. }) => "upstream",
+        E::Plugin(P::Timeout { .. }) | E::Timeout(_) => "timeout",
+        E::Plugin(P::Unsupported { .. }) => "unsupported",
+        E::TooManyCalls { .. } => "too-many-calls",
+        E::AtCapacity(_) | E::HostResources(_) => "host-at-capacity",
+        _ => "plugin-failed",
+    }
+}
