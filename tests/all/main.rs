@@ -24,6 +24,7 @@ mod isolation;
 mod kv;
 mod layers;
 mod load;
+mod lookup;
 mod loop_forever;
 mod oauth2;
 mod openapi;

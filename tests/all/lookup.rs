@@ -1,0 +1,489 @@
+//! The caller-context lookup, run on stored connections of the shipped
+//! HubSpot, Stripe and Cal.com plugins, each against its vendor's mock on
+//! loopback: parallel sources with deadlines, statuses, fallbacks,
+//! precedence, the cache and its single flight, masking per profile.
+
+use patchbay::egress::credentials::Secret;
+use patchbay::lookup::{Lookups, SourceStatus};
+use patchbay::policy::lookup::{LookupDefinition, Profile};
+use patchbay::tenancy::service::{ConnectionRequest, Tenancy};
+use patchbay_tests::{Harness, plugins, scope};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WS: &str = "acme";
+
+/// A workspace with connections `crm` and `crm-backup` (HubSpot), `billing`
+/// (Stripe) and `calendar` (Cal.com), each against a mock of its own.
+struct Desk {
+    harness: Harness,
+    tenancy: Arc<Tenancy>,
+    lookups: Lookups,
+    crm: MockServer,
+    backup: MockServer,
+    stripe: MockServer,
+    cal: MockServer,
+}
+
+impl Desk {
+    async fn new() -> Self {
+        let harness = Harness::new();
+        for plugin in [plugins::HUBSPOT, plugins::STRIPE, plugins::CALCOM] {
+            harness.ensure(plugin).await;
+        }
+        let tenancy = Arc::new(harness.services.tenancy());
+        tenancy.create_workspace(WS).await.expect("workspace");
+        let desk = Self {
+            lookups: Lookups::new(tenancy.clone(), 1000),
+            tenancy,
+            crm: MockServer::start().await,
+            backup: MockServer::start().await,
+            stripe: MockServer::start().await,
+            cal: MockServer::start().await,
+            harness,
+        };
+        for (name, plugin, server, credential) in [
+            ("crm", "hubspot", &desk.crm, "private_app_token"),
+            ("crm-backup", "hubspot", &desk.backup, "private_app_token"),
+            ("billing", "stripe", &desk.stripe, "secret_key"),
+            ("calendar", "calcom", &desk.cal, "api_key"),
+        ] {
+            desk.connect(name, plugin, &server.uri(), true).await;
+            desk.harness
+                .services
+                .credentials
+                .set(
+                    &scope(WS, name),
+                    credential,
+                    Secret::Bearer {
+                        token: format!("key-{name}").into(),
+                    },
+                )
+                .await
+                .expect("credential");
+        }
+        desk
+    }
+
+    async fn connect(&self, name: &str, plugin: &str, base_url: &str, enabled: bool) {
+        let request: ConnectionRequest = serde_json::from_value(json!({
+            "plugin": plugin,
+            "config": { "base_url": base_url },
+            "grants": { "approve_all_requested": true },
+            "enabled": enabled
+        }))
+        .expect("request");
+        self.tenancy
+            .put_connection(WS, name, request)
+            .await
+            .expect("connection");
+    }
+
+    async fn run(
+        &self,
+        definition: &LookupDefinition,
+        phone: &str,
+        email: Option<&str>,
+    ) -> patchbay::lookup::Answer {
+        self.lookups
+            .run(WS, "caller", definition, phone, email, Some("US"))
+            .await
+            .expect("lookup")
+    }
+}
+
+fn definition(extra: Value) -> LookupDefinition {
+    let mut value = json!({
+        "sources": [
+            { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 },
+            { "name": "billing", "connection": "billing", "operation": "payment-status", "provides": "payment", "deadline_ms": 2000 },
+            { "name": "calendar", "connection": "calendar", "operation": "upcoming-appointments", "provides": "appointments",
+              "input": { "email": "{email}", "days": 30 }, "deadline_ms": 2000 }
+        ],
+        "cache_ttl_seconds": 300
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        value[k] = v.clone();
+    }
+    let definition: LookupDefinition = serde_json::from_value(value).expect("definition");
+    assert_eq!(definition.problems(), Vec::<String>::new());
+    definition
+}
+
+fn hubspot_contact(id: &str, first: &str, email: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "total": 1,
+        "results": [{
+            "id": id,
+            "properties": { "firstname": first, "lastname": "Lovelace", "email": email,
+                "phone": "+16502530000", "company": "Analytical Engines", "lastmodifieddate": "2026-10-01T10:00:00Z" },
+            "updatedAt": "2026-10-01T10:00:00.000Z", "archived": false
+        }]
+    }))
+}
+
+async fn healthy_crm(server: &MockServer, first: &str) {
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(hubspot_contact("512", first, "ada@example.com"))
+        .mount(server)
+        .await;
+}
+
+async fn healthy_stripe(server: &MockServer, delay: Duration) {
+    Mock::given(method("GET"))
+        .and(path("/v1/customers/search"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(delay)
+                .set_body_json(json!({ "object": "search_result", "has_more": false, "data": [{
+                    "id": "cus_1", "object": "customer", "balance": 1200, "currency": "usd", "created": 1,
+                    "delinquent": false, "email": "ada@example.com", "name": "Ada Lovelace", "phone": "+16502530000",
+                    "invoice_settings": { "default_payment_method": null }
+                }] })),
+        )
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "object": "list", "has_more": false, "data": [] })),
+        )
+        .mount(server)
+        .await;
+}
+
+async fn healthy_cal(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/v2/bookings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "status": "success", "data": [{
+            "id": 1, "uid": "bk_1", "title": "Consultation", "status": "accepted",
+            "start": "2026-12-09T09:00:00.000Z", "end": "2026-12-09T09:30:00.000Z", "metadata": {}
+        }] }),
+        ))
+        .mount(server)
+        .await;
+}
+
+async fn requests(server: &MockServer) -> usize {
+    server.received_requests().await.expect("recording").len()
+}
+
+fn status_of(answer: &patchbay::lookup::Answer, name: &str) -> SourceStatus {
+    answer
+        .sources
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.status)
+        .expect(name)
+}
+
+#[tokio::test]
+async fn three_healthy_sources_make_one_caller_record() {
+    let desk = Desk::new().await;
+    healthy_crm(&desk.crm, "Ada").await;
+    healthy_stripe(&desk.stripe, Duration::ZERO).await;
+    healthy_cal(&desk.cal).await;
+    let answer = desk
+        .run(
+            &definition(json!({})),
+            "(650) 253-0000",
+            Some("Ada@Example.com"),
+        )
+        .await;
+    assert_eq!(answer.key, "+16502530000");
+    assert!(!answer.cached);
+    for name in ["crm", "billing", "calendar"] {
+        assert_eq!(
+            status_of(&answer, name),
+            SourceStatus::Ok,
+            "{name}: {:?}",
+            answer.sources
+        );
+    }
+    assert_eq!(answer.record["contact"]["first_name"], "Ada");
+    assert_eq!(answer.record["payment"]["standing"], "current");
+    assert_eq!(
+        answer.record["payment"]["balance"],
+        json!({ "amount_minor": 1200, "currency": "USD" })
+    );
+    assert_eq!(answer.record["next_appointment"]["id"], "bk_1");
+    assert_eq!(answer.provenance["contact.first_name"], "crm");
+    assert_eq!(answer.provenance["payment.balance"], "billing");
+    assert_eq!(answer.provenance["next_appointment"], "calendar");
+    // Sources were asked with the E.164 number and the caller's email.
+    let searched: Value =
+        serde_json::from_slice(&desk.crm.received_requests().await.expect("r")[0].body)
+            .expect("json");
+    assert_eq!(
+        searched["filterGroups"][0]["filters"][0]["value"],
+        "+16502530000"
+    );
+    let booked = &desk.cal.received_requests().await.expect("r")[0];
+    assert!(
+        booked
+            .url
+            .query()
+            .unwrap_or("")
+            .contains("attendeeEmail=ada%40example.com"),
+        "{}",
+        booked.url
+    );
+}
+
+#[tokio::test]
+async fn a_slow_source_times_out_and_the_others_are_returned() {
+    let desk = Desk::new().await;
+    healthy_crm(&desk.crm, "Ada").await;
+    healthy_stripe(&desk.stripe, Duration::from_secs(5)).await;
+    healthy_cal(&desk.cal).await;
+    let mut def = definition(json!({}));
+    def.sources[1].deadline_ms = 300;
+    let started = Instant::now();
+    let answer = desk
+        .run(&def, "+16502530000", Some("ada@example.com"))
+        .await;
+    assert_eq!(status_of(&answer, "billing"), SourceStatus::Timeout);
+    assert_eq!(status_of(&answer, "crm"), SourceStatus::Ok);
+    assert!(answer.record.get("payment").is_none());
+    assert_eq!(answer.record["contact"]["first_name"], "Ada");
+    // Bounded by the deadlines, not by the slow upstream (a sanity bound, not a speed goal).
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_source_is_an_error_with_its_code_and_the_others_answer() {
+    let desk = Desk::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("down"))
+        .mount(&desk.crm)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7"))
+        .mount(&desk.stripe)
+        .await;
+    healthy_cal(&desk.cal).await;
+    let answer = desk
+        .run(
+            &definition(json!({})),
+            "+16502530000",
+            Some("ada@example.com"),
+        )
+        .await;
+    let crm = answer
+        .sources
+        .iter()
+        .find(|s| s.name == "crm")
+        .expect("crm");
+    assert_eq!(
+        (crm.status, crm.code.as_deref()),
+        (SourceStatus::Error, Some("upstream"))
+    );
+    let billing = answer
+        .sources
+        .iter()
+        .find(|s| s.name == "billing")
+        .expect("billing");
+    assert_eq!(
+        (billing.status, billing.code.as_deref()),
+        (SourceStatus::Error, Some("rate-limited"))
+    );
+    assert_eq!(status_of(&answer, "calendar"), SourceStatus::Ok);
+    assert_eq!(answer.record["next_appointment"]["id"], "bk_1");
+    // A result with a failed source is not kept: the next run asks again.
+    desk.run(
+        &definition(json!({})),
+        "+16502530000",
+        Some("ada@example.com"),
+    )
+    .await;
+    assert_eq!(requests(&desk.crm).await, 2);
+}
+
+#[tokio::test]
+async fn the_secondary_crm_is_asked_only_when_the_primary_fails() {
+    let desk = Desk::new().await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 },
+        { "name": "backup", "connection": "crm-backup", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000, "fallback_for": "crm" }
+    ], "cache_ttl_seconds": 0 }));
+    healthy_crm(&desk.crm, "Ada").await;
+    healthy_crm(&desk.backup, "Augusta").await;
+    let answer = desk.run(&def, "+16502530000", None).await;
+    assert_eq!(answer.record["contact"]["first_name"], "Ada");
+    assert_eq!(answer.sources.len(), 1, "{:?}", answer.sources);
+    assert_eq!(requests(&desk.backup).await, 0);
+
+    desk.crm.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&desk.crm)
+        .await;
+    let answer = desk.run(&def, "+16502530000", None).await;
+    assert_eq!(status_of(&answer, "crm"), SourceStatus::Error);
+    assert_eq!(status_of(&answer, "backup"), SourceStatus::Ok);
+    assert_eq!(answer.record["contact"]["first_name"], "Augusta");
+    assert_eq!(answer.provenance["contact.first_name"], "backup");
+}
+
+#[tokio::test]
+async fn precedence_picks_each_field_from_its_source() {
+    let desk = Desk::new().await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 },
+        { "name": "crm2", "connection": "crm-backup", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 }
+    ], "precedence": { "contact.first_name": ["crm2"] } }));
+    healthy_crm(&desk.crm, "Ada").await;
+    Mock::given(method("POST"))
+        .respond_with(hubspot_contact("77", "Augusta", "augusta@example.com"))
+        .mount(&desk.backup)
+        .await;
+    let answer = desk.run(&def, "+16502530000", None).await;
+    assert_eq!(answer.record["contact"]["first_name"], "Augusta");
+    assert_eq!(answer.record["contact"]["email"], "ada@example.com");
+    assert_eq!(answer.provenance["contact.first_name"], "crm2");
+    assert_eq!(answer.provenance["contact.email"], "crm");
+}
+
+#[tokio::test]
+async fn a_kept_result_asks_no_upstream_until_it_expires() {
+    let desk = Desk::new().await;
+    healthy_crm(&desk.crm, "Ada").await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 }
+    ], "cache_ttl_seconds": 1 }));
+    let first = desk.run(&def, "+16502530000", None).await;
+    // The same caller written another way is the same key.
+    let second = desk.run(&def, "650-253-0000", None).await;
+    assert!(!first.cached && second.cached);
+    assert_eq!(second.record, first.record);
+    assert_eq!(requests(&desk.crm).await, 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let third = desk.run(&def, "+16502530000", None).await;
+    assert!(!third.cached);
+    assert_eq!(requests(&desk.crm).await, 2);
+    // Dropped on request.
+    desk.lookups
+        .forget(WS, "caller", "(650) 253-0000", Some("US"))
+        .expect("forget");
+    assert!(!desk.run(&def, "+16502530000", None).await.cached);
+    assert_eq!(requests(&desk.crm).await, 3);
+}
+
+#[tokio::test]
+async fn concurrent_identical_lookups_share_one_run() {
+    let desk = Desk::new().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            hubspot_contact("512", "Ada", "ada@example.com").set_delay(Duration::from_millis(300)),
+        )
+        .mount(&desk.crm)
+        .await;
+    healthy_stripe(&desk.stripe, Duration::from_millis(300)).await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 3000 },
+        { "name": "billing", "connection": "billing", "operation": "payment-status", "provides": "payment", "deadline_ms": 3000 }
+    ] }));
+    let runs = (0..10).map(|_| desk.run(&def, "+16502530000", None));
+    let answers = futures_util::future::join_all(runs).await;
+    assert!(answers.iter().all(|a| a.record == answers[0].record));
+    assert_eq!(requests(&desk.crm).await, 1);
+    // Stripe: one search and one invoice list.
+    assert_eq!(requests(&desk.stripe).await, 2);
+}
+
+#[tokio::test]
+async fn a_disabled_connection_or_a_missing_email_is_skipped() {
+    let desk = Desk::new().await;
+    desk.connect("billing", "stripe", &desk.stripe.uri(), false)
+        .await;
+    healthy_crm(&desk.crm, "Ada").await;
+    let answer = desk.run(&definition(json!({})), "+16502530000", None).await;
+    let billing = answer
+        .sources
+        .iter()
+        .find(|s| s.name == "billing")
+        .expect("billing");
+    assert_eq!(billing.status, SourceStatus::Skipped);
+    assert!(
+        billing
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("disabled"),
+        "{billing:?}"
+    );
+    let calendar = answer
+        .sources
+        .iter()
+        .find(|s| s.name == "calendar")
+        .expect("calendar");
+    assert_eq!(calendar.status, SourceStatus::Skipped);
+    assert!(
+        calendar
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("no email"),
+        "{calendar:?}"
+    );
+    assert_eq!(requests(&desk.stripe).await + requests(&desk.cal).await, 0);
+}
+
+#[tokio::test]
+async fn bad_numbers_and_emails_are_refused_before_any_source_runs() {
+    let desk = Desk::new().await;
+    let def = definition(json!({}));
+    for (phone, email) in [
+        ("call me", None),
+        ("+1 555 0000", None),
+        ("+16502530000", Some("not-an-email")),
+    ] {
+        let outcome = desk
+            .lookups
+            .run(WS, "caller", &def, phone, email, Some("US"))
+            .await;
+        assert!(outcome.is_err(), "{phone} {email:?}: {outcome:?}");
+    }
+    assert_eq!(requests(&desk.crm).await, 0);
+}
+
+#[tokio::test]
+async fn each_profile_sees_its_share_of_the_record() {
+    let desk = Desk::new().await;
+    healthy_crm(&desk.crm, "Ada").await;
+    healthy_stripe(&desk.stripe, Duration::ZERO).await;
+    healthy_cal(&desk.cal).await;
+    let answer = desk
+        .run(
+            &definition(json!({})),
+            "+16502530000",
+            Some("ada@example.com"),
+        )
+        .await;
+    let basic = answer.masked(Profile::Basic);
+    assert_eq!(basic.record["contact"]["email"], "a***@example.com");
+    assert!(basic.record.get("payment").is_none());
+    assert!(basic.record["contact"].get("company").is_none());
+    assert_eq!(
+        basic.record["next_appointment"],
+        json!({ "starts_at": "2026-12-09T09:00:00.000Z" })
+    );
+    assert!(!basic.provenance.contains_key("payment.balance"));
+    let advanced = answer.masked(Profile::Advanced);
+    assert_eq!(advanced.record["contact"]["email"], "ada@example.com");
+    assert_eq!(advanced.record["payment"]["standing"], "current");
+    assert_eq!(advanced.record["next_appointment"]["title"], "Consultation");
+    let admin = answer.masked(Profile::Admin);
+    assert_eq!(admin.record["contact"]["id"], "512");
+    assert_eq!(admin.record["payment"]["customer_id"], "cus_1");
+}
