@@ -409,6 +409,17 @@ impl Response {
         self.status
     }
 
+    /// Every header as (name, value), names lowercase as the host delivers them.
+    ///
+    /// ```no_run
+    /// # fn f(r: &patchbay_sdk::http::Response) {
+    /// for (name, value) in r.headers() { let _ = (name, value); }
+    /// # }
+    /// ```
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// The first value of header `name` (case-insensitive).
     ///
     /// ```no_run

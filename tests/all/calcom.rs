@@ -597,3 +597,64 @@ async fn input_that_breaks_the_schema_never_reaches_cal_com() {
         ])
         .await;
 }
+
+#[tokio::test]
+async fn a_seat_booked_earlier_is_found_by_the_key_on_its_attendee() {
+    let cal = CalCom::start().await;
+    let key = "call-seat-1";
+    // Seated event types keep metadata per attendee, not on the booking.
+    let mut seated = booking(
+        "bk_seated",
+        "accepted",
+        "2026-12-07T09:00:00.000Z",
+        "2026-12-07T09:30:00.000Z",
+        json!({}),
+    );
+    seated["attendees"][0]["metadata"] = json!({ "patchbay_idempotency_key": key });
+    seated["seatUid"] = json!("seat_abc");
+    mount_lookups(&cal, 0, vec![seated]).await;
+    let output = cal
+        .call_keyed("book-appointment", booking_request(), Some(key))
+        .await
+        .expect("found");
+    assert_eq!(
+        (
+            output["created"].clone(),
+            output["appointment"]["id"].clone()
+        ),
+        (json!(false), json!("bk_seated"))
+    );
+    assert!(cal.requests("POST", BOOKINGS).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_api_keys_own_limit_sets_the_wait() {
+    let cal = CalCom::start().await;
+    CalCom::get(BOOKINGS, "2024-08-13")
+        .respond_with(
+            cal_error(
+                429,
+                "ThrottlerException",
+                "Too many requests. Please try again later.",
+            )
+            .insert_header("x-ratelimit-limit-short", "10")
+            .insert_header("x-ratelimit-remaining-short", "0")
+            .insert_header("x-ratelimit-reset-short", "120")
+            .insert_header("x-ratelimit-reset-default", "30"),
+        )
+        .mount(&cal.upstream)
+        .await;
+    let failure = cal
+        .failure(
+            "upcoming-appointments",
+            json!({ "email": "ada@example.com" }),
+            "custom limit",
+        )
+        .await;
+    assert_eq!(
+        failure,
+        PluginFailure::RateLimited {
+            retry_after_ms: 120_000
+        }
+    );
+}

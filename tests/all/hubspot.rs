@@ -193,6 +193,7 @@ async fn upstream_errors_become_typed_errors() {
             rate_limited("TEN_SECONDLY_ROLLING").insert_header("retry-after", "3"),
         ),
         ("429", rate_limited("DAILY")),
+        ("429 secondly", rate_limited("TEN_SECONDLY_ROLLING")),
         ("500", ResponseTemplate::new(500).set_body_string("oops")),
         (
             "502",
@@ -241,7 +242,13 @@ async fn upstream_errors_become_typed_errors() {
             (
                 "429",
                 PluginFailure::RateLimited {
-                    retry_after_ms: 1000,
+                    retry_after_ms: 3_600_000,
+                },
+            ) => {}
+            (
+                "429 secondly",
+                PluginFailure::RateLimited {
+                    retry_after_ms: 10_000,
                 },
             ) => {}
             ("500", PluginFailure::Upstream { status: 500, .. }) => {}
@@ -428,6 +435,16 @@ async fn a_conflict_on_create_updates_the_existing_contact_instead_of_duplicatin
             .expect(1)
             .mount(&hs.upstream)
             .await;
+        Mock::given(method("GET"))
+            .and(path(format!("{CONTACTS}/37765128953")))
+            .and(wiremock::matchers::query_param("properties", "crm_ref"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "37765128953", "properties": { "crm_ref": null, "hs_object_id": "37765128953" },
+                "archived": false
+            })))
+            .expect(1)
+            .mount(&hs.upstream)
+            .await;
         Mock::given(method("PATCH"))
             .and(path(format!("{CONTACTS}/37765128953")))
             .and(body_json(written_properties()))
@@ -611,6 +628,44 @@ async fn input_that_breaks_the_schema_never_reaches_upstream() {
             .received_requests()
             .await
             .expect("recording")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_with_a_contact_of_another_external_id_changes_nothing() {
+    let hs = upsert_hubspot().await;
+    finds_nobody(&hs).await;
+    Mock::given(method("POST"))
+        .and(path(CONTACTS))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({
+            "status": "error", "message": "Contact already exists. Existing ID: 4242",
+            "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "CONFLICT"
+        })))
+        .mount(&hs.upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{CONTACTS}/4242")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "4242", "properties": { "crm_ref": "ERP-99" }, "archived": false
+        })))
+        .mount(&hs.upstream)
+        .await;
+    match hs.call("upsert-contact", upsert_input()).await {
+        Err(InvokeError::Plugin(PluginFailure::Upstream {
+            status: 409,
+            message,
+        })) => {
+            assert!(
+                message.contains("ERP-99") && message.contains("nothing was changed"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(
+        hs.requests("PATCH", &format!("{CONTACTS}/4242"))
+            .await
             .is_empty()
     );
 }

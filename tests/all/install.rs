@@ -242,8 +242,8 @@ async fn refuses_manifest_mistakes_naming_the_field() {
             "malformed destination",
             Box::new(|m| {
                 m.replacen(
-                    "\"POST {{base_url}}/crm/v3/objects/contacts\"",
-                    "\"POST api.hubapi.com/crm\"",
+                    "\"GET {{base_url}}/crm/v3/objects/contacts\"",
+                    "\"GET api.hubapi.com/crm\"",
                     1,
                 )
             }),

@@ -114,7 +114,7 @@ async fn finds_a_contact_by_phone_with_a_token_from_the_my_domain() {
         json!({
             "id": "003xx000004TmiQAAS", "source": "salesforce", "first_name": "Ada",
             "last_name": "Lovelace", "email": "ada@example.com", "phone": "+15551234567",
-            "company": "Analytical Engines", "updated_at": "2026-10-01T10:00:00.000+0000"
+            "company": "Analytical Engines", "updated_at": "2026-10-01T10:00:00.000Z"
         })
     );
     assert_eq!(
@@ -536,7 +536,19 @@ async fn salesforces_errors_become_typed_errors() {
                     retry_after_ms: 10_000,
                 },
             ) => {}
-            ("404", PluginFailure::NotFound { .. }) => {}
+            // The query resource always exists: the settings are wrong, not the record missing.
+            (
+                "404",
+                PluginFailure::Upstream {
+                    status: 404,
+                    message,
+                },
+            ) => {
+                assert!(
+                    message.contains("api_version") && message.contains("NOT_FOUND"),
+                    "{message}"
+                )
+            }
             (
                 "429",
                 PluginFailure::RateLimited {

@@ -259,7 +259,7 @@ async fn stripes_delinquent_flag_alone_makes_the_customer_past_due() {
     record["delinquent"] = json!(true);
     stripe.found_without_invoices(record).await;
     let output = stripe
-        .call("payment-status", json!({ "email": "late@example.com" }))
+        .call("payment-status", json!({ "email": "ada@example.com" }))
         .await
         .expect("payment status");
     assert_eq!(
@@ -696,4 +696,103 @@ async fn input_that_breaks_the_schema_never_reaches_stripe() {
             ),
         ])
         .await;
+}
+
+#[tokio::test]
+async fn only_the_callers_own_record_counts_not_a_near_match() {
+    let stripe = Stripe::new().await;
+    // Stripe's `:` finds the words in order: these all match `ada@example.com`.
+    let mut longer = customer("cus_Longer", 1_800_000_000, json!(null));
+    longer["email"] = json!("ada@example.com.attacker.example");
+    let mut other = customer("cus_Other", 1_900_000_000, json!(null));
+    other["email"] = json!("ADA@example.com");
+    stripe
+        .answer(
+            SEARCH,
+            ResponseTemplate::new(200).set_body_json(search_result(vec![longer, other])),
+        )
+        .await;
+    stripe
+        .answer(
+            "/v1/invoices",
+            ResponseTemplate::new(200).set_body_json(list("/v1/invoices", vec![], false)),
+        )
+        .await;
+    let output = stripe
+        .call("payment-status", json!({ "email": "ada@example.com" }))
+        .await
+        .expect("payment status");
+    assert_eq!(output["customer_id"], "cus_Other");
+    assert_eq!(output["matched_customers"], 1);
+
+    // A phone is compared as dialled.
+    let stripe = Stripe::new().await;
+    let mut near = customer("cus_Near", 1, json!(null));
+    near["phone"] = json!("+1 555 123 45678");
+    stripe
+        .answer(
+            SEARCH,
+            ResponseTemplate::new(200).set_body_json(search_result(vec![near])),
+        )
+        .await;
+    let outcome = stripe
+        .call("payment-status", json!({ "phone": "+15551234567" }))
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(InvokeError::Plugin(PluginFailure::NotFound { .. }))
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_automatic_charge_is_past_due_and_every_page_of_invoices_counts() {
+    let stripe = Stripe::new().await;
+    stripe
+        .answer(
+            SEARCH,
+            ResponseTemplate::new(200).set_body_json(search_result(vec![customer(
+                "cus_P",
+                1,
+                json!(null),
+            )])),
+        )
+        .await;
+    let mut failed = invoice("in_failed", json!(null), 1500, "usd");
+    failed["attempt_count"] = json!(2);
+    failed["attempted"] = json!(true);
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices"))
+        .and(query_param("starting_after", "in_first"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list(
+            "/v1/invoices",
+            vec![failed],
+            false,
+        )))
+        .with_priority(1)
+        .mount(&stripe.upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/invoices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list(
+            "/v1/invoices",
+            vec![invoice("in_first", json!(null), 300, "usd")],
+            true,
+        )))
+        .with_priority(2)
+        .mount(&stripe.upstream)
+        .await;
+    let output = stripe
+        .call("payment-status", json!({ "email": "ada@example.com" }))
+        .await
+        .expect("payment status");
+    assert_eq!(output["standing"], "past_due");
+    assert_eq!(
+        output["past_due"],
+        json!([{ "amount_minor": 1500, "currency": "USD" }])
+    );
+    assert_eq!(output["open_invoices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(stripe.requests("GET", "/v1/invoices").await.len(), 2);
 }

@@ -79,6 +79,12 @@ struct Envelope<T> {
 }
 
 #[derive(Deserialize)]
+struct BookingAttendee {
+    #[serde(default)]
+    metadata: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
 struct Booking {
     uid: String,
     title: Option<String>,
@@ -90,6 +96,19 @@ struct Booking {
     meeting_url: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, Value>,
+    /// Seated event types keep metadata per attendee (seat), not on the booking.
+    #[serde(default)]
+    attendees: Vec<BookingAttendee>,
+}
+
+impl Booking {
+    /// Whether this booking, or one of its seats, was made with `key`.
+    fn made_with(&self, key: &str) -> bool {
+        let holds = |metadata: &BTreeMap<String, Value>| {
+            metadata.get(KEY_FIELD).and_then(Value::as_str) == Some(key)
+        };
+        holds(&self.metadata) || self.attendees.iter().any(|a| holds(&a.metadata))
+    }
 }
 
 #[derive(Deserialize)]
@@ -234,7 +253,7 @@ fn book_appointment(ctx: &Context, input: BookInput) -> Result<Booked, Error> {
         )?;
         Ok(window
             .into_iter()
-            .find(|b| b.metadata.get(KEY_FIELD).and_then(Value::as_str) == Some(&key))
+            .find(|b| b.made_with(&key))
             .map(|b| Booked {
                 appointment: to_appointment(b),
                 created: false,
@@ -323,9 +342,13 @@ fn to_appointment(booking: Booking) -> Appointment {
 /// `X-RateLimit-Reset-Default` (seconds until the window resets).
 fn checked(response: Response) -> Result<Response, Error> {
     if response.status() == 429 && response.header("retry-after").is_none() {
+        // One reset header per limit (`-Default`, or an API key's own `-Short`, `-Long`…):
+        // the longest wait is the one that frees every limit.
         let reset = response
-            .header("x-ratelimit-reset-default")
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .headers()
+            .filter(|(name, _)| name.to_ascii_lowercase().starts_with("x-ratelimit-reset-"))
+            .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+            .max()
             .unwrap_or(1);
         return Err(Error::RateLimited {
             retry_after_ms: reset.saturating_mul(1000),

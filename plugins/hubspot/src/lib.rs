@@ -133,9 +133,23 @@ impl Api {
         path: &str,
         body: &Value,
     ) -> Result<T, Error> {
-        self.send_raw(method, path, body)?
-            .error_for_status_with(hubspot_error)?
-            .json()
+        checked(self.send_raw(method, path, body)?)?.json()
+    }
+
+    /// Contact `id` with only `property` read.
+    fn property_of(&self, id: &str, property: &str) -> Result<Option<String>, Error> {
+        let response = Request::get(format!("{}{CONTACTS}/{}", self.base_url, numeric_id(id)?))
+            .query(&[("properties", property)])
+            .header("accept", "application/json")
+            .timeout(self.timeout)
+            .send()?;
+        let contact: HubSpotObject = checked(response)?.json()?;
+        Ok(contact
+            .properties
+            .get(property)
+            .cloned()
+            .flatten()
+            .filter(|v| !v.is_empty()))
     }
 
     fn send_raw(&self, method: Method, path: &str, body: &Value) -> Result<Response, Error> {
@@ -219,18 +233,29 @@ fn upsert_contact(_ctx: &Context, input: UpsertInput) -> Result<UpsertedContact,
     let response = api.send_raw(Method::Post, CONTACTS, &json!({ "properties": properties }))?;
     if response.status() == 409 {
         let Some(id) = existing_id(&response) else {
-            return Err(response
-                .error_for_status_with(hubspot_error)
+            return Err(checked(response)
                 .err()
                 .unwrap_or_else(|| Error::internal("409 without an error")));
         };
+        // The contact that has the email may belong to another external id:
+        // it is not re-keyed.
+        if let Some(held) = api.property_of(&id, &id_property)?
+            && held != external_id
+        {
+            return Err(Error::Upstream {
+                status: 409,
+                message: format!(
+                    "contact {id} has this email and already holds {id_property} = {held:?}; nothing was changed"
+                ),
+            });
+        }
         let updated = api.update(&id, &properties)?;
         return Ok(UpsertedContact {
             contact: to_canonical(updated),
             created: false,
         });
     }
-    let created: HubSpotObject = response.error_for_status_with(hubspot_error)?.json()?;
+    let created: HubSpotObject = checked(response)?.json()?;
     Ok(UpsertedContact {
         contact: to_canonical(created),
         created: true,
@@ -350,6 +375,24 @@ fn existing_id(response: &Response) -> Option<String> {
         let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
         (!digits.is_empty()).then_some(digits)
     })
+}
+
+/// HubSpot's errors mapped. A 429 without `Retry-After` waits by the limit
+/// hit: an hour for the daily limit, ten seconds for the rolling ten-second one.
+fn checked(response: Response) -> Result<Response, Error> {
+    if response.status() == 429 && response.retry_after_ms().is_none() {
+        let policy = response
+            .json::<Value>()
+            .ok()
+            .and_then(|b| b["policyName"].as_str().map(str::to_owned));
+        let retry_after_ms = match policy.as_deref() {
+            Some("DAILY") => 3_600_000,
+            Some("TEN_SECONDLY_ROLLING") => 10_000,
+            _ => 1000,
+        };
+        return Err(Error::RateLimited { retry_after_ms });
+    }
+    response.error_for_status_with(hubspot_error)
 }
 
 /// HubSpot's error envelope `{status, message, category | errorType,

@@ -119,8 +119,6 @@ struct IdOnly {
 #[derive(Deserialize)]
 struct SaveResult {
     id: String,
-    #[serde(default)]
-    created: Option<bool>,
 }
 
 struct Api {
@@ -162,6 +160,18 @@ impl Api {
             .request(Method::Get, "/query")
             .query(&[("q", soql)])
             .send()?;
+        // The query resource always exists: a 404 is the instance URL or
+        // the API version, not a missing record.
+        if response.status() == 404 {
+            return Err(Error::Upstream {
+                status: 404,
+                message: format!(
+                    "no query resource at {}/query (check the settings instance_url and api_version): {}",
+                    self.data_url,
+                    salesforce_error(&response).unwrap_or_default()
+                ),
+            });
+        }
         Ok(checked(response)?.json::<QueryResult<T>>()?.records)
     }
 
@@ -216,9 +226,10 @@ fn upsert_contact(_ctx: &Context, input: UpsertInput) -> Result<UpsertedContact,
         ));
     }
     let body = Value::Object(salesforce_fields(input.contact)?);
+    let field = api_name(field.trim())?.to_owned();
     let path = format!(
         "/sobjects/Contact/{}/{}",
-        utf8_percent_encode(field.trim(), SEGMENT),
+        utf8_percent_encode(&field, SEGMENT),
         utf8_percent_encode(external_id, SEGMENT)
     );
     let response = api.request(Method::Patch, &path).json(&body)?.send()?;
@@ -241,9 +252,10 @@ fn upsert_contact(_ctx: &Context, input: UpsertInput) -> Result<UpsertedContact,
             });
         }
         204 => (None, false),
-        _ => {
+        status => {
+            // 201 is a create, 200 an update, whatever the body says.
             let saved: SaveResult = checked(response)?.json()?;
-            (Some(saved.id), saved.created.unwrap_or(false))
+            (Some(saved.id), status == 201)
         }
     };
     let record = match id {
@@ -463,6 +475,22 @@ fn salesforce_error(response: &Response) -> Option<String> {
     Some(text)
 }
 
+/// Salesforce writes offsets without a colon (`…000+0000`); RFC 3339 wants
+/// one (`…000+00:00`), or `Z` for UTC.
+fn rfc3339_offset(date: &str) -> String {
+    let offset = date.get(date.len().saturating_sub(5)..).unwrap_or("");
+    let time = &date[..date.len() - offset.len()];
+    let bytes = offset.as_bytes();
+    let numeric = bytes.len() == 5
+        && (bytes[0] == b'+' || bytes[0] == b'-')
+        && bytes[1..].iter().all(u8::is_ascii_digit);
+    match (numeric, offset.get(1..)) {
+        (true, Some("0000")) => format!("{time}Z"),
+        (true, _) => format!("{time}{}:{}", &offset[..3], &offset[3..]),
+        (false, _) => date.to_owned(),
+    }
+}
+
 fn to_canonical(c: SfContact) -> Contact {
     let nonblank = |v: Option<String>| v.filter(|s| !s.is_empty());
     Contact {
@@ -472,7 +500,7 @@ fn to_canonical(c: SfContact) -> Contact {
         email: nonblank(c.email),
         phone: nonblank(c.phone).or_else(|| nonblank(c.mobile_phone)),
         company: c.account.and_then(|a| nonblank(a.name)),
-        updated_at: c.last_modified_date,
+        updated_at: c.last_modified_date.map(|d| rfc3339_offset(&d)),
         attributes: BTreeMap::new(),
         id: c.id,
     }

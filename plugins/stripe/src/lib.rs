@@ -28,6 +28,8 @@ const DEFAULT_TIMEOUT_MS: u64 = 3000;
 const SEARCH_LIMIT: &str = "10";
 /// Open invoices read per call: Stripe's largest page.
 const INVOICE_LIMIT: &str = "100";
+/// Pages of open invoices read at most (500 invoices).
+const MAX_INVOICE_PAGES: usize = 5;
 
 struct Stripe;
 
@@ -96,6 +98,10 @@ struct Invoice {
     currency: String,
     due_date: Option<i64>,
     hosted_invoice_url: Option<String>,
+    /// Automatic payment attempts made (an open invoice with attempts is one whose charge failed).
+    #[serde(default)]
+    attempt_count: u32,
+    collection_method: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -161,13 +167,58 @@ impl Api {
             "/v1/customers/search",
             &[("query", &query), ("limit", SEARCH_LIMIT)],
         )?;
-        let matched = u32::try_from(page.data.len()).unwrap_or(u32::MAX);
-        let newest = page
+        // A `:` match finds the query's words in order, so `ada@x.com` also
+        // matches `ada@x.com.evil`: keep only the records that are the caller.
+        let same: Vec<Customer> = page
             .data
+            .into_iter()
+            .filter(|c| match (nonempty(&key.email), nonempty(&key.phone)) {
+                (Some(email), _) => c
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case(email)),
+                (_, Some(phone)) => c
+                    .phone
+                    .as_deref()
+                    .is_some_and(|p| dialable(p) == dialable(phone)),
+                _ => false,
+            })
+            .collect();
+        let matched = u32::try_from(same.len()).unwrap_or(u32::MAX);
+        let newest = same
             .into_iter()
             .max_by_key(|c| c.created)
             .ok_or_else(|| Error::not_found("no Stripe customer matches"))?;
         Ok((newest, matched))
+    }
+
+    /// Every open invoice of `customer`, newest first, following Stripe's
+    /// pages up to [`MAX_INVOICE_PAGES`].
+    fn open_invoices(&self, customer: &str) -> Result<Vec<Invoice>, Error> {
+        let mut all: Vec<Invoice> = Vec::new();
+        for _ in 0..MAX_INVOICE_PAGES {
+            let after = all.last().map(|i| i.id.clone());
+            let mut query = vec![
+                ("customer", customer),
+                ("status", "open"),
+                ("limit", INVOICE_LIMIT),
+            ];
+            if let Some(after) = &after {
+                query.push(("starting_after", after));
+            }
+            let page: Page<Invoice> = self.get("/v1/invoices", &query)?;
+            all.extend(page.data);
+            if !page.has_more {
+                return Ok(all);
+            }
+        }
+        Err(Error::Upstream {
+            status: 200,
+            message: format!(
+                "more than {} open invoices: too many to total in one call",
+                MAX_INVOICE_PAGES * 100
+            ),
+        })
     }
 
     fn payment_method(
@@ -199,22 +250,22 @@ impl Api {
 fn payment_status(_ctx: &Context, key: CustomerKey) -> Result<PaymentAccount, Error> {
     let api = Api::from_config()?;
     let (customer, matched_customers) = api.find_customer(&key)?;
-    let invoices: Page<Invoice> = api.get(
-        "/v1/invoices",
-        &[
-            ("customer", &customer.id),
-            ("status", "open"),
-            ("limit", INVOICE_LIMIT),
-        ],
-    )?;
+    let invoices = api.open_invoices(&customer.id)?;
     let now = unix_now();
     let mut past_due: BTreeMap<String, i64> = BTreeMap::new();
     let open_invoices: Vec<OpenInvoice> = invoices
-        .data
         .into_iter()
         .map(|invoice| {
             let currency = invoice.currency.to_uppercase();
-            let overdue = invoice.due_date.is_some_and(|due| due < now);
+            // A sent invoice is overdue past its due date; one charged
+            // automatically has none, and is overdue once a charge failed.
+            let overdue = match invoice.due_date {
+                Some(due) => due < now,
+                None => {
+                    invoice.collection_method.as_deref() == Some("charge_automatically")
+                        && invoice.attempt_count > 0
+                }
+            };
             if overdue {
                 *past_due.entry(currency.clone()).or_default() += invoice.amount_remaining;
             }
@@ -359,6 +410,14 @@ fn stripe_id(id: &str) -> Result<&str, Error> {
     } else {
         Err(Error::invalid_input(format!("{id:?} is not a Stripe id")))
     }
+}
+
+/// A number as it is dialled: its digits, and a leading `+`.
+fn dialable(phone: &str) -> String {
+    let phone = phone.trim();
+    let plus = if phone.starts_with('+') { "+" } else { "" };
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    format!("{plus}{digits}")
 }
 
 fn nonempty(value: &Option<String>) -> Option<&str> {
