@@ -487,3 +487,46 @@ async fn each_profile_sees_its_share_of_the_record() {
     assert_eq!(admin.record["contact"]["id"], "512");
     assert_eq!(admin.record["payment"]["customer_id"], "cus_1");
 }
+
+#[tokio::test]
+async fn a_source_behind_an_open_circuit_breaker_is_skipped() {
+    let desk = Desk::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&desk.crm)
+        .await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 3000 }
+    ] }));
+    // Failures open the breaker of (workspace, origin); then nothing is sent.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let answer = desk.run(&def, "+16502530000", None).await;
+        let crm = answer.sources[0].clone();
+        statuses.push(crm.status);
+        if crm.status == SourceStatus::Skipped {
+            assert!(
+                crm.message
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("circuit breaker"),
+                "{crm:?}"
+            );
+            break;
+        }
+        assert_eq!(crm.status, SourceStatus::Error, "{crm:?}");
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&SourceStatus::Skipped),
+        "{statuses:?}"
+    );
+    let sent = requests(&desk.crm).await;
+    let answer = desk.run(&def, "+16502530000", None).await;
+    assert_eq!(answer.sources[0].status, SourceStatus::Skipped);
+    assert_eq!(
+        requests(&desk.crm).await,
+        sent,
+        "nothing reaches an upstream behind an open breaker"
+    );
+}

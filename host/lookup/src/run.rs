@@ -35,8 +35,9 @@ pub enum SourceStatus {
     Timeout,
     /// It failed; `code` says how.
     Error,
-    /// It was not asked: its connection is disabled, its credential needs
-    /// attention, or the request lacked what its input needs.
+    /// It was not asked, or its request was not sent: its connection is
+    /// disabled, its credential needs attention, its upstream's circuit
+    /// breaker is open, or the request lacked what its input needs.
     Skipped,
 }
 
@@ -466,6 +467,11 @@ async fn ask(
                     e @ (InvokeError::Timeout(_)
                     | InvokeError::Plugin(PluginFailure::Timeout { .. })),
                 ) => (SourceStatus::Timeout, None, Some(e.to_string())),
+                Err(_) if invoked.outcome.circuit_open > 0 => (
+                    SourceStatus::Skipped,
+                    None,
+                    Some("the upstream's circuit breaker is open after repeated failures".into()),
+                ),
                 Err(InvokeError::Plugin(PluginFailure::Unauthorized { .. }))
                     if invoked.explanation.credential_unavailable =>
                 {

@@ -260,6 +260,7 @@ struct CallRecord {
     log: LogCtx,
     denials: Vec<Denial>,
     suppressed_denials: usize,
+    circuit_open: u32,
 }
 
 /// The record of one invocation, successful or not.
@@ -283,6 +284,9 @@ pub struct InvokeOutcome<T = Json> {
     pub denials: Vec<Denial>,
     /// Refused requests past those, only counted.
     pub suppressed_denials: usize,
+    /// Requests not sent because their destination's circuit breaker was
+    /// open (the plugin saw `destination-unavailable`).
+    pub circuit_open: u32,
 }
 
 impl Runtime {
@@ -637,6 +641,7 @@ impl Runtime {
             id,
             denials: Vec::new(),
             suppressed_denials: 0,
+            circuit_open: 0,
         };
         let result = call(&mut record).await;
         if let Err(error) = &result
@@ -663,6 +668,7 @@ impl Runtime {
             dropped_log_bytes,
             denials: record.denials,
             suppressed_denials: record.suppressed_denials,
+            circuit_open: record.circuit_open,
         }
     }
 
@@ -706,6 +712,7 @@ impl Runtime {
         let call = tokio::time::timeout_at(deadline.into(), call);
         let outcome = off_the_workers_once_computing(call, &activity, &self.counters).await;
         (record.denials, record.suppressed_denials) = store.data().http.denials();
+        record.circuit_open = store.data().http.circuit_open();
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {

@@ -83,6 +83,8 @@ impl Denials {
 struct Denials {
     recorded: Vec<Denial>,
     suppressed: usize,
+    /// Requests not sent because their destination's circuit breaker was open.
+    circuit_open: u32,
     /// The last refusal's record: the summary's host, port and path.
     last: Option<AuditRecord>,
 }
@@ -121,6 +123,13 @@ impl HttpCtx {
     pub fn denials(&self) -> (Vec<Denial>, usize) {
         let denials = self.gate.denials.lock().unwrap_or_else(|e| e.into_inner());
         (denials.recorded.clone(), denials.suppressed)
+    }
+
+    /// Requests of this call not sent because their destination's circuit
+    /// breaker was open.
+    pub fn circuit_open(&self) -> u32 {
+        let denials = self.gate.denials.lock().unwrap_or_else(|e| e.into_inner());
+        denials.circuit_open
     }
 }
 
@@ -351,6 +360,7 @@ impl HttpGate {
             credential,
         };
         let (egress, denials) = (self.egress.clone(), self.denials.clone());
+        let held = self.denials.clone();
         let shown = format!("{method} {url}");
         let keep = move |reason: String| {
             let denial = Denial {
@@ -387,6 +397,10 @@ impl HttpGate {
                             invocation = %caller.id, request = %shown, decision = "denied",
                             reason = %reason, "outbound request denied");
                         keep(reason.clone());
+                    }
+                    if let EgressError::CircuitOpen(_) = &error {
+                        let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                        held.circuit_open = held.circuit_open.saturating_add(1);
                     }
                     Err(http_error(&error))
                 }
