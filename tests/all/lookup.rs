@@ -530,3 +530,214 @@ async fn a_source_behind_an_open_circuit_breaker_is_skipped() {
         "nothing reaches an upstream behind an open breaker"
     );
 }
+
+mod over_http {
+    //! The lookup routes, black-box over HTTP.
+    use super::*;
+    use patchbay_tests::{api_call, create_workspace, operator_call};
+
+    async fn desk() -> (Harness, String, MockServer) {
+        let harness = Harness::new();
+        harness.ensure(plugins::HUBSPOT).await;
+        let api = harness.serve_api().await;
+        assert_eq!(create_workspace(&api, WS).await.0, 201);
+        let crm = MockServer::start().await;
+        healthy_crm(&crm, "Ada").await;
+        let (status, body) = operator_call(
+            &api,
+            "PUT",
+            "/v1/workspaces/acme/connections/crm",
+            Some(json!({ "plugin": "hubspot", "config": { "base_url": crm.uri() }, "grants": { "approve_all_requested": true } })),
+        )
+        .await;
+        // Saved (200): it needs its credential, set next.
+        assert_eq!(status, 200, "{body}");
+        harness
+            .services
+            .credentials
+            .set(
+                &scope(WS, "crm"),
+                "private_app_token",
+                Secret::Bearer {
+                    token: "pat-1".to_owned().into(),
+                },
+            )
+            .await
+            .expect("credential");
+        (harness, api, crm)
+    }
+
+    fn crm_lookup() -> Value {
+        json!({
+            "sources": [{ "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 }],
+            "cache_ttl_seconds": 60
+        })
+    }
+
+    async fn token(api: &str, profile: &str) -> String {
+        let (status, body) = operator_call(
+            api,
+            "POST",
+            "/v1/workspaces/acme/tokens",
+            Some(json!({ "profile": profile })),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["profile"], profile);
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    #[tokio::test]
+    async fn define_run_and_mask_a_lookup_over_the_api() {
+        let (_harness, api, crm) = desk().await;
+        let path = "/v1/workspaces/acme/lookups/caller";
+        let (status, body) = operator_call(&api, "PUT", path, Some(crm_lookup())).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["definition"]["sources"][0]["connection"], "crm");
+        assert_eq!(
+            operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
+            200
+        );
+        let (status, body) = operator_call(&api, "GET", "/v1/workspaces/acme/lookups", None).await;
+        assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)));
+
+        let basic = token(&api, "basic").await;
+        let run = format!("{path}/run");
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&basic),
+            Some(json!({ "phone": "(650) 253-0000", "default_region": "US" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["key"], "+16502530000");
+        assert_eq!(body["profile"], "basic");
+        assert_eq!(body["record"]["contact"]["email"], "a***@example.com");
+        assert!(body["record"]["contact"].get("company").is_none(), "{body}");
+        assert_eq!(body["sources"][0]["status"], "ok");
+        assert_eq!(body["provenance"]["contact.first_name"], "crm");
+
+        // The second run is answered from the cache.
+        let advanced = token(&api, "advanced").await;
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&advanced),
+            Some(json!({ "phone": "+16502530000" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (
+                body["cached"].clone(),
+                body["record"]["contact"]["email"].clone()
+            ),
+            (json!(true), json!("ada@example.com"))
+        );
+        assert_eq!(crm.received_requests().await.expect("r").len(), 1);
+
+        // A request may ask for less, never more.
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&advanced),
+            Some(json!({ "phone": "+16502530000", "profile": "basic" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["record"]["contact"]["email"].clone()),
+            (200, json!("a***@example.com"))
+        );
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&basic),
+            Some(json!({ "phone": "+16502530000", "profile": "admin" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("profile-above-token")),
+            "{body}"
+        );
+
+        // An unparseable number is a clear 400.
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&basic),
+            Some(json!({ "phone": "call me maybe" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid-phone")),
+            "{body}"
+        );
+
+        // Dropping the kept result makes the next run ask again.
+        let (status, _) = operator_call(
+            &api,
+            "DELETE",
+            &format!("{path}/cache/%2B16502530000"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 204);
+        let (_, body) = api_call(
+            "POST",
+            &api,
+            &run,
+            Some(&basic),
+            Some(json!({ "phone": "+16502530000" })),
+        )
+        .await;
+        assert_eq!(body["cached"], false);
+        assert_eq!(crm.received_requests().await.expect("r").len(), 2);
+
+        assert_eq!(operator_call(&api, "DELETE", path, None).await.0, 204);
+        assert_eq!(operator_call(&api, "GET", path, None).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_definition_naming_what_does_not_exist_is_refused_with_every_problem() {
+        let (_harness, api, _crm) = desk().await;
+        let (status, body) = operator_call(
+            &api,
+            "PUT",
+            "/v1/workspaces/acme/lookups/caller",
+            Some(json!({ "sources": [
+                { "name": "crm", "connection": "crm", "operation": "find-deal", "provides": "contact", "deadline_ms": 2000 },
+                { "name": "pay", "connection": "stripe", "operation": "payment-status", "provides": "payment", "deadline_ms": 1 }
+            ] })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("invalid-lookup")),
+            "{body}"
+        );
+        let details = body["details"].to_string();
+        for needle in [
+            "sources[1].deadline_ms",
+            "sources[0].operation",
+            "find-deal",
+            "sources[1].connection",
+            "stripe",
+        ] {
+            assert!(details.contains(needle), "{needle} in {details}");
+        }
+        assert_eq!(
+            operator_call(&api, "GET", "/v1/workspaces/acme/lookups/caller", None)
+                .await
+                .0,
+            404
+        );
+    }
+}

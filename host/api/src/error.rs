@@ -202,6 +202,10 @@ impl From<TenancyError> for ApiError {
             T::Name(e) => unprocessable("invalid-name", e.to_string()),
             T::WorkspaceExists(_) => Self::new(StatusCode::CONFLICT, "conflict", error.to_string()),
             T::Label(_) => unprocessable("invalid-label", error.to_string()),
+            T::Lookup(problems) => {
+                unprocessable("invalid-lookup", "the lookup definition is refused".into())
+                    .with_details(problems)
+            }
             T::PluginInUse {
                 ref connections, ..
             } => Self::new(StatusCode::CONFLICT, "plugin-in-use", error.to_string())
@@ -209,6 +213,7 @@ impl From<TenancyError> for ApiError {
             T::WorkspaceNotFound(_)
             | T::ConnectionNotFound(_)
             | T::TokenNotFound(_)
+            | T::LookupNotFound(_)
             | T::PluginNotFound(_) => Self::not_found(error.to_string()),
             T::UnknownPlugin(_) => unprocessable("unknown-plugin", error.to_string()),
             T::Config(problems) => unprocessable(

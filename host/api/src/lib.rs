@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod health;
 mod limits;
+mod lookups;
 pub mod metrics;
 mod plugins;
 mod shape;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The tenancy service: workspaces, connections, tokens, invocations.
     pub tenancy: Arc<Tenancy>,
+    /// Runs caller-context lookups and keeps their results.
+    pub lookups: Arc<patchbay_lookup::Lookups>,
     /// What `GET /metrics` reads.
     pub metrics: MetricsSources,
     /// SHA-256 of the operator token (the token itself is not kept).
@@ -89,6 +92,7 @@ fn described() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(plugins::routes())
         .merge(connections::routes())
+        .merge(lookups::routes())
         .routes(routes!(openapi_json))
 }
 

@@ -24,6 +24,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 struct NewToken {
     #[serde(default)]
     label: Option<String>,
+    /// What the token may see of caller-context lookups; `basic` unless given.
+    #[serde(default)]
+    profile: patchbay_policy::lookup::Profile,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -50,7 +53,7 @@ async fn issue(
     ApiPath(ws): ApiPath<String>,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
-    let (record, secret) = state.tenancy.issue_token(&ws, body.label)?;
+    let (record, secret) = state.tenancy.issue_token(&ws, body.label, body.profile)?;
     let token = secret.expose_secret().to_owned();
     Ok((StatusCode::CREATED, Json(IssuedToken { record, token })))
 }

@@ -157,10 +157,12 @@ impl Services {
         let openapi = patchbay_api::openapi()
             .to_json()
             .unwrap_or_else(|e| format!("{{\"error\": \"describing the API failed: {e}\"}}"));
+        let tenancy = Arc::new(self.tenancy());
         AppState {
             openapi: bytes::Bytes::from(openapi),
             catalog: self.catalog.clone(),
-            tenancy: Arc::new(self.tenancy()),
+            tenancy: tenancy.clone(),
+            lookups: Arc::new(patchbay_lookup::Lookups::new(tenancy, MAX_CACHED_LOOKUPS)),
             metrics: patchbay_api::metrics::MetricsSources {
                 audit: self.audit.clone(),
                 credentials: self.credentials.clone(),
@@ -172,6 +174,9 @@ impl Services {
         }
     }
 }
+
+/// Caller-context lookup results kept in memory at most.
+const MAX_CACHED_LOOKUPS: u64 = 100_000;
 
 /// The one egress every plugin's requests leave through, under the
 /// operator's address policy, limits and destination rules.

@@ -65,6 +65,22 @@ impl Connection {
     }
 }
 
+/// A workspace's caller-context lookup, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoredLookup {
+    /// The id of the workspace it belongs to.
+    pub workspace: String,
+    /// Its name, a slug unique in the workspace.
+    pub name: String,
+    /// What it asks and how it merges.
+    pub definition: patchbay_policy::lookup::LookupDefinition,
+    /// When it was created, in ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When it was last saved, in ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
 /// Where workspaces, their connections and their tokens are kept.
 pub trait TenancyStore: Send + Sync + 'static {
     /// Create `workspace`; `false` if one with its id exists. Durable when it returns.
@@ -99,6 +115,17 @@ pub trait TenancyStore: Send + Sync + 'static {
     /// The token with this digest, if one is live.
     fn token_by_digest(&self, digest: &TokenDigest)
     -> Result<Option<WorkspaceToken>, StorageError>;
+    /// Create or replace a lookup; refused with `NotFound` when its
+    /// workspace does not exist. Durable when it returns. Deleting the
+    /// workspace deletes its lookups.
+    fn put_lookup(&self, lookup: &StoredLookup) -> Result<(), StorageError>;
+    /// The lookup `name` of `workspace`; `None` when there is none.
+    fn get_lookup(&self, workspace: &str, name: &str)
+    -> Result<Option<StoredLookup>, StorageError>;
+    /// The workspace's lookups, by name.
+    fn list_lookups(&self, workspace: &str) -> Result<Vec<StoredLookup>, StorageError>;
+    /// Remove one lookup (durable when it returns); whether it existed.
+    fn delete_lookup(&self, workspace: &str, name: &str) -> Result<bool, StorageError>;
 }
 
 /// A tenancy store as the services share it.
@@ -213,6 +240,7 @@ pub(crate) mod contract_tests {
         );
 
         let token = |ws: &str, id: &str| WorkspaceToken {
+            profile: patchbay_policy::lookup::Profile::Advanced,
             id: id.into(),
             workspace: ws.into(),
             label: None,
@@ -260,6 +288,48 @@ pub(crate) mod contract_tests {
         assert!(store.delete_connection("acme", "eu-crm").expect("delete"));
         assert!(!store.delete_connection("acme", "eu-crm").expect("again"));
 
+        // Lookups: per workspace, replaced by name, gone with their workspace.
+        let lookup = |ws: &str, name: &str, ttl: u32| StoredLookup {
+            workspace: ws.into(),
+            name: name.into(),
+            definition: serde_json::from_value(serde_json::json!({
+                "sources": [{ "name": "crm", "connection": "crm", "operation": "find-contact",
+                              "provides": "contact", "deadline_ms": 500 }],
+                "cache_ttl_seconds": ttl
+            }))
+            .expect("definition"),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+        };
+        store
+            .put_lookup(&lookup("acme", "caller", 10))
+            .expect("put");
+        store
+            .put_lookup(&lookup("acme", "caller", 20))
+            .expect("replace");
+        store
+            .put_lookup(&lookup("acme-eu", "caller", 30))
+            .expect("put");
+        store.put_lookup(&lookup("acme", "vip", 40)).expect("put");
+        assert!(matches!(
+            store.put_lookup(&lookup("nobody", "caller", 1)),
+            Err(StorageError::NotFound(_))
+        ));
+        assert_eq!(
+            store.get_lookup("acme", "caller").expect("get"),
+            Some(lookup("acme", "caller", 20))
+        );
+        let listed: Vec<String> = store
+            .list_lookups("acme")
+            .expect("list")
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(listed, ["caller", "vip"]);
+        assert!(store.delete_lookup("acme", "vip").expect("delete"));
+        assert!(!store.delete_lookup("acme", "vip").expect("again"));
+        assert_eq!(store.get_lookup("acme", "vip").expect("get"), None);
+
         let removed = store
             .delete_workspace("acme")
             .expect("delete")
@@ -283,6 +353,11 @@ pub(crate) mod contract_tests {
             store.list_tokens("acme-eu").expect("list"),
             [token("acme-eu", "t1")]
         );
+        assert!(
+            store.list_lookups("acme").expect("list").is_empty(),
+            "deleting a workspace deletes its lookups"
+        );
+        assert_eq!(store.list_lookups("acme-eu").expect("list").len(), 1);
         // A workspace created again under a deleted one's id starts empty.
         assert!(store.create_workspace(&workspace("acme")).expect("create"));
         assert!(names("acme").is_empty());

@@ -26,6 +26,10 @@ pub struct WorkspaceToken {
     pub label: Option<String>,
     /// When it was issued, in ms since the Unix epoch.
     pub created_at_ms: u64,
+    /// What its holder may see of a caller-context lookup; tokens issued
+    /// before profiles existed are `basic`.
+    #[serde(default)]
+    pub profile: patchbay_policy::lookup::Profile,
 }
 
 /// A token's digest, the only form the host keeps.

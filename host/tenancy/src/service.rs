@@ -155,6 +155,12 @@ pub enum TenancyError {
     /// A token label that is refused: why.
     #[error("invalid token label: {0}")]
     Label(String),
+    /// No lookup of that name in the workspace.
+    #[error("lookup {0:?} not found")]
+    LookupNotFound(String),
+    /// A lookup definition that is refused: every problem, each naming where.
+    #[error("invalid lookup: {}", .0.join("; "))]
+    Lookup(Vec<String>),
     /// The store failed, or the plugin version a connection pins could not be
     /// read or loaded: a host fault, not the caller's.
     #[error("storage failed: {0}")]
@@ -419,6 +425,7 @@ impl Tenancy {
         &self,
         workspace: &str,
         label: Option<String>,
+        profile: patchbay_policy::lookup::Profile,
     ) -> Result<(WorkspaceToken, SecretString), TenancyError> {
         if let Some(label) = &label {
             tokens::check_label(label).map_err(TenancyError::Label)?;
@@ -430,6 +437,7 @@ impl Tenancy {
             workspace: workspace.to_owned(),
             label,
             created_at_ms: (self.clock)(),
+            profile,
         };
         self.store
             .put_token(&token, &tokens::digest(secret.expose_secret()))
@@ -488,5 +496,92 @@ impl Tenancy {
             .await
             .map_err(|e| TenancyError::Storage(e.to_string()))??;
         Ok(())
+    }
+}
+
+impl Tenancy {
+    /// Create or replace `workspace`'s lookup `name`: its definition must be
+    /// sound, and every source must name a connection of the workspace and an
+    /// operation its plugin has. Whether it was created (not replaced).
+    pub async fn put_lookup(
+        &self,
+        workspace: &str,
+        name: &str,
+        definition: patchbay_policy::lookup::LookupDefinition,
+    ) -> Result<(patchbay_storage::tenancy::StoredLookup, bool), TenancyError> {
+        check_name("lookup", name)?;
+        self.workspace(workspace)?;
+        let mut problems = definition.problems();
+        for (i, source) in definition.sources.iter().enumerate() {
+            let Ok(Some(connection)) = self.store.get_connection(workspace, &source.connection)
+            else {
+                problems.push(format!(
+                    "sources[{i}].connection: the workspace has no connection {:?}",
+                    source.connection
+                ));
+                continue;
+            };
+            let plugin = self.plugin_of(&connection).await?;
+            if !plugin
+                .manifest
+                .operations
+                .iter()
+                .any(|op| op.name == source.operation)
+            {
+                problems.push(format!(
+                    "sources[{i}].operation: {} has no operation {:?}",
+                    connection.pinned(),
+                    source.operation
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(TenancyError::Lookup(problems));
+        }
+        let now = (self.clock)();
+        let existing = self.store.get_lookup(workspace, name)?;
+        let stored = patchbay_storage::tenancy::StoredLookup {
+            workspace: workspace.to_owned(),
+            name: name.to_owned(),
+            definition,
+            created_at_ms: existing.as_ref().map_or(now, |l| l.created_at_ms),
+            updated_at_ms: now,
+        };
+        self.store.put_lookup(&stored).map_err(|e| match e {
+            StorageError::NotFound(_) => TenancyError::WorkspaceNotFound(workspace.to_owned()),
+            other => other.into(),
+        })?;
+        Ok((stored, existing.is_none()))
+    }
+
+    /// `workspace`'s lookup `name`.
+    pub fn lookup(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<patchbay_storage::tenancy::StoredLookup, TenancyError> {
+        self.workspace(workspace)?;
+        self.store
+            .get_lookup(workspace, name)?
+            .ok_or_else(|| TenancyError::LookupNotFound(name.to_owned()))
+    }
+
+    /// `workspace`'s lookups, by name.
+    pub fn lookups(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<patchbay_storage::tenancy::StoredLookup>, TenancyError> {
+        self.workspace(workspace)?;
+        Ok(self.store.list_lookups(workspace)?)
+    }
+
+    /// Delete `workspace`'s lookup `name`.
+    pub fn delete_lookup(&self, workspace: &str, name: &str) -> Result<(), TenancyError> {
+        self.workspace(workspace)?;
+        if self.store.delete_lookup(workspace, name)? {
+            Ok(())
+        } else {
+            Err(TenancyError::LookupNotFound(name.to_owned()))
+        }
     }
 }

@@ -12,11 +12,12 @@ pub struct MemoryTenancy {
 }
 
 /// Workspaces by id, connections by (workspace, name), tokens by
-/// (workspace, id) with their digests.
+/// (workspace, id) with their digests, lookups by (workspace, name).
 type TenancyMaps = (
     BTreeMap<String, crate::tenancy::Workspace>,
     BTreeMap<(String, String), crate::tenancy::Connection>,
     BTreeMap<(String, String), (WorkspaceToken, TokenDigest)>,
+    BTreeMap<(String, String), crate::tenancy::StoredLookup>,
 );
 
 impl crate::tenancy::TenancyStore for MemoryTenancy {
@@ -62,6 +63,7 @@ impl crate::tenancy::TenancyStore for MemoryTenancy {
             return Ok(None);
         }
         state.2.retain(|(ws, _), _| ws != id);
+        state.3.retain(|(ws, _), _| ws != id);
         let names: Vec<(String, String)> =
             state.1.keys().filter(|(ws, _)| ws == id).cloned().collect();
         Ok(Some(
@@ -160,5 +162,53 @@ impl crate::tenancy::TenancyStore for MemoryTenancy {
             .values()
             .find(|(_, d)| d == digest)
             .map(|(t, _)| t.clone()))
+    }
+
+    fn put_lookup(&self, lookup: &crate::tenancy::StoredLookup) -> Result<(), StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.0.contains_key(&lookup.workspace) {
+            return Err(StorageError::NotFound(format!(
+                "workspace {:?}",
+                lookup.workspace
+            )));
+        }
+        state.3.insert(
+            (lookup.workspace.clone(), lookup.name.clone()),
+            lookup.clone(),
+        );
+        Ok(())
+    }
+
+    fn get_lookup(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<crate::tenancy::StoredLookup>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .3
+            .get(&(workspace.to_owned(), name.to_owned()))
+            .cloned())
+    }
+
+    fn list_lookups(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<crate::tenancy::StoredLookup>, StorageError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .3
+            .iter()
+            .filter(|((ws, _), _)| ws == workspace)
+            .map(|(_, l)| l.clone())
+            .collect())
+    }
+
+    fn delete_lookup(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(state
+            .3
+            .remove(&(workspace.to_owned(), name.to_owned()))
+            .is_some())
     }
 }

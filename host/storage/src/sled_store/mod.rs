@@ -67,6 +67,7 @@ impl SledDb {
             connections: self.db.open_tree("connections").map_err(backend)?,
             tokens: self.db.open_tree("tokens").map_err(backend)?,
             token_digests: self.db.open_tree("token-digests").map_err(backend)?,
+            lookups: self.db.open_tree("lookups").map_err(backend)?,
         })
     }
 

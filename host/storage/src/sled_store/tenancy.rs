@@ -2,7 +2,7 @@
 
 use super::{backend, remove_prefix, transaction_error};
 use crate::StorageError;
-use crate::tenancy::{Connection, Workspace};
+use crate::tenancy::{Connection, StoredLookup, Workspace};
 use crate::tenancy::{StoredToken, TenancyStore, connection_key, from_json, to_json};
 use crate::tokens::{TokenDigest, WorkspaceToken};
 
@@ -14,9 +14,12 @@ pub struct SledTenancy {
     /// Token records under their workspace, and digest -> record key.
     pub(super) tokens: sled::Tree,
     pub(super) token_digests: sled::Tree,
+    /// Caller-context lookups under their workspace.
+    pub(super) lookups: sled::Tree,
 }
 
 impl SledTenancy {
+    /// The trees share one sled log: flushing one makes every write before it durable.
     fn flush(&self) -> Result<(), StorageError> {
         self.connections.flush().map(|_| ()).map_err(backend)
     }
@@ -59,6 +62,7 @@ impl TenancyStore for SledTenancy {
         // A crash part-way through deleting a workspace of this id may have
         // left some of its records: a new workspace never inherits them.
         remove_prefix(&self.connections, &crate::workspace_prefix(&workspace.id))?;
+        remove_prefix(&self.lookups, &crate::workspace_prefix(&workspace.id))?;
         self.remove_tokens_of(&workspace.id)?;
         let created = self
             .workspaces
@@ -105,6 +109,7 @@ impl TenancyStore for SledTenancy {
             batch.remove(connection_key(id, &connection.name));
         }
         self.connections.apply_batch(batch).map_err(backend)?;
+        remove_prefix(&self.lookups, &crate::workspace_prefix(id))?;
         self.remove_tokens_of(id)?;
         self.flush()?;
         Ok(Some(removed))
@@ -218,5 +223,56 @@ impl TenancyStore for SledTenancy {
         };
         let stored: StoredToken = from_json(&value)?;
         Ok((stored.digest == hex::encode(digest)).then_some(stored.token))
+    }
+
+    fn put_lookup(&self, lookup: &StoredLookup) -> Result<(), StorageError> {
+        use sled::Transactional as _;
+        use sled::transaction::ConflictableTransactionError;
+        let key = connection_key(&lookup.workspace, &lookup.name);
+        let value = to_json(lookup)?;
+        let result = (&self.workspaces, &self.lookups).transaction(|(workspaces, lookups)| {
+            if workspaces.get(lookup.workspace.as_bytes())?.is_none() {
+                return Err(ConflictableTransactionError::Abort(StorageError::NotFound(
+                    format!("workspace {:?}", lookup.workspace),
+                )));
+            }
+            lookups.insert(key.as_slice(), value.as_slice())?;
+            Ok(())
+        });
+        result.map_err(transaction_error)?;
+        self.flush()
+    }
+
+    fn get_lookup(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<StoredLookup>, StorageError> {
+        match self
+            .lookups
+            .get(connection_key(workspace, name))
+            .map_err(backend)?
+        {
+            Some(v) => from_json(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_lookups(&self, workspace: &str) -> Result<Vec<StoredLookup>, StorageError> {
+        self.lookups
+            .scan_prefix(crate::workspace_prefix(workspace))
+            .values()
+            .map(|v| from_json(&v.map_err(backend)?))
+            .collect()
+    }
+
+    fn delete_lookup(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let existed = self
+            .lookups
+            .remove(connection_key(workspace, name))
+            .map_err(backend)?
+            .is_some();
+        self.flush()?;
+        Ok(existed)
     }
 }
