@@ -315,22 +315,42 @@ impl Upstream {
     /// Like [`start`](Self::start), each answer sent `delay` after its
     /// request arrived (a slow upstream).
     pub async fn start_after(answer: Value, delay: Duration) -> Self {
+        Self::routes_after(vec![("/".into(), answer)], delay).await
+    }
+
+    /// Answer each request with the JSON of the first route whose path
+    /// prefix its path starts with (`{}` when none does).
+    pub async fn routes(routes: Vec<(String, Value)>) -> Self {
+        Self::routes_after(routes, Duration::ZERO).await
+    }
+
+    async fn routes_after(routes: Vec<(String, Value)>, delay: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the upstream");
         let address = listener.local_addr().expect("upstream address");
         let served = Arc::new(AtomicU64::new(0));
-        let body = Bytes::from(answer.to_string());
+        let routes: Arc<Vec<(String, Bytes)>> = Arc::new(
+            routes
+                .into_iter()
+                .map(|(prefix, answer)| (prefix, Bytes::from(answer.to_string())))
+                .collect(),
+        );
         let counter = served.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                let body = body.clone();
+                let routes = routes.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let body = body.clone();
+                            let body = routes
+                                .iter()
+                                .find(|(prefix, _)| {
+                                    request.uri().path().starts_with(prefix.as_str())
+                                })
+                                .map_or_else(|| Bytes::from_static(b"{}"), |(_, b)| b.clone());
                             let counter = counter.clone();
                             async move {
                                 let _ = request.into_body().collect().await;
