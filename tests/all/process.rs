@@ -485,3 +485,139 @@ async fn the_cli_names_both_token_variables_when_none_is_given() {
         assert!(said.contains(name), "{name} in {said}");
     }
 }
+
+#[tokio::test]
+async fn the_cli_defines_and_runs_a_caller_lookup_and_the_run_is_audited_by_name() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(data.path(), &probe_packages(packages.path())).await;
+    let op = OPERATOR_TOKEN;
+    let crm = MockServer::start().await;
+    Mock::given(path("/crm/v3/objects/contacts/search"))
+        .and(header("authorization", "Bearer pat-cli-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "total": 1,
+            "results": [{ "id": "512", "properties": {
+                "firstname": "Ada", "lastname": "Lovelace", "email": "ada@example.com",
+                "phone": "+16502530000", "company": "Analytical Engines" } }]
+        })))
+        .mount(&crm)
+        .await;
+
+    assert!(
+        cli(&server, op, "workspace create acme")
+            .await
+            .status
+            .success()
+    );
+    let set = format!(
+        "connection set acme crm --plugin hubspot --config base_url={} --approve-all",
+        crm.uri()
+    );
+    assert!(cli(&server, op, &set).await.status.success());
+    let credential = "connection credential set acme crm private_app_token --from-env PB_PAT";
+    assert!(
+        cli_with(&server, op, credential, &[("PB_PAT", "pat-cli-1")])
+            .await
+            .status
+            .success()
+    );
+
+    let definition = packages.path().join("caller.json");
+    std::fs::write(
+        &definition,
+        json!({ "sources": [{ "name": "crm", "connection": "crm", "operation": "find-contact",
+                              "provides": "contact", "deadline_ms": 3000 }],
+                "cache_ttl_seconds": 60 })
+        .to_string(),
+    )
+    .expect("write");
+    let put = format!("lookup put acme caller --file {}", definition.display());
+    let saved = stdout_json(&cli(&server, op, &put).await);
+    assert_eq!(saved["name"], "caller", "{saved}");
+    let listed = stdout_json(&cli(&server, op, "lookup list acme").await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+
+    let issued = stdout_json(
+        &cli(
+            &server,
+            op,
+            "workspace token issue acme --label desk --profile advanced",
+        )
+        .await,
+    );
+    assert_eq!(issued["profile"], "advanced");
+    let desk = issued["token"].as_str().expect("token").to_owned();
+    let ran = stdout_json(
+        &cli(
+            &server,
+            &desk,
+            "lookup run acme caller --phone 650-253-0000 --region US",
+        )
+        .await,
+    );
+    assert_eq!(ran["key"], "+16502530000", "{ran}");
+    assert_eq!(ran["record"]["contact"]["company"], "Analytical Engines");
+    assert_eq!(ran["sources"][0]["status"], "ok");
+    let lower = stdout_json(
+        &cli(
+            &server,
+            &desk,
+            "lookup run acme caller --phone +16502530000 --profile basic",
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            lower["cached"].clone(),
+            lower["record"]["contact"]["email"].clone()
+        ),
+        (json!(true), json!("a***@example.com"))
+    );
+    let refused = stderr(
+        &cli(
+            &server,
+            &desk,
+            "lookup run acme caller --phone +16502530000 --profile admin",
+        )
+        .await,
+    );
+    assert!(refused.contains("profile-above-token"), "{refused}");
+    assert!(
+        cli(
+            &server,
+            &desk,
+            "lookup forget acme caller 650-253-0000 --region US"
+        )
+        .await
+        .status
+        .success()
+    );
+    assert!(
+        cli(&server, op, "lookup delete acme caller")
+            .await
+            .status
+            .success()
+    );
+    let gone = stderr(&cli(&server, op, "lookup get acme caller").await);
+    assert!(gone.contains("not-found"), "{gone}");
+
+    // Each run is in the audit log: who asked and which fields went back,
+    // by name, never their values.
+    let log = server.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let runs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("caller lookup"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{log}");
+    assert!(
+        runs[0].contains("contact.company") && runs[0].contains("crm=ok"),
+        "{}",
+        runs[0]
+    );
+    assert!(runs[1].contains("cached=true"), "{}", runs[1]);
+    assert!(
+        !runs.iter().any(|l| l.contains("Ada") || l.contains("ada@")),
+        "{runs:?}"
+    );
+}

@@ -84,6 +84,13 @@ enum Command {
         #[command(subcommand)]
         command: remote::ConnectionCommand,
     },
+    /// Define and run caller-context lookups on a running server.
+    Lookup {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: remote::LookupCommand,
+    },
     /// Maintain the sealed credentials (offline).
     Secrets {
         #[command(subcommand)]
@@ -240,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets { command } => secrets::run(command),
         Command::Workspace { server, command } => remote::workspace(server, command).await,
         Command::Connection { server, command } => remote::connection(server, command).await,
+        Command::Lookup { server, command } => remote::lookup(server, command).await,
         Command::Invoke {
             plugin,
             operation,

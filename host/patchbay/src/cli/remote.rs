@@ -61,6 +61,9 @@ pub(super) enum TokenCommand {
         workspace: String,
         #[arg(long)]
         label: Option<String>,
+        /// What the token may see of caller lookups: basic (default), advanced or admin.
+        #[arg(long, default_value = "basic")]
+        profile: String,
     },
     List {
         workspace: String,
@@ -170,10 +173,14 @@ pub(super) async fn workspace(
             ("DELETE", format!("/v1/workspaces/{}", segment(&id)), None)
         }
         WorkspaceCommand::Token { command } => match command {
-            TokenCommand::Issue { workspace, label } => (
+            TokenCommand::Issue {
+                workspace,
+                label,
+                profile,
+            } => (
                 "POST",
                 format!("/v1/workspaces/{}/tokens", segment(&workspace)),
-                Some(json!({ "label": label })),
+                Some(json!({ "label": label, "profile": profile })),
             ),
             TokenCommand::List { workspace } => (
                 "GET",
@@ -422,4 +429,124 @@ async fn send(
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     Ok((status, answer))
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum LookupCommand {
+    /// Create or replace a lookup from its JSON definition.
+    Put {
+        workspace: String,
+        name: String,
+        /// A file holding the definition (`-` for standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "json")]
+        file: Option<std::path::PathBuf>,
+        /// The definition itself.
+        #[arg(long, value_name = "JSON")]
+        json: Option<String>,
+    },
+    Get {
+        workspace: String,
+        name: String,
+    },
+    List {
+        workspace: String,
+    },
+    Delete {
+        workspace: String,
+        name: String,
+    },
+    /// Look a caller up: the record as the token's profile may see it.
+    Run {
+        workspace: String,
+        name: String,
+        /// The caller's number, in any common form.
+        #[arg(long)]
+        phone: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Region (e.g. US) for a number without a country code.
+        #[arg(long)]
+        region: Option<String>,
+        /// A profile below the token's, to see less.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Drop the results kept for a caller.
+    Forget {
+        workspace: String,
+        name: String,
+        /// The caller's number.
+        phone: String,
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+/// `patchbay lookup …`: one API call each.
+pub(super) async fn lookup(server: Server, command: LookupCommand) -> anyhow::Result<ExitCode> {
+    let at =
+        |ws: &str, name: &str| format!("/v1/workspaces/{}/lookups/{}", segment(ws), segment(name));
+    let (method, path, body) = match command {
+        LookupCommand::Put {
+            workspace,
+            name,
+            file,
+            json,
+        } => {
+            let text = match (file, json) {
+                (_, Some(text)) => text,
+                (Some(path), None) if path.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+                }
+                (Some(path), None) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                (None, None) => bail!("give the definition with --file FILE or --json JSON"),
+            };
+            (
+                "PUT",
+                at(&workspace, &name),
+                Some(parse_json("the definition", &text)?),
+            )
+        }
+        LookupCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
+        LookupCommand::List { workspace } => (
+            "GET",
+            format!("/v1/workspaces/{}/lookups", segment(&workspace)),
+            None,
+        ),
+        LookupCommand::Delete { workspace, name } => ("DELETE", at(&workspace, &name), None),
+        LookupCommand::Run {
+            workspace,
+            name,
+            phone,
+            email,
+            region,
+            profile,
+        } => {
+            let mut body = json!({ "phone": phone });
+            for (key, value) in [
+                ("email", email),
+                ("default_region", region),
+                ("profile", profile),
+            ] {
+                if let Some(value) = value {
+                    body[key] = json!(value);
+                }
+            }
+            ("POST", format!("{}/run", at(&workspace, &name)), Some(body))
+        }
+        LookupCommand::Forget {
+            workspace,
+            name,
+            phone,
+            region,
+        } => {
+            let mut path = format!("{}/cache/{}", at(&workspace, &name), segment(&phone));
+            if let Some(region) = region {
+                path.push_str(&format!("?default_region={}", segment(&region)));
+            }
+            ("DELETE", path, None)
+        }
+    };
+    call(&server, method, &path, body).await
 }
