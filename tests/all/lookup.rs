@@ -479,6 +479,7 @@ async fn each_profile_sees_its_share_of_the_record() {
         json!({ "starts_at": "2026-12-09T09:00:00.000Z" })
     );
     assert!(!basic.provenance.contains_key("payment.balance"));
+    assert_eq!(basic.provenance["next_appointment"], "calendar");
     let advanced = answer.masked(Profile::Advanced);
     assert_eq!(advanced.record["contact"]["email"], "ada@example.com");
     assert_eq!(advanced.record["payment"]["standing"], "current");

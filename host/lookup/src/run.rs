@@ -109,7 +109,14 @@ impl Answer {
         let provenance = self
             .provenance
             .iter()
-            .filter(|(field, _)| fields_returned.contains(field))
+            // A section's provenance (`next_appointment`) stays while any of its fields is returned.
+            .filter(|(field, _)| {
+                fields_returned.iter().any(|f| {
+                    f == *field
+                        || f.strip_prefix(field.as_str())
+                            .is_some_and(|r| r.starts_with('.'))
+                })
+            })
             .map(|(f, s)| (f.clone(), s.clone()))
             .collect();
         MaskedAnswer {
