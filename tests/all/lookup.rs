@@ -532,6 +532,113 @@ async fn a_source_behind_an_open_circuit_breaker_is_skipped() {
     );
 }
 
+#[tokio::test]
+async fn a_changed_connection_or_another_workspace_never_gets_a_kept_result() {
+    let desk = Desk::new().await;
+    healthy_crm(&desk.crm, "Ada").await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 }
+    ] }));
+    desk.run(&def, "+16502530000", None).await;
+    assert!(desk.run(&def, "+16502530000", None).await.cached);
+    // Re-pointing the connection (any save) makes the kept result unusable.
+    desk.connect("crm", "hubspot", &desk.backup.uri(), true)
+        .await;
+    healthy_crm(&desk.backup, "Augusta").await;
+    let after = desk.run(&def, "+16502530000", None).await;
+    assert!(!after.cached);
+    assert_eq!(after.record["contact"]["first_name"], "Augusta");
+
+    // Another workspace with the same lookup name, definition and caller shares nothing.
+    desk.tenancy
+        .create_workspace("other")
+        .await
+        .expect("workspace");
+    let request: ConnectionRequest = serde_json::from_value(json!({
+        "plugin": "hubspot", "config": { "base_url": desk.crm.uri() },
+        "grants": { "approve_all_requested": true }
+    }))
+    .expect("request");
+    desk.tenancy
+        .put_connection("other", "crm", request)
+        .await
+        .expect("connection");
+    let theirs = desk
+        .lookups
+        .run("other", "caller", &def, "+16502530000", None, None)
+        .await
+        .expect("lookup");
+    assert!(!theirs.cached);
+    // Its credential is not set: the source is skipped, not served from acme's result.
+    assert_eq!(
+        theirs.sources[0].status,
+        SourceStatus::Skipped,
+        "{:?}",
+        theirs.sources
+    );
+}
+
+#[tokio::test]
+async fn a_fallback_gets_only_what_is_left_of_the_largest_deadline() {
+    let desk = Desk::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&desk.crm)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            hubspot_contact("77", "Augusta", "a@example.com").set_delay(Duration::from_secs(5)),
+        )
+        .mount(&desk.backup)
+        .await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 400 },
+        { "name": "backup", "connection": "crm-backup", "operation": "find-contact", "provides": "contact", "deadline_ms": 400, "fallback_for": "crm" }
+    ], "cache_ttl_seconds": 0 }));
+    let started = Instant::now();
+    let answer = desk.run(&def, "+16502530000", None).await;
+    assert_eq!(status_of(&answer, "crm"), SourceStatus::Timeout);
+    assert_eq!(status_of(&answer, "backup"), SourceStatus::Timeout);
+    // Within the largest deadline (400 ms) plus overhead, not the chain's sum (a sanity bound).
+    assert!(
+        started.elapsed() < Duration::from_millis(750),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn upstream_error_text_is_shown_to_admin_only() {
+    let desk = Desk::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "error", "message": "Property values were not valid: ada@example.com",
+            "category": "VALIDATION_ERROR"
+        })))
+        .mount(&desk.crm)
+        .await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 2000 }
+    ] }));
+    let answer = desk.run(&def, "+16502530000", None).await;
+    let basic = answer.masked(Profile::Basic);
+    assert_eq!(basic.sources[0].code.as_deref(), Some("upstream"));
+    assert!(basic.sources[0].message.is_none(), "{:?}", basic.sources);
+    assert!(
+        !serde_json::to_string(&basic)
+            .expect("json")
+            .contains("ada@")
+    );
+    let admin = answer.masked(Profile::Admin);
+    assert!(
+        admin.sources[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("VALIDATION_ERROR")
+    );
+}
+
 mod over_http {
     //! The lookup routes, black-box over HTTP.
     use super::*;
@@ -704,6 +811,43 @@ mod over_http {
 
         assert_eq!(operator_call(&api, "DELETE", path, None).await.0, 204);
         assert_eq!(operator_call(&api, "GET", path, None).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn another_workspaces_token_reaches_no_lookup_route() {
+        let (_harness, api, crm) = desk().await;
+        let path = "/v1/workspaces/acme/lookups/caller";
+        assert_eq!(
+            operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
+            201
+        );
+        assert_eq!(create_workspace(&api, "rival").await.0, 201);
+        let (status, body) = operator_call(
+            &api,
+            "POST",
+            "/v1/workspaces/rival/tokens",
+            Some(json!({ "profile": "admin" })),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let rival = body["token"].as_str().expect("token").to_owned();
+        for (method, route, body) in [
+            ("GET", "/v1/workspaces/acme/lookups".to_owned(), None),
+            ("GET", path.to_owned(), None),
+            ("PUT", path.to_owned(), Some(crm_lookup())),
+            ("DELETE", path.to_owned(), None),
+            (
+                "POST",
+                format!("{path}/run"),
+                Some(json!({ "phone": "+16502530000" })),
+            ),
+            ("DELETE", format!("{path}/cache/%2B16502530000"), None),
+        ] {
+            let (status, answer) = api_call(method, &api, &route, Some(&rival), body).await;
+            assert_eq!(status, 404, "{method} {route}: {answer}");
+        }
+        assert!(crm.received_requests().await.expect("r").is_empty());
+        assert_eq!(operator_call(&api, "GET", path, None).await.0, 200);
     }
 
     #[tokio::test]

@@ -159,5 +159,6 @@ async fn remove(
     ApiPath(ws): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.delete_workspace(&ws).await?;
+    state.lookups.forget_workspace(&ws);
     Ok(StatusCode::NO_CONTENT)
 }

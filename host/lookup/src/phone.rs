@@ -43,14 +43,26 @@ pub fn normalise(raw: &str, default_region: Option<&str>) -> Result<String, Phon
                 .map_err(|_| PhoneError::Region(r.to_owned()))
         })
         .transpose()?;
-    let number = phonenumber::parse(region, raw).map_err(|e| PhoneError::Unparseable {
-        number: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    if !phonenumber::is_valid(&number) {
-        return Err(PhoneError::Invalid(shown));
+    // The parser has panicked on odd input in the past (rust-phonenumber
+    // issues #32, #43): a panic is an unparseable number, not a dead request.
+    let parsed = std::panic::catch_unwind(|| {
+        let number = phonenumber::parse(region, raw).map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            phonenumber::is_valid(&number).then(|| number.format().mode(Mode::E164).to_string()),
+        )
+    });
+    match parsed {
+        Ok(Ok(Some(e164))) => Ok(e164),
+        Ok(Ok(None)) => Err(PhoneError::Invalid(shown)),
+        Ok(Err(reason)) => Err(PhoneError::Unparseable {
+            number: shown,
+            reason,
+        }),
+        Err(_) => Err(PhoneError::Unparseable {
+            number: shown,
+            reason: "the number could not be read".into(),
+        }),
     }
-    Ok(number.format().mode(Mode::E164).to_string())
 }
 
 #[cfg(test)]
@@ -97,5 +109,20 @@ mod tests {
             normalise(&"1".repeat(65), Some("US")),
             Err(PhoneError::Unparseable { .. })
         ));
+        // Odd input is an error, never a panic.
+        for odd in [
+            "+",
+            "+1",
+            "+999",
+            "tel:+1-650-253-0000;ext=1",
+            "１２３４５６７８９０",
+            "+1 (((((",
+            "0000000000000000",
+            ";;;",
+            "+800 1234 5678 9012",
+        ] {
+            let _ = normalise(odd, Some("US"));
+            let _ = normalise(odd, None);
+        }
     }
 }

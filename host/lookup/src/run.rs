@@ -106,6 +106,18 @@ impl Answer {
     /// sensitive ones never; provenance kept only for what is returned.
     pub fn masked(&self, profile: Profile) -> MaskedAnswer {
         let (record, fields_returned) = mask_record(&self.record, profile);
+        // An upstream's error text can quote the caller's data: admin only.
+        let sources = self
+            .sources
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                if profile < Profile::Admin {
+                    s.message = None;
+                }
+                s
+            })
+            .collect();
         let provenance = self
             .provenance
             .iter()
@@ -124,7 +136,7 @@ impl Answer {
             profile,
             record,
             provenance,
-            sources: self.sources.clone(),
+            sources,
             cached: self.cached,
             fields_returned,
         }
@@ -156,6 +168,8 @@ pub enum LookupError {
 struct Key {
     workspace: String,
     lookup: String,
+    /// The definition, the workspace's creation and its sources' connections
+    /// as they are now: a result is never served across a change of any.
     revision: u64,
     phone: String,
     email: Option<String>,
@@ -232,7 +246,7 @@ impl Lookups {
         let key = Key {
             workspace: workspace.to_owned(),
             lookup: name.to_owned(),
-            revision: revision(definition),
+            revision: revision(&self.tenancy, workspace, definition),
             phone: phone.clone(),
             email: email.clone(),
         };
@@ -303,11 +317,26 @@ impl Lookups {
     }
 }
 
-fn revision(definition: &LookupDefinition) -> u64 {
+/// A stamp of what a result depends on besides the caller: the definition,
+/// the workspace (a deleted and recreated one is another), and each
+/// source's connection (saving, disabling or deleting one changes it).
+fn revision(tenancy: &Tenancy, workspace: &str, definition: &LookupDefinition) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(definition)
         .unwrap_or_default()
         .hash(&mut hasher);
+    let created = tenancy.store.get_workspace(workspace).ok().flatten();
+    created.map(|w| w.created_at_ms).hash(&mut hasher);
+    for source in &definition.sources {
+        let connection = tenancy
+            .store
+            .get_connection(workspace, &source.connection)
+            .ok()
+            .flatten();
+        connection
+            .map(|c| (c.updated_at_ms, c.enabled, c.created_at_ms))
+            .hash(&mut hasher);
+    }
     hasher.finish()
 }
 
@@ -327,20 +356,31 @@ async fn ask_all(
     phone: String,
     email: Option<String>,
 ) -> Answer {
+    // The whole run ends by the largest deadline: a fallback gets what is left of it.
+    let longest = definition
+        .sources
+        .iter()
+        .map(|s| s.deadline_ms)
+        .max()
+        .unwrap_or(0);
+    let run_ends = Instant::now() + Duration::from_millis(longest.into());
     let mut chains = JoinSet::new();
+    let mut first_of = std::collections::HashMap::new();
     for source in definition
         .sources
         .iter()
         .filter(|s| s.fallback_for.is_none())
     {
-        chains.spawn(chain(
+        let task = chains.spawn(chain(
             tenancy.clone(),
             workspace.clone(),
             definition.clone(),
             source.clone(),
             phone.clone(),
             email.clone(),
+            run_ends,
         ));
+        first_of.insert(task.id(), source.clone());
     }
     let mut reports = Vec::new();
     let mut answers = BTreeMap::new();
@@ -354,10 +394,21 @@ async fn ask_all(
                     reports.push(report);
                 }
             }
-            // A source's task panicked (a host bug): reported by the runtime's
-            // logs; the other sources' answers still count.
+            // A source's task panicked (a host bug): it is an error (so the
+            // result is not kept); the other sources' answers still count.
             Err(e) => {
-                tracing::error!(target: "patchbay::lookup", error = %e, "a lookup source failed")
+                tracing::error!(target: "patchbay::lookup", error = %e, "a lookup source failed");
+                if let Some(source) = first_of.get(&e.id()) {
+                    reports.push(SourceReport {
+                        name: source.name.clone(),
+                        connection: source.connection.clone(),
+                        status: SourceStatus::Error,
+                        code: Some("host".into()),
+                        message: Some("the host failed running this source".into()),
+                        duration_ms: 0,
+                        invocation_id: None,
+                    });
+                }
             }
         }
     }
@@ -381,11 +432,20 @@ async fn chain(
     first: LookupSource,
     phone: String,
     email: Option<String>,
+    run_ends: Instant,
 ) -> Vec<(SourceReport, Option<Json>)> {
     let mut asked = Vec::new();
     let mut next = Some(first);
     while let Some(source) = next {
-        let (report, output) = ask(&tenancy, &workspace, &source, &phone, email.as_deref()).await;
+        let (report, output) = ask(
+            &tenancy,
+            &workspace,
+            &source,
+            &phone,
+            email.as_deref(),
+            run_ends,
+        )
+        .await;
         let failed = matches!(
             report.status,
             SourceStatus::Error | SourceStatus::Timeout | SourceStatus::Skipped
@@ -411,6 +471,7 @@ async fn ask(
     source: &LookupSource,
     phone: &str,
     email: Option<&str>,
+    run_ends: Instant,
 ) -> (SourceReport, Option<Json>) {
     let started = Instant::now();
     let mut report = SourceReport {
@@ -429,7 +490,12 @@ async fn ask(
             return (report, None);
         }
     };
-    let deadline = started + Duration::from_millis(source.deadline_ms.into());
+    let deadline = (started + Duration::from_millis(source.deadline_ms.into())).min(run_ends);
+    if deadline <= started {
+        report.status = SourceStatus::Timeout;
+        report.message = Some("no time was left of the lookup's deadline".into());
+        return (report, None);
+    }
     let invocation = Invocation {
         workspace: workspace.to_owned(),
         connection: source.connection.clone(),
@@ -448,7 +514,10 @@ async fn ask(
         Err(_) => (
             SourceStatus::Timeout,
             None,
-            Some(format!("no answer within {} ms", source.deadline_ms)),
+            Some(format!(
+                "no answer within {} ms",
+                deadline.saturating_duration_since(started).as_millis()
+            )),
         ),
         Ok(Err(InvocationError::Disabled(_))) => (
             SourceStatus::Skipped,

@@ -392,26 +392,68 @@ const FIELD_ACCESS: &[(&str, Profile, Shown)] = &[
 /// Key names whose values are never returned: secrets, national ids, full
 /// card and bank numbers.
 pub fn is_sensitive_key(key: &str) -> bool {
+    // Compared without separators or case: `national_id`, `nationalId` and
+    // `National-ID` are one key.
     const WORDS: [&str; 16] = [
         "password",
         "passwd",
         "secret",
         "token",
-        "api_key",
         "apikey",
         "ssn",
-        "social_security",
-        "national_id",
-        "tax_id",
+        "socialsecurity",
+        "nationalid",
+        "taxid",
         "passport",
         "iban",
-        "account_number",
-        "card_number",
+        "accountnumber",
+        "cardnumber",
         "cvv",
         "cvc",
+        "routingnumber",
     ];
-    let key = key.to_ascii_lowercase().replace(['-', ' '], "_");
+    let key: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
     key == "pan" || WORDS.iter().any(|w| key.contains(w))
+}
+
+/// Whether `text` holds a full payment card number anywhere in it: a run
+/// of 13-19 digits (spaces or dashes between them allowed) passing the Luhn
+/// check.
+pub fn contains_card_number(text: &str) -> bool {
+    let mut digits: Vec<u32> = Vec::new();
+    let mut runs: Vec<Vec<u32>> = Vec::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits.push(c.to_digit(10).unwrap_or(0)),
+            ' ' | '-' if !digits.is_empty() => {}
+            _ => {
+                if !digits.is_empty() {
+                    runs.push(std::mem::take(&mut digits));
+                }
+            }
+        }
+    }
+    runs.push(digits);
+    runs.iter()
+        .any(|run| (13..=19).any(|len| run.len() >= len && run.windows(len).any(luhn)))
+}
+
+fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => *d,
+        })
+        .sum();
+    sum.is_multiple_of(10)
 }
 
 /// Whether `text` is a full payment card number (13-19 digits, spaces or
@@ -475,6 +517,27 @@ pub fn mask_record(record: &Json, profile: Profile) -> (Json, Vec<String>) {
                     out.insert(section.clone(), Json::Object(kept));
                 }
             }
+            // Each appointment is shown as the next one is.
+            Json::Array(items) if section == "appointments" => {
+                let kept: Vec<Json> = items
+                    .iter()
+                    .filter_map(|item| {
+                        let fields = item.as_object()?;
+                        let kept: Map<String, Json> = fields
+                            .iter()
+                            .filter_map(|(field, value)| {
+                                let path = format!("next_appointment.{field}");
+                                Some((field.clone(), shown(&path, profile, value)?))
+                            })
+                            .collect();
+                        (!kept.is_empty()).then_some(Json::Object(kept))
+                    })
+                    .collect();
+                if profile >= Profile::Advanced && !kept.is_empty() {
+                    out.insert(section.clone(), Json::Array(kept));
+                    returned.push(section.clone());
+                }
+            }
             other => {
                 if let Some(shown) = shown(section, profile, other) {
                     out.insert(section.clone(), shown);
@@ -504,6 +567,8 @@ fn shown(path: &str, profile: Profile, value: &Json) -> Option<Json> {
         (Shown::MaskedBelow(clear_from), Json::String(s)) if profile < clear_from => {
             Some(Json::String(mask_email(s)))
         }
+        // Anything but a string where a masked one belongs is not shown masked: not shown.
+        (Shown::MaskedBelow(clear_from), _) if profile < clear_from => None,
         _ => Some(value),
     }
 }
@@ -512,7 +577,8 @@ fn shown(path: &str, profile: Profile, value: &Json) -> Option<Json> {
 /// `None` when `value` itself is a card number.
 fn without_sensitive(value: &Json) -> Option<Json> {
     match value {
-        Json::String(s) if looks_like_card_number(s) => None,
+        Json::String(s) if contains_card_number(s) => None,
+        Json::Number(n) if contains_card_number(&n.to_string()) => None,
         Json::Array(items) => Some(Json::Array(
             items.iter().filter_map(without_sensitive).collect(),
         )),
@@ -664,6 +730,39 @@ mod tests {
         assert_eq!(admin["payment"]["payment_method"]["last4"], "4242");
         assert!(admin["payment"].get("card_number").is_none());
         assert!(!names.iter().any(|n| n.contains("card_number")));
+    }
+
+    #[test]
+    fn sensitive_keys_in_any_case_and_card_numbers_anywhere_are_dropped() {
+        for key in [
+            "nationalId",
+            "National-ID",
+            "cardNumber",
+            "bankAccountNumber",
+            "socialSecurityNumber",
+            "taxId",
+            "api_key",
+        ] {
+            assert!(is_sensitive_key(key), "{key}");
+        }
+        assert!(!is_sensitive_key("first_name"));
+        let record = json!({
+            "contact": { "attributes": { "note": "card 4242 4242 4242 4242 on file", "pin": 4242424242424242u64, "tier": "gold" } },
+            "appointments": [{ "starts_at": "2026-12-03T09:00:00Z", "title": "Consultation", "contact_id": "512" }]
+        });
+        let (admin, _) = mask_record(&record, Profile::Admin);
+        assert_eq!(admin["contact"]["attributes"], json!({ "tier": "gold" }));
+        let (advanced, _) = mask_record(&record, Profile::Advanced);
+        // Appointments follow the next appointment's rules: no contact id below admin.
+        assert_eq!(
+            advanced["appointments"],
+            json!([{ "starts_at": "2026-12-03T09:00:00Z", "title": "Consultation" }])
+        );
+        let (basic, _) = mask_record(
+            &json!({ "contact": { "email": ["ada@example.com"] }, "appointments": [{ "starts_at": "x" }] }),
+            Profile::Basic,
+        );
+        assert_eq!(basic, json!({}));
     }
 
     #[test]
