@@ -45,6 +45,17 @@ pub fn parsed_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, Error
     }
 }
 
+/// A URL setting `key` (or `default`), without a trailing `/`, ready for
+/// `format!("{base}/path")`.
+///
+/// ```no_run
+/// let base = patchbay_sdk::config::base_url_or("base_url", "https://api.example.com")?;
+/// # Ok::<(), patchbay_sdk::Error>(())
+/// ```
+pub fn base_url_or(key: &str, default: &str) -> Result<String, Error> {
+    Ok(get_or(key, default)?.trim_end_matches('/').to_owned())
+}
+
 /// Every setting of the connection, as (key, value) pairs.
 ///
 /// ```no_run

@@ -683,3 +683,56 @@ async fn input_that_breaks_the_schema_never_reaches_salesforce() {
         ])
         .await;
 }
+
+#[tokio::test]
+async fn an_external_id_is_one_path_segment_whatever_it_holds() {
+    let org = org(&[("external_id_field", "External_Id__c")]).await;
+    // A slash is refused (Salesforce does not match it even encoded); nothing is sent.
+    for refused in ["a/b", "../Account/001", "/"] {
+        let input = json!({ "external_id": refused, "contact": { "last_name": "Hopper" } });
+        let failure = org.failure("upsert-contact", input, refused).await;
+        assert!(
+            matches!(failure, PluginFailure::InvalidInput { .. }),
+            "{refused}: {failure:?}"
+        );
+    }
+    assert!(
+        org.upstream
+            .received_requests()
+            .await
+            .expect("r")
+            .is_empty()
+    );
+    // Everything else is percent-encoded into the one segment.
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "id": "003xx000004TmiRAAS", "success": true, "errors": []
+        })))
+        .mount(&org.upstream)
+        .await;
+    answer_queries(
+        &org,
+        query_answer(vec![contact_record("003xx000004TmiRAAS")]),
+    )
+    .await;
+    for (value, segment) in [
+        ("ERP?x=1#y", "ERP%3Fx%3D1%23y"),
+        ("100%", "100%25"),
+        ("é ü", "%C3%A9%20%C3%BC"),
+        ("a\\b..", "a%5Cb.."),
+    ] {
+        let input = json!({ "external_id": value, "contact": { "last_name": "Hopper" } });
+        org.call("upsert-contact", input).await.expect(value);
+        let sent = org.upstream.received_requests().await.expect("r");
+        let last = sent
+            .iter()
+            .rev()
+            .find(|r| r.method.as_str() == "PATCH")
+            .expect("patch");
+        assert_eq!(
+            last.url.path(),
+            format!("/services/data/v67.0/sobjects/Contact/External_Id__c/{segment}"),
+            "{value}"
+        );
+    }
+}

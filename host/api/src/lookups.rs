@@ -179,16 +179,7 @@ async fn run(
     let statuses: Vec<String> = masked
         .sources
         .iter()
-        .map(|s| {
-            format!(
-                "{}={}",
-                s.name,
-                serde_json::to_value(s.status)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("")
-            )
-        })
+        .map(|s| format!("{}={}", s.name, s.status.as_str()))
         .collect();
     tracing::info!(target: "patchbay::audit", capability = "lookup", workspace = %ws,
         lookup = %name, token = %token, profile = profile.as_str(), cached = masked.cached,

@@ -41,6 +41,19 @@ pub enum SourceStatus {
     Skipped,
 }
 
+impl SourceStatus {
+    /// Its name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::NotFound => "not-found",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 /// One source's status in a lookup's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -591,5 +604,23 @@ fn error_code(error: &InvokeError) -> &'static str {
         E::TooManyCalls { .. } => "too-many-calls",
         E::AtCapacity(_) | E::HostResources(_) => "host-at-capacity",
         _ => "plugin-failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceStatus;
+
+    #[test]
+    fn status_names_are_the_serialised_ones() {
+        for status in [
+            SourceStatus::Ok,
+            SourceStatus::NotFound,
+            SourceStatus::Timeout,
+            SourceStatus::Error,
+            SourceStatus::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
+        }
     }
 }

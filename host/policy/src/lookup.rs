@@ -465,20 +465,7 @@ pub fn looks_like_card_number(text: &str) -> bool {
         .map(|c| c.to_digit(10))
         .collect::<Option<_>>()
         .unwrap_or_default();
-    if !(13..=19).contains(&digits.len()) {
-        return false;
-    }
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| match (i % 2 == 1, d * 2) {
-            (true, doubled) if doubled > 9 => doubled - 9,
-            (true, doubled) => doubled,
-            (false, _) => *d,
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    (13..=19).contains(&digits.len()) && luhn(&digits)
 }
 
 /// `a***@example.com`: the first character of the local part, then the domain.

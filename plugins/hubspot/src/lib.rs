@@ -116,9 +116,7 @@ struct Api {
 impl Api {
     fn from_config() -> Result<Self, Error> {
         Ok(Self {
-            base_url: config::get_or("base_url", DEFAULT_BASE_URL)?
-                .trim_end_matches('/')
-                .to_owned(),
+            base_url: config::base_url_or("base_url", DEFAULT_BASE_URL)?,
             timeout: Duration::from_millis(config::parsed_or(
                 "request_timeout_ms",
                 DEFAULT_TIMEOUT_MS,

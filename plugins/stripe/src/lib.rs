@@ -131,9 +131,7 @@ impl Api {
     fn from_config() -> Result<Self, Error> {
         let timeout_ms = config::parsed_or("request_timeout_ms", DEFAULT_TIMEOUT_MS)?;
         Ok(Self {
-            base_url: config::get_or("base_url", DEFAULT_BASE_URL)?
-                .trim_end_matches('/')
-                .to_owned(),
+            base_url: config::base_url_or("base_url", DEFAULT_BASE_URL)?,
             version: config::get_or("stripe_version", DEFAULT_STRIPE_VERSION)?,
             timeout: Duration::from_millis(timeout_ms),
         })
