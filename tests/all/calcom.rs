@@ -658,3 +658,114 @@ async fn an_api_keys_own_limit_sets_the_wait() {
         }
     );
 }
+
+/// Cal.com's bookings as one calendar: empty until a booking is created;
+/// a create takes a while, so two first attempts running together would
+/// both find nothing.
+#[derive(Clone, Default)]
+struct Calendar {
+    made: std::sync::Arc<std::sync::Mutex<Option<Value>>>,
+}
+
+impl wiremock::Respond for Calendar {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let mut made = self.made.lock().expect("calendar");
+        if request.method.as_str() == "POST" {
+            let body: Value = serde_json::from_slice(&request.body).expect("json");
+            let booking = booking(
+                "bk_once",
+                "accepted",
+                "2026-12-07T09:00:00.000Z",
+                "2026-12-07T09:30:00.000Z",
+                body["metadata"].clone(),
+            );
+            *made = Some(booking.clone());
+            return ResponseTemplate::new(201)
+                .set_body_json(json!({ "status": "success", "data": booking }))
+                .set_delay(Duration::from_millis(300));
+        }
+        bookings_page(made.iter().cloned().collect())
+    }
+}
+
+#[tokio::test]
+async fn two_first_attempts_with_one_key_at_the_same_time_book_once() {
+    use patchbay::tenancy::invoke::Invocation;
+    let harness = patchbay_tests::Harness::new();
+    harness.ensure(CALCOM).await;
+    let tenancy = harness.services.tenancy();
+    tenancy.create_workspace("clinic").await.expect("workspace");
+    let upstream = wiremock::MockServer::start().await;
+    let calendar = Calendar::default();
+    Mock::given(path(BOOKINGS))
+        .respond_with(calendar.clone())
+        .mount(&upstream)
+        .await;
+    let request = serde_json::from_value(json!({
+        "plugin": "calcom",
+        "config": { "base_url": upstream.uri() },
+        "grants": { "approve_all_requested": true }
+    }))
+    .expect("request");
+    tenancy
+        .put_connection("clinic", "calendar", request)
+        .await
+        .expect("connection");
+    harness
+        .services
+        .credentials
+        .set(
+            &patchbay_tests::scope("clinic", "calendar"),
+            "api_key",
+            Secret::Bearer {
+                token: API_KEY.into(),
+            },
+        )
+        .await
+        .expect("credential");
+
+    let book = |key: &str| Invocation {
+        workspace: "clinic".into(),
+        connection: "calendar".into(),
+        operation: "book-appointment".into(),
+        input: booking_request(),
+        idempotency_key: Some(key.into()),
+        deadline: None,
+    };
+    let (a, b) = tokio::join!(
+        tenancy.invoke(book("call-9:book")),
+        tenancy.invoke(book("call-9:book"))
+    );
+    let outputs: Vec<Value> = [a, b]
+        .into_iter()
+        .map(|r| r.expect("invoked").outcome.result.expect("booked"))
+        .collect();
+    assert_eq!(
+        outputs.iter().filter(|o| o["created"] == true).count(),
+        1,
+        "{outputs:?}"
+    );
+    assert_eq!(outputs[0]["appointment"], outputs[1]["appointment"]);
+    let posts = upstream
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 1, "the same key booked twice");
+    assert!(
+        tenancy.keyed.is_empty(),
+        "keys are forgotten after the calls"
+    );
+
+    // Another key is another booking attempt, and does not wait for this one.
+    let other = tenancy
+        .invoke(book("call-10:book"))
+        .await
+        .expect("invoked")
+        .outcome
+        .result
+        .expect("answered");
+    assert_eq!(other["created"], true);
+}

@@ -42,6 +42,7 @@ pub struct Services {
     plugin_pins: Arc<tokio::sync::RwLock<()>>,
     /// Shared by every `Tenancy` made from these services, like the pins.
     bindings: Arc<patchbay_tenancy::invoke::Bindings>,
+    keyed: Arc<patchbay_tenancy::invoke::KeyedCalls>,
     /// Stops (and is waited for) when the services are dropped.
     _kv_purger: KvPurger,
 }
@@ -134,6 +135,7 @@ impl Services {
             _kv_purger: kv_purger,
             plugin_pins: Arc::default(),
             bindings: Arc::default(),
+            keyed: Arc::default(),
             catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
         })
     }
@@ -149,6 +151,7 @@ impl Services {
             clock: self.clock.clone(),
             pins: self.plugin_pins.clone(),
             bindings: self.bindings.clone(),
+            keyed: self.keyed.clone(),
         }
     }
 

@@ -154,6 +154,69 @@ impl Bindings {
     }
 }
 
+/// Calls on one connection that carry the same idempotency key run one at
+/// a time. A vendor without idempotency of its own (Cal.com) is made
+/// idempotent by a plugin that looks for what an earlier attempt did before
+/// acting; two first attempts running together would both look, find
+/// nothing, and both act. Waiting costs no slot: the sandbox is made after.
+#[derive(Default)]
+pub struct KeyedCalls {
+    /// By (workspace, connection, key); an entry lives while a call holds or
+    /// waits for it.
+    held: std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+type KeyId = (String, String, String);
+
+impl KeyedCalls {
+    /// Wait until no other call on `workspace`'s `connection` holds `key`,
+    /// and hold it.
+    pub async fn hold(&self, workspace: &str, connection: &str, key: &str) -> KeyHeld<'_> {
+        let id = (workspace.to_owned(), connection.to_owned(), key.to_owned());
+        let lock = self.map().entry(id.clone()).or_default().clone();
+        KeyHeld {
+            calls: self,
+            guard: Some(lock.lock_owned().await),
+            id,
+        }
+    }
+
+    /// Keys held or waited for now.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no key is held or waited for.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A key held by one call; released (and forgotten when nobody waits) on drop.
+pub struct KeyHeld<'a> {
+    calls: &'a KeyedCalls,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    id: KeyId,
+}
+
+impl Drop for KeyHeld<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.calls.map();
+        // Waiters clone the lock under the map's lock: one reference left is the map's own.
+        if map
+            .get(&self.id)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            map.remove(&self.id);
+        }
+    }
+}
+
 impl Tenancy {
     /// Run `invocation` on its stored connection: the one path every caller
     /// takes.
@@ -202,6 +265,16 @@ impl Tenancy {
         input: Json,
         options: CallOptions,
     ) -> Invoked {
+        // Held until the call ends: a second call with this key waits, then
+        // finds what the first did (the plugin looks before it acts).
+        let _one_at_a_time = match &options.idempotency_key {
+            Some(key) => Some(
+                self.keyed
+                    .hold(&bound.connection.workspace, &bound.connection.name, key)
+                    .await,
+            ),
+            None => None,
+        };
         let outcome = self
             .catalog
             .runtime()
@@ -268,5 +341,52 @@ impl Tenancy {
             .collect();
         credentials.extend(stored);
         Ok(credentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyedCalls;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_key_is_held_by_one_call_at_a_time_and_forgotten_after() {
+        let calls = KeyedCalls::default();
+        let first = calls.hold("ws", "cal", "k-1").await;
+        // Another key, another connection, another workspace: no wait.
+        let _other_key = calls.hold("ws", "cal", "k-2").await;
+        let _other_connection = calls.hold("ws", "crm", "k-1").await;
+        let _other_workspace = calls.hold("ws-2", "cal", "k-1").await;
+        // The same key waits while the first holds it.
+        let second = calls.hold("ws", "cal", "k-1");
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a second call with the key ran while the first held it"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the key is free once the first call ends");
+        assert_eq!(calls.len(), 4);
+        drop(second);
+        assert_eq!(
+            calls.len(),
+            3,
+            "a key nobody holds or waits for is forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_nothing_behind() {
+        let calls = KeyedCalls::default();
+        let first = calls.hold("ws", "cal", "k").await;
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), calls.hold("ws", "cal", "k")).await;
+        assert!(waited.is_err());
+        drop(first);
+        assert!(calls.is_empty());
     }
 }

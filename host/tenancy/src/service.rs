@@ -195,6 +195,8 @@ pub struct Tenancy {
     pub pins: Arc<tokio::sync::RwLock<()>>,
     /// Connections' bindings, kept per revision for the invocation path.
     pub bindings: Arc<crate::invoke::Bindings>,
+    /// Idempotency keys in use, so calls sharing one run one at a time.
+    pub keyed: Arc<crate::invoke::KeyedCalls>,
 }
 
 impl Tenancy {
