@@ -60,13 +60,21 @@ fn success(data: Value) -> ResponseTemplate {
 
 fn bookings_page(bookings: Vec<Value>) -> ResponseTemplate {
     let n = bookings.len();
+    page_of(bookings, 1, n)
+}
+
+/// Page `current` (from 1, 100 a page) of `total` bookings.
+fn page_of(bookings: Vec<Value>, current: usize, total: usize) -> ResponseTemplate {
+    let returned = bookings.len();
+    let pages = total.div_ceil(100).max(1);
     throttled(
         ResponseTemplate::new(200).set_body_json(json!({
             "status": "success",
             "data": bookings,
             "pagination": {
-                "totalItems": n, "remainingItems": 0, "returnedItems": n, "itemsPerPage": 100,
-                "currentPage": 1, "totalPages": 1, "hasNextPage": false, "hasPreviousPage": false
+                "totalItems": total, "remainingItems": total - ((current - 1) * 100 + returned),
+                "returnedItems": returned, "itemsPerPage": 100, "currentPage": current,
+                "totalPages": pages, "hasNextPage": current < pages, "hasPreviousPage": current > 1
             }
         })),
         118,
@@ -151,6 +159,81 @@ async fn upcoming_appointments_of_an_attendee() {
         humantime::parse_rfc3339(&query_value(sent, "beforeEnd").expect("beforeEnd")).expect("iso");
     let span = before.duration_since(after).expect("ordered");
     assert_eq!(span, Duration::from_secs(14 * 86_400));
+}
+
+/// Ada's appointments in the next 30 days.
+async fn upcoming(cal: &Vendor) -> Value {
+    cal.call(
+        "upcoming-appointments",
+        json!({ "email": "ada@example.com" }),
+    )
+    .await
+    .expect("appointments")
+}
+
+#[tokio::test]
+async fn every_page_of_bookings_is_read_while_cal_com_says_there_is_a_next() {
+    let cal = CalCom::start().await;
+    let at = |i: usize| format!("2026-12-{:02}T{:02}:00:00.000Z", 4 + i / 24, i % 24);
+    let all: Vec<Value> = (0..130)
+        .map(|i| {
+            booking(
+                &format!("bk_{i}"),
+                "accepted",
+                &at(i),
+                &at(i + 1),
+                json!({}),
+            )
+        })
+        .collect();
+    for (skip, current) in [("0", 1), ("100", 2)] {
+        let first = (current - 1) * 100;
+        let page = all[first..(first + 100).min(all.len())].to_vec();
+        CalCom::get(BOOKINGS, "2024-08-13")
+            .and(query_param("take", "100"))
+            .and(query_param("skip", skip))
+            .respond_with(page_of(page, current, all.len()))
+            .expect(1)
+            .mount(&cal.upstream)
+            .await;
+    }
+    let output = upcoming(&cal).await;
+    let ids: Vec<&str> = output["appointments"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 130);
+    assert_eq!((ids[0], ids[129]), ("bk_0", "bk_129"));
+}
+
+#[tokio::test]
+async fn at_most_five_pages_of_bookings_are_read() {
+    let cal = CalCom::start().await;
+    CalCom::get(BOOKINGS, "2024-08-13")
+        .respond_with(page_of(
+            vec![booking(
+                "bk_x",
+                "accepted",
+                "2026-12-04T09:00:00.000Z",
+                "2026-12-04T09:30:00.000Z",
+                json!({}),
+            )],
+            1,
+            10_000,
+        ))
+        .mount(&cal.upstream)
+        .await;
+    let output = upcoming(&cal).await;
+    assert_eq!(output["appointments"].as_array().expect("list").len(), 5);
+    let skips: Vec<String> = cal
+        .requests("GET", BOOKINGS)
+        .await
+        .iter()
+        .map(|r| query_value(r, "skip").expect("skip"))
+        .collect();
+    assert_eq!(skips, ["0", "100", "200", "300", "400"]);
 }
 
 #[tokio::test]

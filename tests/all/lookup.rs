@@ -37,7 +37,7 @@ impl Desk {
         let tenancy = Arc::new(harness.services.tenancy());
         tenancy.create_workspace(WS).await.expect("workspace");
         let desk = Self {
-            lookups: Lookups::new(tenancy.clone(), 1000),
+            lookups: Lookups::new(tenancy.clone(), 1000, harness.services.lookup_runs.clone()),
             tenancy,
             crm: MockServer::start().await,
             backup: MockServer::start().await,
@@ -123,6 +123,14 @@ fn hubspot_contact(id: &str, first: &str, email: &str) -> ResponseTemplate {
             "updatedAt": "2026-10-01T10:00:00.000Z", "archived": false
         }]
     }))
+}
+
+/// A HubSpot that finds Ada after `delay`.
+async fn slow_crm(server: &MockServer, delay: Duration) {
+    Mock::given(method("POST"))
+        .respond_with(hubspot_contact("512", "Ada", "ada@example.com").set_delay(delay))
+        .mount(server)
+        .await;
 }
 
 async fn healthy_crm(server: &MockServer, first: &str) {
@@ -380,14 +388,35 @@ async fn a_kept_result_asks_no_upstream_until_it_expires() {
 }
 
 #[tokio::test]
+async fn a_run_in_flight_when_its_results_are_dropped_is_not_kept() {
+    let desk = Desk::new().await;
+    slow_crm(&desk.crm, Duration::from_millis(400)).await;
+    let def = definition(json!({ "sources": [
+        { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 3000 }
+    ] }));
+    // The contact changes upstream while the run is in flight; the tenant
+    // drops the kept result for the caller to have the new one asked for.
+    let (first, ()) = tokio::join!(desk.run(&def, "+16502530000", None), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        desk.lookups
+            .forget(WS, "caller", "+16502530000", None)
+            .expect("forget");
+    });
+    assert!(!first.cached);
+    let second = desk.run(&def, "+16502530000", None).await;
+    assert!(
+        !second.cached,
+        "a result asked for before the drop was kept after it"
+    );
+    assert_eq!(requests(&desk.crm).await, 2);
+    // Runs after the drop are kept again.
+    assert!(desk.run(&def, "+16502530000", None).await.cached);
+}
+
+#[tokio::test]
 async fn concurrent_identical_lookups_share_one_run() {
     let desk = Desk::new().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            hubspot_contact("512", "Ada", "ada@example.com").set_delay(Duration::from_millis(300)),
-        )
-        .mount(&desk.crm)
-        .await;
+    slow_crm(&desk.crm, Duration::from_millis(300)).await;
     healthy_stripe(&desk.stripe, Duration::from_millis(300)).await;
     let def = definition(json!({ "sources": [
         { "name": "crm", "connection": "crm", "operation": "find-contact", "provides": "contact", "deadline_ms": 3000 },
@@ -682,6 +711,20 @@ mod over_http {
         })
     }
 
+    /// An admin token of a second workspace, `rival`.
+    async fn rival_token(api: &str) -> String {
+        assert_eq!(create_workspace(api, "rival").await.0, 201);
+        let (status, body) = operator_call(
+            api,
+            "POST",
+            "/v1/workspaces/rival/tokens",
+            Some(json!({ "profile": "admin" })),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
     async fn token(api: &str, profile: &str) -> String {
         let (status, body) = operator_call(
             api,
@@ -814,6 +857,246 @@ mod over_http {
     }
 
     #[tokio::test]
+    async fn workspace_settings_give_lookups_their_default_region() {
+        let (_harness, api, _crm) = desk().await;
+        let path = "/v1/workspaces/acme/lookups/caller";
+        assert_eq!(
+            operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
+            201
+        );
+        let basic = token(&api, "basic").await;
+        let settings = "/v1/workspaces/acme/settings";
+        let run = |phone: &'static str| {
+            let (api, basic) = (api.clone(), basic.clone());
+            async move {
+                api_call(
+                    "POST",
+                    &api,
+                    "/v1/workspaces/acme/lookups/caller/run",
+                    Some(&basic),
+                    Some(json!({ "phone": phone })),
+                )
+                .await
+            }
+        };
+        // No region yet: a national number cannot be read.
+        let (status, body) = run("(650) 253-0000").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid-phone"))
+        );
+
+        // A workspace token sets its own workspace's; the code is made canonical.
+        let (status, body) = api_call(
+            "PUT",
+            &api,
+            settings,
+            Some(&basic),
+            Some(json!({ "default_region": "us" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["settings"]["default_region"], "US");
+        let (_, shown) = operator_call(&api, "GET", "/v1/workspaces/acme", None).await;
+        assert_eq!(shown["settings"]["default_region"], "US");
+        let (status, body) = run("(650) 253-0000").await;
+        assert_eq!(
+            (status, body["key"].as_str()),
+            (200, Some("+16502530000")),
+            "{body}"
+        );
+        // A request's own region wins over the workspace's.
+        let (status, body) = api_call(
+            "POST",
+            &api,
+            "/v1/workspaces/acme/lookups/caller/run",
+            Some(&basic),
+            Some(json!({ "phone": "020 7946 0018", "default_region": "GB" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["key"].as_str()),
+            (200, Some("+442079460018")),
+            "{body}"
+        );
+
+        // Bad settings are refused naming the setting, and change nothing.
+        for (bad, code) in [
+            (json!({ "default_region": "XX" }), "invalid-settings"),
+            (
+                json!({ "default_region": "United States" }),
+                "invalid-settings",
+            ),
+        ] {
+            let (status, body) = operator_call(&api, "PUT", settings, Some(bad.clone())).await;
+            assert_eq!((status, body["code"].as_str()), (422, Some(code)), "{bad}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("default_region"),
+                "{body}"
+            );
+        }
+        let (status, body) =
+            operator_call(&api, "PUT", settings, Some(json!({ "region": "US" }))).await;
+        assert!((400..500).contains(&status), "{status} {body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains("region"),
+            "{body}"
+        );
+        let (_, shown) = operator_call(&api, "GET", "/v1/workspaces/acme", None).await;
+        assert_eq!(shown["settings"]["default_region"], "US");
+
+        // Another workspace's token cannot change them; unsetting works.
+        let rival = rival_token(&api).await;
+        let (status, _) = api_call(
+            "PUT",
+            &api,
+            settings,
+            Some(&rival),
+            Some(json!({ "default_region": "DE" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            operator_call(&api, "PUT", settings, Some(json!({})))
+                .await
+                .0,
+            200
+        );
+        let (_, shown) = operator_call(&api, "GET", "/v1/workspaces/acme", None).await;
+        assert!(shown["settings"].get("default_region").is_none(), "{shown}");
+        assert_eq!(
+            operator_call(
+                &api,
+                "PUT",
+                "/v1/workspaces/nobody/settings",
+                Some(json!({}))
+            )
+            .await
+            .0,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn every_run_is_on_the_workspaces_trail_with_names_never_values() {
+        let (_harness, api, _crm) = desk().await;
+        let path = "/v1/workspaces/acme/lookups/caller";
+        assert_eq!(
+            operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
+            201
+        );
+        let (_, issued) = operator_call(
+            &api,
+            "POST",
+            "/v1/workspaces/acme/tokens",
+            Some(json!({ "profile": "advanced" })),
+        )
+        .await;
+        let (token_id, token) = (
+            issued["id"].as_str().expect("id").to_owned(),
+            issued["token"].as_str().expect("token").to_owned(),
+        );
+        for profile in ["advanced", "basic"] {
+            let (status, body) = api_call(
+                "POST",
+                &api,
+                &format!("{path}/run"),
+                Some(&token),
+                Some(json!({ "phone": "+16502530000", "profile": profile })),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let trail = "/v1/workspaces/acme/lookup-runs";
+        let (status, page) = api_call("GET", &api, trail, Some(&token), None).await;
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().expect("records");
+        assert_eq!(records.len(), 2, "{page}");
+        let first = &records[0];
+        assert_eq!(first["workspace"], "acme");
+        assert_eq!(first["lookup"], "caller");
+        assert_eq!(first["token"], token_id.as_str());
+        assert_eq!(first["profile"], "advanced");
+        assert_eq!(first["cached"], false);
+        assert_eq!(first["sources"], json!([{ "name": "crm", "status": "ok" }]));
+        let fields: Vec<&str> = first["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            fields.contains(&"contact.email") && fields.contains(&"contact.company"),
+            "{fields:?}"
+        );
+        assert_eq!(
+            (records[1]["profile"].clone(), records[1]["cached"].clone()),
+            (json!("basic"), json!(true))
+        );
+        assert!(
+            !records[1]["fields"]
+                .as_array()
+                .expect("fields")
+                .contains(&json!("contact.company"))
+        );
+        // Names, never values: neither the caller's number nor anything found.
+        let text = page.to_string();
+        for value in [
+            "6502530000",
+            "Ada",
+            "ada@example.com",
+            "a***@example.com",
+            "Analytical",
+        ] {
+            assert!(!text.contains(value), "{value} is on the trail: {text}");
+        }
+
+        // Paging, and bad queries named.
+        let (_, one) = operator_call(&api, "GET", &format!("{trail}?limit=1"), None).await;
+        assert_eq!(one["records"].as_array().map(Vec::len), Some(1));
+        let next = one["next"].as_str().expect("a next page");
+        let (_, rest) =
+            operator_call(&api, "GET", &format!("{trail}?limit=1&after={next}"), None).await;
+        assert_eq!(rest["records"][0]["profile"], "basic");
+        for bad in ["limit=0", "after=zz", "color=red"] {
+            let (status, body) = operator_call(&api, "GET", &format!("{trail}?{bad}"), None).await;
+            assert!(
+                (400..500).contains(&status) && status != 404,
+                "{bad}: {status} {body}"
+            );
+        }
+
+        // Another workspace sees none of it; a deleted workspace leaves nothing behind.
+        let rival = rival_token(&api).await;
+        assert_eq!(
+            api_call("GET", &api, trail, Some(&rival), None).await.0,
+            404
+        );
+        let (_, theirs) = api_call(
+            "GET",
+            &api,
+            "/v1/workspaces/rival/lookup-runs",
+            Some(&rival),
+            None,
+        )
+        .await;
+        assert_eq!(theirs["records"], json!([]));
+        assert_eq!(
+            operator_call(&api, "DELETE", "/v1/workspaces/acme", None)
+                .await
+                .0,
+            204
+        );
+        assert_eq!(operator_call(&api, "GET", trail, None).await.0, 404);
+        assert_eq!(create_workspace(&api, WS).await.0, 201);
+        let (status, page) = operator_call(&api, "GET", trail, None).await;
+        assert_eq!((status, page["records"].clone()), (200, json!([])));
+    }
+
+    #[tokio::test]
     async fn another_workspaces_token_reaches_no_lookup_route() {
         let (_harness, api, crm) = desk().await;
         let path = "/v1/workspaces/acme/lookups/caller";
@@ -821,16 +1104,7 @@ mod over_http {
             operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
             201
         );
-        assert_eq!(create_workspace(&api, "rival").await.0, 201);
-        let (status, body) = operator_call(
-            &api,
-            "POST",
-            "/v1/workspaces/rival/tokens",
-            Some(json!({ "profile": "admin" })),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-        let rival = body["token"].as_str().expect("token").to_owned();
+        let rival = rival_token(&api).await;
         for (method, route, body) in [
             ("GET", "/v1/workspaces/acme/lookups".to_owned(), None),
             ("GET", path.to_owned(), None),

@@ -593,6 +593,39 @@ async fn the_cli_defines_and_runs_a_caller_lookup_and_the_run_is_audited_by_name
         .status
         .success()
     );
+    // With the workspace's default region, a national number needs none.
+    let set = stdout_json(
+        &cli(
+            &server,
+            &desk,
+            "workspace settings acme --default-region us",
+        )
+        .await,
+    );
+    assert_eq!(set["settings"]["default_region"], "US", "{set}");
+    let shown = stdout_json(&cli(&server, op, "workspace show acme").await);
+    assert_eq!(shown["settings"]["default_region"], "US", "{shown}");
+    let national = stdout_json(
+        &cli(
+            &server,
+            &desk,
+            "lookup run acme caller --phone 650-253-0000",
+        )
+        .await,
+    );
+    assert_eq!(
+        (national["key"].clone(), national["cached"].clone()),
+        (json!("+16502530000"), json!(false))
+    );
+    // The trail of runs, a page at a time, and the outbound audit beside it.
+    let page = stdout_json(&cli(&server, &desk, "lookup runs acme --limit 2").await);
+    assert_eq!(page["records"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["records"][0]["token"], issued["id"]);
+    let next = page["next"].as_str().expect("a third run").to_owned();
+    let rest = stdout_json(&cli(&server, &desk, &format!("lookup runs acme --after {next}")).await);
+    assert_eq!(rest["records"].as_array().map(Vec::len), Some(1), "{rest}");
+    let outbound = stdout_json(&cli(&server, op, "workspace audit acme --limit 1").await);
+    assert_eq!(outbound["records"][0]["connection"], "crm", "{outbound}");
     assert!(
         cli(&server, op, "lookup delete acme caller")
             .await
@@ -609,7 +642,7 @@ async fn the_cli_defines_and_runs_a_caller_lookup_and_the_run_is_audited_by_name
         .lines()
         .filter(|l| l.contains("caller lookup"))
         .collect();
-    assert_eq!(runs.len(), 2, "{log}");
+    assert_eq!(runs.len(), 3, "{log}");
     assert!(
         runs[0].contains("contact.company") && runs[0].contains("crm=ok"),
         "{}",

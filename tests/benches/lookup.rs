@@ -139,7 +139,11 @@ async fn patchbay_lookups(up: &Upstreams) -> (Harness, Arc<Lookups>, LookupDefin
         "cache_ttl_seconds": 0
     }))
     .expect("definition");
-    let lookups = Arc::new(Lookups::new(tenancy, 10_000));
+    let lookups = Arc::new(Lookups::new(
+        tenancy,
+        10_000,
+        harness.services.lookup_runs.clone(),
+    ));
     (harness, lookups, definition)
 }
 

@@ -6,7 +6,7 @@
 use super::AppState;
 use super::auth::{Caller, WorkspaceAccess};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
@@ -22,6 +22,34 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get, put, delete))
         .routes(routes!(run))
         .routes(routes!(forget))
+        .routes(routes!(runs))
+}
+
+/// The workspace's caller lookups run, oldest first, a page at a time: who
+/// asked, how each source ended, which fields (names only) went back.
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/lookup-runs",
+    operation_id = "listLookupRuns",
+    tag = "lookups",
+    params(("ws" = String, Path, description = "workspace id"), crate::workspaces::AuditQuery),
+    responses((status = 200, description = "a page of runs, oldest first", body = patchbay_lookup::RunPage), crate::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
+async fn runs(
+    _: WorkspaceAccess,
+    State(state): State<AppState>,
+    ApiPath(ws): ApiPath<String>,
+    ApiQuery(query): ApiQuery<crate::workspaces::AuditQuery>,
+) -> Result<Json<patchbay_lookup::RunPage>, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    let limit = query.limit()?;
+    let page = state
+        .lookups
+        .runs(&ws, query.from(), query.to(), query.after.as_deref(), limit)
+        .await
+        .map_err(crate::workspaces::audit_error)?;
+    Ok(Json(page))
 }
 
 #[utoipa::path(
@@ -117,7 +145,8 @@ struct RunLookup {
     /// The caller's email, when known.
     #[serde(default)]
     email: Option<String>,
-    /// Region (CLDR code, e.g. `US`) for a number without a country code.
+    /// Region (CLDR code, e.g. `US`) for a number without a country code;
+    /// the workspace's `settings.default_region` when absent.
     #[serde(default)]
     default_region: Option<String>,
     /// A profile lower than the token's, to see less; never a higher one.
@@ -161,6 +190,10 @@ async fn run(
         None => allowed,
     };
     let stored = state.tenancy.lookup(&ws, &name)?;
+    let region = match request.default_region {
+        Some(region) => Some(region),
+        None => state.tenancy.workspace(&ws)?.settings.default_region,
+    };
     let answer = state
         .lookups
         .run(
@@ -169,7 +202,7 @@ async fn run(
             &stored.definition,
             &request.phone,
             request.email.as_deref(),
-            request.default_region.as_deref(),
+            region.as_deref(),
         )
         .await
         .map_err(bad_caller)?;
@@ -185,6 +218,7 @@ async fn run(
         lookup = %name, token = %token, profile = profile.as_str(), cached = masked.cached,
         sources = %statuses.join(","), fields = %masked.fields_returned.join(","),
         "caller lookup");
+    state.lookups.audit(&ws, &name, &token, &masked);
     Ok(Json(masked))
 }
 
@@ -205,7 +239,7 @@ fn bad_caller(error: LookupError) -> ApiError {
         ("ws" = String, Path, description = "workspace id"),
         ("name" = String, Path, description = "lookup name"),
         ("key" = String, Path, description = "the caller's number (E.164, or any form with `default_region`), URL-encoded"),
-        ("default_region" = Option<String>, Query, description = "region for a number without a country code")
+        ("default_region" = Option<String>, Query, description = "region for a number without a country code; the workspace's setting when absent")
     ),
     responses((status = 204, description = "the results kept for that caller are dropped"), crate::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
@@ -217,9 +251,13 @@ async fn forget(
     axum::extract::Query(query): axum::extract::Query<ForgetQuery>,
 ) -> Result<StatusCode, ApiError> {
     state.tenancy.lookup(&ws, &name)?;
+    let region = match query.default_region {
+        Some(region) => Some(region),
+        None => state.tenancy.workspace(&ws)?.settings.default_region,
+    };
     state
         .lookups
-        .forget(&ws, &name, &key, query.default_region.as_deref())
+        .forget(&ws, &name, &key, region.as_deref())
         .map_err(bad_caller)?;
     Ok(StatusCode::NO_CONTENT)
 }

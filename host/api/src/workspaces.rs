@@ -8,7 +8,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use patchbay_storage::tenancy::Workspace;
+use patchbay_storage::tenancy::{Workspace, WorkspaceSettings};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -17,6 +17,38 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(show, remove))
         .routes(routes!(audit))
+        .routes(routes!(settings))
+}
+
+/// Replace the workspace's settings (every field optional; an absent one is
+/// unset). A workspace token may set its own workspace's.
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/settings",
+    operation_id = "putWorkspaceSettings",
+    tag = "workspaces",
+    params(("ws" = String, Path, description = "workspace id")),
+    request_body = WorkspaceSettings,
+    responses((status = 200, description = "the workspace with its new settings", body = Workspace), crate::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
+async fn settings(
+    _: WorkspaceAccess,
+    State(state): State<AppState>,
+    ApiPath(ws): ApiPath<String>,
+    ApiJson(mut settings): ApiJson<WorkspaceSettings>,
+) -> Result<Json<Workspace>, ApiError> {
+    if let Some(region) = &settings.default_region {
+        let canonical = patchbay_lookup::phone::region(region).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-settings",
+                format!("default_region: {e}"),
+            )
+        })?;
+        settings.default_region = Some(canonical);
+    }
+    Ok(Json(state.tenancy.set_workspace_settings(&ws, settings)?))
 }
 
 #[utoipa::path(
@@ -41,10 +73,10 @@ async fn show(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     from: Option<u64>,
     to: Option<u64>,
-    after: Option<String>,
+    pub(crate) after: Option<String>,
     limit: Option<usize>,
 }
 
@@ -65,10 +97,24 @@ async fn audit(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<patchbay_egress::audit::AuditPage>, ApiError> {
     state.tenancy.workspace(&ws)?;
-    let limit = query.limit.unwrap_or(100);
-    let range = super::limits::AUDIT_PAGE;
-    if !range.contains(&limit) {
-        return Err(ApiError::new(
+    let limit = query.limit()?;
+    let audit = state.tenancy.audit.clone();
+    audit.flushed().await;
+    let page = audit
+        .query(&ws, query.from(), query.to(), query.after.as_deref(), limit)
+        .map_err(audit_error)?;
+    Ok(Json(page))
+}
+
+impl AuditQuery {
+    /// The page size asked for, checked.
+    pub(crate) fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        let range = super::limits::AUDIT_PAGE;
+        if range.contains(&limit) {
+            return Ok(limit);
+        }
+        Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-query",
             format!(
@@ -76,27 +122,28 @@ async fn audit(
                 range.start(),
                 range.end()
             ),
-        ));
+        ))
     }
-    let audit = state.tenancy.audit.clone();
-    audit.flushed().await;
-    let page = audit
-        .query(
-            &ws,
-            query.from.unwrap_or(0),
-            query.to.unwrap_or(u64::MAX),
-            query.after.as_deref(),
-            limit,
-        )
-        .map_err(|e| match e {
-            patchbay_egress::audit::AuditError::Cursor(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-query",
-                e.to_string(),
-            ),
-            other => ApiError::internal(other),
-        })?;
-    Ok(Json(page))
+
+    pub(crate) fn from(&self) -> u64 {
+        self.from.unwrap_or(0)
+    }
+
+    pub(crate) fn to(&self) -> u64 {
+        self.to.unwrap_or(u64::MAX)
+    }
+}
+
+/// A bad cursor is the client's (422); anything else the host's.
+pub(crate) fn audit_error(e: patchbay_egress::audit::AuditError) -> ApiError {
+    match e {
+        patchbay_egress::audit::AuditError::Cursor(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-query",
+            e.to_string(),
+        ),
+        other => ApiError::internal(other),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -119,6 +166,20 @@ async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>), ApiError> {
+    // A crash part-way through deleting a workspace of this id may have left
+    // its trail of lookup runs: a new workspace never inherits it.
+    if matches!(
+        state.tenancy.workspace(&body.id),
+        Err(patchbay_tenancy::service::TenancyError::WorkspaceNotFound(
+            _
+        ))
+    ) {
+        state
+            .lookups
+            .remove_workspace(&body.id)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     let workspace = state.tenancy.create_workspace(&body.id).await?;
     Ok((StatusCode::CREATED, Json(workspace)))
 }
@@ -158,6 +219,14 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(ws): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.tenancy.workspace(&ws)?;
+    // The trail of lookup runs first: once the workspace is gone nothing
+    // would remove it.
+    state
+        .lookups
+        .remove_workspace(&ws)
+        .await
+        .map_err(ApiError::internal)?;
     state.tenancy.delete_workspace(&ws).await?;
     state.lookups.forget_workspace(&ws);
     Ok(StatusCode::NO_CONTENT)

@@ -11,6 +11,7 @@ use patchbay_policy::limits::Retention;
 use patchbay_storage::StorageError;
 use patchbay_storage::audit::{AuditCursor, AuditRecord, Decision, SharedAudit};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -123,6 +124,13 @@ impl AuditLog {
             Decision::Held => 2,
         };
         self.decisions[index].fetch_add(1, Ordering::Relaxed);
+        self.record_any(&record.workspace, record.at_ms, record);
+    }
+
+    /// Queue any record of `workspace` made at `at_ms` for the next group
+    /// commit: a log kept for another kind of record (caller lookups) shares
+    /// the writer, retention and paging of this one.
+    pub fn record_any<T: Serialize>(&self, workspace: &str, at_ms: u64, record: &T) {
         let json = match serde_json::to_vec(record) {
             Ok(json) => json,
             Err(e) => {
@@ -131,10 +139,10 @@ impl AuditLog {
             }
         };
         let cursor = AuditCursor {
-            at_ms: record.at_ms,
+            at_ms,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        self.send(Message::Record(record.workspace.clone(), cursor, json));
+        self.send(Message::Record(workspace.to_owned(), cursor, json));
     }
 
     /// Wait until every record queued so far is on disk.
@@ -163,6 +171,20 @@ impl AuditLog {
         after: Option<&str>,
         limit: usize,
     ) -> Result<AuditPage, AuditError> {
+        let (records, next) = self.query_as(workspace, from_ms, to_ms, after, limit)?;
+        Ok(AuditPage { records, next })
+    }
+
+    /// [`query`](Self::query) for records of any kind: the page's records
+    /// read as `T` (one that does not read is left out), and the next cursor.
+    pub fn query_as<T: DeserializeOwned>(
+        &self,
+        workspace: &str,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<T>, Option<String>), AuditError> {
         let after = match after {
             Some(text) => {
                 Some(AuditCursor::decode(text).ok_or_else(|| AuditError::Cursor(text.to_owned()))?)
@@ -181,7 +203,7 @@ impl AuditLog {
             .iter()
             .filter_map(|r| serde_json::from_slice(&r.json).ok())
             .collect();
-        Ok(AuditPage { records, next })
+        Ok((records, next))
     }
 
     /// Remove every record of `workspace` (when the workspace is deleted).

@@ -19,8 +19,11 @@
 #![warn(missing_docs)]
 
 mod merge;
-mod phone;
+pub mod phone;
 mod run;
 
 pub use phone::{PhoneError, normalise};
-pub use run::{Answer, LookupError, Lookups, MaskedAnswer, SourceReport, SourceStatus};
+pub use run::{
+    Answer, LookupError, Lookups, MaskedAnswer, RunPage, RunRecord, RunSource, SourceReport,
+    SourceStatus,
+};

@@ -24,6 +24,19 @@ pub enum PhoneError {
     Invalid(String),
 }
 
+/// `code` as a region code libphonenumber knows (`us` is `US`), or why not.
+pub fn region(code: &str) -> Result<String, PhoneError> {
+    region_id(code).map(|id| id.as_ref().to_owned())
+}
+
+fn region_id(code: &str) -> Result<country::Id, PhoneError> {
+    let shown: String = code.chars().take(8).collect();
+    code.trim()
+        .to_ascii_uppercase()
+        .parse::<country::Id>()
+        .map_err(|_| PhoneError::Region(shown))
+}
+
 /// `raw` in E.164 (`+15551234567`). A number without a country code is read
 /// in `default_region` (a CLDR code such as `US`); without one, it must
 /// start with `+`.
@@ -35,14 +48,7 @@ pub fn normalise(raw: &str, default_region: Option<&str>) -> Result<String, Phon
             reason: format!("longer than {MAX_PHONE_CHARS} characters"),
         });
     }
-    let region = default_region
-        .map(|r| {
-            r.trim()
-                .to_ascii_uppercase()
-                .parse::<country::Id>()
-                .map_err(|_| PhoneError::Region(r.to_owned()))
-        })
-        .transpose()?;
+    let region = default_region.map(region_id).transpose()?;
     // The parser has panicked on odd input in the past (rust-phonenumber
     // issues #32, #43): a panic is an unparseable number, not a dead request.
     let parsed = std::panic::catch_unwind(|| {
@@ -85,6 +91,17 @@ mod tests {
                 "{raw} in {region:?}"
             );
         }
+    }
+
+    #[test]
+    fn region_codes_are_checked_and_made_canonical() {
+        assert_eq!(region("us").as_deref(), Ok("US"));
+        assert_eq!(region(" gb ").as_deref(), Ok("GB"));
+        for bad in ["XX", "", "USA", "United States", "u\u{0}"] {
+            assert!(matches!(region(bad), Err(PhoneError::Region(_))), "{bad:?}");
+        }
+        let long = "Z".repeat(10_000);
+        assert_eq!(region(&long), Err(PhoneError::Region("Z".repeat(8))));
     }
 
     #[test]

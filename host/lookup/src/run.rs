@@ -4,15 +4,18 @@ use crate::merge::merge;
 use crate::phone::{PhoneError, normalise};
 use moka::Expiry;
 use moka::future::Cache;
+use patchbay_egress::audit::{AuditError, AuditLog};
 use patchbay_policy::lookup::{LookupDefinition, LookupSource, Profile, fill_input, mask_record};
 use patchbay_runtime::error::{InvokeError, PluginFailure, cap_message};
+use patchbay_storage::StorageError;
 use patchbay_tenancy::invoke::{Invocation, InvocationError};
 use patchbay_tenancy::service::Tenancy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -23,7 +26,7 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 const MAX_EMAIL_CHARS: usize = 254;
 
 /// How one source's part of a lookup ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceStatus {
@@ -208,10 +211,62 @@ impl Expiry<Key, Kept> for LookupTtl {
     }
 }
 
-/// Runs lookups and keeps their results.
+/// Runs lookups, keeps their results and the trail of who ran them.
 pub struct Lookups {
     tenancy: Arc<Tenancy>,
     cache: Cache<Key, Kept>,
+    /// Bumped by every drop of kept results: a run in flight across one
+    /// hands its answer to its callers but does not keep it.
+    generation: AtomicU64,
+    /// The audit trail of runs ([`RunRecord`]s), per workspace.
+    runs: Arc<AuditLog>,
+}
+
+/// One lookup run as its audit trail keeps it: who asked, how each source
+/// ended, which fields went back (names, never values), and whether the
+/// cache answered. Never the caller's number or any value found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunRecord {
+    /// When it was answered, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The workspace it ran in.
+    pub workspace: String,
+    /// The lookup's name.
+    pub lookup: String,
+    /// The id of the workspace token that asked, or `operator`.
+    pub token: String,
+    /// The profile the answer was masked for.
+    pub profile: Profile,
+    /// Whether the answer came from the cache (no source was asked for it).
+    pub cached: bool,
+    /// Every source, with how it ended.
+    pub sources: Vec<RunSource>,
+    /// The fields returned (names such as `contact.email`).
+    pub fields: Vec<String>,
+}
+
+/// A source's part in a [`RunRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunSource {
+    /// The source's name in the lookup.
+    pub name: String,
+    /// How it ended.
+    pub status: SourceStatus,
+    /// For `error`: the error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// A page of a workspace's [`RunRecord`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunPage {
+    /// This page's runs, oldest first.
+    pub records: Vec<RunRecord>,
+    /// Pass back as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -223,14 +278,69 @@ impl std::fmt::Debug for Lookups {
 }
 
 impl Lookups {
-    /// Lookups run on `tenancy`, keeping at most `max_cached` results in memory.
-    pub fn new(tenancy: Arc<Tenancy>, max_cached: u64) -> Self {
+    /// Lookups run on `tenancy`, keeping at most `max_cached` results in
+    /// memory and the trail of runs in `runs`.
+    pub fn new(tenancy: Arc<Tenancy>, max_cached: u64, runs: Arc<AuditLog>) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_cached)
             .expire_after(LookupTtl)
             .support_invalidation_closures()
             .build();
-        Self { tenancy, cache }
+        Self {
+            tenancy,
+            cache,
+            generation: AtomicU64::new(0),
+            runs,
+        }
+    }
+
+    /// Put the run of lookup `name` that answered `token` with `answer` on
+    /// the workspace's trail (group-committed with others).
+    pub fn audit(&self, workspace: &str, name: &str, token: &str, answer: &MaskedAnswer) {
+        let record = RunRecord {
+            at_ms: self.runs.now_ms(),
+            workspace: workspace.to_owned(),
+            lookup: name.to_owned(),
+            token: token.to_owned(),
+            profile: answer.profile,
+            cached: answer.cached,
+            sources: answer
+                .sources
+                .iter()
+                .map(|s| RunSource {
+                    name: s.name.clone(),
+                    status: s.status,
+                    code: s.code.clone(),
+                })
+                .collect(),
+            fields: answer.fields_returned.clone(),
+        };
+        self.runs.record_any(workspace, record.at_ms, &record);
+    }
+
+    /// A page of `workspace`'s runs with `from_ms <= at < to_ms`, oldest
+    /// first, after the cursor `after`; every run answered before the call
+    /// is on it.
+    pub async fn runs(
+        &self,
+        workspace: &str,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RunPage, AuditError> {
+        self.runs.flushed().await;
+        let (records, next) = self
+            .runs
+            .query_as(workspace, from_ms, to_ms, after, limit)?;
+        Ok(RunPage { records, next })
+    }
+
+    /// Drop `workspace`'s kept results and its trail of runs (it is being
+    /// deleted, or created anew over what an unfinished deletion left).
+    pub async fn remove_workspace(&self, workspace: &str) -> Result<(), StorageError> {
+        self.forget_workspace(workspace);
+        self.runs.remove_workspace(workspace).await.map(|_| ())
     }
 
     /// Run lookup `name` of `workspace` (its `definition`) for the caller
@@ -267,9 +377,13 @@ impl Lookups {
         let definition = Arc::new(definition.clone());
         let tenancy = self.tenancy.clone();
         let workspace = workspace.to_owned();
+        let generation = &self.generation;
+        let started_at = generation.load(Ordering::SeqCst);
         let ask = async move {
             let answer = ask_all(tenancy, workspace, definition, phone, email).await;
-            if answer.cacheable() && !ttl.is_zero() {
+            // A drop of kept results since this run began may concern it.
+            let dropped_since = generation.load(Ordering::SeqCst) != started_at;
+            if answer.cacheable() && !ttl.is_zero() && !dropped_since {
                 Ok(Kept {
                     answer: Arc::new(answer),
                     ttl,
@@ -317,6 +431,7 @@ impl Lookups {
     }
 
     fn invalidate(&self, which: impl Fn(&Key) -> bool + Send + Sync + 'static) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         // Only fails when the cache was built without invalidation closures.
         if let Err(e) = self.cache.invalidate_entries_if(move |k, _| which(k)) {
             tracing::error!(target: "patchbay::lookup", error = %e, "dropping cached lookup results");

@@ -34,6 +34,8 @@ pub struct Services {
     pub credentials: Arc<Credentials>,
     /// The audit trail of outbound requests, and its writer.
     pub audit: Arc<AuditLog>,
+    /// The audit trail of caller lookups run, and its writer.
+    pub lookup_runs: Arc<AuditLog>,
     /// Wall-clock time for expiry, retention and records (tests move it).
     pub clock: patchbay_policy::clock::Clock,
     /// The installed plugins, with the runtime and egress they run on.
@@ -114,6 +116,14 @@ impl Services {
             AuditLog::start(Arc::new(db.audit()?), options.clock.clone(), policy.audit)
                 .context("starting the audit writer")?,
         );
+        let lookup_runs = Arc::new(
+            AuditLog::start(
+                Arc::new(db.lookup_runs()?),
+                options.clock.clone(),
+                policy.audit,
+            )
+            .context("starting the lookup audit writer")?,
+        );
         let egress = egress(&policy, options.lookup, credentials.clone(), audit.clone())?;
         let runtime = Runtime::new(
             policy.limits,
@@ -132,6 +142,7 @@ impl Services {
             clock: options.clock.clone(),
             credentials,
             audit,
+            lookup_runs,
             _kv_purger: kv_purger,
             plugin_pins: Arc::default(),
             bindings: Arc::default(),
@@ -165,7 +176,11 @@ impl Services {
             openapi: bytes::Bytes::from(openapi),
             catalog: self.catalog.clone(),
             tenancy: tenancy.clone(),
-            lookups: Arc::new(patchbay_lookup::Lookups::new(tenancy, MAX_CACHED_LOOKUPS)),
+            lookups: Arc::new(patchbay_lookup::Lookups::new(
+                tenancy,
+                MAX_CACHED_LOOKUPS,
+                self.lookup_runs.clone(),
+            )),
             metrics: patchbay_api::metrics::MetricsSources {
                 audit: self.audit.clone(),
                 credentials: self.credentials.clone(),

@@ -19,6 +19,20 @@ pub struct Workspace {
     pub id: String,
     /// When it was created, in ms since the Unix epoch.
     pub created_at_ms: u64,
+    /// What the tenant set for the whole workspace.
+    #[serde(default)]
+    pub settings: WorkspaceSettings,
+}
+
+/// A workspace's own settings; every one optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSettings {
+    /// Region (CLDR code, e.g. `US`) in which caller numbers without a
+    /// country code are read; a lookup request may name another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
 }
 
 /// One plugin version enabled in one workspace.
@@ -85,6 +99,9 @@ pub struct StoredLookup {
 pub trait TenancyStore: Send + Sync + 'static {
     /// Create `workspace`; `false` if one with its id exists. Durable when it returns.
     fn create_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError>;
+    /// Replace the settings of the workspace with `workspace`'s id; `false`
+    /// (and nothing written) when there is none. Durable when it returns.
+    fn update_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError>;
     /// The workspace with this id; `None` when there is none.
     fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StorageError>;
     /// Every workspace, by id.
@@ -163,6 +180,7 @@ pub(crate) mod contract_tests {
         Workspace {
             id: id.into(),
             created_at_ms: 1,
+            settings: WorkspaceSettings::default(),
         }
     }
 
@@ -202,6 +220,22 @@ pub(crate) mod contract_tests {
                 .collect::<Vec<_>>(),
             ["acme", "acme-eu"]
         );
+        let mut set = workspace("acme");
+        set.settings.default_region = Some("GB".into());
+        assert!(store.update_workspace(&set).expect("update"));
+        assert_eq!(store.get_workspace("acme").expect("get"), Some(set));
+        assert_eq!(
+            store.get_workspace("acme-eu").expect("get"),
+            Some(workspace("acme-eu")),
+            "only the workspace named is changed"
+        );
+        assert!(
+            !store
+                .update_workspace(&workspace("nobody"))
+                .expect("update"),
+            "an update never creates a workspace"
+        );
+        assert_eq!(store.get_workspace("nobody").expect("get"), None);
 
         assert!(matches!(
             store.put_connection(&connection("nobody", "crm")),

@@ -213,6 +213,7 @@ impl Tenancy {
         let workspace = Workspace {
             id: id.to_owned(),
             created_at_ms: (self.clock)(),
+            settings: Default::default(),
         };
         if self.store.create_workspace(&workspace)? {
             Ok(workspace)
@@ -226,6 +227,22 @@ impl Tenancy {
         self.store
             .get_workspace(id)?
             .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))
+    }
+
+    /// Replace workspace `id`'s settings (checked by the caller); the
+    /// workspace as it now is.
+    pub fn set_workspace_settings(
+        &self,
+        id: &str,
+        settings: patchbay_storage::tenancy::WorkspaceSettings,
+    ) -> Result<Workspace, TenancyError> {
+        let mut workspace = self.workspace(id)?;
+        workspace.settings = settings;
+        if self.store.update_workspace(&workspace)? {
+            Ok(workspace)
+        } else {
+            Err(TenancyError::WorkspaceNotFound(id.to_owned()))
+        }
     }
 
     /// Delete the workspace and everything it owns: connections, their

@@ -26,6 +26,10 @@ const KEY_FIELD: &str = "patchbay_idempotency_key";
 /// Cal.com's limit on a metadata value.
 const MAX_METADATA_VALUE: usize = 500;
 const DAY: Duration = Duration::from_secs(86_400);
+/// Bookings asked for per page (Cal.com's default; it allows up to 250).
+const PAGE_SIZE: usize = 100;
+/// Pages read at most: an attendee's next 500 bookings.
+const MAX_PAGES: usize = 5;
 
 struct CalCom;
 
@@ -72,10 +76,19 @@ struct Attendee {
     phone: Option<String>,
 }
 
-/// Cal.com's success envelope `{"status": "success", "data": …}`.
+/// Cal.com's success envelope `{"status": "success", "data": …}`, with
+/// `pagination` on lists.
 #[derive(Deserialize)]
 struct Envelope<T> {
     data: T,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    #[serde(rename = "hasNextPage", default)]
+    has_next_page: bool,
 }
 
 #[derive(Deserialize)]
@@ -144,14 +157,25 @@ impl Api {
         version: &str,
         query: &[(&str, &str)],
     ) -> Result<T, Error> {
+        Ok(self.get_page(path, version, query)?.data)
+    }
+
+    fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Envelope<T>, Error> {
         let response = self
             .request(Method::Get, path, version)
             .query(query)
             .send()?;
-        Ok(checked(response)?.json::<Envelope<T>>()?.data)
+        checked(response)?.json::<Envelope<T>>()
     }
 
-    /// Bookings of `email` starting in `[after, before_end]`, soonest first.
+    /// Bookings of `email` starting in `[after, before_end]`, soonest first:
+    /// page after page while Cal.com says there is a next one, at most
+    /// [`MAX_PAGES`].
     fn bookings(
         &self,
         email: &str,
@@ -168,12 +192,24 @@ impl Api {
             ("afterStart", after.as_str()),
             ("beforeEnd", before_end.as_str()),
             ("sortStart", "asc"),
-            ("take", "100"),
         ];
         if let Some(id) = &event_type {
             query.push(("eventTypeId", id));
         }
-        self.get("/v2/bookings", BOOKINGS_VERSION, &query)
+        let take = PAGE_SIZE.to_string();
+        let mut bookings = Vec::new();
+        for page in 0..MAX_PAGES {
+            let skip = (page * PAGE_SIZE).to_string();
+            let mut paged = query.clone();
+            paged.extend([("take", take.as_str()), ("skip", skip.as_str())]);
+            let envelope: Envelope<Vec<Booking>> =
+                self.get_page("/v2/bookings", BOOKINGS_VERSION, &paged)?;
+            bookings.extend(envelope.data);
+            if !envelope.pagination.is_some_and(|p| p.has_next_page) {
+                break;
+            }
+        }
+        Ok(bookings)
     }
 }
 

@@ -47,6 +47,21 @@ pub(super) enum WorkspaceCommand {
     List,
     /// Delete a workspace and everything it owns (operator).
     Delete { id: String },
+    /// Show a workspace and its settings.
+    Show { id: String },
+    /// The workspace's audit trail of outbound requests, oldest first, one page.
+    Audit {
+        id: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Replace a workspace's settings; a setting not given is unset.
+    Settings {
+        id: String,
+        /// Region (e.g. US, GB) in which caller numbers without a country code are read.
+        #[arg(long)]
+        default_region: Option<String>,
+    },
     /// Issue, list or revoke the workspace's API tokens (operator).
     Token {
         #[command(subcommand)]
@@ -172,6 +187,17 @@ pub(super) async fn workspace(
         WorkspaceCommand::Delete { id } => {
             ("DELETE", format!("/v1/workspaces/{}", segment(&id)), None)
         }
+        WorkspaceCommand::Audit { id, page } => (
+            "GET",
+            page.on(format!("/v1/workspaces/{}/audit", segment(&id))),
+            None,
+        ),
+        WorkspaceCommand::Show { id } => ("GET", format!("/v1/workspaces/{}", segment(&id)), None),
+        WorkspaceCommand::Settings { id, default_region } => (
+            "PUT",
+            format!("/v1/workspaces/{}/settings", segment(&id)),
+            Some(json!({ "default_region": default_region })),
+        ),
         WorkspaceCommand::Token { command } => match command {
             TokenCommand::Issue {
                 workspace,
@@ -471,6 +497,12 @@ pub(super) enum LookupCommand {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// The workspace's trail of lookup runs, oldest first, one page.
+    Runs {
+        workspace: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Drop the results kept for a caller.
     Forget {
         workspace: String,
@@ -480,6 +512,46 @@ pub(super) enum LookupCommand {
         #[arg(long)]
         region: Option<String>,
     },
+}
+
+/// Which page of a trail: a time window, a cursor, a size.
+#[derive(Debug, clap::Args)]
+pub(super) struct PageArgs {
+    /// From this time (ms since the Unix epoch).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Before this time (ms since the Unix epoch).
+    #[arg(long)]
+    to: Option<u64>,
+    /// The `next` cursor of the previous page.
+    #[arg(long)]
+    after: Option<String>,
+    /// Records per page (1-1000; the server's default is 100).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl PageArgs {
+    /// `path` with the page's query.
+    fn on(&self, path: String) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("from", self.from.map(|v| v.to_string())),
+            ("to", self.to.map(|v| v.to_string())),
+            ("after", self.after.clone()),
+            ("limit", self.limit.map(|v| v.to_string())),
+        ] {
+            if let Some(value) = value {
+                query.append_pair(key, &value);
+            }
+        }
+        let query = query.finish();
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        }
+    }
 }
 
 /// `patchbay lookup …`: one API call each.
@@ -535,6 +607,14 @@ pub(super) async fn lookup(server: Server, command: LookupCommand) -> anyhow::Re
             }
             ("POST", format!("{}/run", at(&workspace, &name)), Some(body))
         }
+        LookupCommand::Runs { workspace, page } => (
+            "GET",
+            page.on(format!(
+                "/v1/workspaces/{}/lookup-runs",
+                segment(&workspace)
+            )),
+            None,
+        ),
         LookupCommand::Forget {
             workspace,
             name,

@@ -33,6 +33,20 @@ impl crate::tenancy::TenancyStore for MemoryTenancy {
         Ok(true)
     }
 
+    fn update_workspace(
+        &self,
+        workspace: &crate::tenancy::Workspace,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0.get_mut(&workspace.id) {
+            Some(stored) => {
+                *stored = workspace.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn get_workspace(&self, id: &str) -> Result<Option<crate::tenancy::Workspace>, StorageError> {
         Ok(self
             .state

@@ -60,6 +60,13 @@ impl SledDb {
         })
     }
 
+    /// The trail of caller lookups run, on its own tree.
+    pub fn lookup_runs(&self) -> Result<SledAudit, StorageError> {
+        Ok(SledAudit {
+            tree: self.db.open_tree("lookup-runs").map_err(backend)?,
+        })
+    }
+
     /// Workspaces, connections and workspace tokens, on their trees.
     pub fn tenancy(&self) -> Result<SledTenancy, StorageError> {
         Ok(SledTenancy {

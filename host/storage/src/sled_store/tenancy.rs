@@ -77,6 +77,25 @@ impl TenancyStore for SledTenancy {
         Ok(created)
     }
 
+    fn update_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError> {
+        let key = workspace.id.as_bytes();
+        let value = to_json(workspace)?;
+        // Replaced only if present: a deletion running at the same time wins.
+        loop {
+            let Some(current) = self.workspaces.get(key).map_err(backend)? else {
+                return Ok(false);
+            };
+            let swapped = self
+                .workspaces
+                .compare_and_swap(key, Some(current), Some(value.as_slice()))
+                .map_err(backend)?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(true);
+            }
+        }
+    }
+
     fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StorageError> {
         match self.workspaces.get(id.as_bytes()).map_err(backend)? {
             Some(v) => from_json(&v).map(Some),
