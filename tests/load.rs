@@ -515,6 +515,12 @@ pub const CONNECTION: &str = "crm";
 /// connection pointed at `upstream` with every requested capability
 /// approved and a private-app token set, and a workspace token. The target
 /// looks a caller up by phone.
+///
+/// The connection runs [`UNPACED_VERSION`] of the bundled plugin: the same
+/// component with the vendor's declared pace (HubSpot's 5 searches a second)
+/// taken out of its manifest, so the run measures the host, not HubSpot's
+/// limit. Every other part of the path (auth, sandbox, egress, audit) is
+/// the same.
 pub async fn hubspot_scenario(server: &Server, upstream: SocketAddr) -> Target {
     hubspot_connection(server, upstream, WORKSPACE, CONNECTION).await
 }
@@ -534,6 +540,7 @@ pub async fn hubspot_connection(
         status == 201 || status == 409,
         "creating the workspace: {body}"
     );
+    install_unpaced_hubspot(server).await;
     let connection = format!("/v1/workspaces/{workspace}/connections/{name}");
     let (status, body) = server
         .operator_call(
@@ -541,6 +548,7 @@ pub async fn hubspot_connection(
             &connection,
             Some(json!({
             "plugin": "hubspot",
+            "version": UNPACED_VERSION,
             "config": { "base_url": format!("http://{upstream}") },
             "grants": { "approve_all_requested": true },
             })),
@@ -569,6 +577,41 @@ pub async fn hubspot_connection(
         token: body["token"].as_str().expect("token").to_owned(),
         body: Bytes::from(json!({ "input": { "phone": "+15550100" } }).to_string()),
     }
+}
+
+/// The version of the bundled HubSpot plugin the load scenario installs
+/// with no declared pace.
+pub const UNPACED_VERSION: &str = "0.1.0-unpaced";
+
+/// Install the bundled HubSpot component as [`UNPACED_VERSION`], its
+/// manifest without `rate_limit` (once: a second install is a 409).
+async fn install_unpaced_hubspot(server: &Server) {
+    use base64::Engine as _;
+    let package = crate::plugins::HUBSPOT.package_with(|manifest| {
+        manifest
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("rate_limit"))
+            .map(|l| match l.trim_start().starts_with("version =") {
+                true => format!("version = \"{UNPACED_VERSION}\""),
+                false => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (status, body) = server
+        .operator_call(
+            "POST",
+            "/v1/plugins",
+            Some(json!({
+                "manifest": package.manifest_text,
+                "component": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
+            })),
+        )
+        .await;
+    assert!(
+        status == 201 || status == 409,
+        "installing the unpaced HubSpot plugin: {status} {body}"
+    );
 }
 
 /// The `patchbay` binary beside the running executable (Cargo puts every
