@@ -31,3 +31,23 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[cfg(test)]
 mod router_tests;
+
+#[cfg(all(test, not(target_env = "msvc")))]
+mod allocator_tests {
+    #[test]
+    fn the_host_allocates_through_jemalloc() {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        let allocated = || {
+            epoch::advance().expect("jemalloc epoch");
+            stats::allocated::read().expect("jemalloc stats")
+        };
+        let before = allocated();
+        let block = vec![1u8; 64 << 20];
+        let during = allocated();
+        assert!(
+            during >= before + (64 << 20),
+            "64 MiB allocated did not go through jemalloc ({before} -> {during} bytes)"
+        );
+        drop(block);
+    }
+}
