@@ -85,6 +85,48 @@ async fn a_tenant_flow_from_workspace_to_invocation() {
     assert_eq!(body["output"], json!({ "hello": "world" }));
     assert_eq!(body["invocation_id"].as_str().map(str::len), Some(32));
 
+    // An Idempotency-Key is taken, or refused naming the header: never dropped.
+    let keyed = |key: Vec<u8>| {
+        let url = format!("{api}{connection}/operations/echo");
+        async move {
+            let response = patchbay_tests::plain_http_client()
+                .post(url)
+                .bearer_auth(OPERATOR_TOKEN)
+                .header(
+                    "idempotency-key",
+                    reqwest::header::HeaderValue::from_bytes(&key).expect("header"),
+                )
+                .json(&json!({ "input": { "hello": "again" } }))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(keyed(b"call-1:echo".to_vec()).await.0, 200);
+    for bad in [
+        "k".repeat(256).into_bytes(),
+        "caf\u{e9}".as_bytes().to_vec(),
+    ] {
+        let (status, body) = keyed(bad).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid-idempotency-key")),
+            "{body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Idempotency-Key"),
+            "{body}"
+        );
+    }
+
     let (status, body) = call(
         &api,
         "POST",

@@ -851,4 +851,25 @@ async fn two_first_attempts_with_one_key_at_the_same_time_book_once() {
         .result
         .expect("answered");
     assert_eq!(other["created"], true);
+
+    // A call that cannot wait for the one holding its key any longer is
+    // refused as such, and runs nothing.
+    let posts_before = upstream.received_requests().await.expect("recorded").len();
+    let mut impatient = book("call-12:book");
+    impatient.deadline = Some(std::time::Instant::now() + Duration::from_millis(50));
+    let (first, second) = tokio::join!(tenancy.invoke(book("call-12:book")), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tenancy.invoke(impatient).await
+    });
+    assert_eq!(
+        first.expect("invoked").outcome.result.expect("booked")["created"],
+        true
+    );
+    assert!(
+        matches!(second, Err(patchbay::tenancy::invoke::InvocationError::KeyInUse(ref k)) if k == "call-12:book"),
+        "{second:?}"
+    );
+    // The first's own requests only (a lookup and a create).
+    let posts_after = upstream.received_requests().await.expect("recorded").len();
+    assert_eq!(posts_after - posts_before, 2);
 }

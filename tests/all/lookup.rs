@@ -411,6 +411,16 @@ async fn a_run_in_flight_when_its_results_are_dropped_is_not_kept() {
     assert_eq!(requests(&desk.crm).await, 2);
     // Runs after the drop are kept again.
     assert!(desk.run(&def, "+16502530000", None).await.cached);
+
+    // Another workspace's drops never stop this one's results being kept.
+    let (third, ()) = tokio::join!(desk.run(&def, "+16502530001", None), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        desk.lookups
+            .forget("elsewhere", "caller", "+16502530001", None)
+            .expect("forget");
+    });
+    assert!(!third.cached);
+    assert!(desk.run(&def, "+16502530001", None).await.cached);
 }
 
 #[tokio::test]
@@ -982,7 +992,7 @@ mod over_http {
 
     #[tokio::test]
     async fn every_run_is_on_the_workspaces_trail_with_names_never_values() {
-        let (_harness, api, _crm) = desk().await;
+        let (harness, api, _crm) = desk().await;
         let path = "/v1/workspaces/acme/lookups/caller";
         assert_eq!(
             operator_call(&api, "PUT", path, Some(crm_lookup())).await.0,
@@ -1091,6 +1101,15 @@ mod over_http {
             204
         );
         assert_eq!(operator_call(&api, "GET", trail, None).await.0, 404);
+        let (left, _) = harness
+            .services
+            .lookup_runs
+            .query_as::<Value>(WS, 0, u64::MAX, None, 10)
+            .expect("the stored trail");
+        assert!(
+            left.is_empty(),
+            "deleting the workspace left its trail: {left:?}"
+        );
         assert_eq!(create_workspace(&api, WS).await.0, 201);
         let (status, page) = operator_call(&api, "GET", trail, None).await;
         assert_eq!((status, page["records"].clone()), (200, json!([])));

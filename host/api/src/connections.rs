@@ -247,7 +247,7 @@ struct InvokeResponse {
     path = "/v1/workspaces/{ws}/connections/{name}/operations/{op}",
     operation_id = "invokeOperation",
     tag = "connections",
-    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("op" = String, Path, description = "operation name"), ("idempotency-key" = Option<String>, Header, description = "passed to the plugin")),
+    params(("ws" = String, Path, description = "workspace id"), ("name" = String, Path, description = "connection name"), ("op" = String, Path, description = "operation name"), ("idempotency-key" = Option<String>, Header, description = "1-255 visible ASCII characters, passed to the plugin; calls on one connection with the same key run one at a time")),
     request_body = InvokeRequest,
     responses((status = 200, description = "the operation's output", body = InvokeResponse), crate::error::ApiErrors),
     security(("operator" = []), ("workspace" = []))
@@ -259,10 +259,7 @@ async fn invoke(
     headers: HeaderMap,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let idempotency_key = idempotency_key(&headers)?;
     let invoked = state
         .tenancy
         .invoke(Invocation {
@@ -305,4 +302,32 @@ fn explain_failure(answer: &mut ApiError, explanation: Explanation) {
     }
     answer.details.extend(explanation.refused);
     answer.details.extend(explanation.unusable_credentials);
+}
+
+/// Longest `Idempotency-Key` accepted (Stripe's limit).
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`: visible ASCII, 1-255 characters, or a
+/// 400 naming the header (never silently dropped: a dropped key would
+/// neither reach the plugin nor keep two calls apart).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-idempotency-key",
+            format!("the Idempotency-Key header {why}"),
+        )
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("must be visible ASCII text"))?;
+    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(invalid(&format!(
+            "must be 1-{MAX_IDEMPOTENCY_KEY} characters"
+        )));
+    }
+    Ok(Some(text.to_owned()))
 }

@@ -188,6 +188,11 @@ impl From<InvocationError> for ApiError {
                 "disabled",
                 format!("connection {name:?} is disabled"),
             ),
+            InvocationError::KeyInUse(_) => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency-key-in-use",
+                "a call with this idempotency key is still running on this connection; retry when it has ended",
+            ),
             InvocationError::Binding(reason) => Self::internal(reason),
         }
     }

@@ -219,15 +219,14 @@ async fn remove(
     State(state): State<AppState>,
     ApiPath(ws): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenancy.workspace(&ws)?;
-    // The trail of lookup runs first: once the workspace is gone nothing
-    // would remove it.
+    state.tenancy.delete_workspace(&ws).await?;
+    // Then its trail of lookup runs (and kept results). A crash in between
+    // leaves a trail no route reaches (the workspace is gone); creating a
+    // workspace of the same id removes it first.
     state
         .lookups
         .remove_workspace(&ws)
         .await
         .map_err(ApiError::internal)?;
-    state.tenancy.delete_workspace(&ws).await?;
-    state.lookups.forget_workspace(&ws);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use patchbay_tenancy::invoke::{Invocation, InvocationError};
 use patchbay_tenancy::service::Tenancy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,9 +215,13 @@ impl Expiry<Key, Kept> for LookupTtl {
 pub struct Lookups {
     tenancy: Arc<Tenancy>,
     cache: Cache<Key, Kept>,
-    /// Bumped by every drop of kept results: a run in flight across one
-    /// hands its answer to its callers but does not keep it.
-    generation: AtomicU64,
+    /// Per workspace, moved on by every drop of its kept results: a run in
+    /// flight across one hands its answer to its callers but does not keep
+    /// it. Another workspace's drops never touch it.
+    generations: std::sync::Mutex<HashMap<String, u64>>,
+    /// Where the next generation comes from (never reused, so a workspace
+    /// removed from `generations` cannot go back to an old one).
+    next_generation: AtomicU64,
     /// The audit trail of runs ([`RunRecord`]s), per workspace.
     runs: Arc<AuditLog>,
 }
@@ -289,7 +293,8 @@ impl Lookups {
         Self {
             tenancy,
             cache,
-            generation: AtomicU64::new(0),
+            generations: Default::default(),
+            next_generation: AtomicU64::new(1),
             runs,
         }
     }
@@ -366,6 +371,7 @@ impl Lookups {
                 ));
             }
         };
+        let generation = self.generation(workspace);
         let key = Key {
             workspace: workspace.to_owned(),
             lookup: name.to_owned(),
@@ -377,12 +383,10 @@ impl Lookups {
         let definition = Arc::new(definition.clone());
         let tenancy = self.tenancy.clone();
         let workspace = workspace.to_owned();
-        let generation = &self.generation;
-        let started_at = generation.load(Ordering::SeqCst);
         let ask = async move {
-            let answer = ask_all(tenancy, workspace, definition, phone, email).await;
-            // A drop of kept results since this run began may concern it.
-            let dropped_since = generation.load(Ordering::SeqCst) != started_at;
+            let answer = ask_all(tenancy, workspace.clone(), definition, phone, email).await;
+            // A drop of the workspace's kept results since this run began may concern it.
+            let dropped_since = self.generation(&workspace) != generation;
             if answer.cacheable() && !ttl.is_zero() && !dropped_since {
                 Ok(Kept {
                     answer: Arc::new(answer),
@@ -413,27 +417,50 @@ impl Lookups {
         default_region: Option<&str>,
     ) -> Result<String, LookupError> {
         let phone = normalise(phone, default_region)?;
-        let (workspace, name, key) = (workspace.to_owned(), name.to_owned(), phone.clone());
-        self.invalidate(move |k| k.workspace == workspace && k.lookup == name && k.phone == key);
+        let (name, key) = (name.to_owned(), phone.clone());
+        self.invalidate(workspace, move |k| k.lookup == name && k.phone == key);
         Ok(phone)
     }
 
     /// Drop every kept result of lookup `name` (it was changed or deleted).
     pub fn forget_lookup(&self, workspace: &str, name: &str) {
-        let (workspace, name) = (workspace.to_owned(), name.to_owned());
-        self.invalidate(move |k| k.workspace == workspace && k.lookup == name);
+        let name = name.to_owned();
+        self.invalidate(workspace, move |k| k.lookup == name);
     }
 
     /// Drop every kept result of `workspace` (it was deleted).
     pub fn forget_workspace(&self, workspace: &str) {
-        let workspace = workspace.to_owned();
-        self.invalidate(move |k| k.workspace == workspace);
+        self.invalidate(workspace, |_| true);
+        // Its results are never served again (their revision names the
+        // workspace's creation), so its generation need not be kept.
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(workspace);
     }
 
-    fn invalidate(&self, which: impl Fn(&Key) -> bool + Send + Sync + 'static) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+    /// The workspace's generation of kept results now.
+    fn generation(&self, workspace: &str) -> u64 {
+        let generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        generations.get(workspace).copied().unwrap_or(0)
+    }
+
+    /// Drop `workspace`'s kept results that `which` picks, and move its
+    /// generation on first, so no run of the workspace in flight keeps its
+    /// answer. (A run of the same caller begun just after the drop may
+    /// still share the answer of one begun before it; it is not kept.)
+    fn invalidate(&self, workspace: &str, which: impl Fn(&Key) -> bool + Send + Sync + 'static) {
+        let next = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(workspace.to_owned(), next);
+        let workspace = workspace.to_owned();
         // Only fails when the cache was built without invalidation closures.
-        if let Err(e) = self.cache.invalidate_entries_if(move |k, _| which(k)) {
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.workspace == workspace && which(k))
+        {
             tracing::error!(target: "patchbay::lookup", error = %e, "dropping cached lookup results");
         }
     }

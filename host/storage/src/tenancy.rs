@@ -99,9 +99,14 @@ pub struct StoredLookup {
 pub trait TenancyStore: Send + Sync + 'static {
     /// Create `workspace`; `false` if one with its id exists. Durable when it returns.
     fn create_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError>;
-    /// Replace the settings of the workspace with `workspace`'s id; `false`
-    /// (and nothing written) when there is none. Durable when it returns.
-    fn update_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError>;
+    /// Replace the settings of workspace `id`, and nothing else of it; the
+    /// workspace as it now is, or `None` (nothing written) when there is
+    /// none. Durable when it returns.
+    fn set_workspace_settings(
+        &self,
+        id: &str,
+        settings: &WorkspaceSettings,
+    ) -> Result<Option<Workspace>, StorageError>;
     /// The workspace with this id; `None` when there is none.
     fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StorageError>;
     /// Every workspace, by id.
@@ -222,17 +227,23 @@ pub(crate) mod contract_tests {
         );
         let mut set = workspace("acme");
         set.settings.default_region = Some("GB".into());
-        assert!(store.update_workspace(&set).expect("update"));
+        assert_eq!(
+            store
+                .set_workspace_settings("acme", &set.settings)
+                .expect("update"),
+            Some(set.clone())
+        );
         assert_eq!(store.get_workspace("acme").expect("get"), Some(set));
         assert_eq!(
             store.get_workspace("acme-eu").expect("get"),
             Some(workspace("acme-eu")),
             "only the workspace named is changed"
         );
-        assert!(
-            !store
-                .update_workspace(&workspace("nobody"))
+        assert_eq!(
+            store
+                .set_workspace_settings("nobody", &WorkspaceSettings::default())
                 .expect("update"),
+            None,
             "an update never creates a workspace"
         );
         assert_eq!(store.get_workspace("nobody").expect("get"), None);

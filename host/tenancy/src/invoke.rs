@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One operation to run on a stored connection.
 #[derive(Debug, Clone)]
@@ -46,6 +46,10 @@ pub enum InvocationError {
     /// The connection exists but is switched off.
     #[error("connection {0:?} is disabled")]
     Disabled(String),
+    /// Another call on the connection with the same idempotency key was
+    /// still running when this one stopped waiting for it.
+    #[error("a call with idempotency key {0:?} is still running on this connection")]
+    KeyInUse(String),
     /// The connection's settings no longer fill its plugin's destination
     /// templates (a host bug: settings are checked when saved).
     #[error("the connection cannot be bound: {0}")]
@@ -174,11 +178,18 @@ impl KeyedCalls {
     pub async fn hold(&self, workspace: &str, connection: &str, key: &str) -> KeyHeld<'_> {
         let id = (workspace.to_owned(), connection.to_owned(), key.to_owned());
         let lock = self.map().entry(id.clone()).or_default().clone();
-        KeyHeld {
+        // Made before waiting, so a waiter given up on (cancelled) still
+        // forgets the key when it is the last to use it.
+        let mut held = KeyHeld {
             calls: self,
-            guard: Some(lock.lock_owned().await),
+            lock: Some(lock.clone()),
+            guard: None,
             id,
-        }
+        };
+        // Declared after `held`: dropped first when the wait is cancelled.
+        let acquire = lock.lock_owned();
+        held.guard = Some(acquire.await);
+        held
     }
 
     /// Keys held or waited for now.
@@ -199,6 +210,7 @@ impl KeyedCalls {
 /// A key held by one call; released (and forgotten when nobody waits) on drop.
 pub struct KeyHeld<'a> {
     calls: &'a KeyedCalls,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     id: KeyId,
 }
@@ -206,6 +218,7 @@ pub struct KeyHeld<'a> {
 impl Drop for KeyHeld<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
+        drop(self.lock.take());
         let mut map = self.calls.map();
         // Waiters clone the lock under the map's lock: one reference left is the map's own.
         if map
@@ -224,6 +237,26 @@ impl Tenancy {
         let bound = self
             .bound(&invocation.workspace, &invocation.connection)
             .await?;
+        // Held until the call ends: a second call with this key waits (at
+        // most its own deadline, or one plugin time limit), then finds what
+        // the first did (the plugin looks before it acts).
+        let _one_at_a_time = match &invocation.idempotency_key {
+            Some(key) => {
+                let limit = Duration::from_millis(bound.plugin.manifest.limits.timeout_ms.into());
+                let until = match invocation.deadline {
+                    Some(deadline) => deadline.min(Instant::now() + limit),
+                    None => Instant::now() + limit,
+                };
+                let held = self
+                    .keyed
+                    .hold(&invocation.workspace, &invocation.connection, key);
+                match tokio::time::timeout_at(until.into(), held).await {
+                    Ok(held) => Some(held),
+                    Err(_) => return Err(InvocationError::KeyInUse(key.clone())),
+                }
+            }
+            None => None,
+        };
         let options = CallOptions {
             idempotency_key: invocation.idempotency_key,
             deadline: invocation.deadline,
@@ -265,16 +298,6 @@ impl Tenancy {
         input: Json,
         options: CallOptions,
     ) -> Invoked {
-        // Held until the call ends: a second call with this key waits, then
-        // finds what the first did (the plugin looks before it acts).
-        let _one_at_a_time = match &options.idempotency_key {
-            Some(key) => Some(
-                self.keyed
-                    .hold(&bound.connection.workspace, &bound.connection.name, key)
-                    .await,
-            ),
-            None => None,
-        };
         let outcome = self
             .catalog
             .runtime()
@@ -377,6 +400,23 @@ mod tests {
             3,
             "a key nobody holds or waits for is forgotten"
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_given_up_on_after_the_key_was_released_leaves_nothing_behind() {
+        let calls = KeyedCalls::default();
+        let first = calls.hold("ws", "cal", "k").await;
+        let mut waiter = Box::pin(calls.hold("ws", "cal", "k"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), &mut waiter)
+                .await
+                .is_err()
+        );
+        // Released while the waiter is queued, then the waiter is dropped
+        // before it runs again (its caller went away).
+        drop(first);
+        drop(waiter);
+        assert!(calls.is_empty(), "a key nobody will release is kept");
     }
 
     #[tokio::test]

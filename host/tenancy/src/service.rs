@@ -236,13 +236,9 @@ impl Tenancy {
         id: &str,
         settings: patchbay_storage::tenancy::WorkspaceSettings,
     ) -> Result<Workspace, TenancyError> {
-        let mut workspace = self.workspace(id)?;
-        workspace.settings = settings;
-        if self.store.update_workspace(&workspace)? {
-            Ok(workspace)
-        } else {
-            Err(TenancyError::WorkspaceNotFound(id.to_owned()))
-        }
+        self.store
+            .set_workspace_settings(id, &settings)?
+            .ok_or_else(|| TenancyError::WorkspaceNotFound(id.to_owned()))
     }
 
     /// Delete the workspace and everything it owns: connections, their

@@ -33,18 +33,16 @@ impl crate::tenancy::TenancyStore for MemoryTenancy {
         Ok(true)
     }
 
-    fn update_workspace(
+    fn set_workspace_settings(
         &self,
-        workspace: &crate::tenancy::Workspace,
-    ) -> Result<bool, StorageError> {
+        id: &str,
+        settings: &crate::tenancy::WorkspaceSettings,
+    ) -> Result<Option<crate::tenancy::Workspace>, StorageError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match state.0.get_mut(&workspace.id) {
-            Some(stored) => {
-                *stored = workspace.clone();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(state.0.get_mut(id).map(|stored| {
+            stored.settings = settings.clone();
+            stored.clone()
+        }))
     }
 
     fn get_workspace(&self, id: &str) -> Result<Option<crate::tenancy::Workspace>, StorageError> {

@@ -2,7 +2,7 @@
 
 use super::{backend, remove_prefix, transaction_error};
 use crate::StorageError;
-use crate::tenancy::{Connection, StoredLookup, Workspace};
+use crate::tenancy::{Connection, StoredLookup, Workspace, WorkspaceSettings};
 use crate::tenancy::{StoredToken, TenancyStore, connection_key, from_json, to_json};
 use crate::tokens::{TokenDigest, WorkspaceToken};
 
@@ -77,21 +77,26 @@ impl TenancyStore for SledTenancy {
         Ok(created)
     }
 
-    fn update_workspace(&self, workspace: &Workspace) -> Result<bool, StorageError> {
-        let key = workspace.id.as_bytes();
-        let value = to_json(workspace)?;
-        // Replaced only if present: a deletion running at the same time wins.
+    fn set_workspace_settings(
+        &self,
+        id: &str,
+        settings: &WorkspaceSettings,
+    ) -> Result<Option<Workspace>, StorageError> {
+        // Only the settings change, on the record as it is when swapped: a
+        // deletion (or a deletion and re-creation) at the same time wins.
         loop {
-            let Some(current) = self.workspaces.get(key).map_err(backend)? else {
-                return Ok(false);
+            let Some(current) = self.workspaces.get(id.as_bytes()).map_err(backend)? else {
+                return Ok(None);
             };
+            let mut workspace: Workspace = from_json(&current)?;
+            workspace.settings = settings.clone();
             let swapped = self
                 .workspaces
-                .compare_and_swap(key, Some(current), Some(value.as_slice()))
+                .compare_and_swap(id.as_bytes(), Some(current), Some(to_json(&workspace)?))
                 .map_err(backend)?;
             if swapped.is_ok() {
                 self.flush()?;
-                return Ok(true);
+                return Ok(Some(workspace));
             }
         }
     }
