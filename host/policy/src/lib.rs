@@ -24,6 +24,7 @@ pub mod ssrf;
 pub mod test_support;
 pub mod text;
 pub mod upgrade;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 
