@@ -12,6 +12,7 @@
 
 pub mod call;
 pub mod clock;
+pub mod delivery;
 pub mod events;
 pub mod grants;
 pub mod http;
