@@ -435,9 +435,16 @@ async fn concurrent_identical_lookups_share_one_run() {
     let runs = (0..10).map(|_| desk.run(&def, "+16502530000", None));
     let answers = futures_util::future::join_all(runs).await;
     assert!(answers.iter().all(|a| a.record == answers[0].record));
+    // Every caller waited for the sources: none was answered from the cache.
+    assert!(
+        answers.iter().all(|a| !a.cached),
+        "a caller sharing the run read cached"
+    );
     assert_eq!(requests(&desk.crm).await, 1);
     // Stripe: one search and one invoice list.
     assert_eq!(requests(&desk.stripe).await, 2);
+    // Asked after it ended: from the cache.
+    assert!(desk.run(&def, "+16502530000", None).await.cached);
 }
 
 #[tokio::test]

@@ -91,7 +91,9 @@ pub struct Answer {
     pub provenance: BTreeMap<String, String>,
     /// Every source asked, in definition order.
     pub sources: Vec<SourceReport>,
-    /// Whether it came from the cache (no source was asked).
+    /// Whether it came from the cache: kept from a run that ended before
+    /// this one was asked for. (Callers that asked while an identical run
+    /// was in flight share it, and read `false`.)
     pub cached: bool,
 }
 
@@ -195,6 +197,10 @@ struct Key {
 struct Kept {
     answer: Arc<Answer>,
     ttl: Duration,
+    /// When the sources answered: a caller that asked before then shared
+    /// the run (its sources were asked for it too), one after was answered
+    /// from the cache.
+    answered_at: Instant,
 }
 
 /// Each entry lives for its lookup's TTL.
@@ -391,16 +397,19 @@ impl Lookups {
                 Ok(Kept {
                     answer: Arc::new(answer),
                     ttl,
+                    answered_at: Instant::now(),
                 })
             } else {
                 // Not kept, but still handed to every identical run waiting on this one.
                 Err(answer)
             }
         };
+        let asked_at = Instant::now();
         match self.cache.entry(key).or_try_insert_with(ask).await {
             Ok(entry) => {
-                let mut answer = (*entry.value().answer).clone();
-                answer.cached = !entry.is_fresh();
+                let kept = entry.value();
+                let mut answer = (*kept.answer).clone();
+                answer.cached = !entry.is_fresh() && kept.answered_at < asked_at;
                 Ok(answer)
             }
             Err(shared) => Ok((*shared).clone()),
