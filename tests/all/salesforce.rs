@@ -134,6 +134,34 @@ async fn finds_a_contact_by_phone_with_a_token_from_the_my_domain() {
 }
 
 #[tokio::test]
+async fn salesforce_offsets_become_rfc_3339_ones() {
+    for (sent, shown) in [
+        ("2026-10-01T10:00:00.000+0000", "2026-10-01T10:00:00.000Z"),
+        (
+            "2026-10-01T02:00:00.000-0800",
+            "2026-10-01T02:00:00.000-08:00",
+        ),
+        (
+            "2026-10-01T15:30:00.000+0530",
+            "2026-10-01T15:30:00.000+05:30",
+        ),
+        // Already RFC 3339, or not a time at all: left as it came.
+        ("2026-10-01T10:00:00Z", "2026-10-01T10:00:00Z"),
+        ("soon", "soon"),
+    ] {
+        let org = org(&[]).await;
+        let mut record = contact_record("003xx000004TmiQAAS");
+        record["LastModifiedDate"] = json!(sent);
+        answer_queries(&org, query_answer(vec![record])).await;
+        let output = org
+            .call("find-contact", json!({ "email": "ada@example.com" }))
+            .await
+            .expect("contact");
+        assert_eq!(output["updated_at"], shown, "{sent}");
+    }
+}
+
+#[tokio::test]
 async fn values_stay_data_in_soql_whatever_they_hold() {
     let org = org(&[]).await;
     answer_queries(&org, query_answer(vec![])).await;
