@@ -7,8 +7,11 @@
 //! Waits grow exponentially from `backoff_base_ms`, capped at
 //! `backoff_cap_ms`, with full jitter (a uniform wait between zero and that
 //! bound, so retries of many deliveries spread out instead of arriving
-//! together). A `rate-limited` answer's `Retry-After` is a floor. An open
-//! circuit breaker makes a delivery wait without using up an attempt.
+//! together). A `rate-limited` answer's `Retry-After`, and an open circuit
+//! breaker's remaining time, come first, with the jittered backoff added on
+//! top (so what one breaker or one 429 held does not all wake at once). An
+//! open breaker makes a delivery wait without using up an attempt, at least
+//! `backoff_base_ms` when its remaining time is unknown.
 //! Errors that cannot go away by themselves go to the dead-letter queue at
 //! once; so does a delivery out of attempts, or older than `max_age_secs`
 //! by its next attempt.
@@ -130,14 +133,17 @@ impl RetryPolicy {
                     "{code}: not retried (it would fail the same way)"
                 ));
             }
-            Failure::CircuitOpen(until) => (until.unwrap_or(Duration::ZERO), false),
+            Failure::CircuitOpen(until) => (
+                until.unwrap_or(Duration::from_millis(self.backoff_base_ms)),
+                false,
+            ),
             Failure::RateLimited(after) => (after.unwrap_or(Duration::ZERO), true),
             Failure::Transient => (Duration::ZERO, true),
         };
         if counts && attempts >= self.max_attempts {
             return Next::DeadLetter(format!("no attempt left: {attempts} made"));
         }
-        let after = self.backoff(attempts, jitter).max(floor);
+        let after = floor.saturating_add(self.backoff(attempts, jitter));
         if age.saturating_add(after) > Duration::from_secs(self.max_age_secs) {
             return Next::DeadLetter(format!(
                 "too old: the next attempt would be past {} s from the first",
@@ -212,19 +218,23 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor_and_an_open_breaker_uses_no_attempt() {
+    fn retry_after_comes_first_and_an_open_breaker_uses_no_attempt() {
         let p = policy();
         let young = Duration::from_secs(1);
+        // Retry-After first, then the jittered backoff on top.
         let limited = Failure::RateLimited(Some(Duration::from_secs(30)));
         assert_eq!(
             p.after_failure(1, young, &limited, 0.5),
-            retry(Duration::from_secs(30), true)
+            retry(MS(30_500), true)
         );
-        // A short Retry-After does not shorten the backoff.
+        assert_eq!(
+            p.after_failure(1, young, &limited, 0.0),
+            retry(MS(30_000), true)
+        );
         let brief = Failure::RateLimited(Some(MS(10)));
         assert_eq!(
             p.after_failure(3, young, &brief, 0.5),
-            retry(MS(2_000), true)
+            retry(MS(2_010), true)
         );
         assert_eq!(
             p.after_failure(1, young, &Failure::RateLimited(None), 0.5),
@@ -234,8 +244,14 @@ mod tests {
         // with every attempt used, the delivery is not dead-lettered for it.
         let open = Failure::CircuitOpen(Some(Duration::from_secs(20)));
         assert_eq!(
-            p.after_failure(5, young, &open, 0.5),
+            p.after_failure(5, young, &open, 0.0),
             retry(Duration::from_secs(20), false)
+        );
+        // Its remaining time unknown: at least the base, never a busy poll.
+        let unknown = Failure::CircuitOpen(None);
+        assert_eq!(
+            p.after_failure(5, young, &unknown, 0.0),
+            retry(MS(1_000), false)
         );
     }
 

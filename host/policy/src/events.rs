@@ -9,8 +9,8 @@
 //! A filter is a list of conditions that must all hold. Each names a field
 //! of the envelope by a dotted path (`type`, `source`, `subject`,
 //! `data.customer.tier`, `data.items.0.sku`: a number segment indexes an
-//! array) and a test: `eq` (equal JSON; numbers compare by value, `1` equals
-//! `1.0`), `in` (equal to one of a list), `exists` (`true`: present and not
+//! array) and a test: `eq` (equal JSON; numbers compare by value at any
+//! depth, `1` equals `1.0`), `in` (equal to one of a list), `exists` (`true`: present and not
 //! null; `false`: absent or null), and `gt`, `gte`, `lt`, `lte` against a
 //! number (a field that is not a number never passes).
 
@@ -172,11 +172,7 @@ pub fn filter_problems(filter: &[Condition]) -> Vec<String> {
     }
     for (i, condition) in filter.iter().enumerate() {
         let at = format!("filter[{i}]");
-        let segments: Vec<&str> = condition.field.split('.').collect();
-        if condition.field.is_empty()
-            || segments.len() > MAX_PATH_SEGMENTS
-            || segments.iter().any(|s| s.is_empty())
-        {
+        if !is_path(&condition.field) {
             problems.push(format!(
                 "{at}.field: a dotted path of 1-{MAX_PATH_SEGMENTS} names (e.g. data.customer.tier)"
             ));
@@ -215,6 +211,13 @@ pub fn passes(filter: &[Condition], event: &Event) -> bool {
     filter.iter().all(|c| holds(c, field(&envelope, &c.field)))
 }
 
+/// Whether `path` is a dotted path of 1 to [`MAX_PATH_SEGMENTS`] names.
+fn is_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('.').count() <= MAX_PATH_SEGMENTS
+        && path.split('.').all(|s| !s.is_empty())
+}
+
 fn field<'a>(envelope: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(envelope, |at, segment| match at {
         Json::Object(map) => map.get(segment),
@@ -224,6 +227,9 @@ fn field<'a>(envelope: &'a Json, path: &str) -> Option<&'a Json> {
 }
 
 fn holds(condition: &Condition, found: Option<&Json>) -> bool {
+    if !is_path(&condition.field) {
+        return false;
+    }
     let value = condition.value.as_ref();
     let present = found.filter(|v| !v.is_null());
     match condition.op.as_str() {
@@ -256,13 +262,28 @@ fn holds(condition: &Condition, found: Option<&Json>) -> bool {
     }
 }
 
-/// JSON equality where numbers compare by value (`1` is `1.0`).
+/// JSON equality where numbers compare by value (`1` is `1.0`), at any
+/// depth; whole numbers exactly, whatever their size.
 fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
-        (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
-        },
+        (Json::Number(x), Json::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else if x.is_f64() || y.is_f64() {
+                x.as_f64() == y.as_f64()
+            } else {
+                // One negative, one above i64::MAX.
+                false
+            }
+        }
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -378,6 +399,15 @@ mod tests {
             (condition("data.tags.0", "eq", Some(json!("vip"))), true),
             (condition("data.tags.5", "exists", None), false),
             (
+                condition("data.agent", "eq", Some(json!({ "team": "billing" }))),
+                true,
+            ),
+            (
+                condition("data.tags", "eq", Some(json!(["vip", "callback"]))),
+                true,
+            ),
+            (condition("data.tags", "eq", Some(json!(["vip"]))), false),
+            (
                 condition("data.duration_seconds", "eq", Some(json!(95.0))),
                 true,
             ),
@@ -417,6 +447,16 @@ mod tests {
     }
 
     #[test]
+    fn numbers_compare_by_value_at_any_depth_and_exactly_when_whole() {
+        assert!(same(&json!({ "n": 1 }), &json!({ "n": 1.0 })));
+        assert!(same(&json!([1, [2.0]]), &json!([1.0, [2]])));
+        assert!(!same(&json!(u64::MAX), &json!(u64::MAX - 1)));
+        assert!(same(&json!(u64::MAX), &json!(u64::MAX)));
+        assert!(!same(&json!(-1), &json!(u64::MAX)));
+        assert!(!same(&json!({ "n": 1 }), &json!({ "n": 1, "m": 2 })));
+    }
+
+    #[test]
     fn bad_filters_are_refused_naming_each_condition() {
         let filter = [
             condition("", "eq", Some(json!(1))),
@@ -442,5 +482,9 @@ mod tests {
         assert_eq!(filter_problems(&long_in).len(), 1);
         // A refused condition never passes, whatever the event.
         assert!(!passes(&filter[5..6], &event(json!({ "x": 1 }))));
+        for path in ["", "data..x"] {
+            let absent = [condition(path, "exists", Some(json!(false)))];
+            assert!(!passes(&absent, &event(json!({}))), "{path:?}");
+        }
     }
 }
