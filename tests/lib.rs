@@ -54,6 +54,12 @@ impl TestPlugin {
     }
 
     /// The package with its manifest edited by `edit`.
+    /// The package with its manifest's declared pace (`rate_limit` lines)
+    /// taken out, for measuring the host rather than the vendor's limit.
+    pub fn unpaced(&self) -> Package {
+        self.package_with(|manifest| without_rate_limits(&manifest))
+    }
+
     pub fn package_with(&self, edit: impl FnOnce(String) -> String) -> Package {
         Package {
             manifest_text: edit(self.manifest()),
@@ -182,6 +188,41 @@ impl Harness {
 
     pub async fn install(&self, plugin: TestPlugin) -> Arc<LoadedPlugin> {
         self.install_package(plugin.package()).await
+    }
+
+    /// Save connection `name` of `workspace` (which must exist) running
+    /// `plugin` at `base_url`, everything it asks for approved, with the
+    /// bearer credential `credential` holding `token`.
+    pub async fn stored_connection(
+        &self,
+        workspace: &str,
+        name: &str,
+        (plugin, base_url): (&str, &str),
+        (credential, token): (&str, &str),
+    ) {
+        let request: patchbay::tenancy::service::ConnectionRequest =
+            serde_json::from_value(serde_json::json!({
+                "plugin": plugin,
+                "config": { "base_url": base_url },
+                "grants": { "approve_all_requested": true }
+            }))
+            .expect("request");
+        self.services
+            .tenancy()
+            .put_connection(workspace, name, request)
+            .await
+            .expect("connection");
+        self.services
+            .credentials
+            .set(
+                &scope(workspace, name),
+                credential,
+                Secret::Bearer {
+                    token: token.to_owned().into(),
+                },
+            )
+            .await
+            .expect("credential");
     }
 
     /// Install `package` (e.g. a test plugin with an edited manifest) and load it.
@@ -590,4 +631,13 @@ pub async fn api_call(
     let response = request.send().await.expect("send");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `manifest` without its `rate_limit` lines.
+pub fn without_rate_limits(manifest: &str) -> String {
+    manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("rate_limit"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -588,9 +588,8 @@ pub const UNPACED_VERSION: &str = "0.1.0-unpaced";
 async fn install_unpaced_hubspot(server: &Server) {
     use base64::Engine as _;
     let package = crate::plugins::HUBSPOT.package_with(|manifest| {
-        manifest
+        crate::without_rate_limits(&manifest)
             .lines()
-            .filter(|l| !l.trim_start().starts_with("rate_limit"))
             .map(|l| match l.trim_start().starts_with("version =") {
                 true => format!("version = \"{UNPACED_VERSION}\""),
                 false => l.to_owned(),

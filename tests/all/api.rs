@@ -108,7 +108,9 @@ async fn a_tenant_flow_from_workspace_to_invocation() {
         }
     };
     assert_eq!(keyed(b"call-1:echo".to_vec()).await.0, 200);
+    assert_eq!(keyed("k".repeat(255).into_bytes()).await.0, 200);
     for bad in [
+        Vec::new(),
         "k".repeat(256).into_bytes(),
         "caf\u{e9}".as_bytes().to_vec(),
     ] {

@@ -784,28 +784,14 @@ async fn two_first_attempts_with_one_key_at_the_same_time_book_once() {
         .respond_with(calendar.clone())
         .mount(&upstream)
         .await;
-    let request = serde_json::from_value(json!({
-        "plugin": "calcom",
-        "config": { "base_url": upstream.uri() },
-        "grants": { "approve_all_requested": true }
-    }))
-    .expect("request");
-    tenancy
-        .put_connection("clinic", "calendar", request)
-        .await
-        .expect("connection");
     harness
-        .services
-        .credentials
-        .set(
-            &patchbay_tests::scope("clinic", "calendar"),
-            "api_key",
-            Secret::Bearer {
-                token: API_KEY.into(),
-            },
+        .stored_connection(
+            "clinic",
+            "calendar",
+            ("calcom", &upstream.uri()),
+            ("api_key", API_KEY),
         )
-        .await
-        .expect("credential");
+        .await;
 
     let book = |key: &str| Invocation {
         workspace: "clinic".into(),

@@ -15,12 +15,10 @@
 //!
 //! `cargo bench -p patchbay-tests --bench lookup`. Bounded in count and time.
 
-use patchbay::egress::credentials::Secret;
 use patchbay::lookup::Lookups;
 use patchbay::policy::lookup::{LookupDefinition, Profile};
-use patchbay::tenancy::service::ConnectionRequest;
 use patchbay_tests::load::{self, Upstream};
-use patchbay_tests::{Harness, plain_http_client, plugins, scope};
+use patchbay_tests::{Harness, plain_http_client, plugins};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,13 +89,7 @@ fn caller(i: u64) -> String {
 async fn patchbay_lookups(up: &Upstreams) -> (Harness, Arc<Lookups>, LookupDefinition) {
     let harness = Harness::new();
     for plugin in [plugins::HUBSPOT, plugins::STRIPE, plugins::CALCOM] {
-        let package = plugin.package_with(|m| {
-            m.lines()
-                .filter(|l| !l.trim_start().starts_with("rate_limit"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-        harness.install_package(package).await;
+        harness.install_package(plugin.unpaced()).await;
     }
     let tenancy = Arc::new(harness.services.tenancy());
     tenancy.create_workspace(WS).await.expect("workspace");
@@ -106,27 +98,10 @@ async fn patchbay_lookups(up: &Upstreams) -> (Harness, Arc<Lookups>, LookupDefin
         ("billing", "stripe", up.stripe.address, "secret_key"),
         ("calendar", "calcom", up.cal.address, "api_key"),
     ] {
-        let request: ConnectionRequest = serde_json::from_value(json!({
-            "plugin": plugin, "config": { "base_url": format!("http://{address}") },
-            "grants": { "approve_all_requested": true }
-        }))
-        .expect("request");
-        tenancy
-            .put_connection(WS, name, request)
-            .await
-            .expect("connection");
+        let base_url = format!("http://{address}");
         harness
-            .services
-            .credentials
-            .set(
-                &scope(WS, name),
-                credential,
-                Secret::Bearer {
-                    token: "bench-key".to_owned().into(),
-                },
-            )
-            .await
-            .expect("credential");
+            .stored_connection(WS, name, (plugin, &base_url), (credential, "bench-key"))
+            .await;
     }
     let definition: LookupDefinition = serde_json::from_value(json!({
         "sources": [
