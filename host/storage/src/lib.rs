@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod memory;
+pub mod outbox;
 pub mod purge;
 pub mod secrets;
 pub mod sled_store;

@@ -3,11 +3,13 @@
 
 mod audit;
 mod kv;
+mod outbox;
 mod secrets;
 mod tenancy;
 
 pub use audit::MemoryAudit;
 pub use kv::MemoryKv;
+pub use outbox::MemoryOutbox;
 pub use secrets::MemorySecrets;
 pub use tenancy::MemoryTenancy;
 
@@ -21,6 +23,13 @@ mod tests {
     #[test]
     fn memory_store_meets_the_tenancy_store_contract() {
         crate::tenancy::contract_tests::run_all(&super::MemoryTenancy::default());
+    }
+
+    #[test]
+    fn memory_store_meets_the_outbox_contract() {
+        let outbox =
+            crate::outbox::Outbox::new(std::sync::Arc::new(super::MemoryOutbox::default()));
+        crate::outbox::contract_tests::run_all(&outbox);
     }
 
     #[test]

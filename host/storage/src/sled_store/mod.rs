@@ -3,11 +3,13 @@
 
 mod audit;
 mod kv;
+mod outbox;
 mod secrets;
 mod tenancy;
 
 pub use audit::SledAudit;
 pub use kv::SledKv;
+pub use outbox::SledOutbox;
 pub use secrets::SledSecrets;
 pub use tenancy::SledTenancy;
 
@@ -78,6 +80,18 @@ impl SledDb {
         })
     }
 
+    /// The outbox (events, deliveries, queues, subscriptions), on its trees.
+    pub fn outbox(&self) -> Result<SledOutbox, StorageError> {
+        let trees = crate::outbox::Tree::ALL
+            .iter()
+            .map(|tree| self.db.open_tree(tree.name()).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        Ok(SledOutbox {
+            db: self.db.clone(),
+            trees,
+        })
+    }
+
     /// Sealed credentials, on their own tree.
     pub fn secrets(&self) -> Result<SledSecrets, StorageError> {
         Ok(SledSecrets {
@@ -115,6 +129,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = super::SledDb::open(dir.path()).expect("open");
         crate::secrets::contract_tests::run_all(&db.secrets().expect("secrets tree"));
+    }
+
+    #[test]
+    fn sled_store_meets_the_outbox_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::SledDb::open(dir.path()).expect("open");
+        let outbox = crate::outbox::Outbox::new(std::sync::Arc::new(db.outbox().expect("trees")));
+        crate::outbox::contract_tests::run_all(&outbox);
     }
 
     #[test]

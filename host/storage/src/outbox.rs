@@ -1,0 +1,1436 @@
+//! The outbox: accepted events, their deliveries, each destination's queue,
+//! the dead-letter queue, and event subscriptions.
+//!
+//! Accepting a batch of events and fanning each out to its deliveries is one
+//! transaction, flushed to disk before [`Outbox::accept`] returns, so an
+//! event the API acknowledged is never lost and never half fanned out. Every
+//! later change of a delivery (settled, rescheduled, dead-lettered,
+//! replayed, purged) is one transaction too: its record, its place in a
+//! queue and the counters move together.
+//!
+//! Trees, and their keys (`ws` is the workspace, length-prefixed, as in
+//! every store; `name` parts are length-prefixed too):
+//! - `events`: `ws | event id` → accepted at (8) · deliveries still open (4)
+//!   · the event's JSON (dropped when none is open). Kept while a delivery
+//!   is open, and for at least the idempotency window after acceptance.
+//! - `deliveries`: `ws | delivery id (8)` → the [`Delivery`] record (JSON).
+//! - `due`: `ws | destination | due at (8) | delivery id (8)` → empty. One
+//!   range per destination (a connection), in due-time order: the
+//!   destination's queue.
+//! - `dead`: `ws | dead-lettered at (8) | delivery id (8)` → empty.
+//! - `counts`: `ws | subscription` → pending (8) · dead (8).
+//! - `subscriptions`: `ws | name` → the subscription (JSON, the caller's).
+//!
+//! The logic is written once over [`OutboxBackend`]'s transaction and scan;
+//! the sled and in-memory backends only provide trees.
+
+use crate::{StorageError, workspace_prefix};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Most attempts a delivery's history keeps (the newest); `tries` counts all.
+pub const MAX_HISTORY: usize = 50;
+
+/// The trees the outbox keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Accepted events.
+    Events,
+    /// Delivery records.
+    Deliveries,
+    /// Each destination's queue, by due time.
+    Due,
+    /// The dead-letter queue, by time.
+    Dead,
+    /// Pending and dead deliveries per subscription.
+    Counts,
+    /// Subscriptions.
+    Subscriptions,
+}
+
+impl Tree {
+    /// Every tree, for backends that open them all.
+    pub const ALL: [Tree; 6] = [
+        Tree::Events,
+        Tree::Deliveries,
+        Tree::Due,
+        Tree::Dead,
+        Tree::Counts,
+        Tree::Subscriptions,
+    ];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Events => "outbox-events",
+            Tree::Deliveries => "outbox-deliveries",
+            Tree::Due => "outbox-due",
+            Tree::Dead => "outbox-dead",
+            Tree::Counts => "outbox-counts",
+            Tree::Subscriptions => "subscriptions",
+        }
+    }
+}
+
+/// Why a transaction's body stopped: a failure to report, or (sled only) a
+/// conflict with another transaction, after which the body is run again.
+#[derive(Debug)]
+pub enum TxError {
+    /// Report this and undo the transaction.
+    Failed(StorageError),
+    /// Another transaction got there first: run the body again.
+    Conflict,
+}
+
+impl From<StorageError> for TxError {
+    fn from(e: StorageError) -> Self {
+        TxError::Failed(e)
+    }
+}
+
+/// Reads and writes inside one transaction; a read sees the transaction's
+/// own writes.
+pub trait Tx {
+    /// The value at `key`.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, TxError>;
+    /// Set `key` to `value`.
+    fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), TxError>;
+    /// Remove `key`.
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), TxError>;
+}
+
+/// The body of a transaction; it may run more than once.
+pub type TxBody<'a> = dyn FnMut(&dyn Tx) -> Result<(), TxError> + 'a;
+
+/// What a backend provides: atomic transactions over the trees, ordered
+/// scans outside them, unique ids, and a flush to disk.
+pub trait OutboxBackend: Send + Sync + 'static {
+    /// The value at `key`, outside any transaction.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Run `body` as one transaction: all its writes happen, or none.
+    fn transact(&self, body: &mut TxBody<'_>) -> Result<(), StorageError>;
+    /// Up to `limit` entries of `tree` with `from <= key < to`, in key order.
+    fn scan(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    /// A number never handed out before, by this database, even across restarts.
+    fn next_id(&self) -> Result<u64, StorageError>;
+    /// Write everything done so far to disk.
+    fn flush(&self) -> Result<(), StorageError>;
+}
+
+/// One delivery to make of an event being accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The subscription it is for.
+    pub subscription: String,
+    /// The connection it goes to: its queue.
+    pub destination: String,
+}
+
+/// An event to accept, with the deliveries it fans out to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event's id, unique in the workspace.
+    pub id: String,
+    /// The event as JSON.
+    pub body: Vec<u8>,
+    /// One per matching subscription (none is fine: kept for idempotency).
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// What became of one event offered to [`Outbox::accept`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Accepted {
+    /// The event's id.
+    pub id: String,
+    /// Whether the id was already accepted (within the idempotency window,
+    /// or still being delivered): nothing new was created.
+    pub duplicate: bool,
+    /// Deliveries created for it (0 for a duplicate).
+    pub deliveries: usize,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Attempt {
+    /// When it ended, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The error code (`upstream`, `rate-limited`, `timeout`…).
+    pub code: String,
+    /// What went wrong, as the invocation reported it.
+    pub message: String,
+    /// Whether it used up one of the subscription's attempts (an attempt
+    /// held by an open circuit breaker does not).
+    pub counted: bool,
+    /// The invocation that made it, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+}
+
+/// Why and when a delivery was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadLetter {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Why it will not be tried again.
+    pub reason: String,
+    /// The last attempt's error code.
+    pub code: String,
+}
+
+/// A delivery of one event to one subscription's destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delivery {
+    /// Unique in the database.
+    pub id: u64,
+    /// The workspace it belongs to.
+    pub workspace: String,
+    /// The event delivered.
+    pub event_id: String,
+    /// The subscription it is for.
+    pub subscription: String,
+    /// The connection it goes to.
+    pub destination: String,
+    /// When the event was accepted, in ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When the current round of attempts began (acceptance, or the last
+    /// replay from the dead-letter queue): the subscription's `max_age_secs`
+    /// counts from here.
+    pub since_ms: u64,
+    /// When the next attempt is due (pending deliveries).
+    pub due_ms: u64,
+    /// Attempts of this round that counted against the subscription's limit.
+    pub attempts: u32,
+    /// Every attempt ever made, counted or not.
+    pub tries: u32,
+    /// The newest attempts, oldest first (at most [`MAX_HISTORY`]).
+    pub history: Vec<Attempt>,
+    /// Set while it is in the dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead: Option<DeadLetter>,
+}
+
+impl Delivery {
+    /// The idempotency key every attempt carries: `{event id}:{subscription}`.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.event_id, self.subscription)
+    }
+
+    fn record(&mut self, attempt: Attempt) {
+        if attempt.counted {
+            self.attempts = self.attempts.saturating_add(1);
+        }
+        self.tries = self.tries.saturating_add(1);
+        self.history.push(attempt);
+        if self.history.len() > MAX_HISTORY {
+            let over = self.history.len() - MAX_HISTORY;
+            self.history.drain(..over);
+        }
+    }
+}
+
+/// How an attempt at a delivery ended, and what follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// It was delivered: the delivery is done and forgotten.
+    Delivered,
+    /// It failed and is tried again at `due_ms`.
+    Retry {
+        /// The failed attempt.
+        attempt: Attempt,
+        /// When to try again.
+        due_ms: u64,
+    },
+    /// It was not attempted (the subscription's rate limit): try at `due_ms`.
+    Defer {
+        /// When to try.
+        due_ms: u64,
+    },
+    /// It failed for good: into the dead-letter queue.
+    Dead {
+        /// The failed attempt.
+        attempt: Attempt,
+        /// Why it is not retried.
+        reason: String,
+    },
+}
+
+/// A destination's queue: one connection in one workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lane {
+    /// The workspace.
+    pub workspace: String,
+    /// The connection deliveries go to.
+    pub destination: String,
+}
+
+/// An entry of a destination's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// When the delivery is due.
+    pub due_ms: u64,
+    /// The delivery.
+    pub id: u64,
+}
+
+/// Pending and dead-lettered deliveries of one subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Depth {
+    /// Waiting for their next attempt (or being attempted).
+    pub pending: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
+/// The outbox, on a backend.
+#[derive(Clone)]
+pub struct Outbox {
+    backend: Arc<dyn OutboxBackend>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
+fn name_part(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+}
+
+fn named_key(workspace: &str, name: &str) -> Vec<u8> {
+    let mut key = workspace_prefix(workspace);
+    name_part(&mut key, name);
+    key
+}
+
+fn delivery_key(workspace: &str, id: u64) -> Vec<u8> {
+    let mut key = workspace_prefix(workspace);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn lane_prefix(workspace: &str, destination: &str) -> Vec<u8> {
+    named_key(workspace, destination)
+}
+
+fn due_key(workspace: &str, destination: &str, due_ms: u64, id: u64) -> Vec<u8> {
+    let mut key = lane_prefix(workspace, destination);
+    key.extend_from_slice(&due_ms.to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn dead_key(workspace: &str, at_ms: u64, id: u64) -> Vec<u8> {
+    let mut key = workspace_prefix(workspace);
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The smallest key greater than every key that starts with `prefix`
+/// (empty: no upper bound).
+fn after_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
+}
+
+/// Two big-endian `u64`s at the end of a key.
+fn tail_pair(key: &[u8]) -> Option<(u64, u64)> {
+    let n = key.len();
+    let first = u64::from_be_bytes(key.get(n.checked_sub(16)?..n - 8)?.try_into().ok()?);
+    let second = u64::from_be_bytes(key.get(n - 8..)?.try_into().ok()?);
+    Some((first, second))
+}
+
+/// `(name, rest)` of a length-prefixed name at the start of `bytes`.
+fn split_name(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?.to_owned();
+    Some((name, &bytes[4 + len..]))
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Backend(format!("outbox: a stored {what} does not read"))
+}
+
+/// An accepted event's stored state.
+struct EventState {
+    accepted_ms: u64,
+    open: u32,
+    body: Vec<u8>,
+}
+
+impl EventState {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.body.len());
+        out.extend_from_slice(&self.accepted_ms.to_be_bytes());
+        out.extend_from_slice(&self.open.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(stored: &[u8]) -> Result<Self, StorageError> {
+        let head = |r: std::ops::Range<usize>| stored.get(r).ok_or_else(|| corrupt("event"));
+        Ok(Self {
+            accepted_ms: u64::from_be_bytes(head(0..8)?.try_into().map_err(|_| corrupt("event"))?),
+            open: u32::from_be_bytes(head(8..12)?.try_into().map_err(|_| corrupt("event"))?),
+            body: stored[12..].to_vec(),
+        })
+    }
+}
+
+fn encode_depth(depth: Depth) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&depth.pending.to_be_bytes());
+    out[8..].copy_from_slice(&depth.dead.to_be_bytes());
+    out
+}
+
+fn decode_depth(stored: Option<&[u8]>) -> Depth {
+    let Some(stored) = stored.filter(|s| s.len() == 16) else {
+        return Depth::default();
+    };
+    let word =
+        |r: std::ops::Range<usize>| u64::from_be_bytes(stored[r].try_into().unwrap_or([0; 8]));
+    Depth {
+        pending: word(0..8),
+        dead: word(8..16),
+    }
+}
+
+fn read_delivery(stored: &[u8]) -> Result<Delivery, StorageError> {
+    serde_json::from_slice(stored).map_err(|_| corrupt("delivery"))
+}
+
+fn write_delivery(delivery: &Delivery) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(delivery).map_err(|e| StorageError::Backend(e.to_string()))
+}
+
+/// Add `pending` and `dead` (either may be negative) to a subscription's depth.
+fn adjust(
+    tx: &dyn Tx,
+    workspace: &str,
+    subscription: &str,
+    pending: i64,
+    dead: i64,
+) -> Result<(), TxError> {
+    let key = named_key(workspace, subscription);
+    let mut depth = decode_depth(tx.get(Tree::Counts, &key)?.as_deref());
+    depth.pending = depth.pending.saturating_add_signed(pending);
+    depth.dead = depth.dead.saturating_add_signed(dead);
+    if depth == Depth::default() {
+        tx.remove(Tree::Counts, &key)
+    } else {
+        tx.insert(Tree::Counts, &key, &encode_depth(depth))
+    }
+}
+
+/// One fewer open delivery of `event_id`; its JSON is dropped with the last.
+fn close_one(tx: &dyn Tx, workspace: &str, event_id: &str) -> Result<(), TxError> {
+    let key = named_key(workspace, event_id);
+    if let Some(stored) = tx.get(Tree::Events, &key)? {
+        let mut state = EventState::decode(&stored)?;
+        state.open = state.open.saturating_sub(1);
+        if state.open == 0 {
+            state.body.clear();
+        }
+        tx.insert(Tree::Events, &key, &state.encode())?;
+    }
+    Ok(())
+}
+
+impl Outbox {
+    /// The outbox on `backend`.
+    pub fn new(backend: Arc<dyn OutboxBackend>) -> Self {
+        Self { backend }
+    }
+
+    /// Accept `events` for `workspace` at `now_ms`, each with its
+    /// deliveries, due at once: all in one transaction, on disk before this
+    /// returns. An id already accepted (and not yet forgotten, see
+    /// [`purge_events`](Self::purge_events)) creates nothing, whether
+    /// earlier or earlier in the same batch.
+    pub fn accept(
+        &self,
+        workspace: &str,
+        events: &[NewEvent],
+        now_ms: u64,
+    ) -> Result<Vec<Accepted>, StorageError> {
+        // Ids are drawn outside the transaction (its body may run again).
+        let mut ids = Vec::new();
+        for _ in events.iter().flat_map(|e| &e.deliveries) {
+            ids.push(self.backend.next_id()?);
+        }
+        let mut accepted = Vec::with_capacity(events.len());
+        self.backend.transact(&mut |tx| {
+            accepted.clear();
+            let mut ids = ids.iter().copied();
+            for event in events {
+                let key = named_key(workspace, &event.id);
+                if tx.get(Tree::Events, &key)?.is_some() {
+                    // Its ids stay unused: harmless, they are never reused.
+                    ids.by_ref().take(event.deliveries.len()).for_each(drop);
+                    accepted.push(Accepted {
+                        id: event.id.clone(),
+                        duplicate: true,
+                        deliveries: 0,
+                    });
+                    continue;
+                }
+                let state = EventState {
+                    accepted_ms: now_ms,
+                    open: u32::try_from(event.deliveries.len()).unwrap_or(u32::MAX),
+                    body: if event.deliveries.is_empty() {
+                        Vec::new()
+                    } else {
+                        event.body.clone()
+                    },
+                };
+                tx.insert(Tree::Events, &key, &state.encode())?;
+                for new in &event.deliveries {
+                    let id = ids
+                        .next()
+                        .ok_or_else(|| StorageError::Backend("outbox: ids ran out".into()))?;
+                    let delivery = Delivery {
+                        id,
+                        workspace: workspace.to_owned(),
+                        event_id: event.id.clone(),
+                        subscription: new.subscription.clone(),
+                        destination: new.destination.clone(),
+                        created_ms: now_ms,
+                        since_ms: now_ms,
+                        due_ms: now_ms,
+                        attempts: 0,
+                        tries: 0,
+                        history: Vec::new(),
+                        dead: None,
+                    };
+                    tx.insert(
+                        Tree::Deliveries,
+                        &delivery_key(workspace, id),
+                        &write_delivery(&delivery)?,
+                    )?;
+                    tx.insert(
+                        Tree::Due,
+                        &due_key(workspace, &new.destination, now_ms, id),
+                        &[],
+                    )?;
+                    adjust(tx, workspace, &new.subscription, 1, 0)?;
+                }
+                accepted.push(Accepted {
+                    id: event.id.clone(),
+                    duplicate: false,
+                    deliveries: event.deliveries.len(),
+                });
+            }
+            Ok(())
+        })?;
+        self.backend.flush()?;
+        Ok(accepted)
+    }
+
+    /// The JSON of an event with a delivery still open (pending or dead).
+    pub fn event(&self, workspace: &str, event_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match self
+            .backend
+            .get(Tree::Events, &named_key(workspace, event_id))?
+        {
+            Some(stored) => {
+                let state = EventState::decode(&stored)?;
+                Ok((!state.body.is_empty()).then_some(state.body))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A delivery, pending or dead-lettered.
+    pub fn delivery(&self, workspace: &str, id: u64) -> Result<Option<Delivery>, StorageError> {
+        match self
+            .backend
+            .get(Tree::Deliveries, &delivery_key(workspace, id))?
+        {
+            Some(stored) => Ok(Some(read_delivery(&stored)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every destination with a pending delivery.
+    pub fn lanes(&self) -> Result<Vec<Lane>, StorageError> {
+        let mut lanes = Vec::new();
+        let mut from = Vec::new();
+        loop {
+            let Some((key, _)) = self
+                .backend
+                .scan(Tree::Due, &from, &[], 1)?
+                .into_iter()
+                .next()
+            else {
+                return Ok(lanes);
+            };
+            let (workspace, rest) = split_name(&key).ok_or_else(|| corrupt("queue key"))?;
+            let (destination, _) = split_name(rest).ok_or_else(|| corrupt("queue key"))?;
+            from = after_prefix(&lane_prefix(&workspace, &destination));
+            lanes.push(Lane {
+                workspace,
+                destination,
+            });
+            if from.is_empty() {
+                return Ok(lanes);
+            }
+        }
+    }
+
+    /// The first `limit` entries of a destination's queue, soonest due first.
+    pub fn queued(&self, lane: &Lane, limit: usize) -> Result<Vec<Queued>, StorageError> {
+        let prefix = lane_prefix(&lane.workspace, &lane.destination);
+        let entries = self
+            .backend
+            .scan(Tree::Due, &prefix, &after_prefix(&prefix), limit)?;
+        entries
+            .into_iter()
+            .map(|(key, _)| {
+                let (due_ms, id) = tail_pair(&key).ok_or_else(|| corrupt("queue key"))?;
+                Ok(Queued { due_ms, id })
+            })
+            .collect()
+    }
+
+    /// Record how an attempt at `id` ended, at `now_ms`. `false` when the
+    /// delivery is no longer pending (purged, or its workspace removed).
+    pub fn settle(
+        &self,
+        workspace: &str,
+        id: u64,
+        outcome: &Settle,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let mut settled = false;
+        self.backend.transact(&mut |tx| {
+            settled = false;
+            let key = delivery_key(workspace, id);
+            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
+                return Ok(());
+            };
+            let mut delivery = read_delivery(&stored)?;
+            if delivery.dead.is_some() {
+                return Ok(());
+            }
+            tx.remove(
+                Tree::Due,
+                &due_key(workspace, &delivery.destination, delivery.due_ms, id),
+            )?;
+            match outcome {
+                Settle::Delivered => {
+                    tx.remove(Tree::Deliveries, &key)?;
+                    adjust(tx, workspace, &delivery.subscription, -1, 0)?;
+                    close_one(tx, workspace, &delivery.event_id)?;
+                    settled = true;
+                    return Ok(());
+                }
+                Settle::Retry { attempt, due_ms } => {
+                    delivery.record(attempt.clone());
+                    delivery.due_ms = *due_ms;
+                }
+                Settle::Defer { due_ms } => delivery.due_ms = *due_ms,
+                Settle::Dead { attempt, reason } => {
+                    delivery.record(attempt.clone());
+                    delivery.dead = Some(DeadLetter {
+                        at_ms: now_ms,
+                        reason: reason.clone(),
+                        code: attempt.code.clone(),
+                    });
+                    tx.insert(Tree::Dead, &dead_key(workspace, now_ms, id), &[])?;
+                    adjust(tx, workspace, &delivery.subscription, -1, 1)?;
+                }
+            }
+            if delivery.dead.is_none() {
+                tx.insert(
+                    Tree::Due,
+                    &due_key(workspace, &delivery.destination, delivery.due_ms, id),
+                    &[],
+                )?;
+            }
+            tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
+            settled = true;
+            Ok(())
+        })?;
+        Ok(settled)
+    }
+
+    /// Dead-lettered deliveries of `workspace`, oldest first, strictly after
+    /// `after` (a `(dead-lettered at, id)` cursor), those `keep` accepts, at
+    /// most `limit`; and whether more were left unread.
+    pub fn dead_letters(
+        &self,
+        workspace: &str,
+        after: Option<(u64, u64)>,
+        limit: usize,
+        keep: &dyn Fn(&Delivery) -> bool,
+    ) -> Result<(Vec<Delivery>, bool), StorageError> {
+        let prefix = workspace_prefix(workspace);
+        let end = after_prefix(&prefix);
+        let mut from = match after {
+            Some((at_ms, id)) => after_prefix(&dead_key(workspace, at_ms, id)),
+            None => prefix,
+        };
+        let mut found = Vec::new();
+        const CHUNK: usize = 256;
+        loop {
+            let keys = self.backend.scan(Tree::Dead, &from, &end, CHUNK)?;
+            let exhausted = keys.len() < CHUNK;
+            for (key, _) in &keys {
+                let (_, id) = tail_pair(key).ok_or_else(|| corrupt("dead-letter key"))?;
+                if let Some(delivery) = self.delivery(workspace, id)?
+                    && delivery.dead.is_some()
+                    && keep(&delivery)
+                {
+                    if found.len() == limit {
+                        return Ok((found, true));
+                    }
+                    found.push(delivery);
+                }
+            }
+            match keys.last() {
+                Some((key, _)) if !exhausted => from = after_prefix(key),
+                _ => return Ok((found, false)),
+            }
+        }
+    }
+
+    /// Put a dead-lettered delivery back in its queue, due at `now_ms`, with
+    /// a fresh round of attempts (its history is kept). `false` when it is
+    /// not in the dead-letter queue.
+    pub fn replay(&self, workspace: &str, id: u64, now_ms: u64) -> Result<bool, StorageError> {
+        let mut replayed = false;
+        self.backend.transact(&mut |tx| {
+            replayed = false;
+            let key = delivery_key(workspace, id);
+            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
+                return Ok(());
+            };
+            let mut delivery = read_delivery(&stored)?;
+            let Some(dead) = delivery.dead.take() else {
+                return Ok(());
+            };
+            tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
+            delivery.attempts = 0;
+            delivery.since_ms = now_ms;
+            delivery.due_ms = now_ms;
+            tx.insert(
+                Tree::Due,
+                &due_key(workspace, &delivery.destination, now_ms, id),
+                &[],
+            )?;
+            tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
+            adjust(tx, workspace, &delivery.subscription, 1, -1)?;
+            replayed = true;
+            Ok(())
+        })?;
+        Ok(replayed)
+    }
+
+    /// Remove a dead-lettered delivery for good. `false` when it is not in
+    /// the dead-letter queue.
+    pub fn purge_dead(&self, workspace: &str, id: u64) -> Result<bool, StorageError> {
+        let mut purged = false;
+        self.backend.transact(&mut |tx| {
+            purged = false;
+            let key = delivery_key(workspace, id);
+            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
+                return Ok(());
+            };
+            let delivery = read_delivery(&stored)?;
+            let Some(dead) = &delivery.dead else {
+                return Ok(());
+            };
+            tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
+            tx.remove(Tree::Deliveries, &key)?;
+            adjust(tx, workspace, &delivery.subscription, 0, -1)?;
+            close_one(tx, workspace, &delivery.event_id)?;
+            purged = true;
+            Ok(())
+        })?;
+        Ok(purged)
+    }
+
+    /// Pending and dead deliveries per subscription of `workspace`, by name.
+    pub fn depths(&self, workspace: &str) -> Result<Vec<(String, Depth)>, StorageError> {
+        let prefix = workspace_prefix(workspace);
+        let entries =
+            self.backend
+                .scan(Tree::Counts, &prefix, &after_prefix(&prefix), usize::MAX)?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let (name, _) =
+                    split_name(&key[prefix.len()..]).ok_or_else(|| corrupt("count key"))?;
+                Ok((name, decode_depth(Some(&value))))
+            })
+            .collect()
+    }
+
+    /// Every workspace's depths, for metrics: `(workspace, subscription, depth)`.
+    pub fn all_depths(&self) -> Result<Vec<(String, String, Depth)>, StorageError> {
+        let entries = self.backend.scan(Tree::Counts, &[], &[], usize::MAX)?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let (workspace, rest) = split_name(&key).ok_or_else(|| corrupt("count key"))?;
+                let (name, _) = split_name(rest).ok_or_else(|| corrupt("count key"))?;
+                Ok((workspace, name, decode_depth(Some(&value))))
+            })
+            .collect()
+    }
+
+    /// Forget, at `now_ms`, up to `max` events accepted before
+    /// `now_ms - window_ms` with no delivery open: their ids may be accepted
+    /// again. How many were forgotten.
+    pub fn purge_events(
+        &self,
+        now_ms: u64,
+        window_ms: u64,
+        max: usize,
+    ) -> Result<usize, StorageError> {
+        let cut = now_ms.saturating_sub(window_ms);
+        let mut doomed = Vec::new();
+        let mut from = Vec::new();
+        const CHUNK: usize = 1024;
+        'scan: loop {
+            let entries = self.backend.scan(Tree::Events, &from, &[], CHUNK)?;
+            let exhausted = entries.len() < CHUNK;
+            for (key, value) in &entries {
+                let state = EventState::decode(value)?;
+                if state.open == 0 && state.accepted_ms < cut {
+                    doomed.push(key.clone());
+                    if doomed.len() == max {
+                        break 'scan;
+                    }
+                }
+            }
+            match entries.last() {
+                Some((key, _)) if !exhausted => from = after_prefix(key),
+                _ => break,
+            }
+        }
+        for chunk in doomed.chunks(256) {
+            self.backend.transact(&mut |tx| {
+                for key in chunk {
+                    // Still unopened and old: nothing reopens a stored event.
+                    tx.remove(Tree::Events, key)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Store `workspace`'s subscription `name` (its JSON); whether it is new.
+    pub fn put_subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+        json: &[u8],
+    ) -> Result<bool, StorageError> {
+        let mut created = false;
+        self.backend.transact(&mut |tx| {
+            let key = named_key(workspace, name);
+            created = tx.get(Tree::Subscriptions, &key)?.is_none();
+            tx.insert(Tree::Subscriptions, &key, json)
+        })?;
+        self.backend.flush()?;
+        Ok(created)
+    }
+
+    /// `workspace`'s subscription `name`, as stored.
+    pub fn subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend
+            .get(Tree::Subscriptions, &named_key(workspace, name))
+    }
+
+    /// Every subscription of `workspace`, by name.
+    pub fn subscriptions(&self, workspace: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let prefix = workspace_prefix(workspace);
+        let entries = self.backend.scan(
+            Tree::Subscriptions,
+            &prefix,
+            &after_prefix(&prefix),
+            usize::MAX,
+        )?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let (name, _) =
+                    split_name(&key[prefix.len()..]).ok_or_else(|| corrupt("subscription key"))?;
+                Ok((name, value))
+            })
+            .collect()
+    }
+
+    /// Remove `workspace`'s subscription `name`; whether it was there. Its
+    /// pending and dead deliveries stay (the caller decides their fate).
+    pub fn delete_subscription(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let mut removed = false;
+        self.backend.transact(&mut |tx| {
+            let key = named_key(workspace, name);
+            removed = tx.get(Tree::Subscriptions, &key)?.is_some();
+            tx.remove(Tree::Subscriptions, &key)
+        })?;
+        self.backend.flush()?;
+        Ok(removed)
+    }
+
+    /// Remove everything of `workspace`: subscriptions, events, deliveries,
+    /// queues. How many entries went.
+    pub fn remove_workspace(&self, workspace: &str) -> Result<usize, StorageError> {
+        let prefix = workspace_prefix(workspace);
+        let end = after_prefix(&prefix);
+        let mut removed = 0;
+        for tree in Tree::ALL {
+            loop {
+                let entries = self.backend.scan(tree, &prefix, &end, 512)?;
+                if entries.is_empty() {
+                    break;
+                }
+                self.backend.transact(&mut |tx| {
+                    for (key, _) in &entries {
+                        tx.remove(tree, key)?;
+                    }
+                    Ok(())
+                })?;
+                removed += entries.len();
+            }
+        }
+        self.backend.flush()?;
+        Ok(removed)
+    }
+
+    /// Write everything to disk.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.backend.flush()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract_tests {
+    use super::*;
+
+    pub(crate) fn run_all(outbox: &Outbox) {
+        accepting_fans_out_and_is_idempotent(outbox);
+        each_destination_has_its_own_queue_in_due_order(outbox);
+        settling_moves_a_delivery_and_its_counts_together(outbox);
+        dead_letters_are_listed_replayed_and_purged(outbox);
+        events_are_forgotten_after_the_window_and_only_when_closed(outbox);
+        subscriptions_are_kept_per_workspace(outbox);
+        a_removed_workspace_leaves_nothing_and_touches_no_other(outbox);
+    }
+
+    fn event(id: &str, to: &[(&str, &str)]) -> NewEvent {
+        NewEvent {
+            id: id.into(),
+            body: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
+            deliveries: to
+                .iter()
+                .map(|(subscription, destination)| NewDelivery {
+                    subscription: (*subscription).into(),
+                    destination: (*destination).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn lane(workspace: &str, destination: &str) -> Lane {
+        Lane {
+            workspace: workspace.into(),
+            destination: destination.into(),
+        }
+    }
+
+    fn attempt(at_ms: u64, code: &str, counted: bool) -> Attempt {
+        Attempt {
+            at_ms,
+            code: code.into(),
+            message: format!("{code} at {at_ms}"),
+            counted,
+            invocation_id: None,
+        }
+    }
+
+    fn depth_of(outbox: &Outbox, workspace: &str, subscription: &str) -> Depth {
+        outbox
+            .depths(workspace)
+            .expect("depths")
+            .into_iter()
+            .find(|(name, _)| name == subscription)
+            .map(|(_, depth)| depth)
+            .unwrap_or_default()
+    }
+
+    fn accepting_fans_out_and_is_idempotent(outbox: &Outbox) {
+        let ws = "accept";
+        let first = outbox
+            .accept(
+                ws,
+                &[
+                    event("e-1", &[("to-crm", "crm"), ("to-desk", "desk")]),
+                    event("e-2", &[]),
+                    // The same id again in the same batch: one acceptance.
+                    event("e-1", &[("to-crm", "crm")]),
+                ],
+                1_000,
+            )
+            .expect("accept");
+        let shape: Vec<_> = first
+            .iter()
+            .map(|a| (a.id.as_str(), a.duplicate, a.deliveries))
+            .collect();
+        assert_eq!(
+            shape,
+            [("e-1", false, 2), ("e-2", false, 0), ("e-1", true, 0)]
+        );
+        let again = outbox
+            .accept(ws, &[event("e-1", &[("to-crm", "crm")])], 2_000)
+            .expect("accept again");
+        assert!(again[0].duplicate && again[0].deliveries == 0);
+        assert_eq!(
+            outbox.event(ws, "e-1").expect("read").as_deref(),
+            Some(br#"{"id":"e-1"}"#.as_slice())
+        );
+        // An event with no delivery keeps no body, only its id.
+        assert_eq!(outbox.event(ws, "e-2").expect("read"), None);
+        assert_eq!(
+            depth_of(outbox, ws, "to-crm"),
+            Depth {
+                pending: 1,
+                dead: 0
+            }
+        );
+        assert_eq!(
+            depth_of(outbox, ws, "to-desk"),
+            Depth {
+                pending: 1,
+                dead: 0
+            }
+        );
+        let queued = outbox.queued(&lane(ws, "crm"), 10).expect("queued");
+        assert_eq!(queued.len(), 1);
+        let delivery = outbox
+            .delivery(ws, queued[0].id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(delivery.idempotency_key(), "e-1:to-crm");
+        assert_eq!(
+            (delivery.created_ms, delivery.due_ms, delivery.attempts),
+            (1_000, 1_000, 0)
+        );
+        // Another workspace's same id is its own event.
+        let other = outbox
+            .accept("accept-2", &[event("e-1", &[("to-crm", "crm")])], 1_000)
+            .expect("accept");
+        assert!(!other[0].duplicate);
+        // Nothing of one workspace is visible from another.
+        assert_eq!(
+            outbox.delivery("accept-2", delivery.id).expect("read"),
+            None
+        );
+    }
+
+    fn each_destination_has_its_own_queue_in_due_order(outbox: &Outbox) {
+        let ws = "lanes";
+        outbox
+            .accept(ws, &[event("a", &[("s", "slow")])], 300)
+            .expect("accept");
+        outbox
+            .accept(ws, &[event("b", &[("s", "slow"), ("t", "fast")])], 100)
+            .expect("accept");
+        outbox
+            .accept(ws, &[event("c", &[("s", "slow")])], 200)
+            .expect("accept");
+        let lanes = outbox.lanes().expect("lanes");
+        assert!(lanes.contains(&lane(ws, "slow")) && lanes.contains(&lane(ws, "fast")));
+        let slow: Vec<u64> = outbox
+            .queued(&lane(ws, "slow"), 10)
+            .expect("queued")
+            .iter()
+            .map(|q| q.due_ms)
+            .collect();
+        assert_eq!(slow, [100, 200, 300], "a queue is in due-time order");
+        assert_eq!(
+            outbox.queued(&lane(ws, "slow"), 2).expect("queued").len(),
+            2
+        );
+        assert_eq!(
+            outbox.queued(&lane(ws, "fast"), 10).expect("queued").len(),
+            1
+        );
+        // A name that is a prefix of another is still its own queue.
+        outbox
+            .accept(ws, &[event("d", &[("s", "slowest")])], 50)
+            .expect("accept");
+        assert_eq!(
+            outbox.queued(&lane(ws, "slow"), 10).expect("queued").len(),
+            3
+        );
+        assert_eq!(
+            outbox
+                .queued(&lane(ws, "slowest"), 10)
+                .expect("queued")
+                .len(),
+            1
+        );
+    }
+
+    fn settling_moves_a_delivery_and_its_counts_together(outbox: &Outbox) {
+        let ws = "settle";
+        outbox
+            .accept(ws, &[event("e", &[("s", "crm"), ("s2", "crm")])], 1_000)
+            .expect("accept");
+        let queued = outbox.queued(&lane(ws, "crm"), 10).expect("queued");
+        let (first, second) = (queued[0].id, queued[1].id);
+        // A failed attempt: moved to its new time, the attempt recorded.
+        let retry = Settle::Retry {
+            attempt: attempt(1_100, "upstream", true),
+            due_ms: 5_000,
+        };
+        assert!(outbox.settle(ws, first, &retry, 1_100).expect("settle"));
+        let moved = outbox.delivery(ws, first).expect("read").expect("stored");
+        assert_eq!((moved.due_ms, moved.attempts, moved.tries), (5_000, 1, 1));
+        let order: Vec<u64> = outbox
+            .queued(&lane(ws, "crm"), 10)
+            .expect("queued")
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(order, [second, first]);
+        // Held by a breaker: recorded, not counted.
+        let held = Settle::Retry {
+            attempt: attempt(5_000, "circuit-open", false),
+            due_ms: 6_000,
+        };
+        outbox.settle(ws, first, &held, 5_000).expect("settle");
+        let held = outbox.delivery(ws, first).expect("read").expect("stored");
+        assert_eq!((held.attempts, held.tries, held.history.len()), (1, 2, 2));
+        // Deferred: no attempt at all.
+        outbox
+            .settle(ws, first, &Settle::Defer { due_ms: 7_000 }, 6_000)
+            .expect("settle");
+        let deferred = outbox.delivery(ws, first).expect("read").expect("stored");
+        assert_eq!((deferred.due_ms, deferred.tries), (7_000, 2));
+        // Delivered: gone, counts down, the event's body kept for the other.
+        assert!(
+            outbox
+                .settle(ws, first, &Settle::Delivered, 7_000)
+                .expect("settle")
+        );
+        assert_eq!(outbox.delivery(ws, first).expect("read"), None);
+        assert_eq!(depth_of(outbox, ws, "s"), Depth::default());
+        assert!(outbox.event(ws, "e").expect("read").is_some());
+        // Settling it again finds nothing.
+        assert!(
+            !outbox
+                .settle(ws, first, &Settle::Delivered, 7_000)
+                .expect("settle")
+        );
+        // The last one delivered: the body goes, the id stays for idempotency.
+        outbox
+            .settle(ws, second, &Settle::Delivered, 7_000)
+            .expect("settle");
+        assert_eq!(outbox.event(ws, "e").expect("read"), None);
+        assert!(
+            outbox
+                .accept(ws, &[event("e", &[])], 8_000)
+                .expect("accept")[0]
+                .duplicate
+        );
+        assert!(
+            outbox
+                .queued(&lane(ws, "crm"), 10)
+                .expect("queued")
+                .is_empty()
+        );
+        // A long history keeps its newest attempts.
+        outbox
+            .accept(ws, &[event("long", &[("s", "crm")])], 0)
+            .expect("accept");
+        let id = outbox.queued(&lane(ws, "crm"), 1).expect("queued")[0].id;
+        for n in 0..(MAX_HISTORY as u64 + 5) {
+            let retry = Settle::Retry {
+                attempt: attempt(n, "upstream", true),
+                due_ms: n + 1,
+            };
+            outbox.settle(ws, id, &retry, n).expect("settle");
+        }
+        let long = outbox.delivery(ws, id).expect("read").expect("stored");
+        assert_eq!(long.history.len(), MAX_HISTORY);
+        assert_eq!(long.tries as usize, MAX_HISTORY + 5);
+        assert_eq!(
+            long.history[0].at_ms, 5,
+            "the oldest attempts are dropped first"
+        );
+    }
+
+    fn dead_letters_are_listed_replayed_and_purged(outbox: &Outbox) {
+        let ws = "dead";
+        outbox
+            .accept(
+                ws,
+                &[
+                    event("x", &[("s", "crm")]),
+                    event("y", &[("s", "crm"), ("t", "desk")]),
+                ],
+                1_000,
+            )
+            .expect("accept");
+        let crm = outbox.queued(&lane(ws, "crm"), 10).expect("queued");
+        let desk = outbox.queued(&lane(ws, "desk"), 10).expect("queued");
+        for (n, id) in [crm[0].id, crm[1].id, desk[0].id].into_iter().enumerate() {
+            let dead = Settle::Dead {
+                attempt: attempt(
+                    2_000 + n as u64,
+                    if n == 2 { "not-found" } else { "invalid-input" },
+                    true,
+                ),
+                reason: "not retried".into(),
+            };
+            assert!(
+                outbox
+                    .settle(ws, id, &dead, 2_000 + n as u64)
+                    .expect("settle")
+            );
+        }
+        assert!(
+            outbox
+                .queued(&lane(ws, "crm"), 10)
+                .expect("queued")
+                .is_empty()
+        );
+        assert_eq!(
+            depth_of(outbox, ws, "s"),
+            Depth {
+                pending: 0,
+                dead: 2
+            }
+        );
+        // A dead delivery is not settled again (a late worker's answer).
+        assert!(
+            !outbox
+                .settle(ws, crm[0].id, &Settle::Delivered, 3_000)
+                .expect("settle")
+        );
+        let all = |_: &Delivery| true;
+        let (listed, more) = outbox.dead_letters(ws, None, 10, &all).expect("list");
+        assert!(!more);
+        let ids: Vec<u64> = listed.iter().map(|d| d.id).collect();
+        assert_eq!(ids, [crm[0].id, crm[1].id, desk[0].id], "oldest first");
+        // Paged by cursor, and filtered.
+        let (page, more) = outbox.dead_letters(ws, None, 1, &all).expect("list");
+        assert!(more && page.len() == 1);
+        let dead = page[0].dead.as_ref().expect("dead");
+        let (rest, _) = outbox
+            .dead_letters(ws, Some((dead.at_ms, page[0].id)), 10, &all)
+            .expect("list");
+        assert_eq!(rest.len(), 2);
+        let not_found = |d: &Delivery| d.dead.as_ref().is_some_and(|x| x.code == "not-found");
+        let (found, _) = outbox.dead_letters(ws, None, 10, &not_found).expect("list");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].subscription, "t");
+        // The event stays readable while a delivery of it is dead.
+        assert!(outbox.event(ws, "x").expect("read").is_some());
+        // Replayed: back in its queue, due now, a fresh round, history kept.
+        assert!(outbox.replay(ws, crm[0].id, 9_000).expect("replay"));
+        assert!(
+            !outbox.replay(ws, crm[0].id, 9_000).expect("replay"),
+            "only a dead one replays"
+        );
+        let back = outbox
+            .delivery(ws, crm[0].id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(
+            (back.attempts, back.since_ms, back.due_ms, back.tries),
+            (0, 9_000, 9_000, 1)
+        );
+        assert!(back.dead.is_none());
+        assert_eq!(
+            outbox.queued(&lane(ws, "crm"), 10).expect("queued")[0].id,
+            crm[0].id
+        );
+        assert_eq!(
+            depth_of(outbox, ws, "s"),
+            Depth {
+                pending: 1,
+                dead: 1
+            }
+        );
+        // Purged: gone for good; a pending one is not purged.
+        assert!(!outbox.purge_dead(ws, crm[0].id).expect("purge"));
+        assert!(outbox.purge_dead(ws, crm[1].id).expect("purge"));
+        assert_eq!(outbox.delivery(ws, crm[1].id).expect("read"), None);
+        assert_eq!(
+            depth_of(outbox, ws, "s"),
+            Depth {
+                pending: 1,
+                dead: 0
+            }
+        );
+        let (left, _) = outbox.dead_letters(ws, None, 10, &all).expect("list");
+        assert_eq!(left.len(), 1);
+        // y's other delivery (desk) is still dead: y's body is kept.
+        assert!(outbox.event(ws, "y").expect("read").is_some());
+        assert!(outbox.purge_dead(ws, desk[0].id).expect("purge"));
+        assert_eq!(outbox.event(ws, "y").expect("read"), None);
+    }
+
+    fn events_are_forgotten_after_the_window_and_only_when_closed(outbox: &Outbox) {
+        let ws = "window";
+        outbox
+            .accept(
+                ws,
+                &[event("done", &[]), event("open", &[("s", "crm")])],
+                1_000,
+            )
+            .expect("accept");
+        outbox
+            .accept(ws, &[event("young", &[])], 9_000)
+            .expect("accept");
+        // Window 5 s at 10 s: "done" is old and closed; "open" is old but
+        // still has a pending delivery; "young" is inside the window.
+        let forgotten = outbox.purge_events(10_000, 5_000, 100).expect("purge");
+        assert!(forgotten >= 1);
+        let again = outbox
+            .accept(
+                ws,
+                &[event("done", &[]), event("open", &[]), event("young", &[])],
+                10_000,
+            )
+            .expect("accept");
+        let duplicate: Vec<bool> = again.iter().map(|a| a.duplicate).collect();
+        assert_eq!(duplicate, [false, true, true]);
+        assert!(outbox.event(ws, "open").expect("read").is_some());
+    }
+
+    fn subscriptions_are_kept_per_workspace(outbox: &Outbox) {
+        assert!(
+            outbox
+                .put_subscription("subs", "calls", b"{\"v\":1}")
+                .expect("put")
+        );
+        assert!(
+            !outbox
+                .put_subscription("subs", "calls", b"{\"v\":2}")
+                .expect("put")
+        );
+        outbox
+            .put_subscription("subs", "cases", b"{}")
+            .expect("put");
+        outbox
+            .put_subscription("subs-2", "calls", b"{\"other\":true}")
+            .expect("put");
+        assert_eq!(
+            outbox
+                .subscription("subs", "calls")
+                .expect("get")
+                .as_deref(),
+            Some(b"{\"v\":2}".as_slice())
+        );
+        let names: Vec<String> = outbox
+            .subscriptions("subs")
+            .expect("list")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, ["calls", "cases"]);
+        assert!(outbox.delete_subscription("subs", "calls").expect("delete"));
+        assert!(!outbox.delete_subscription("subs", "calls").expect("delete"));
+        assert_eq!(outbox.subscription("subs", "calls").expect("get"), None);
+        assert!(
+            outbox
+                .subscription("subs-2", "calls")
+                .expect("get")
+                .is_some()
+        );
+    }
+
+    fn a_removed_workspace_leaves_nothing_and_touches_no_other(outbox: &Outbox) {
+        for ws in ["gone", "kept"] {
+            outbox.put_subscription(ws, "s", b"{}").expect("put");
+            outbox
+                .accept(
+                    ws,
+                    &[event("e", &[("s", "crm")]), event("f", &[("s", "crm")])],
+                    1_000,
+                )
+                .expect("accept");
+            let id = outbox.queued(&lane(ws, "crm"), 1).expect("queued")[0].id;
+            let dead = Settle::Dead {
+                attempt: attempt(1_500, "invalid-input", true),
+                reason: "not retried".into(),
+            };
+            outbox.settle(ws, id, &dead, 1_500).expect("settle");
+        }
+        assert!(outbox.remove_workspace("gone").expect("remove") > 0);
+        assert!(outbox.subscriptions("gone").expect("list").is_empty());
+        assert!(outbox.depths("gone").expect("depths").is_empty());
+        assert!(
+            outbox
+                .queued(&lane("gone", "crm"), 10)
+                .expect("queued")
+                .is_empty()
+        );
+        assert!(
+            outbox
+                .dead_letters("gone", None, 10, &|_| true)
+                .expect("list")
+                .0
+                .is_empty()
+        );
+        assert!(
+            !outbox
+                .lanes()
+                .expect("lanes")
+                .contains(&lane("gone", "crm"))
+        );
+        assert!(
+            !outbox
+                .accept("gone", &[event("e", &[])], 2_000)
+                .expect("accept")[0]
+                .duplicate
+        );
+        assert_eq!(outbox.subscriptions("kept").expect("list").len(), 1);
+        assert_eq!(
+            depth_of(outbox, "kept", "s"),
+            Depth {
+                pending: 1,
+                dead: 1
+            }
+        );
+        assert_eq!(
+            outbox
+                .queued(&lane("kept", "crm"), 10)
+                .expect("queued")
+                .len(),
+            1
+        );
+    }
+}
