@@ -99,6 +99,9 @@ pub trait Tx {
     fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), TxError>;
 }
 
+/// Entries of a scan: `(key, value)`, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The body of a transaction; it may run more than once.
 pub type TxBody<'a> = dyn FnMut(&dyn Tx) -> Result<(), TxError> + 'a;
 
@@ -116,7 +119,7 @@ pub trait OutboxBackend: Send + Sync + 'static {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Entries, StorageError>;
     /// A number never handed out before, by this database, even across restarts.
     fn next_id(&self) -> Result<u64, StorageError>;
     /// Write everything done so far to disk.

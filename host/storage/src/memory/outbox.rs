@@ -2,13 +2,15 @@
 //! applied whole when its body succeeds, or dropped.
 
 use crate::StorageError;
-use crate::outbox::{OutboxBackend, Tree, Tx, TxBody, TxError};
+use crate::outbox::{Entries, OutboxBackend, Tree, Tx, TxBody, TxError};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 type Trees = HashMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
+/// A transaction's writes; `None` removes.
+type Writes = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
 /// The outbox's trees, in memory.
 #[derive(Debug, Default)]
@@ -26,7 +28,7 @@ impl MemoryOutbox {
 /// A transaction: reads see its own writes first, then the trees.
 struct Overlay<'a> {
     base: &'a Trees,
-    writes: RefCell<BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>>,
+    writes: RefCell<Writes>,
 }
 
 impl Tx for Overlay<'_> {
@@ -88,7 +90,7 @@ impl OutboxBackend for MemoryOutbox {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Entries, StorageError> {
         let trees = self.lock();
         let Some(tree) = trees.get(&tree) else {
             return Ok(Vec::new());

@@ -2,7 +2,7 @@
 
 use super::backend;
 use crate::StorageError;
-use crate::outbox::{OutboxBackend, Tree, Tx, TxBody, TxError};
+use crate::outbox::{Entries, OutboxBackend, Tree, Tx, TxBody, TxError};
 use sled::Transactional as _;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -92,7 +92,7 @@ impl OutboxBackend for SledOutbox {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Entries, StorageError> {
         let tree = self.tree(tree);
         let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
             if to.is_empty() {
