@@ -724,7 +724,7 @@ async fn ask(
                 }
                 Err(e) => (
                     SourceStatus::Error,
-                    Some(error_code(&e).into()),
+                    Some(e.code().into()),
                     Some(e.to_string()),
                 ),
             }
@@ -735,27 +735,6 @@ async fn ask(
     report.message = message.map(cap_message);
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     (report, output)
-}
-
-/// The invoke API's error code for `error`.
-fn error_code(error: &InvokeError) -> &'static str {
-    use InvokeError as E;
-    use PluginFailure as P;
-    match error {
-        E::UnknownOperation(_) => "unknown-operation",
-        E::InputTooLarge { .. } => "input-too-large",
-        E::InvalidInput(_) | E::Plugin(P::InvalidInput { .. }) => "invalid-input",
-        E::Plugin(P::NotFound { .. }) => "not-found",
-        E::Plugin(P::Unauthorized { .. }) => "upstream-unauthorized",
-        E::Plugin(P::AccessDenied { .. }) => "access-denied",
-        E::Plugin(P::RateLimited { .. }) => "rate-limited",
-        E::Plugin(P::Upstream { .. }) => "upstream",
-        E::Plugin(P::Timeout { .. }) | E::Timeout(_) => "timeout",
-        E::Plugin(P::Unsupported { .. }) => "unsupported",
-        E::TooManyCalls { .. } => "too-many-calls",
-        E::AtCapacity(_) | E::HostResources(_) => "host-at-capacity",
-        _ => "plugin-failed",
-    }
 }
 
 #[cfg(test)]

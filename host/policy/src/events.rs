@@ -207,8 +207,112 @@ pub fn passes(filter: &[Condition], event: &Event) -> bool {
     if filter.is_empty() {
         return true;
     }
-    let envelope = event.as_json();
-    filter.iter().all(|c| holds(c, field(&envelope, &c.field)))
+    passes_envelope(filter, &event.as_json())
+}
+
+/// [`passes`] on an event already turned into JSON (one conversion for
+/// every subscription an event is matched against).
+pub fn passes_envelope(filter: &[Condition], envelope: &Json) -> bool {
+    filter.iter().all(|c| holds(c, field(envelope, &c.field)))
+}
+
+/// Most type patterns in a subscription.
+pub const MAX_TYPES: usize = 20;
+
+/// A plugin operation on a stored connection of the workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The connection's name.
+    pub connection: String,
+    /// The operation of the connection's plugin.
+    pub operation: String,
+}
+
+/// Which events go where: the types and filter an event must match, the
+/// operation that receives it, an optional transform on the way, and how
+/// deliveries are retried and paced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Event type patterns (`call.ended`, `call.*`, `*`); an event matching
+    /// any of them is considered.
+    pub types: Vec<String>,
+    /// Conditions the event must all meet (see the module's documentation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<Condition>,
+    /// The operation (an `action`) each matching event is delivered to.
+    pub destination: Endpoint,
+    /// A `transform` operation that maps the event to the destination's
+    /// input; without one the destination receives the event envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Endpoint>,
+    /// How failed deliveries are retried.
+    #[serde(default)]
+    pub retry: crate::delivery::RetryPolicy,
+    /// At most this many deliveries started per window; the rest wait
+    /// (without using an attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::rate::RateLimit>,
+    /// A disabled subscription matches nothing; its pending deliveries wait.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Subscription {
+    /// Everything wrong with the subscription as written, each naming its
+    /// field; empty when it may be saved. (Whether its connections and
+    /// operations exist is the tenancy's to check.)
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.types.is_empty() || self.types.len() > MAX_TYPES {
+            problems.push(format!("types: 1-{MAX_TYPES} event type patterns"));
+        }
+        for (i, pattern) in self.types.iter().enumerate() {
+            if let Some(problem) = pattern_problem(pattern) {
+                problems.push(format!("types[{i}]: {problem}"));
+            }
+        }
+        problems.extend(filter_problems(&self.filter));
+        for (at, endpoint) in std::iter::once(("destination", &self.destination))
+            .chain(self.transform.as_ref().map(|t| ("transform", t)))
+        {
+            if endpoint.connection.is_empty() {
+                problems.push(format!("{at}.connection: a connection name"));
+            }
+            if endpoint.operation.is_empty() || endpoint.operation.len() > MAX_TEXT_BYTES {
+                problems.push(format!("{at}.operation: an operation name"));
+            }
+        }
+        problems.extend(
+            self.retry
+                .problems()
+                .into_iter()
+                .map(|p| format!("retry.{p}")),
+        );
+        if let Some(limit) = self.rate_limit
+            && (limit.validate().is_none() || limit.per_seconds > 86_400)
+        {
+            problems.push(
+                "rate_limit: requests and per_seconds above 0, per_seconds at most 86400".into(),
+            );
+        }
+        problems
+    }
+
+    /// Whether an event of type `kind`, as JSON `envelope`, is to be
+    /// delivered: enabled, a type pattern matches, the filter passes.
+    pub fn matches(&self, kind: &str, envelope: &Json) -> bool {
+        self.enabled
+            && self.types.iter().any(|p| type_matches(p, kind))
+            && passes_envelope(&self.filter, envelope)
+    }
 }
 
 /// Whether `path` is a dotted path of 1 to [`MAX_PATH_SEGMENTS`] names.
@@ -292,6 +396,66 @@ fn same(a: &Json, b: &Json) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn subscription(value: Json) -> Subscription {
+        serde_json::from_value(value).expect("subscription")
+    }
+
+    #[test]
+    fn a_subscription_matches_by_type_filter_and_enabled() {
+        let mut sub = subscription(json!({
+            "types": ["call.*", "case.closed"],
+            "filter": [{"field": "data.duration_s", "op": "gte", "value": 10}],
+            "destination": {"connection": "crm", "operation": "log-call"}
+        }));
+        assert!(sub.problems().is_empty(), "{:?}", sub.problems());
+        assert_eq!(sub.retry, crate::delivery::RetryPolicy::default());
+        let long = event(json!({"duration_s": 30}));
+        let envelope = serde_json::to_value(&long).expect("json");
+        assert!(sub.matches("call.ended", &envelope));
+        assert!(sub.matches("case.closed", &envelope));
+        assert!(!sub.matches("case.opened", &envelope), "no pattern matches");
+        let short = serde_json::to_value(event(json!({"duration_s": 3}))).expect("json");
+        assert!(!sub.matches("call.ended", &short), "the filter fails");
+        sub.enabled = false;
+        assert!(!sub.matches("call.ended", &envelope), "disabled");
+    }
+
+    #[test]
+    fn a_subscriptions_problems_name_each_field() {
+        let sub = subscription(json!({
+            "types": ["Call.Ended", "*"],
+            "filter": [{"field": "data..x", "op": "eq", "value": 1}],
+            "destination": {"connection": "", "operation": "log-call"},
+            "transform": {"connection": "maps", "operation": ""},
+            "retry": {"max_attempts": 0},
+            "rate_limit": {"requests": 0, "per_seconds": 1}
+        }));
+        let problems = sub.problems().join("\n");
+        for field in [
+            "types[0]",
+            "filter[0].field",
+            "destination.connection",
+            "transform.operation",
+            "retry.max_attempts",
+            "rate_limit",
+        ] {
+            assert!(
+                problems.contains(field),
+                "{field} not named in:\n{problems}"
+            );
+        }
+        assert!(!problems.contains("types[1]"), "* is a pattern");
+        let none = subscription(json!({
+            "types": [], "destination": {"connection": "crm", "operation": "x"}
+        }));
+        assert!(none.problems().iter().any(|p| p.starts_with("types:")));
+        let unknown = serde_json::from_value::<Subscription>(json!({
+            "types": ["*"], "destination": {"connection": "crm", "operation": "x"},
+            "retries": 3
+        }));
+        assert!(unknown.is_err(), "an unknown field is refused, not ignored");
+    }
 
     fn event(data: Json) -> Event {
         serde_json::from_value(json!({

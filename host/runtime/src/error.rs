@@ -132,6 +132,29 @@ pub enum InvokeError {
 pub use patchbay_policy::text::{MAX_ERROR_MESSAGE_BYTES, cap_message};
 
 impl InvokeError {
+    /// The invoke API's error code for this error (`invalid-input`,
+    /// `rate-limited`, `upstream`…): the one vocabulary for a call that
+    /// failed, wherever it is reported.
+    pub fn code(&self) -> &'static str {
+        use InvokeError as E;
+        use PluginFailure as P;
+        match self {
+            E::UnknownOperation(_) => "unknown-operation",
+            E::InputTooLarge { .. } => "input-too-large",
+            E::InvalidInput(_) | E::Plugin(P::InvalidInput { .. }) => "invalid-input",
+            E::Plugin(P::NotFound { .. }) => "not-found",
+            E::Plugin(P::Unauthorized { .. }) => "upstream-unauthorized",
+            E::Plugin(P::AccessDenied { .. }) => "access-denied",
+            E::Plugin(P::RateLimited { .. }) => "rate-limited",
+            E::Plugin(P::Upstream { .. }) => "upstream",
+            E::Plugin(P::Timeout { .. }) | E::Timeout(_) => "timeout",
+            E::Plugin(P::Unsupported { .. }) => "unsupported",
+            E::TooManyCalls { .. } => "too-many-calls",
+            E::AtCapacity(_) | E::HostResources(_) => "host-at-capacity",
+            _ => "plugin-failed",
+        }
+    }
+
     /// The classified reason of a failure the host answers with a 5xx (the
     /// plugin or the host failed, not the caller), for the host's own log;
     /// `None` for refusals and for errors the plugin reported about upstreams.

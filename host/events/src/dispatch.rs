@@ -1,0 +1,459 @@
+//! The delivery loop: takes due deliveries from each destination's queue,
+//! up to the destination's concurrency, and runs each through the
+//! invocation path; records how it ended.
+//!
+//! Which deliveries are in flight is known only in memory: after a crash
+//! they are still in their queues and are attempted again, with the same
+//! idempotency key (at least once).
+
+use crate::classify::{Failed, invoke_failure, start_failure};
+use crate::metrics::Counted;
+use crate::{Events, EventsError};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use patchbay_policy::delivery::{Failure, Next};
+use patchbay_policy::events::Subscription;
+use patchbay_policy::rate::RateLimit;
+use patchbay_storage::outbox::{Attempt, Delivery, Lane, Settle};
+use patchbay_tenancy::invoke::Invocation;
+use serde_json::Value as Json;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Longest the loop sleeps with nothing due: new work wakes it sooner.
+const IDLE: Duration = Duration::from_secs(1);
+/// How long a disabled subscription's deliveries wait before a new look.
+const DISABLED_WAIT_MS: u64 = 5_000;
+/// How long a delivery waits after the store failed while attempting it.
+const STORAGE_WAIT_MS: u64 = 1_000;
+/// How often event ids past the idempotency window are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Most ids forgotten per pass.
+const PURGE_MAX: usize = 10_000;
+
+/// A subscription's limiter, with the limit it was made for.
+type Gate = (RateLimit, Arc<DefaultDirectRateLimiter>);
+
+/// Per-subscription rate limiters, made anew when the limit changes.
+#[derive(Default)]
+struct RateGates {
+    gates: Mutex<HashMap<(String, String), Gate>>,
+}
+
+impl RateGates {
+    /// `Ok` to go now; otherwise how long until the subscription's next slot.
+    fn check(&self, workspace: &str, subscription: &str, limit: RateLimit) -> Result<(), Duration> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (workspace.to_owned(), subscription.to_owned());
+            match gates.get(&key) {
+                Some((kept, gate)) if *kept == limit => gate.clone(),
+                _ => {
+                    let Some(quota) = quota(limit) else {
+                        return Ok(());
+                    };
+                    let gate = Arc::new(RateLimiter::direct(quota));
+                    gates.insert(key, (limit, gate.clone()));
+                    gate
+                }
+            }
+        };
+        gate.check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// `requests` per `per_seconds`, in bursts of up to `requests`.
+fn quota(limit: RateLimit) -> Option<Quota> {
+    let burst = NonZeroU32::new(limit.requests)?;
+    Some(Quota::with_period(limit.period())?.allow_burst(burst))
+}
+
+/// The running delivery loop.
+pub struct Dispatcher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dispatcher")
+    }
+}
+
+impl Dispatcher {
+    /// Start delivering `events`' outbox on the current runtime.
+    pub fn start(events: Arc<Events>) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(events, stopped));
+        Self { stop, task }
+    }
+
+    /// Stop taking deliveries, wait up to `grace` for those in flight to
+    /// end and be recorded; any still running then are left in their queues
+    /// (attempted again at the next start, with the same key).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            // Dropping the loop's task set aborts the deliveries still running.
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let gates = Arc::new(RateGates::default());
+    let mut in_flight: HashMap<Lane, HashSet<u64>> = HashMap::new();
+    let mut tasks: JoinSet<(Lane, u64)> = JoinSet::new();
+    let mut next_purge = tokio::time::Instant::now() + PURGE_EVERY;
+    let concurrency = events.settings.lane_concurrency.max(1);
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let now = events.now_ms();
+        let mut wake_in = IDLE;
+        match start_due(
+            &events,
+            &gates,
+            &mut in_flight,
+            &mut tasks,
+            concurrency,
+            now,
+        ) {
+            Ok(Some(soonest)) => {
+                wake_in = wake_in.min(Duration::from_millis(soonest.saturating_sub(now)));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(target: "patchbay::events", error = %e,
+                    "reading the delivery queues failed; trying again shortly");
+            }
+        }
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + PURGE_EVERY;
+            if let Err(e) = events.purge_expired_ids(PURGE_MAX).await {
+                tracing::warn!(target: "patchbay::events", error = %e,
+                    "forgetting event ids past the idempotency window failed");
+            }
+        }
+        tokio::select! {
+            _ = events.wake.notified() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut in_flight, done),
+            _ = tokio::time::sleep(wake_in) => {}
+            _ = stopped.changed() => {}
+        }
+        while let Some(done) = tasks.try_join_next() {
+            finished(&mut in_flight, done);
+        }
+    }
+    // Stopping: what is in flight may finish within the caller's grace;
+    // past it this task is aborted, and what still runs with it (left in
+    // its queue).
+    while let Some(done) = tasks.join_next().await {
+        finished(&mut in_flight, done);
+    }
+}
+
+fn finished(
+    in_flight: &mut HashMap<Lane, HashSet<u64>>,
+    done: Result<(Lane, u64), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((lane, id)) => {
+            if let Some(ids) = in_flight.get_mut(&lane) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    in_flight.remove(&lane);
+                }
+            }
+        }
+        // A delivery task panicked: a host bug. Its id stays marked in
+        // flight (not attempted again until restart) rather than looping.
+        Err(e) => tracing::error!(target: "patchbay::events", error = %e,
+            "a delivery task failed"),
+    }
+}
+
+/// Start every due delivery a destination has room for; the soonest time a
+/// queued delivery not yet started comes due.
+fn start_due(
+    events: &Arc<Events>,
+    gates: &Arc<RateGates>,
+    in_flight: &mut HashMap<Lane, HashSet<u64>>,
+    tasks: &mut JoinSet<(Lane, u64)>,
+    concurrency: usize,
+    now: u64,
+) -> Result<Option<u64>, EventsError> {
+    let mut soonest: Option<u64> = None;
+    for lane in events.outbox.lanes()? {
+        let busy = in_flight.get(&lane).map_or(0, HashSet::len);
+        let free = concurrency.saturating_sub(busy);
+        // The busy ones are at most `busy` of the first entries; one more
+        // than the room shows when the next comes due.
+        let queued = events.outbox.queued(&lane, busy + free + 1)?;
+        let mut started = 0;
+        for entry in queued {
+            if in_flight
+                .get(&lane)
+                .is_some_and(|ids| ids.contains(&entry.id))
+            {
+                continue;
+            }
+            if entry.due_ms > now {
+                soonest = Some(soonest.map_or(entry.due_ms, |s| s.min(entry.due_ms)));
+                break;
+            }
+            if started == free {
+                break;
+            }
+            started += 1;
+            in_flight.entry(lane.clone()).or_default().insert(entry.id);
+            let (events, gates, lane) = (events.clone(), gates.clone(), lane.clone());
+            tasks.spawn(async move {
+                deliver(&events, &gates, &lane.workspace, entry.id).await;
+                (lane, entry.id)
+            });
+        }
+    }
+    Ok(soonest)
+}
+
+/// One attempt at delivery `id`, and its record.
+async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
+    let outbox = &events.outbox;
+    let delivery = match outbox.delivery(workspace, id) {
+        Ok(Some(delivery)) if delivery.dead.is_none() => delivery,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(target: "patchbay::events", error = %e, delivery = id,
+                "reading a delivery failed");
+            record(
+                events,
+                workspace,
+                id,
+                Settle::Defer {
+                    due_ms: events.now_ms() + STORAGE_WAIT_MS,
+                },
+            );
+            return;
+        }
+    };
+    let subscription = match events
+        .find_subscription(workspace, &delivery.subscription)
+        .await
+    {
+        Ok(Some(subscription)) => subscription,
+        Ok(None) => {
+            let attempt = attempt(
+                events,
+                "subscription-not-found",
+                format!("subscription {:?} was deleted", delivery.subscription),
+                true,
+                None,
+            );
+            let reason = "its subscription was deleted".to_owned();
+            events
+                .metrics
+                .count(workspace, &delivery.subscription, Counted::DeadLettered);
+            record(events, workspace, id, Settle::Dead { attempt, reason });
+            return;
+        }
+        Err(e) => {
+            tracing::error!(target: "patchbay::events", error = %e, workspace,
+                subscription = %delivery.subscription, "reading a subscription failed");
+            record(
+                events,
+                workspace,
+                id,
+                Settle::Defer {
+                    due_ms: events.now_ms() + STORAGE_WAIT_MS,
+                },
+            );
+            return;
+        }
+    };
+    if !subscription.enabled {
+        record(
+            events,
+            workspace,
+            id,
+            Settle::Defer {
+                due_ms: events.now_ms() + DISABLED_WAIT_MS,
+            },
+        );
+        return;
+    }
+    if let Some(limit) = subscription.rate_limit
+        && let Err(wait) = gates.check(workspace, &delivery.subscription, limit)
+    {
+        events
+            .metrics
+            .count(workspace, &delivery.subscription, Counted::Deferred);
+        let due_ms = events.now_ms()
+            + u64::try_from(wait.as_millis())
+                .unwrap_or(u64::MAX / 2)
+                .max(1);
+        record(events, workspace, id, Settle::Defer { due_ms });
+        return;
+    }
+    let outcome = attempt_once(events, workspace, &delivery, &subscription).await;
+    let now = events.now_ms();
+    let settle = match outcome {
+        Ok(()) => {
+            let latency = Duration::from_millis(now.saturating_sub(delivery.created_ms));
+            events.metrics.count(
+                workspace,
+                &delivery.subscription,
+                Counted::Delivered(latency),
+            );
+            tracing::debug!(target: "patchbay::events", workspace, delivery = id,
+                subscription = %delivery.subscription, "delivered");
+            Settle::Delivered
+        }
+        Err(failed) => {
+            let age = Duration::from_millis(now.saturating_sub(delivery.since_ms));
+            let next = subscription.retry.after_failure(
+                delivery.attempts + 1,
+                age,
+                &failed.failure,
+                fastrand::f64(),
+            );
+            tracing::info!(target: "patchbay::events", workspace, delivery = id,
+                subscription = %delivery.subscription, code = %failed.code,
+                next = ?next, "delivery attempt failed");
+            let held = matches!(failed.failure, Failure::CircuitOpen(_));
+            match next {
+                Next::Retry { after, counts } => {
+                    let counted = if held {
+                        Counted::Held
+                    } else {
+                        Counted::Retried
+                    };
+                    events
+                        .metrics
+                        .count(workspace, &delivery.subscription, counted);
+                    let attempt = attempt(
+                        events,
+                        &failed.code,
+                        failed.message,
+                        counts,
+                        failed.invocation_id,
+                    );
+                    let due_ms = now + u64::try_from(after.as_millis()).unwrap_or(u64::MAX / 2);
+                    Settle::Retry { attempt, due_ms }
+                }
+                Next::DeadLetter(reason) => {
+                    events
+                        .metrics
+                        .count(workspace, &delivery.subscription, Counted::DeadLettered);
+                    let attempt = attempt(
+                        events,
+                        &failed.code,
+                        failed.message,
+                        !held,
+                        failed.invocation_id,
+                    );
+                    Settle::Dead { attempt, reason }
+                }
+            }
+        }
+    };
+    record(events, workspace, id, settle);
+}
+
+fn attempt(
+    events: &Events,
+    code: &str,
+    message: String,
+    counted: bool,
+    invocation_id: Option<String>,
+) -> Attempt {
+    Attempt {
+        at_ms: events.now_ms(),
+        code: code.to_owned(),
+        message,
+        counted,
+        invocation_id,
+    }
+}
+
+/// Record how an attempt ended; a failure to is logged (the delivery stays
+/// in its queue and is attempted again: at least once).
+fn record(events: &Events, workspace: &str, id: u64, settle: Settle) {
+    if let Err(e) = events
+        .outbox
+        .settle(workspace, id, &settle, events.now_ms())
+    {
+        tracing::error!(target: "patchbay::events", error = %e, workspace, delivery = id,
+            "recording a delivery attempt failed; it will be attempted again");
+    }
+}
+
+/// The transform (when the subscription has one) and the destination call.
+async fn attempt_once(
+    events: &Events,
+    workspace: &str,
+    delivery: &Delivery,
+    subscription: &Subscription,
+) -> Result<(), Failed> {
+    let missing = || Failed {
+        failure: Failure::Permanent("event-not-found".into()),
+        code: "event-not-found".into(),
+        message: format!("event {:?} is no longer stored", delivery.event_id),
+        invocation_id: None,
+    };
+    let stored = events
+        .outbox
+        .event(workspace, &delivery.event_id)
+        .map_err(|e| Failed {
+            failure: Failure::Transient,
+            code: "host".into(),
+            message: e.to_string(),
+            invocation_id: None,
+        })?
+        .ok_or_else(missing)?;
+    let mut input: Json = serde_json::from_slice(&stored).map_err(|_| missing())?;
+    let key = delivery.idempotency_key();
+    if let Some(transform) = &subscription.transform {
+        input = call(events, workspace, transform, input, &key)
+            .await
+            .map_err(|mut failed| {
+                failed.message = format!("transform {}: {}", transform.operation, failed.message);
+                failed
+            })?;
+    }
+    call(events, workspace, &subscription.destination, input, &key).await?;
+    Ok(())
+}
+
+async fn call(
+    events: &Events,
+    workspace: &str,
+    endpoint: &patchbay_policy::events::Endpoint,
+    input: Json,
+    key: &str,
+) -> Result<Json, Failed> {
+    let invocation = Invocation {
+        workspace: workspace.to_owned(),
+        connection: endpoint.connection.clone(),
+        operation: endpoint.operation.clone(),
+        input,
+        idempotency_key: Some(key.to_owned()),
+        deadline: None,
+    };
+    let invoked = events
+        .tenancy
+        .invoke(invocation)
+        .await
+        .map_err(|e| start_failure(&e))?;
+    match &invoked.outcome.result {
+        Ok(output) => Ok(output.clone()),
+        Err(error) => Err(invoke_failure(error, &invoked)),
+    }
+}

@@ -1,0 +1,693 @@
+//! The event flow. Events are accepted for a workspace (one or a batch),
+//! matched against its subscriptions, and written with one delivery per
+//! matching subscription to the outbox in one flushed transaction before
+//! the caller is answered. The [`dispatch`] loop then delivers each through
+//! the one invocation path (`Tenancy::invoke`): the subscription's
+//! transform first when it has one, then its destination operation, with
+//! the idempotency key `{event id}:{subscription}` on every attempt.
+//!
+//! Each destination (a connection) has its own queue and its own share of
+//! concurrent deliveries, so a slow or failing destination never holds up
+//! another. Failed attempts are retried by the subscription's policy
+//! ([`patchbay_policy::delivery`]); what cannot succeed, or runs out of
+//! attempts, goes to the dead-letter queue, from which it can be inspected,
+//! replayed and purged.
+//!
+//! Ordering: none is guaranteed between events. Within one destination,
+//! first attempts start in acceptance order, up to the destination's
+//! concurrency at once; a retried delivery goes back in its queue by its
+//! next attempt's time, so it can land after events accepted later.
+//! Delivery is at least once: a delivery interrupted by a crash is
+//! attempted again with the same idempotency key.
+
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod dispatch;
+pub mod metrics;
+
+use patchbay_policy::clock::Clock;
+use patchbay_policy::events::{Event, Subscription};
+use patchbay_policy::manifest::OperationKind;
+use patchbay_storage::StorageError;
+use patchbay_storage::outbox::{Accepted, Delivery, Depth, NewDelivery, NewEvent, Outbox};
+use patchbay_tenancy::service::{Tenancy, TenancyError};
+use serde::Serialize;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 500;
+
+/// How the event flow runs; the operator's to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// How long an accepted event id is remembered (resubmitting it creates
+    /// nothing), at least; ids with a delivery still open are remembered
+    /// until it closes.
+    pub idempotency_window_ms: u64,
+    /// Deliveries to one destination in flight at once.
+    pub lane_concurrency: usize,
+}
+
+impl Default for EventSettings {
+    /// A day's idempotency window, four deliveries per destination at once.
+    fn default() -> Self {
+        Self {
+            idempotency_window_ms: 24 * 3_600_000,
+            lane_concurrency: 4,
+        }
+    }
+}
+
+/// Why an event-flow request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// No such workspace or connection, a bad name, or the store failed.
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    /// The events, or the subscription, are refused: every problem, each
+    /// naming where it is. Nothing was written.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// No subscription of this name.
+    #[error("subscription {0:?} not found")]
+    SubscriptionNotFound(String),
+    /// No dead-lettered delivery of this id.
+    #[error("dead letter {0:?} not found")]
+    DeadLetterNotFound(String),
+    /// The outbox failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for EventsError {
+    fn from(e: StorageError) -> Self {
+        EventsError::Storage(e.to_string())
+    }
+}
+
+/// A subscription as stored: its name and definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoredSubscription {
+    /// Its name in the workspace.
+    pub name: String,
+    /// What it matches and where it delivers.
+    #[serde(flatten)]
+    pub subscription: Subscription,
+    /// Its deliveries waiting and dead-lettered now.
+    pub depth: Depth,
+}
+
+/// Which dead letters a listing, replay or purge covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// Only this subscription's.
+    pub subscription: Option<String>,
+    /// Only those whose last error had this code.
+    pub code: Option<String>,
+    /// Only those dead-lettered at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only those dead-lettered before this time.
+    pub until_ms: Option<u64>,
+}
+
+impl DeadFilter {
+    fn keeps(&self, delivery: &Delivery) -> bool {
+        let Some(dead) = &delivery.dead else {
+            return false;
+        };
+        self.subscription
+            .as_ref()
+            .is_none_or(|s| *s == delivery.subscription)
+            && self.code.as_ref().is_none_or(|c| *c == dead.code)
+            && self.since_ms.is_none_or(|t| dead.at_ms >= t)
+            && self.until_ms.is_none_or(|t| dead.at_ms < t)
+    }
+}
+
+/// A page of dead letters.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadPage {
+    /// Oldest first.
+    pub items: Vec<Delivery>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A dead letter with the event it was to deliver.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadLetterDetail {
+    /// The delivery: its attempts, each with its time and error.
+    pub delivery: Delivery,
+    /// The event, as accepted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub event: Json,
+}
+
+/// Most dead letters one replay or purge of a filter covers.
+pub const MAX_BULK: usize = 1_000;
+
+type Subscriptions = Arc<Vec<(String, Arc<Subscription>)>>;
+
+/// The event flow of every workspace.
+pub struct Events {
+    tenancy: Arc<Tenancy>,
+    outbox: Outbox,
+    clock: Clock,
+    settings: EventSettings,
+    /// Each workspace's subscriptions, as last read; dropped on every change.
+    subscriptions: RwLock<HashMap<String, Subscriptions>>,
+    /// Woken when there is something new to deliver.
+    wake: Arc<tokio::sync::Notify>,
+    /// Counters and histograms per subscription.
+    pub metrics: metrics::DeliveryMetrics,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `evt_` and 24 random hex digits: an id for an event sent without one.
+fn generated_id() -> String {
+    let mut bytes = [0u8; 12];
+    // The OS's generator; without one, the clock and a counter still make
+    // the id unique in this process.
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes[..8].copy_from_slice(&t.to_be_bytes());
+        bytes[8..].copy_from_slice(&(n as u32).to_be_bytes());
+    }
+    format!("evt_{}", hex::encode(bytes))
+}
+
+/// Blocking storage work, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, EventsError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(EventsError::Storage(format!("storage task failed: {e}"))),
+    }
+}
+
+impl Events {
+    /// The event flow on `outbox`, delivering through `tenancy`.
+    pub fn new(
+        tenancy: Arc<Tenancy>,
+        outbox: Outbox,
+        clock: Clock,
+        settings: EventSettings,
+    ) -> Self {
+        Self {
+            tenancy,
+            outbox,
+            clock,
+            settings,
+            subscriptions: RwLock::default(),
+            wake: Arc::default(),
+            metrics: metrics::DeliveryMetrics::default(),
+        }
+    }
+
+    /// The outbox the flow keeps its state in.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> EventSettings {
+        self.settings
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Accept `body` (one event, or an array of up to [`MAX_BATCH`]) for
+    /// `workspace`: each checked, given an id when it has none, matched
+    /// against the workspace's enabled subscriptions, and written with its
+    /// deliveries, all on disk before this returns. Any refused event
+    /// refuses the whole batch, naming each problem.
+    pub async fn publish(&self, workspace: &str, body: Json) -> Result<Vec<Accepted>, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let (items, batch) = match body {
+            Json::Array(items) => (items, true),
+            one => (vec![one], false),
+        };
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(EventsError::Invalid(vec![format!(
+                "a batch holds 1-{MAX_BATCH} events; this one holds {}",
+                items.len()
+            )]));
+        }
+        let subscriptions = self.subscriptions_of(workspace).await?;
+        let mut problems = Vec::new();
+        let mut accepted = Vec::with_capacity(items.len());
+        for (i, mut item) in items.into_iter().enumerate() {
+            let at = if batch {
+                format!("events[{i}]")
+            } else {
+                "event".to_owned()
+            };
+            let Json::Object(fields) = &mut item else {
+                problems.push(format!("{at}: an event is a JSON object"));
+                continue;
+            };
+            if !fields.contains_key("id") {
+                fields.insert("id".into(), Json::String(generated_id()));
+            }
+            let event: Event = match serde_json::from_value(item) {
+                Ok(event) => event,
+                Err(e) => {
+                    problems.push(format!("{at}: {e}"));
+                    continue;
+                }
+            };
+            let own = event.problems();
+            if !own.is_empty() {
+                problems.extend(own.into_iter().map(|p| format!("{at}.{p}")));
+                continue;
+            }
+            let envelope = serde_json::to_value(&event).unwrap_or(Json::Null);
+            let deliveries = subscriptions
+                .iter()
+                .filter(|(_, s)| s.matches(&event.kind, &envelope))
+                .map(|(name, s)| NewDelivery {
+                    subscription: name.clone(),
+                    destination: s.destination.connection.clone(),
+                })
+                .collect();
+            accepted.push(NewEvent {
+                id: event.id,
+                body: serde_json::to_vec(&envelope).unwrap_or_default(),
+                deliveries,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(EventsError::Invalid(problems));
+        }
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        let now = self.now_ms();
+        let result = blocking(move || outbox.accept(&ws, &accepted, now)).await?;
+        if result.iter().any(|a| a.deliveries > 0) {
+            self.wake.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// `workspace`'s subscriptions, from the cache or the store.
+    async fn subscriptions_of(&self, workspace: &str) -> Result<Subscriptions, EventsError> {
+        if let Some(cached) = self.read_cache().get(workspace) {
+            return Ok(cached.clone());
+        }
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        let stored = blocking(move || outbox.subscriptions(&ws)).await?;
+        let mut parsed = Vec::with_capacity(stored.len());
+        for (name, json) in stored {
+            match serde_json::from_slice::<Subscription>(&json) {
+                Ok(subscription) => parsed.push((name, Arc::new(subscription))),
+                Err(e) => {
+                    return Err(EventsError::Storage(format!(
+                        "subscription {name:?} does not read: {e}"
+                    )));
+                }
+            }
+        }
+        let parsed = Arc::new(parsed);
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(workspace.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Subscriptions>> {
+        self.subscriptions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget_subscriptions(&self, workspace: &str) {
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(workspace);
+    }
+
+    /// `workspace`'s subscription `name`, when it exists.
+    pub(crate) async fn find_subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Subscription>>, EventsError> {
+        Ok(self
+            .subscriptions_of(workspace)
+            .await?
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone()))
+    }
+
+    /// Check that `endpoint`'s connection exists and its plugin has the
+    /// operation, of `kind`: problems, each naming `at`.
+    async fn endpoint_problems(
+        &self,
+        workspace: &str,
+        at: &str,
+        endpoint: &patchbay_policy::events::Endpoint,
+        kind: OperationKind,
+    ) -> Result<Vec<String>, EventsError> {
+        if let Err(e) = patchbay_tenancy::check_name("connection", &endpoint.connection) {
+            return Ok(vec![format!("{at}.connection: {e}")]);
+        }
+        let connection = match self.tenancy.connection(workspace, &endpoint.connection) {
+            Ok(connection) => connection,
+            Err(TenancyError::ConnectionNotFound(name)) => {
+                return Ok(vec![format!(
+                    "{at}.connection: the workspace has no connection {name:?}"
+                )]);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let plugin = self.tenancy.plugin_of(&connection).await?;
+        let kind_name = |k: OperationKind| match k {
+            OperationKind::Lookup => "lookup",
+            OperationKind::Action => "action",
+            OperationKind::Transform => "transform",
+        };
+        Ok(match plugin.manifest.operation(&endpoint.operation) {
+            None => vec![format!(
+                "{at}.operation: {} has no operation {:?}",
+                connection.pinned(),
+                endpoint.operation
+            )],
+            Some(op) if op.kind != kind => vec![format!(
+                "{at}.operation: {:?} is a {} operation; a {at} takes a {}",
+                endpoint.operation,
+                kind_name(op.kind),
+                kind_name(kind)
+            )],
+            Some(_) => Vec::new(),
+        })
+    }
+
+    /// Create or replace `workspace`'s subscription `name`; whether it is
+    /// new. Its connections must exist, the destination operation be an
+    /// `action` and the transform a `transform`.
+    pub async fn put_subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+        subscription: Subscription,
+    ) -> Result<(StoredSubscription, bool), EventsError> {
+        self.tenancy.workspace(workspace)?;
+        patchbay_tenancy::check_name("subscription", name).map_err(TenancyError::from)?;
+        let mut problems = subscription.problems();
+        if problems.is_empty() {
+            problems.extend(
+                self.endpoint_problems(
+                    workspace,
+                    "destination",
+                    &subscription.destination,
+                    OperationKind::Action,
+                )
+                .await?,
+            );
+            if let Some(transform) = &subscription.transform {
+                problems.extend(
+                    self.endpoint_problems(
+                        workspace,
+                        "transform",
+                        transform,
+                        OperationKind::Transform,
+                    )
+                    .await?,
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Err(EventsError::Invalid(problems));
+        }
+        let json =
+            serde_json::to_vec(&subscription).map_err(|e| EventsError::Storage(e.to_string()))?;
+        let outbox = self.outbox.clone();
+        let (ws, n) = (workspace.to_owned(), name.to_owned());
+        let created = blocking(move || outbox.put_subscription(&ws, &n, &json)).await?;
+        self.forget_subscriptions(workspace);
+        // Deliveries held while it was disabled may go now.
+        self.wake.notify_one();
+        let depth = self.depth(workspace, name)?;
+        Ok((
+            StoredSubscription {
+                name: name.to_owned(),
+                subscription,
+                depth,
+            },
+            created,
+        ))
+    }
+
+    fn depth(&self, workspace: &str, name: &str) -> Result<Depth, EventsError> {
+        Ok(self
+            .outbox
+            .depths(workspace)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .unwrap_or_default())
+    }
+
+    /// `workspace`'s subscription `name`.
+    pub async fn subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<StoredSubscription, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let subscription = self
+            .find_subscription(workspace, name)
+            .await?
+            .ok_or_else(|| EventsError::SubscriptionNotFound(name.to_owned()))?;
+        Ok(StoredSubscription {
+            name: name.to_owned(),
+            subscription: (*subscription).clone(),
+            depth: self.depth(workspace, name)?,
+        })
+    }
+
+    /// Every subscription of `workspace`, by name.
+    pub async fn subscriptions(
+        &self,
+        workspace: &str,
+    ) -> Result<Vec<StoredSubscription>, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let depths: HashMap<String, Depth> = self.outbox.depths(workspace)?.into_iter().collect();
+        Ok(self
+            .subscriptions_of(workspace)
+            .await?
+            .iter()
+            .map(|(name, s)| StoredSubscription {
+                name: name.clone(),
+                subscription: (**s).clone(),
+                depth: depths.get(name).copied().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Remove `workspace`'s subscription `name`. Its pending deliveries go
+    /// to the dead-letter queue when they come due (nothing is dropped
+    /// unseen); its dead letters stay until purged.
+    pub async fn delete_subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<(), EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let outbox = self.outbox.clone();
+        let (ws, n) = (workspace.to_owned(), name.to_owned());
+        let removed = blocking(move || outbox.delete_subscription(&ws, &n)).await?;
+        self.forget_subscriptions(workspace);
+        if removed {
+            self.wake.notify_one();
+            Ok(())
+        } else {
+            Err(EventsError::SubscriptionNotFound(name.to_owned()))
+        }
+    }
+
+    /// `workspace`'s dead letters that `filter` keeps, oldest first, after
+    /// the cursor `after` (a page's `next`), at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        workspace: &str,
+        filter: DeadFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadPage, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let after = match after {
+            None => None,
+            Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
+                EventsError::Invalid(vec![format!(
+                    "after: {cursor:?} is not a cursor this listing gave"
+                )])
+            })?),
+        };
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        let (items, more) = blocking(move || {
+            outbox.dead_letters(&ws, after, limit, &|d: &Delivery| filter.keeps(d))
+        })
+        .await?;
+        let next = match items.last() {
+            Some(last) if more => last
+                .dead
+                .as_ref()
+                .map(|d| format!("{}-{}", d.at_ms, last.id)),
+            _ => None,
+        };
+        Ok(DeadPage { items, next })
+    }
+
+    /// A dead letter with its event.
+    pub async fn dead_letter(
+        &self,
+        workspace: &str,
+        id: &str,
+    ) -> Result<DeadLetterDetail, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let missing = || EventsError::DeadLetterNotFound(id.to_owned());
+        let number: u64 = id.parse().map_err(|_| missing())?;
+        let delivery = self
+            .outbox
+            .delivery(workspace, number)?
+            .filter(|d| d.dead.is_some())
+            .ok_or_else(missing)?;
+        let event = self
+            .outbox
+            .event(workspace, &delivery.event_id)?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Json::Null);
+        Ok(DeadLetterDetail { delivery, event })
+    }
+
+    /// Put dead letter `id` back in its destination's queue, due now, with a
+    /// fresh round of attempts.
+    pub async fn replay(&self, workspace: &str, id: &str) -> Result<(), EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let missing = || EventsError::DeadLetterNotFound(id.to_owned());
+        let number: u64 = id.parse().map_err(|_| missing())?;
+        let outbox = self.outbox.clone();
+        let (ws, now) = (workspace.to_owned(), self.now_ms());
+        if blocking(move || outbox.replay(&ws, number, now)).await? {
+            self.wake.notify_one();
+            Ok(())
+        } else {
+            Err(missing())
+        }
+    }
+
+    /// Replay up to [`MAX_BULK`] dead letters that `filter` keeps; how many.
+    pub async fn replay_matching(
+        &self,
+        workspace: &str,
+        filter: DeadFilter,
+    ) -> Result<usize, EventsError> {
+        let n = self
+            .bulk(workspace, filter, |outbox, ws, id, now| {
+                outbox.replay(ws, id, now)
+            })
+            .await?;
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Remove dead letter `id` for good.
+    pub async fn purge(&self, workspace: &str, id: &str) -> Result<(), EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let missing = || EventsError::DeadLetterNotFound(id.to_owned());
+        let number: u64 = id.parse().map_err(|_| missing())?;
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        if blocking(move || outbox.purge_dead(&ws, number)).await? {
+            Ok(())
+        } else {
+            Err(missing())
+        }
+    }
+
+    /// Remove up to [`MAX_BULK`] dead letters that `filter` keeps; how many.
+    pub async fn purge_matching(
+        &self,
+        workspace: &str,
+        filter: DeadFilter,
+    ) -> Result<usize, EventsError> {
+        self.bulk(workspace, filter, |outbox, ws, id, _| {
+            outbox.purge_dead(ws, id)
+        })
+        .await
+    }
+
+    async fn bulk(
+        &self,
+        workspace: &str,
+        filter: DeadFilter,
+        each: fn(&Outbox, &str, u64, u64) -> Result<bool, StorageError>,
+    ) -> Result<usize, EventsError> {
+        self.tenancy.workspace(workspace)?;
+        let outbox = self.outbox.clone();
+        let (ws, now) = (workspace.to_owned(), self.now_ms());
+        blocking(move || {
+            let (items, _) =
+                outbox.dead_letters(&ws, None, MAX_BULK, &|d: &Delivery| filter.keeps(d))?;
+            let mut done = 0;
+            for delivery in items {
+                if each(&outbox, &ws, delivery.id, now)? {
+                    done += 1;
+                }
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    /// Drop everything of a deleted workspace.
+    pub async fn remove_workspace(&self, workspace: &str) -> Result<(), EventsError> {
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        blocking(move || outbox.remove_workspace(&ws)).await?;
+        self.forget_subscriptions(workspace);
+        self.metrics.remove_workspace(workspace);
+        Ok(())
+    }
+
+    /// Forget event ids past the idempotency window (a bounded pass); how many.
+    pub async fn purge_expired_ids(&self, max: usize) -> Result<usize, EventsError> {
+        let outbox = self.outbox.clone();
+        let (now, window) = (self.now_ms(), self.settings.idempotency_window_ms);
+        blocking(move || outbox.purge_events(now, window, max)).await
+    }
+}
+
+/// `{dead-lettered at}-{id}` back to its numbers.
+fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
+    let (at, id) = cursor.split_once('-')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
+}
