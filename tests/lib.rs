@@ -562,7 +562,14 @@ impl Harness {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = patchbay::api::router(self.services.app_state(OPERATOR_TOKEN));
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        // Deliveries run while the server does (the handle lives in its task).
+        let dispatcher =
+            patchbay::events::dispatch::Dispatcher::start(self.services.events.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router).await;
+            drop(dispatcher);
+            served
+        });
         base
     }
 }

@@ -12,6 +12,7 @@ mod connections;
 mod credentials;
 mod crm_transform;
 mod egress;
+mod events;
 mod fs_reader;
 mod grants;
 mod grow_memory;

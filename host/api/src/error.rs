@@ -244,6 +244,34 @@ impl From<TenancyError> for ApiError {
     }
 }
 
+impl From<patchbay_events::EventsError> for ApiError {
+    fn from(error: patchbay_events::EventsError) -> Self {
+        use patchbay_events::EventsError as E;
+        match error {
+            E::Tenancy(e) => e.into(),
+            E::InvalidEvents(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-events",
+                "the events are refused; nothing was accepted",
+            )
+            .with_details(problems),
+            E::InvalidSubscription(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-subscription",
+                "the subscription is refused",
+            )
+            .with_details(problems),
+            E::InvalidQuery(message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", message)
+            }
+            E::SubscriptionNotFound(_) | E::DeadLetterNotFound(_) => {
+                Self::not_found(error.to_string())
+            }
+            E::Storage(detail) => Self::internal(detail),
+        }
+    }
+}
+
 /// The body of every error answer, for the API description.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {

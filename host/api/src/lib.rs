@@ -7,6 +7,7 @@ pub mod auth;
 mod connections;
 mod egress;
 pub mod error;
+mod events;
 mod extract;
 mod health;
 mod limits;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub tenancy: Arc<Tenancy>,
     /// Runs caller-context lookups and keeps their results.
     pub lookups: Arc<patchbay_lookup::Lookups>,
+    /// Events accepted, subscriptions, deliveries and the dead-letter queue.
+    pub events: Arc<patchbay_events::Events>,
     /// What `GET /metrics` reads.
     pub metrics: MetricsSources,
     /// SHA-256 of the operator token (the token itself is not kept).
@@ -93,6 +96,7 @@ fn described() -> OpenApiRouter<AppState> {
         .merge(plugins::routes())
         .merge(connections::routes())
         .merge(lookups::routes())
+        .merge(events::routes())
         .routes(routes!(openapi_json))
 }
 

@@ -179,6 +179,7 @@ async fn create(
             .remove_workspace(&body.id)
             .await
             .map_err(ApiError::internal)?;
+        state.events.remove_workspace(&body.id).await?;
     }
     let workspace = state.tenancy.create_workspace(&body.id).await?;
     Ok((StatusCode::CREATED, Json(workspace)))
@@ -228,5 +229,7 @@ async fn remove(
         .remove_workspace(&ws)
         .await
         .map_err(ApiError::internal)?;
+    // And its subscriptions, events, queues and dead letters, the same way.
+    state.events.remove_workspace(&ws).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -146,7 +146,8 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
             _ = events.wake.notified() => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut in_flight, done),
             _ = tokio::time::sleep(wake_in) => {}
-            _ = stopped.changed() => {}
+            // The handle dropped without a word stops the loop too.
+            changed = stopped.changed() => if changed.is_err() { break },
         }
         while let Some(done) = tasks.try_join_next() {
             finished(&mut in_flight, done);

@@ -67,10 +67,16 @@ pub enum EventsError {
     /// No such workspace or connection, a bad name, or the store failed.
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
-    /// The events, or the subscription, are refused: every problem, each
-    /// naming where it is. Nothing was written.
+    /// The events are refused: every problem, each naming the event and
+    /// field. Nothing was written.
     #[error("{}", .0.join("; "))]
-    Invalid(Vec<String>),
+    InvalidEvents(Vec<String>),
+    /// The subscription is refused: every problem, each naming its field.
+    #[error("{}", .0.join("; "))]
+    InvalidSubscription(Vec<String>),
+    /// A listing's cursor or filter is not one this host gave or takes.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// No subscription of this name.
     #[error("subscription {0:?} not found")]
     SubscriptionNotFound(String),
@@ -250,7 +256,7 @@ impl Events {
             one => (vec![one], false),
         };
         if items.is_empty() || items.len() > MAX_BATCH {
-            return Err(EventsError::Invalid(vec![format!(
+            return Err(EventsError::InvalidEvents(vec![format!(
                 "a batch holds 1-{MAX_BATCH} events; this one holds {}",
                 items.len()
             )]));
@@ -299,7 +305,7 @@ impl Events {
             });
         }
         if !problems.is_empty() {
-            return Err(EventsError::Invalid(problems));
+            return Err(EventsError::InvalidEvents(problems));
         }
         let outbox = self.outbox.clone();
         let ws = workspace.to_owned();
@@ -386,9 +392,9 @@ impl Events {
         };
         let plugin = self.tenancy.plugin_of(&connection).await?;
         let kind_name = |k: OperationKind| match k {
-            OperationKind::Lookup => "lookup",
-            OperationKind::Action => "action",
-            OperationKind::Transform => "transform",
+            OperationKind::Lookup => "a lookup",
+            OperationKind::Action => "an action",
+            OperationKind::Transform => "a transform",
         };
         Ok(match plugin.manifest.operation(&endpoint.operation) {
             None => vec![format!(
@@ -397,7 +403,7 @@ impl Events {
                 endpoint.operation
             )],
             Some(op) if op.kind != kind => vec![format!(
-                "{at}.operation: {:?} is a {} operation; a {at} takes a {}",
+                "{at}.operation: {:?} is {} operation; a {at} must be {}",
                 endpoint.operation,
                 kind_name(op.kind),
                 kind_name(kind)
@@ -441,7 +447,7 @@ impl Events {
             }
         }
         if !problems.is_empty() {
-            return Err(EventsError::Invalid(problems));
+            return Err(EventsError::InvalidSubscription(problems));
         }
         let json =
             serde_json::to_vec(&subscription).map_err(|e| EventsError::Storage(e.to_string()))?;
@@ -543,9 +549,9 @@ impl Events {
         let after = match after {
             None => None,
             Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| {
-                EventsError::Invalid(vec![format!(
+                EventsError::InvalidQuery(format!(
                     "after: {cursor:?} is not a cursor this listing gave"
-                )])
+                ))
             })?),
         };
         let outbox = self.outbox.clone();

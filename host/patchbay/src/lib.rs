@@ -13,6 +13,7 @@ pub mod services;
 
 pub use patchbay_api as api;
 pub use patchbay_egress as egress;
+pub use patchbay_events as events;
 pub use patchbay_lookup as lookup;
 pub use patchbay_policy as policy;
 pub use patchbay_runtime as runtime;

@@ -7,10 +7,12 @@ use patchbay_egress::credentials::Credentials;
 use patchbay_egress::credentials::seal::{MASTER_KEY_ENV, MasterKey, write_private};
 use patchbay_egress::resolve::{NameLookup, SystemLookup};
 use patchbay_egress::{Egress, EgressLimits};
+use patchbay_events::{EventSettings, Events};
 use patchbay_policy::OperatorPolicy;
 use patchbay_policy::clock::Clock;
 use patchbay_runtime::Runtime;
 use patchbay_storage::SharedKv;
+use patchbay_storage::outbox::Outbox;
 use patchbay_storage::purge::KvPurger;
 use patchbay_storage::sled_store::SledDb;
 use patchbay_storage::tenancy::SharedTenancy;
@@ -45,6 +47,9 @@ pub struct Services {
     /// Shared by every `Tenancy` made from these services, like the pins.
     bindings: Arc<patchbay_tenancy::invoke::Bindings>,
     keyed: Arc<patchbay_tenancy::invoke::KeyedCalls>,
+    /// The event flow: one per data directory, shared by every API state
+    /// and dispatcher made from these services.
+    pub events: Arc<Events>,
     /// Stops (and is waited for) when the services are dropped.
     _kv_purger: KvPurger,
 }
@@ -134,20 +139,41 @@ impl Services {
         )
         .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
         let store = PluginStore::open(data_dir.join("plugins"))?;
+        let outbox = Outbox::new(Arc::new(db.outbox()?));
+        let catalog = Arc::new(Catalog::new(store, Arc::new(runtime)));
+        let (plugin_pins, bindings, keyed) = (Arc::default(), Arc::default(), Arc::default());
+        let tenancy = patchbay_tenancy::service::Tenancy {
+            store: tenancy_store.clone(),
+            catalog: catalog.clone(),
+            credentials: credentials.clone(),
+            kv: kv.clone(),
+            audit: audit.clone(),
+            clock: options.clock.clone(),
+            pins: Arc::clone(&plugin_pins),
+            bindings: Arc::clone(&bindings),
+            keyed: Arc::clone(&keyed),
+        };
+        let events = Arc::new(Events::new(
+            Arc::new(tenancy),
+            outbox,
+            options.clock.clone(),
+            EventSettings::default(),
+        ));
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             db,
             kv,
             tenancy_store,
-            clock: options.clock.clone(),
+            clock: options.clock,
             credentials,
             audit,
             lookup_runs,
             _kv_purger: kv_purger,
-            plugin_pins: Arc::default(),
-            bindings: Arc::default(),
-            keyed: Arc::default(),
-            catalog: Arc::new(Catalog::new(store, Arc::new(runtime))),
+            plugin_pins,
+            bindings,
+            keyed,
+            catalog,
+            events,
         })
     }
 
@@ -181,6 +207,7 @@ impl Services {
                 MAX_CACHED_LOOKUPS,
                 self.lookup_runs.clone(),
             )),
+            events: self.events.clone(),
             metrics: patchbay_api::metrics::MetricsSources {
                 audit: self.audit.clone(),
                 credentials: self.credentials.clone(),

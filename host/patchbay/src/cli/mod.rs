@@ -301,13 +301,42 @@ async fn serve(
         "patchbay listening on http://{}",
         listener.local_addr()?
     ));
+    let dispatcher = patchbay_events::dispatch::Dispatcher::start(services.events.clone());
     axum::serve(listener, patchbay_api::router(services.app_state(&token)))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // No request is taken any more: deliveries in flight get a grace to end
+    // and be recorded; any still running are left in their queues, and
+    // attempted again (same idempotency key) at the next start.
+    announce(format_args!(
+        "patchbay stopping: finishing deliveries in flight"
+    ));
+    dispatcher.shutdown(DELIVERY_GRACE).await;
+    services.events.outbox().flush()?;
     services.kv.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long deliveries in flight get to end when the host stops.
+const DELIVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ctrl-C, or SIGTERM (what a process supervisor sends).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }
 
 async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<()> {

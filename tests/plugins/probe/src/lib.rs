@@ -18,6 +18,8 @@ impl Connector for Probe {
         ops.register("fetch", fetch);
         ops.register("read-config", read_config);
         ops.register("remember", remember);
+        ops.register("deliver", deliver);
+        ops.register("summarize", summarize);
     }
 }
 
@@ -208,4 +210,29 @@ static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 fn remember(_ctx: &Context, value: String) -> Result<Value, Error> {
     let mut last = LAST.lock().map_err(|_| Error::internal("poisoned"))?;
     Ok(json!({ "previous": last.replace(value) }))
+}
+
+/// An event delivery as a vendor's action makes it: the input POSTed as
+/// JSON to `{upstream}/allowed/deliveries`, with the call's idempotency key
+/// as `Idempotency-Key`; the upstream's status mapped to the SDK's errors
+/// (429 with its `Retry-After`, 5xx retryable, other 4xx not).
+fn deliver(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let upstream: String = config::get("upstream")?.unwrap_or_default();
+    let mut request = Request::post(format!("{upstream}/allowed/deliveries")).json(&input)?;
+    if let Some(key) = ctx.idempotency_key() {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send()?.error_for_status()?;
+    Ok(json!({ "status": response.status() }))
+}
+
+/// A transform: an event envelope to a note a CRM would log.
+fn summarize(_ctx: &Context, event: Value) -> Result<Value, Error> {
+    let kind = event["type"].as_str().unwrap_or("event");
+    let source = event["source"].as_str().unwrap_or("somewhere");
+    Ok(json!({
+        "note": format!("{kind} from {source}"),
+        "event_id": event["id"],
+        "subject": event["subject"],
+    }))
 }
