@@ -577,23 +577,33 @@ async fn bad_subscriptions_and_events_are_refused_naming_each_problem() {
     );
 
     // One bad event refuses the batch, each problem named; nothing is kept.
+    let bad = json!({ "id": "bad id", "type": "Call", "source": "", "occurred_at": "yesterday" });
     let (status, answer) = hub
-        .publish(
-            json!([call_ended("good"), { "id": "bad id", "type": "Call", "source": "",
-            "occurred_at": "yesterday" }, 7]),
-        )
+        .publish(json!([call_ended("good"), bad, call_ended("fine")]))
         .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["code"], "invalid-events");
-    let details = details(&answer);
+    let problems = details(&answer);
     for field in [
         "events[1].id",
         "events[1].type",
         "events[1].source",
         "events[1].occurred_at",
-        "events[2]",
     ] {
-        assert!(details.contains(field), "{field} not in {details}");
+        assert!(problems.contains(field), "{field} not in {problems}");
+    }
+    // Not events at all: the body's shape, each place named.
+    let (status, answer) = hub
+        .publish(json!([call_ended("good"), 7, { "type": 3 }]))
+        .await;
+    let code = answer["code"].as_str();
+    assert_eq!((status, code), (422, Some("invalid-body")), "{answer}");
+    let shape = details(&answer);
+    for at in [
+        "events[1]: an event is a JSON object",
+        "events[2]: invalid type",
+    ] {
+        assert!(shape.contains(at), "{at} not in {shape}");
     }
     let (_, again) = hub.publish(call_ended("good")).await;
     assert_eq!(
@@ -612,7 +622,12 @@ async fn bad_subscriptions_and_events_are_refused_naming_each_problem() {
     let mut extra = call_ended("extra");
     extra["priority"] = json!("high");
     let (status, answer) = hub.publish(extra).await;
-    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("invalid-body")),
+        "{answer}"
+    );
+    assert!(details(&answer).contains("priority"), "{answer}");
 }
 
 #[tokio::test]

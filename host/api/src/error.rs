@@ -249,6 +249,12 @@ impl From<patchbay_events::EventsError> for ApiError {
         use patchbay_events::EventsError as E;
         match error {
             E::Tenancy(e) => e.into(),
+            E::InvalidBody(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "the body is not an event or an array of events",
+            )
+            .with_details(problems),
             E::InvalidEvents(problems) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-events",

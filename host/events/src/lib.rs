@@ -67,6 +67,10 @@ pub enum EventsError {
     /// No such workspace or connection, a bad name, or the store failed.
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
+    /// The body is not events (not an object or an array of them, unknown
+    /// or mistyped fields): each problem, naming the event. Nothing was written.
+    #[error("{}", .0.join("; "))]
+    InvalidBody(Vec<String>),
     /// The events are refused: every problem, each naming the event and
     /// field. Nothing was written.
     #[error("{}", .0.join("; "))]
@@ -262,7 +266,7 @@ impl Events {
             )]));
         }
         let subscriptions = self.subscriptions_of(workspace).await?;
-        let mut problems = Vec::new();
+        let (mut shape, mut problems) = (Vec::new(), Vec::new());
         let mut accepted = Vec::with_capacity(items.len());
         for (i, mut item) in items.into_iter().enumerate() {
             let at = if batch {
@@ -271,7 +275,7 @@ impl Events {
                 "event".to_owned()
             };
             let Json::Object(fields) = &mut item else {
-                problems.push(format!("{at}: an event is a JSON object"));
+                shape.push(format!("{at}: an event is a JSON object"));
                 continue;
             };
             if !fields.contains_key("id") {
@@ -280,7 +284,7 @@ impl Events {
             let event: Event = match serde_json::from_value(item) {
                 Ok(event) => event,
                 Err(e) => {
-                    problems.push(format!("{at}: {e}"));
+                    shape.push(format!("{at}: {e}"));
                     continue;
                 }
             };
@@ -303,6 +307,9 @@ impl Events {
                 body: serde_json::to_vec(&envelope).unwrap_or_default(),
                 deliveries,
             });
+        }
+        if !shape.is_empty() {
+            return Err(EventsError::InvalidBody(shape));
         }
         if !problems.is_empty() {
             return Err(EventsError::InvalidEvents(problems));

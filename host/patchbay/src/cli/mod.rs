@@ -1,5 +1,6 @@
 //! The `patchbay` command line.
 
+mod events;
 mod policy;
 mod remote;
 mod secrets;
@@ -90,6 +91,27 @@ enum Command {
         server: remote::Server,
         #[command(subcommand)]
         command: remote::LookupCommand,
+    },
+    /// Send events to a running server.
+    Events {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+    /// Route events: create, show, list and delete subscriptions.
+    Subscription {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: events::SubscriptionCommand,
+    },
+    /// The dead-letter queue: list, show, replay and purge.
+    DeadLetter {
+        #[command(flatten)]
+        server: remote::Server,
+        #[command(subcommand)]
+        command: events::DeadLetterCommand,
     },
     /// Maintain the sealed credentials (offline).
     Secrets {
@@ -248,6 +270,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workspace { server, command } => remote::workspace(server, command).await,
         Command::Connection { server, command } => remote::connection(server, command).await,
         Command::Lookup { server, command } => remote::lookup(server, command).await,
+        Command::Events { server, command } => events::events(server, command).await,
+        Command::Subscription { server, command } => events::subscription(server, command).await,
+        Command::DeadLetter { server, command } => events::dead_letter(server, command).await,
         Command::Invoke {
             plugin,
             operation,

@@ -362,13 +362,33 @@ async fn credential_body(
     serde_json::to_value(&secret).context("the credential")
 }
 
+/// JSON given with `--json`, or read from `--file` (`-`: standard input);
+/// `what` names it in errors.
+pub(super) fn json_input(
+    what: &str,
+    file: Option<std::path::PathBuf>,
+    json: Option<String>,
+) -> anyhow::Result<Value> {
+    let text = match (file, json) {
+        (_, Some(text)) => text,
+        (Some(path), None) if path.as_os_str() == "-" => {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        }
+        (Some(path), None) => {
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, None) => bail!("give {what} with --file FILE or --json JSON"),
+    };
+    parse_json(what, &text)
+}
+
 fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
 }
 
 /// A path segment, percent-encoded: whatever was typed stays one segment
 /// (the server then refuses what is not a valid name).
-fn segment(text: &str) -> String {
+pub(super) fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
@@ -390,7 +410,7 @@ async fn fetch(server: &Server, path: &str) -> anyhow::Result<Value> {
 
 /// One API call: the answer's JSON on stdout, or its error on stderr and a
 /// failing exit.
-async fn call(
+pub(super) async fn call(
     server: &Server,
     method: &str,
     path: &str,
@@ -564,22 +584,11 @@ pub(super) async fn lookup(server: Server, command: LookupCommand) -> anyhow::Re
             name,
             file,
             json,
-        } => {
-            let text = match (file, json) {
-                (_, Some(text)) => text,
-                (Some(path), None) if path.as_os_str() == "-" => {
-                    std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-                }
-                (Some(path), None) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-                (None, None) => bail!("give the definition with --file FILE or --json JSON"),
-            };
-            (
-                "PUT",
-                at(&workspace, &name),
-                Some(parse_json("the definition", &text)?),
-            )
-        }
+        } => (
+            "PUT",
+            at(&workspace, &name),
+            Some(json_input("the definition", file, json)?),
+        ),
         LookupCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
         LookupCommand::List { workspace } => (
             "GET",
