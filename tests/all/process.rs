@@ -654,3 +654,242 @@ async fn the_cli_defines_and_runs_a_caller_lookup_and_the_run_is_audited_by_name
         "{runs:?}"
     );
 }
+
+/// The idempotency keys of the deliveries `server` received.
+async fn delivered_keys(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.headers.get("idempotency-key"))
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// Workspace `acme` with connection `crm`: the probe against `upstream`,
+/// its bearer credential set; as the operator.
+async fn route_calls_to(api: &str, upstream: &str) {
+    let (status, _) = patchbay_tests::create_workspace(api, "acme").await;
+    assert_eq!(status, 201);
+    let (status, body) = operator(
+        api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm",
+        Some(
+            json!({ "plugin": "probe", "config": { "upstream": upstream },
+            "grants": { "approve_all_requested": true } }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = operator(
+        api,
+        "PUT",
+        "/v1/workspaces/acme/connections/crm/credentials/token",
+        Some(json!({ "kind": "bearer", "token": "delivery-bearer" })),
+    )
+    .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn the_cli_routes_events_and_works_the_dead_letter_queue() {
+    let crm = MockServer::start().await;
+    Mock::given(path("/allowed/deliveries"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&crm)
+        .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(data.path(), &probe_packages(packages.path())).await;
+    route_calls_to(&server.base, &crm.uri()).await;
+    let op = OPERATOR_TOKEN;
+    let files = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, value: Value| {
+        let at = files.path().join(name);
+        std::fs::write(&at, value.to_string()).expect("write");
+        at.display().to_string()
+    };
+    let sub = write(
+        "sub.json",
+        json!({ "types": ["call.*"], "destination": { "connection": "crm", "operation": "deliver" } }),
+    );
+    let saved = stdout_json(
+        &cli(
+            &server,
+            op,
+            &format!("subscription put acme to-crm --file {sub}"),
+        )
+        .await,
+    );
+    assert_eq!(saved["name"], "to-crm");
+    let listed = stdout_json(&cli(&server, op, "subscription list acme").await);
+    assert_eq!(listed[0]["destination"]["operation"], "deliver");
+    let event = write(
+        "event.json",
+        json!({ "id": "cli-1", "type": "call.ended", "source": "cc-hub", "occurred_at": "2026-12-02T10:00:00Z" }),
+    );
+    let published =
+        stdout_json(&cli(&server, op, &format!("events publish acme --file {event}")).await);
+    assert_eq!(published["accepted"][0]["deliveries"], 1);
+
+    // A 404 is dead-lettered at once; the CLI lists, shows, replays, purges.
+    let mut dead = Value::Null;
+    for _ in 0..200 {
+        dead = stdout_json(&cli(&server, op, "dead-letter list acme --code not-found").await);
+        if dead["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let id = dead["items"][0]["id"].to_string();
+    let shown = stdout_json(&cli(&server, op, &format!("dead-letter show acme {id}")).await);
+    assert_eq!(shown["event"]["id"], "cli-1");
+    let out = cli(&server, op, &format!("dead-letter replay acme {id}")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&server, op, "dead-letter purge acme").await;
+    assert!(!out.status.success(), "purging everything needs a filter");
+    assert!(stderr(&out).contains("takes a filter"), "{}", stderr(&out));
+    let out = cli(&server, op, "dead-letter show acme 999999").await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404 not-found"), "{}", stderr(&out));
+    // Replayed, it fails again (still 404) and comes back; then purged by filter.
+    for _ in 0..200 {
+        let d = stdout_json(&cli(&server, op, "dead-letter list acme").await);
+        if d["items"][0]["tries"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let purged =
+        stdout_json(&cli(&server, op, "dead-letter purge acme --subscription to-crm").await);
+    assert_eq!(purged["count"], 1, "{purged}");
+    let out = cli(&server, op, "subscription delete acme to-crm").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout_json(&cli(&server, op, "subscription list acme").await),
+        json!([])
+    );
+}
+
+/// Events published, acknowledged or not, across SIGKILLs at random
+/// moments: every one is delivered, each under its own key, and every
+/// repeated attempt carries the same key as the first.
+#[tokio::test]
+async fn every_accepted_event_is_delivered_across_kill_9() {
+    const EVENTS: usize = 10_000;
+    const BATCH: usize = 500;
+    const KILLS: usize = 5;
+    let started = std::time::Instant::now();
+    let crm = MockServer::start().await;
+    Mock::given(path("/allowed/deliveries"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&crm)
+        .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let plugins = probe_packages(packages.path());
+    let mut server = Server::start(data.path(), &plugins).await;
+    route_calls_to(&server.base, &crm.uri()).await;
+    let (status, body) = operator(
+        &server.base,
+        "PUT",
+        "/v1/workspaces/acme/subscriptions/to-crm",
+        Some(json!({ "types": ["call.*"],
+            "destination": { "connection": "crm", "operation": "deliver" },
+            "retry": { "max_attempts": 100, "max_age_secs": 3600, "backoff_base_ms": 20, "backoff_cap_ms": 500 } })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let batches: Vec<Value> = (0..EVENTS / BATCH)
+        .map(|b| {
+            Value::Array(
+                (b * BATCH..(b + 1) * BATCH)
+                    .map(|n| {
+                        json!({ "id": format!("e{n}"), "type": "call.ended", "source": "cc-hub",
+                        "occurred_at": "2026-12-02T10:00:00Z", "data": { "n": n } })
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(vec![false; batches.len()]));
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    println!("kill moments seeded with {seed}");
+    // Publish what is not acknowledged yet, until the server goes away.
+    let publish = |base: String| {
+        let (batches, acknowledged) = (batches.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            for (i, batch) in batches.into_iter().enumerate() {
+                if acknowledged.lock().expect("lock")[i] {
+                    continue;
+                }
+                let sent = patchbay_tests::plain_http_client()
+                    .post(format!("{base}/v1/workspaces/acme/events"))
+                    .bearer_auth(OPERATOR_TOKEN)
+                    .json(&batch)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        acknowledged.lock().expect("lock")[i] = true;
+                    }
+                    Ok(r) => panic!("publishing answered {}", r.status()),
+                    Err(_) => return, // killed: the rest waits for the next start
+                }
+            }
+        })
+    };
+    for _ in 0..KILLS {
+        let publishing = publish(server.base.clone());
+        // A random moment: while publishing, or while delivering.
+        tokio::time::sleep(std::time::Duration::from_millis(rng.u64(200..1500))).await;
+        server.kill();
+        let _ = publishing.await;
+        server = Server::start(data.path(), &plugins).await;
+    }
+    // The client sends again whatever was never acknowledged.
+    publish(server.base.clone()).await.expect("publish");
+    assert!(
+        acknowledged.lock().expect("lock").iter().all(|a| *a),
+        "every batch acknowledged after the last start"
+    );
+    let expected: std::collections::BTreeSet<String> =
+        (0..EVENTS).map(|n| format!("e{n}:to-crm")).collect();
+    let mut distinct = std::collections::BTreeSet::new();
+    while started.elapsed() < std::time::Duration::from_secs(240) {
+        let keys = delivered_keys(&crm).await;
+        distinct = keys.iter().cloned().collect();
+        if distinct.len() >= EVENTS {
+            assert!(
+                keys.iter().all(|k| expected.contains(k)),
+                "a delivery carried a key no event has"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        distinct.len(),
+        EVENTS,
+        "{} of {EVENTS} events delivered in {:?} (seed {seed})",
+        distinct.len(),
+        started.elapsed()
+    );
+    assert_eq!(distinct, expected);
+    let (_, sub) = operator(
+        &server.base,
+        "GET",
+        "/v1/workspaces/acme/subscriptions/to-crm",
+        None,
+    )
+    .await;
+    assert_eq!(sub["depth"]["dead"], 0, "{sub}");
+    println!(
+        "{EVENTS} events, {} delivery requests, {KILLS} kills, {:?}",
+        delivered_keys(&crm).await.len(),
+        started.elapsed()
+    );
+}
