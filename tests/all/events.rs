@@ -87,6 +87,19 @@ impl Hub {
         page["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// `GET /metrics` as the operator.
+    async fn metrics(&self) -> String {
+        plain_http_client()
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     async fn depth(&self, subscription: &str) -> Value {
         let (status, body) = self
             .call("GET", &format!("/subscriptions/{subscription}"), None)
@@ -286,6 +299,15 @@ async fn a_permanent_failure_is_dead_lettered_at_once_and_replays_once_fixed() {
         hub.depth("to-crm").await,
         json!({ "pending": 0, "dead": 1 })
     );
+    let metrics = hub.metrics().await;
+    for line in [
+        r#"patchbay_event_queue_depth{workspace="ws-1",subscription="to-crm",queue="dead"} 1"#,
+        r#"patchbay_event_queue_depth{workspace="ws-1",subscription="to-crm",queue="pending"} 0"#,
+        r#"patchbay_event_deliveries_total{workspace="ws-1",subscription="to-crm",outcome="dead-lettered"} 1"#,
+        r#"patchbay_event_destination_breaker_open{workspace="ws-1",subscription="to-crm"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 
     // Filters: by subscription and code; a code that matches nothing.
     assert_eq!(
@@ -324,6 +346,14 @@ async fn a_permanent_failure_is_dead_lettered_at_once_and_replays_once_fixed() {
     .await;
     assert_eq!(depth, json!({ "pending": 0, "dead": 0 }));
     assert!(hub.dead_letters("").await.is_empty());
+    let metrics = hub.metrics().await;
+    for line in [
+        r#"patchbay_event_deliveries_total{workspace="ws-1",subscription="to-crm",outcome="delivered"} 1"#,
+        r#"patchbay_event_delivery_latency_seconds_count{workspace="ws-1",subscription="to-crm"} 1"#,
+        r#"patchbay_event_queue_depth{workspace="ws-1",subscription="to-crm",queue="dead"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     // Replaying it again: it is not in the queue any more.
     let (status, _) = hub
         .call("POST", &format!("/dead-letters/{id}/replay"), None)

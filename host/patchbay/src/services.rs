@@ -214,6 +214,7 @@ impl Services {
                 egress: self.catalog.runtime().egress().clone(),
                 api: patchbay_api::metrics::ApiMetrics::default(),
                 runtime: self.catalog.runtime().counters().clone(),
+                events: self.events.clone(),
             },
             operator_token: patchbay_api::auth::digest(operator_token),
         }

@@ -36,6 +36,8 @@ pub struct MetricsSources {
     pub api: ApiMetrics,
     /// The runtime: invocations refused at capacity or over their call limits.
     pub runtime: Arc<RuntimeCounters>,
+    /// The event flow: deliveries per subscription, and its queues' depths.
+    pub events: Arc<patchbay_events::Events>,
 }
 
 /// The HTTP API's own requests. Labelled by route *template*
@@ -133,6 +135,7 @@ pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
     register_outbound(&mut registry, sources);
     register_credentials(&mut registry, sources);
     register_invocations(&mut registry, sources);
+    register_events(&mut registry, sources);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
@@ -242,6 +245,143 @@ fn register_invocations(registry: &mut Registry, sources: &MetricsSources) {
         "api_request_duration_seconds",
         "HTTP API request durations, by method and route template",
         sources.api.durations.clone(),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionLabels {
+    workspace: String,
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    workspace: String,
+    subscription: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    workspace: String,
+    subscription: String,
+    queue: &'static str,
+}
+
+/// Each subscription's delivery latencies, as counted by the event flow:
+/// encoded as one histogram per label set.
+#[derive(Debug)]
+struct Latencies(
+    Vec<(
+        SubscriptionLabels,
+        patchbay_events::metrics::SubscriptionStats,
+    )>,
+);
+
+impl prometheus_client::encoding::EncodeMetric for Latencies {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use patchbay_events::metrics::LATENCY_BUCKETS;
+        for (labels, stats) in &self.0 {
+            // Per bucket, not cumulative; the last is past every bound (+Inf).
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::MAX))
+                .zip(stats.latency_buckets.iter().copied())
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    stats.latency_sum,
+                    stats.latency_count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+/// Deliveries per subscription by outcome, latencies, breaker state, and
+/// the queues' depths. Labels: workspace and subscription names only.
+fn register_events(registry: &mut Registry, sources: &MetricsSources) {
+    let outcomes = Family::<OutcomeLabels, Counter>::default();
+    let breakers = Family::<SubscriptionLabels, Gauge>::default();
+    let depths = Family::<QueueLabels, Gauge>::default();
+    let mut latencies = Vec::new();
+    let set_depth =
+        |workspace: &str, subscription: &str, depth: patchbay_storage::outbox::Depth| {
+            for (queue, n) in [("pending", depth.pending), ("dead", depth.dead)] {
+                depths
+                    .get_or_create(&QueueLabels {
+                        workspace: workspace.to_owned(),
+                        subscription: subscription.to_owned(),
+                        queue,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        };
+    for ((workspace, subscription), stats) in sources.events.metrics.snapshot() {
+        // Emptied queues read 0 (the store keeps no row for them).
+        set_depth(&workspace, &subscription, Default::default());
+        let labels = SubscriptionLabels {
+            workspace: workspace.clone(),
+            subscription: subscription.clone(),
+        };
+        for (outcome, count) in [
+            ("delivered", stats.delivered),
+            ("retried", stats.retried),
+            ("dead-lettered", stats.dead_lettered),
+            ("held", stats.held),
+            ("deferred", stats.deferred),
+        ] {
+            outcomes
+                .get_or_create(&OutcomeLabels {
+                    workspace: workspace.clone(),
+                    subscription: subscription.clone(),
+                    outcome,
+                })
+                .inc_by(count);
+        }
+        breakers
+            .get_or_create(&labels)
+            .set(i64::from(stats.breaker_open));
+        latencies.push((labels, stats));
+    }
+    registry.register(
+        "event_deliveries",
+        "Delivery attempts' ends per subscription: delivered, retried (failed, tried again), dead-lettered, held (destination's breaker open or host busy; no attempt used), deferred (the subscription's rate limit)",
+        outcomes,
+    );
+    registry.register(
+        "event_delivery_latency_seconds",
+        "From an event's acceptance to its delivery, per subscription",
+        Latencies(latencies),
+    );
+    registry.register(
+        "event_destination_breaker_open",
+        "1 while a subscription's last attempt found its destination's circuit breaker open",
+        breakers,
+    );
+    match sources.events.outbox().all_depths() {
+        Ok(all) => {
+            for (workspace, subscription, depth) in all {
+                set_depth(&workspace, &subscription, depth);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the event queues' depths for metrics"),
+    }
+    registry.register(
+        "event_queue_depth",
+        "Deliveries waiting (pending) and in the dead-letter queue (dead), per subscription",
+        depths,
     );
 }
 
