@@ -474,7 +474,11 @@ fn open(
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        // PATCHBAY_TEST_LOG (a RUST_LOG-style filter) shows more when debugging a test.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PATCHBAY_TEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_test_writer()
         .try_init();
 }

@@ -778,3 +778,61 @@ async fn accepted_deliveries_survive_a_restart() {
     sent.dedup();
     assert_eq!(sent.len(), 20, "each once: {sent:?}");
 }
+
+#[tokio::test]
+async fn an_open_breaker_holds_deliveries_without_using_their_attempts() {
+    use patchbay::policy::limits::{BreakerConfig, OperatorLimits};
+    let harness = Harness::with_limits(OperatorLimits {
+        circuit_breaker: BreakerConfig {
+            failures: 2,
+            window_ms: 60_000,
+            cool_down_ms: 1_500,
+        },
+        ..OperatorLimits::default()
+    });
+    let hub = Hub::on(harness).await;
+    let crm = answering(503).await;
+    hub.connect("crm", &crm.uri()).await;
+    hub.subscribe(
+        "to-crm",
+        "crm",
+        json!({ "retry": { "max_attempts": 3, "max_age_secs": 600, "backoff_base_ms": 50, "backoff_cap_ms": 100 } }),
+    )
+    .await;
+    hub.publish(call_ended("evt-breaker")).await;
+    // Three failures at ~100 ms apart would dead-letter it well within the
+    // breaker's cool-down; held attempts use none of them.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        hub.depth("to-crm").await,
+        json!({ "pending": 1, "dead": 0 }),
+        "still pending while the breaker is open"
+    );
+    let metrics = hub.metrics().await;
+    let held =
+        r#"patchbay_event_deliveries_total{workspace="ws-1",subscription="to-crm",outcome="held"}"#;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(held) && !l.ends_with(" 0")),
+        "held attempts counted:\n{metrics}"
+    );
+    let open =
+        r#"patchbay_event_destination_breaker_open{workspace="ws-1",subscription="to-crm"} 1"#;
+    assert!(metrics.contains(open), "{metrics}");
+    // Once the breaker lets requests through again, the 503s use up the rest.
+    let dead = until(
+        Duration::from_secs(15),
+        || hub.dead_letters(""),
+        |d| !d.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let history = dead[0]["history"].as_array().cloned().unwrap_or_default();
+    let counted = history.iter().filter(|a| a["counted"] == true).count();
+    let held: Vec<&Value> = history.iter().filter(|a| a["counted"] == false).collect();
+    assert_eq!(counted, 3, "{history:?}");
+    assert!(!held.is_empty(), "{history:?}");
+    assert!(held.iter().all(|a| a["code"] == "circuit-open"), "{held:?}");
+    assert_eq!(dead[0]["attempts"], 3);
+}

@@ -299,3 +299,31 @@ async fn a_failing_upstream_trips_the_breaker_which_half_opens_and_closes() {
         "closed: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_failure_that_opens_the_breaker_is_handed_back_not_resent() {
+    use patchbay::policy::limits::BreakerConfig;
+    let harness = Harness::with_limits(OperatorLimits {
+        circuit_breaker: BreakerConfig {
+            failures: 2,
+            window_ms: 60_000,
+            cool_down_ms: 60_000,
+        },
+        ..OperatorLimits::default()
+    });
+    let server = flaky(ResponseTemplate::new(503), 10).await;
+    // The second failure opens the breaker: the third try would be refused
+    // unsent, so the plugin gets the upstream's 503 and knows it was reached.
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    assert_eq!(outcome.result.expect("fetch")["status"], 503);
+    assert_eq!(requests(&server).await, 2);
+    assert_eq!(
+        outcome.circuit_open, 0,
+        "nothing was refused by the breaker"
+    );
+    // The next call is the one the breaker holds.
+    let outcome = fetch_with(&harness, &server, json!({})).await;
+    assert!(outcome.result.is_err());
+    assert_eq!(outcome.circuit_open, 1);
+    assert_eq!(requests(&server).await, 2);
+}

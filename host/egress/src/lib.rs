@@ -300,6 +300,14 @@ impl Egress {
                 .breaker
                 .record(!outcome.is_failure(), Instant::now());
             match retry.next(outcome, &result, applied.as_ref(), call.deadline) {
+                // This failure opened the breaker: a resend would be refused
+                // unsent, so the caller gets the upstream's own answer (and
+                // knows the request did reach it).
+                Next::Resend { .. }
+                    if breaker.state(Instant::now()) == breaker::BreakerState::Open =>
+                {
+                    return self.finish(result, record, applied, admitted.slot, &outgoing, call);
+                }
                 Next::Resend { wait } => {
                     self.audit.record(&record);
                     tracing::debug!(target: "patchbay::egress", attempt = retry.sent(), ?outcome,

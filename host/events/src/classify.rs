@@ -31,10 +31,11 @@ fn permanent_status(status: u16) -> bool {
 pub fn invoke_failure(error: &InvokeError, invoked: &Invoked) -> Failed {
     use InvokeError as E;
     use PluginFailure as P;
-    let code = error.code().to_owned();
+    let held = invoked.outcome.circuit_open > 0;
+    let code = if held { "circuit-open" } else { error.code() }.to_owned();
     let failure = match error {
         // Nothing was sent: the destination's breaker is open.
-        _ if invoked.outcome.circuit_open > 0 => Failure::CircuitOpen(None),
+        _ if held => Failure::CircuitOpen(None),
         E::Plugin(P::RateLimited { retry_after_ms }) => {
             Failure::RateLimited(Some(Duration::from_millis(*retry_after_ms)))
         }
