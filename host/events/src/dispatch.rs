@@ -72,6 +72,31 @@ fn quota(limit: RateLimit) -> Option<Quota> {
     Some(Quota::with_period(limit.period())?.allow_burst(burst))
 }
 
+/// How an attempt ended, to be recorded, and who waits for it.
+type Recording = (String, u64, Settle, tokio::sync::oneshot::Sender<()>);
+
+/// Most attempts' ends recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+
+/// Records attempts' ends in group commits: every end that arrived while
+/// the last transaction ran goes into the next one.
+async fn recorder(events: Arc<Events>, mut ends: tokio::sync::mpsc::UnboundedReceiver<Recording>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while ends.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let outcomes: Vec<(&str, u64, &Settle)> = batch
+            .iter()
+            .map(|(ws, id, settle, _)| (ws.as_str(), *id, settle))
+            .collect();
+        if let Err(e) = events.outbox.settle_many(&outcomes, events.now_ms()) {
+            tracing::error!(target: "patchbay::events", error = %e, deliveries = batch.len(),
+                "recording delivery attempts failed; they will be attempted again");
+        }
+        for (_, _, _, done) in batch.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
 /// The running delivery loop.
 pub struct Dispatcher {
     stop: tokio::sync::watch::Sender<bool>,
@@ -107,7 +132,10 @@ impl Dispatcher {
 }
 
 async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let gates = Arc::new(RateGates::default());
+    let gates = RateGates::default();
+    let (ends, received) = tokio::sync::mpsc::unbounded_channel();
+    let recording = tokio::spawn(recorder(events.clone(), received));
+    let context = Arc::new(Context { gates, ends });
     let mut in_flight: HashMap<Lane, HashSet<u64>> = HashMap::new();
     let mut tasks: JoinSet<(Lane, u64)> = JoinSet::new();
     let mut next_purge = tokio::time::Instant::now() + PURGE_EVERY;
@@ -120,7 +148,7 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
         let mut wake_in = IDLE;
         match start_due(
             &events,
-            &gates,
+            &context,
             &mut in_flight,
             &mut tasks,
             concurrency,
@@ -159,6 +187,15 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
     while let Some(done) = tasks.join_next().await {
         finished(&mut in_flight, done);
     }
+    drop(context);
+    let _ = recording.await;
+}
+
+/// What every delivery task shares: the rate limiters, and the way to the
+/// recorder.
+struct Context {
+    gates: RateGates,
+    ends: tokio::sync::mpsc::UnboundedSender<Recording>,
 }
 
 fn finished(
@@ -185,7 +222,7 @@ fn finished(
 /// queued delivery not yet started comes due.
 fn start_due(
     events: &Arc<Events>,
-    gates: &Arc<RateGates>,
+    context: &Arc<Context>,
     in_flight: &mut HashMap<Lane, HashSet<u64>>,
     tasks: &mut JoinSet<(Lane, u64)>,
     concurrency: usize,
@@ -215,9 +252,9 @@ fn start_due(
             }
             started += 1;
             in_flight.entry(lane.clone()).or_default().insert(entry.id);
-            let (events, gates, lane) = (events.clone(), gates.clone(), lane.clone());
+            let (events, context, lane) = (events.clone(), context.clone(), lane.clone());
             tasks.spawn(async move {
-                deliver(&events, &gates, &lane.workspace, entry.id).await;
+                deliver(&events, &context, &lane.workspace, entry.id).await;
                 (lane, entry.id)
             });
         }
@@ -226,7 +263,7 @@ fn start_due(
 }
 
 /// One attempt at delivery `id`, and its record.
-async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
+async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
     let outbox = &events.outbox;
     let delivery = match outbox.delivery(workspace, id) {
         Ok(Some(delivery)) if delivery.dead.is_none() => delivery,
@@ -236,12 +273,14 @@ async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
                 "reading a delivery failed");
             record(
                 events,
+                context,
                 workspace,
                 id,
                 Settle::Defer {
                     due_ms: events.now_ms() + STORAGE_WAIT_MS,
                 },
-            );
+            )
+            .await;
             return;
         }
     };
@@ -262,7 +301,14 @@ async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
             events
                 .metrics
                 .count(workspace, &delivery.subscription, Counted::DeadLettered);
-            record(events, workspace, id, Settle::Dead { attempt, reason });
+            record(
+                events,
+                context,
+                workspace,
+                id,
+                Settle::Dead { attempt, reason },
+            )
+            .await;
             return;
         }
         Err(e) => {
@@ -270,28 +316,34 @@ async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
                 subscription = %delivery.subscription, "reading a subscription failed");
             record(
                 events,
+                context,
                 workspace,
                 id,
                 Settle::Defer {
                     due_ms: events.now_ms() + STORAGE_WAIT_MS,
                 },
-            );
+            )
+            .await;
             return;
         }
     };
     if !subscription.enabled {
         record(
             events,
+            context,
             workspace,
             id,
             Settle::Defer {
                 due_ms: events.now_ms() + DISABLED_WAIT_MS,
             },
-        );
+        )
+        .await;
         return;
     }
     if let Some(limit) = subscription.rate_limit
-        && let Err(wait) = gates.check(workspace, &delivery.subscription, limit)
+        && let Err(wait) = context
+            .gates
+            .check(workspace, &delivery.subscription, limit)
     {
         events
             .metrics
@@ -300,7 +352,7 @@ async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
             + u64::try_from(wait.as_millis())
                 .unwrap_or(u64::MAX / 2)
                 .max(1);
-        record(events, workspace, id, Settle::Defer { due_ms });
+        record(events, context, workspace, id, Settle::Defer { due_ms }).await;
         return;
     }
     let outcome = attempt_once(events, workspace, &delivery, &subscription).await;
@@ -365,7 +417,7 @@ async fn deliver(events: &Events, gates: &RateGates, workspace: &str, id: u64) {
             }
         }
     };
-    record(events, workspace, id, settle);
+    record(events, context, workspace, id, settle).await;
 }
 
 fn attempt(
@@ -384,15 +436,26 @@ fn attempt(
     }
 }
 
-/// Record how an attempt ended; a failure to is logged (the delivery stays
-/// in its queue and is attempted again: at least once).
-fn record(events: &Events, workspace: &str, id: u64, settle: Settle) {
-    if let Err(e) = events
-        .outbox
-        .settle(workspace, id, &settle, events.now_ms())
-    {
-        tracing::error!(target: "patchbay::events", error = %e, workspace, delivery = id,
-            "recording a delivery attempt failed; it will be attempted again");
+/// Record how an attempt ended, in the recorder's next group commit, and
+/// wait until it is (the delivery counts as in flight until then, so it is
+/// not started again). A failure to record is logged: the delivery stays in
+/// its queue and is attempted again (at least once).
+async fn record(events: &Events, context: &Context, workspace: &str, id: u64, settle: Settle) {
+    let (done, recorded) = tokio::sync::oneshot::channel();
+    match context.ends.send((workspace.to_owned(), id, settle, done)) {
+        Ok(()) => {
+            let _ = recorded.await;
+        }
+        // No recorder (the loop is stopping): record it alone.
+        Err(tokio::sync::mpsc::error::SendError((_, _, settle, _))) => {
+            if let Err(e) = events
+                .outbox
+                .settle(workspace, id, &settle, events.now_ms())
+            {
+                tracing::error!(target: "patchbay::events", error = %e, workspace, delivery = id,
+                    "recording a delivery attempt failed; it will be attempted again");
+            }
+        }
     }
 }
 

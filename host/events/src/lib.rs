@@ -52,11 +52,12 @@ pub struct EventSettings {
 }
 
 impl Default for EventSettings {
-    /// A day's idempotency window, four deliveries per destination at once.
+    /// A day's idempotency window; 16 deliveries per destination at once
+    /// (the egress's own cap on one connection's requests in flight).
     fn default() -> Self {
         Self {
             idempotency_window_ms: 24 * 3_600_000,
-            lane_concurrency: 4,
+            lane_concurrency: 16,
         }
     }
 }

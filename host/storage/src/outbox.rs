@@ -18,7 +18,8 @@
 //!   range per destination (a connection), in due-time order: the
 //!   destination's queue.
 //! - `dead`: `ws | dead-lettered at (8) | delivery id (8)` → empty.
-//! - `counts`: `ws | subscription` → pending (8) · dead (8).
+//! - `counts`: `ws | subscription | shard (1)` → pending (8) · dead (8); a
+//!   subscription's depth is the sum of its shards.
 //! - `subscriptions`: `ws | name` → the subscription (JSON, the caller's).
 //!
 //! The logic is written once over [`OutboxBackend`]'s transaction and scan;
@@ -427,15 +428,25 @@ fn write_delivery(delivery: &Delivery) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(delivery).map_err(|e| StorageError::Backend(e.to_string()))
 }
 
-/// Add `pending` and `dead` (either may be negative) to a subscription's depth.
+/// `(workspace, subscription)`.
+type SubscriptionId = (String, String);
+
+/// Shards of each subscription's depth: deliveries settling at once update
+/// different keys, so their transactions rarely conflict (sled runs a
+/// conflicting one again).
+const COUNT_SHARDS: u64 = 16;
+
+/// Add `pending` and `dead` (either may be negative) to a subscription's
+/// depth, in the shard of delivery `id`.
 fn adjust(
     tx: &dyn Tx,
     workspace: &str,
     subscription: &str,
-    pending: i64,
-    dead: i64,
+    id: u64,
+    (pending, dead): (i64, i64),
 ) -> Result<(), TxError> {
-    let key = named_key(workspace, subscription);
+    let mut key = named_key(workspace, subscription);
+    key.push((id % COUNT_SHARDS) as u8);
     let mut depth = decode_depth(tx.get(Tree::Counts, &key)?.as_deref());
     depth.pending = depth.pending.saturating_add_signed(pending);
     depth.dead = depth.dead.saturating_add_signed(dead);
@@ -444,6 +455,60 @@ fn adjust(
     } else {
         tx.insert(Tree::Counts, &key, &encode_depth(depth))
     }
+}
+
+/// One delivery's attempt ended (see [`Outbox::settle`]).
+fn settle_one(
+    tx: &dyn Tx,
+    workspace: &str,
+    id: u64,
+    outcome: &Settle,
+    now_ms: u64,
+) -> Result<bool, TxError> {
+    let key = delivery_key(workspace, id);
+    let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
+        return Ok(false);
+    };
+    let mut delivery = read_delivery(&stored)?;
+    if delivery.dead.is_some() {
+        return Ok(false);
+    }
+    tx.remove(
+        Tree::Due,
+        &due_key(workspace, &delivery.destination, delivery.due_ms, id),
+    )?;
+    match outcome {
+        Settle::Delivered => {
+            tx.remove(Tree::Deliveries, &key)?;
+            adjust(tx, workspace, &delivery.subscription, id, (-1, 0))?;
+            close_one(tx, workspace, &delivery.event_id)?;
+            return Ok(true);
+        }
+        Settle::Retry { attempt, due_ms } => {
+            delivery.record(attempt.clone());
+            delivery.due_ms = *due_ms;
+        }
+        Settle::Defer { due_ms } => delivery.due_ms = *due_ms,
+        Settle::Dead { attempt, reason } => {
+            delivery.record(attempt.clone());
+            delivery.dead = Some(DeadLetter {
+                at_ms: now_ms,
+                reason: reason.clone(),
+                code: attempt.code.clone(),
+            });
+            tx.insert(Tree::Dead, &dead_key(workspace, now_ms, id), &[])?;
+            adjust(tx, workspace, &delivery.subscription, id, (-1, 1))?;
+        }
+    }
+    if delivery.dead.is_none() {
+        tx.insert(
+            Tree::Due,
+            &due_key(workspace, &delivery.destination, delivery.due_ms, id),
+            &[],
+        )?;
+    }
+    tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
+    Ok(true)
 }
 
 /// One fewer open delivery of `event_id`; its JSON is dropped with the last.
@@ -536,7 +601,7 @@ impl Outbox {
                         &due_key(workspace, &new.destination, now_ms, id),
                         &[],
                     )?;
-                    adjust(tx, workspace, &new.subscription, 1, 0)?;
+                    adjust(tx, workspace, &new.subscription, id, (1, 0))?;
                 }
                 accepted.push(Accepted {
                     id: event.id.clone(),
@@ -625,54 +690,24 @@ impl Outbox {
         outcome: &Settle,
         now_ms: u64,
     ) -> Result<bool, StorageError> {
-        let mut settled = false;
+        let settled = self.settle_many(&[(workspace, id, outcome)], now_ms)?;
+        Ok(settled.first().copied().unwrap_or(false))
+    }
+
+    /// [`settle`](Self::settle) many deliveries in one transaction (a group
+    /// commit: what each attempt's end costs the store is shared); for each,
+    /// whether it was still pending.
+    pub fn settle_many(
+        &self,
+        outcomes: &[(&str, u64, &Settle)],
+        now_ms: u64,
+    ) -> Result<Vec<bool>, StorageError> {
+        let mut settled = Vec::with_capacity(outcomes.len());
         self.backend.transact(&mut |tx| {
-            settled = false;
-            let key = delivery_key(workspace, id);
-            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
-                return Ok(());
-            };
-            let mut delivery = read_delivery(&stored)?;
-            if delivery.dead.is_some() {
-                return Ok(());
+            settled.clear();
+            for (workspace, id, outcome) in outcomes {
+                settled.push(settle_one(tx, workspace, *id, outcome, now_ms)?);
             }
-            tx.remove(
-                Tree::Due,
-                &due_key(workspace, &delivery.destination, delivery.due_ms, id),
-            )?;
-            match outcome {
-                Settle::Delivered => {
-                    tx.remove(Tree::Deliveries, &key)?;
-                    adjust(tx, workspace, &delivery.subscription, -1, 0)?;
-                    close_one(tx, workspace, &delivery.event_id)?;
-                    settled = true;
-                    return Ok(());
-                }
-                Settle::Retry { attempt, due_ms } => {
-                    delivery.record(attempt.clone());
-                    delivery.due_ms = *due_ms;
-                }
-                Settle::Defer { due_ms } => delivery.due_ms = *due_ms,
-                Settle::Dead { attempt, reason } => {
-                    delivery.record(attempt.clone());
-                    delivery.dead = Some(DeadLetter {
-                        at_ms: now_ms,
-                        reason: reason.clone(),
-                        code: attempt.code.clone(),
-                    });
-                    tx.insert(Tree::Dead, &dead_key(workspace, now_ms, id), &[])?;
-                    adjust(tx, workspace, &delivery.subscription, -1, 1)?;
-                }
-            }
-            if delivery.dead.is_none() {
-                tx.insert(
-                    Tree::Due,
-                    &due_key(workspace, &delivery.destination, delivery.due_ms, id),
-                    &[],
-                )?;
-            }
-            tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
-            settled = true;
             Ok(())
         })?;
         Ok(settled)
@@ -743,7 +778,7 @@ impl Outbox {
                 &[],
             )?;
             tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
-            adjust(tx, workspace, &delivery.subscription, 1, -1)?;
+            adjust(tx, workspace, &delivery.subscription, id, (1, -1))?;
             replayed = true;
             Ok(())
         })?;
@@ -766,7 +801,7 @@ impl Outbox {
             };
             tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
             tx.remove(Tree::Deliveries, &key)?;
-            adjust(tx, workspace, &delivery.subscription, 0, -1)?;
+            adjust(tx, workspace, &delivery.subscription, id, (0, -1))?;
             close_one(tx, workspace, &delivery.event_id)?;
             purged = true;
             Ok(())
@@ -777,30 +812,41 @@ impl Outbox {
     /// Pending and dead deliveries per subscription of `workspace`, by name.
     pub fn depths(&self, workspace: &str) -> Result<Vec<(String, Depth)>, StorageError> {
         let prefix = workspace_prefix(workspace);
-        let entries =
-            self.backend
-                .scan(Tree::Counts, &prefix, &after_prefix(&prefix), usize::MAX)?;
-        entries
+        Ok(self
+            .sum_depths(&prefix)?
             .into_iter()
-            .map(|(key, value)| {
-                let (name, _) =
-                    split_name(&key[prefix.len()..]).ok_or_else(|| corrupt("count key"))?;
-                Ok((name, decode_depth(Some(&value))))
-            })
-            .collect()
+            .map(|((_, name), depth)| (name, depth))
+            .collect())
     }
 
     /// Every workspace's depths, for metrics: `(workspace, subscription, depth)`.
     pub fn all_depths(&self) -> Result<Vec<(String, String, Depth)>, StorageError> {
-        let entries = self.backend.scan(Tree::Counts, &[], &[], usize::MAX)?;
-        entries
+        Ok(self
+            .sum_depths(&[])?
             .into_iter()
-            .map(|(key, value)| {
-                let (workspace, rest) = split_name(&key).ok_or_else(|| corrupt("count key"))?;
-                let (name, _) = split_name(rest).ok_or_else(|| corrupt("count key"))?;
-                Ok((workspace, name, decode_depth(Some(&value))))
-            })
-            .collect()
+            .map(|((workspace, name), depth)| (workspace, name, depth))
+            .collect())
+    }
+
+    /// The shards under `prefix` summed per (workspace, subscription), in order.
+    fn sum_depths(&self, prefix: &[u8]) -> Result<Vec<(SubscriptionId, Depth)>, StorageError> {
+        let entries = self
+            .backend
+            .scan(Tree::Counts, prefix, &after_prefix(prefix), usize::MAX)?;
+        let mut sums: Vec<(SubscriptionId, Depth)> = Vec::new();
+        for (key, value) in entries {
+            let (workspace, rest) = split_name(&key).ok_or_else(|| corrupt("count key"))?;
+            let (name, _) = split_name(rest).ok_or_else(|| corrupt("count key"))?;
+            let depth = decode_depth(Some(&value));
+            match sums.last_mut() {
+                Some((last, sum)) if last.0 == workspace && last.1 == name => {
+                    sum.pending += depth.pending;
+                    sum.dead += depth.dead;
+                }
+                _ => sums.push(((workspace, name), depth)),
+            }
+        }
+        Ok(sums)
     }
 
     /// Forget, at `now_ms`, up to `max` events accepted before
@@ -1172,6 +1218,55 @@ pub(crate) mod contract_tests {
                 .expect("queued")
                 .is_empty()
         );
+        // Several at once, in one transaction: each as if alone; one that is
+        // gone reads false without stopping the rest.
+        outbox
+            .accept(
+                ws,
+                &[event("g1", &[("s", "crm")]), event("g2", &[("s", "crm")])],
+                9_000,
+            )
+            .expect("accept");
+        let ids: Vec<u64> = outbox
+            .queued(&lane(ws, "crm"), 10)
+            .expect("queued")
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        let later = Settle::Retry {
+            attempt: attempt(9_100, "upstream", true),
+            due_ms: 20_000,
+        };
+        let settled = outbox
+            .settle_many(
+                &[
+                    (ws, ids[0], &Settle::Delivered),
+                    (ws, 999_999, &Settle::Delivered),
+                    (ws, ids[1], &later),
+                ],
+                9_100,
+            )
+            .expect("settle many");
+        assert_eq!(settled, [true, false, true]);
+        assert_eq!(outbox.delivery(ws, ids[0]).expect("read"), None);
+        assert_eq!(
+            outbox
+                .delivery(ws, ids[1])
+                .expect("read")
+                .expect("stored")
+                .due_ms,
+            20_000
+        );
+        assert_eq!(
+            depth_of(outbox, ws, "s"),
+            Depth {
+                pending: 1,
+                dead: 0
+            }
+        );
+        outbox
+            .settle(ws, ids[1], &Settle::Delivered, 9_200)
+            .expect("settle");
         // A long history keeps its newest attempts.
         outbox
             .accept(ws, &[event("long", &[("s", "crm")])], 0)
