@@ -836,3 +836,88 @@ async fn an_open_breaker_holds_deliveries_without_using_their_attempts() {
     assert!(held.iter().all(|a| a["code"] == "circuit-open"), "{held:?}");
     assert_eq!(dead[0]["attempts"], 3);
 }
+
+#[tokio::test]
+async fn a_subscriptions_rate_limit_paces_its_deliveries_without_using_attempts() {
+    let hub = Hub::new().await;
+    let crm = answering(200).await;
+    hub.connect("crm", &crm.uri()).await;
+    hub.subscribe(
+        "paced",
+        "crm",
+        json!({ "rate_limit": { "requests": 2, "per_seconds": 1 },
+            "retry": { "max_attempts": 1, "max_age_secs": 600, "backoff_base_ms": 50, "backoff_cap_ms": 100 } }),
+    )
+    .await;
+    let started = Instant::now();
+    let batch: Vec<Value> = (0..6).map(|n| call_ended(&format!("paced-{n}"))).collect();
+    hub.publish(Value::Array(batch)).await;
+    // A burst of two, then one every half second.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let early = keys(&crm).await.len();
+    assert!(
+        (2..=4).contains(&early),
+        "{early} delivered in the first 0.7 s"
+    );
+    let all = until(Duration::from_secs(10), || keys(&crm), |k| k.len() >= 6).await;
+    assert_eq!(all.len(), 6);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "six at two a second took {:?}",
+        started.elapsed()
+    );
+    // Waiting for the pace used no attempt: one each was enough.
+    assert!(hub.dead_letters("").await.is_empty());
+    let metrics = hub.metrics().await;
+    let deferred = r#"patchbay_event_deliveries_total{workspace="ws-1",subscription="paced",outcome="deferred"}"#;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(deferred) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_subscription_holds_its_deliveries_and_a_deleted_one_dead_letters_them() {
+    let hub = Hub::new().await;
+    // Nothing listens: every attempt fails until the subscription goes.
+    let crm = answering(503).await;
+    hub.connect("crm", &crm.uri()).await;
+    let slow = json!({ "retry": { "max_attempts": 100, "max_age_secs": 600, "backoff_base_ms": 3000, "backoff_cap_ms": 3000 } });
+    hub.subscribe("held", "crm", slow.clone()).await;
+    hub.publish(call_ended("held-1")).await;
+    until(Duration::from_secs(10), || keys(&crm), |k| !k.is_empty()).await;
+    // Disabled: its pending delivery waits, attempted no more.
+    let mut disabled = json!({ "types": ["call.*"], "enabled": false,
+        "destination": { "connection": "crm", "operation": "deliver" } });
+    disabled["retry"] = slow["retry"].clone();
+    let (status, body) = hub.call("PUT", "/subscriptions/held", Some(disabled)).await;
+    assert_eq!(status, 200, "{body}");
+    // An attempt already running (the egress retries a 503 itself) ends first.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let sent = keys(&crm).await.len();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(
+        keys(&crm).await.len(),
+        sent,
+        "a disabled subscription's delivery was attempted"
+    );
+    assert_eq!(hub.depth("held").await["pending"], 1);
+    // Deleted: the delivery is dead-lettered when it next comes due.
+    let (status, _) = hub.call("DELETE", "/subscriptions/held", None).await;
+    assert_eq!(status, 204);
+    let dead = until(
+        Duration::from_secs(15),
+        || hub.dead_letters(""),
+        |d| !d.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["dead"]["code"], "subscription-not-found");
+    assert_eq!(
+        keys(&crm).await.len(),
+        sent,
+        "not attempted after its subscription went"
+    );
+}
