@@ -71,6 +71,30 @@ impl Server {
         Self { child, base, log }
     }
 
+    /// SIGTERM, as a process supervisor stops it; waits (at most 30 s) for
+    /// it to exit. Its exit status and what it logged.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 30 s after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (status, log)
+    }
+
     /// SIGKILL: no shutdown path runs. Returns what it logged.
     fn kill(mut self) -> String {
         self.child.kill().expect("kill -9");
@@ -891,5 +915,87 @@ async fn every_accepted_event_is_delivered_across_kill_9() {
         "{EVENTS} events, {} delivery requests, {KILLS} kills, {:?}",
         delivered_keys(&crm).await.len(),
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_deliveries_in_flight_and_loses_none() {
+    let crm = MockServer::start().await;
+    Mock::given(path("/allowed/deliveries"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_millis(800)))
+        .mount(&crm)
+        .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let packages = tempfile::tempdir().expect("tempdir");
+    let plugins = probe_packages(packages.path());
+    let server = Server::start(data.path(), &plugins).await;
+    route_calls_to(&server.base, &crm.uri()).await;
+    let (status, body) = operator(
+        &server.base,
+        "PUT",
+        "/v1/workspaces/acme/subscriptions/to-crm",
+        Some(json!({ "types": ["call.*"],
+            "destination": { "connection": "crm", "operation": "deliver" } })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let batch: Vec<Value> = (0..40)
+        .map(|n| {
+            json!({ "id": format!("t{n}"), "type": "call.ended", "source": "cc-hub",
+            "occurred_at": "2026-12-02T10:00:00Z" })
+        })
+        .collect();
+    let (status, _) = operator(
+        &server.base,
+        "POST",
+        "/v1/workspaces/acme/events",
+        Some(Value::Array(batch)),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Deliveries are in flight (each answer takes 0.8 s) when the stop comes.
+    for _ in 0..200 {
+        if !delivered_keys(&crm).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, log) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("join");
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("patchbay stopping"), "{log}");
+    let before = delivered_keys(&crm).await.len();
+    assert!(
+        before >= 1 && before < 40,
+        "{before} attempted before the stop"
+    );
+    // What was not delivered is delivered by the next start, every event once at least.
+    let server = Server::start(data.path(), &plugins).await;
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        distinct = delivered_keys(&crm).await.into_iter().collect();
+        if distinct.len() == 40 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(distinct.len(), 40, "{distinct:?}");
+    // The last requests arrived; their answers take 0.8 s to come back.
+    let subscription = "/v1/workspaces/acme/subscriptions/to-crm";
+    let mut sub = Value::Null;
+    for _ in 0..200 {
+        (_, sub) = operator(&server.base, "GET", subscription, None).await;
+        if sub["depth"]["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(sub["depth"], json!({ "pending": 0, "dead": 0 }), "{sub}");
+    // Those that ended before the stop were recorded then: not sent again.
+    let sent = delivered_keys(&crm).await.len();
+    assert!(
+        sent < 40 + before,
+        "{sent} requests for 40 events, {before} before the stop"
     );
 }
