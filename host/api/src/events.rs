@@ -247,10 +247,8 @@ async fn purge_dead(
     ApiPath(ws): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeadQuery>,
 ) -> Result<Json<BulkAnswer>, ApiError> {
-    let count = state
-        .events
-        .purge_matching(&ws, query.bulk_filter()?)
-        .await?;
+    let filter = query.bulk_filter()?;
+    let count = state.events.purge_matching(&ws, filter).await?;
     Ok(Json(BulkAnswer { count }))
 }
 
@@ -269,10 +267,8 @@ async fn replay_dead(
     ApiPath(ws): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeadQuery>,
 ) -> Result<Json<BulkAnswer>, ApiError> {
-    let count = state
-        .events
-        .replay_matching(&ws, query.bulk_filter()?)
-        .await?;
+    let filter = query.bulk_filter()?;
+    let count = state.events.replay_matching(&ws, filter).await?;
     Ok(Json(BulkAnswer { count }))
 }
 

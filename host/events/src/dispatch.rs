@@ -271,16 +271,7 @@ async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
         Err(e) => {
             tracing::error!(target: "patchbay::events", error = %e, delivery = id,
                 "reading a delivery failed");
-            record(
-                events,
-                context,
-                workspace,
-                id,
-                Settle::Defer {
-                    due_ms: events.now_ms() + STORAGE_WAIT_MS,
-                },
-            )
-            .await;
+            defer(events, context, workspace, id, STORAGE_WAIT_MS).await;
             return;
         }
     };
@@ -314,30 +305,12 @@ async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
         Err(e) => {
             tracing::error!(target: "patchbay::events", error = %e, workspace,
                 subscription = %delivery.subscription, "reading a subscription failed");
-            record(
-                events,
-                context,
-                workspace,
-                id,
-                Settle::Defer {
-                    due_ms: events.now_ms() + STORAGE_WAIT_MS,
-                },
-            )
-            .await;
+            defer(events, context, workspace, id, STORAGE_WAIT_MS).await;
             return;
         }
     };
     if !subscription.enabled {
-        record(
-            events,
-            context,
-            workspace,
-            id,
-            Settle::Defer {
-                due_ms: events.now_ms() + DISABLED_WAIT_MS,
-            },
-        )
-        .await;
+        defer(events, context, workspace, id, DISABLED_WAIT_MS).await;
         return;
     }
     if let Some(limit) = subscription.rate_limit
@@ -348,11 +321,8 @@ async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
         events
             .metrics
             .count(workspace, &delivery.subscription, Counted::Deferred);
-        let due_ms = events.now_ms()
-            + u64::try_from(wait.as_millis())
-                .unwrap_or(u64::MAX / 2)
-                .max(1);
-        record(events, context, workspace, id, Settle::Defer { due_ms }).await;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2);
+        defer(events, context, workspace, id, wait_ms.max(1)).await;
         return;
     }
     let outcome = attempt_once(events, workspace, &delivery, &subscription).await;
@@ -434,6 +404,12 @@ fn attempt(
         counted,
         invocation_id,
     }
+}
+
+/// Put delivery `id` back in its queue, due in `wait_ms`, without an attempt.
+async fn defer(events: &Events, context: &Context, workspace: &str, id: u64, wait_ms: u64) {
+    let due_ms = events.now_ms().saturating_add(wait_ms);
+    record(events, context, workspace, id, Settle::Defer { due_ms }).await;
 }
 
 /// Record how an attempt ended, in the recorder's next group commit, and
