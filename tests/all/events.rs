@@ -11,8 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// A workspace `ws-1` served over the API, with the probe installed.
 struct Hub {
-    /// Kept for the services' lifetime.
-    _harness: Harness,
+    harness: Harness,
     base: String,
 }
 
@@ -26,10 +25,7 @@ impl Hub {
         let base = harness.serve_api().await;
         let (status, _) = create_workspace(&base, "ws-1").await;
         assert!(status == 201 || status == 409, "{status}");
-        Self {
-            _harness: harness,
-            base,
-        }
+        Self { harness, base }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -919,5 +915,42 @@ async fn a_disabled_subscription_holds_its_deliveries_and_a_deleted_one_dead_let
         keys(&crm).await.len(),
         sent,
         "not attempted after its subscription went"
+    );
+}
+
+#[tokio::test]
+async fn an_event_id_is_forgotten_after_the_window_unless_a_delivery_of_it_is_open() {
+    let hub = Hub::new().await;
+    let crm = answering(404).await;
+    hub.connect("crm", &crm.uri()).await;
+    hub.subscribe("to-crm", "crm", json!({})).await;
+    // One routed nowhere (closed at once), one dead-lettered (open).
+    let mut unrouted = call_ended("quiet");
+    unrouted["type"] = json!("case.closed");
+    hub.publish(json!([unrouted.clone(), call_ended("loud")]))
+        .await;
+    until(
+        Duration::from_secs(10),
+        || hub.dead_letters(""),
+        |d| !d.is_empty(),
+    )
+    .await;
+    let events = hub.harness.services.events.clone();
+    assert_eq!(
+        events.purge_expired_ids(100).await.expect("purge"),
+        0,
+        "inside the window"
+    );
+    hub.harness.advance_clock(Duration::from_secs(25 * 3600));
+    assert_eq!(events.purge_expired_ids(100).await.expect("purge"), 1);
+    let (_, again) = hub.publish(json!([unrouted, call_ended("loud")])).await;
+    let duplicate: Vec<&Value> = again["accepted"]
+        .as_array()
+        .map(|a| a.iter().map(|x| &x["duplicate"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        duplicate,
+        [&json!(false), &json!(true)],
+        "the closed id is forgotten, the dead-lettered one is kept"
     );
 }

@@ -157,7 +157,11 @@ impl Services {
             Arc::new(tenancy),
             outbox,
             options.clock.clone(),
-            EventSettings::default(),
+            EventSettings {
+                idempotency_window_ms: u64::from(policy.events.idempotency_window_hours)
+                    * 3_600_000,
+                lane_concurrency: policy.events.deliveries_per_destination as usize,
+            },
         ));
         Ok(Self {
             data_dir: data_dir.to_path_buf(),

@@ -19,6 +19,41 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The operator's settings of the event flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventPolicy {
+    /// How long an accepted event id is remembered at least (resubmitting
+    /// it creates nothing), in hours: 1 to 720 (30 days).
+    pub idempotency_window_hours: u32,
+    /// Deliveries one destination (a connection) may have in flight at
+    /// once: 1 to 1000.
+    pub deliveries_per_destination: u32,
+}
+
+impl Default for EventPolicy {
+    fn default() -> Self {
+        Self {
+            idempotency_window_hours: 24,
+            deliveries_per_destination: 16,
+        }
+    }
+}
+
+impl EventPolicy {
+    /// Every value the host cannot run with, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=720).contains(&self.idempotency_window_hours) {
+            problems.push("events.idempotency_window_hours must be 1 to 720".to_owned());
+        }
+        if !(1..=1000).contains(&self.deliveries_per_destination) {
+            problems.push("events.deliveries_per_destination must be 1 to 1000".to_owned());
+        }
+        problems
+    }
+}
+
 /// How a subscription's deliveries are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -44,6 +44,8 @@ pub struct OperatorPolicy {
     pub addresses: ssrf::AddressPolicy,
     /// How long the audit trail of outbound requests is kept.
     pub audit: crate::limits::Retention,
+    /// The event flow: the idempotency window, deliveries per destination.
+    pub events: crate::delivery::EventPolicy,
     /// When not empty, plugins may only reach destinations matching one of
     /// these entries (same grammar as a manifest's, without templates), on
     /// top of what each manifest declares and each workspace approves.
@@ -180,6 +182,7 @@ impl OperatorPolicy {
                 .filter(|(_, value, max)| value > max)
                 .map(|(key, _, max)| format!("{key} must be at most {max}")),
         );
+        out.extend(self.events.problems());
         if let Err(e) = self.destination_rules() {
             out.push(e);
         }
@@ -326,6 +329,35 @@ max_age_days = 7
             let error = OperatorPolicy::from_toml(text).expect_err(text).to_string();
             assert!(error.contains(named), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_event_flows_settings_are_read_and_checked() {
+        let policy = OperatorPolicy::from_toml(
+            "[events]\nidempotency_window_hours = 48\ndeliveries_per_destination = 4\n",
+        )
+        .expect("policy");
+        assert_eq!(policy.events.idempotency_window_hours, 48);
+        assert_eq!(policy.events.deliveries_per_destination, 4);
+        for (text, named) in [
+            (
+                "[events]\nidempotency_window_hours = 0",
+                "events.idempotency_window_hours",
+            ),
+            (
+                "[events]\nidempotency_window_hours = 721",
+                "events.idempotency_window_hours",
+            ),
+            (
+                "[events]\ndeliveries_per_destination = 0",
+                "events.deliveries_per_destination",
+            ),
+            ("[events]\ndeliveries = 4", "deliveries"),
+        ] {
+            let error = OperatorPolicy::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(named), "{text:?}: {error}");
+        }
+        assert!(OperatorPolicy::default().to_toml().contains("[events]"));
     }
 
     #[test]
