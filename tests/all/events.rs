@@ -954,3 +954,60 @@ async fn an_event_id_is_forgotten_after_the_window_unless_a_delivery_of_it_is_op
         "the closed id is forgotten, the dead-lettered one is kept"
     );
 }
+
+#[tokio::test]
+async fn a_subscription_moved_to_another_destination_takes_its_pending_deliveries() {
+    let hub = Hub::new().await;
+    let down = answering(503).await;
+    let up = answering(200).await;
+    hub.connect("old", &down.uri()).await;
+    hub.connect("new", &up.uri()).await;
+    let slow = json!({ "retry": { "max_attempts": 100, "max_age_secs": 600, "backoff_base_ms": 1500, "backoff_cap_ms": 1500 } });
+    hub.subscribe("moving", "old", slow.clone()).await;
+    hub.publish(call_ended("moved-1")).await;
+    until(Duration::from_secs(10), || keys(&down), |k| !k.is_empty()).await;
+    let mut moved = json!({ "types": ["call.*"],
+        "destination": { "connection": "new", "operation": "deliver" } });
+    moved["retry"] = slow["retry"].clone();
+    let (status, body) = hub.call("PUT", "/subscriptions/moving", Some(moved)).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = until(Duration::from_secs(10), || keys(&up), |k| !k.is_empty()).await;
+    assert_eq!(
+        sent,
+        ["moved-1:moving"],
+        "the same key at its new destination"
+    );
+    let depth = until(
+        Duration::from_secs(5),
+        || hub.depth("moving"),
+        |d| d["pending"] == 0,
+    )
+    .await;
+    assert_eq!(depth, json!({ "pending": 0, "dead": 0 }));
+}
+
+#[tokio::test]
+async fn a_workspace_has_at_most_a_hundred_subscriptions() {
+    let hub = Hub::new().await;
+    hub.connect("crm", "http://127.0.0.1:9").await;
+    let body =
+        json!({ "types": ["*"], "destination": { "connection": "crm", "operation": "deliver" } });
+    for n in 0..100 {
+        let (status, answer) = hub
+            .call("PUT", &format!("/subscriptions/s{n}"), Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "{n}: {answer}");
+    }
+    let (status, answer) = hub
+        .call("PUT", "/subscriptions/one-more", Some(body.clone()))
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("invalid-subscription")),
+        "{answer}"
+    );
+    assert!(details(&answer).contains("100 subscriptions"), "{answer}");
+    // Replacing one of them is still allowed.
+    let (status, _) = hub.call("PUT", "/subscriptions/s7", Some(body)).await;
+    assert_eq!(status, 200);
+}

@@ -14,13 +14,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use patchbay_policy::delivery::{Failure, Next};
 use patchbay_policy::events::Subscription;
 use patchbay_policy::rate::RateLimit;
-use patchbay_storage::outbox::{Attempt, Delivery, Lane, Settle};
+use patchbay_storage::outbox::{Attempt, Delivery, Lane, Queued, Settle};
 use patchbay_tenancy::invoke::Invocation;
 use serde_json::Value as Json;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 /// Longest the loop sleeps with nothing due: new work wakes it sooner.
@@ -34,8 +34,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Most ids forgotten per pass.
 const PURGE_MAX: usize = 10_000;
 
-/// A subscription's limiter, with the limit it was made for.
-type Gate = (RateLimit, Arc<DefaultDirectRateLimiter>);
+/// A subscription's limiter, with the limit it was made for, and the
+/// next slot not yet promised to a delivery put back to wait.
+type Gate = (RateLimit, Arc<DefaultDirectRateLimiter>, Instant);
 
 /// Per-subscription rate limiters, made anew when the limit changes.
 #[derive(Default)]
@@ -44,25 +45,47 @@ struct RateGates {
 }
 
 impl RateGates {
-    /// `Ok` to go now; otherwise how long until the subscription's next slot.
+    /// `Ok` to go now; otherwise how long this delivery is to wait. Each
+    /// one put back is promised a slot of its own, one period after the
+    /// last promised: a backlog comes due spread over the slots instead of
+    /// all at the next one (and all but one put back again).
     fn check(&self, workspace: &str, subscription: &str, limit: RateLimit) -> Result<(), Duration> {
-        let gate = {
-            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (workspace.to_owned(), subscription.to_owned());
-            match gates.get(&key) {
-                Some((kept, gate)) if *kept == limit => gate.clone(),
-                _ => {
-                    let Some(quota) = quota(limit) else {
-                        return Ok(());
-                    };
-                    let gate = Arc::new(RateLimiter::direct(quota));
-                    gates.insert(key, (limit, gate.clone()));
-                    gate
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (workspace.to_owned(), subscription.to_owned());
+        let now = Instant::now();
+        let gate = match gates.get_mut(&key) {
+            Some(gate) if gate.0 == limit => gate,
+            _ => {
+                let Some(quota) = quota(limit) else {
+                    return Ok(());
+                };
+                gates.insert(
+                    key.clone(),
+                    (limit, Arc::new(RateLimiter::direct(quota)), now),
+                );
+                match gates.get_mut(&key) {
+                    Some(gate) => gate,
+                    None => return Ok(()),
                 }
             }
         };
-        gate.check()
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        match gate.1.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let earliest = now + not_until.wait_time_from(DefaultClock::default().now());
+                let slot = earliest.max(gate.2);
+                gate.2 = slot + limit.period();
+                Err(slot - now)
+            }
+        }
+    }
+
+    /// Forget the limiters of subscriptions that no longer exist.
+    fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(ws, sub), _| keep(ws, sub));
     }
 }
 
@@ -72,8 +95,11 @@ fn quota(limit: RateLimit) -> Option<Quota> {
     Some(Quota::with_period(limit.period())?.allow_burst(burst))
 }
 
+/// Which delivery each running task makes.
+type Making = HashMap<tokio::task::Id, (Lane, u64)>;
+
 /// How an attempt ended, to be recorded, and who waits for it.
-type Recording = (String, u64, Settle, tokio::sync::oneshot::Sender<()>);
+type Recording = (String, u64, Settle, tokio::sync::oneshot::Sender<bool>);
 
 /// Most attempts' ends recorded in one transaction.
 const RECORD_BATCH: usize = 256;
@@ -87,12 +113,29 @@ async fn recorder(events: Arc<Events>, mut ends: tokio::sync::mpsc::UnboundedRec
             .iter()
             .map(|(ws, id, settle, _)| (ws.as_str(), *id, settle))
             .collect();
-        if let Err(e) = events.outbox.settle_many(&outcomes, events.now_ms()) {
-            tracing::error!(target: "patchbay::events", error = %e, deliveries = batch.len(),
-                "recording delivery attempts failed; they will be attempted again");
-        }
-        for (_, _, _, done) in batch.drain(..) {
-            let _ = done.send(());
+        let now = events.now_ms();
+        let recorded: Vec<bool> = match events.outbox.settle_many(&outcomes, now) {
+            Ok(_) => vec![true; outcomes.len()],
+            // One record that does not read fails the whole transaction:
+            // each alone, so only what cannot be recorded is left out.
+            Err(e) => {
+                tracing::error!(target: "patchbay::events", error = %e, deliveries = batch.len(),
+                    "recording delivery attempts together failed; recording each alone");
+                outcomes
+                    .iter()
+                    .map(|(ws, id, settle)| match events.outbox.settle(ws, *id, settle, now) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(target: "patchbay::events", error = %e, workspace = ws,
+                                delivery = id, "recording a delivery attempt failed; it will be attempted again");
+                            false
+                        }
+                    })
+                    .collect()
+            }
+        };
+        for ((_, _, _, done), recorded) in batch.drain(..).zip(recorded) {
+            let _ = done.send(recorded);
         }
     }
 }
@@ -136,9 +179,11 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
     let (ends, received) = tokio::sync::mpsc::unbounded_channel();
     let recording = tokio::spawn(recorder(events.clone(), received));
     let context = Arc::new(Context { gates, ends });
+    let upkeep = tokio::spawn(upkeep(events.clone(), context.clone()));
     let mut in_flight: HashMap<Lane, HashSet<u64>> = HashMap::new();
     let mut tasks: JoinSet<(Lane, u64)> = JoinSet::new();
-    let mut next_purge = tokio::time::Instant::now() + PURGE_EVERY;
+    // Which delivery each task makes, so one that panicked frees its place.
+    let mut making = Making::new();
     let concurrency = events.settings.lane_concurrency.max(1);
     loop {
         if *stopped.borrow() {
@@ -150,7 +195,7 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
             &events,
             &context,
             &mut in_flight,
-            &mut tasks,
+            (&mut tasks, &mut making),
             concurrency,
             now,
         ) {
@@ -163,30 +208,26 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
                     "reading the delivery queues failed; trying again shortly");
             }
         }
-        if tokio::time::Instant::now() >= next_purge {
-            next_purge = tokio::time::Instant::now() + PURGE_EVERY;
-            if let Err(e) = events.purge_expired_ids(PURGE_MAX).await {
-                tracing::warn!(target: "patchbay::events", error = %e,
-                    "forgetting event ids past the idempotency window failed");
-            }
-        }
         tokio::select! {
             _ = events.wake.notified() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(&mut in_flight, done),
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                finished(&mut in_flight, &mut making, done)
+            }
             _ = tokio::time::sleep(wake_in) => {}
             // The handle dropped without a word stops the loop too.
             changed = stopped.changed() => if changed.is_err() { break },
         }
-        while let Some(done) = tasks.try_join_next() {
-            finished(&mut in_flight, done);
+        while let Some(done) = tasks.try_join_next_with_id() {
+            finished(&mut in_flight, &mut making, done);
         }
     }
     // Stopping: what is in flight may finish within the caller's grace;
     // past it this task is aborted, and what still runs with it (left in
     // its queue).
-    while let Some(done) = tasks.join_next().await {
-        finished(&mut in_flight, done);
+    while let Some(done) = tasks.join_next_with_id().await {
+        finished(&mut in_flight, &mut making, done);
     }
+    upkeep.abort();
     drop(context);
     let _ = recording.await;
 }
@@ -200,21 +241,49 @@ struct Context {
 
 fn finished(
     in_flight: &mut HashMap<Lane, HashSet<u64>>,
-    done: Result<(Lane, u64), tokio::task::JoinError>,
+    making: &mut Making,
+    done: Result<(tokio::task::Id, (Lane, u64)), tokio::task::JoinError>,
 ) {
-    match done {
-        Ok((lane, id)) => {
-            if let Some(ids) = in_flight.get_mut(&lane) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    in_flight.remove(&lane);
+    let task = match &done {
+        Ok((task, _)) => *task,
+        Err(e) => {
+            // A host bug; the delivery stays in its queue and is tried again.
+            tracing::error!(target: "patchbay::events", error = %e, "a delivery task failed");
+            e.id()
+        }
+    };
+    if let Some((lane, id)) = making.remove(&task)
+        && let Some(ids) = in_flight.get_mut(&lane)
+    {
+        ids.remove(&id);
+        if ids.is_empty() {
+            in_flight.remove(&lane);
+        }
+    }
+}
+
+/// Now and then: forget event ids past the idempotency window (until none
+/// is left to forget) and the rate limiters of deleted subscriptions. Off
+/// the delivery loop, so a long pass delays no delivery.
+async fn upkeep(events: Arc<Events>, context: Arc<Context>) {
+    loop {
+        tokio::time::sleep(PURGE_EVERY).await;
+        loop {
+            match events.purge_expired_ids(PURGE_MAX).await {
+                Ok(n) if n == PURGE_MAX => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(target: "patchbay::events", error = %e,
+                        "forgetting event ids past the idempotency window failed");
+                    break;
                 }
             }
         }
-        // A delivery task panicked: a host bug. Its id stays marked in
-        // flight (not attempted again until restart) rather than looping.
-        Err(e) => tracing::error!(target: "patchbay::events", error = %e,
-            "a delivery task failed"),
+        let outbox = events.outbox.clone();
+        context.gates.retain(|ws, sub| {
+            // Kept unless the store says for sure that it is gone.
+            !matches!(outbox.subscription(ws, sub), Ok(None))
+        });
     }
 }
 
@@ -224,7 +293,7 @@ fn start_due(
     events: &Arc<Events>,
     context: &Arc<Context>,
     in_flight: &mut HashMap<Lane, HashSet<u64>>,
-    tasks: &mut JoinSet<(Lane, u64)>,
+    (tasks, making): (&mut JoinSet<(Lane, u64)>, &mut Making),
     concurrency: usize,
     now: u64,
 ) -> Result<Option<u64>, EventsError> {
@@ -253,21 +322,33 @@ fn start_due(
             started += 1;
             in_flight.entry(lane.clone()).or_default().insert(entry.id);
             let (events, context, lane) = (events.clone(), context.clone(), lane.clone());
-            tasks.spawn(async move {
-                deliver(&events, &context, &lane.workspace, entry.id).await;
+            let lane_of_task = lane.clone();
+            let task = tasks.spawn(async move {
+                deliver(&events, &context, &lane, entry).await;
                 (lane, entry.id)
             });
+            making.insert(task.id(), (lane_of_task, entry.id));
         }
     }
     Ok(soonest)
 }
 
 /// One attempt at delivery `id`, and its record.
-async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
+async fn deliver(events: &Events, context: &Context, lane: &Lane, entry: Queued) {
+    let (workspace, id) = (lane.workspace.as_str(), entry.id);
     let outbox = &events.outbox;
     let delivery = match outbox.delivery(workspace, id) {
         Ok(Some(delivery)) if delivery.dead.is_none() => delivery,
-        Ok(_) => return,
+        Ok(_) => {
+            // Settled meanwhile, or a queue entry a removal cut short left
+            // behind: dropped, or it would be started again and again.
+            if let Err(e) = outbox.drop_stale_entry(lane, entry) {
+                tracing::error!(target: "patchbay::events", error = %e, delivery = id,
+                    "dropping a stale queue entry failed");
+                tokio::time::sleep(Duration::from_millis(STORAGE_WAIT_MS)).await;
+            }
+            return;
+        }
         Err(e) => {
             tracing::error!(target: "patchbay::events", error = %e, delivery = id,
                 "reading a delivery failed");
@@ -309,6 +390,25 @@ async fn deliver(events: &Events, context: &Context, workspace: &str, id: u64) {
             return;
         }
     };
+    if subscription.destination.connection != delivery.destination {
+        // The subscription now points elsewhere: its deliveries follow, in
+        // their new destination's queue (and its share of deliveries).
+        let destination = subscription.destination.connection.clone();
+        let due_ms = events.now_ms();
+        record(
+            events,
+            context,
+            workspace,
+            id,
+            Settle::Requeue {
+                destination,
+                due_ms,
+            },
+        )
+        .await;
+        events.wake.notify_one();
+        return;
+    }
     if !subscription.enabled {
         defer(events, context, workspace, id, DISABLED_WAIT_MS).await;
         return;

@@ -40,6 +40,10 @@ use std::sync::{Arc, RwLock};
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 500;
 
+/// Most subscriptions one workspace may have (an event fans out to at most
+/// this many deliveries).
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
 /// How the event flow runs; the operator's to set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventSettings {
@@ -174,6 +178,9 @@ pub struct Events {
     settings: EventSettings,
     /// Each workspace's subscriptions, as last read; dropped on every change.
     subscriptions: RwLock<HashMap<String, Subscriptions>>,
+    /// Bumped by every change of any subscription: a read that began
+    /// before a change is not kept (it could hold a deleted subscription).
+    generation: std::sync::atomic::AtomicU64,
     /// Woken when there is something new to deliver.
     wake: Arc<tokio::sync::Notify>,
     /// Counters and histograms per subscription.
@@ -230,6 +237,7 @@ impl Events {
             clock,
             settings,
             subscriptions: RwLock::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             wake: Arc::default(),
             metrics: metrics::DeliveryMetrics::default(),
         }
@@ -330,6 +338,7 @@ impl Events {
         if let Some(cached) = self.read_cache().get(workspace) {
             return Ok(cached.clone());
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let outbox = self.outbox.clone();
         let ws = workspace.to_owned();
         let stored = blocking(move || outbox.subscriptions(&ws)).await?;
@@ -345,10 +354,13 @@ impl Events {
             }
         }
         let parsed = Arc::new(parsed);
-        self.subscriptions
+        let mut cache = self
+            .subscriptions
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(workspace.to_owned(), parsed.clone());
+            .unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(workspace.to_owned(), parsed.clone());
+        }
         Ok(parsed)
     }
 
@@ -357,10 +369,13 @@ impl Events {
     }
 
     fn forget_subscriptions(&self, workspace: &str) {
-        self.subscriptions
+        let mut cache = self
+            .subscriptions
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(workspace);
+            .unwrap_or_else(|e| e.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(workspace);
     }
 
     /// `workspace`'s subscription `name`, when it exists.
@@ -454,6 +469,12 @@ impl Events {
                 );
             }
         }
+        let existing = self.subscriptions_of(workspace).await?;
+        if existing.len() >= MAX_SUBSCRIPTIONS && !existing.iter().any(|(n, _)| n == name) {
+            problems.push(format!(
+                "the workspace has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have"
+            ));
+        }
         if !problems.is_empty() {
             return Err(EventsError::InvalidSubscription(problems));
         }
@@ -536,6 +557,7 @@ impl Events {
         let (ws, n) = (workspace.to_owned(), name.to_owned());
         let removed = blocking(move || outbox.delete_subscription(&ws, &n)).await?;
         self.forget_subscriptions(workspace);
+        self.metrics.remove_subscription(workspace, name);
         if removed {
             self.wake.notify_one();
             Ok(())
@@ -608,7 +630,12 @@ impl Events {
         let number: u64 = id.parse().map_err(|_| missing())?;
         let outbox = self.outbox.clone();
         let (ws, now) = (workspace.to_owned(), self.now_ms());
-        if blocking(move || outbox.replay(&ws, number, now)).await? {
+        let replayed = blocking(move || {
+            let replayed = outbox.replay(&ws, number, now)?;
+            outbox.flush()?;
+            Ok(replayed)
+        });
+        if replayed.await? {
             self.wake.notify_one();
             Ok(())
         } else {
@@ -640,7 +667,12 @@ impl Events {
         let number: u64 = id.parse().map_err(|_| missing())?;
         let outbox = self.outbox.clone();
         let ws = workspace.to_owned();
-        if blocking(move || outbox.purge_dead(&ws, number)).await? {
+        let purged = blocking(move || {
+            let purged = outbox.purge_dead(&ws, number)?;
+            outbox.flush()?;
+            Ok(purged)
+        });
+        if purged.await? {
             Ok(())
         } else {
             Err(missing())
@@ -677,6 +709,7 @@ impl Events {
                     done += 1;
                 }
             }
+            outbox.flush()?;
             Ok(done)
         })
         .await

@@ -95,6 +95,14 @@ impl DeliveryMetrics {
         stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Forget a deleted subscription's numbers.
+    pub fn remove_subscription(&self, workspace: &str, subscription: &str) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(ws, sub), _| ws != workspace || sub != subscription);
+    }
+
     /// Forget a deleted workspace's numbers.
     pub fn remove_workspace(&self, workspace: &str) {
         self.stats

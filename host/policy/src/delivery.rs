@@ -63,7 +63,8 @@ pub struct RetryPolicy {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// The oldest a delivery may be at its next attempt, in seconds from
-    /// its first (60 s to 30 days; default one day).
+    /// its event's acceptance or its last replay (60 s to 30 days; default
+    /// one day).
     #[serde(default = "default_max_age_secs")]
     pub max_age_secs: u64,
     /// The first retry waits up to this, in milliseconds (10 ms to 1 h;

@@ -259,6 +259,14 @@ pub enum Settle {
         /// When to try.
         due_ms: u64,
     },
+    /// Its subscription now delivers to another connection: into that
+    /// queue, due at `due_ms`, without an attempt.
+    Requeue {
+        /// The connection it goes to now.
+        destination: String,
+        /// When to try.
+        due_ms: u64,
+    },
     /// It failed for good: into the dead-letter queue.
     Dead {
         /// The failed attempt.
@@ -489,6 +497,13 @@ fn settle_one(
             delivery.due_ms = *due_ms;
         }
         Settle::Defer { due_ms } => delivery.due_ms = *due_ms,
+        Settle::Requeue {
+            destination,
+            due_ms,
+        } => {
+            delivery.destination.clone_from(destination);
+            delivery.due_ms = *due_ms;
+        }
         Settle::Dead { attempt, reason } => {
             delivery.record(attempt.clone());
             delivery.dead = Some(DeadLetter {
@@ -711,6 +726,26 @@ impl Outbox {
             Ok(())
         })?;
         Ok(settled)
+    }
+
+    /// Remove a queue entry whose delivery is gone (left by a removal cut
+    /// short); `false` when the delivery still exists (nothing is removed).
+    pub fn drop_stale_entry(&self, lane: &Lane, entry: Queued) -> Result<bool, StorageError> {
+        let mut dropped = false;
+        self.backend.transact(&mut |tx| {
+            dropped = false;
+            if tx
+                .get(Tree::Deliveries, &delivery_key(&lane.workspace, entry.id))?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let key = due_key(&lane.workspace, &lane.destination, entry.due_ms, entry.id);
+            tx.remove(Tree::Due, &key)?;
+            dropped = true;
+            Ok(())
+        })?;
+        Ok(dropped)
     }
 
     /// Dead-lettered deliveries of `workspace`, oldest first, strictly after
@@ -956,7 +991,16 @@ impl Outbox {
         let prefix = workspace_prefix(workspace);
         let end = after_prefix(&prefix);
         let mut removed = 0;
-        for tree in Tree::ALL {
+        // Queue entries first: one left behind by a crash part-way would
+        // name a delivery already gone (the dispatcher drops such entries).
+        for tree in [
+            Tree::Due,
+            Tree::Dead,
+            Tree::Deliveries,
+            Tree::Events,
+            Tree::Counts,
+            Tree::Subscriptions,
+        ] {
             loop {
                 let entries = self.backend.scan(tree, &prefix, &end, 512)?;
                 if entries.is_empty() {
@@ -1266,6 +1310,42 @@ pub(crate) mod contract_tests {
         );
         outbox
             .settle(ws, ids[1], &Settle::Delivered, 9_200)
+            .expect("settle");
+        // Requeued: into another destination's queue, no attempt made.
+        outbox
+            .accept(ws, &[event("moved", &[("s", "crm")])], 9_300)
+            .expect("accept");
+        let moved = outbox.queued(&lane(ws, "crm"), 1).expect("queued")[0];
+        let requeue = Settle::Requeue {
+            destination: "crm-2".into(),
+            due_ms: 9_400,
+        };
+        assert!(
+            outbox
+                .settle(ws, moved.id, &requeue, 9_300)
+                .expect("settle")
+        );
+        assert!(
+            outbox
+                .queued(&lane(ws, "crm"), 10)
+                .expect("queued")
+                .is_empty()
+        );
+        let there = outbox.queued(&lane(ws, "crm-2"), 10).expect("queued");
+        assert_eq!((there.len(), there[0].due_ms), (1, 9_400));
+        let record = outbox
+            .delivery(ws, moved.id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!((record.destination.as_str(), record.tries), ("crm-2", 0));
+        // A queue entry of a delivery that exists is not dropped as stale.
+        assert!(
+            !outbox
+                .drop_stale_entry(&lane(ws, "crm-2"), there[0])
+                .expect("drop")
+        );
+        outbox
+            .settle(ws, moved.id, &Settle::Delivered, 9_500)
             .expect("settle");
         // A long history keeps its newest attempts.
         outbox
