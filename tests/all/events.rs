@@ -830,6 +830,9 @@ async fn an_open_breaker_holds_deliveries_without_using_their_attempts() {
     assert_eq!(counted, 3, "{history:?}");
     assert!(!held.is_empty(), "{history:?}");
     assert!(held.iter().all(|a| a["code"] == "circuit-open"), "{held:?}");
+    // Each held attempt waited out the breaker's remaining time (1.5 s), not
+    // the 50 ms backoff: a few, not dozens.
+    assert!(held.len() <= 5, "{} held attempts: {held:?}", held.len());
     assert_eq!(dead[0]["attempts"], 3);
 }
 

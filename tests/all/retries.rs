@@ -325,5 +325,11 @@ async fn the_failure_that_opens_the_breaker_is_handed_back_not_resent() {
     let outcome = fetch_with(&harness, &server, json!({})).await;
     assert!(outcome.result.is_err());
     assert_eq!(outcome.circuit_open, 1);
+    let open_for = outcome.circuit_retry_after.expect("how long it stays open");
+    assert!(
+        open_for > std::time::Duration::from_secs(50)
+            && open_for <= std::time::Duration::from_secs(60),
+        "{open_for:?}"
+    );
     assert_eq!(requests(&server).await, 2);
 }

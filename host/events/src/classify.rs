@@ -35,7 +35,7 @@ pub fn invoke_failure(error: &InvokeError, invoked: &Invoked) -> Failed {
     let code = if held { "circuit-open" } else { error.code() }.to_owned();
     let failure = match error {
         // Nothing was sent: the destination's breaker is open.
-        _ if held => Failure::CircuitOpen(None),
+        _ if held => Failure::CircuitOpen(invoked.outcome.circuit_retry_after),
         E::Plugin(P::RateLimited { retry_after_ms }) => {
             Failure::RateLimited(Some(Duration::from_millis(*retry_after_ms)))
         }

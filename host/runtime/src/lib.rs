@@ -261,6 +261,7 @@ struct CallRecord {
     denials: Vec<Denial>,
     suppressed_denials: usize,
     circuit_open: u32,
+    circuit_retry_after: Option<Duration>,
 }
 
 /// The record of one invocation, successful or not.
@@ -287,6 +288,8 @@ pub struct InvokeOutcome<T = Json> {
     /// Requests not sent because their destination's circuit breaker was
     /// open (the plugin saw `destination-unavailable`).
     pub circuit_open: u32,
+    /// The longest such a breaker said it would stay open.
+    pub circuit_retry_after: Option<Duration>,
 }
 
 impl Runtime {
@@ -642,6 +645,7 @@ impl Runtime {
             denials: Vec::new(),
             suppressed_denials: 0,
             circuit_open: 0,
+            circuit_retry_after: None,
         };
         let result = call(&mut record).await;
         if let Err(error) = &result
@@ -669,6 +673,7 @@ impl Runtime {
             denials: record.denials,
             suppressed_denials: record.suppressed_denials,
             circuit_open: record.circuit_open,
+            circuit_retry_after: record.circuit_retry_after,
         }
     }
 
@@ -712,7 +717,7 @@ impl Runtime {
         let call = tokio::time::timeout_at(deadline.into(), call);
         let outcome = off_the_workers_once_computing(call, &activity, &self.counters).await;
         (record.denials, record.suppressed_denials) = store.data().http.denials();
-        record.circuit_open = store.data().http.circuit_open();
+        (record.circuit_open, record.circuit_retry_after) = store.data().http.circuit_open();
         let output = match outcome {
             Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {

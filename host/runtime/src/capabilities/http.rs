@@ -85,6 +85,8 @@ struct Denials {
     suppressed: usize,
     /// Requests not sent because their destination's circuit breaker was open.
     circuit_open: u32,
+    /// The longest an open breaker said it would stay open, of those.
+    circuit_retry_after: Option<std::time::Duration>,
     /// The last refusal's record: the summary's host, port and path.
     last: Option<AuditRecord>,
 }
@@ -126,10 +128,10 @@ impl HttpCtx {
     }
 
     /// Requests of this call not sent because their destination's circuit
-    /// breaker was open.
-    pub fn circuit_open(&self) -> u32 {
+    /// breaker was open, and the longest any said it would stay open.
+    pub fn circuit_open(&self) -> (u32, Option<std::time::Duration>) {
         let denials = self.gate.denials.lock().unwrap_or_else(|e| e.into_inner());
-        denials.circuit_open
+        (denials.circuit_open, denials.circuit_retry_after)
     }
 }
 
@@ -398,9 +400,10 @@ impl HttpGate {
                             reason = %reason, "outbound request denied");
                         keep(reason.clone());
                     }
-                    if let EgressError::CircuitOpen(_) = &error {
+                    if let EgressError::CircuitOpen(retry_after) = &error {
                         let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
                         held.circuit_open = held.circuit_open.saturating_add(1);
+                        held.circuit_retry_after = held.circuit_retry_after.max(Some(*retry_after));
                     }
                     Err(http_error(&error))
                 }
