@@ -526,6 +526,25 @@ fn settle_one(
     Ok(true)
 }
 
+/// Take delivery `id` out of the dead-letter queue: its key and record (no
+/// longer marked dead), or `None` when it is not dead-lettered.
+fn take_dead(
+    tx: &dyn Tx,
+    workspace: &str,
+    id: u64,
+) -> Result<Option<(Vec<u8>, Delivery)>, TxError> {
+    let key = delivery_key(workspace, id);
+    let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
+        return Ok(None);
+    };
+    let mut delivery = read_delivery(&stored)?;
+    let Some(dead) = delivery.dead.take() else {
+        return Ok(None);
+    };
+    tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
+    Ok(Some((key, delivery)))
+}
+
 /// One fewer open delivery of `event_id`; its JSON is dropped with the last.
 fn close_one(tx: &dyn Tx, workspace: &str, event_id: &str) -> Result<(), TxError> {
     let key = named_key(workspace, event_id);
@@ -546,6 +565,31 @@ impl Outbox {
         Self { backend }
     }
 
+    /// Run `body` as one transaction (again after a conflict) and hand back
+    /// what its last run returned.
+    fn transact<T>(
+        &self,
+        mut body: impl FnMut(&dyn Tx) -> Result<T, TxError>,
+    ) -> Result<T, StorageError> {
+        let mut out = None;
+        self.backend.transact(&mut |tx| {
+            out = Some(body(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| {
+            StorageError::Backend("outbox: a transaction ended without a result".into())
+        })
+    }
+
+    /// Remove `keys` from `tree` in one transaction.
+    fn remove_keys<'k>(
+        &self,
+        tree: Tree,
+        keys: impl Iterator<Item = &'k Vec<u8>> + Clone,
+    ) -> Result<(), StorageError> {
+        self.transact(|tx| keys.clone().try_for_each(|key| tx.remove(tree, key)))
+    }
+
     /// Accept `events` for `workspace` at `now_ms`, each with its
     /// deliveries, due at once: all in one transaction, on disk before this
     /// returns. An id already accepted (and not yet forgotten, see
@@ -562,9 +606,8 @@ impl Outbox {
         for _ in events.iter().flat_map(|e| &e.deliveries) {
             ids.push(self.backend.next_id()?);
         }
-        let mut accepted = Vec::with_capacity(events.len());
-        self.backend.transact(&mut |tx| {
-            accepted.clear();
+        let accepted = self.transact(|tx| {
+            let mut accepted = Vec::with_capacity(events.len());
             let mut ids = ids.iter().copied();
             for event in events {
                 let key = named_key(workspace, &event.id);
@@ -624,7 +667,7 @@ impl Outbox {
                     deliveries: event.deliveries.len(),
                 });
             }
-            Ok(())
+            Ok(accepted)
         })?;
         self.backend.flush()?;
         Ok(accepted)
@@ -717,35 +760,26 @@ impl Outbox {
         outcomes: &[(&str, u64, &Settle)],
         now_ms: u64,
     ) -> Result<Vec<bool>, StorageError> {
-        let mut settled = Vec::with_capacity(outcomes.len());
-        self.backend.transact(&mut |tx| {
-            settled.clear();
-            for (workspace, id, outcome) in outcomes {
-                settled.push(settle_one(tx, workspace, *id, outcome, now_ms)?);
-            }
-            Ok(())
-        })?;
-        Ok(settled)
+        self.transact(|tx| {
+            outcomes
+                .iter()
+                .map(|(workspace, id, outcome)| settle_one(tx, workspace, *id, outcome, now_ms))
+                .collect()
+        })
     }
 
     /// Remove a queue entry whose delivery is gone (left by a removal cut
     /// short); `false` when the delivery still exists (nothing is removed).
     pub fn drop_stale_entry(&self, lane: &Lane, entry: Queued) -> Result<bool, StorageError> {
-        let mut dropped = false;
-        self.backend.transact(&mut |tx| {
-            dropped = false;
-            if tx
-                .get(Tree::Deliveries, &delivery_key(&lane.workspace, entry.id))?
-                .is_some()
-            {
-                return Ok(());
+        let delivery = delivery_key(&lane.workspace, entry.id);
+        let queued = due_key(&lane.workspace, &lane.destination, entry.due_ms, entry.id);
+        self.transact(|tx| {
+            if tx.get(Tree::Deliveries, &delivery)?.is_some() {
+                return Ok(false);
             }
-            let key = due_key(&lane.workspace, &lane.destination, entry.due_ms, entry.id);
-            tx.remove(Tree::Due, &key)?;
-            dropped = true;
-            Ok(())
-        })?;
-        Ok(dropped)
+            tx.remove(Tree::Due, &queued)?;
+            Ok(true)
+        })
     }
 
     /// Dead-lettered deliveries of `workspace`, oldest first, strictly after
@@ -792,18 +826,10 @@ impl Outbox {
     /// a fresh round of attempts (its history is kept). `false` when it is
     /// not in the dead-letter queue.
     pub fn replay(&self, workspace: &str, id: u64, now_ms: u64) -> Result<bool, StorageError> {
-        let mut replayed = false;
-        self.backend.transact(&mut |tx| {
-            replayed = false;
-            let key = delivery_key(workspace, id);
-            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
-                return Ok(());
+        self.transact(|tx| {
+            let Some((key, mut delivery)) = take_dead(tx, workspace, id)? else {
+                return Ok(false);
             };
-            let mut delivery = read_delivery(&stored)?;
-            let Some(dead) = delivery.dead.take() else {
-                return Ok(());
-            };
-            tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
             delivery.attempts = 0;
             delivery.since_ms = now_ms;
             delivery.due_ms = now_ms;
@@ -814,34 +840,22 @@ impl Outbox {
             )?;
             tx.insert(Tree::Deliveries, &key, &write_delivery(&delivery)?)?;
             adjust(tx, workspace, &delivery.subscription, id, (1, -1))?;
-            replayed = true;
-            Ok(())
-        })?;
-        Ok(replayed)
+            Ok(true)
+        })
     }
 
     /// Remove a dead-lettered delivery for good. `false` when it is not in
     /// the dead-letter queue.
     pub fn purge_dead(&self, workspace: &str, id: u64) -> Result<bool, StorageError> {
-        let mut purged = false;
-        self.backend.transact(&mut |tx| {
-            purged = false;
-            let key = delivery_key(workspace, id);
-            let Some(stored) = tx.get(Tree::Deliveries, &key)? else {
-                return Ok(());
+        self.transact(|tx| {
+            let Some((key, delivery)) = take_dead(tx, workspace, id)? else {
+                return Ok(false);
             };
-            let delivery = read_delivery(&stored)?;
-            let Some(dead) = &delivery.dead else {
-                return Ok(());
-            };
-            tx.remove(Tree::Dead, &dead_key(workspace, dead.at_ms, id))?;
             tx.remove(Tree::Deliveries, &key)?;
             adjust(tx, workspace, &delivery.subscription, id, (0, -1))?;
             close_one(tx, workspace, &delivery.event_id)?;
-            purged = true;
-            Ok(())
-        })?;
-        Ok(purged)
+            Ok(true)
+        })
     }
 
     /// Pending and dead deliveries per subscription of `workspace`, by name.
@@ -914,14 +928,9 @@ impl Outbox {
                 _ => break,
             }
         }
+        // Still unopened and old: nothing reopens a stored event.
         for chunk in doomed.chunks(256) {
-            self.backend.transact(&mut |tx| {
-                for key in chunk {
-                    // Still unopened and old: nothing reopens a stored event.
-                    tx.remove(Tree::Events, key)?;
-                }
-                Ok(())
-            })?;
+            self.remove_keys(Tree::Events, chunk.iter())?;
         }
         Ok(doomed.len())
     }
@@ -933,11 +942,11 @@ impl Outbox {
         name: &str,
         json: &[u8],
     ) -> Result<bool, StorageError> {
-        let mut created = false;
-        self.backend.transact(&mut |tx| {
-            let key = named_key(workspace, name);
-            created = tx.get(Tree::Subscriptions, &key)?.is_none();
-            tx.insert(Tree::Subscriptions, &key, json)
+        let key = named_key(workspace, name);
+        let created = self.transact(|tx| {
+            let created = tx.get(Tree::Subscriptions, &key)?.is_none();
+            tx.insert(Tree::Subscriptions, &key, json)?;
+            Ok(created)
         })?;
         self.backend.flush()?;
         Ok(created)
@@ -975,11 +984,11 @@ impl Outbox {
     /// Remove `workspace`'s subscription `name`; whether it was there. Its
     /// pending and dead deliveries stay (the caller decides their fate).
     pub fn delete_subscription(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
-        let mut removed = false;
-        self.backend.transact(&mut |tx| {
-            let key = named_key(workspace, name);
-            removed = tx.get(Tree::Subscriptions, &key)?.is_some();
-            tx.remove(Tree::Subscriptions, &key)
+        let key = named_key(workspace, name);
+        let removed = self.transact(|tx| {
+            let removed = tx.get(Tree::Subscriptions, &key)?.is_some();
+            tx.remove(Tree::Subscriptions, &key)?;
+            Ok(removed)
         })?;
         self.backend.flush()?;
         Ok(removed)
@@ -1006,12 +1015,7 @@ impl Outbox {
                 if entries.is_empty() {
                     break;
                 }
-                self.backend.transact(&mut |tx| {
-                    for (key, _) in &entries {
-                        tx.remove(tree, key)?;
-                    }
-                    Ok(())
-                })?;
+                self.remove_keys(tree, entries.iter().map(|(key, _)| key))?;
                 removed += entries.len();
             }
         }
