@@ -1,8 +1,7 @@
 //! `patchbay events …`, `patchbay subscription …`, `patchbay dead-letter …`:
 //! the event flow on a running server, one API call each.
 
-use super::remote::{Server, call, json_input, segment};
-use std::path::PathBuf;
+use super::remote::{JsonInput, Server, call, segment};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -11,12 +10,8 @@ pub(super) enum EventsCommand {
     /// id, whether it was a duplicate, and the deliveries made.
     Publish {
         workspace: String,
-        /// A file holding the event(s) (`-` for standard input).
-        #[arg(long, value_name = "FILE", conflicts_with = "json")]
-        file: Option<PathBuf>,
-        /// The event(s) themselves.
-        #[arg(long, value_name = "JSON")]
-        json: Option<String>,
+        #[command(flatten)]
+        events: JsonInput,
     },
 }
 
@@ -26,12 +21,8 @@ pub(super) enum SubscriptionCommand {
     Put {
         workspace: String,
         name: String,
-        /// A file holding the definition (`-` for standard input).
-        #[arg(long, value_name = "FILE", conflicts_with = "json")]
-        file: Option<PathBuf>,
-        /// The definition itself.
-        #[arg(long, value_name = "JSON")]
-        json: Option<String>,
+        #[command(flatten)]
+        definition: JsonInput,
     },
     Get {
         workspace: String,
@@ -133,12 +124,8 @@ fn under(workspace: &str, rest: &str) -> String {
 
 pub(super) async fn events(server: Server, command: EventsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        EventsCommand::Publish {
-            workspace,
-            file,
-            json,
-        } => {
-            let body = json_input("the event(s)", file, json)?;
+        EventsCommand::Publish { workspace, events } => {
+            let body = events.read("the event(s)")?;
             call(&server, "POST", &under(&workspace, "events"), Some(body)).await
         }
     }
@@ -153,12 +140,11 @@ pub(super) async fn subscription(
         SubscriptionCommand::Put {
             workspace,
             name,
-            file,
-            json,
+            definition,
         } => (
             "PUT",
             at(&workspace, &name),
-            Some(json_input("the definition", file, json)?),
+            Some(definition.read("the definition")?),
         ),
         SubscriptionCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
         SubscriptionCommand::List { workspace } => {

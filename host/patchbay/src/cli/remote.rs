@@ -362,24 +362,31 @@ async fn credential_body(
     serde_json::to_value(&secret).context("the credential")
 }
 
-/// JSON given with `--json`, or read from `--file` (`-`: standard input);
-/// `what` names it in errors.
-pub(super) fn json_input(
-    what: &str,
+/// JSON given with `--json`, or read from `--file` (`-`: standard input).
+#[derive(Debug, clap::Args)]
+pub(super) struct JsonInput {
+    /// A file holding it (`-` for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
     file: Option<std::path::PathBuf>,
+    /// The JSON itself.
+    #[arg(long, value_name = "JSON")]
     json: Option<String>,
-) -> anyhow::Result<Value> {
-    let text = match (file, json) {
-        (_, Some(text)) => text,
-        (Some(path), None) if path.as_os_str() == "-" => {
-            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-        }
-        (Some(path), None) => {
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
-        }
-        (None, None) => bail!("give {what} with --file FILE or --json JSON"),
-    };
-    parse_json(what, &text)
+}
+
+impl JsonInput {
+    /// The JSON, parsed; `what` names it in errors.
+    pub(super) fn read(self, what: &str) -> anyhow::Result<Value> {
+        let text = match (self.file, self.json) {
+            (_, Some(text)) => text,
+            (Some(path), None) if path.as_os_str() == "-" => {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            }
+            (Some(path), None) => std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            (None, None) => bail!("give {what} with --file FILE or --json JSON"),
+        };
+        parse_json(what, &text)
+    }
 }
 
 fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
@@ -483,12 +490,8 @@ pub(super) enum LookupCommand {
     Put {
         workspace: String,
         name: String,
-        /// A file holding the definition (`-` for standard input).
-        #[arg(long, value_name = "FILE", conflicts_with = "json")]
-        file: Option<std::path::PathBuf>,
-        /// The definition itself.
-        #[arg(long, value_name = "JSON")]
-        json: Option<String>,
+        #[command(flatten)]
+        definition: JsonInput,
     },
     Get {
         workspace: String,
@@ -582,12 +585,11 @@ pub(super) async fn lookup(server: Server, command: LookupCommand) -> anyhow::Re
         LookupCommand::Put {
             workspace,
             name,
-            file,
-            json,
+            definition,
         } => (
             "PUT",
             at(&workspace, &name),
-            Some(json_input("the definition", file, json)?),
+            Some(definition.read("the definition")?),
         ),
         LookupCommand::Get { workspace, name } => ("GET", at(&workspace, &name), None),
         LookupCommand::List { workspace } => (
