@@ -387,6 +387,40 @@ async fn dead_letters_are_replayed_and_purged_by_filter() {
     assert!(rest.get("next").is_none());
     let (status, bad) = hub.call("GET", "/dead-letters?after=nonsense", None).await;
     assert_eq!((status, bad["code"].as_str()), (422, Some("invalid-query")));
+    // By time: dead-lettered at or after `since`, before `until`.
+    let at = dead[1]["dead"]["at_ms"].as_u64().expect("dead-lettered at");
+    let ids =
+        |letters: Vec<Value>| -> Vec<Value> { letters.iter().map(|d| d["id"].clone()).collect() };
+    let from_at = ids(hub.dead_letters(&format!("?since={at}")).await);
+    let before_at = ids(hub.dead_letters(&format!("?until={at}")).await);
+    assert!(from_at.contains(&dead[1]["id"]) && !before_at.contains(&dead[1]["id"]));
+    assert_eq!(
+        from_at.len() + before_at.len(),
+        3,
+        "{from_at:?} {before_at:?}"
+    );
+    assert!(
+        hub.dead_letters(&format!("?since={}", at + 3_600_000))
+            .await
+            .is_empty()
+    );
+    // A replay or purge covers what matches; paging it is refused, not ignored.
+    for (method, path) in [
+        ("POST", "/dead-letters/replay?limit=1"),
+        ("DELETE", "/dead-letters?after=1-1"),
+    ] {
+        let (status, bad) = hub.call(method, path, None).await;
+        assert_eq!(
+            (status, bad["code"].as_str()),
+            (422, Some("invalid-query")),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        hub.dead_letters("").await.len(),
+        3,
+        "a refused purge removed nothing"
+    );
 
     // Purge one, then replay the rest (they fail again: dead again).
     let one = dead[0]["id"].to_string();
