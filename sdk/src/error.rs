@@ -71,6 +71,24 @@ impl Error {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::NotFound(message.into())
     }
+
+    /// An [`Error::Unauthorized`]: for a webhook, a forged or stale one.
+    ///
+    /// ```no_run
+    /// let e = patchbay_sdk::Error::unauthorized("the signature does not match");
+    /// ```
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(message.into())
+    }
+
+    /// An [`Error::Unsupported`].
+    ///
+    /// ```no_run
+    /// let e = patchbay_sdk::Error::unsupported("this plugin takes no webhooks");
+    /// ```
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::Unsupported(message.into())
+    }
 }
 
 impl fmt::Display for Error {
@@ -107,6 +125,24 @@ impl From<Error> for WitError {
             Error::Timeout(m) => WitError::Timeout(m),
             Error::Unsupported(m) => WitError::Unsupported(m),
             Error::Internal(m) => WitError::Internal(m),
+        }
+    }
+}
+
+impl From<WitError> for Error {
+    fn from(e: WitError) -> Self {
+        match e {
+            WitError::InvalidInput(m) => Error::InvalidInput(m),
+            WitError::NotFound(m) => Error::NotFound(m),
+            WitError::Unauthorized(m) => Error::Unauthorized(m),
+            WitError::AccessDenied(m) => Error::AccessDenied(m),
+            WitError::RateLimited(retry_after_ms) => Error::RateLimited { retry_after_ms },
+            WitError::Upstream(UpstreamError { status, message }) => {
+                Error::Upstream { status, message }
+            }
+            WitError::Timeout(m) => Error::Timeout(m),
+            WitError::Unsupported(m) => Error::Unsupported(m),
+            WitError::Internal(m) => Error::Internal(m),
         }
     }
 }

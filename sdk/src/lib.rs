@@ -47,6 +47,7 @@ pub mod http;
 pub mod kv;
 pub mod log;
 mod operations;
+pub mod webhooks;
 
 pub use error::Error;
 pub use operations::{Connector, Context, Operations};
@@ -59,7 +60,11 @@ pub mod __private {
     pub use crate::bindings::exports::patchbay::connector::operations::{
         Error as WitError, Guest, InvocationContext,
     };
+    pub use crate::bindings::exports::patchbay::connector::webhooks::{
+        Guest as WebhooksGuest, VerifiedWebhook, WebhookRequest,
+    };
     pub use crate::operations::{invoke, operation_names};
+    pub use crate::webhooks::verify;
     pub use wit_bindgen;
 }
 
@@ -92,6 +97,18 @@ macro_rules! export_connector {
 
                 fn names() -> ::std::vec::Vec<::std::string::String> {
                     $crate::__private::operation_names::<$connector>()
+                }
+            }
+
+            impl $crate::__private::WebhooksGuest for __PatchbayExport {
+                fn verify_webhook(
+                    context: $crate::__private::InvocationContext,
+                    request: $crate::__private::WebhookRequest,
+                ) -> ::std::result::Result<
+                    $crate::__private::VerifiedWebhook,
+                    $crate::__private::WitError,
+                > {
+                    $crate::__private::verify::<$connector>(context, request)
                 }
             }
 

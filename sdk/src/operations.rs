@@ -18,6 +18,17 @@ use serde::{Serialize, de::DeserializeOwned};
 pub trait Connector {
     /// Register every operation, by the name the manifest gives it.
     fn operations(ops: &mut Operations<'_>);
+
+    /// Verify a webhook sent to one of the plugin's connections and map it
+    /// to events (manifest: `[webhook] verify = "plugin"`); see
+    /// [`webhooks`](crate::webhooks). A forged or stale webhook is
+    /// [`Error::Unauthorized`]. Unless overridden, the plugin takes none.
+    fn webhook(
+        _ctx: &Context,
+        _request: &crate::webhooks::WebhookRequest,
+    ) -> Result<crate::webhooks::Verified, Error> {
+        Err(Error::unsupported("this plugin takes no webhooks"))
+    }
 }
 
 /// What the host told the plugin about the current invocation.
@@ -159,6 +170,11 @@ where
     let input: I = serde_json::from_str(input).map_err(|e| Error::invalid_input(e.to_string()))?;
     let output = handler(ctx, input)?;
     serde_json::to_string(&output).map_err(|e| Error::internal(format!("encoding output: {e}")))
+}
+
+/// The context the host passed, wrapped.
+pub(crate) fn context(inner: InvocationContext) -> Context {
+    Context { inner }
 }
 
 /// Entry point used by the export macro.

@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+mod hooks;
 mod limits;
 mod lookups;
 pub mod metrics;
@@ -97,6 +98,7 @@ fn described() -> OpenApiRouter<AppState> {
         .merge(connections::routes())
         .merge(lookups::routes())
         .merge(events::routes())
+        .merge(hooks::routes())
         .routes(routes!(openapi_json))
 }
 

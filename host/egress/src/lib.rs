@@ -229,6 +229,12 @@ impl Egress {
             .clone()
     }
 
+    /// Every connection's credentials (the runtime checks webhook signatures
+    /// with them, without ever handing one to a plugin).
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
+
     /// The circuit breakers of every (workspace, origin), for reporting.
     pub fn breakers(&self) -> &breaker::Breakers {
         &self.breakers

@@ -25,6 +25,7 @@
 pub mod classify;
 pub mod dispatch;
 pub mod metrics;
+pub mod webhooks;
 
 use patchbay_policy::clock::Clock;
 use patchbay_policy::events::{Event, Subscription};
@@ -53,6 +54,8 @@ pub struct EventSettings {
     pub idempotency_window_ms: u64,
     /// Deliveries to one destination in flight at once.
     pub lane_concurrency: usize,
+    /// Webhooks in: on or off, body size, dedupe window, events per webhook.
+    pub webhooks: patchbay_policy::delivery::WebhookPolicy,
 }
 
 impl Default for EventSettings {
@@ -62,6 +65,7 @@ impl Default for EventSettings {
         Self {
             idempotency_window_ms: 24 * 3_600_000,
             lane_concurrency: 16,
+            webhooks: patchbay_policy::delivery::WebhookPolicy::default(),
         }
     }
 }
@@ -274,6 +278,31 @@ impl Events {
                 items.len()
             )]));
         }
+        let accepted = self.prepare(workspace, items, batch).await?;
+        let outbox = self.outbox.clone();
+        let ws = workspace.to_owned();
+        let now = self.now_ms();
+        let result = blocking(move || outbox.accept(&ws, &accepted, now)).await?;
+        self.accepted(&result);
+        Ok(result)
+    }
+
+    /// Wake the dispatcher when `accepted` created deliveries.
+    fn accepted(&self, accepted: &[Accepted]) {
+        if accepted.iter().any(|a| a.deliveries > 0) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Check `items` (events as JSON; `batch` when they came as an array),
+    /// give each an id when it has none, and match them against the
+    /// workspace's enabled subscriptions: what to accept, or every problem.
+    async fn prepare(
+        &self,
+        workspace: &str,
+        items: Vec<Json>,
+        batch: bool,
+    ) -> Result<Vec<NewEvent>, EventsError> {
         let subscriptions = self.subscriptions_of(workspace).await?;
         let (mut shape, mut problems) = (Vec::new(), Vec::new());
         let mut accepted = Vec::with_capacity(items.len());
@@ -323,14 +352,7 @@ impl Events {
         if !problems.is_empty() {
             return Err(EventsError::InvalidEvents(problems));
         }
-        let outbox = self.outbox.clone();
-        let ws = workspace.to_owned();
-        let now = self.now_ms();
-        let result = blocking(move || outbox.accept(&ws, &accepted, now)).await?;
-        if result.iter().any(|a| a.deliveries > 0) {
-            self.wake.notify_one();
-        }
-        Ok(result)
+        Ok(accepted)
     }
 
     /// `workspace`'s subscriptions, from the cache or the store.

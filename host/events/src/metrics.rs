@@ -57,10 +57,12 @@ pub enum Counted {
     DeadLettered,
 }
 
-/// Every subscription's numbers, by (workspace, subscription).
+/// Every subscription's numbers, by (workspace, subscription), and
+/// webhooks taken in, by (workspace, outcome).
 #[derive(Debug, Default)]
 pub struct DeliveryMetrics {
     stats: Mutex<HashMap<(String, String), SubscriptionStats>>,
+    webhooks: Mutex<HashMap<(String, &'static str), u64>>,
 }
 
 impl DeliveryMetrics {
@@ -89,6 +91,24 @@ impl DeliveryMetrics {
         }
     }
 
+    /// Count one webhook's end, `outcome` one of a fixed set (accepted,
+    /// duplicate, refused, invalid, unavailable, failed). `workspace` is
+    /// `None` when no such workspace exists: the sender named it, and an
+    /// unauthenticated sender must not create label values.
+    pub fn count_webhook(&self, workspace: Option<&str>, outcome: &'static str) {
+        let mut webhooks = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+        *webhooks
+            .entry((workspace.unwrap_or_default().to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    /// A copy of the webhook counts, by (workspace, outcome); the workspace
+    /// is empty for webhooks to no workspace.
+    pub fn webhooks(&self) -> Vec<((String, &'static str), u64)> {
+        let webhooks = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+        webhooks.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// A copy of every subscription's numbers.
     pub fn snapshot(&self) -> Vec<((String, String), SubscriptionStats)> {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,6 +126,10 @@ impl DeliveryMetrics {
     /// Forget a deleted workspace's numbers.
     pub fn remove_workspace(&self, workspace: &str) {
         self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(ws, _), _| ws != workspace);
+        self.webhooks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(ws, _), _| ws != workspace);

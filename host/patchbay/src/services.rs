@@ -161,6 +161,7 @@ impl Services {
                 idempotency_window_ms: u64::from(policy.events.idempotency_window_hours)
                     * 3_600_000,
                 lane_concurrency: policy.events.deliveries_per_destination as usize,
+                webhooks: policy.webhooks,
             },
         ));
         Ok(Self {

@@ -54,6 +54,55 @@ impl EventPolicy {
     }
 }
 
+/// The operator's settings of webhooks in (`POST /v1/hooks/{ws}/{connection}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookPolicy {
+    /// Whether the host takes webhooks at all; when not, every one gets 401.
+    pub enabled: bool,
+    /// The largest body taken, in KiB (1 to 16384): a longer one gets 413
+    /// before it is read whole.
+    pub max_body_kb: u32,
+    /// How long a webhook's id is remembered at least, so a resent webhook
+    /// creates nothing, in hours (1 to 720).
+    pub dedupe_window_hours: u32,
+    /// Most events one webhook may become (1 to 500, a batch's size).
+    pub max_events_per_webhook: u32,
+}
+
+impl Default for WebhookPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_body_kb: 1024,
+            dedupe_window_hours: 24,
+            max_events_per_webhook: 100,
+        }
+    }
+}
+
+impl WebhookPolicy {
+    /// Every value the host cannot run with, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=16_384).contains(&self.max_body_kb) {
+            problems.push("webhooks.max_body_kb must be 1 to 16384".to_owned());
+        }
+        if !(1..=720).contains(&self.dedupe_window_hours) {
+            problems.push("webhooks.dedupe_window_hours must be 1 to 720".to_owned());
+        }
+        if !(1..=500).contains(&self.max_events_per_webhook) {
+            problems.push("webhooks.max_events_per_webhook must be 1 to 500".to_owned());
+        }
+        problems
+    }
+
+    /// The largest body taken, in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_kb as usize * 1024
+    }
+}
+
 /// How a subscription's deliveries are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

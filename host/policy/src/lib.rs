@@ -46,6 +46,8 @@ pub struct OperatorPolicy {
     pub audit: crate::limits::Retention,
     /// The event flow: the idempotency window, deliveries per destination.
     pub events: crate::delivery::EventPolicy,
+    /// Webhooks in: on or off, body size, the dedupe window, events per webhook.
+    pub webhooks: crate::delivery::WebhookPolicy,
     /// When not empty, plugins may only reach destinations matching one of
     /// these entries (same grammar as a manifest's, without templates), on
     /// top of what each manifest declares and each workspace approves.
@@ -183,6 +185,7 @@ impl OperatorPolicy {
                 .map(|(key, _, max)| format!("{key} must be at most {max}")),
         );
         out.extend(self.events.problems());
+        out.extend(self.webhooks.problems());
         if let Err(e) = self.destination_rules() {
             out.push(e);
         }
@@ -358,6 +361,35 @@ max_age_days = 7
             assert!(error.contains(named), "{text:?}: {error}");
         }
         assert!(OperatorPolicy::default().to_toml().contains("[events]"));
+    }
+
+    #[test]
+    fn the_webhook_settings_are_read_and_checked() {
+        let policy = OperatorPolicy::from_toml(
+            "[webhooks]\nenabled = false\nmax_body_kb = 64\ndedupe_window_hours = 2\nmax_events_per_webhook = 5\n",
+        )
+        .expect("policy");
+        assert!(!policy.webhooks.enabled);
+        assert_eq!(policy.webhooks.max_body_bytes(), 64 * 1024);
+        assert_eq!(policy.webhooks.dedupe_window_hours, 2);
+        assert_eq!(policy.webhooks.max_events_per_webhook, 5);
+        for (text, named) in [
+            ("[webhooks]\nmax_body_kb = 0", "webhooks.max_body_kb"),
+            ("[webhooks]\nmax_body_kb = 16385", "webhooks.max_body_kb"),
+            (
+                "[webhooks]\ndedupe_window_hours = 0",
+                "webhooks.dedupe_window_hours",
+            ),
+            (
+                "[webhooks]\nmax_events_per_webhook = 501",
+                "webhooks.max_events_per_webhook",
+            ),
+            ("[webhooks]\nsecret = \"x\"", "secret"),
+        ] {
+            let error = OperatorPolicy::from_toml(text).expect_err(text).to_string();
+            assert!(error.contains(named), "{text:?}: {error}");
+        }
+        assert!(OperatorPolicy::default().to_toml().contains("[webhooks]"));
     }
 
     #[test]

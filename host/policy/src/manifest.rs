@@ -61,7 +61,38 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     /// The memory and time it asks for, before the operator's ceilings.
     pub limits: RequestedLimits,
+    /// How webhooks sent to its connections are verified; `None` when it
+    /// takes none (`POST /v1/hooks/…` then answers 401).
+    pub webhook: Option<WebhookSpec>,
 }
+
+/// How a plugin's connections take webhooks in (`[webhook]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookSpec {
+    /// Who checks the signature.
+    pub verify: WebhookVerify,
+    /// `standard-webhooks`: the `webhook_secret` credential holding the
+    /// endpoint's secret (`whsec_…`).
+    pub secret: Option<String>,
+}
+
+/// Who checks a webhook's signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookVerify {
+    /// The host, by the Standard Webhooks scheme; the payload's `type`,
+    /// `timestamp` and `data` make one event.
+    StandardWebhooks,
+    /// The plugin's `verify-webhook` export (contract 0.1.1 or later), which
+    /// checks the vendor's scheme through the host's `verify-hmac` and maps
+    /// the payload to events.
+    Plugin,
+}
+
+/// The first contract version with the `webhooks` export and `signing` import.
+pub const WEBHOOK_CONTRACT: semver::Version = semver::Version::new(0, 1, 1);
 
 /// What kind of work an operation does; callers use it to decide retries and caching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +180,10 @@ pub enum CredentialKind {
     /// An access token the host gets from `token_url` with a stored refresh
     /// token, sent as a bearer token.
     Oauth2RefreshToken,
+    /// The secret a sender signs its webhooks with. Never sent anywhere: the
+    /// host checks signatures with it (`[webhook]`, and the `verify-hmac`
+    /// import), so it takes no destinations.
+    WebhookSecret,
 }
 
 impl CredentialKind {
@@ -161,6 +196,7 @@ impl CredentialKind {
             Self::Basic => "basic",
             Self::Oauth2ClientCredentials => "oauth2_client_credentials",
             Self::Oauth2RefreshToken => "oauth2_refresh_token",
+            Self::WebhookSecret => "webhook_secret",
         }
     }
 
@@ -277,6 +313,14 @@ struct RawManifest {
     capabilities: RawCapabilities,
     #[serde(default)]
     limits: RequestedLimits,
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    verify: WebhookVerify,
+    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +402,7 @@ impl Manifest {
         }
         let operations = validate_operations(raw.operations)?;
         let capabilities = validate_capabilities(raw.capabilities)?;
+        let webhook = validate_webhook(raw.webhook, &capabilities, &contract)?;
         if raw.limits.memory_mb == 0 || raw.limits.memory_mb > MAX_MEMORY_MB {
             return Err(field_error(
                 "limits.memory_mb",
@@ -380,6 +425,7 @@ impl Manifest {
             operations,
             capabilities,
             limits: raw.limits,
+            webhook,
         })
     }
 
@@ -539,7 +585,17 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
             ),
         ));
     }
-    let destinations = credential_destinations(&raw.destinations, at)?;
+    let destinations = if raw.kind == CredentialKind::WebhookSecret {
+        if !raw.destinations.is_empty() {
+            return Err(field_error(
+                format!("{at}.destinations"),
+                "a webhook_secret is never sent anywhere: it takes no destinations",
+            ));
+        }
+        Vec::new()
+    } else {
+        credential_destinations(&raw.destinations, at)?
+    };
     check_kind_fields(&raw, at)?;
     let header = match &raw.header {
         Some(header) => Some(credential_header(header, at)?),
@@ -563,6 +619,72 @@ fn validate_credential(raw: RawCredential, at: &str) -> Result<CredentialRequest
         token_url,
         scopes: raw.scopes,
     })
+}
+
+/// `[webhook]`: a secret to verify with, and a contract that has the export
+/// when the plugin verifies. Every `webhook_secret` credential is for it.
+fn validate_webhook(
+    raw: Option<RawWebhook>,
+    capabilities: &Capabilities,
+    contract: &semver::Version,
+) -> Result<Option<WebhookSpec>, ManifestError> {
+    let secrets: Vec<&str> = capabilities
+        .credentials
+        .iter()
+        .filter(|c| c.kind == CredentialKind::WebhookSecret)
+        .map(|c| c.name.as_str())
+        .collect();
+    let Some(raw) = raw else {
+        return match secrets.first() {
+            Some(name) => Err(field_error(
+                "capabilities.credentials",
+                format!("webhook_secret {name:?} is declared but the manifest has no [webhook]"),
+            )),
+            None => Ok(None),
+        };
+    };
+    match raw.verify {
+        WebhookVerify::StandardWebhooks => {
+            let Some(secret) = &raw.secret else {
+                return Err(field_error(
+                    "webhook.secret",
+                    "standard-webhooks needs the name of a webhook_secret credential",
+                ));
+            };
+            if !secrets.contains(&secret.as_str()) {
+                return Err(field_error(
+                    "webhook.secret",
+                    format!("{secret:?} is not a webhook_secret credential of this manifest"),
+                ));
+            }
+        }
+        WebhookVerify::Plugin => {
+            if raw.secret.is_some() {
+                return Err(field_error(
+                    "webhook.secret",
+                    "with verify = \"plugin\" the plugin names the credential in each verify-hmac call",
+                ));
+            }
+            if secrets.is_empty() {
+                return Err(field_error(
+                    "webhook.verify",
+                    "verify = \"plugin\" needs at least one webhook_secret credential",
+                ));
+            }
+            if *contract < WEBHOOK_CONTRACT {
+                return Err(field_error(
+                    "webhook.verify",
+                    format!(
+                        "verify = \"plugin\" needs contract {WEBHOOK_CONTRACT} or later (the verify-webhook export), not {contract}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(WebhookSpec {
+        verify: raw.verify,
+        secret: raw.secret,
+    }))
 }
 
 /// The destinations a credential may be sent to: at least one, each a rule.
@@ -806,6 +928,115 @@ destinations = ["https://api.example.com/v1", "https://{{instance}}.example.com"
             assert!(
                 message.contains(field) && message.contains(needle),
                 "{block:?}: {message:?} should name {field:?} and say {needle:?}"
+            );
+        }
+    }
+
+    fn with_webhook(contract: &str, rest: &str) -> Result<Manifest, ManifestError> {
+        let text = crate::test_support::test_manifest_text("1.0.0", rest).replace(
+            "contract = \"0.1.0\"",
+            &format!("contract = \"{contract}\""),
+        );
+        Manifest::parse(&text)
+    }
+
+    const SECRET: &str =
+        "[[capabilities.credentials]]\nname = \"signing\"\nkind = \"webhook_secret\"\n";
+
+    #[test]
+    fn a_webhook_section_names_a_webhook_secret_and_the_right_contract() {
+        let standard = with_webhook(
+            "0.1.0",
+            &format!("{SECRET}[webhook]\nverify = \"standard-webhooks\"\nsecret = \"signing\"\n"),
+        )
+        .expect("standard webhooks need no new contract");
+        let spec = standard.webhook.expect("webhook");
+        assert_eq!(spec.verify, WebhookVerify::StandardWebhooks);
+        assert_eq!(spec.secret.as_deref(), Some("signing"));
+        let plugin = with_webhook(
+            "0.1.1",
+            &format!("{SECRET}[webhook]\nverify = \"plugin\"\n"),
+        )
+        .expect("plugin verification on 0.1.1");
+        assert_eq!(
+            plugin.webhook.map(|w| w.verify),
+            Some(WebhookVerify::Plugin)
+        );
+        assert!(
+            with_webhook("0.1.0", "")
+                .expect("no webhook")
+                .webhook
+                .is_none(),
+            "a manifest without [webhook] takes none"
+        );
+    }
+
+    #[test]
+    fn refuses_webhook_sections_that_cannot_work_naming_the_field() {
+        let bearer = "[capabilities.http]\ndestinations = [\"https://a.example.com\"]\n\
+                      [[capabilities.credentials]]\nname = \"token\"\nkind = \"bearer\"\n\
+                      destinations = [\"https://a.example.com\"]\n";
+        let cases = [
+            (
+                "0.1.0",
+                format!("{SECRET}[webhook]\nverify = \"plugin\"\n"),
+                "webhook.verify",
+                "0.1.1",
+            ),
+            (
+                "0.1.1",
+                "[webhook]\nverify = \"plugin\"\n".to_owned(),
+                "webhook.verify",
+                "at least one webhook_secret",
+            ),
+            (
+                "0.1.1",
+                format!("{SECRET}[webhook]\nverify = \"plugin\"\nsecret = \"signing\"\n"),
+                "webhook.secret",
+                "verify-hmac",
+            ),
+            (
+                "0.1.0",
+                format!("{SECRET}[webhook]\nverify = \"standard-webhooks\"\n"),
+                "webhook.secret",
+                "needs the name",
+            ),
+            (
+                "0.1.0",
+                format!(
+                    "{bearer}{SECRET}[webhook]\nverify = \"standard-webhooks\"\nsecret = \"token\"\n"
+                ),
+                "webhook.secret",
+                "not a webhook_secret",
+            ),
+            (
+                "0.1.0",
+                SECRET.to_owned(),
+                "capabilities.credentials",
+                "no [webhook]",
+            ),
+            (
+                "0.1.0",
+                format!(
+                    "{SECRET}destinations = [\"https://a.example.com\"]\n[webhook]\nverify = \"standard-webhooks\"\nsecret = \"signing\"\n"
+                ),
+                "credentials[0].destinations",
+                "never sent",
+            ),
+            (
+                "0.1.0",
+                format!("{SECRET}[webhook]\nverify = \"hmac\"\n"),
+                "webhook",
+                "unknown variant",
+            ),
+        ];
+        for (contract, rest, field, needle) in cases {
+            let message = with_webhook(contract, &rest)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                message.contains(field) && message.contains(needle),
+                "{rest:?}: {message:?} should name {field:?} and say {needle:?}"
             );
         }
     }

@@ -157,9 +157,90 @@ fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
+/// The hash an HMAC is built on, for vendors' own schemes (`verify-hmac`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA1: still used by some vendors (Twilio).
+    Sha1,
+    /// HMAC-SHA256: most vendors (Zendesk, Stripe, Standard Webhooks).
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// Whether `signature` is the HMAC of `message` keyed with `key`, compared
+/// in constant time (a wrong length is simply no match).
+pub fn hmac_matches(
+    algorithm: HmacAlgorithm,
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    fn check<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        // HMAC takes a key of any length.
+        let mut mac = <M as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(message);
+        mac.verify_slice(signature).is_ok()
+    }
+    match algorithm {
+        HmacAlgorithm::Sha1 => check::<Hmac<sha1::Sha1>>(key, message, signature),
+        HmacAlgorithm::Sha256 => check::<Hmac<Sha256>>(key, message, signature),
+        HmacAlgorithm::Sha512 => check::<Hmac<sha2::Sha512>>(key, message, signature),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn hmac_checks_match_the_rfc_vectors_and_nothing_else() {
+        // RFC 2202 and RFC 4231, test case 2.
+        let (key, message) = (
+            b"Jefe".as_slice(),
+            b"what do ya want for nothing?".as_slice(),
+        );
+        let cases = [
+            (
+                HmacAlgorithm::Sha1,
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
+            (
+                HmacAlgorithm::Sha256,
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                HmacAlgorithm::Sha512,
+                "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737",
+            ),
+        ];
+        for (algorithm, expected) in cases {
+            let tag = hex(expected);
+            assert!(hmac_matches(algorithm, key, message, &tag), "{algorithm:?}");
+            assert!(
+                !hmac_matches(algorithm, b"Jeff", message, &tag),
+                "{algorithm:?} other key"
+            );
+            assert!(!hmac_matches(
+                algorithm,
+                key,
+                b"what do ya want for nothing!",
+                &tag
+            ));
+            assert!(
+                !hmac_matches(algorithm, key, message, &tag[..tag.len() - 1]),
+                "truncated"
+            );
+            assert!(!hmac_matches(algorithm, key, message, &[]), "empty");
+        }
+    }
 
     // The specification's published example.
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

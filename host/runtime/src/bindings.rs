@@ -19,5 +19,10 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::exports::patchbay::connector::operations::Error as PluginError;
+pub use self::exports::patchbay::connector::operations::{
+    Error as PluginError, GuestIndices as OperationsIndices,
+};
+pub use self::exports::patchbay::connector::webhooks::{
+    GuestIndices as WebhooksIndices, VerifiedWebhook, WebhookEvent, WebhookRequest,
+};
 pub use self::patchbay::connector::types::InvocationContext;

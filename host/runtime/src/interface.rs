@@ -10,6 +10,7 @@ use wasmparser::{Parser, Payload};
 const ALLOWED_IMPORTS: &[&str] = &[
     "patchbay:connector/types",
     "patchbay:connector/kv",
+    "patchbay:connector/signing",
     "wasi:http/types",
     "wasi:http/outgoing-handler",
     "wasi:config/store",

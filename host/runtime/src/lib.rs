@@ -18,8 +18,12 @@ pub mod schema;
 pub mod slots;
 pub mod state;
 
-use crate::bindings::{ConnectorPre, InvocationContext};
+use crate::bindings::{
+    InvocationContext, OperationsIndices, PluginError, VerifiedWebhook, WebhookRequest,
+    WebhooksIndices,
+};
 use crate::capabilities::http::RequestPolicy;
+use crate::capabilities::signing::{SigningAccess, SigningCtx};
 use crate::capabilities::{
     config::ConfigValues, http::HttpCtx, kv::KvAccess, kv::KvCtx, log::LogCtx, log::LogLine,
     log::LogSource,
@@ -34,7 +38,7 @@ use patchbay_policy::grants::Grants;
 use patchbay_policy::http::Denial;
 use patchbay_policy::http::{Destinations, Rule};
 use patchbay_policy::limits::{ConnectionLimits, EffectiveLimits, OperatorLimits};
-use patchbay_policy::manifest::Manifest;
+use patchbay_policy::manifest::{CredentialKind, Manifest, WebhookVerify};
 use patchbay_policy::schema::{BoundedValidator, bounded_validator, schema_validator};
 use patchbay_storage::tenancy::Connection;
 use patchbay_storage::{Scope, SharedKv};
@@ -47,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Linker, ResourceTable, ResourceTableError};
+use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::FieldMapError;
@@ -99,7 +103,11 @@ pub struct LoadedPlugin {
     /// What its manifest asks, under the operator's ceilings; a connection may
     /// tighten them further.
     pub limits: EffectiveLimits,
-    pre: ConnectorPre<CallState>,
+    pre: InstancePre<CallState>,
+    operations: OperationsIndices,
+    /// `None` for a plugin built against contract 0.1.0, which has no
+    /// `webhooks` export.
+    webhooks: Option<WebhooksIndices>,
     schemas: HashMap<String, OperationSchemas>,
     /// A fresh compile, written to the cache only once the whole package is
     /// accepted, so a refused package leaves nothing on disk.
@@ -128,6 +136,9 @@ pub struct Binding {
     pub kv_granted: bool,
     /// Approved host-held credentials, bound to their filled destinations.
     pub credentials: Arc<[BoundCredential]>,
+    /// Approved `webhook_secret` credentials, by name: never sent, only
+    /// checked against by `verify-hmac` during a `verify-webhook` call.
+    pub webhook_secrets: Arc<[String]>,
     /// What the connection holds the plugin to, below the plugin's own limits.
     pub limits: ConnectionLimits,
 }
@@ -185,13 +196,21 @@ impl Binding {
                 unapproved.push(rule);
             }
         }
-        let credentials = manifest
-            .capabilities
-            .credentials
-            .iter()
-            .filter(|c| grants.allows_credential(&c.name))
+        let granted = || {
+            manifest
+                .capabilities
+                .credentials
+                .iter()
+                .filter(|c| grants.allows_credential(&c.name))
+        };
+        let credentials = granted()
+            .filter(|c| c.kind != CredentialKind::WebhookSecret)
             .map(|c| BoundCredential::bind(c, &values))
             .collect::<Result<Vec<_>, _>>()?;
+        let webhook_secrets: Vec<String> = granted()
+            .filter(|c| c.kind == CredentialKind::WebhookSecret)
+            .map(|c| c.name.clone())
+            .collect();
         Ok(Self {
             scope: Arc::new(scope),
             config: Arc::new(values.into_iter().collect()),
@@ -199,6 +218,7 @@ impl Binding {
             unapproved_rules: unapproved.into(),
             kv_granted: manifest.capabilities.kv.is_some() && grants.allows_kv(),
             credentials: credentials.into(),
+            webhook_secrets: webhook_secrets.into(),
             limits: ConnectionLimits::default(),
         })
     }
@@ -350,8 +370,19 @@ impl Runtime {
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre =
-            ConnectorPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        let operations = OperationsIndices::new(&instance_pre)
+            .map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        let webhooks = WebhooksIndices::new(&instance_pre).ok();
+        if webhooks.is_none()
+            && manifest
+                .webhook
+                .as_ref()
+                .is_some_and(|w| w.verify == WebhookVerify::Plugin)
+        {
+            return Err(LoadError::Exports(
+                "the manifest says [webhook] verify = \"plugin\" but the component does not export patchbay:connector/webhooks (contract 0.1.1)".into(),
+            ));
+        }
         // Checked against on every connection save: bounded like the others.
         if let Some(schema) = &manifest.capabilities.config_schema {
             schema_validator(schema).map_err(|e| LoadError::Schema {
@@ -383,7 +414,9 @@ impl Runtime {
                 .effective(&manifest.limits, manifest.capabilities.http_rate_limit),
             content_hash: cache::content_hash(wasm),
             manifest,
-            pre,
+            pre: instance_pre,
+            operations,
+            webhooks,
             schemas,
             uncached: compiled.pending,
         })
@@ -469,6 +502,7 @@ impl Runtime {
             config: binding.config.clone(),
             kv: self.kv_ctx(plugin, binding, id),
             log: log.clone(),
+            signing: SigningCtx::denied(id.clone()),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             activity: Arc::default(),
         }
@@ -504,6 +538,7 @@ impl Runtime {
             unapproved_rules: Arc::from(Vec::new()),
             kv_granted: false,
             credentials: Arc::from(Vec::new()),
+            webhook_secrets: Arc::from(Vec::new()),
             limits: ConnectionLimits::default(),
         };
         let id = call_id(plugin, &binding, "names", "install-check".into());
@@ -514,8 +549,9 @@ impl Runtime {
         let activity = store.data().activity.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .patchbay_connector_operations()
+            plugin
+                .operations
+                .load(&mut store, &instance)?
                 .call_names(&mut store)
                 .await
         };
@@ -677,7 +713,90 @@ impl Runtime {
         }
     }
 
-    /// A fresh instance in a fresh store, one call, then everything is dropped.
+    /// Verify a webhook with `plugin`'s `verify-webhook` export for
+    /// `binding`, with `verify-hmac` granted for the binding's approved
+    /// webhook secrets. A result from a call in which no check matched is
+    /// refused as `unauthorized`, whatever the plugin answered: a plugin
+    /// cannot accept a webhook it did not verify.
+    pub async fn verify_webhook(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        request: WebhookRequest,
+        options: CallOptions,
+    ) -> InvokeOutcome<VerifiedWebhook> {
+        self.recorded(plugin, binding, "verify-webhook", async |record| {
+            let Some(webhooks) = &plugin.webhooks else {
+                return Err(InvokeError::UnknownOperation("verify-webhook".into()));
+            };
+            let limits = binding.limits.tighten(plugin.limits);
+            let (deadline, limits) = options.within(limits);
+            let _slot = self.slot(binding, deadline).await?;
+            let signing = SigningAccess {
+                credentials: self.egress.credentials().clone(),
+                scope: binding.scope.clone(),
+                allowed: binding.webhook_secrets.clone(),
+            };
+            let context = self.context(record, None);
+            let (verified, matched) = self
+                .in_sandbox(
+                    plugin,
+                    binding,
+                    (&limits, deadline),
+                    record,
+                    Some(signing),
+                    async |store, instance| {
+                        webhooks
+                            .load(&mut *store, instance)?
+                            .call_verify_webhook(&mut *store, &context, &request)
+                            .await
+                    },
+                )
+                .await?;
+            if !matched {
+                tracing::warn!(target: "patchbay::runtime", invocation = %record.id,
+                    "the plugin accepted a webhook without a matching verify-hmac: refused");
+                return Err(InvokeError::Plugin(
+                    PluginError::Unauthorized(
+                        "no verify-hmac check matched during the verification".into(),
+                    )
+                    .into(),
+                ));
+            }
+            let size: usize = verified
+                .events
+                .iter()
+                .map(|e| {
+                    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+                    e.data.len()
+                        + e.type_.len()
+                        + optional(&e.id)
+                        + optional(&e.subject)
+                        + optional(&e.occurred_at)
+                })
+                .sum();
+            if size > plugin.limits.max_output_bytes {
+                return Err(InvokeError::OutputTooLarge {
+                    size,
+                    max: plugin.limits.max_output_bytes,
+                });
+            }
+            Ok(verified)
+        })
+        .await
+    }
+
+    /// What the plugin is told about the call it serves.
+    fn context(&self, record: &CallRecord, idempotency_key: Option<String>) -> InvocationContext {
+        InvocationContext {
+            invocation_id: record.id.invocation_id.clone(),
+            idempotency_key,
+            workspace: record.id.workspace.clone(),
+            connection: record.id.connection.clone(),
+        }
+    }
+
+    /// One operation in the sandbox; its output held to the plugin's limit.
     #[allow(clippy::too_many_arguments)] // one call's parts, each used once
     async fn sandboxed(
         &self,
@@ -689,21 +808,50 @@ impl Runtime {
         (limits, deadline): (&EffectiveLimits, Instant),
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
+        let context = self.context(record, idempotency_key);
+        let (output, _) = self
+            .in_sandbox(
+                plugin,
+                binding,
+                (limits, deadline),
+                record,
+                None,
+                async |store, instance| {
+                    plugin
+                        .operations
+                        .load(&mut *store, instance)?
+                        .call_invoke(&mut *store, &context, operation, input)
+                        .await
+                },
+            )
+            .await?;
+        if output.len() > plugin.limits.max_output_bytes {
+            return Err(InvokeError::OutputTooLarge {
+                size: output.len(),
+                max: plugin.limits.max_output_bytes,
+            });
+        }
+        Ok(output)
+    }
+
+    /// A fresh instance in a fresh store, one call of an export, then
+    /// everything is dropped. With `signing`, `verify-hmac` is granted for
+    /// the call; whether one of its checks matched comes back with the result.
+    async fn in_sandbox<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        binding: &Binding,
+        (limits, deadline): (&EffectiveLimits, Instant),
+        record: &mut CallRecord,
+        signing: Option<SigningAccess>,
+        call: impl AsyncFnOnce(
+            &mut Store<CallState>,
+            &Instance,
+        ) -> wasmtime::Result<Result<T, PluginError>>,
+    ) -> Result<(T, bool), InvokeError> {
         let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
+        store.data_mut().signing.access = signing;
         let activity = store.data().activity.clone();
-        let context = InvocationContext {
-            invocation_id: record.id.invocation_id.clone(),
-            idempotency_key,
-            workspace: record.id.workspace.clone(),
-            connection: record.id.connection.clone(),
-        };
-        let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .patchbay_connector_operations()
-                .call_invoke(&mut store, &context, operation, input)
-                .await
-        };
         // Past the pool's size (or the threads kept for calls) the host is
         // at capacity: refused at once, never queued behind the blocking pool.
         let Ok(_thread) = self.threads.try_acquire() else {
@@ -714,12 +862,18 @@ impl Runtime {
                 "host at capacity: every call thread is in use");
             return Err(InvokeError::AtCapacity(self.limits.max_instances));
         };
-        let call = tokio::time::timeout_at(deadline.into(), call);
-        let outcome = off_the_workers_once_computing(call, &activity, &self.counters).await;
+        let outcome = {
+            let run = async {
+                let instance = plugin.pre.instantiate_async(&mut store).await?;
+                call(&mut store, &instance).await
+            };
+            let run = tokio::time::timeout_at(deadline.into(), run);
+            off_the_workers_once_computing(run, &activity, &self.counters).await
+        };
         (record.denials, record.suppressed_denials) = store.data().http.denials();
         (record.circuit_open, record.circuit_retry_after) = store.data().http.circuit_open();
-        let output = match outcome {
-            Err(_) => return Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
+        match outcome {
+            Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {
                 let error = classify_trap(
                     &trap,
@@ -732,18 +886,11 @@ impl Runtime {
                         .refused_at_capacity
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                return Err(error);
+                Err(error)
             }
-            Ok(Ok(Err(plugin_error))) => return Err(InvokeError::Plugin(plugin_error.into())),
-            Ok(Ok(Ok(output))) => output,
-        };
-        if output.len() > plugin.limits.max_output_bytes {
-            return Err(InvokeError::OutputTooLarge {
-                size: output.len(),
-                max: plugin.limits.max_output_bytes,
-            });
+            Ok(Ok(Err(plugin_error))) => Err(InvokeError::Plugin(plugin_error.into())),
+            Ok(Ok(Ok(output))) => Ok((output, store.data().signing.matched)),
         }
-        Ok(output)
     }
 }
 

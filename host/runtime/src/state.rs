@@ -6,6 +6,7 @@ use crate::capabilities::config::ConfigValues;
 use crate::capabilities::http::HttpCtx;
 use crate::capabilities::kv::KvCtx;
 use crate::capabilities::log::LogCtx;
+use crate::capabilities::signing::SigningCtx;
 use crate::limits::MemoryLimiter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,9 @@ pub struct CallState {
     pub kv: KvCtx,
     /// The call's log sink, shared with the stdio pipes.
     pub log: LogCtx,
+    /// HMAC checks with the connection's webhook secrets: only while
+    /// verifying a webhook.
+    pub signing: SigningCtx,
     /// Holds the call's linear memory to its limit.
     pub limiter: MemoryLimiter,
     /// Whether the guest computes or waits (see `off_the_workers_once_computing`).
@@ -146,5 +150,6 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     })?;
     capabilities::log::add_to_linker(linker, |state| &mut state.log)?;
     capabilities::kv::add_to_linker(linker, |state| &mut state.kv)?;
+    capabilities::signing::add_to_linker(linker, |state| &mut state.signing)?;
     Ok(())
 }

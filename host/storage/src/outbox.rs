@@ -47,17 +47,21 @@ pub enum Tree {
     Counts,
     /// Subscriptions.
     Subscriptions,
+    /// Ids of webhooks taken in, by workspace and connection: a repeat is
+    /// a duplicate.
+    Receipts,
 }
 
 impl Tree {
     /// Every tree, for backends that open them all.
-    pub const ALL: [Tree; 6] = [
+    pub const ALL: [Tree; 7] = [
         Tree::Events,
         Tree::Deliveries,
         Tree::Due,
         Tree::Dead,
         Tree::Counts,
         Tree::Subscriptions,
+        Tree::Receipts,
     ];
 
     /// The tree's name on disk.
@@ -69,6 +73,7 @@ impl Tree {
             Tree::Dead => "outbox-dead",
             Tree::Counts => "outbox-counts",
             Tree::Subscriptions => "subscriptions",
+            Tree::Receipts => "webhook-receipts",
         }
     }
 }
@@ -601,12 +606,46 @@ impl Outbox {
         events: &[NewEvent],
         now_ms: u64,
     ) -> Result<Vec<Accepted>, StorageError> {
+        self.accept_with(workspace, None, events, now_ms)
+            .map(|accepted| accepted.unwrap_or_default())
+    }
+
+    /// [`accept`](Self::accept) the events of webhook `webhook_id` sent to
+    /// `workspace`'s `connection`, and remember its id in the same
+    /// transaction; `None` (nothing written) when the id was taken before
+    /// and not yet forgotten (see [`purge_receipts`](Self::purge_receipts)).
+    pub fn accept_webhook(
+        &self,
+        workspace: &str,
+        (connection, webhook_id): (&str, &str),
+        events: &[NewEvent],
+        now_ms: u64,
+    ) -> Result<Option<Vec<Accepted>>, StorageError> {
+        let mut key = workspace_prefix(workspace);
+        name_part(&mut key, connection);
+        name_part(&mut key, webhook_id);
+        self.accept_with(workspace, Some(&key), events, now_ms)
+    }
+
+    fn accept_with(
+        &self,
+        workspace: &str,
+        receipt: Option<&[u8]>,
+        events: &[NewEvent],
+        now_ms: u64,
+    ) -> Result<Option<Vec<Accepted>>, StorageError> {
         // Ids are drawn outside the transaction (its body may run again).
         let mut ids = Vec::new();
         for _ in events.iter().flat_map(|e| &e.deliveries) {
             ids.push(self.backend.next_id()?);
         }
         let accepted = self.transact(|tx| {
+            if let Some(receipt) = receipt {
+                if tx.get(Tree::Receipts, receipt)?.is_some() {
+                    return Ok(None);
+                }
+                tx.insert(Tree::Receipts, receipt, &now_ms.to_be_bytes())?;
+            }
             let mut accepted = Vec::with_capacity(events.len());
             let mut ids = ids.iter().copied();
             for event in events {
@@ -667,7 +706,7 @@ impl Outbox {
                     deliveries: event.deliveries.len(),
                 });
             }
-            Ok(accepted)
+            Ok(Some(accepted))
         })?;
         self.backend.flush()?;
         Ok(accepted)
@@ -935,6 +974,44 @@ impl Outbox {
         Ok(doomed.len())
     }
 
+    /// Forget, at `now_ms`, up to `max` webhook ids taken before
+    /// `now_ms - window_ms`: a webhook sent again with one of them is taken
+    /// as new. How many were forgotten.
+    pub fn purge_receipts(
+        &self,
+        now_ms: u64,
+        window_ms: u64,
+        max: usize,
+    ) -> Result<usize, StorageError> {
+        let cut = now_ms.saturating_sub(window_ms);
+        let mut doomed = Vec::new();
+        let mut from = Vec::new();
+        const CHUNK: usize = 1024;
+        'scan: loop {
+            let entries = self.backend.scan(Tree::Receipts, &from, &[], CHUNK)?;
+            let exhausted = entries.len() < CHUNK;
+            for (key, value) in &entries {
+                let taken = <[u8; 8]>::try_from(value.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("webhook receipt"))?;
+                if taken < cut {
+                    doomed.push(key.clone());
+                    if doomed.len() == max {
+                        break 'scan;
+                    }
+                }
+            }
+            match entries.last() {
+                Some((key, _)) if !exhausted => from = after_prefix(key),
+                _ => break,
+            }
+        }
+        for chunk in doomed.chunks(256) {
+            self.remove_keys(Tree::Receipts, chunk.iter())?;
+        }
+        Ok(doomed.len())
+    }
+
     /// Store `workspace`'s subscription `name` (its JSON); whether it is new.
     pub fn put_subscription(
         &self,
@@ -1009,6 +1086,7 @@ impl Outbox {
             Tree::Events,
             Tree::Counts,
             Tree::Subscriptions,
+            Tree::Receipts,
         ] {
             loop {
                 let entries = self.backend.scan(tree, &prefix, &end, 512)?;
@@ -1041,6 +1119,50 @@ pub(crate) mod contract_tests {
         events_are_forgotten_after_the_window_and_only_when_closed(outbox);
         subscriptions_are_kept_per_workspace(outbox);
         a_removed_workspace_leaves_nothing_and_touches_no_other(outbox);
+        a_webhook_id_is_taken_once_per_connection_until_forgotten(outbox);
+    }
+
+    fn a_webhook_id_is_taken_once_per_connection_until_forgotten(outbox: &Outbox) {
+        let ws = "hooks";
+        let first = outbox
+            .accept_webhook(
+                ws,
+                ("desk", "wh-1"),
+                &[event("wh-1-0", &[("s", "crm")])],
+                1_000,
+            )
+            .expect("accept");
+        assert_eq!(first.map(|a| a.len()), Some(1));
+        // The same id again, even with other events: nothing is written.
+        let again = outbox
+            .accept_webhook(
+                ws,
+                ("desk", "wh-1"),
+                &[event("other", &[("s", "crm")])],
+                2_000,
+            )
+            .expect("accept");
+        assert_eq!(again, None);
+        assert!(outbox.event(ws, "other").expect("read").is_none());
+        // Another connection, or another workspace, has its own ids.
+        for (w, c) in [(ws, "desk-2"), ("hooks-2", "desk")] {
+            let own = outbox
+                .accept_webhook(w, (c, "wh-1"), &[event("e", &[])], 2_000)
+                .expect("accept");
+            assert!(own.is_some(), "{w}/{c}");
+        }
+        // Forgotten after the window: taken as new.
+        assert_eq!(outbox.purge_receipts(2_500, 1_000, 100).expect("purge"), 1);
+        let later = outbox
+            .accept_webhook(ws, ("desk", "wh-1"), &[event("wh-1-later", &[])], 3_000)
+            .expect("accept");
+        assert!(later.is_some());
+        assert_eq!(outbox.purge_receipts(3_000, 1_000, 100).expect("purge"), 0);
+        outbox.remove_workspace("hooks-2").expect("remove");
+        let after = outbox
+            .accept_webhook("hooks-2", ("desk", "wh-1"), &[event("e", &[])], 3_000)
+            .expect("accept");
+        assert!(after.is_some(), "a removed workspace's receipts go with it");
     }
 
     fn event(id: &str, to: &[(&str, &str)]) -> NewEvent {

@@ -11,6 +11,7 @@
 
 use crate::service::{Tenancy, TenancyError};
 use patchbay_egress::credentials::CredentialInfo;
+use patchbay_runtime::bindings::{VerifiedWebhook, WebhookRequest};
 use patchbay_runtime::error::{InvokeError, PluginFailure};
 use patchbay_runtime::{Binding, CallOptions, InvokeOutcome, LoadedPlugin};
 use patchbay_storage::tenancy::Connection;
@@ -311,6 +312,24 @@ impl Tenancy {
             outcome,
             explanation,
         }
+    }
+
+    /// Verify a webhook sent to `bound` with its plugin's `verify-webhook`
+    /// export, under the same limits, slots and deadline as an operation.
+    pub async fn verify_webhook(
+        &self,
+        bound: &Bound,
+        request: WebhookRequest,
+        deadline: Option<Instant>,
+    ) -> InvokeOutcome<VerifiedWebhook> {
+        let options = CallOptions {
+            idempotency_key: None,
+            deadline,
+        };
+        self.catalog
+            .runtime()
+            .verify_webhook(&bound.plugin, &bound.binding, request, options)
+            .await
     }
 
     /// Why a call failed, when the host, not the upstream, caused it: the

@@ -262,6 +262,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    workspace: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     workspace: String,
     subscription: String,
@@ -378,6 +384,17 @@ fn register_events(registry: &mut Registry, sources: &MetricsSources) {
         }
         Err(e) => tracing::warn!(error = %e, "reading the event queues' depths for metrics"),
     }
+    let webhooks = Family::<WebhookLabels, Counter>::default();
+    for ((workspace, outcome), count) in sources.events.metrics.webhooks() {
+        webhooks
+            .get_or_create(&WebhookLabels { workspace, outcome })
+            .inc_by(count);
+    }
+    registry.register(
+        "webhooks",
+        "Webhooks received per workspace (empty for a workspace that does not exist) and outcome: accepted, duplicate (its id was taken before), refused (401: unknown connection, no webhook, secret not set, bad signature), invalid (422), unavailable (503), failed (500)",
+        webhooks,
+    );
     registry.register(
         "event_queue_depth",
         "Deliveries waiting (pending) and in the dead-letter queue (dead), per subscription",

@@ -78,6 +78,13 @@ pub enum Secret {
         #[serde(serialize_with = "expose_for_sealing")]
         refresh_token: SecretString,
     },
+    /// The secret a webhook sender signs with: never sent anywhere, only
+    /// used by the host to check signatures.
+    WebhookSecret {
+        /// The secret as the sender shows it (Standard Webhooks: `whsec_…`).
+        #[serde(serialize_with = "expose_for_sealing")]
+        value: SecretString,
+    },
 }
 
 /// Serialisation exists only to seal a value; nothing else serialises a `Secret`.
@@ -117,6 +124,7 @@ impl Secret {
             CredentialKind::Bearer => Ok(Self::Bearer { token: value }),
             CredentialKind::ApiKeyHeader => Ok(Self::ApiKeyHeader { value }),
             CredentialKind::ApiKeyQuery => Ok(Self::ApiKeyQuery { value }),
+            CredentialKind::WebhookSecret => Ok(Self::WebhookSecret { value }),
             other => Err(format!(
                 "holds a bare value, but a {} credential is given in JSON form",
                 other.as_str()
@@ -134,6 +142,7 @@ impl Secret {
             Self::Basic { .. } => CredentialKind::Basic,
             Self::Oauth2ClientCredentials { .. } => CredentialKind::Oauth2ClientCredentials,
             Self::Oauth2RefreshToken { .. } => CredentialKind::Oauth2RefreshToken,
+            Self::WebhookSecret { .. } => CredentialKind::WebhookSecret,
         }
     }
 
@@ -147,7 +156,7 @@ impl Secret {
                     url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
                 vec![raw, encoded]
             }
-            Self::Bearer { token } => vec![expose(token)],
+            Self::Bearer { token } | Self::WebhookSecret { value: token } => vec![expose(token)],
             Self::Basic { username, password } => vec![
                 expose(password),
                 basic_value(username, password.expose_secret()),
@@ -177,7 +186,9 @@ impl Secret {
     fn check(&self) -> Result<(), String> {
         let empty = |s: &SecretString| s.expose_secret().trim().is_empty();
         let blank = match self {
-            Self::ApiKeyHeader { value } | Self::ApiKeyQuery { value } => empty(value),
+            Self::ApiKeyHeader { value }
+            | Self::ApiKeyQuery { value }
+            | Self::WebhookSecret { value } => empty(value),
             Self::Bearer { token } => empty(token),
             Self::Basic { username, password } => username.is_empty() || empty(password),
             Self::Oauth2ClientCredentials {
@@ -605,6 +616,13 @@ impl Credentials {
                 "Basic {}",
                 basic_value(username, password.expose_secret())
             )),
+            Secret::WebhookSecret { .. } => {
+                // Bindings leave webhook secrets out; reaching here is a host bug.
+                return Err(CredentialError::Storage(format!(
+                    "credential {:?} is a webhook secret, never sent",
+                    credential.name
+                )));
+            }
             Secret::Oauth2ClientCredentials { .. } | Secret::Oauth2RefreshToken { .. } => {
                 let token = self.access_token(scope, credential, http, rejected).await?;
                 sensitive.push(token.expose_secret().to_owned());

@@ -11,4 +11,5 @@ pub mod config;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod signing;
 pub mod wasi;
