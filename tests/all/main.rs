@@ -9,6 +9,7 @@ mod capacity;
 mod cli;
 mod connection_status;
 mod connections;
+mod contract_0_1_0;
 mod credentials;
 mod crm_transform;
 mod egress;
@@ -48,8 +49,10 @@ mod tenancy;
 mod tracing_tags;
 mod trap;
 mod upgrades;
+mod webhooks;
 mod wrong_export;
 mod wrong_output;
+mod zendesk;
 
 /// Every plugin crate must have a test module of the same name: adding a
 /// plugin without tests fails to compile here.

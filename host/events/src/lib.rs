@@ -750,8 +750,14 @@ impl Events {
     /// Forget event ids past the idempotency window (a bounded pass); how many.
     pub async fn purge_expired_ids(&self, max: usize) -> Result<usize, EventsError> {
         let outbox = self.outbox.clone();
-        let (now, window) = (self.now_ms(), self.settings.idempotency_window_ms);
-        blocking(move || outbox.purge_events(now, window, max)).await
+        let now = self.now_ms();
+        let window = self.settings.idempotency_window_ms;
+        let receipts = u64::from(self.settings.webhooks.dedupe_window_hours) * 3_600_000;
+        blocking(move || {
+            Ok(outbox.purge_events(now, window, max)?
+                + outbox.purge_receipts(now, receipts, max)?)
+        })
+        .await
     }
 }
 

@@ -293,9 +293,10 @@ impl Events {
         };
         let outcome = self.tenancy.verify_webhook(bound, request, None).await;
         outcome.result.map_err(|error| match error {
-            InvokeError::Plugin(PluginFailure::Unauthorized { message, .. }) => {
-                WebhookError::Refused(format!("the plugin refused it: {message}"))
-            }
+            InvokeError::Plugin(
+                PluginFailure::Unauthorized { message, .. }
+                | PluginFailure::AccessDenied { message, .. },
+            ) => WebhookError::Refused(format!("the plugin refused it: {message}")),
             InvokeError::Plugin(PluginFailure::InvalidInput { message, .. }) => {
                 WebhookError::InvalidEvents(vec![message])
             }

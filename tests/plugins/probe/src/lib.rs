@@ -2,13 +2,53 @@
 //! logging, errors, context) on the host's behalf. Never ship this.
 
 use patchbay_sdk::http::Request;
-use patchbay_sdk::{Connector, Context, Error, Operations, config, export_connector, kv, log};
+use patchbay_sdk::{
+    Connector, Context, Error, Operations, config, export_connector, kv, log, webhooks,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 struct Probe;
 
 impl Connector for Probe {
+    /// With `[webhook] verify = "plugin"`: the `x-probe-mode` header picks a
+    /// behaviour. Unset, the body (a JSON array of `{type, data}`) is taken
+    /// when `x-probe-signature` is the hex HMAC-SHA256 of it under the
+    /// `signing` secret. `skip` maps it without verifying; `undeclared` checks
+    /// with a credential the manifest does not declare; `mismatch` calls
+    /// verify-hmac, ignores its `false`, and maps anyway.
+    fn webhook(
+        _ctx: &Context,
+        request: &webhooks::WebhookRequest,
+    ) -> Result<webhooks::Verified, Error> {
+        let signature = request
+            .header("x-probe-signature")
+            .and_then(webhooks::hex_decode)
+            .unwrap_or_default();
+        let credential = match request.header("x-probe-mode") {
+            Some("undeclared") => "not-declared",
+            _ => "signing",
+        };
+        if request.header("x-probe-mode") != Some("skip") {
+            let genuine = webhooks::verify_hmac(
+                credential,
+                webhooks::Algorithm::Sha256,
+                request.body(),
+                &signature,
+            )?;
+            if !genuine && request.header("x-probe-mode") != Some("mismatch") {
+                return Err(Error::unauthorized("bad signature"));
+            }
+        }
+        let items: Vec<Value> = request.json()?;
+        let mut verified = webhooks::Verified::new(request.header("x-probe-id"));
+        for item in items {
+            let kind = item["type"].as_str().unwrap_or("probe.event");
+            verified = verified.with(webhooks::Event::new(kind, &item["data"])?);
+        }
+        Ok(verified)
+    }
+
     fn operations(ops: &mut Operations<'_>) {
         ops.register("echo", |_ctx, input: Value| Ok(input));
         ops.register("context", context);
@@ -20,6 +60,7 @@ impl Connector for Probe {
         ops.register("remember", remember);
         ops.register("deliver", deliver);
         ops.register("summarize", summarize);
+        ops.register("check-signature", check_signature);
     }
 }
 
@@ -235,4 +276,11 @@ fn summarize(_ctx: &Context, event: Value) -> Result<Value, Error> {
         "event_id": event["id"],
         "subject": event["subject"],
     }))
+}
+
+/// verify-hmac outside a webhook verification: the host refuses it.
+fn check_signature(_ctx: &Context, _input: Value) -> Result<Value, Error> {
+    let matched =
+        webhooks::verify_hmac("signing", webhooks::Algorithm::Sha256, b"message", &[0; 32])?;
+    Ok(json!({ "matched": matched }))
 }
