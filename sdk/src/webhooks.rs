@@ -230,14 +230,7 @@ impl Verified {
 /// assert_eq!(patchbay_sdk::webhooks::hex_decode("0aff"), Some(vec![0x0a, 0xff]));
 /// ```
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(text.trim()).ok()
 }
 
 /// `text` as bytes when it is standard base64 (with padding), for
@@ -247,36 +240,11 @@ pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
 /// assert_eq!(patchbay_sdk::webhooks::base64_decode("aGk="), Some(b"hi".to_vec()));
 /// ```
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let text = text.trim().as_bytes();
-    if text.is_empty() || text.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for (n, chunk) in text.chunks(4).enumerate() {
-        let last = n + 1 == text.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut bits = 0u32;
-        for &c in &chunk[..4 - pad] {
-            bits = (bits << 6) | value(c)?;
-        }
-        bits <<= 6 * pad as u32;
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - pad]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
 }
 
 /// Entry point used by the export macro.

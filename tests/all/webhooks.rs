@@ -161,6 +161,9 @@ impl Hooks {
     }
 }
 
+/// A named refusal case: its headers and body.
+type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -229,7 +232,7 @@ async fn tampered_reserialised_stale_early_or_unsigned_webhooks_get_a_bare_401_a
     let reserialised =
         serde_json::to_vec(&serde_json::from_slice::<Value>(BODY).expect("json")).expect("json");
     assert_ne!(reserialised.as_slice(), BODY);
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("tampered body", good.clone(), tampered.to_vec()),
         ("the same JSON re-serialised", good.clone(), reserialised),
         (
@@ -248,7 +251,6 @@ async fn tampered_reserialised_stale_early_or_unsigned_webhooks_get_a_bare_401_a
             BODY.to_vec(),
         ),
     ];
-    let mut cases = cases;
     for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         let headers = good
             .iter()

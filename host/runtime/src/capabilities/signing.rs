@@ -79,7 +79,7 @@ impl Host for SigningCtx {
                 "verify-hmac is only available while verifying a webhook".into(),
             )));
         };
-        if !access.allowed.iter().any(|name| *name == credential) {
+        if !access.allowed.contains(&credential) {
             let why = format!(
                 "credential {credential:?} is not a webhook_secret this plugin declares and the workspace approved"
             );
