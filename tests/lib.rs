@@ -596,6 +596,19 @@ pub fn plain_http_client() -> reqwest::Client {
 }
 
 /// `GET base+path` with `token` as bearer (if any): status and JSON body.
+/// `GET /metrics` of the API at `base`, as the operator.
+pub async fn operator_metrics(base: &str) -> String {
+    plain_http_client()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 pub async fn api_get(base: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     api_call("GET", base, path, token, None).await
 }

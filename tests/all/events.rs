@@ -85,15 +85,7 @@ impl Hub {
 
     /// `GET /metrics` as the operator.
     async fn metrics(&self) -> String {
-        plain_http_client()
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(OPERATOR_TOKEN)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        operator_metrics(&self.base).await
     }
 
     async fn depth(&self, subscription: &str) -> Value {

@@ -127,15 +127,7 @@ impl Hooks {
     }
 
     async fn metrics_text(&self) -> String {
-        plain_http_client()
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(OPERATOR_TOKEN)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        operator_metrics(&self.base).await
     }
 
     async fn deliveries(&self) -> Vec<Value> {

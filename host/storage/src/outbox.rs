@@ -947,31 +947,11 @@ impl Outbox {
         max: usize,
     ) -> Result<usize, StorageError> {
         let cut = now_ms.saturating_sub(window_ms);
-        let mut doomed = Vec::new();
-        let mut from = Vec::new();
-        const CHUNK: usize = 1024;
-        'scan: loop {
-            let entries = self.backend.scan(Tree::Events, &from, &[], CHUNK)?;
-            let exhausted = entries.len() < CHUNK;
-            for (key, value) in &entries {
-                let state = EventState::decode(value)?;
-                if state.open == 0 && state.accepted_ms < cut {
-                    doomed.push(key.clone());
-                    if doomed.len() == max {
-                        break 'scan;
-                    }
-                }
-            }
-            match entries.last() {
-                Some((key, _)) if !exhausted => from = after_prefix(key),
-                _ => break,
-            }
-        }
         // Still unopened and old: nothing reopens a stored event.
-        for chunk in doomed.chunks(256) {
-            self.remove_keys(Tree::Events, chunk.iter())?;
-        }
-        Ok(doomed.len())
+        self.remove_where(Tree::Events, max, |value| {
+            let state = EventState::decode(value)?;
+            Ok(state.open == 0 && state.accepted_ms < cut)
+        })
     }
 
     /// Forget, at `now_ms`, up to `max` webhook ids taken before
@@ -984,19 +964,32 @@ impl Outbox {
         max: usize,
     ) -> Result<usize, StorageError> {
         let cut = now_ms.saturating_sub(window_ms);
-        let mut doomed = Vec::new();
-        let mut from = Vec::new();
+        self.remove_where(Tree::Receipts, max, |value| {
+            let taken = <[u8; 8]>::try_from(value)
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("webhook receipt"))?;
+            Ok(taken < cut)
+        })
+    }
+
+    /// Remove up to `max` entries of `tree` whose value `doomed` says to,
+    /// scanning in chunks, then removing in transactions of 256. How many went.
+    fn remove_where(
+        &self,
+        tree: Tree,
+        max: usize,
+        doomed: impl Fn(&[u8]) -> Result<bool, StorageError>,
+    ) -> Result<usize, StorageError> {
         const CHUNK: usize = 1024;
+        let mut keys = Vec::new();
+        let mut from = Vec::new();
         'scan: loop {
-            let entries = self.backend.scan(Tree::Receipts, &from, &[], CHUNK)?;
+            let entries = self.backend.scan(tree, &from, &[], CHUNK)?;
             let exhausted = entries.len() < CHUNK;
             for (key, value) in &entries {
-                let taken = <[u8; 8]>::try_from(value.as_slice())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| corrupt("webhook receipt"))?;
-                if taken < cut {
-                    doomed.push(key.clone());
-                    if doomed.len() == max {
+                if doomed(value)? {
+                    keys.push(key.clone());
+                    if keys.len() == max {
                         break 'scan;
                     }
                 }
@@ -1006,10 +999,10 @@ impl Outbox {
                 _ => break,
             }
         }
-        for chunk in doomed.chunks(256) {
-            self.remove_keys(Tree::Receipts, chunk.iter())?;
+        for chunk in keys.chunks(256) {
+            self.remove_keys(tree, chunk.iter())?;
         }
-        Ok(doomed.len())
+        Ok(keys.len())
     }
 
     /// Store `workspace`'s subscription `name` (its JSON); whether it is new.
