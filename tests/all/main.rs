@@ -12,6 +12,7 @@ mod connections;
 mod contract_0_1_0;
 mod credentials;
 mod crm_transform;
+mod cx_transforms;
 mod egress;
 mod events;
 mod fs_reader;

@@ -200,17 +200,17 @@ async fn zendesks_errors_map_to_the_right_variant() {
 
 // ---- webhooks, through the API ----
 
-const SIGNING_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
+pub(crate) const SIGNING_SECRET: &str = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==";
 
 /// Zendesk's scheme: base64(HMAC-SHA256(secret, timestamp + body)).
-fn zendesk_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+pub(crate) fn zendesk_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(timestamp.as_bytes());
     mac.update(body);
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-fn rfc3339(secs_from_now: i64) -> String {
+pub(crate) fn rfc3339(secs_from_now: i64) -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock")
@@ -236,7 +236,7 @@ fn rfc3339(secs_from_now: i64) -> String {
 }
 
 /// A ticket status change as Zendesk's event webhooks send it.
-fn status_changed(event_id: &str) -> Vec<u8> {
+pub(crate) fn status_changed(event_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "type": "zen:event-type:ticket.status_changed",
         "account_id": 12514403,
