@@ -1040,3 +1040,138 @@ async fn a_workspace_has_at_most_a_hundred_subscriptions() {
     let (status, _) = hub.call("PUT", "/subscriptions/s7", Some(body)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_signed_alert_goes_out_each_time_the_dead_letters_reach_the_threshold() {
+    let hub = Hub::new().await;
+    let crm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/allowed/deliveries"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "bad"})))
+        .mount(&crm)
+        .await;
+    let pager = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/alerts"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&pager)
+        .await;
+    hub.connect("crm", &crm.uri()).await;
+    hub.subscribe("calls", "crm", json!({})).await;
+    // Refusals name each problem.
+    let (status, refused) = hub
+        .call(
+            "PUT",
+            "/dead-letter-alert",
+            Some(json!({ "url": "ftp://x.example", "threshold": 0 })),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("invalid-alert")),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["details"].as_array().map(Vec::len),
+        Some(2),
+        "{refused}"
+    );
+    let (status, set) = hub
+        .call(
+            "PUT",
+            "/dead-letter-alert",
+            Some(json!({ "url": format!("{}/alerts", pager.uri()), "threshold": 2 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let secret = set["secret"]
+        .as_str()
+        .expect("a made secret, shown once")
+        .to_owned();
+    let key =
+        patchbay::policy::webhook::decode_secret(&secret).expect("a Standard Webhooks secret");
+    let alerts = || async { pager.received_requests().await.unwrap_or_default() };
+    let dead = |n: u64| {
+        let hub = &hub;
+        async move {
+            let until = Instant::now() + Duration::from_secs(15);
+            while hub.depth("calls").await["dead"] != json!(n) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(hub.depth("calls").await["dead"], json!(n));
+        }
+    };
+    hub.publish(call_ended("dla-1")).await;
+    dead(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alerts().await.is_empty(), "below the threshold: no alert");
+    hub.publish(json!([call_ended("dla-2"), call_ended("dla-3")]))
+        .await;
+    dead(3).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while alerts().await.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = alerts().await;
+    assert_eq!(sent.len(), 1, "one alert for the crossing");
+    let header = |name: &str| sent[0].headers.get(name).and_then(|v| v.to_str().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let headers = patchbay::policy::webhook::Headers {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+    };
+    patchbay::policy::webhook::verify(&[key], headers, &sent[0].body, now)
+        .expect("signed with the alert's secret");
+    let body: Value = serde_json::from_slice(&sent[0].body).expect("json");
+    assert_eq!(body["type"], "dead_letters.threshold_reached");
+    assert_eq!(body["data"]["workspace"], "ws-1");
+    assert_eq!(body["data"]["threshold"], 2);
+    assert!(body["data"]["dead"].as_u64() >= Some(2), "{body}");
+    let (_, shown) = hub.call("GET", "/dead-letter-alert", None).await;
+    assert_eq!(
+        (shown["raised"].clone(), shown["dead"].clone()),
+        (json!(true), json!(3)),
+        "{shown}"
+    );
+    assert!(
+        shown.get("secret").is_none(),
+        "the secret is never shown again: {shown}"
+    );
+    // Another failure while raised: no second alert.
+    hub.publish(call_ended("dla-4")).await;
+    dead(4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alerts().await.len(), 1);
+    // Purged below the threshold it re-arms; the next crossing alerts again.
+    let (status, _) = hub
+        .call("DELETE", "/dead-letters?subscription=calls", None)
+        .await;
+    assert_eq!(status, 200);
+    dead(0).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while hub.call("GET", "/dead-letter-alert", None).await.1["raised"] != json!(false)
+        && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.publish(json!([call_ended("dla-5"), call_ended("dla-6")]))
+        .await;
+    dead(2).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while alerts().await.len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(alerts().await.len(), 2, "a second crossing, a second alert");
+    // The alert went through the egress: it is in the workspace's audit trail.
+    let records = hub.harness.audit_records("ws-1").await;
+    assert!(
+        records.iter().filter(|r| r.path == "/alerts").count() >= 2,
+        "audited"
+    );
+    assert_eq!(hub.call("DELETE", "/dead-letter-alert", None).await.0, 204);
+    assert_eq!(hub.call("GET", "/dead-letter-alert", None).await.0, 404);
+}

@@ -270,7 +270,13 @@ impl From<patchbay_events::EventsError> for ApiError {
             E::InvalidQuery(message) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", message)
             }
-            E::SubscriptionNotFound(_) | E::DeadLetterNotFound(_) => {
+            E::InvalidAlert(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-alert",
+                "the dead-letter alert is refused",
+            )
+            .with_details(problems),
+            E::SubscriptionNotFound(_) | E::DeadLetterNotFound(_) | E::AlertNotSet => {
                 Self::not_found(error.to_string())
             }
             E::Storage(detail) => Self::internal(detail),

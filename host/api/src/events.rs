@@ -7,6 +7,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
+use patchbay_events::alerts::{AlertRequest, AlertView};
 use patchbay_events::{DeadFilter, DeadLetterDetail, DeadPage, StoredSubscription};
 use patchbay_policy::events::Subscription;
 use patchbay_storage::outbox::Accepted;
@@ -27,6 +28,68 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_dead))
         .routes(routes!(get_dead, purge_one))
         .routes(routes!(replay_one))
+        .routes(routes!(get_alert, put_alert, delete_alert))
+}
+
+/// Set the workspace's dead-letter alert: when its dead letters reach `threshold`, one POST
+/// to `url`, signed by the Standard Webhooks scheme with the alert's secret (`secret`, or one
+/// made and shown in this answer only), each time the depth crosses it from below. Sent
+/// through the egress: the operator's address policy applies, and it is audited.
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/dead-letter-alert",
+    operation_id = "putDeadLetterAlert",
+    tag = "events",
+    params(("ws" = String, Path, description = "workspace id")),
+    request_body = AlertRequest,
+    responses((status = 200, description = "set; a made secret is in `secret`, once", body = AlertView), crate::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
+async fn put_alert(
+    _: WorkspaceAccess,
+    State(state): State<AppState>,
+    ApiPath(ws): ApiPath<String>,
+    ApiJson(request): ApiJson<AlertRequest>,
+) -> Result<Json<AlertView>, ApiError> {
+    Ok(Json(state.events.put_alert(&ws, request).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/dead-letter-alert",
+    operation_id = "getDeadLetterAlert",
+    tag = "events",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 200, description = "the alert (never its secret), the dead letters now, and whether it is raised", body = AlertView), crate::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
+async fn get_alert(
+    _: WorkspaceAccess,
+    State(state): State<AppState>,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<Json<AlertView>, ApiError> {
+    Ok(Json(state.events.alert(&ws).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/dead-letter-alert",
+    operation_id = "deleteDeadLetterAlert",
+    tag = "events",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 204, description = "removed, with its secret"), crate::error::ApiErrors),
+    security(("operator" = []), ("workspace" = []))
+)]
+async fn delete_alert(
+    _: WorkspaceAccess,
+    State(state): State<AppState>,
+    ApiPath(ws): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.events.delete_alert(&ws).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(patchbay_events::EventsError::AlertNotSet.into())
+    }
 }
 
 /// What `POST …/events` answers.

@@ -134,7 +134,10 @@ async fn recorder(events: Arc<Events>, mut ends: tokio::sync::mpsc::UnboundedRec
                     .collect()
             }
         };
-        for ((_, _, _, done), recorded) in batch.drain(..).zip(recorded) {
+        for ((workspace, _, settle, done), recorded) in batch.drain(..).zip(recorded) {
+            if recorded && matches!(settle, Settle::Dead { .. }) {
+                events.dead_lettered(&workspace);
+            }
             let _ = done.send(recorded);
         }
     }
@@ -180,6 +183,7 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
     let recording = tokio::spawn(recorder(events.clone(), received));
     let context = Arc::new(Context { gates, ends });
     let upkeep = tokio::spawn(upkeep(events.clone(), context.clone()));
+    let alerts = tokio::spawn(crate::alerts::watch(events.clone()));
     let mut in_flight: HashMap<Lane, HashSet<u64>> = HashMap::new();
     let mut tasks: JoinSet<(Lane, u64)> = JoinSet::new();
     // Which delivery each task makes, so one that panicked frees its place.
@@ -228,6 +232,7 @@ async fn run(events: Arc<Events>, mut stopped: tokio::sync::watch::Receiver<bool
         finished(&mut in_flight, &mut making, done);
     }
     upkeep.abort();
+    alerts.abort();
     drop(context);
     let _ = recording.await;
 }

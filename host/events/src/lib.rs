@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod classify;
 pub mod dispatch;
 pub mod metrics;
@@ -96,6 +97,12 @@ pub enum EventsError {
     /// No dead-lettered delivery of this id.
     #[error("dead letter {0:?} not found")]
     DeadLetterNotFound(String),
+    /// The workspace has no dead-letter alert.
+    #[error("the workspace has no dead-letter alert")]
+    AlertNotSet,
+    /// The dead-letter alert is refused: every problem, each naming its field.
+    #[error("{}", .0.join("; "))]
+    InvalidAlert(Vec<String>),
     /// The outbox failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -189,6 +196,8 @@ pub struct Events {
     wake: Arc<tokio::sync::Notify>,
     /// Counters and histograms per subscription.
     pub metrics: metrics::DeliveryMetrics,
+    /// Workspaces whose dead-letter alert to look at, and those raised.
+    alerts: alerts::Alerts,
 }
 
 impl std::fmt::Debug for Events {
@@ -244,6 +253,7 @@ impl Events {
             generation: std::sync::atomic::AtomicU64::new(0),
             wake: Arc::default(),
             metrics: metrics::DeliveryMetrics::default(),
+            alerts: alerts::Alerts::default(),
         }
     }
 
@@ -659,6 +669,7 @@ impl Events {
         });
         if replayed.await? {
             self.wake.notify_one();
+            self.alerts.check_soon(workspace);
             Ok(())
         } else {
             Err(missing())
@@ -695,6 +706,7 @@ impl Events {
             Ok(purged)
         });
         if purged.await? {
+            self.alerts.check_soon(workspace);
             Ok(())
         } else {
             Err(missing())
@@ -722,7 +734,7 @@ impl Events {
         self.tenancy.workspace(workspace)?;
         let outbox = self.outbox.clone();
         let (ws, now) = (workspace.to_owned(), self.now_ms());
-        blocking(move || {
+        let done = blocking(move || {
             let (items, _) =
                 outbox.dead_letters(&ws, None, MAX_BULK, &|d: &Delivery| filter.keeps(d))?;
             let mut done = 0;
@@ -734,7 +746,9 @@ impl Events {
             outbox.flush()?;
             Ok(done)
         })
-        .await
+        .await?;
+        self.alerts.check_soon(workspace);
+        Ok(done)
     }
 
     /// Drop everything of a deleted workspace.
@@ -744,7 +758,13 @@ impl Events {
         blocking(move || outbox.remove_workspace(&ws)).await?;
         self.forget_subscriptions(workspace);
         self.metrics.remove_workspace(workspace);
-        Ok(())
+        self.remove_alert_of(workspace).await
+    }
+
+    /// Look at `workspace`'s dead-letter alert soon: a delivery was just
+    /// dead-lettered.
+    pub(crate) fn dead_lettered(&self, workspace: &str) {
+        self.alerts.check_soon(workspace);
     }
 
     /// Forget event ids past the idempotency window (a bounded pass); how many.

@@ -50,11 +50,13 @@ pub enum Tree {
     /// Ids of webhooks taken in, by workspace and connection: a repeat is
     /// a duplicate.
     Receipts,
+    /// Each workspace's event-flow settings (the dead-letter alert), by name.
+    Settings,
 }
 
 impl Tree {
     /// Every tree, for backends that open them all.
-    pub const ALL: [Tree; 7] = [
+    pub const ALL: [Tree; 8] = [
         Tree::Events,
         Tree::Deliveries,
         Tree::Due,
@@ -62,6 +64,7 @@ impl Tree {
         Tree::Counts,
         Tree::Subscriptions,
         Tree::Receipts,
+        Tree::Settings,
     ];
 
     /// The tree's name on disk.
@@ -74,6 +77,7 @@ impl Tree {
             Tree::Counts => "outbox-counts",
             Tree::Subscriptions => "subscriptions",
             Tree::Receipts => "webhook-receipts",
+            Tree::Settings => "outbox-settings",
         }
     }
 }
@@ -1080,6 +1084,7 @@ impl Outbox {
             Tree::Counts,
             Tree::Subscriptions,
             Tree::Receipts,
+            Tree::Settings,
         ] {
             loop {
                 let entries = self.backend.scan(tree, &prefix, &end, 512)?;
@@ -1092,6 +1097,50 @@ impl Outbox {
         }
         self.backend.flush()?;
         Ok(removed)
+    }
+
+    /// Store `workspace`'s setting `name` (its JSON), on disk when this returns.
+    pub fn put_setting(
+        &self,
+        workspace: &str,
+        name: &str,
+        json: &[u8],
+    ) -> Result<(), StorageError> {
+        let key = named_key(workspace, name);
+        self.transact(|tx| tx.insert(Tree::Settings, &key, json))?;
+        self.backend.flush()
+    }
+
+    /// `workspace`'s setting `name`, as stored.
+    pub fn setting(&self, workspace: &str, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend
+            .get(Tree::Settings, &named_key(workspace, name))
+    }
+
+    /// Remove `workspace`'s setting `name`; whether it was there.
+    pub fn delete_setting(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+        let key = named_key(workspace, name);
+        let removed = self.transact(|tx| {
+            let removed = tx.get(Tree::Settings, &key)?.is_some();
+            tx.remove(Tree::Settings, &key)?;
+            Ok(removed)
+        })?;
+        self.backend.flush()?;
+        Ok(removed)
+    }
+
+    /// Every workspace holding a setting `name`, with it.
+    pub fn settings_named(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let entries = self.backend.scan(Tree::Settings, &[], &[], usize::MAX)?;
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            let (workspace, rest) = split_name(&key).ok_or_else(|| corrupt("setting key"))?;
+            let (setting, _) = split_name(rest).ok_or_else(|| corrupt("setting key"))?;
+            if setting == name {
+                out.push((workspace, value));
+            }
+        }
+        Ok(out)
     }
 
     /// Write everything to disk.
@@ -1113,6 +1162,35 @@ pub(crate) mod contract_tests {
         subscriptions_are_kept_per_workspace(outbox);
         a_removed_workspace_leaves_nothing_and_touches_no_other(outbox);
         a_webhook_id_is_taken_once_per_connection_until_forgotten(outbox);
+        settings_are_kept_per_workspace_and_name(outbox);
+    }
+
+    fn settings_are_kept_per_workspace_and_name(outbox: &Outbox) {
+        outbox.put_setting("set-a", "alert", b"1").expect("put");
+        outbox.put_setting("set-b", "alert", b"2").expect("put");
+        outbox.put_setting("set-a", "other", b"3").expect("put");
+        assert_eq!(
+            outbox.setting("set-a", "alert").expect("get").as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(outbox.setting("set-c", "alert").expect("get"), None);
+        let mut named = outbox.settings_named("alert").expect("named");
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                ("set-a".to_owned(), b"1".to_vec()),
+                ("set-b".to_owned(), b"2".to_vec())
+            ]
+        );
+        assert!(outbox.delete_setting("set-a", "alert").expect("delete"));
+        assert!(!outbox.delete_setting("set-a", "alert").expect("again"));
+        outbox.remove_workspace("set-b").expect("remove");
+        assert_eq!(outbox.setting("set-b", "alert").expect("get"), None);
+        assert_eq!(
+            outbox.setting("set-a", "other").expect("get").as_deref(),
+            Some(&b"3"[..])
+        );
     }
 
     fn a_webhook_id_is_taken_once_per_connection_until_forgotten(outbox: &Outbox) {
