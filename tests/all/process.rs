@@ -789,6 +789,50 @@ async fn the_cli_routes_events_and_works_the_dead_letter_queue() {
     let purged =
         stdout_json(&cli(&server, op, "dead-letter purge acme --subscription to-crm").await);
     assert_eq!(purged["count"], 1, "{purged}");
+    // The dead-letter alert: set (a secret made and printed once), shown, removed.
+    let set = stdout_json(
+        &cli(
+            &server,
+            op,
+            "dead-letter alert set acme --url https://pager.example/hooks --threshold 5",
+        )
+        .await,
+    );
+    assert!(
+        set["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{set}"
+    );
+    let shown = stdout_json(&cli(&server, op, "dead-letter alert show acme").await);
+    assert_eq!(
+        (
+            shown["url"].as_str(),
+            shown["threshold"].as_u64(),
+            shown.get("secret")
+        ),
+        (Some("https://pager.example/hooks"), Some(5), None),
+        "{shown}"
+    );
+    let out = cli(
+        &server,
+        op,
+        "dead-letter alert set acme --url ftp://x --threshold 0",
+    )
+    .await;
+    assert!(
+        stderr(&out).contains("422 invalid-alert"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        cli(&server, op, "dead-letter alert delete acme")
+            .await
+            .status
+            .success()
+    );
+    let out = cli(&server, op, "dead-letter alert show acme").await;
+    assert!(stderr(&out).contains("404 not-found"), "{}", stderr(&out));
     let out = cli(&server, op, "subscription delete acme to-crm").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(

@@ -85,6 +85,29 @@ pub(super) enum DeadLetterCommand {
         #[command(flatten)]
         filter: DeadFilterArgs,
     },
+    /// The workspace's dead-letter alert: a signed POST to `--url` when
+    /// its dead letters reach `--threshold`.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum AlertCommand {
+    /// Set it; without `--secret` one is made and printed, once.
+    Set {
+        workspace: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        threshold: u64,
+        /// The signing secret (`whsec_…`).
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Show it (never its secret), the dead letters now, and whether it is raised.
+    Show { workspace: String },
+    /// Remove it.
+    Delete { workspace: String },
 }
 
 impl DeadFilterArgs {
@@ -160,7 +183,24 @@ pub(super) async fn dead_letter(
     command: DeadLetterCommand,
 ) -> anyhow::Result<ExitCode> {
     let one = |ws: &str, id: &str| under(ws, &format!("dead-letters/{}", segment(id)));
+    let alert = |ws: &str| under(ws, "dead-letter-alert");
     let (method, path) = match command {
+        DeadLetterCommand::Alert(AlertCommand::Set {
+            workspace,
+            url,
+            threshold,
+            secret,
+        }) => {
+            let mut body = serde_json::json!({ "url": url, "threshold": threshold });
+            if let Some(secret) = secret {
+                body["secret"] = secret.into();
+            }
+            return call(&server, "PUT", &alert(&workspace), Some(body)).await;
+        }
+        DeadLetterCommand::Alert(AlertCommand::Show { workspace }) => ("GET", alert(&workspace)),
+        DeadLetterCommand::Alert(AlertCommand::Delete { workspace }) => {
+            ("DELETE", alert(&workspace))
+        }
         DeadLetterCommand::List {
             workspace,
             filter,
