@@ -74,12 +74,26 @@ async fn salesforce_mock() -> MockServer {
         })))
         .mount(&org)
         .await;
+    // Until the Task is logged, the lookup by call id finds nothing; then it finds it.
     Mock::given(method("GET"))
         .and(path(QUERY))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "totalSize": 0, "done": true, "records": [] })),
         )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&org)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(QUERY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "totalSize": 1, "done": true,
+            "records": [{ "attributes": { "type": "Task",
+                "url": "/services/data/v67.0/sobjects/Task/00Txx000002ZqT1EAK" },
+                "Id": "00Txx000002ZqT1EAK" }]
+        })))
+        .with_priority(2)
         .mount(&org)
         .await;
     Mock::given(method("POST"))
@@ -220,16 +234,19 @@ async fn call_ended_reaches_both_crms_and_a_zendesk_ticket_event_reaches_hubspot
     }
 
     // 1. The contact center's hub posts call.ended, with the CRM ids its lookup found.
-    let accepted = call("POST", "/events".into(), json!({
-        "id": "cc-9f2", "type": "call.ended", "source": "cc-hub",
-        "occurred_at": "2026-12-02T10:00:00Z", "subject": "+16502530000",
-        "data": {
-            "call_id": "call-7f3a", "direction": "inbound", "started_at": "2026-12-02T09:56:56Z",
-            "duration_s": 184, "from": "+16502530000", "to": "+18005550100", "outcome": "completed",
-            "summary": "Asked about invoice 123; resolved.",
-            "contact_ids": { "hubspot": "501", "salesforce": "003xx000004TmiQAAS" }
-        }
-    })).await;
+    let call_ended = |id: &str| {
+        json!({
+            "id": id, "type": "call.ended", "source": "cc-hub",
+            "occurred_at": "2026-12-02T10:00:00Z", "subject": "+16502530000",
+            "data": {
+                "call_id": "call-7f3a", "direction": "inbound", "started_at": "2026-12-02T09:56:56Z",
+                "duration_s": 184, "from": "+16502530000", "to": "+18005550100", "outcome": "completed",
+                "summary": "Asked about invoice 123; resolved.",
+                "contact_ids": { "hubspot": "501", "salesforce": "003xx000004TmiQAAS" }
+            }
+        })
+    };
+    let accepted = call("POST", "/events".into(), call_ended("cc-9f2")).await;
     assert_eq!(accepted["accepted"][0]["deliveries"], 2);
 
     let logged = until_seen(&hubspot, "POST", CALLS, 2).await;
@@ -256,6 +273,32 @@ async fn call_ended_reaches_both_crms_and_a_zendesk_ticket_event_reaches_hubspot
     assert_eq!(tasks[0]["CallObject"], "call-7f3a");
     assert_eq!(tasks[0]["CallDurationInSeconds"], 184);
     assert_eq!(tasks[0]["TaskSubtype"], "Call");
+    // The hub sends the same call again under another event id (its own
+    // retry): Salesforce finds the call's Task and logs nothing new. (HubSpot
+    // has no key for engagements: it logs the call again, as its README says.)
+    call("POST", "/events".into(), call_ended("cc-9f2-resent")).await;
+    until_seen(&salesforce, "GET", QUERY, 2).await;
+    until_seen(&hubspot, "POST", CALLS, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen: Vec<String> = salesforce
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.url.path(),
+                r.url.query().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        requests(&salesforce, "POST", TASKS).await.len(),
+        1,
+        "one Task per call id: {seen:#?}"
+    );
 
     // 2. A ticket about the same customer is solved in Zendesk; its webhook comes in.
     let body = status_changed("01HNZ6Q4K3SEED");
@@ -299,8 +342,8 @@ async fn call_ended_reaches_both_crms_and_a_zendesk_ticket_event_reaches_hubspot
     let metrics = operator_metrics(&base).await;
     for line in [
         r#"patchbay_event_deliveries_total{workspace="acme",subscription="calls-to-hubspot",outcome="retried"} 1"#,
-        r#"patchbay_event_deliveries_total{workspace="acme",subscription="calls-to-hubspot",outcome="delivered"} 1"#,
-        r#"patchbay_event_deliveries_total{workspace="acme",subscription="calls-to-salesforce",outcome="delivered"} 1"#,
+        r#"patchbay_event_deliveries_total{workspace="acme",subscription="calls-to-hubspot",outcome="delivered"} 2"#,
+        r#"patchbay_event_deliveries_total{workspace="acme",subscription="calls-to-salesforce",outcome="delivered"} 2"#,
         r#"patchbay_event_deliveries_total{workspace="acme",subscription="cases-to-hubspot",outcome="delivered"} 1"#,
         r#"patchbay_webhooks_total{workspace="acme",outcome="accepted"} 1"#,
     ] {

@@ -263,7 +263,10 @@ async fn tampered_reserialised_stale_early_or_unsigned_webhooks_get_a_bare_401_a
     let mut rotation = signed(&key(), "msg_3", now, BODY);
     rotation[2].1 = rotated;
     for (case, headers) in [
-        ("299 s old", signed(&key(), "msg_299", now - 299, BODY)),
+        (
+            "299 s old",
+            signed(&key(), "msg_299", now_secs() - 299, BODY),
+        ),
         ("a rotation list with one good signature", rotation),
     ] {
         let (status, body, _) = hooks.send("ws-1/desk", &headers, BODY).await;
@@ -276,6 +279,11 @@ async fn tampered_reserialised_stale_early_or_unsigned_webhooks_get_a_bare_401_a
         delivered.len(),
         2,
         "only the two genuine webhooks became events ({page})"
+    );
+    let metrics = hooks.metrics_text().await;
+    assert!(
+        metrics.contains(r#"patchbay_webhooks_total{workspace="ws-1",outcome="accepted"} 2"#),
+        "{metrics}"
     );
 }
 
@@ -473,6 +481,45 @@ async fn a_plugin_verifies_with_a_secret_it_never_sees_and_cannot_skip_the_check
     ] {
         assert_bare_401(&hooks.send("ws-1/desk", &headers, PROBE_BODY).await, case);
     }
+    // An error before any check is the same bare 401: its text never reaches the sender.
+    assert_bare_401(
+        &hooks
+            .send(
+                "ws-1/desk",
+                &probe_signed(PLUGIN_SECRET, PROBE_BODY, Some("error-first")),
+                PROBE_BODY,
+            )
+            .await,
+        "an error before verifying",
+    );
+    // During a verification a plugin can neither keep nor send a genuine pair.
+    for (mode, refused) in [("kv-write", "kv"), ("http", "http")] {
+        let (status, body, _) = hooks
+            .send(
+                "ws-1/desk",
+                &probe_signed(PLUGIN_SECRET, PROBE_BODY, Some(mode)),
+                PROBE_BODY,
+            )
+            .await;
+        assert_eq!(status, 422, "{mode}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&format!("{refused}:")),
+            "{mode}: {body}"
+        );
+    }
+    assert!(
+        hooks
+            .upstream
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|r| r.url.path() != "/allowed/pairs"),
+        "nothing was sent"
+    );
     // Outside a webhook verification, verify-hmac is refused as a value, not a trap.
     let (status, body) = hooks
         .call(
@@ -500,4 +547,57 @@ async fn a_plugin_verifies_with_a_secret_it_never_sees_and_cannot_skip_the_check
     );
     let (_, listed) = hooks.call("GET", "/connections/desk", None).await;
     assert!(!listed.to_string().contains(PLUGIN_SECRET), "{listed}");
+}
+
+#[tokio::test]
+async fn a_flood_of_webhooks_is_held_to_the_connections_rate() {
+    let mut policy = patchbay::policy::OperatorPolicy {
+        addresses: patchbay::policy::ssrf::AddressPolicy {
+            allowed_cidrs: vec!["127.0.0.1/32".parse().expect("cidr")],
+        },
+        ..Default::default()
+    };
+    policy.webhooks.per_connection_per_second = 2;
+    let hooks = Hooks::with(Harness::with_policy(policy), standard_manifest, SECRET).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..6 {
+        let id = format!("msg_flood_{i}");
+        let response = plain_http_client()
+            .post(format!("{}/v1/hooks/ws-1/desk", hooks.base))
+            .headers(
+                signed(&key(), &id, now_secs(), BODY)
+                    .into_iter()
+                    .map(|(n, v)| {
+                        (
+                            reqwest::header::HeaderName::from_static(n),
+                            v.parse().expect("value"),
+                        )
+                    })
+                    .collect(),
+            )
+            .body(BODY.to_vec())
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status().as_u16());
+        if response.status().as_u16() == 429 {
+            retry_after = response.headers().get("retry-after").cloned();
+        }
+    }
+    assert!(statuses.starts_with(&[202, 202]), "{statuses:?}");
+    assert!(statuses.contains(&429), "past 2 a second: {statuses:?}");
+    assert!(retry_after.is_some(), "the 429 says when to come back");
+    // Unknown connections are refused before the limiter: no key is made for them.
+    let headers = signed(&key(), "msg_x", now_secs(), BODY);
+    for i in 0..5 {
+        assert_bare_401(
+            &hooks
+                .send(&format!("ws-1/made-up-{i}"), &headers, BODY)
+                .await,
+            "unknown",
+        );
+    }
+    let metrics = hooks.metrics_text().await;
+    assert!(metrics.contains(r#"outcome="limited""#), "{metrics}");
 }

@@ -35,6 +35,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         (status = 401, description = "not verified (no detail is given)", body = crate::error::ErrorBody),
         (status = 413, description = "the body is over the operator's `webhooks.max_body_kb`", body = crate::error::ErrorBody),
         (status = 422, description = "genuine, but not events: each problem named", body = crate::error::ErrorBody),
+        (status = 429, description = "past the operator's `webhooks.per_connection_per_second`; `Retry-After` says when to send it again", body = crate::error::ErrorBody),
         (status = 503, description = "cannot be verified now; send it again later", body = crate::error::ErrorBody),
         (status = 500, description = "the host failed; send it again later", body = crate::error::ErrorBody),
     ),
@@ -46,6 +47,11 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<Received>), ApiError> {
+    let target = state
+        .events
+        .webhook_target(&ws, &connection)
+        .await
+        .map_err(refusal)?;
     let max = state.events.webhook_policy().max_body_bytes();
     let too_large = || {
         ApiError::new(
@@ -80,32 +86,44 @@ async fn receive(
         })
         .collect();
     let webhook = IncomingWebhook { headers, body };
-    match state
-        .events
-        .receive_webhook(&ws, &connection, webhook)
-        .await
-    {
+    match state.events.receive_webhook(target, webhook).await {
         Ok(received) if received.duplicate => Ok((StatusCode::OK, Json(received))),
         Ok(received) => Ok((StatusCode::ACCEPTED, Json(received))),
-        Err(WebhookError::Refused(_)) => Err(ApiError::new(
+        Err(error) => Err(refusal(error)),
+    }
+}
+
+/// The answer for a webhook not taken; a refusal says nothing more.
+fn refusal(error: WebhookError) -> ApiError {
+    match error {
+        WebhookError::Refused(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the webhook could not be verified",
-        )),
-        Err(WebhookError::InvalidEvents(problems)) => Err(ApiError::new(
+        ),
+        WebhookError::InvalidEvents(problems) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-events",
             problems.join("; "),
-        )),
-        Err(WebhookError::Unavailable(_)) => Err(ApiError::new(
+        ),
+        WebhookError::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the webhook cannot be verified now; send it again later",
-        )),
-        Err(WebhookError::Failed(_)) => Err(ApiError::new(
+        ),
+        WebhookError::TooMany(wait) => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many webhooks for this connection; send it again later",
+            );
+            error.retry_after = Some((wait.as_millis() as u64).div_ceil(1000).max(1));
+            error
+        }
+        WebhookError::Failed(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the webhook could not be taken; send it again later",
-        )),
+        ),
     }
 }

@@ -26,6 +26,8 @@ const SETTING: &str = "dead-letter-alert";
 const SECRET: &str = "dead-letter-alert";
 /// Attempts to send one alert, the waits between them growing from 1 s.
 const ATTEMPTS: u32 = 3;
+/// Alerts being sent at once, across workspaces.
+const SENDING_AT_ONCE: usize = 8;
 /// Every workspace with an alert is checked this often, whatever happened.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -221,19 +223,23 @@ impl Events {
         Ok((per.values().sum(), per))
     }
 
-    /// Send `workspace`'s alert if its depth crossed the threshold; re-arm
-    /// it once the depth is below.
-    async fn check_alert(&self, workspace: &str) -> Result<(), EventsError> {
+    /// The alert to send for `workspace` if its depth crossed the
+    /// threshold (marked raised now; the sender clears the mark if it
+    /// fails), re-armed once the depth is below.
+    async fn check_alert(
+        &self,
+        workspace: &str,
+    ) -> Result<Option<(String, serde_json::Value, u64)>, EventsError> {
         let Some(stored) = self.stored_alert(workspace).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let (dead, per) = self.dead_depth(workspace).await?;
         if dead < stored.threshold {
             lock(&self.alerts.raised).remove(workspace);
-            return Ok(());
+            return Ok(None);
         }
         if !lock(&self.alerts.raised).insert(workspace.to_owned()) {
-            return Ok(());
+            return Ok(None);
         }
         let now_ms = self.now_ms();
         let body = json!({
@@ -243,11 +249,7 @@ impl Events {
             "data": { "workspace": workspace, "dead": dead, "threshold": stored.threshold,
                 "by_subscription": per }
         });
-        if let Err(e) = self.send_alert(workspace, &stored.url, &body, now_ms).await {
-            tracing::warn!(target: "patchbay::events", workspace = ?workspace, error = %e,
-                "the dead-letter alert could not be sent");
-        }
-        Ok(())
+        Ok(Some((stored.url, body, now_ms)))
     }
 
     async fn send_alert(
@@ -362,6 +364,7 @@ fn made_secret() -> String {
 /// every workspace with an alert each [`SWEEP_EVERY`].
 pub(crate) async fn watch(events: Arc<Events>) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let sending = Arc::new(tokio::sync::Semaphore::new(SENDING_AT_ONCE));
     loop {
         let everyone = tokio::select! {
             _ = events.alerts.wake.notified() => false,
@@ -379,10 +382,29 @@ pub(crate) async fn watch(events: Arc<Events>) {
         workspaces.sort();
         workspaces.dedup();
         for workspace in workspaces {
-            if let Err(e) = events.check_alert(&workspace).await {
-                tracing::warn!(target: "patchbay::events", workspace = ?workspace, error = %e,
-                    "checking the dead-letter alert failed");
-            }
+            let (url, body, now_ms) = match events.check_alert(&workspace).await {
+                Ok(Some(send)) => send,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(target: "patchbay::events", workspace = ?workspace, error = %e,
+                        "checking the dead-letter alert failed");
+                    continue;
+                }
+            };
+            // Sent apart, a few at a time: a tenant's slow URL holds up
+            // nobody else's alert.
+            let Ok(permit) = sending.clone().acquire_owned().await else {
+                return;
+            };
+            let events = events.clone();
+            tokio::spawn(async move {
+                if let Err(e) = events.send_alert(&workspace, &url, &body, now_ms).await {
+                    tracing::warn!(target: "patchbay::events", workspace = ?workspace, error = %e,
+                        "the dead-letter alert could not be sent; it is tried again at the next check");
+                    lock(&events.alerts.raised).remove(&workspace);
+                }
+                drop(permit);
+            });
         }
     }
 }

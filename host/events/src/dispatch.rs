@@ -284,6 +284,7 @@ async fn upkeep(events: Arc<Events>, context: Arc<Context>) {
                 }
             }
         }
+        events.webhook_rate.prune();
         let outbox = events.outbox.clone();
         context.gates.retain(|ws, sub| {
             // Kept unless the store says for sure that it is gone.

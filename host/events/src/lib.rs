@@ -198,6 +198,8 @@ pub struct Events {
     pub metrics: metrics::DeliveryMetrics,
     /// Workspaces whose dead-letter alert to look at, and those raised.
     alerts: alerts::Alerts,
+    /// Each connection's webhook rate.
+    webhook_rate: webhooks::WebhookRate,
 }
 
 impl std::fmt::Debug for Events {
@@ -254,6 +256,7 @@ impl Events {
             wake: Arc::default(),
             metrics: metrics::DeliveryMetrics::default(),
             alerts: alerts::Alerts::default(),
+            webhook_rate: webhooks::WebhookRate::new(settings.webhooks.per_connection_per_second),
         }
     }
 

@@ -92,7 +92,7 @@ impl DeliveryMetrics {
     }
 
     /// Count one webhook's end, `outcome` one of a fixed set (accepted,
-    /// duplicate, refused, invalid, unavailable, failed). `workspace` is
+    /// duplicate, refused, invalid, limited, unavailable, failed). `workspace` is
     /// `None` when no such workspace exists: the sender named it, and an
     /// unauthenticated sender must not create label values.
     pub fn count_webhook(&self, workspace: Option<&str>, outcome: &'static str) {

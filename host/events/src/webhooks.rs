@@ -44,6 +44,23 @@ impl IncomingWebhook {
     }
 }
 
+/// A connection that takes webhooks, found before a body is read.
+pub struct WebhookTarget {
+    workspace: String,
+    connection: String,
+    bound: std::sync::Arc<Bound>,
+    spec: patchbay_policy::manifest::WebhookSpec,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("workspace", &self.workspace)
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A webhook taken in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -71,6 +88,10 @@ pub enum WebhookError {
     /// time): 503, so the sender tries again.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The connection takes no more webhooks this second: 429, to be sent
+    /// again after this long.
+    #[error("too many webhooks; retry after {0:?}")]
+    TooMany(std::time::Duration),
     /// The plugin failed, or the store did: 500, so the sender tries again.
     #[error("failed: {0}")]
     Failed(String),
@@ -83,6 +104,7 @@ impl WebhookError {
             Self::Refused(_) => "refused",
             Self::InvalidEvents(_) => "invalid",
             Self::Unavailable(_) => "unavailable",
+            Self::TooMany(_) => "limited",
             Self::Failed(_) => "failed",
         }
     }
@@ -103,46 +125,30 @@ impl Events {
         self.settings.webhooks
     }
 
-    /// Verify `webhook`, sent to `workspace`'s `connection`, and accept the
-    /// events it becomes, with its id, on disk before this returns. Counted
-    /// in the metrics by outcome; a refusal's reason is logged, never told.
-    pub async fn receive_webhook(
+    /// Where a webhook to `workspace`'s `connection` would go: refused (or
+    /// held to the connection's rate) before its body is read, so a sender
+    /// without a target costs the host a lookup, never a body's memory.
+    pub async fn webhook_target(
         &self,
         workspace: &str,
         connection: &str,
-        webhook: IncomingWebhook,
-    ) -> Result<Received, WebhookError> {
-        let result = self.take_webhook(workspace, connection, webhook).await;
-        let outcome = match &result {
-            Ok(received) if received.duplicate => "duplicate",
-            Ok(_) => "accepted",
-            Err(e) => e.outcome(),
-        };
+    ) -> Result<WebhookTarget, WebhookError> {
+        let result = self.find_target(workspace, connection).await;
         if let Err(error) = &result {
-            // Debug-formatted: names come from the request line.
-            tracing::info!(target: "patchbay::webhooks", workspace = ?workspace,
-                connection = ?connection, outcome, reason = ?error.to_string(), "webhook not taken");
+            self.count_webhook(workspace, connection, Err(error));
         }
-        let known = result.is_ok() || self.tenancy.workspace(workspace).is_ok();
-        self.metrics
-            .count_webhook(known.then_some(workspace), outcome);
         result
     }
 
-    async fn take_webhook(
+    async fn find_target(
         &self,
         workspace: &str,
         connection: &str,
-        webhook: IncomingWebhook,
-    ) -> Result<Received, WebhookError> {
-        let policy = self.settings.webhooks;
-        if !policy.enabled {
+    ) -> Result<WebhookTarget, WebhookError> {
+        if !self.settings.webhooks.enabled {
             return Err(WebhookError::Refused(
                 "webhooks are turned off by operator policy".into(),
             ));
-        }
-        if webhook.body.len() > policy.max_body_bytes() {
-            return Err(WebhookError::Refused("the body is over the limit".into()));
         }
         let bound = match self.tenancy.bound(workspace, connection).await {
             Ok(bound) => bound,
@@ -161,13 +167,73 @@ impl Events {
                 bound.plugin.manifest.id
             )));
         };
+        // Only for connections that take webhooks: a sender's made-up names
+        // never become keys.
+        if let Err(wait) = self.webhook_rate.check(workspace, connection) {
+            return Err(WebhookError::TooMany(wait));
+        }
+        Ok(WebhookTarget {
+            workspace: workspace.to_owned(),
+            connection: connection.to_owned(),
+            bound,
+            spec,
+        })
+    }
+
+    /// Verify `webhook`, sent to `target`, and accept the events it becomes,
+    /// with its id, on disk before this returns. Counted in the metrics by
+    /// outcome; a refusal's reason is logged, never told.
+    pub async fn receive_webhook(
+        &self,
+        target: WebhookTarget,
+        webhook: IncomingWebhook,
+    ) -> Result<Received, WebhookError> {
+        let result = self.take_webhook(&target, webhook).await;
+        self.count_webhook(&target.workspace, &target.connection, result.as_ref());
+        result
+    }
+
+    fn count_webhook(
+        &self,
+        workspace: &str,
+        connection: &str,
+        result: Result<&Received, &WebhookError>,
+    ) {
+        let outcome = match result {
+            Ok(received) if received.duplicate => "duplicate",
+            Ok(_) => "accepted",
+            Err(e) => e.outcome(),
+        };
+        if let Err(error) = result {
+            // Debug-formatted: names come from the request line.
+            tracing::info!(target: "patchbay::webhooks", workspace = ?workspace,
+                connection = ?connection, outcome, reason = ?error.to_string(), "webhook not taken");
+        }
+        let known = result.is_ok() || self.tenancy.workspace(workspace).is_ok();
+        self.metrics
+            .count_webhook(known.then_some(workspace), outcome);
+    }
+
+    async fn take_webhook(
+        &self,
+        target: &WebhookTarget,
+        webhook: IncomingWebhook,
+    ) -> Result<Received, WebhookError> {
+        let policy = self.settings.webhooks;
+        if webhook.body.len() > policy.max_body_bytes() {
+            return Err(WebhookError::Refused("the body is over the limit".into()));
+        }
+        let (workspace, connection) = (target.workspace.as_str(), target.connection.as_str());
         let received_ms = self.now_ms();
-        let verified = match spec.verify {
+        let verified = match target.spec.verify {
             WebhookVerify::StandardWebhooks => {
-                let secret = spec.secret.as_deref().unwrap_or_default();
-                self.verify_standard(&bound, secret, &webhook, received_ms)?
+                let secret = target.spec.secret.as_deref().unwrap_or_default();
+                self.verify_standard(&target.bound, secret, &webhook, received_ms)?
             }
-            WebhookVerify::Plugin => self.verify_by_plugin(&bound, webhook, received_ms).await?,
+            WebhookVerify::Plugin => {
+                self.verify_by_plugin(&target.bound, webhook, received_ms)
+                    .await?
+            }
         };
         if verified.events.len() > policy.max_events_per_webhook as usize {
             return Err(WebhookError::InvalidEvents(vec![format!(
@@ -303,8 +369,43 @@ impl Events {
             error @ (InvokeError::TooManyCalls { .. }
             | InvokeError::AtCapacity(_)
             | InvokeError::Timeout(_)) => WebhookError::Unavailable(error.to_string()),
+            // Genuine, but too much for the plugin's limits: sending it
+            // again would fail the same way.
+            error @ (InvokeError::OutputTooLarge { .. }
+            | InvokeError::InvalidOutput(_)
+            | InvokeError::MemoryLimit(_)) => WebhookError::InvalidEvents(vec![error.to_string()]),
             error => WebhookError::Failed(format!("invocation {}: {error}", outcome.invocation_id)),
         })
+    }
+}
+
+/// Each connection's webhook rate (`webhooks.per_connection_per_second`).
+#[derive(Debug)]
+pub(crate) struct WebhookRate {
+    limiter: governor::DefaultKeyedRateLimiter<(String, String)>,
+}
+
+impl WebhookRate {
+    pub(crate) fn new(per_second: u32) -> Self {
+        let n = std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        Self {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_second(n)),
+        }
+    }
+
+    /// Take one of the connection's places this second, or how long until one.
+    fn check(&self, workspace: &str, connection: &str) -> Result<(), std::time::Duration> {
+        use governor::clock::{Clock as _, DefaultClock};
+        let key = (workspace.to_owned(), connection.to_owned());
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forget connections that have been quiet for a while.
+    pub(crate) fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 

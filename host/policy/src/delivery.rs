@@ -68,6 +68,10 @@ pub struct WebhookPolicy {
     pub dedupe_window_hours: u32,
     /// Most events one webhook may become (1 to 500, a batch's size).
     pub max_events_per_webhook: u32,
+    /// Webhooks one connection takes per second (1 to 10000; as many in a
+    /// burst): past it a sender gets 429 with `Retry-After`, so a flood
+    /// never takes the connection's or its workspace's share of the host.
+    pub per_connection_per_second: u32,
 }
 
 impl Default for WebhookPolicy {
@@ -77,6 +81,7 @@ impl Default for WebhookPolicy {
             max_body_kb: 1024,
             dedupe_window_hours: 24,
             max_events_per_webhook: 100,
+            per_connection_per_second: 50,
         }
     }
 }
@@ -93,6 +98,9 @@ impl WebhookPolicy {
         }
         if !(1..=500).contains(&self.max_events_per_webhook) {
             problems.push("webhooks.max_events_per_webhook must be 1 to 500".to_owned());
+        }
+        if !(1..=10_000).contains(&self.per_connection_per_second) {
+            problems.push("webhooks.per_connection_per_second must be 1 to 10000".to_owned());
         }
         problems
     }

@@ -93,6 +93,9 @@ pub struct RuntimeCounters {
     pub moved_off_workers: AtomicU64,
 }
 
+/// Longest webhook id a plugin may report (as Standard Webhooks allows).
+pub const MAX_WEBHOOK_ID_BYTES: usize = 256;
+
 /// A plugin version ready to run: validated, compiled, pre-instantiated.
 pub struct LoadedPlugin {
     /// The manifest the component was validated against.
@@ -282,6 +285,8 @@ struct CallRecord {
     suppressed_denials: usize,
     circuit_open: u32,
     circuit_retry_after: Option<Duration>,
+    /// Whether a `verify-hmac` check matched during the call.
+    verified: bool,
 }
 
 /// The record of one invocation, successful or not.
@@ -682,6 +687,7 @@ impl Runtime {
             suppressed_denials: 0,
             circuit_open: 0,
             circuit_retry_after: None,
+            verified: false,
         };
         let result = call(&mut record).await;
         if let Err(error) = &result
@@ -725,6 +731,16 @@ impl Runtime {
         request: WebhookRequest,
         options: CallOptions,
     ) -> InvokeOutcome<VerifiedWebhook> {
+        // Verification has verify-hmac, config and logging, nothing else:
+        // with no KV and no HTTP a plugin can neither keep a genuine
+        // (message, signature) pair to replay later nor send one away.
+        let binding = &Binding {
+            http_rules: Arc::from(Vec::new()),
+            unapproved_rules: Arc::from(Vec::new()),
+            kv_granted: false,
+            credentials: Arc::from(Vec::new()),
+            ..binding.clone()
+        };
         self.recorded(plugin, binding, "verify-webhook", async |record| {
             let Some(webhooks) = &plugin.webhooks else {
                 return Err(InvokeError::UnknownOperation("verify-webhook".into()));
@@ -738,7 +754,7 @@ impl Runtime {
                 allowed: binding.webhook_secrets.clone(),
             };
             let context = self.context(record, None);
-            let (verified, matched) = self
+            let verified = self
                 .in_sandbox(
                     plugin,
                     binding,
@@ -752,16 +768,31 @@ impl Runtime {
                             .await
                     },
                 )
-                .await?;
-            if !matched {
-                tracing::warn!(target: "patchbay::runtime", invocation = %record.id,
-                    "the plugin accepted a webhook without a matching verify-hmac: refused");
+                .await;
+            if !record.verified {
+                // Whatever the plugin answered (events, or an error whose
+                // text would reach an unauthenticated sender), nothing
+                // vouched for this request.
+                if verified.is_ok() {
+                    tracing::warn!(target: "patchbay::runtime", invocation = %record.id,
+                        "the plugin accepted a webhook without a matching verify-hmac: refused");
+                }
                 return Err(InvokeError::Plugin(
                     PluginError::Unauthorized(
                         "no verify-hmac check matched during the verification".into(),
                     )
                     .into(),
                 ));
+            }
+            let verified = verified?;
+            if verified
+                .webhook_id
+                .as_ref()
+                .is_some_and(|id| id.len() > MAX_WEBHOOK_ID_BYTES)
+            {
+                return Err(InvokeError::InvalidOutput(format!(
+                    "the webhook id is longer than {MAX_WEBHOOK_ID_BYTES} bytes"
+                )));
             }
             let size: usize = verified
                 .events
@@ -809,7 +840,7 @@ impl Runtime {
         record: &mut CallRecord,
     ) -> Result<String, InvokeError> {
         let context = self.context(record, idempotency_key);
-        let (output, _) = self
+        let output = self
             .in_sandbox(
                 plugin,
                 binding,
@@ -836,7 +867,7 @@ impl Runtime {
 
     /// A fresh instance in a fresh store, one call of an export, then
     /// everything is dropped. With `signing`, `verify-hmac` is granted for
-    /// the call; whether one of its checks matched comes back with the result.
+    /// the call; whether one of its checks matched goes in `record`.
     async fn in_sandbox<T>(
         &self,
         plugin: &LoadedPlugin,
@@ -848,7 +879,7 @@ impl Runtime {
             &mut Store<CallState>,
             &Instance,
         ) -> wasmtime::Result<Result<T, PluginError>>,
-    ) -> Result<(T, bool), InvokeError> {
+    ) -> Result<T, InvokeError> {
         let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
         store.data_mut().signing.access = signing;
         let activity = store.data().activity.clone();
@@ -872,6 +903,7 @@ impl Runtime {
         };
         (record.denials, record.suppressed_denials) = store.data().http.denials();
         (record.circuit_open, record.circuit_retry_after) = store.data().http.circuit_open();
+        record.verified = store.data().signing.matched;
         match outcome {
             Err(_) => Err(InvokeError::Timeout(limits.timeout.as_millis() as u64)),
             Ok(Err(trap)) => {
@@ -889,7 +921,7 @@ impl Runtime {
                 Err(error)
             }
             Ok(Ok(Err(plugin_error))) => Err(InvokeError::Plugin(plugin_error.into())),
-            Ok(Ok(Ok(output))) => Ok((output, store.data().signing.matched)),
+            Ok(Ok(Ok(output))) => Ok(output),
         }
     }
 }

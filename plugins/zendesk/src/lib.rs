@@ -318,11 +318,12 @@ fn verify_webhook(request: &WebhookRequest) -> Result<Verified, Error> {
         ));
     }
     let payload: Value = request.json()?;
-    let invocation = request.header("x-zendesk-webhook-invocation-id");
     // An event webhook's payload has its event id; a trigger's custom body
-    // may not, and then the invocation id (the same on Zendesk's retries) is it.
-    let webhook_id = payload["id"].as_str().or(invocation);
-    let mut verified = Verified::new(webhook_id);
+    // may not, and then the signature is its id: unlike the unsigned
+    // invocation-id header, a replay cannot change it.
+    let signature_id: String = signature.iter().map(|b| format!("{b:02x}")).collect();
+    let webhook_id = payload["id"].as_str().unwrap_or(&signature_id);
+    let mut verified = Verified::new(Some(webhook_id));
     if let Some(event) = case_event(&payload)? {
         verified = verified.with(event);
     }
@@ -420,6 +421,9 @@ fn rfc3339_secs(text: &str) -> Option<i64> {
         || minute > 59
         || second > 60
     {
+        return None;
+    }
+    if !text.is_ascii() {
         return None;
     }
     let mut rest = &text[19..];

@@ -392,7 +392,7 @@ fn register_events(registry: &mut Registry, sources: &MetricsSources) {
     }
     registry.register(
         "webhooks",
-        "Webhooks received per workspace (empty for a workspace that does not exist) and outcome: accepted, duplicate (its id was taken before), refused (401: unknown connection, no webhook, secret not set, bad signature), invalid (422), unavailable (503), failed (500)",
+        "Webhooks received per workspace (empty for a workspace that does not exist) and outcome: accepted, duplicate (its id was taken before), refused (401: unknown connection, no webhook, secret not set, bad signature), invalid (422), limited (429: the connection's webhook rate), unavailable (503), failed (500)",
         webhooks,
     );
     registry.register(

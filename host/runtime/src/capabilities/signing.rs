@@ -17,9 +17,9 @@ use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
-/// Most `verify-hmac` calls in one webhook verification: a scheme needs one
-/// per signature it was sent (rotation lists are short); each costs the
-/// host a pass over the message.
+/// Most `verify-hmac` calls in one call, refused ones included: a scheme
+/// needs one per signature it was sent (rotation lists are short); each
+/// costs the host a pass over the message, or a log line when refused.
 pub const MAX_CHECKS: u32 = 32;
 /// Longest message `verify-hmac` takes, in bytes: a body at the operator's
 /// largest webhook size plus room for what a scheme prefixes it with.
@@ -74,6 +74,14 @@ impl Host for SigningCtx {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, Error>> {
+        // Every call counts, refused ones too: a plugin looping on a refusal
+        // gets silent refusals past the limit, not a log line each.
+        self.checks = self.checks.saturating_add(1);
+        if self.checks > MAX_CHECKS {
+            return Ok(Err(Error::AccessDenied(format!(
+                "more than {MAX_CHECKS} verify-hmac calls in one call"
+            ))));
+        }
         let Some(access) = &self.access else {
             return Ok(Err(self.deny(
                 "verify-hmac is only available while verifying a webhook".into(),
@@ -85,17 +93,11 @@ impl Host for SigningCtx {
             );
             return Ok(Err(self.deny(why)));
         }
-        if self.checks >= MAX_CHECKS {
-            return Ok(Err(self.deny(format!(
-                "more than {MAX_CHECKS} verify-hmac calls in one verification"
-            ))));
-        }
         if message.len() > MAX_MESSAGE_BYTES {
             return Ok(Err(Error::InvalidInput(format!(
                 "the message is longer than {MAX_MESSAGE_BYTES} bytes"
             ))));
         }
-        self.checks += 1;
         let stored = match access.credentials.get(&access.scope, &credential) {
             Ok(Some(stored)) => stored,
             Ok(None) => {

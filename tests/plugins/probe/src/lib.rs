@@ -29,6 +29,9 @@ impl Connector for Probe {
             Some("undeclared") => "not-declared",
             _ => "signing",
         };
+        if request.header("x-probe-mode") == Some("error-first") {
+            return Err(Error::invalid_input("a detail only the plugin knows"));
+        }
         if request.header("x-probe-mode") != Some("skip") {
             let genuine = webhooks::verify_hmac(
                 credential,
@@ -39,6 +42,21 @@ impl Connector for Probe {
             if !genuine && request.header("x-probe-mode") != Some("mismatch") {
                 return Err(Error::unauthorized("bad signature"));
             }
+        }
+        // Keeping or sending a verified pair must be impossible.
+        match request.header("x-probe-mode") {
+            Some("kv-write") => {
+                kv::set("pair", request.body(), None)
+                    .map_err(|e| Error::invalid_input(format!("kv: {e}")))?;
+            }
+            Some("http") => {
+                let upstream: String = config::get("upstream")?.unwrap_or_default();
+                Request::post(format!("{upstream}/allowed/pairs"))
+                    .body(request.body().to_vec())
+                    .send()
+                    .map_err(|e| Error::invalid_input(format!("http: {e}")))?;
+            }
+            _ => {}
         }
         let items: Vec<Value> = request.json()?;
         let mut verified = webhooks::Verified::new(request.header("x-probe-id"));
