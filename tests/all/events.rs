@@ -1175,3 +1175,60 @@ async fn a_signed_alert_goes_out_each_time_the_dead_letters_reach_the_threshold(
     assert_eq!(hub.call("DELETE", "/dead-letter-alert", None).await.0, 204);
     assert_eq!(hub.call("GET", "/dead-letter-alert", None).await.0, 404);
 }
+
+#[tokio::test]
+async fn a_subscription_created_again_under_a_deleted_name_never_takes_the_old_ones_deliveries() {
+    let hub = Hub::new().await;
+    let down = answering(503).await;
+    let up = answering(200).await;
+    hub.connect("old-crm", &down.uri()).await;
+    hub.connect("new-crm", &up.uri()).await;
+    let slow = json!({ "retry": { "max_attempts": 100, "max_age_secs": 600, "backoff_base_ms": 2000, "backoff_cap_ms": 2000 } });
+    hub.subscribe("calls", "old-crm", slow).await;
+    hub.publish(call_ended("before")).await;
+    until(Duration::from_secs(10), || keys(&down), |k| !k.is_empty()).await;
+    // Deleted, then created again under the same name, delivering elsewhere.
+    assert_eq!(
+        hub.call("DELETE", "/subscriptions/calls", None).await.0,
+        204
+    );
+    hub.subscribe("calls", "new-crm", json!({})).await;
+    hub.publish(call_ended("after")).await;
+    let dead = until(
+        Duration::from_secs(15),
+        || hub.dead_letters(""),
+        |d| !d.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["event_id"], "before");
+    assert_eq!(dead[0]["dead"]["code"], "subscription-not-found");
+    let delivered = until(Duration::from_secs(10), || keys(&up), |k| !k.is_empty()).await;
+    assert_eq!(
+        delivered,
+        ["after:calls"],
+        "only the new subscription's own event"
+    );
+    // Replayed, the old delivery still belongs to the deleted subscription.
+    let id = match &dead[0]["id"] {
+        Value::Number(n) => n.to_string(),
+        other => other.as_str().expect("id").to_owned(),
+    };
+    assert_eq!(
+        hub.call("POST", &format!("/dead-letters/{id}/replay"), None)
+            .await
+            .0,
+        202
+    );
+    let again = until(
+        Duration::from_secs(10),
+        || hub.dead_letters(""),
+        |d| {
+            d.first()
+                .is_some_and(|d| d["tries"].as_u64() > dead[0]["tries"].as_u64())
+        },
+    )
+    .await;
+    assert_eq!(again[0]["dead"]["code"], "subscription-not-found");
+    assert_eq!(keys(&up).await, ["after:calls"]);
+}

@@ -590,7 +590,8 @@ impl Events {
         self.tenancy.workspace(workspace)?;
         let outbox = self.outbox.clone();
         let (ws, n) = (workspace.to_owned(), name.to_owned());
-        let removed = blocking(move || outbox.delete_subscription(&ws, &n)).await?;
+        let now = self.now_ms();
+        let removed = blocking(move || outbox.delete_subscription(&ws, &n, now)).await?;
         self.forget_subscriptions(workspace);
         self.metrics.remove_subscription(workspace, name);
         if removed {

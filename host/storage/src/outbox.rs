@@ -388,6 +388,12 @@ fn split_name(bytes: &[u8]) -> Option<(String, &[u8])> {
     Some((name, &bytes[4 + len..]))
 }
 
+/// The setting recording when subscription `name` was deleted (a name no
+/// other setting has: subscription names are slugs).
+fn tombstone_name(name: &str) -> String {
+    format!("subscription-deleted/{name}")
+}
+
 fn corrupt(what: &str) -> StorageError {
     StorageError::Backend(format!("outbox: a stored {what} does not read"))
 }
@@ -1057,15 +1063,42 @@ impl Outbox {
 
     /// Remove `workspace`'s subscription `name`; whether it was there. Its
     /// pending and dead deliveries stay (the caller decides their fate).
-    pub fn delete_subscription(&self, workspace: &str, name: &str) -> Result<bool, StorageError> {
+    pub fn delete_subscription(
+        &self,
+        workspace: &str,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
         let key = named_key(workspace, name);
+        let tombstone = named_key(workspace, &tombstone_name(name));
         let removed = self.transact(|tx| {
             let removed = tx.get(Tree::Subscriptions, &key)?.is_some();
             tx.remove(Tree::Subscriptions, &key)?;
+            if removed {
+                tx.insert(Tree::Settings, &tombstone, &now_ms.to_be_bytes())?;
+            }
             Ok(removed)
         })?;
         self.backend.flush()?;
         Ok(removed)
+    }
+
+    /// When `workspace`'s subscription `name` was last deleted, if ever: a
+    /// delivery made before then belongs to that subscription, not to one
+    /// created again under the name.
+    pub fn subscription_deleted_at(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        self.backend
+            .get(Tree::Settings, &named_key(workspace, &tombstone_name(name)))?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("subscription tombstone"))
+            })
+            .transpose()
     }
 
     /// Remove everything of `workspace`: subscriptions, events, deliveries,
@@ -1736,9 +1769,36 @@ pub(crate) mod contract_tests {
             .map(|(name, _)| name)
             .collect();
         assert_eq!(names, ["calls", "cases"]);
-        assert!(outbox.delete_subscription("subs", "calls").expect("delete"));
-        assert!(!outbox.delete_subscription("subs", "calls").expect("delete"));
+        assert_eq!(
+            outbox
+                .subscription_deleted_at("subs", "calls")
+                .expect("never"),
+            None
+        );
+        assert!(
+            outbox
+                .delete_subscription("subs", "calls", 7_000)
+                .expect("delete")
+        );
+        assert!(
+            !outbox
+                .delete_subscription("subs", "calls", 8_000)
+                .expect("delete")
+        );
         assert_eq!(outbox.subscription("subs", "calls").expect("get"), None);
+        assert_eq!(
+            outbox
+                .subscription_deleted_at("subs", "calls")
+                .expect("tombstone"),
+            Some(7_000),
+            "the deletion's time, not a later no-op's"
+        );
+        assert_eq!(
+            outbox
+                .subscription_deleted_at("subs-2", "calls")
+                .expect("other"),
+            None
+        );
         assert!(
             outbox
                 .subscription("subs-2", "calls")
