@@ -1232,3 +1232,36 @@ async fn a_subscription_created_again_under_a_deleted_name_never_takes_the_old_o
     assert_eq!(again[0]["dead"]["code"], "subscription-not-found");
     assert_eq!(keys(&up).await, ["after:calls"]);
 }
+
+#[tokio::test]
+async fn a_delivery_past_its_max_age_is_dead_lettered_with_attempts_to_spare() {
+    let hub = Hub::new().await;
+    let crm = answering(503).await;
+    hub.connect("crm", &crm.uri()).await;
+    let short = json!({ "retry": { "max_attempts": 100, "max_age_secs": 60, "backoff_base_ms": 200, "backoff_cap_ms": 400 } });
+    hub.subscribe("aging", "crm", short).await;
+    hub.publish(call_ended("old-news")).await;
+    until(Duration::from_secs(10), || keys(&crm), |k| !k.is_empty()).await;
+    assert!(hub.dead_letters("").await.is_empty(), "young: retried");
+    // A minute later by the host's clock, the next retry would be past max_age_secs.
+    hub.harness.advance_clock(Duration::from_secs(61));
+    let dead = until(
+        Duration::from_secs(15),
+        || hub.dead_letters(""),
+        |d| !d.is_empty(),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["dead"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("past 60 s")),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        dead[0]["tries"].as_u64() < Some(100),
+        "attempts were left: {}",
+        dead[0]
+    );
+}
