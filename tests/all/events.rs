@@ -75,6 +75,16 @@ impl Hub {
         self.call("POST", "/events", Some(events)).await
     }
 
+    /// The dead letters, once there is one (waiting at most `secs`).
+    async fn dead_soon(&self, secs: u64) -> Vec<Value> {
+        until(
+            Duration::from_secs(secs),
+            || self.dead_letters(""),
+            |d| !d.is_empty(),
+        )
+        .await
+    }
+
     async fn dead_letters(&self, query: &str) -> Vec<Value> {
         let (status, page) = self
             .call("GET", &format!("/dead-letters{query}"), None)
@@ -263,12 +273,7 @@ async fn a_permanent_failure_is_dead_lettered_at_once_and_replays_once_fixed() {
     hub.connect("crm", &crm.uri()).await;
     hub.subscribe("to-crm", "crm", json!({})).await;
     hub.publish(call_ended("evt-dlq")).await;
-    let dead = until(
-        Duration::from_secs(10),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(10).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(keys(&crm).await.len(), 1, "a 422 is not retried");
     let letter = &dead[0];
@@ -522,12 +527,7 @@ async fn a_transform_maps_the_event_and_its_output_must_fit_the_destination() {
         body,
         json!({ "note": "call.ended from cc-hub", "event_id": "evt-map", "subject": "+16502530000" })
     );
-    let dead = until(
-        Duration::from_secs(10),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(10).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["subscription"], "misfit");
     assert_eq!(dead[0]["dead"]["code"], "invalid-input", "{dead:?}");
@@ -689,12 +689,7 @@ async fn another_workspace_sees_none_of_it() {
     hub.connect("crm", &crm.uri()).await;
     hub.subscribe("to-crm", "crm", json!({})).await;
     hub.publish(call_ended("evt-mine")).await;
-    let dead = until(
-        Duration::from_secs(10),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(10).await;
     let id = dead[0]["id"].to_string();
     let (_, other) = create_workspace(&hub.base, "ws-2").await;
     assert_eq!(other["id"], "ws-2");
@@ -843,12 +838,7 @@ async fn an_open_breaker_holds_deliveries_without_using_their_attempts() {
         r#"patchbay_event_destination_breaker_open{workspace="ws-1",subscription="to-crm"} 1"#;
     assert!(metrics.contains(open), "{metrics}");
     // Once the breaker lets requests through again, the 503s use up the rest.
-    let dead = until(
-        Duration::from_secs(15),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(15).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let history = dead[0]["history"].as_array().cloned().unwrap_or_default();
     let counted = history.iter().filter(|a| a["counted"] == true).count();
@@ -932,12 +922,7 @@ async fn a_disabled_subscription_holds_its_deliveries_and_a_deleted_one_dead_let
     // Deleted: the delivery is dead-lettered when it next comes due.
     let (status, _) = hub.call("DELETE", "/subscriptions/held", None).await;
     assert_eq!(status, 204);
-    let dead = until(
-        Duration::from_secs(15),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(15).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["dead"]["code"], "subscription-not-found");
     assert_eq!(
@@ -958,12 +943,7 @@ async fn an_event_id_is_forgotten_after_the_window_unless_a_delivery_of_it_is_op
     unrouted["type"] = json!("case.closed");
     hub.publish(json!([unrouted.clone(), call_ended("loud")]))
         .await;
-    until(
-        Duration::from_secs(10),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    hub.dead_soon(10).await;
     let events = hub.harness.services.events.clone();
     assert_eq!(
         events.purge_expired_ids(100).await.expect("purge"),
@@ -1194,12 +1174,7 @@ async fn a_subscription_created_again_under_a_deleted_name_never_takes_the_old_o
     );
     hub.subscribe("calls", "new-crm", json!({})).await;
     hub.publish(call_ended("after")).await;
-    let dead = until(
-        Duration::from_secs(15),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(15).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["event_id"], "before");
     assert_eq!(dead[0]["dead"]["code"], "subscription-not-found");
@@ -1245,12 +1220,7 @@ async fn a_delivery_past_its_max_age_is_dead_lettered_with_attempts_to_spare() {
     assert!(hub.dead_letters("").await.is_empty(), "young: retried");
     // A minute later by the host's clock, the next retry would be past max_age_secs.
     hub.harness.advance_clock(Duration::from_secs(61));
-    let dead = until(
-        Duration::from_secs(15),
-        || hub.dead_letters(""),
-        |d| !d.is_empty(),
-    )
-    .await;
+    let dead = hub.dead_soon(15).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0]["dead"]["reason"]

@@ -316,6 +316,13 @@ async fn desk() -> Desk {
 }
 
 impl Desk {
+    /// `body` signed now (plus `secs_from_now`) with the connection's secret.
+    async fn send_signed(&self, secs_from_now: i64, body: &[u8]) -> (u16, Value) {
+        let timestamp = rfc3339(secs_from_now);
+        let signature = zendesk_signature(SIGNING_SECRET, &timestamp, body);
+        self.send(&timestamp, &signature, body).await
+    }
+
     async fn send(&self, timestamp: &str, signature: &str, body: &[u8]) -> (u16, Value) {
         let response = plain_http_client()
             .post(format!("{}/v1/hooks/ws-1/desk", self.base))
@@ -355,14 +362,7 @@ impl Desk {
 async fn a_signed_ticket_event_becomes_a_case_event_for_the_crm() {
     let desk = desk().await;
     let body = status_changed("01HNZ6Q4K3EXAMPLE");
-    let timestamp = rfc3339(0);
-    let (status, answer) = desk
-        .send(
-            &timestamp,
-            &zendesk_signature(SIGNING_SECRET, &timestamp, &body),
-            &body,
-        )
-        .await;
+    let (status, answer) = desk.send_signed(0, &body).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["webhook_id"], "01HNZ6Q4K3EXAMPLE");
     assert_eq!(answer["events"][0]["id"], "desk:01HNZ6Q4K3EXAMPLE");
@@ -385,14 +385,7 @@ async fn a_signed_ticket_event_becomes_a_case_event_for_the_crm() {
         json!({ "current": "SOLVED", "previous": "OPEN" })
     );
     // Zendesk's retry of the same event: a duplicate, nothing new.
-    let timestamp = rfc3339(1);
-    let (status, answer) = desk
-        .send(
-            &timestamp,
-            &zendesk_signature(SIGNING_SECRET, &timestamp, &body),
-            &body,
-        )
-        .await;
+    let (status, answer) = desk.send_signed(1, &body).await;
     assert_eq!(
         (status, &answer["duplicate"]),
         (200, &json!(true)),

@@ -177,16 +177,12 @@ impl Events {
         self.tenancy.workspace(workspace)?;
         let (outbox, ws) = (self.outbox.clone(), workspace.to_owned());
         let removed = blocking(move || outbox.delete_setting(&ws, SETTING)).await?;
-        self.tenancy
-            .credentials
-            .remove(&workspace_scope(workspace), SECRET)
-            .await
-            .map_err(|e| EventsError::Storage(e.to_string()))?;
-        lock(&self.alerts.raised).remove(workspace);
+        self.remove_alert_of(workspace).await?;
         Ok(removed)
     }
 
-    /// Forget a deleted workspace's alert secret and state.
+    /// Forget `workspace`'s alert secret and state (its alert, or the
+    /// workspace itself, was deleted).
     pub(crate) async fn remove_alert_of(&self, workspace: &str) -> Result<(), EventsError> {
         self.tenancy
             .credentials
