@@ -109,36 +109,59 @@ const RECORD_BATCH: usize = 256;
 async fn recorder(events: Arc<Events>, mut ends: tokio::sync::mpsc::UnboundedReceiver<Recording>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while ends.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let outcomes: Vec<(&str, u64, &Settle)> = batch
-            .iter()
-            .map(|(ws, id, settle, _)| (ws.as_str(), *id, settle))
-            .collect();
-        let now = events.now_ms();
-        let recorded: Vec<bool> = match events.outbox.settle_many(&outcomes, now) {
-            Ok(_) => vec![true; outcomes.len()],
-            // One record that does not read fails the whole transaction:
-            // each alone, so only what cannot be recorded is left out.
+        // The transaction runs on a blocking thread: sled calls stay off the
+        // async workers, which the API and every other delivery share.
+        let taken = std::mem::take(&mut batch);
+        let owner = events.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let recorded = record_batch(&owner, &taken);
+            (taken, recorded)
+        })
+        .await;
+        let (taken, recorded) = match written {
+            Ok(done) => done,
             Err(e) => {
-                tracing::error!(target: "patchbay::events", error = %e, deliveries = batch.len(),
-                    "recording delivery attempts together failed; recording each alone");
-                outcomes
-                    .iter()
-                    .map(|(ws, id, settle)| match events.outbox.settle(ws, *id, settle, now) {
-                        Ok(_) => true,
-                        Err(e) => {
-                            tracing::error!(target: "patchbay::events", error = %e, workspace = ws,
-                                delivery = id, "recording a delivery attempt failed; it will be attempted again");
-                            false
-                        }
-                    })
-                    .collect()
+                // A host bug; the senders were dropped with the batch, so each
+                // delivery counts as not recorded and is attempted again.
+                tracing::error!(target: "patchbay::events", error = %e,
+                    "the recording task failed; those deliveries will be attempted again");
+                continue;
             }
         };
-        for ((workspace, _, settle, done), recorded) in batch.drain(..).zip(recorded) {
+        for ((workspace, _, settle, done), recorded) in taken.into_iter().zip(recorded) {
             if recorded && matches!(settle, Settle::Dead { .. }) {
                 events.dead_lettered(&workspace);
             }
             let _ = done.send(recorded);
+        }
+    }
+}
+
+/// Record `batch` in one transaction; whether each was recorded.
+fn record_batch(events: &Events, batch: &[Recording]) -> Vec<bool> {
+    let outcomes: Vec<(&str, u64, &Settle)> = batch
+        .iter()
+        .map(|(ws, id, settle, _)| (ws.as_str(), *id, settle))
+        .collect();
+    let now = events.now_ms();
+    match events.outbox.settle_many(&outcomes, now) {
+        Ok(_) => vec![true; outcomes.len()],
+        // One record that does not read fails the whole transaction:
+        // each alone, so only what cannot be recorded is left out.
+        Err(e) => {
+            tracing::error!(target: "patchbay::events", error = %e, deliveries = batch.len(),
+                "recording delivery attempts together failed; recording each alone");
+            outcomes
+                .iter()
+                .map(|(ws, id, settle)| match events.outbox.settle(ws, *id, settle, now) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(target: "patchbay::events", error = %e, workspace = ws,
+                            delivery = id, "recording a delivery attempt failed; it will be attempted again");
+                        false
+                    }
+                })
+                .collect()
         }
     }
 }
