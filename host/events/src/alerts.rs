@@ -13,7 +13,6 @@ use patchbay_policy::http::Target;
 use patchbay_policy::rate::RateLimit;
 use patchbay_policy::webhook::{self as standard};
 use patchbay_storage::Scope;
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
@@ -256,16 +255,13 @@ impl Events {
         now_ms: u64,
     ) -> Result<(), String> {
         let scope = workspace_scope(workspace);
-        let stored = self
+        let key = self
             .tenancy
             .credentials
-            .get(&scope, SECRET)
+            .with_webhook_secret(&scope, SECRET, standard::decode_secret)
             .map_err(|e| e.to_string())?
-            .ok_or("its secret is not set")?;
-        let Secret::WebhookSecret { value } = &stored.secret else {
-            return Err("its secret is of the wrong kind".into());
-        };
-        let key = standard::decode_secret(value.expose_secret()).map_err(|e| e.to_string())?;
+            .ok_or("its secret is not set")?
+            .map_err(|e| e.to_string())?;
         let egress = self.tenancy.catalog.runtime().egress().clone();
         let target = Target::parse("POST", url).map_err(|e| e.to_string())?;
         if let Some(rules) = egress.operator_destinations()

@@ -11,7 +11,7 @@
 //! sender learns nothing about which it was; the reason goes to the log.
 
 use crate::{Events, EventsError, blocking};
-use patchbay_egress::credentials::Secret;
+use patchbay_egress::credentials::CredentialError;
 use patchbay_policy::delivery::WebhookPolicy;
 use patchbay_policy::manifest::WebhookVerify;
 use patchbay_policy::webhook::{self as standard, Headers};
@@ -20,7 +20,6 @@ use patchbay_runtime::error::{InvokeError, PluginFailure};
 use patchbay_storage::outbox::Accepted;
 use patchbay_tenancy::invoke::{Bound, InvocationError};
 use patchbay_tenancy::service::TenancyError;
-use secrecy::ExposeSecret as _;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest as _, Sha256};
@@ -292,20 +291,15 @@ impl Events {
                 "webhook secret {secret:?} is not approved for this connection"
             )));
         }
-        let stored = self
+        let key = self
             .tenancy
             .credentials
-            .get(&bound.connection.scope(), secret)
-            .map_err(|e| WebhookError::Failed(e.to_string()))?
-            .ok_or_else(|| {
-                WebhookError::Refused(format!("webhook secret {secret:?} is not set"))
-            })?;
-        let Secret::WebhookSecret { value } = &stored.secret else {
-            return Err(WebhookError::Refused(format!(
-                "credential {secret:?} is not a webhook secret"
-            )));
-        };
-        let key = standard::decode_secret(value.expose_secret())
+            .with_webhook_secret(&bound.connection.scope(), secret, standard::decode_secret)
+            .map_err(|e| match e {
+                CredentialError::WrongKind { .. } => WebhookError::Refused(e.to_string()),
+                e => WebhookError::Failed(e.to_string()),
+            })?
+            .ok_or_else(|| WebhookError::Refused(format!("webhook secret {secret:?} is not set")))?
             .map_err(|e| WebhookError::Refused(format!("webhook secret {secret:?}: {e}")))?;
         let headers = Headers {
             id: webhook.header("webhook-id"),

@@ -561,6 +561,28 @@ impl Credentials {
         Ok(Some(stored))
     }
 
+    /// Run `use_it` on the text of `scope`'s webhook secret `name` (an HMAC
+    /// key, or a `whsec_…` to decode), which is neither kept nor copied out:
+    /// `None` when it is not set, an error when it holds another kind.
+    pub fn with_webhook_secret<T>(
+        &self,
+        scope: &Scope,
+        name: &str,
+        use_it: impl FnOnce(&str) -> T,
+    ) -> Result<Option<T>, CredentialError> {
+        let Some(stored) = self.get(scope, name)? else {
+            return Ok(None);
+        };
+        match &stored.secret {
+            Secret::WebhookSecret { value } => Ok(Some(use_it(value.expose_secret()))),
+            other => Err(CredentialError::WrongKind {
+                name: name.to_owned(),
+                stored: other.kind().as_str(),
+                wanted: CredentialKind::WebhookSecret.as_str(),
+            }),
+        }
+    }
+
     /// Names, kinds and state of the credentials set for `scope`: never values.
     pub fn describe(&self, scope: &Scope) -> Result<Vec<CredentialInfo>, CredentialError> {
         let names = self
@@ -795,6 +817,45 @@ mod tests {
             workspace: ws.into(),
             connection: "crm".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_webhook_secret_is_lent_to_the_check_and_no_other_kind_is() {
+        let creds = credentials();
+        let length = |text: &str| text.len();
+        assert!(matches!(
+            creds.with_webhook_secret(&scope("a"), "signing", length),
+            Ok(None)
+        ));
+        let secret = Secret::WebhookSecret {
+            value: "whsec_abc".into(),
+        };
+        creds
+            .set(&scope("a"), "signing", secret)
+            .await
+            .expect("set");
+        assert!(matches!(
+            creds.with_webhook_secret(&scope("a"), "signing", length),
+            Ok(Some(9))
+        ));
+        assert!(
+            matches!(
+                creds.with_webhook_secret(&scope("b"), "signing", length),
+                Ok(None)
+            ),
+            "another scope's"
+        );
+        let token = Secret::Bearer {
+            token: "bearer-token-1".into(),
+        };
+        creds.set(&scope("a"), "token", token).await.expect("set");
+        assert!(matches!(
+            creds.with_webhook_secret(&scope("a"), "token", length),
+            Err(CredentialError::WrongKind {
+                wanted: "webhook_secret",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

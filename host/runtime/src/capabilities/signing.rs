@@ -9,11 +9,10 @@
 use crate::bindings::patchbay::connector::signing::{
     Error, HmacAlgorithm, Host, add_to_linker as add_signing,
 };
-use patchbay_egress::credentials::{Credentials, Secret};
+use patchbay_egress::credentials::{CredentialError, Credentials};
 use patchbay_policy::call::CallId;
 use patchbay_policy::webhook::{HmacAlgorithm as Algorithm, hmac_matches};
 use patchbay_storage::Scope;
-use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -98,36 +97,30 @@ impl Host for SigningCtx {
                 "the message is longer than {MAX_MESSAGE_BYTES} bytes"
             ))));
         }
-        let stored = match access.credentials.get(&access.scope, &credential) {
-            Ok(Some(stored)) => stored,
+        let algorithm = match algorithm {
+            HmacAlgorithm::Sha1 => Algorithm::Sha1,
+            HmacAlgorithm::Sha256 => Algorithm::Sha256,
+            HmacAlgorithm::Sha512 => Algorithm::Sha512,
+        };
+        let checked = access
+            .credentials
+            .with_webhook_secret(&access.scope, &credential, |key| {
+                hmac_matches(algorithm, key.as_bytes(), &message, &signature)
+            });
+        let matched = match checked {
+            Ok(Some(matched)) => matched,
             Ok(None) => {
                 return Ok(Err(self.deny(format!(
                     "credential {credential:?} is not set for this connection"
                 ))));
             }
+            Err(e @ CredentialError::WrongKind { .. }) => return Ok(Err(self.deny(e.to_string()))),
             Err(e) => {
                 tracing::error!(target: "patchbay::credentials", invocation = %self.call,
                     error = %e, "reading a webhook secret");
                 return Ok(Err(Error::Internal("the credential store failed".into())));
             }
         };
-        let Secret::WebhookSecret { value } = &stored.secret else {
-            return Ok(Err(self.deny(format!(
-                "credential {credential:?} holds a {} value, not a webhook_secret",
-                stored.secret.kind().as_str()
-            ))));
-        };
-        let algorithm = match algorithm {
-            HmacAlgorithm::Sha1 => Algorithm::Sha1,
-            HmacAlgorithm::Sha256 => Algorithm::Sha256,
-            HmacAlgorithm::Sha512 => Algorithm::Sha512,
-        };
-        let matched = hmac_matches(
-            algorithm,
-            value.expose_secret().as_bytes(),
-            &message,
-            &signature,
-        );
         self.matched |= matched;
         Ok(Ok(matched))
     }
