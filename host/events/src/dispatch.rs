@@ -387,23 +387,15 @@ async fn deliver(events: &Events, context: &Context, lane: &Lane, entry: Queued)
     };
     // A delivery made before its subscription's name was last deleted
     // belongs to the deleted one, never to one created again under the name.
-    let deleted = match outbox.subscription_deleted_at(workspace, &delivery.subscription) {
-        Ok(at) => at.is_some_and(|at| delivery.created_ms <= at),
-        Err(e) => {
-            tracing::error!(target: "patchbay::events", error = %e, delivery = id,
-                "reading a subscription's deletion failed");
-            defer(events, context, workspace, id, STORAGE_WAIT_MS).await;
-            return;
-        }
-    };
-    let found = match deleted {
-        true => Ok(None),
-        false => {
-            events
-                .find_subscription(workspace, &delivery.subscription)
-                .await
-        }
-    };
+    let found = events
+        .find_subscription(workspace, &delivery.subscription)
+        .await
+        .map(|found| {
+            found.and_then(|(subscription, deleted_at)| {
+                let older = deleted_at.is_some_and(|at| delivery.created_ms <= at);
+                (!older).then_some(subscription)
+            })
+        });
     let subscription = match found {
         Ok(Some(subscription)) => subscription,
         Ok(None) => {

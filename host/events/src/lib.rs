@@ -179,7 +179,9 @@ pub struct DeadLetterDetail {
 /// Most dead letters one replay or purge of a filter covers.
 pub const MAX_BULK: usize = 1_000;
 
-type Subscriptions = Arc<Vec<(String, Arc<Subscription>)>>;
+/// A workspace's subscriptions: each by name, with when a subscription of
+/// that name was last deleted (a delivery made before then is not its own).
+type Subscriptions = Arc<Vec<(String, Arc<Subscription>, Option<u64>)>>;
 
 /// The event flow of every workspace.
 pub struct Events {
@@ -347,8 +349,8 @@ impl Events {
             let envelope = serde_json::to_value(&event).unwrap_or(Json::Null);
             let deliveries = subscriptions
                 .iter()
-                .filter(|(_, s)| s.matches(&event.kind, &envelope))
-                .map(|(name, s)| NewDelivery {
+                .filter(|(_, s, _)| s.matches(&event.kind, &envelope))
+                .map(|(name, s, _)| NewDelivery {
                     subscription: name.clone(),
                     destination: s.destination.connection.clone(),
                 })
@@ -376,11 +378,23 @@ impl Events {
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let outbox = self.outbox.clone();
         let ws = workspace.to_owned();
-        let stored = blocking(move || outbox.subscriptions(&ws)).await?;
+        // Read with each name's last deletion, so the delivery path checks
+        // it in memory.
+        let stored = blocking(move || {
+            outbox
+                .subscriptions(&ws)?
+                .into_iter()
+                .map(|(name, json)| {
+                    let deleted_at = outbox.subscription_deleted_at(&ws, &name)?;
+                    Ok((name, json, deleted_at))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await?;
         let mut parsed = Vec::with_capacity(stored.len());
-        for (name, json) in stored {
+        for (name, json, deleted_at) in stored {
             match serde_json::from_slice::<Subscription>(&json) {
-                Ok(subscription) => parsed.push((name, Arc::new(subscription))),
+                Ok(subscription) => parsed.push((name, Arc::new(subscription), deleted_at)),
                 Err(e) => {
                     return Err(EventsError::Storage(format!(
                         "subscription {name:?} does not read: {e}"
@@ -413,18 +427,19 @@ impl Events {
         cache.remove(workspace);
     }
 
-    /// `workspace`'s subscription `name`, when it exists.
+    /// `workspace`'s subscription `name`, when it exists, with when a
+    /// subscription of that name was last deleted.
     pub(crate) async fn find_subscription(
         &self,
         workspace: &str,
         name: &str,
-    ) -> Result<Option<Arc<Subscription>>, EventsError> {
+    ) -> Result<Option<(Arc<Subscription>, Option<u64>)>, EventsError> {
         Ok(self
             .subscriptions_of(workspace)
             .await?
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s.clone()))
+            .find(|(n, ..)| n == name)
+            .map(|(_, s, deleted_at)| (s.clone(), *deleted_at)))
     }
 
     /// Check that `endpoint`'s connection exists and its plugin has the
@@ -505,7 +520,7 @@ impl Events {
             }
         }
         let existing = self.subscriptions_of(workspace).await?;
-        if existing.len() >= MAX_SUBSCRIPTIONS && !existing.iter().any(|(n, _)| n == name) {
+        if existing.len() >= MAX_SUBSCRIPTIONS && !existing.iter().any(|(n, ..)| n == name) {
             problems.push(format!(
                 "the workspace has {MAX_SUBSCRIPTIONS} subscriptions, the most it may have"
             ));
@@ -549,7 +564,7 @@ impl Events {
         name: &str,
     ) -> Result<StoredSubscription, EventsError> {
         self.tenancy.workspace(workspace)?;
-        let subscription = self
+        let (subscription, _) = self
             .find_subscription(workspace, name)
             .await?
             .ok_or_else(|| EventsError::SubscriptionNotFound(name.to_owned()))?;
@@ -571,7 +586,7 @@ impl Events {
             .subscriptions_of(workspace)
             .await?
             .iter()
-            .map(|(name, s)| StoredSubscription {
+            .map(|(name, s, _)| StoredSubscription {
                 name: name.clone(),
                 subscription: (**s).clone(),
                 depth: depths.get(name).copied().unwrap_or_default(),
