@@ -1235,3 +1235,59 @@ async fn a_delivery_past_its_max_age_is_dead_lettered_with_attempts_to_spare() {
         dead[0]
     );
 }
+
+#[tokio::test]
+async fn an_alert_to_an_address_the_operator_refuses_is_never_sent_and_stays_armed() {
+    let hub = Hub::new().await;
+    let crm = answering(400).await;
+    hub.connect("crm", &crm.uri()).await;
+    hub.subscribe("to-crm", "crm", json!({})).await;
+    // Loopback, but outside the operator's allowed 127.0.0.1/32: a listener
+    // there must see no connection.
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let (status, set) = hub
+        .call(
+            "PUT",
+            "/dead-letter-alert",
+            Some(json!({ "url": url, "threshold": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    hub.publish(call_ended("refused-alert")).await;
+    hub.dead_soon(10).await;
+    // Refused before anything is sent, audited as a denial, and not tried
+    // again at once (it would be refused the same way); then the alert is
+    // not left raised, so the next check tries again.
+    let refused = until(
+        Duration::from_secs(15),
+        || hub.harness.audit_records("ws-1"),
+        |records| records.iter().any(|r| r.path == "/alerts"),
+    )
+    .await;
+    let attempts: Vec<_> = refused.iter().filter(|r| r.path == "/alerts").collect();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(
+        attempts[0].decision,
+        patchbay::storage::audit::Decision::Denied
+    );
+    assert!(
+        attempts[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("127.0.0.2")),
+        "{attempts:?}"
+    );
+    let shown = until(
+        Duration::from_secs(15),
+        || async { hub.call("GET", "/dead-letter-alert", None).await.1 },
+        |v| v["raised"] == json!(false) && v["dead"] == json!(1),
+    )
+    .await;
+    assert_eq!(shown["raised"], false, "{shown}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the refused address saw a connection"
+    );
+}

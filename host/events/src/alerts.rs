@@ -13,6 +13,7 @@ use patchbay_policy::http::Target;
 use patchbay_policy::rate::RateLimit;
 use patchbay_policy::webhook::{self as standard};
 use patchbay_storage::Scope;
+use patchbay_storage::audit::{AuditRecord, Decision};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
@@ -264,18 +265,6 @@ impl Events {
             .map_err(|e| e.to_string())?;
         let egress = self.tenancy.catalog.runtime().egress().clone();
         let target = Target::parse("POST", url).map_err(|e| e.to_string())?;
-        if let Some(rules) = egress.operator_destinations()
-            && !rules.iter().any(|rule| rule.allows(&target))
-        {
-            return Err(format!("{url} is outside the operator's destinations"));
-        }
-        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let id = format!(
-            "dla_{}_{now_ms}",
-            hex::encode(&workspace.as_bytes()[..workspace.len().min(16)])
-        );
-        let timestamp = now_ms / 1000;
-        let signature = standard::sign(&key, &id, timestamp, &body);
         let call_id = Arc::new(CallId {
             workspace: workspace.to_owned(),
             connection: String::new(),
@@ -284,6 +273,26 @@ impl Events {
             operation: "dead-letter-alert".into(),
             invocation_id: trace_id(),
         });
+        // A refusal by operator policy is audited like a plugin's, and not
+        // tried again: it would be refused the same way.
+        let refuse = |reason: String| {
+            let mut record = AuditRecord::for_target(&call_id, egress.audit().now_ms(), &target);
+            record.decision = Decision::Denied;
+            record.reason = Some(reason.clone());
+            egress.audit().record(&record);
+            reason
+        };
+        if let Some(rules) = egress.operator_destinations()
+            && !rules.iter().any(|rule| rule.allows(&target))
+        {
+            return Err(refuse(format!(
+                "{url} is outside the operator's destinations"
+            )));
+        }
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let id = format!("dla_{}", call_id.invocation_id);
+        let timestamp = now_ms / 1000;
+        let signature = standard::sign(&key, &id, timestamp, &body);
         let mut wait = Duration::from_secs(1);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -314,6 +323,9 @@ impl Events {
             {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => last = format!("answered {}", response.status()),
+                Err(e @ patchbay_egress::EgressError::AddressRefused(_)) => {
+                    return Err(refuse(e.to_string()));
+                }
                 Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {
