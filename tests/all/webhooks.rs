@@ -385,7 +385,10 @@ async fn an_oversize_body_gets_413_before_it_is_read_whole() {
     let exact = vec![b' '; 1024];
     let headers = signed(&key(), "msg_exact", now_secs(), &exact);
     let (status, body, _) = hooks.send("ws-1/desk", &headers, &exact).await;
-    assert_eq!(status, 422, "a body of exactly max_body_kb is taken: {body}");
+    assert_eq!(
+        status, 422,
+        "a body of exactly max_body_kb is taken: {body}"
+    );
     let big = vec![b' '; 1025];
     let headers = signed(&key(), "msg_6", now_secs(), &big);
     let (status, body, _) = hooks.send("ws-1/desk", &headers, &big).await;

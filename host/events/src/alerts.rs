@@ -124,7 +124,12 @@ impl Events {
         if !problems.is_empty() {
             return Err(EventsError::InvalidAlert(problems));
         }
-        let made = request.secret.is_none().then(made_secret);
+        let made = match &request.secret {
+            Some(_) => None,
+            None => Some(made_secret().ok_or_else(|| {
+                EventsError::Storage("no OS randomness to make a secret; give one".into())
+            })?),
+        };
         let secret = request
             .secret
             .clone()
@@ -339,29 +344,17 @@ impl Events {
 
 /// 32 hex digits: the alert's invocation id in the audit trail.
 fn trace_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    hex::encode(bytes)
+    hex::encode(crate::random_bytes::<16>())
 }
 
-/// `whsec_` and 32 random bytes in base64.
-fn made_secret() -> String {
+/// `whsec_` and 32 random bytes in base64; `None` without OS randomness (a
+/// secret is never made from the clock, unlike an id).
+fn made_secret() -> Option<String> {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The id generator's fallback: unique, if not unpredictable; logged.
-        tracing::error!(target: "patchbay::events", "no OS randomness for a dead-letter alert secret");
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes[..16].copy_from_slice(&t.to_be_bytes());
-    }
-    format!(
-        "{}{}",
-        standard::SECRET_PREFIX,
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
+    getrandom::fill(&mut bytes).ok()?;
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Some(format!("{}{key}", standard::SECRET_PREFIX))
 }
 
 /// Check the workspaces whose dead-letter queue changed as they come, and

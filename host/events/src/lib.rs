@@ -212,22 +212,29 @@ impl std::fmt::Debug for Events {
     }
 }
 
-/// `evt_` and 24 random hex digits: an id for an event sent without one.
-fn generated_id() -> String {
-    let mut bytes = [0u8; 12];
-    // The OS's generator; without one, the clock and a counter still make
-    // the id unique in this process.
+/// `N` bytes from the OS's generator; without one (logged), the clock and a
+/// counter, which still make ids unique in this process.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     if getrandom::fill(&mut bytes).is_err() {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        tracing::error!(target: "patchbay::events", "no OS randomness; ids from the clock and a counter");
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        bytes[..8].copy_from_slice(&t.to_be_bytes());
-        bytes[8..].copy_from_slice(&(n as u32).to_be_bytes());
+        let fallback = [t.to_be_bytes(), n.to_be_bytes()].concat();
+        for (byte, from) in bytes.iter_mut().zip(fallback) {
+            *byte = from;
+        }
     }
-    format!("evt_{}", hex::encode(bytes))
+    bytes
+}
+
+/// `evt_` and 24 random hex digits: an id for an event sent without one.
+fn generated_id() -> String {
+    format!("evt_{}", hex::encode(random_bytes::<12>()))
 }
 
 /// Blocking storage work, off the async workers.
