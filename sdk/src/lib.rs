@@ -38,6 +38,9 @@
 // Lets the generated bindings name this crate the same way from inside and outside it.
 extern crate self as patchbay_sdk;
 
+// The heap allocator needs raw pointers; the module's SAFETY comments give the argument.
+#[allow(unsafe_code)]
+pub mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 pub mod config;

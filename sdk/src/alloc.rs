@@ -1,0 +1,381 @@
+//! The plugin's heap: size classes in front of the system allocator.
+//!
+//! Every Patchbay call runs in a fresh instance, so a plugin's heap lives for one
+//! call: it is small, short-lived and full of small objects (JSON strings, maps,
+//! vectors). For that shape, Rust's default allocator on `wasm32-wasip2` (wasi-libc's
+//! dlmalloc) spends much of a transform's time in `malloc` and `free`, and every one
+//! of their function entries also pays the sandbox's deadline check.
+//!
+//! With the `fast-alloc` feature (on by default) the SDK installs [`Heap`] as the
+//! global allocator of a plugin built for WebAssembly:
+//! - a request of at most [`MAX_SMALL`] bytes (size or alignment, whichever is
+//!   larger) is served from one of nine power-of-two size classes (8 B to 2 KiB):
+//!   a freed block goes on its class's free list and is the next one that class
+//!   hands out, so a loop that allocates and frees reuses the same memory;
+//! - blocks are carved from chunks taken from the system allocator, 4 KiB at first
+//!   and doubling to 64 KiB, so a small call never grows its memory more than it
+//!   would have;
+//! - anything larger goes to the system allocator, unchanged.
+//!
+//! A block is never larger than twice its request, so the heap holds at most about
+//! twice what the plugin has live in small objects. The class of a block is known
+//! from the `Layout` the caller passes back, so blocks carry no header.
+//!
+//! A plugin that wants another allocator turns the feature off
+//! (`patchbay-sdk = { version = "…", default-features = false }`) and installs its own.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+/// Largest request (size or alignment) served from a size class; larger ones go to
+/// the system allocator.
+pub const MAX_SMALL: usize = 2048;
+
+const MIN_CLASS: usize = 8;
+const CLASSES: usize = (MAX_SMALL / MIN_CLASS).trailing_zeros() as usize + 1;
+const FIRST_CHUNK: usize = 4 * 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+
+/// The size class of `layout`: its index, or `None` for a large request.
+#[inline(always)]
+fn class_of(layout: &Layout) -> Option<usize> {
+    let need = layout.size().max(layout.align()).max(MIN_CLASS);
+    if need > MAX_SMALL {
+        return None;
+    }
+    Some((need.next_power_of_two().trailing_zeros() - MIN_CLASS.trailing_zeros()) as usize)
+}
+
+#[inline(always)]
+fn class_size(class: usize) -> usize {
+    MIN_CLASS << class
+}
+
+/// The allocator's state: a free list per class (the address of its first free
+/// block, which holds the address of the next) and the chunk being carved.
+#[derive(Debug)]
+pub struct SizeClasses<B> {
+    free: [usize; CLASSES],
+    next: usize,
+    end: usize,
+    chunk: usize,
+    chunk_bytes: usize,
+    backing: B,
+}
+
+impl<B: GlobalAlloc> SizeClasses<B> {
+    /// Empty, taking its chunks and large blocks from `backing`.
+    pub const fn new(backing: B) -> Self {
+        Self {
+            free: [0; CLASSES],
+            next: 0,
+            end: 0,
+            chunk: FIRST_CHUNK,
+            chunk_bytes: 0,
+            backing,
+        }
+    }
+
+    /// Bytes taken from the backing allocator for size classes so far.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// Allocate as [`GlobalAlloc::alloc`].
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
+    #[inline]
+    pub unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        let Some(class) = class_of(&layout) else {
+            // SAFETY: the caller's contract is passed on unchanged.
+            return unsafe { self.backing.alloc(layout) };
+        };
+        let head = self.free[class];
+        if head != 0 {
+            // SAFETY: `head` is a free block of this class, which holds the address of
+            // the next one (written by `dealloc`); blocks are at least `usize`-aligned.
+            self.free[class] = unsafe { *(head as *const usize) };
+            return head as *mut u8;
+        }
+        let size = class_size(class);
+        let start = (self.next + size - 1) & !(size - 1);
+        if self.next != 0 && start + size <= self.end {
+            self.next = start + size;
+            return start as *mut u8;
+        }
+        self.carve_from_new_chunk(size)
+    }
+
+    #[cold]
+    fn carve_from_new_chunk(&mut self, size: usize) -> *mut u8 {
+        let len = self.chunk;
+        // Aligned to the largest class, so a block of any class carved at a multiple
+        // of its size from the chunk's start is aligned to its size.
+        let Ok(layout) = Layout::from_size_align(len, MAX_SMALL) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let chunk = unsafe { self.backing.alloc(layout) } as usize;
+        if chunk == 0 {
+            return std::ptr::null_mut();
+        }
+        self.chunk = (len * 2).min(MAX_CHUNK);
+        self.chunk_bytes += len;
+        self.next = chunk + size;
+        self.end = chunk + len;
+        chunk as *mut u8
+    }
+
+    /// Free as [`GlobalAlloc::dealloc`].
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`]: `ptr` came from this allocator with `layout`.
+    #[inline]
+    pub unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
+        let Some(class) = class_of(&layout) else {
+            // SAFETY: a large block came from the backing allocator with this layout.
+            return unsafe { self.backing.dealloc(ptr, layout) };
+        };
+        // SAFETY: the block is at least `MIN_CLASS` bytes, aligned to its class size
+        // (at least a `usize`), and no longer the caller's.
+        unsafe { *(ptr as *mut usize) = self.free[class] };
+        self.free[class] = ptr as usize;
+    }
+
+    /// Resize as [`GlobalAlloc::realloc`]: in place while the class is unchanged.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    #[inline]
+    pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `GlobalAlloc::realloc`'s contract makes this a valid layout.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match (class_of(&layout), class_of(&new_layout)) {
+            (Some(old), Some(new)) if old == new => ptr,
+            // SAFETY: both large: the block came from the backing allocator.
+            (None, None) => unsafe { self.backing.realloc(ptr, layout, new_size) },
+            _ => {
+                // SAFETY: `new_layout` has a non-zero size (the caller's contract).
+                let moved = unsafe { self.alloc(new_layout) };
+                if !moved.is_null() {
+                    // SAFETY: both blocks are live, distinct, and at least this long.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                }
+                moved
+            }
+        }
+    }
+}
+
+/// The global allocator the SDK installs in a plugin (module docs).
+#[derive(Debug)]
+pub struct Heap(std::cell::UnsafeCell<SizeClasses<std::alloc::System>>);
+
+impl Heap {
+    /// Empty.
+    pub const fn new() -> Self {
+        Self(std::cell::UnsafeCell::new(SizeClasses::new(
+            std::alloc::System,
+        )))
+    }
+}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: a component built for `wasm32-wasip2` runs on one thread (the target has no
+// threads, and the build below refuses shared memory), so the state is never touched
+// from two threads. `Heap` is only installed on that target.
+#[cfg(target_arch = "wasm32")]
+unsafe impl Sync for Heap {}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+compile_error!("patchbay-sdk's `fast-alloc` heap is single-threaded; build without `atomics`");
+
+// SAFETY: each method forwards to `SizeClasses` under the same contract; the state
+// is only reached from the one thread (see `Sync` above).
+unsafe impl GlobalAlloc for Heap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { (*self.0.get()).alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { (*self.0.get()).dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { (*self.0.get()).realloc(ptr, layout, new_size) }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
+#[global_allocator]
+static HEAP: Heap = Heap::new();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::System;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).expect("layout")
+    }
+
+    /// A small deterministic generator, so a failure reproduces.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize
+        }
+    }
+
+    #[test]
+    fn classes_cover_every_small_request_and_nothing_larger() {
+        assert_eq!(CLASSES, 9);
+        assert_eq!(class_of(&layout(1, 1)), Some(0));
+        assert_eq!(class_of(&layout(8, 8)), Some(0));
+        assert_eq!(class_of(&layout(9, 1)), Some(1));
+        assert_eq!(
+            class_of(&layout(4, 64)),
+            Some(3),
+            "alignment counts as size"
+        );
+        assert_eq!(class_of(&layout(MAX_SMALL, 1)), Some(CLASSES - 1));
+        assert_eq!(class_of(&layout(MAX_SMALL + 1, 1)), None);
+        assert_eq!(class_of(&layout(8, 4096)), None);
+    }
+
+    #[test]
+    fn blocks_are_aligned_disjoint_and_keep_their_contents() {
+        let mut heap = SizeClasses::new(System);
+        let mut rng = Lcg(7);
+        let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+        for round in 0..20_000 {
+            if live.len() > 300 || (!live.is_empty() && rng.next().is_multiple_of(3)) {
+                let (ptr, layout, fill) = live.swap_remove(rng.next() % live.len());
+                // SAFETY: `ptr` is live with `layout` and was filled with `fill`.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+                assert!(bytes.iter().all(|b| *b == fill), "block overwritten");
+                unsafe { heap.dealloc(ptr, layout) };
+                continue;
+            }
+            let size = 1 + rng.next() % 3000;
+            let align = 1 << (rng.next() % 7);
+            let layout = layout(size, align);
+            // SAFETY: non-zero size.
+            let ptr = unsafe { heap.alloc(layout) };
+            assert!(!ptr.is_null());
+            assert_eq!(ptr as usize % align, 0, "misaligned for {layout:?}");
+            let fill = (round % 251) as u8;
+            // SAFETY: the block is ours and `size` long.
+            unsafe { std::ptr::write_bytes(ptr, fill, size) };
+            live.push((ptr, layout, fill));
+        }
+        for (ptr, layout, fill) in live {
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            assert!(bytes.iter().all(|b| *b == fill));
+            unsafe { heap.dealloc(ptr, layout) };
+        }
+    }
+
+    #[test]
+    fn a_freed_block_is_the_next_one_its_class_hands_out() {
+        let mut heap = SizeClasses::new(System);
+        let l = layout(24, 8);
+        // SAFETY: non-zero sizes; each block freed once with its layout.
+        unsafe {
+            let a = heap.alloc(l);
+            let b = heap.alloc(l);
+            assert_ne!(a, b);
+            heap.dealloc(a, l);
+            assert_eq!(heap.alloc(layout(32, 8)), a, "same class (32 B), reused");
+            heap.dealloc(b, l);
+        }
+    }
+
+    #[test]
+    fn churn_reuses_memory_instead_of_growing() {
+        let mut heap = SizeClasses::new(System);
+        let mut rng = Lcg(11);
+        // 100 MB allocated in total, at most 64 blocks of at most 2 KiB live at once.
+        let mut live: Vec<(*mut u8, Layout)> = Vec::new();
+        let mut total = 0usize;
+        while total < 100_000_000 {
+            let l = layout(1 + rng.next() % MAX_SMALL, 1);
+            // SAFETY: non-zero size; freed once below with its layout.
+            let ptr = unsafe { heap.alloc(l) };
+            assert!(!ptr.is_null());
+            total += l.size();
+            live.push((ptr, l));
+            if live.len() == 64 {
+                let (ptr, l) = live.swap_remove(rng.next() % 64);
+                unsafe { heap.dealloc(ptr, l) };
+            }
+        }
+        // Live data is at most 64 x 2 KiB; with class rounding and per-class reuse
+        // the chunks taken stay a small multiple of that.
+        assert!(
+            heap.chunk_bytes() <= 64 * 64 * 1024,
+            "took {} bytes of chunks for under 128 KiB live",
+            heap.chunk_bytes()
+        );
+        for (ptr, l) in live {
+            unsafe { heap.dealloc(ptr, l) };
+        }
+    }
+
+    #[test]
+    fn realloc_keeps_contents_across_classes_and_to_and_from_large() {
+        let mut heap = SizeClasses::new(System);
+        // SAFETY: every block is live when read, and freed once with its layout.
+        unsafe {
+            let l = layout(10, 1);
+            let p = heap.alloc(l);
+            std::ptr::copy_nonoverlapping(b"0123456789".as_ptr(), p, 10);
+            let same = heap.realloc(p, l, 16);
+            assert_eq!(same, p, "same class: in place");
+            let bigger = heap.realloc(same, layout(16, 1), 1000);
+            assert_eq!(std::slice::from_raw_parts(bigger, 10), b"0123456789");
+            let large = heap.realloc(bigger, layout(1000, 1), 100_000);
+            assert_eq!(std::slice::from_raw_parts(large, 10), b"0123456789");
+            let large2 = heap.realloc(large, layout(100_000, 1), 200_000);
+            assert_eq!(std::slice::from_raw_parts(large2, 10), b"0123456789");
+            let small = heap.realloc(large2, layout(200_000, 1), 10);
+            assert_eq!(std::slice::from_raw_parts(small, 10), b"0123456789");
+            heap.dealloc(small, layout(10, 1));
+        }
+    }
+
+    #[test]
+    fn a_failing_backing_allocator_gives_null_not_a_block() {
+        struct Empty;
+        // SAFETY: never hands out memory.
+        unsafe impl GlobalAlloc for Empty {
+            unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+                std::ptr::null_mut()
+            }
+            unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+        }
+        let mut heap = SizeClasses::new(Empty);
+        // SAFETY: non-zero sizes.
+        unsafe {
+            assert!(heap.alloc(layout(16, 8)).is_null());
+            assert!(heap.alloc(layout(1 << 20, 8)).is_null());
+        }
+        assert_eq!(heap.chunk_bytes(), 0);
+    }
+}
