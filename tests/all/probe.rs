@@ -169,6 +169,9 @@ async fn the_sandbox_has_no_environment_and_only_the_connection_config() {
     );
     assert_eq!(output["env"], json!([]));
     assert_eq!(output["args"], json!([]));
+    assert_eq!(output["stdin_bytes"], json!(0));
+    // wasi-libc's default when the host gives no initial directory.
+    assert_eq!(output["cwd"], json!("/"));
 }
 
 #[tokio::test]

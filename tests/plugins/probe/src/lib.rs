@@ -259,7 +259,18 @@ fn read_config(_ctx: &Context, _: Value) -> Result<Value, Error> {
         .map(|(k, v)| (k, json!(v)))
         .collect();
     let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-    Ok(json!({ "config": all, "env": env, "args": std::env::args().collect::<Vec<_>>() }))
+    // Read through wasi-libc, which frees what the host hands it with C `free`: these
+    // must stay empty while the SDK's heap serves Rust allocations (sdk/src/alloc.rs).
+    let mut stdin = Vec::new();
+    let stdin = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin)
+        .map_err(|e| Error::internal(format!("reading stdin: {e}")))?;
+    Ok(json!({
+        "config": all,
+        "env": env,
+        "args": std::env::args().collect::<Vec<_>>(),
+        "stdin_bytes": stdin,
+        "cwd": std::env::current_dir().ok(),
+    }))
 }
 
 /// What the previous call in this instance stored: always `null` when every
