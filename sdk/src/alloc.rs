@@ -12,7 +12,7 @@
 //!   larger) is served from one of nine power-of-two size classes (8 B to 2 KiB):
 //!   a freed block goes on its class's free list and is the next one that class
 //!   hands out, so a loop that allocates and frees reuses the same memory;
-//! - blocks are carved from chunks taken from the system allocator, 4 KiB at first
+//! - blocks are carved from chunks taken from the system allocator, 16 KiB at first
 //!   and doubling to 64 KiB, so a small call never grows its memory more than it
 //!   would have;
 //! - anything larger goes to the system allocator, unchanged.
@@ -27,15 +27,13 @@
 //! coalescing turns the feature off. The class of a block is known from the `Layout`
 //! the caller passes back, so blocks carry no header.
 //!
-//! **One invariant this relies on.** On `wasm32-wasip2` the component's `cabi_realloc`
-//! (std's) allocates through Rust's global allocator, so lists and strings the host
-//! passes in are blocks of this heap. Rust code frees them here, which is right. But
-//! wasi-libc frees the buffers of its own calls (stdin and file reads, the environment,
-//! preopened directories) with C `free`, that is dlmalloc, which must never see one of
-//! these blocks. Patchbay gives plugins no environment, no arguments, an empty stdin and
-//! no filesystem, so those buffers are always empty and never allocated (the probe
-//! plugin's `read-config` test reads all of them). A host that ever passes any of them
-//! in must first make this heap tell dlmalloc's blocks from its own.
+//! **Blocks from elsewhere.** The host writes the lists and strings it passes in
+//! through the component's `cabi_realloc`, which the SDK defines on wasi-libc's
+//! `malloc`, not on this heap: wasi-libc frees the buffers of its own calls (stdin and
+//! file reads, the environment, directories) with C `free`, which must only ever see
+//! its own blocks. Rust code frees such a buffer through this heap, which sees that
+//! the block is not in one of its chunks (chunks are whole, aligned granules of
+//! [`GRANULE`] bytes, one bit each) and hands it back to the system allocator.
 //!
 //! A plugin that wants another allocator turns the feature off
 //! (`patchbay-sdk = { version = "…", default-features = false }`) and installs its own.
@@ -48,8 +46,53 @@ pub const MAX_SMALL: usize = 2048;
 
 const MIN_CLASS: usize = 8;
 const CLASSES: usize = (MAX_SMALL / MIN_CLASS).trailing_zeros() as usize + 1;
-const FIRST_CHUNK: usize = 4 * 1024;
+/// Chunks are whole, aligned granules, so a block's granule tells whose it is.
+pub const GRANULE: usize = 16 * 1024;
+const FIRST_CHUNK: usize = GRANULE;
 const MAX_CHUNK: usize = 64 * 1024;
+/// Granules in a 32-bit address space.
+const GRANULES: usize = 1 << (32 - GRANULE.trailing_zeros());
+
+/// Which granules of the address space hold this heap's chunks.
+pub trait Granules {
+    /// Record that granule `index` is one of the heap's.
+    fn mark(&mut self, index: usize);
+    /// Whether granule `index` is one of the heap's.
+    fn contains(&self, index: usize) -> bool;
+}
+
+/// One bit per granule of a 32-bit address space (32 KiB).
+#[derive(Debug)]
+pub struct GranuleBits([u32; GRANULES / 32]);
+
+impl GranuleBits {
+    /// No granule marked.
+    pub const fn new() -> Self {
+        Self([0; GRANULES / 32])
+    }
+}
+
+impl Default for GranuleBits {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Granules for GranuleBits {
+    #[inline]
+    fn mark(&mut self, index: usize) {
+        if let Some(word) = self.0.get_mut(index / 32) {
+            *word |= 1 << (index % 32);
+        }
+    }
+
+    #[inline]
+    fn contains(&self, index: usize) -> bool {
+        self.0
+            .get(index / 32)
+            .is_some_and(|word| word & (1 << (index % 32)) != 0)
+    }
+}
 
 /// The size class of `layout`: its index, or `None` for a large request.
 #[inline(always)]
@@ -67,20 +110,22 @@ fn class_size(class: usize) -> usize {
 }
 
 /// The allocator's state: a free list per class (the address of its first free
-/// block, which holds the address of the next) and the chunk being carved.
+/// block, which holds the address of the next), the chunk being carved, and which
+/// granules are chunks.
 #[derive(Debug)]
-pub struct SizeClasses<B> {
+pub struct SizeClasses<B, G> {
     free: [usize; CLASSES],
     next: usize,
     end: usize,
     chunk: usize,
     chunk_bytes: usize,
     backing: B,
+    granules: G,
 }
 
-impl<B: GlobalAlloc> SizeClasses<B> {
+impl<B: GlobalAlloc, G: Granules> SizeClasses<B, G> {
     /// Empty, taking its chunks and large blocks from `backing`.
-    pub const fn new(backing: B) -> Self {
+    pub const fn new(backing: B, granules: G) -> Self {
         Self {
             free: [0; CLASSES],
             next: 0,
@@ -88,7 +133,15 @@ impl<B: GlobalAlloc> SizeClasses<B> {
             chunk: FIRST_CHUNK,
             chunk_bytes: 0,
             backing,
+            granules,
         }
+    }
+
+    /// Whether `ptr` is in one of this heap's chunks (otherwise a small block being
+    /// freed came from the backing allocator: see "Blocks from elsewhere").
+    #[inline]
+    pub fn is_heap_block(&self, ptr: *const u8) -> bool {
+        self.granules.contains(ptr as usize / GRANULE)
     }
 
     /// Bytes taken from the backing allocator for size classes so far.
@@ -129,9 +182,10 @@ impl<B: GlobalAlloc> SizeClasses<B> {
     #[cold]
     fn carve_from_new_chunk(&mut self, size: usize) -> *mut u8 {
         let len = self.chunk;
-        // Aligned to the largest class, so a block of any class carved at a multiple
-        // of its size from the chunk's start is aligned to its size.
-        let Ok(layout) = Layout::from_size_align(len, MAX_SMALL) else {
+        // Aligned to a granule (so also to the largest class: a block of any class
+        // carved at a multiple of its size from the chunk's start is aligned to its
+        // size), and made of whole granules, which are marked as the heap's.
+        let Ok(layout) = Layout::from_size_align(len, GRANULE) else {
             return std::ptr::null_mut();
         };
         // SAFETY: `layout` has a non-zero size.
@@ -146,6 +200,9 @@ impl<B: GlobalAlloc> SizeClasses<B> {
             return std::ptr::null_mut();
         };
         let chunk = chunk as usize;
+        for granule in (chunk..end).step_by(GRANULE) {
+            self.granules.mark(granule / GRANULE);
+        }
         self.chunk = (len * 2).min(MAX_CHUNK);
         self.chunk_bytes += len;
         self.next = chunk + size;
@@ -159,8 +216,9 @@ impl<B: GlobalAlloc> SizeClasses<B> {
     /// As [`GlobalAlloc::dealloc`]: `ptr` came from this allocator with `layout`.
     #[inline]
     pub unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
-        let Some(class) = class_of(&layout) else {
-            // SAFETY: a large block came from the backing allocator with this layout.
+        let Some(class) = class_of(&layout).filter(|_| self.is_heap_block(ptr)) else {
+            // SAFETY: a large block, or a small one outside the chunks, came from the
+            // backing allocator with this layout.
             return unsafe { self.backing.dealloc(ptr, layout) };
         };
         // SAFETY: the block is at least `MIN_CLASS` bytes, aligned to its class size
@@ -177,6 +235,11 @@ impl<B: GlobalAlloc> SizeClasses<B> {
     pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `GlobalAlloc::realloc`'s contract makes this a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if class_of(&layout).is_some() && !self.is_heap_block(ptr) {
+            // A block from elsewhere stays with the backing allocator.
+            // SAFETY: it came from the backing allocator with `layout`.
+            return unsafe { self.backing.realloc(ptr, layout, new_size) };
+        }
         match (class_of(&layout), class_of(&new_layout)) {
             (Some(old), Some(new)) if old == new => ptr,
             // SAFETY: both large: the block came from the backing allocator.
@@ -199,15 +262,76 @@ impl<B: GlobalAlloc> SizeClasses<B> {
 
 /// The global allocator the SDK installs in a plugin (module docs).
 #[derive(Debug)]
-pub struct Heap(std::cell::UnsafeCell<SizeClasses<std::alloc::System>>);
+pub struct Heap(std::cell::UnsafeCell<SizeClasses<std::alloc::System, GranuleBits>>);
 
 impl Heap {
     /// Empty.
     pub const fn new() -> Self {
         Self(std::cell::UnsafeCell::new(SizeClasses::new(
             std::alloc::System,
+            GranuleBits::new(),
         )))
     }
+}
+
+/// Whether `ptr` is a block of the heap the SDK installed (`false` without the
+/// `fast-alloc` feature, or off WebAssembly). For tests of this module's promises.
+#[doc(hidden)]
+pub fn is_heap_block(ptr: *const u8) -> bool {
+    #[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
+    {
+        // SAFETY: a read of the one thread's state, between allocator calls.
+        unsafe { (*HEAP.0.get()).is_heap_block(ptr) }
+    }
+    #[cfg(not(all(target_arch = "wasm32", feature = "fast-alloc")))]
+    {
+        let _ = ptr;
+        false
+    }
+}
+
+/// The canonical ABI's allocator: where the host writes the lists and strings it
+/// passes in. It is wasi-libc's `malloc` (through `System`), not the size classes,
+/// because wasi-libc frees the buffers of its own calls with C `free`; Rust code
+/// that frees one goes through the heap, which hands it back to `System` (its
+/// granule is not a chunk's).
+///
+/// # Safety
+/// Called by the host per the canonical ABI: `old` is null with `old_len` 0, or a
+/// block of `old_len` bytes this function returned with the same `align`.
+#[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cabi_realloc(
+    old: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
+    use std::alloc::System;
+    if new_len == 0 {
+        // No allocation: a dangling, aligned pointer, as the canonical ABI allows.
+        return align as *mut u8;
+    }
+    let Ok(new_layout) = Layout::from_size_align(new_len, align) else {
+        std::process::abort();
+    };
+    let block = if old_len == 0 {
+        // SAFETY: non-zero size.
+        unsafe { System.alloc(new_layout) }
+    } else {
+        // SAFETY: `old` came from here with `old_len` and `align` (the ABI's contract).
+        unsafe {
+            System.realloc(
+                old,
+                Layout::from_size_align_unchecked(old_len, align),
+                new_len,
+            )
+        }
+    };
+    if block.is_null() {
+        std::process::abort();
+    }
+    block
 }
 
 impl Default for Heap {
@@ -257,6 +381,18 @@ mod tests {
     use super::*;
     use std::alloc::System;
 
+    /// Granules of a 64-bit address space, for tests off WebAssembly.
+    #[derive(Default)]
+    struct Set(std::collections::BTreeSet<usize>);
+    impl Granules for Set {
+        fn mark(&mut self, index: usize) {
+            self.0.insert(index);
+        }
+        fn contains(&self, index: usize) -> bool {
+            self.0.contains(&index)
+        }
+    }
+
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).expect("layout")
     }
@@ -291,7 +427,7 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_disjoint_and_keep_their_contents() {
-        let mut heap = SizeClasses::new(System);
+        let mut heap = SizeClasses::new(System, Set::default());
         let mut rng = Lcg(7);
         let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
         for round in 0..20_000 {
@@ -329,8 +465,40 @@ mod tests {
     }
 
     #[test]
+    fn blocks_from_the_backing_allocator_go_back_to_it() {
+        let mut heap = SizeClasses::new(System, Set::default());
+        let l = layout(100, 8);
+        // SAFETY: each block is live when used and freed once, by its owner.
+        unsafe {
+            let own = heap.alloc(l);
+            assert!(heap.is_heap_block(own));
+            // A buffer the host wrote through `cabi_realloc` (the system allocator).
+            let foreign = System.alloc(l);
+            std::ptr::write_bytes(foreign, 7, 100);
+            assert!(!heap.is_heap_block(foreign));
+            let grown = heap.realloc(foreign, l, 200);
+            assert!(
+                !heap.is_heap_block(grown),
+                "stays with the system allocator"
+            );
+            assert!(
+                std::slice::from_raw_parts(grown, 100)
+                    .iter()
+                    .all(|b| *b == 7)
+            );
+            heap.dealloc(grown, layout(200, 8));
+            // Not on a free list: the class hands out heap blocks only.
+            for _ in 0..64 {
+                let block = heap.alloc(layout(200, 8));
+                assert!(heap.is_heap_block(block));
+            }
+            heap.dealloc(own, l);
+        }
+    }
+
+    #[test]
     fn a_freed_block_is_the_next_one_its_class_hands_out() {
-        let mut heap = SizeClasses::new(System);
+        let mut heap = SizeClasses::new(System, Set::default());
         let l = layout(24, 8);
         // SAFETY: non-zero sizes; each block freed once with its layout.
         unsafe {
@@ -345,7 +513,7 @@ mod tests {
 
     #[test]
     fn churn_reuses_memory_instead_of_growing() {
-        let mut heap = SizeClasses::new(System);
+        let mut heap = SizeClasses::new(System, Set::default());
         let mut rng = Lcg(11);
         // 100 MB allocated in total, at most 64 blocks of at most 2 KiB live at once.
         let mut live: Vec<(*mut u8, Layout)> = Vec::new();
@@ -376,7 +544,7 @@ mod tests {
 
     #[test]
     fn realloc_keeps_contents_across_classes_and_to_and_from_large() {
-        let mut heap = SizeClasses::new(System);
+        let mut heap = SizeClasses::new(System, Set::default());
         // SAFETY: every block is live when read, and freed once with its layout.
         unsafe {
             let l = layout(10, 1);
@@ -406,7 +574,7 @@ mod tests {
             }
             unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
         }
-        let mut heap = SizeClasses::new(Empty);
+        let mut heap = SizeClasses::new(Empty, Set::default());
         // SAFETY: non-zero sizes.
         unsafe {
             assert!(heap.alloc(layout(16, 8)).is_null());

@@ -174,6 +174,22 @@ async fn the_sandbox_has_no_environment_and_only_the_connection_config() {
     assert_eq!(output["cwd"], json!("/"));
 }
 
+/// The host's lists and strings are written through the SDK's `cabi_realloc` on
+/// wasi-libc's `malloc` (which wasi-libc may free with C `free`), while the
+/// plugin's own small blocks come from the SDK's size classes.
+#[tokio::test]
+async fn host_written_input_is_a_libc_block_and_the_plugins_own_are_the_heaps() {
+    let (harness, plugin, binding) = setup().await;
+    let input = json!({ "text": "x".repeat(100) });
+    let outcome = harness
+        .invoke(&plugin, &binding, "heap-origin", input)
+        .await;
+    assert_eq!(
+        outcome.result.expect("heap-origin"),
+        json!({ "input_is_heap_block": false, "own_is_heap_block": true })
+    );
+}
+
 #[tokio::test]
 async fn the_plugin_sees_its_invocation_context() {
     let (harness, plugin, binding) = setup().await;

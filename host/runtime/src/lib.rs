@@ -480,9 +480,6 @@ impl Runtime {
         deadline: Instant,
         id: &Arc<CallId>,
     ) -> CallState {
-        // No environment, arguments, stdin or preopens: besides isolation, the SDK's heap
-        // relies on wasi-libc never receiving a non-empty buffer it would free with C
-        // `free` (sdk/src/alloc.rs, "One invariant").
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.pipe(LogSource::Stdout))
             .stderr(log.pipe(LogSource::Stderr));

@@ -79,6 +79,7 @@ impl Connector for Probe {
         ops.register("deliver", deliver);
         ops.register("summarize", summarize);
         ops.register("check-signature", check_signature);
+        ops.register_raw("heap-origin", heap_origin);
     }
 }
 
@@ -253,14 +254,25 @@ fn fetch(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
     Ok(last)
 }
 
+/// Whose block the input text is (the host wrote it through `cabi_realloc`) and
+/// whose a string made here is (`patchbay_sdk::alloc`, "Blocks from elsewhere").
+fn heap_origin(_ctx: &Context, input: &str) -> Result<String, Error> {
+    let own = String::from("made in the plugin");
+    Ok(json!({
+        "input_is_heap_block": patchbay_sdk::alloc::is_heap_block(input.as_ptr()),
+        "own_is_heap_block": patchbay_sdk::alloc::is_heap_block(own.as_ptr()),
+    })
+    .to_string())
+}
+
 fn read_config(_ctx: &Context, _: Value) -> Result<Value, Error> {
     let all: serde_json::Map<String, Value> = config::all()?
         .into_iter()
         .map(|(k, v)| (k, json!(v)))
         .collect();
     let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-    // Read through wasi-libc, which frees what the host hands it with C `free`: these
-    // must stay empty while the SDK's heap serves Rust allocations (sdk/src/alloc.rs).
+    // Read through wasi-libc, which frees what the host hands it with C `free`
+    // (sdk/src/alloc.rs, "Blocks from elsewhere").
     let mut stdin = Vec::new();
     let stdin = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin)
         .map_err(|e| Error::internal(format!("reading stdin: {e}")))?;
