@@ -13,8 +13,7 @@
 //!   a freed block goes on its class's free list and is the next one that class
 //!   hands out, so a loop that allocates and frees reuses the same memory;
 //! - blocks are carved from chunks taken from the system allocator, 16 KiB at first
-//!   and doubling to 64 KiB, so a small call never grows its memory more than it
-//!   would have;
+//!   and doubling to 64 KiB, so a small call takes little memory;
 //! - anything larger goes to the system allocator, unchanged.
 //!
 //! A block is never larger than twice its request. Blocks are carved at multiples of
@@ -88,9 +87,11 @@ impl Granules for GranuleBits {
 
     #[inline(always)]
     fn contains(&self, index: usize) -> bool {
-        // Masked rather than checked: an index past a 32-bit space (off WebAssembly
-        // only) reads some other bit instead of branching on every free.
-        self.0[(index / 32) % self.0.len()] & (1 << (index % 32)) != 0
+        // Exact off WebAssembly too (an index past a 32-bit space is nobody's); on
+        // wasm32 every index is in range, so the check costs nothing there.
+        self.0
+            .get(index / 32)
+            .is_some_and(|word| word & (1 << (index % 32)) != 0)
     }
 }
 
@@ -167,8 +168,8 @@ impl<B: GlobalAlloc, G: Granules> SizeClasses<B, G> {
             return head as *mut u8;
         }
         let size = class_size(class);
-        // `next` is at most `end`, which is at least `MAX_SMALL` below the top of the
-        // address space (chunks are `MAX_SMALL`-aligned), so rounding up cannot wrap.
+        // `next` is at most `end`, which is at least a granule below the top of the
+        // address space (chunks are granule-aligned), so rounding up cannot wrap.
         let start = (self.next + size - 1) & !(size - 1);
         match start.checked_add(size) {
             Some(stop) if self.next != 0 && stop <= self.end => {
@@ -235,12 +236,13 @@ impl<B: GlobalAlloc, G: Granules> SizeClasses<B, G> {
     pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `GlobalAlloc::realloc`'s contract makes this a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if class_of(&layout).is_some() && !self.is_heap_block(ptr) {
+        let old_class = class_of(&layout);
+        if old_class.is_some() && !self.is_heap_block(ptr) {
             // A block from elsewhere stays with the backing allocator.
             // SAFETY: it came from the backing allocator with `layout`.
             return unsafe { self.backing.realloc(ptr, layout, new_size) };
         }
-        match (class_of(&layout), class_of(&new_layout)) {
+        match (old_class, class_of(&new_layout)) {
             (Some(old), Some(new)) if old == new => ptr,
             // SAFETY: both large: the block came from the backing allocator.
             (None, None) => unsafe { self.backing.realloc(ptr, layout, new_size) },
@@ -393,6 +395,31 @@ mod tests {
         }
     }
 
+    /// Assert the `len` bytes at `ptr` all hold `fill`.
+    ///
+    /// # Safety
+    /// `ptr` is live for `len` bytes.
+    unsafe fn assert_filled(ptr: *const u8, len: usize, fill: u8) {
+        // SAFETY: the caller's contract.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+        assert!(bytes.iter().all(|b| *b == fill), "block overwritten");
+    }
+
+    #[test]
+    fn granule_bits_hold_exactly_what_was_marked() {
+        let mut bits = GranuleBits::new();
+        for index in [0, 31, 32, 4097, GRANULES - 1] {
+            assert!(!bits.contains(index));
+            bits.mark(index);
+            assert!(bits.contains(index));
+        }
+        assert!(!bits.contains(1) && !bits.contains(33) && !bits.contains(4096));
+        // Past a 32-bit address space: never marked, never anybody's.
+        bits.mark(GRANULES);
+        assert!(!bits.contains(GRANULES) && !bits.contains(GRANULES + 32));
+        assert!(!bits.contains(usize::MAX / GRANULE));
+    }
+
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).expect("layout")
     }
@@ -434,8 +461,7 @@ mod tests {
             if live.len() > 300 || (!live.is_empty() && rng.next().is_multiple_of(3)) {
                 let (ptr, layout, fill) = live.swap_remove(rng.next() % live.len());
                 // SAFETY: `ptr` is live with `layout` and was filled with `fill`.
-                let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-                assert!(bytes.iter().all(|b| *b == fill), "block overwritten");
+                unsafe { assert_filled(ptr, layout.size(), fill) };
                 unsafe { heap.dealloc(ptr, layout) };
                 continue;
             }
@@ -458,8 +484,7 @@ mod tests {
         }
         for (ptr, layout, fill) in live {
             // SAFETY: as above.
-            let bytes = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            assert!(bytes.iter().all(|b| *b == fill));
+            unsafe { assert_filled(ptr, layout.size(), fill) };
             unsafe { heap.dealloc(ptr, layout) };
         }
     }
@@ -481,11 +506,7 @@ mod tests {
                 !heap.is_heap_block(grown),
                 "stays with the system allocator"
             );
-            assert!(
-                std::slice::from_raw_parts(grown, 100)
-                    .iter()
-                    .all(|b| *b == 7)
-            );
+            assert_filled(grown, 100, 7);
             heap.dealloc(grown, layout(200, 8));
             // Not on a free list: the class hands out heap blocks only.
             for _ in 0..64 {

@@ -184,9 +184,16 @@ async fn host_written_input_is_a_libc_block_and_the_plugins_own_are_the_heaps() 
     let outcome = harness
         .invoke(&plugin, &binding, "heap-origin", input)
         .await;
+    let mut output = outcome.result.expect("heap-origin");
+    // Built with the workspace's `.cargo/config.toml`: 4 MiB (64 pages) from the start.
+    let pages = output["memory_pages"].take().as_u64().expect("pages");
+    assert!(
+        pages >= 64,
+        "{pages} pages: built without --initial-memory?"
+    );
     assert_eq!(
-        outcome.result.expect("heap-origin"),
-        json!({ "input_is_heap_block": false, "own_is_heap_block": true })
+        output,
+        json!({ "input_is_heap_block": false, "own_is_heap_block": true, "memory_pages": null })
     );
 }
 

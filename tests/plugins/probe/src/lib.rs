@@ -261,6 +261,7 @@ fn heap_origin(_ctx: &Context, input: &str) -> Result<String, Error> {
     Ok(json!({
         "input_is_heap_block": patchbay_sdk::alloc::is_heap_block(input.as_ptr()),
         "own_is_heap_block": patchbay_sdk::alloc::is_heap_block(own.as_ptr()),
+        "memory_pages": core::arch::wasm32::memory_size(0),
     })
     .to_string())
 }
