@@ -14,8 +14,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const CALLS: &str = "/crm/v3/objects/calls";
-const SEARCH: &str = "/crm/v3/objects/contacts/search";
-const CONTACTS: &str = "/crm/v3/objects/contacts";
+const BATCH_UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 const TASKS: &str = "/services/data/v67.0/sobjects/Task";
 const QUERY: &str = "/services/data/v67.0/query";
 
@@ -43,19 +42,16 @@ async fn hubspot_mock() -> MockServer {
         .mount(&hubspot)
         .await;
     Mock::given(method("POST"))
-        .and(path(SEARCH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
-        )
-        .mount(&hubspot)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(CONTACTS))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "id": "902",
-            "properties": { "external_id": "zendesk-20978392", "hs_object_id": "902",
-                "lastmodifieddate": "2026-12-02T10:12:09.000Z" },
-            "createdAt": "2026-12-02T10:12:09.000Z", "updatedAt": "2026-12-02T10:12:09.000Z", "archived": false
+        .and(path(BATCH_UPSERT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "COMPLETE",
+            "results": [{
+                "id": "902", "new": true,
+                "properties": { "external_id": "zendesk-20978392", "hs_object_id": "902",
+                    "lastmodifieddate": "2026-12-02T10:12:09.000Z" },
+                "createdAt": "2026-12-02T10:12:09.000Z", "updatedAt": "2026-12-02T10:12:09.000Z", "archived": false
+            }],
+            "startedAt": "2026-12-02T10:12:09.000Z", "completedAt": "2026-12-02T10:12:09.100Z"
         })))
         .mount(&hubspot)
         .await;
@@ -316,10 +312,12 @@ async fn call_ended_reaches_both_crms_and_a_zendesk_ticket_event_reaches_hubspot
         .await
         .expect("webhook");
     assert_eq!(response.status().as_u16(), 202);
-    let created = until_seen(&hubspot, "POST", CONTACTS, 1).await;
+    let created = until_seen(&hubspot, "POST", BATCH_UPSERT, 1).await;
     assert_eq!(created.len(), 1, "the case reached HubSpot");
+    assert_eq!(created[0]["inputs"][0]["idProperty"], "external_id");
+    assert_eq!(created[0]["inputs"][0]["id"], "zendesk-20978392");
     assert_eq!(
-        created[0]["properties"],
+        created[0]["inputs"][0]["properties"],
         json!({ "external_id": "zendesk-20978392", "last_case_id": "35436",
             "last_case_status": "solved", "last_case_updated_at": "2026-12-02T10:12:07Z" })
     );

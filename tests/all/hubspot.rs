@@ -291,14 +291,7 @@ async fn a_slow_hubspot_is_a_timeout() {
 
 const CONTACTS: &str = "/crm/v3/objects/contacts";
 
-fn by_external_id(value: &str) -> serde_json::Value {
-    json!({
-        "filterGroups": [{ "filters": [{ "propertyName": "crm_ref", "operator": "EQ", "value": value }] }],
-        "properties": ["firstname", "lastname", "email", "phone", "mobilephone", "company", "lastmodifieddate"],
-        "sorts": [{ "propertyName": "lastmodifieddate", "direction": "DESCENDING" }],
-        "limit": 1,
-    })
-}
+const BATCH_UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 
 fn contact_object(id: &str, email: &str) -> serde_json::Value {
     json!({
@@ -331,15 +324,33 @@ fn written_properties() -> serde_json::Value {
     }})
 }
 
-/// The search finds no contact.
-async fn finds_nobody(hs: &Vendor) {
-    Mock::given(method("POST"))
-        .and(path(SEARCH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
-        )
-        .mount(&hs.upstream)
-        .await;
+/// The batch upsert HubSpot is sent: one input keyed by the external id property.
+fn batch_upsert_body() -> serde_json::Value {
+    json!({ "inputs": [{
+        "idProperty": "crm_ref", "id": "ERP-42",
+        "properties": written_properties()["properties"]
+    }]})
+}
+
+/// HubSpot's answer to a batch upsert that wrote contact `id`.
+fn batch_answer(id: &str, new: bool) -> ResponseTemplate {
+    let mut result = contact_object(id, "grace@navy.example");
+    result["new"] = json!(new);
+    ResponseTemplate::new(200).set_body_json(json!({
+        "status": "COMPLETE",
+        "results": [result],
+        "requestedAt": "2026-12-02T10:00:00.000Z",
+        "startedAt": "2026-12-02T10:00:00.010Z",
+        "completedAt": "2026-12-02T10:00:00.090Z"
+    }))
+}
+
+/// A 207: the batch ran, and refused its one input with `error`.
+fn batch_refusal(error: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(207).set_body_json(json!({
+        "status": "COMPLETE", "results": [], "numErrors": 1, "errors": [error],
+        "startedAt": "2026-12-02T10:00:00.010Z", "completedAt": "2026-12-02T10:00:00.090Z"
+    }))
 }
 
 async fn upsert_hubspot() -> Vendor {
@@ -347,91 +358,56 @@ async fn upsert_hubspot() -> Vendor {
 }
 
 #[tokio::test]
-async fn upsert_updates_the_contact_holding_the_external_id() {
-    let hs = upsert_hubspot().await;
-    Mock::given(method("POST"))
-        .and(path(SEARCH))
-        .and(body_json(by_external_id("ERP-42")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "total": 1, "results": [contact_object("901", "grace@navy.example")]
-        })))
-        .expect(1)
-        .mount(&hs.upstream)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path(format!("{CONTACTS}/901")))
-        .and(header(
-            "authorization",
-            format!("Bearer {PRIVATE_APP_TOKEN}").as_str(),
-        ))
-        .and(body_json(written_properties()))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(contact_object("901", "grace@navy.example")),
-        )
-        .expect(1)
-        .mount(&hs.upstream)
-        .await;
-    let output = hs
-        .call("upsert-contact", upsert_input())
-        .await
-        .expect("upserted");
-    assert_eq!(output["created"], false);
-    assert_eq!(output["contact"]["id"], "901");
-    assert_eq!(output["contact"]["email"], "grace@navy.example");
-    assert!(hs.requests("POST", CONTACTS).await.is_empty());
+async fn upsert_is_one_batch_upsert_keyed_by_the_external_id_property() {
+    for (new, id) in [(false, "901"), (true, "902")] {
+        let hs = upsert_hubspot().await;
+        Mock::given(method("POST"))
+            .and(path(BATCH_UPSERT))
+            .and(header(
+                "authorization",
+                format!("Bearer {PRIVATE_APP_TOKEN}").as_str(),
+            ))
+            .and(body_json(batch_upsert_body()))
+            .respond_with(batch_answer(id, new))
+            .expect(1)
+            .mount(&hs.upstream)
+            .await;
+        let output = hs
+            .call("upsert-contact", upsert_input())
+            .await
+            .expect("upserted");
+        assert_eq!(output["created"], new);
+        assert_eq!(output["contact"]["id"], id);
+        assert_eq!(output["contact"]["email"], "grace@navy.example");
+        // One atomic request: no search that could lag, no separate create.
+        let sent = hs.upstream.received_requests().await.expect("recording");
+        assert_eq!(sent.len(), 1, "{sent:?}");
+    }
 }
 
 #[tokio::test]
-async fn upsert_creates_a_contact_nobody_holds() {
-    let hs = upsert_hubspot().await;
-    finds_nobody(&hs).await;
-    Mock::given(method("POST"))
-        .and(path(CONTACTS))
-        .and(body_json(written_properties()))
-        .respond_with(
-            ResponseTemplate::new(201).set_body_json(contact_object("902", "grace@navy.example")),
-        )
-        .expect(1)
-        .mount(&hs.upstream)
-        .await;
-    let output = hs
-        .call("upsert-contact", upsert_input())
-        .await
-        .expect("upserted");
-    assert_eq!(
-        (output["created"].clone(), output["contact"]["id"].clone()),
-        (json!(true), json!("902"))
-    );
-}
-
-#[tokio::test]
-async fn a_conflict_on_create_updates_the_existing_contact_instead_of_duplicating() {
-    // Both shapes HubSpot answers a duplicate email with.
-    let conflicts = [
-        json!({
-            "status": "error", "message": "Contact already exists. Existing ID: 37765128953",
-            "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "CONFLICT"
-        }),
-        json!({
+async fn a_conflict_on_the_email_updates_the_contact_holding_it_instead_of_duplicating() {
+    // The shapes HubSpot refuses a duplicate email with: two 409 bodies, and
+    // a refused input inside a batch's 207.
+    let conflict = json!({
+        "status": "error", "message": "Contact already exists. Existing ID: 37765128953",
+        "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "CONFLICT"
+    });
+    let answers = [
+        ResponseTemplate::new(409).set_body_json(conflict.clone()),
+        ResponseTemplate::new(409).set_body_json(json!({
             "status": "error", "message": "Contact already exists",
             "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "OBJECT_ALREADY_EXISTS",
             "error": "CONTACT_EXISTS",
             "errors": [{ "message": "A contact with email grace@navy.example already exists. Existing ID: 37765128953", "in": "email" }]
-        }),
+        })),
+        batch_refusal(conflict),
     ];
-    for conflict in conflicts {
+    for answer in answers {
         let hs = upsert_hubspot().await;
-        // The search has not caught up with a contact created moments ago.
         Mock::given(method("POST"))
-            .and(path(SEARCH))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(json!({ "total": 0, "results": [] })),
-            )
-            .mount(&hs.upstream)
-            .await;
-        Mock::given(method("POST"))
-            .and(path(CONTACTS))
-            .respond_with(ResponseTemplate::new(409).set_body_json(conflict.clone()))
+            .and(path(BATCH_UPSERT))
+            .respond_with(answer)
             .expect(1)
             .mount(&hs.upstream)
             .await;
@@ -461,39 +437,56 @@ async fn a_conflict_on_create_updates_the_existing_contact_instead_of_duplicatin
             .expect("upserted");
         assert_eq!(
             (output["created"].clone(), output["contact"]["id"].clone()),
-            (json!(false), json!("37765128953")),
-            "{conflict}"
+            (json!(false), json!("37765128953"))
         );
     }
 }
 
 #[tokio::test]
-async fn a_conflict_without_an_existing_id_is_an_error() {
-    let hs = upsert_hubspot().await;
-    finds_nobody(&hs).await;
-    Mock::given(method("POST"))
-        .and(path(CONTACTS))
-        .respond_with(hubspot_error(
+async fn a_refusal_without_an_existing_id_is_an_upstream_error_and_nothing_is_updated() {
+    let cases = [
+        (
+            hubspot_error(409, "CONFLICT", "A conflicting write is in progress"),
             409,
             "CONFLICT",
-            "A conflicting write is in progress",
-        ))
-        .mount(&hs.upstream)
-        .await;
-    match hs.call("upsert-contact", upsert_input()).await {
-        Err(InvokeError::Plugin(PluginFailure::Upstream {
-            status: 409,
-            message,
-        })) => {
-            assert!(message.contains("CONFLICT"), "{message}")
+        ),
+        // A property that does not hold unique values cannot key an upsert.
+        (
+            batch_refusal(json!({
+                "status": "error", "category": "VALIDATION_ERROR",
+                "message": "crm_ref is not a unique property", "context": {}
+            })),
+            400,
+            "crm_ref is not a unique property",
+        ),
+        (
+            batch_refusal(json!({
+                "status": "error", "category": "CONFLICT", "message": "a concurrent write won"
+            })),
+            409,
+            "a concurrent write won",
+        ),
+    ];
+    for (answer, status, text) in cases {
+        let hs = upsert_hubspot().await;
+        Mock::given(method("POST"))
+            .and(path(BATCH_UPSERT))
+            .respond_with(answer)
+            .mount(&hs.upstream)
+            .await;
+        match hs.call("upsert-contact", upsert_input()).await {
+            Err(InvokeError::Plugin(PluginFailure::Upstream {
+                status: got,
+                message,
+            })) => {
+                assert_eq!(got, status, "{message}");
+                assert!(message.contains(text), "{message}");
+            }
+            other => panic!("expected an upstream {status}, got {other:?}"),
         }
-        other => panic!("expected the 409, got {other:?}"),
+        let sent = hs.upstream.received_requests().await.expect("recording");
+        assert_eq!(sent.len(), 1, "nothing else is sent: {sent:?}");
     }
-    let patched = hs.upstream.received_requests().await.expect("recording");
-    assert!(
-        patched.iter().all(|r| r.method.as_str() != "PATCH"),
-        "nothing is updated"
-    );
 }
 
 #[tokio::test]
@@ -635,9 +628,8 @@ async fn input_that_breaks_the_schema_never_reaches_upstream() {
 #[tokio::test]
 async fn a_conflict_with_a_contact_of_another_external_id_changes_nothing() {
     let hs = upsert_hubspot().await;
-    finds_nobody(&hs).await;
     Mock::given(method("POST"))
-        .and(path(CONTACTS))
+        .and(path(BATCH_UPSERT))
         .respond_with(ResponseTemplate::new(409).set_body_json(json!({
             "status": "error", "message": "Contact already exists. Existing ID: 4242",
             "correlationId": "8f0f4b44-5b2b-4b65-9c3c-2b8a11aeb5b6", "category": "CONFLICT"

@@ -1,8 +1,8 @@
 //! HubSpot CRM connector (CRM API v3).
 //!
 //! `find-contact` looks a caller up by phone or email, `upsert-contact`
-//! finds a contact by the tenant's external id property and updates it or
-//! creates it, and `log-call` records a call engagement on a contact. The
+//! creates or updates the contact holding the tenant's external id in one
+//! atomic request, and `log-call` records a call engagement on a contact. The
 //! private-app token is injected by the host; this code never sees it.
 //! Sources are in this crate's README.
 
@@ -96,6 +96,31 @@ enum Direction {
 #[derive(Deserialize)]
 struct SearchResponse {
     results: Vec<HubSpotObject>,
+}
+
+/// The batch upsert's answer: the records written, each saying whether it
+/// is new, and (with a 207) the inputs refused.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    results: Vec<UpsertResult>,
+    #[serde(default)]
+    errors: Vec<BatchError>,
+}
+
+#[derive(Deserialize)]
+struct UpsertResult {
+    #[serde(flatten)]
+    object: HubSpotObject,
+    #[serde(default)]
+    new: bool,
+}
+
+/// One refused input of a batch: HubSpot's error envelope.
+#[derive(Deserialize)]
+struct BatchError {
+    category: Option<String>,
+    message: Option<String>,
 }
 
 /// HubSpot's SimplePublicObject: property values are strings or null.
@@ -204,10 +229,13 @@ fn find_contact(_ctx: &Context, input: FindContact) -> Result<Contact, Error> {
     Ok(to_canonical(contact))
 }
 
-/// Find the contact whose external id property holds `external_id`; update
-/// it, or create it. HubSpot's search lags writes and email is unique, so a
-/// create can meet a contact the search did not show: its 409 names the
-/// existing id, which is then updated instead of making a duplicate.
+/// Create or update the contact whose external id property holds
+/// `external_id`, in one request: HubSpot's batch upsert keyed by
+/// `idProperty` (a unique-value property) is atomic, so a retried or
+/// concurrent call can never make a second contact for one external id.
+/// Email is unique too: when another contact already has the email, HubSpot
+/// refuses the write naming that contact, which is then updated instead,
+/// unless it holds a different external id.
 fn upsert_contact(_ctx: &Context, input: UpsertInput) -> Result<UpsertedContact, Error> {
     let api = Api::from_config()?;
     let id_property = config::get_or("external_id_property", DEFAULT_EXTERNAL_ID_PROPERTY)?;
@@ -217,46 +245,63 @@ fn upsert_contact(_ctx: &Context, input: UpsertInput) -> Result<UpsertedContact,
     }
     let mut properties = hubspot_properties(input.contact)?;
     properties.insert(id_property.clone(), json!(external_id));
-
-    let existing = api.search_one(json!([
-        { "filters": [{ "propertyName": id_property, "operator": "EQ", "value": external_id }] }
-    ]))?;
-    if let Some(existing) = existing {
-        let updated = api.update(&existing.id, &properties)?;
-        return Ok(UpsertedContact {
-            contact: to_canonical(updated),
-            created: false,
+    let body = json!({
+        "inputs": [{ "idProperty": id_property, "id": external_id, "properties": properties }]
+    });
+    let response = api.send_raw(Method::Post, &format!("{CONTACTS}/batch/upsert"), &body)?;
+    // A refused input comes back as a 409 (or another 4xx) or, from the batch
+    // endpoint, inside a 207 multi-status answer's `errors`.
+    if matches!(response.status(), 207 | 409)
+        && let Some(id) = existing_id(&response)
+    {
+        return update_email_holder(&api, &id, (&id_property, external_id), &properties);
+    }
+    let answer: BatchAnswer = checked(response)?.json()?;
+    if let Some(error) = answer.errors.first() {
+        // The input was refused, not the request: a conflict is a 409, any
+        // other refusal a 400, as HubSpot answers them for a single write.
+        let conflict = matches!(
+            error.category.as_deref(),
+            Some("CONFLICT" | "OBJECT_ALREADY_EXISTS")
+        );
+        return Err(Error::Upstream {
+            status: if conflict { 409 } else { 400 },
+            message: batch_error(error),
         });
     }
-    let response = api.send_raw(Method::Post, CONTACTS, &json!({ "properties": properties }))?;
-    if response.status() == 409 {
-        let Some(id) = existing_id(&response) else {
-            return Err(checked(response)
-                .err()
-                .unwrap_or_else(|| Error::internal("409 without an error")));
-        };
-        // The contact that has the email may belong to another external id:
-        // it is not re-keyed.
-        if let Some(held) = api.property_of(&id, &id_property)?
-            && held != external_id
-        {
-            return Err(Error::Upstream {
-                status: 409,
-                message: format!(
-                    "contact {id} has this email and already holds {id_property} = {held:?}; nothing was changed"
-                ),
-            });
-        }
-        let updated = api.update(&id, &properties)?;
-        return Ok(UpsertedContact {
-            contact: to_canonical(updated),
-            created: false,
-        });
-    }
-    let created: HubSpotObject = checked(response)?.json()?;
+    let result = answer
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("HubSpot's batch upsert answered without a result"))?;
     Ok(UpsertedContact {
-        contact: to_canonical(created),
-        created: true,
+        created: result.new,
+        contact: to_canonical(result.object),
+    })
+}
+
+/// The contact `id` that already has the email: updated with `properties`
+/// unless it holds another external id (then nothing changes).
+fn update_email_holder(
+    api: &Api,
+    id: &str,
+    (id_property, external_id): (&str, &str),
+    properties: &Map<String, Value>,
+) -> Result<UpsertedContact, Error> {
+    if let Some(held) = api.property_of(id, id_property)?
+        && held != external_id
+    {
+        return Err(Error::Upstream {
+            status: 409,
+            message: format!(
+                "contact {id} has this email and already holds {id_property} = {held:?}; nothing was changed"
+            ),
+        });
+    }
+    let updated = api.update(id, properties)?;
+    Ok(UpsertedContact {
+        contact: to_canonical(updated),
+        created: false,
     })
 }
 
@@ -391,6 +436,15 @@ fn checked(response: Response) -> Result<Response, Error> {
         return Err(Error::RateLimited { retry_after_ms });
     }
     response.error_for_status_with(hubspot_error)
+}
+
+/// One refused input of a batch as one line.
+fn batch_error(error: &BatchError) -> String {
+    [error.category.as_deref(), error.message.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// HubSpot's error envelope `{status, message, category | errorType,
