@@ -7,6 +7,8 @@ use patchbay::egress::resolve::{NameLookup, SystemLookup};
 use patchbay::policy::OperatorPolicy;
 use patchbay::policy::grants::Grants;
 use patchbay::policy::limits::OperatorLimits;
+use patchbay::policy::manifest::Manifest;
+use patchbay::policy::signing::{SIGNATURE_FILE, SecretKey, Signature, TrustedPublisher};
 use patchbay::policy::ssrf::AddressPolicy;
 use patchbay::runtime::error::InvokeError;
 use patchbay::runtime::package::Package;
@@ -46,11 +48,9 @@ impl TestPlugin {
         std::fs::read(self.wasm).expect("compiled plugin")
     }
 
+    /// The package, signed by [`TEST_PUBLISHER`] (whom every [`Harness`] trusts).
     pub fn package(&self) -> Package {
-        Package {
-            manifest_text: self.manifest(),
-            wasm: self.wasm_bytes(),
-        }
+        self.package_with(|m| m)
     }
 
     /// The package with its manifest edited by `edit`.
@@ -60,20 +60,68 @@ impl TestPlugin {
         self.package_with(|manifest| without_rate_limits(&manifest))
     }
 
+    /// The package with its manifest edited by `edit`, signed by [`TEST_PUBLISHER`].
     pub fn package_with(&self, edit: impl FnOnce(String) -> String) -> Package {
-        Package {
+        signed(Package {
             manifest_text: edit(self.manifest()),
             wasm: self.wasm_bytes(),
-        }
+            signature: None,
+        })
     }
 
-    /// Write the package as a plugin directory (plugin.toml + plugin.wasm) under `parent`.
+    /// Write the package as a plugin directory (plugin.toml, plugin.wasm, and
+    /// plugin.sig by [`TEST_PUBLISHER`]) under `parent`.
     pub fn write_dir(&self, parent: &Path) -> PathBuf {
         let dir = parent.join(self.name);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("plugin.toml"), self.manifest()).expect("write manifest");
-        std::fs::write(dir.join("plugin.wasm"), self.wasm_bytes()).expect("write wasm");
+        let package = self.package();
+        std::fs::write(dir.join("plugin.toml"), &package.manifest_text).expect("write manifest");
+        std::fs::write(dir.join("plugin.wasm"), &package.wasm).expect("write wasm");
+        let signature = package.signature.expect("signed");
+        std::fs::write(dir.join(SIGNATURE_FILE), signature).expect("write signature");
         dir
+    }
+}
+
+/// The publisher the test packages are signed by; every [`Harness`] trusts it.
+pub const TEST_PUBLISHER: &str = "Patchbay tests";
+
+/// [`TEST_PUBLISHER`]'s key (a fixed seed: tests only).
+pub fn test_publisher_key() -> SecretKey {
+    SecretKey::from_seed([7; 32])
+}
+
+/// [`TEST_PUBLISHER`] as operator policy trusts it.
+pub fn test_publisher() -> TrustedPublisher {
+    TrustedPublisher {
+        name: TEST_PUBLISHER.into(),
+        key: test_publisher_key().public_key(),
+    }
+}
+
+/// `package` signed by [`TEST_PUBLISHER`]. A manifest that does not parse is
+/// left unsigned, for tests of what install says about it.
+pub fn signed(package: Package) -> Package {
+    signed_by(package, &test_publisher_key(), TEST_PUBLISHER)
+}
+
+/// `package` signed by `publisher` with `key` (left unsigned when its
+/// manifest does not parse).
+pub fn signed_by(package: Package, key: &SecretKey, publisher: &str) -> Package {
+    let Ok(manifest) = Manifest::parse(&package.manifest_text) else {
+        return package;
+    };
+    let signature = Signature::sign(
+        key,
+        publisher,
+        (&manifest.id, &manifest.version.to_string()),
+        &package.manifest_text,
+        &package.wasm,
+    )
+    .expect("sign");
+    Package {
+        signature: Some(signature.to_toml()),
+        ..package
     }
 }
 
@@ -108,9 +156,11 @@ impl Harness {
         Self::with_lookup(policy, Arc::new(SystemLookup))
     }
 
-    /// A harness whose host names resolve through `lookup`.
-    pub fn with_lookup(policy: OperatorPolicy, lookup: Arc<dyn NameLookup>) -> Self {
+    /// A harness whose host names resolve through `lookup`. It trusts
+    /// [`TEST_PUBLISHER`] beside whomever `policy` trusts.
+    pub fn with_lookup(mut policy: OperatorPolicy, lookup: Arc<dyn NameLookup>) -> Self {
         init_tracing();
+        policy.packages.trusted_publishers.push(test_publisher());
         let dir = tempfile::tempdir().expect("tempdir");
         let clock_offset_ms = Arc::new(AtomicU64::new(0));
         let services = open(dir.path(), &policy, &lookup, &clock_offset_ms);

@@ -462,7 +462,9 @@ impl Server {
 }
 
 /// `binary serve` on `data`, listening on a free loopback port, with
-/// loopback allowed as a destination and warnings-only logs.
+/// loopback allowed as a destination, warnings-only logs, and packages
+/// installed whoever signed them (the scenario's are signed by the tests'
+/// publisher, whom this server has no reason to trust).
 pub fn server_command(binary: &Path, data: &Path, operator_token: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(binary);
     command
@@ -472,12 +474,14 @@ pub fn server_command(binary: &Path, data: &Path, operator_token: &str, extra: &
             "127.0.0.1:0",
             "--allow-cidr",
             "127.0.0.0/8",
+            "--allow-unsigned",
         ])
         .args(extra)
         .env("PATCHBAY_DATA_DIR", data)
         .env("PATCHBAY_OPERATOR_TOKEN", operator_token)
         .env("RUST_LOG", "warn")
         .env_remove("PATCHBAY_POLICY")
+        .env_remove("PATCHBAY_ALLOW_UNSIGNED")
         .env_remove("PATCHBAY_RATE_LIMIT")
         .env_remove("PATCHBAY_LISTEN")
         .stdout(Stdio::null())
@@ -604,6 +608,7 @@ async fn install_unpaced_hubspot(server: &Server) {
             Some(json!({
                 "manifest": package.manifest_text,
                 "component": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
+                "signature": package.signature,
             })),
         )
         .await;

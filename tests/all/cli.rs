@@ -12,9 +12,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// The bundled HubSpot plugin written out as a plugin directory.
 fn hubspot_dir(parent: &Path) -> std::path::PathBuf {
-    let (manifest, wasm) = BUNDLED
+    let (manifest, wasm, _) = BUNDLED
         .iter()
-        .find(|(m, _)| m.contains("id = \"hubspot\""))
+        .find(|(m, _, _)| m.contains("id = \"hubspot\""))
         .expect("hubspot is bundled");
     let dir = parent.join("hubspot");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -325,6 +325,12 @@ async fn serve_answers_healthz_installs_plugins_and_keeps_a_private_operator_tok
             .join("plugins/hubspot/0.1.0/plugin.wasm")
             .exists(),
         "bundled plugin installed on start"
+    );
+    assert!(
+        data.path()
+            .join("plugins/hubspot/0.1.0/plugin.sig")
+            .exists(),
+        "with its signature"
     );
 }
 

@@ -90,6 +90,7 @@ async fn the_cli_prints_an_install_refusal_once() {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay-under-test"));
     cmd.args(["plugin", "install", dir.to_str().expect("utf-8")])
         .env("PATCHBAY_DATA_DIR", data.path())
+        .env("PATCHBAY_ALLOW_UNSIGNED", "true")
         .env("RUST_LOG", "warn");
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn"))
         .await

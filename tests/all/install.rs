@@ -2,7 +2,7 @@
 //! message naming the field or import at fault, and nothing is half-installed.
 
 use patchbay::runtime::package::{Package, PackageError};
-use patchbay_tests::{Harness, plugins::HUBSPOT, plugins::PROBE};
+use patchbay_tests::{Harness, plugins::HUBSPOT, plugins::PROBE, signed};
 
 async fn refuse(harness: &Harness, package: Package) -> String {
     let err = harness
@@ -157,19 +157,21 @@ async fn refuses_bytes_that_are_not_a_component() {
     let core_module = b"\0asm\x01\0\0\0".to_vec();
     let message = refuse(
         &harness,
-        Package {
+        signed(Package {
             manifest_text: HUBSPOT.manifest(),
             wasm: core_module,
-        },
+            signature: None,
+        }),
     )
     .await;
     assert_mentions(&message, &["core WebAssembly module", "wasm32-wasip2"]);
     let message = refuse(
         &harness,
-        Package {
+        signed(Package {
             manifest_text: HUBSPOT.manifest(),
             wasm: b"MZ\x90\0".to_vec(),
-        },
+            signature: None,
+        }),
     )
     .await;
     assert_mentions(&message, &["not WebAssembly"]);
@@ -177,10 +179,11 @@ async fn refuses_bytes_that_are_not_a_component() {
     truncated.truncate(truncated.len() / 2);
     let message = refuse(
         &harness,
-        Package {
+        signed(Package {
             manifest_text: HUBSPOT.manifest(),
             wasm: truncated,
-        },
+            signature: None,
+        }),
     )
     .await;
     assert_mentions(&message, &["not a valid component"]);

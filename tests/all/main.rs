@@ -41,6 +41,7 @@ mod rate_limits;
 mod reflection;
 mod retries;
 mod salesforce;
+mod signing;
 mod socket_user;
 mod spawn;
 mod ssrf_forms;

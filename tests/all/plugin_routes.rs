@@ -1,13 +1,21 @@
 //! The operator's plugin routes: list, show, install over HTTP, remove.
 
 use base64::Engine as _;
-use patchbay_tests::{Harness, operator_call as operator, plugins::PROBE};
+use patchbay::runtime::package::Package;
+use patchbay_tests::{Harness, operator_call as operator, plugins::PROBE, signed};
 use serde_json::{Value, json};
 
+/// The install request for a package signed by the test publisher.
 fn package_body(manifest: String, wasm: &[u8]) -> Value {
+    let package = signed(Package {
+        manifest_text: manifest,
+        wasm: wasm.to_vec(),
+        signature: None,
+    });
     json!({
-        "manifest": manifest,
-        "component": base64::engine::general_purpose::STANDARD.encode(wasm),
+        "manifest": package.manifest_text,
+        "component": base64::engine::general_purpose::STANDARD.encode(&package.wasm),
+        "signature": package.signature,
     })
 }
 

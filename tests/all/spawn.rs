@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_patchbay-under-test");
 
 /// `patchbay ARGS` with a clean environment: no server, token, key, log
-/// format or policy setting from the caller, warnings-only logs.
+/// format or policy setting from the caller, warnings-only logs, unsigned
+/// packages allowed.
 pub(crate) fn patchbay(args: &[&str]) -> Command {
     let mut cmd = Command::new(BINARY);
     cmd.args(args);
@@ -27,9 +28,13 @@ pub(crate) fn patchbay(args: &[&str]) -> Command {
         "PATCHBAY_MAX_MEMORY_MB",
         "PATCHBAY_MAX_TIMEOUT_MS",
         "PATCHBAY_AUDIT_MAX_AGE_DAYS",
+        "PATCHBAY_ALLOW_UNSIGNED",
     ] {
         cmd.env_remove(name);
     }
+    // The test packages are signed by a key no spawned process is told to
+    // trust; tests of package trust remove this.
+    cmd.env("PATCHBAY_ALLOW_UNSIGNED", "true");
     cmd.env("RUST_LOG", "warn");
     cmd
 }

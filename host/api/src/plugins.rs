@@ -10,9 +10,8 @@ use crate::limits::MAX_INSTALL_BODY_BYTES;
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use http::StatusCode;
-use patchbay_policy::manifest::Manifest;
 use patchbay_runtime::package::{Package, PackageError};
-use patchbay_tenancy::store::InstalledPlugin;
+use patchbay_tenancy::store::{InstalledPlugin, PluginVersion};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
@@ -70,26 +69,27 @@ async fn show(
     Ok(Json(PluginVersions { id, versions }))
 }
 
-/// One version's whole manifest: what it asks for, and its schemas.
+/// One version's whole manifest (what it asks for, and its schemas), with
+/// the package's digest and publisher under `package`.
 #[utoipa::path(
     get,
     path = "/v1/plugins/{id}/{version}",
     operation_id = "getPluginManifest",
     tag = "plugins",
     params(("id" = String, Path, description = "plugin id"), ("version" = String, Path, description = "semver version")),
-    responses((status = 200, description = "the version's manifest", body = Manifest), crate::error::ApiErrors),
+    responses((status = 200, description = "the version's manifest, with `package`: its digest and publisher", body = PluginVersion), crate::error::ApiErrors),
     security(("operator" = []))
 )]
 async fn manifest(
     _: Operator,
     State(state): State<AppState>,
     ApiPath((id, version)): ApiPath<(String, String)>,
-) -> Result<Json<Manifest>, ApiError> {
-    let manifest = state
+) -> Result<Json<PluginVersion>, ApiError> {
+    let version = state
         .catalog
-        .inspect(&format!("{id}@{version}"))
+        .inspect_package(&format!("{id}@{version}"))
         .map_err(package_error)?;
-    Ok(Json(manifest))
+    Ok(Json(version))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -99,6 +99,9 @@ struct NewPackage {
     manifest: String,
     /// `plugin.wasm`, base64 (standard alphabet).
     component: String,
+    /// `plugin.sig`'s text, for a signed package (`patchbay plugin sign`).
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[utoipa::path(
@@ -128,6 +131,7 @@ async fn install(
     let package = Package {
         manifest_text: body.manifest,
         wasm,
+        signature: body.signature,
     };
     let installed = state
         .catalog
@@ -168,6 +172,16 @@ fn package_error(error: PackageError) -> ApiError {
         | PackageError::OperationMismatch(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-plugin",
+            error.to_string(),
+        ),
+        PackageError::Signature(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-signature",
+            error.to_string(),
+        ),
+        PackageError::Untrusted(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "untrusted-package",
             error.to_string(),
         ),
         PackageError::Read { .. } | PackageError::Store(_) => ApiError::internal(error),

@@ -140,7 +140,11 @@ impl Services {
         .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
         let store = PluginStore::open(data_dir.join("plugins"))?;
         let outbox = Outbox::new(Arc::new(db.outbox()?));
-        let catalog = Arc::new(Catalog::new(store, Arc::new(runtime)));
+        // The bundled packages' publisher is this binary's own, trusted
+        // beside the publishers operator policy names.
+        let mut trust = policy.packages.clone();
+        trust.trusted_publishers.push(crate::bundled::publisher());
+        let catalog = Arc::new(Catalog::new(store, Arc::new(runtime), trust));
         let (plugin_pins, bindings, keyed) = (Arc::default(), Arc::default(), Arc::default());
         let tenancy = patchbay_tenancy::service::Tenancy {
             store: tenancy_store.clone(),

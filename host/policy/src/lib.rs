@@ -21,6 +21,7 @@ pub mod lookup;
 pub mod manifest;
 pub mod rate;
 pub mod schema;
+pub mod signing;
 pub mod ssrf;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
@@ -48,6 +49,9 @@ pub struct OperatorPolicy {
     pub events: crate::delivery::EventPolicy,
     /// Webhooks in: on or off, body size, the dedupe window, events per webhook.
     pub webhooks: crate::delivery::WebhookPolicy,
+    /// Which plugin packages are installed: signed by a trusted publisher,
+    /// or also unsigned ones.
+    pub packages: signing::PackagePolicy,
     /// When not empty, plugins may only reach destinations matching one of
     /// these entries (same grammar as a manifest's, without templates), on
     /// top of what each manifest declares and each workspace approves.
@@ -186,6 +190,7 @@ impl OperatorPolicy {
         );
         out.extend(self.events.problems());
         out.extend(self.webhooks.problems());
+        out.extend(self.packages.problems());
         if let Err(e) = self.destination_rules() {
             out.push(e);
         }
@@ -318,6 +323,15 @@ max_age_days = 7
                 "limits.default_rate_limit.requests",
             ),
             ("[audit]\nmax_age_days = 0", "audit.max_age_days"),
+            (
+                "[[packages.trusted_publishers]]\nname = \"Acme\"\nkey = \"ed25519:AAAA\"",
+                "not an ed25519 public key",
+            ),
+            (
+                "[[packages.trusted_publishers]]\nname = \"\"\nkey = \"ed25519:O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=\"",
+                "packages.trusted_publishers[0].name",
+            ),
+            ("[packages]\nallow_unsigned = \"yes\"", "allow_unsigned"),
             (
                 "[addresses]\nallowed_cidrs = [\"10.0.0.0/33\"]",
                 "allowed_cidrs",

@@ -5,6 +5,7 @@
 use crate::Runtime;
 use crate::error::{InvokeError, LoadError};
 use patchbay_policy::manifest::{Manifest, ManifestError};
+use patchbay_policy::signing::{Provenance, SIGNATURE_FILE, SignatureError, TrustError};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +50,14 @@ pub enum PackageError {
     /// given.
     #[error("plugin {0} is not installed")]
     NotInstalled(String),
+    /// The package's signature does not hold (a file changed after
+    /// signing, another package's signature, a malformed `plugin.sig`).
+    #[error("{0}")]
+    Signature(SignatureError),
+    /// Operator policy does not install this package (unsigned, or signed
+    /// by a publisher it does not trust).
+    #[error("{0}")]
+    Untrusted(TrustError),
     /// The plugin store on disk failed: what it was doing, and the I/O error.
     #[error("plugin store: {0}")]
     Store(String),
@@ -67,14 +76,29 @@ impl From<LoadError> for PackageError {
 }
 
 /// A package read from disk or memory, not yet validated.
+#[derive(Clone)]
 pub struct Package {
     /// `plugin.toml` as read.
     pub manifest_text: String,
     /// `plugin.wasm`: the component's bytes.
     pub wasm: Vec<u8>,
+    /// `plugin.sig`'s text, when the package is signed.
+    pub signature: Option<String>,
 }
 
 impl Package {
+    /// The package's digest and, when its signature holds, its publisher
+    /// (`manifest` is its parsed `plugin.toml`).
+    pub fn provenance(&self, manifest: &Manifest) -> Result<Provenance, PackageError> {
+        Provenance::of(
+            (&manifest.id, &manifest.version.to_string()),
+            &self.manifest_text,
+            &self.wasm,
+            self.signature.as_deref(),
+        )
+        .map_err(PackageError::Signature)
+    }
+
     /// Read `plugin.toml` and `plugin.wasm` from `dir`.
     pub fn read_dir(dir: &Path) -> Result<Self, PackageError> {
         let read = |name: &str| {
@@ -88,9 +112,16 @@ impl Package {
         let manifest_text = String::from_utf8(manifest).map_err(|_| {
             PackageError::Manifest(ManifestError::Syntax("plugin.toml is not UTF-8".into()))
         })?;
+        let signature = match dir.join(SIGNATURE_FILE).exists() {
+            true => Some(String::from_utf8(read(SIGNATURE_FILE)?).map_err(|_| {
+                PackageError::Signature(SignatureError::Malformed("not UTF-8".into()))
+            })?),
+            false => None,
+        };
         Ok(Self {
             manifest_text,
             wasm: read("plugin.wasm")?,
+            signature,
         })
     }
 }
@@ -102,12 +133,17 @@ pub struct Validated {
     /// The component, ready to run; its compiled artifact is cached, when
     /// the runtime has a cache directory.
     pub plugin: crate::LoadedPlugin,
+    /// The package's digest and, when it is signed, its publisher.
+    pub provenance: Provenance,
 }
 
-/// Validate everything about a package: the manifest on its own, the component
-/// against the connector world, and the two against each other.
+/// Validate everything about a package: the manifest on its own, its
+/// signature (when it has one) against exactly these files, the component
+/// against the connector world, and the two against each other. Whether the
+/// publisher is trusted is the installer's question.
 pub async fn validate(runtime: &Runtime, package: &Package) -> Result<Validated, PackageError> {
     let manifest = Arc::new(Manifest::parse(&package.manifest_text)?);
+    let provenance = package.provenance(&manifest)?;
     let mut plugin = runtime.load(manifest.clone(), &package.wasm)?;
     let reported: BTreeSet<String> = runtime
         .operation_names(&plugin)
@@ -140,5 +176,9 @@ pub async fn validate(runtime: &Runtime, package: &Package) -> Result<Validated,
     }
     // Only now, with nothing left to refuse, is the compiled artifact kept.
     runtime.keep_compiled(&mut plugin)?;
-    Ok(Validated { manifest, plugin })
+    Ok(Validated {
+        manifest,
+        plugin,
+        provenance,
+    })
 }

@@ -2,8 +2,9 @@
 //! loaded (compiled, pre-instantiated) versions, so a version is validated and
 //! compiled once and every invocation after that only instantiates.
 
-use crate::store::{InstalledPlugin, PluginStore};
+use crate::store::{InstalledPlugin, PluginStore, PluginVersion};
 use patchbay_policy::manifest::Manifest;
+use patchbay_policy::signing::PackagePolicy;
 use patchbay_runtime::package::{Package, PackageError, validate};
 use patchbay_runtime::{LoadedPlugin, Runtime};
 use std::collections::HashMap;
@@ -15,16 +16,19 @@ use std::sync::{Arc, RwLock};
 pub struct Catalog {
     store: PluginStore,
     runtime: Arc<Runtime>,
+    trust: PackagePolicy,
     loaded: RwLock<HashMap<(String, String), Arc<LoadedPlugin>>>,
 }
 
 impl Catalog {
     /// A catalog of the packages in `store`, loaded into `runtime` as they are
-    /// installed or first asked for.
-    pub fn new(store: PluginStore, runtime: Arc<Runtime>) -> Self {
+    /// installed or first asked for; `trust` decides which new packages are
+    /// installed.
+    pub fn new(store: PluginStore, runtime: Arc<Runtime>, trust: PackagePolicy) -> Self {
         Self {
             store,
             runtime,
+            trust,
             loaded: RwLock::default(),
         }
     }
@@ -34,8 +38,14 @@ impl Catalog {
         &self.runtime
     }
 
-    /// Validate and install a package.
+    /// Install a package: its signature checked and its publisher admitted
+    /// by operator policy before the component is compiled, then validated.
     pub async fn install(&self, package: Package) -> Result<InstalledPlugin, PackageError> {
+        let manifest = Manifest::parse(&package.manifest_text)?;
+        let provenance = package.provenance(&manifest)?;
+        self.trust
+            .admit(provenance.publisher.as_ref())
+            .map_err(PackageError::Untrusted)?;
         let validated = validate(&self.runtime, &package).await?;
         let installed = self.store.install(&package, &validated)?;
         let key = (installed.id.clone(), installed.version.clone());
@@ -78,6 +88,14 @@ impl Catalog {
         let (id, version) = self.store.resolve(reference)?;
         let package = self.store.read(&id, &version)?;
         Ok(Manifest::parse(&package.manifest_text)?)
+    }
+
+    /// The manifest of `id` or `id@version` with the package's digest and
+    /// publisher, its signature checked against the files on disk.
+    pub fn inspect_package(&self, reference: &str) -> Result<PluginVersion, PackageError> {
+        let (id, version) = self.store.resolve(reference)?;
+        let (_, manifest, package) = self.store.read_checked(&id, &version)?;
+        Ok(PluginVersion { manifest, package })
     }
 
     /// Remove `id@version` (`id` alone: its newest version) from the disk and

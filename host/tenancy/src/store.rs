@@ -3,6 +3,7 @@
 //! directory and renamed into place, so a crash never leaves half a package.
 
 use patchbay_policy::manifest::{Manifest, is_slug};
+use patchbay_policy::signing::{Provenance, Publisher, SIGNATURE_FILE};
 use patchbay_runtime::package::{Package, PackageError, Validated};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,24 @@ pub struct InstalledPlugin {
     pub operations: Vec<String>,
     /// SHA-256 of `plugin.wasm`, hex.
     pub content_hash: String,
+    /// The package's digest: `sha256:` over both files (what a signature
+    /// covers).
+    pub digest: String,
+    /// Who signed the package; `null` when it is unsigned.
+    pub publisher: Option<Publisher>,
+}
+
+/// One installed version as `plugin inspect` and
+/// `GET /v1/plugins/{id}/{version}` show it: the whole manifest, and the
+/// package's digest and publisher.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PluginVersion {
+    /// The manifest, as validated.
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    /// Where the package comes from.
+    pub package: Provenance,
 }
 
 fn store_error(context: &str, e: std::io::Error) -> PackageError {
@@ -78,8 +97,16 @@ impl PluginStore {
             .map_err(|e| store_error("writing plugin.toml", e))?;
         std::fs::write(tmp.join("plugin.wasm"), &package.wasm)
             .map_err(|e| store_error("writing plugin.wasm", e))?;
+        if let Some(signature) = &package.signature {
+            std::fs::write(tmp.join(SIGNATURE_FILE), signature)
+                .map_err(|e| store_error("writing plugin.sig", e))?;
+        }
         std::fs::rename(&tmp, &dir).map_err(|e| store_error("moving package into place", e))?;
-        Ok(describe(m, validated.plugin.content_hash.clone()))
+        Ok(describe(
+            m,
+            validated.plugin.content_hash.clone(),
+            validated.provenance.clone(),
+        ))
     }
 
     /// Read an installed version's package.
@@ -89,6 +116,22 @@ impl PluginStore {
             return Err(PackageError::NotInstalled(format!("{id}@{version}")));
         }
         Package::read_dir(&dir)
+    }
+
+    /// Read an installed version with its manifest parsed and its signature
+    /// checked against the files on disk: a package changed after it was
+    /// installed is refused, naming it and the file that changed.
+    pub fn read_checked(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<(Package, Manifest, Provenance), PackageError> {
+        let package = self.read(id, version)?;
+        let manifest = Manifest::parse(&package.manifest_text)?;
+        let provenance = package
+            .provenance(&manifest)
+            .map_err(|e| PackageError::Store(format!("installed package {id}@{version}: {e}")))?;
+        Ok((package, manifest, provenance))
     }
 
     /// Installed versions of `id`, newest first.
@@ -143,11 +186,12 @@ impl PluginStore {
         self.versions(id)
             .into_iter()
             .map(|version| {
-                let package = self.read(id, &version.to_string())?;
-                let manifest = Manifest::parse(&package.manifest_text)?;
+                let (package, manifest, provenance) =
+                    self.read_checked(id, &version.to_string())?;
                 Ok(describe(
                     &manifest,
                     patchbay_runtime::cache::content_hash(&package.wasm),
+                    provenance,
                 ))
             })
             .collect()
@@ -185,7 +229,7 @@ fn read_names(dir: &Path) -> Vec<String> {
     names
 }
 
-fn describe(m: &Manifest, content_hash: String) -> InstalledPlugin {
+fn describe(m: &Manifest, content_hash: String, provenance: Provenance) -> InstalledPlugin {
     InstalledPlugin {
         id: m.id.clone(),
         version: m.version.to_string(),
@@ -194,5 +238,7 @@ fn describe(m: &Manifest, content_hash: String) -> InstalledPlugin {
         description: m.description.clone(),
         operations: m.operations.iter().map(|o| o.name.clone()).collect(),
         content_hash,
+        digest: provenance.digest,
+        publisher: provenance.publisher,
     }
 }

@@ -4,6 +4,7 @@ mod events;
 mod policy;
 mod remote;
 mod secrets;
+mod signing;
 
 use crate::services::{Services, operator_token};
 use anyhow::{Context as _, bail};
@@ -146,18 +147,43 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Validate and install a plugin directory (plugin.toml + plugin.wasm).
+    /// Validate and install a plugin directory (plugin.toml + plugin.wasm,
+    /// and plugin.sig when signed). Only packages signed by a publisher
+    /// operator policy trusts are installed, unless unsigned ones are allowed.
     Install {
         dir: PathBuf,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        policy: policy::PolicyArgs,
+    },
+    /// Make an ed25519 key pair for signing packages: the private key is
+    /// written to FILE (PKCS#8 PEM, readable by you only), the public key
+    /// printed, for operators to trust.
+    Keygen {
+        /// Where to write the private key; an existing file is never replaced.
+        #[arg(long = "out", value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign a plugin directory: writes DIR/plugin.sig, which covers
+    /// plugin.toml and plugin.wasm exactly as they are.
+    Sign {
+        dir: PathBuf,
+        /// The private key (PKCS#8 PEM, from `plugin keygen` or
+        /// `openssl genpkey -algorithm ed25519`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The publisher name operators trust the key under.
+        #[arg(long, value_name = "NAME")]
+        publisher: String,
     },
     /// List installed plugins and versions.
     List {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Show an installed plugin's manifest, as JSON.
+    /// Show an installed plugin's manifest, with its package's digest and
+    /// publisher under "package", as JSON.
     Inspect {
         /// `id` (newest version) or `id@version`.
         plugin: String,
@@ -393,12 +419,18 @@ async fn install_plugins_dir(services: &Services, dir: &Path) -> anyhow::Result<
 
 async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::Install { dir, data } => {
-            let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
+        PluginCommand::Install { dir, data, policy } => {
+            let services = Services::open(&data.data_dir, policy.resolve()?)?;
             let package = Package::read_dir(&dir)?;
             let installed = services.catalog.install(package).await?;
             println!("installed {}@{}", installed.id, installed.version);
         }
+        PluginCommand::Keygen { out } => signing::keygen(&out)?,
+        PluginCommand::Sign {
+            dir,
+            key,
+            publisher,
+        } => signing::sign(&dir, &key, &publisher)?,
         PluginCommand::List { data } => {
             let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
             let plugins = services.catalog.list()?;
@@ -406,20 +438,21 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 println!("no plugins installed");
             }
             for p in plugins {
+                let publisher = p.publisher.as_ref().map_or("unsigned", |p| p.name.as_str());
                 println!(
-                    "{}@{}\t{}\t{}\t{}",
+                    "{}@{}\t{}\t{}\t{}\t{publisher}",
                     p.id,
                     p.version,
                     p.name,
                     p.vendor,
-                    p.operations.join(",")
+                    p.operations.join(","),
                 );
             }
         }
         PluginCommand::Inspect { plugin, data } => {
             let services = Services::open(&data.data_dir, OperatorPolicy::default())?;
-            let manifest = services.catalog.inspect(&plugin)?;
-            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            let version = services.catalog.inspect_package(&plugin)?;
+            println!("{}", serde_json::to_string_pretty(&version)?);
         }
         PluginCommand::Remove { plugin, data } => {
             let services = Services::open(&data.data_dir, OperatorPolicy::default())?;

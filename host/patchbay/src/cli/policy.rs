@@ -39,6 +39,10 @@ pub(super) struct PolicyArgs {
     /// How long audit records are kept [policy: audit.max_age_days].
     #[arg(long, env = "PATCHBAY_AUDIT_MAX_AGE_DAYS", value_name = "DAYS")]
     audit_max_age_days: Option<u32>,
+    /// Install plugin packages that are not signed by a trusted publisher,
+    /// for development [policy: packages.allow_unsigned; default: refused].
+    #[arg(long, env = "PATCHBAY_ALLOW_UNSIGNED")]
+    allow_unsigned: bool,
 }
 
 impl PolicyArgs {
@@ -68,6 +72,9 @@ impl PolicyArgs {
         }
         if let Some(days) = self.audit_max_age_days {
             policy.audit.max_age_days = days;
+        }
+        if self.allow_unsigned {
+            policy.packages.allow_unsigned = true;
         }
         let source = match &self.file {
             Some(path) => format!("operator policy (policy file {} and flags)", path.display()),
