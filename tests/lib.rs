@@ -518,6 +518,7 @@ fn open(
         lookup: lookup.clone(),
         clock: Arc::new(move || system() + offset.load(Ordering::SeqCst)),
         master_key: None,
+        transport: None,
     };
     Services::open_with(dir, policy.clone(), options).expect("services")
 }

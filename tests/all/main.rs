@@ -24,6 +24,7 @@ mod install;
 mod invalid_json;
 mod invocations;
 mod isolation;
+mod kit;
 mod kv;
 mod layers;
 mod load;

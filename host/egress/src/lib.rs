@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod coding;
 pub mod credentials;
 pub mod rate;
+pub mod replay;
 pub mod resolve;
 pub mod retry;
 
@@ -134,9 +135,39 @@ pub struct Timeouts {
     pub between_bytes: Option<Duration>,
 }
 
+/// Where a request goes once the host has checked, authorized and admitted
+/// it: the network ([`Network`]), or a recording ([`replay::Replay`], for
+/// the conformance kit). Everything before (destination rules, addresses,
+/// credentials, rate limits, breakers, retries, audit) and after (reading,
+/// decoding and scrubbing the body) is the same whatever the transport.
+pub trait Transport: Send + Sync {
+    /// Send `request` on `client` (the host's guarded, pooled client):
+    /// the response head, or why there is none.
+    fn execute<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        request: reqwest::Request,
+    ) -> futures_util::future::BoxFuture<'a, Result<reqwest::Response, EgressError>>;
+}
+
+/// The network: requests go out on the client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Network;
+
+impl Transport for Network {
+    fn execute<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        request: reqwest::Request,
+    ) -> futures_util::future::BoxFuture<'a, Result<reqwest::Response, EgressError>> {
+        Box::pin(async move { client.execute(request).await.map_err(classify) })
+    }
+}
+
 /// The shared egress: one client and pool for all plugins and tenants.
 pub struct Egress {
     client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     addresses: Arc<AddressPolicy>,
     limits: EgressLimits,
     rates: rate::RateLimiters,
@@ -195,6 +226,7 @@ impl Egress {
             .map_err(|e| EgressError::InvalidRequest(format!("building the http client: {e}")))?;
         Ok(Self {
             client,
+            transport: Arc::new(Network),
             addresses,
             breakers: breaker::Breakers::new(limits.breaker),
             limits,
@@ -204,6 +236,12 @@ impl Egress {
             in_flight: Default::default(),
             operator_rules: None,
         })
+    }
+
+    /// Send every request through `transport` instead of the network.
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Restrict every plugin to destinations matching `rules` (operator policy).
@@ -408,9 +446,14 @@ impl Egress {
         };
         let kind = credential.kind.as_str();
         record.credential = Some(kind.to_owned());
-        let http = TokenHttp::new(self.client.clone(), self.addresses.clone(), call.deadline)
-            .audited(self.audit.clone(), call.id.clone(), kind)
-            .within(self.operator_rules.clone());
+        let http = TokenHttp::new(
+            self.client.clone(),
+            self.transport.clone(),
+            self.addresses.clone(),
+            call.deadline,
+        )
+        .audited(self.audit.clone(), call.id.clone(), kind)
+        .within(self.operator_rules.clone());
         let applied = self
             .credentials
             .apply(
@@ -516,7 +559,7 @@ impl Egress {
             .build()
             .map_err(|e| EgressError::InvalidRequest(e.without_url().to_string()))?;
         let started = Instant::now();
-        let result = self.client.execute(request).await.map_err(classify);
+        let result = self.transport.execute(&self.client, request).await;
         record.latency_ms = started.elapsed().as_millis() as u64;
         let sent = outgoing.body.len() as u64;
         match &result {

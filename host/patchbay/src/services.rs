@@ -63,6 +63,9 @@ pub struct Options {
     /// The master key's base64 text; when `None`, `<data>/master.key` is read
     /// (or created with mode 0600 on first start).
     pub master_key: Option<String>,
+    /// Where outbound requests go once checked: the network when `None`; a
+    /// recording for the conformance kit.
+    pub transport: Option<Arc<dyn patchbay_egress::Transport>>,
 }
 
 impl Default for Options {
@@ -72,6 +75,7 @@ impl Default for Options {
             lookup: Arc::new(SystemLookup),
             clock: patchbay_policy::clock::system(),
             master_key: std::env::var(MASTER_KEY_ENV).ok(),
+            transport: None,
         }
     }
 }
@@ -129,7 +133,10 @@ impl Services {
             )
             .context("starting the lookup audit writer")?,
         );
-        let egress = egress(&policy, options.lookup, credentials.clone(), audit.clone())?;
+        let mut egress = egress(&policy, options.lookup, credentials.clone(), audit.clone())?;
+        if let Some(transport) = options.transport {
+            egress = egress.with_transport(transport);
+        }
         let runtime = Runtime::new(
             policy.limits,
             Arc::new(egress),

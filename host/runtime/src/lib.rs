@@ -228,7 +228,7 @@ impl Binding {
 }
 
 /// Top-level `default`s of the config schema, as strings.
-fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
+pub fn schema_defaults(manifest: &Manifest) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(Json::Object(props)) = manifest
         .capabilities

@@ -77,6 +77,7 @@ impl Tokens {
 #[derive(Clone)]
 pub struct TokenHttp {
     client: reqwest::Client,
+    transport: Arc<dyn crate::Transport>,
     addresses: Arc<AddressPolicy>,
     deadline: Instant,
     /// Status of the last response, to classify a refusal without a JSON body.
@@ -113,11 +114,18 @@ pub enum TokenHttpError {
 }
 
 impl TokenHttp {
-    /// Token requests on `client` (the egress's guarded client), held to the
-    /// operator's `addresses` and ending by `deadline`, the invocation's.
-    pub fn new(client: reqwest::Client, addresses: Arc<AddressPolicy>, deadline: Instant) -> Self {
+    /// Token requests on `client` (the egress's guarded client) through
+    /// `transport`, held to the operator's `addresses` and ending by
+    /// `deadline`, the invocation's.
+    pub fn new(
+        client: reqwest::Client,
+        transport: Arc<dyn crate::Transport>,
+        addresses: Arc<AddressPolicy>,
+        deadline: Instant,
+    ) -> Self {
         Self {
             client,
+            transport,
             addresses,
             deadline,
             last_status: Arc::default(),
@@ -197,21 +205,21 @@ impl TokenHttp {
             })?;
         let url = target.url;
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let response = self
+        let request = self
             .client
             .request(parts.method, url)
             .headers(parts.headers)
             .body(body)
             .timeout(left)
-            .send()
+            .build()
+            .map_err(|e| TokenHttpError::Transport(crate::error_chain(&e.without_url())))?;
+        let response = self
+            .transport
+            .execute(&self.client, request)
             .await
-            .map_err(|e| {
-                let e = e.without_url();
-                if e.is_timeout() {
-                    TokenHttpError::Timeout
-                } else {
-                    TokenHttpError::Transport(crate::error_chain(&e))
-                }
+            .map_err(|e| match e {
+                crate::EgressError::Timeout => TokenHttpError::Timeout,
+                other => TokenHttpError::Transport(other.to_string()),
             })?;
         self.last_status
             .store(response.status().as_u16(), Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! The `patchbay` command line.
 
 mod events;
+mod kit;
 mod policy;
 mod remote;
 mod secrets;
@@ -157,6 +158,21 @@ enum PluginCommand {
         #[command(flatten)]
         policy: policy::PolicyArgs,
     },
+    /// Judge a plugin directory with the conformance kit, offline, in the
+    /// real sandbox: the package installs; every fixture in DIR/fixtures/
+    /// gives its expected output or error against its recorded exchanges;
+    /// a 401, 404, 429, 500, malformed JSON and a timeout in place of each
+    /// successful fixture's first answer give the matching errors; requests
+    /// stay within the declared destinations (one never used is a warning)
+    /// and calls within the declared time. Exits 1 when a check fails.
+    Test {
+        /// The plugin directory (plugin.toml, plugin.wasm, fixtures/).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// `text` for people, `json` for CI.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
     /// Make an ed25519 key pair for signing packages: the private key is
     /// written to FILE (PKCS#8 PEM, readable by you only), the public key
     /// printed, for operators to trust.
@@ -197,6 +213,12 @@ enum PluginCommand {
         #[command(flatten)]
         data: DataDir,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -424,6 +446,16 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let package = Package::read_dir(&dir)?;
             let installed = services.catalog.install(package).await?;
             println!("installed {}@{}", installed.id, installed.version);
+        }
+        PluginCommand::Test { dir, format } => {
+            let report = kit::run(&dir).await?;
+            match format {
+                ReportFormat::Text => print!("{}", report.text()),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            if !report.passed {
+                return Ok(ExitCode::from(1));
+            }
         }
         PluginCommand::Keygen { out } => signing::keygen(&out)?,
         PluginCommand::Sign {
