@@ -42,6 +42,7 @@ mod rate_limits;
 mod reflection;
 mod retries;
 mod salesforce;
+mod scaffold;
 mod signing;
 mod socket_user;
 mod spawn;

@@ -4,6 +4,7 @@ mod events;
 mod kit;
 mod policy;
 mod remote;
+mod scaffold;
 mod secrets;
 mod signing;
 
@@ -157,6 +158,29 @@ enum PluginCommand {
         data: DataDir,
         #[command(flatten)]
         policy: policy::PolicyArgs,
+    },
+    /// Write a new connector crate NAME (outside any Patchbay checkout) from
+    /// a template: plugin.toml with one operation, its code, recorded
+    /// fixtures that pass `plugin test`, and a README.
+    New {
+        /// The plugin's id and the crate's name (lowercase, digits, dashes).
+        name: String,
+        #[arg(long, value_enum, default_value = "crm")]
+        template: scaffold::Template,
+        /// The directory to write it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the SDK at this path (default: the SDK of this Patchbay
+        /// checkout when there is one, else the registry's by version).
+        #[arg(long, value_name = "PATH")]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Build the plugin crate in DIR for wasm32-wasip2 (adding the target
+    /// with rustup when missing), copy the component to DIR/plugin.wasm,
+    /// and validate the package exactly as install does.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Judge a plugin directory with the conformance kit, offline, in the
     /// real sandbox: the package installs; every fixture in DIR/fixtures/
@@ -446,6 +470,36 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let package = Package::read_dir(&dir)?;
             let installed = services.catalog.install(package).await?;
             println!("installed {}@{}", installed.id, installed.version);
+        }
+        PluginCommand::New {
+            name,
+            template,
+            dir,
+            sdk_path,
+        } => {
+            let written = scaffold::new(&name, template, &dir, sdk_path.as_deref())?;
+            println!("{}", written.display());
+            eprintln!(
+                "wrote {} : next, `cd {}` and `patchbay plugin build`, then `patchbay plugin test`",
+                written.display(),
+                written.display()
+            );
+        }
+        PluginCommand::Build { dir } => {
+            let (manifest, size) = scaffold::build(&dir).await?;
+            let operations: Vec<&str> = manifest
+                .operations
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect();
+            println!(
+                "built {}@{} ({} KiB) in {}: operations {}; valid",
+                manifest.id,
+                manifest.version,
+                size.div_ceil(1024),
+                dir.join("plugin.wasm").display(),
+                operations.join(", ")
+            );
         }
         PluginCommand::Test { dir, format } => {
             let report = kit::run(&dir).await?;
