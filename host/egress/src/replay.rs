@@ -13,6 +13,8 @@ pub struct Exchange {
     pub method: String,
     /// The request's whole URL, query included.
     pub url: String,
+    /// Headers the request must carry, with these values (names in any case).
+    pub headers: Vec<(String, String)>,
     /// When given, the request's body must be this JSON.
     pub body: Option<serde_json::Value>,
     /// What the recording answers.
@@ -59,6 +61,9 @@ pub struct Replay {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Query parameters the host adds (a credential carried in the query):
+    /// left out when a sent URL is compared with a recorded one.
+    host_params: Vec<String>,
     exchanges: Vec<Exchange>,
     used: Vec<bool>,
     seen: Vec<Seen>,
@@ -76,6 +81,13 @@ impl Replay {
         state.used = vec![false; exchanges.len()];
         state.exchanges = exchanges;
         state.seen.clear();
+    }
+
+    /// Leave the query parameters `names` out when matching sent URLs with
+    /// recorded ones: the host adds them (credentials carried in the query),
+    /// so a recording need not hold them.
+    pub fn ignore_query_params(&self, names: Vec<String>) {
+        self.lock().host_params = names;
     }
 
     /// The requests seen since the last [`load`](Self::load), in order.
@@ -96,13 +108,27 @@ impl Replay {
     }
 
     /// The answer for a request, noting that it was seen.
-    fn answer(&self, method: &str, url: &str, body: Option<&[u8]>) -> Option<Answer> {
+    fn answer(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &http::HeaderMap,
+        body: Option<&[u8]>,
+    ) -> Option<Answer> {
         let mut state = self.lock();
         let matching: Vec<usize> = state
             .exchanges
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.matches(method, url, body))
+            .filter(|(_, e)| e.matches(method, url, body, &state.host_params))
+            .filter(|(_, e)| {
+                e.headers.iter().all(|(name, value)| {
+                    headers
+                        .get_all(name.as_str())
+                        .iter()
+                        .any(|v| v.as_bytes() == value.as_bytes())
+                })
+            })
             .map(|(i, _)| i)
             .collect();
         let chosen = matching
@@ -123,8 +149,8 @@ impl Replay {
 }
 
 impl Exchange {
-    fn matches(&self, method: &str, url: &str, body: Option<&[u8]>) -> bool {
-        if !self.method.eq_ignore_ascii_case(method) || !same_url(&self.url, url) {
+    fn matches(&self, method: &str, url: &str, body: Option<&[u8]>, ignored: &[String]) -> bool {
+        if !self.method.eq_ignore_ascii_case(method) || !same_url(&self.url, url, ignored) {
             return false;
         }
         match &self.body {
@@ -136,13 +162,39 @@ impl Exchange {
     }
 }
 
-/// The same URL once both are parsed (so `HTTPS://Api.Example.com:443/a`
-/// and `https://api.example.com/a` are one).
-fn same_url(recorded: &str, sent: &str) -> bool {
-    match (url::Url::parse(recorded), url::Url::parse(sent)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => recorded == sent,
+/// Whether a sent URL is the recorded one: scheme, host, port and path the
+/// same once parsed (so `HTTPS://Api.Example.com:443/a` is
+/// `https://api.example.com/a`), and the same query parameters in any order,
+/// leaving out the sent URL's `ignored` ones. A recorded value `*` takes any
+/// value (a time window computed from the clock, say).
+fn same_url(recorded: &str, sent: &str, ignored: &[String]) -> bool {
+    let (Ok(recorded), Ok(sent)) = (url::Url::parse(recorded), url::Url::parse(sent)) else {
+        return recorded == sent;
+    };
+    let without_query = |url: &url::Url| {
+        let mut url = url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        url
+    };
+    if without_query(&recorded) != without_query(&sent) {
+        return false;
     }
+    let mut wanted: Vec<(String, String)> = recorded.query_pairs().into_owned().collect();
+    let mut got: Vec<(String, String)> = sent
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| !ignored.iter().any(|i| i == k))
+        .collect();
+    if wanted.len() != got.len() {
+        return false;
+    }
+    wanted.sort();
+    got.sort();
+    wanted
+        .iter()
+        .zip(&got)
+        .all(|((wk, wv), (gk, gv))| wk == gk && (wv == "*" || wv == gv))
 }
 
 impl Transport for Replay {
@@ -155,7 +207,7 @@ impl Transport for Replay {
             let method = request.method().as_str().to_owned();
             let url = request.url().to_string();
             let body = request.body().and_then(|b| b.as_bytes());
-            match self.answer(&method, &url, body) {
+            match self.answer(&method, &url, request.headers(), body) {
                 None => Err(EgressError::Connect(format!(
                     "not in the recording: {method} {}",
                     without_query(request.url())
@@ -203,6 +255,7 @@ mod tests {
         Exchange {
             method: method.into(),
             url: url.into(),
+            headers: vec![],
             body,
             answer: respond(status),
         }
@@ -221,27 +274,28 @@ mod tests {
                 202,
             ),
         ]);
+        let none = http::HeaderMap::new();
         let status = |answer: Option<Answer>| match answer {
             Some(Answer::Respond { status, .. }) => Some(status),
             _ => None,
         };
         let url = "HTTPS://API.example.com:443/a?page=1";
-        assert_eq!(status(replay.answer("get", url, None)), Some(200));
-        assert_eq!(status(replay.answer("GET", url, None)), Some(201));
-        assert_eq!(status(replay.answer("GET", url, None)), Some(201));
+        assert_eq!(status(replay.answer("get", url, &none, None)), Some(200));
+        assert_eq!(status(replay.answer("GET", url, &none, None)), Some(201));
+        assert_eq!(status(replay.answer("GET", url, &none, None)), Some(201));
         // The body must be the recorded JSON (key order aside).
         let post = "https://api.example.com/b";
         assert_eq!(
-            status(replay.answer("POST", post, Some(br#"{"x":2}"#))),
+            status(replay.answer("POST", post, &none, Some(br#"{"x":2}"#))),
             None
         );
         assert_eq!(replay.unused(), vec![2]);
         assert_eq!(
-            status(replay.answer("POST", post, Some(br#"{ "x" : 1 }"#))),
+            status(replay.answer("POST", post, &none, Some(br#"{ "x" : 1 }"#))),
             Some(202)
         );
         assert_eq!(
-            status(replay.answer("GET", "https://api.example.com/a?page=2", None)),
+            status(replay.answer("GET", "https://api.example.com/a?page=2", &none, None)),
             None
         );
         let seen = replay.seen();
@@ -249,6 +303,30 @@ mod tests {
         assert_eq!(seen[3].matched, None);
         assert_eq!(seen[5].url, "https://api.example.com/a?page=2");
         assert!(replay.unused().is_empty());
+        // A query parameter the host adds is left out of the comparison.
+        replay.ignore_query_params(vec!["api_key".into()]);
+        replay.load(vec![exchange("GET", "https://api.example.com/c?q=1", None, 200)]);
+        let sent = "https://api.example.com/c?q=1&api_key=k";
+        assert_eq!(status(replay.answer("GET", sent, &none, None)), Some(200));
+        let sent = "https://api.example.com/c?api_key=k";
+        assert_eq!(status(replay.answer("GET", sent, &none, None)), None);
+        // Parameters in another order, and `*` for a value computed at run time.
+        replay.load(vec![exchange("GET", "https://api.example.com/d?after=*&q=1", None, 200)]);
+        let sent = "https://api.example.com/d?q=1&after=2026-12-03T10%3A00%3A00Z";
+        assert_eq!(status(replay.answer("GET", sent, &none, None)), Some(200));
+        let sent = "https://api.example.com/d?q=2&after=x";
+        assert_eq!(status(replay.answer("GET", sent, &none, None)), None);
+        let sent = "https://api.example.com/d?q=1";
+        assert_eq!(status(replay.answer("GET", sent, &none, None)), None);
+        // A header the recording names must be there with its value.
+        let mut versioned = exchange("GET", "https://api.example.com/e", None, 200);
+        versioned.headers = vec![("cal-api-version".into(), "2024-08-13".into())];
+        replay.load(vec![versioned]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("cal-api-version", http::HeaderValue::from_static("2024-09-04"));
+        assert_eq!(status(replay.answer("GET", "https://api.example.com/e", &headers, None)), None);
+        headers.insert("cal-api-version", http::HeaderValue::from_static("2024-08-13"));
+        assert_eq!(status(replay.answer("GET", "https://api.example.com/e", &headers, None)), Some(200));
         replay.load(Vec::new());
         assert!(replay.seen().is_empty());
     }

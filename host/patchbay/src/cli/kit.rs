@@ -102,6 +102,9 @@ struct RecordedExchange {
 struct RecordedRequest {
     method: String,
     url: String,
+    /// Headers the request must carry, with these values.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     /// When given, the request's body must be this JSON.
     #[serde(default)]
     body: Option<Value>,
@@ -135,6 +138,12 @@ impl RecordedExchange {
         Exchange {
             method: self.request.method.clone(),
             url: self.request.url.clone(),
+            headers: self
+                .request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
             body: self.request.body.clone(),
             answer: self.response.to_answer(),
         }
@@ -329,6 +338,14 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
         }
     }
 
+    replay.ignore_query_params(
+        manifest
+            .capabilities
+            .credentials
+            .iter()
+            .filter_map(|c| c.param.clone())
+            .collect(),
+    );
     let fixtures = read_fixtures(&dir.join("fixtures"), &mut checks);
     let mut kit = Kit {
         services: &services,
@@ -449,6 +466,8 @@ impl Kit<'_> {
             (Some(expected), _, Ok(output)) => {
                 if let Some(difference) = first_difference(expected, output, "") {
                     problems.push(format!("output differs from the fixture's: {difference}"));
+                    // The whole output, to check and record.
+                    problems.push(format!("the plugin's output: {output}"));
                 }
             }
             (Some(_), _, Err(e)) => problems.push(format!(
@@ -554,10 +573,11 @@ impl Kit<'_> {
                 seen.url.clone(),
             ));
             if seen.matched.is_none() {
+                // The whole URL: the kit's credentials are made up, and a
+                // vendor records what is shown here.
                 problems.push(format!(
                     "sent a request the recording does not have: {} {}",
-                    seen.method,
-                    without_query(&seen.url)
+                    seen.method, seen.url
                 ));
             }
         }
@@ -619,6 +639,7 @@ impl Kit<'_> {
                 token_endpoints.push(Exchange {
                     method: "POST".into(),
                     url: token_url.fill_url(&values)?,
+                    headers: vec![],
                     body: None,
                     answer: Answer::Respond {
                         status: 200,
@@ -767,6 +788,3 @@ fn clip(text: &str) -> String {
     }
 }
 
-fn without_query(url: &str) -> String {
-    url.split_once('?').map_or(url, |(u, _)| u).to_owned()
-}
