@@ -3,20 +3,27 @@
 //! each kind of mistake a vendor can make fails (or warns) naming it.
 
 use crate::spawn::{patchbay, run, text};
-use patchbay_tests::plugins::HUBSPOT;
+use patchbay_tests::TestPlugin;
+use patchbay_tests::plugins::{CALCOM, CX_TRANSFORMS, HUBSPOT, SALESFORCE, STRIPE, ZENDESK};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// A copy of the HubSpot plugin directory (manifest, component, fixtures)
 /// under `parent`, for a test to break.
 fn hubspot_dir(parent: &Path) -> PathBuf {
-    let dir = parent.join("hubspot");
+    package_dir(HUBSPOT, parent)
+}
+
+/// A copy of `plugin`'s directory as a vendor has it after building:
+/// manifest, component and fixtures.
+fn package_dir(plugin: TestPlugin, parent: &Path) -> PathBuf {
+    let dir = parent.join(plugin.name);
     let fixtures = dir.join("fixtures");
     std::fs::create_dir_all(&fixtures).expect("mkdir");
-    std::fs::write(dir.join("plugin.toml"), HUBSPOT.manifest()).expect("manifest");
-    std::fs::write(dir.join("plugin.wasm"), HUBSPOT.wasm_bytes()).expect("wasm");
-    let shipped = Path::new(HUBSPOT.dir).join("fixtures");
-    for entry in std::fs::read_dir(shipped).expect("hubspot ships fixtures") {
+    std::fs::write(dir.join("plugin.toml"), plugin.manifest()).expect("manifest");
+    std::fs::write(dir.join("plugin.wasm"), plugin.wasm_bytes()).expect("wasm");
+    let shipped = Path::new(plugin.dir).join("fixtures");
+    for entry in std::fs::read_dir(shipped).expect("the plugin ships fixtures") {
         let path = entry.expect("entry").path();
         std::fs::copy(&path, fixtures.join(path.file_name().expect("name"))).expect("copy");
     }
@@ -94,6 +101,36 @@ async fn hubspot_passes_its_fixtures_and_every_generated_error_path() {
         "{report}"
     );
     assert!(report.trim_end().ends_with("0 failed"), "{report}");
+}
+
+#[tokio::test]
+async fn every_bundled_plugin_passes_the_kit_with_its_own_fixtures() {
+    let bundled = [HUBSPOT, STRIPE, CALCOM, SALESFORCE, ZENDESK, CX_TRANSFORMS];
+    // Every crate under plugins/ is one of them: a new one needs fixtures too.
+    let crates = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins"))
+        .expect("plugins/")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().join("plugin.toml").exists())
+        })
+        .count();
+    assert_eq!(crates, bundled.len());
+    let work = tempfile::tempdir().expect("tempdir");
+    for plugin in bundled {
+        let (passed, report) = kit(&package_dir(plugin, work.path())).await;
+        assert!(
+            passed,
+            "{}: {}",
+            plugin.name,
+            with_status(&report, "fail").join("\n")
+        );
+        assert!(
+            with_status(&report, "warn").is_empty(),
+            "{}: {}",
+            plugin.name,
+            with_status(&report, "warn").join("\n")
+        );
+    }
 }
 
 #[tokio::test]

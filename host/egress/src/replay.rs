@@ -305,13 +305,23 @@ mod tests {
         assert!(replay.unused().is_empty());
         // A query parameter the host adds is left out of the comparison.
         replay.ignore_query_params(vec!["api_key".into()]);
-        replay.load(vec![exchange("GET", "https://api.example.com/c?q=1", None, 200)]);
+        replay.load(vec![exchange(
+            "GET",
+            "https://api.example.com/c?q=1",
+            None,
+            200,
+        )]);
         let sent = "https://api.example.com/c?q=1&api_key=k";
         assert_eq!(status(replay.answer("GET", sent, &none, None)), Some(200));
         let sent = "https://api.example.com/c?api_key=k";
         assert_eq!(status(replay.answer("GET", sent, &none, None)), None);
         // Parameters in another order, and `*` for a value computed at run time.
-        replay.load(vec![exchange("GET", "https://api.example.com/d?after=*&q=1", None, 200)]);
+        replay.load(vec![exchange(
+            "GET",
+            "https://api.example.com/d?after=*&q=1",
+            None,
+            200,
+        )]);
         let sent = "https://api.example.com/d?q=1&after=2026-12-03T10%3A00%3A00Z";
         assert_eq!(status(replay.answer("GET", sent, &none, None)), Some(200));
         let sent = "https://api.example.com/d?q=2&after=x";
@@ -323,10 +333,22 @@ mod tests {
         versioned.headers = vec![("cal-api-version".into(), "2024-08-13".into())];
         replay.load(vec![versioned]);
         let mut headers = http::HeaderMap::new();
-        headers.insert("cal-api-version", http::HeaderValue::from_static("2024-09-04"));
-        assert_eq!(status(replay.answer("GET", "https://api.example.com/e", &headers, None)), None);
-        headers.insert("cal-api-version", http::HeaderValue::from_static("2024-08-13"));
-        assert_eq!(status(replay.answer("GET", "https://api.example.com/e", &headers, None)), Some(200));
+        headers.insert(
+            "cal-api-version",
+            http::HeaderValue::from_static("2024-09-04"),
+        );
+        assert_eq!(
+            status(replay.answer("GET", "https://api.example.com/e", &headers, None)),
+            None
+        );
+        headers.insert(
+            "cal-api-version",
+            http::HeaderValue::from_static("2024-08-13"),
+        );
+        assert_eq!(
+            status(replay.answer("GET", "https://api.example.com/e", &headers, None)),
+            Some(200)
+        );
         replay.load(Vec::new());
         assert!(replay.seen().is_empty());
     }

@@ -787,4 +787,3 @@ fn clip(text: &str) -> String {
         None => text.to_owned(),
     }
 }
-
