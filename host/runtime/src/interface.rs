@@ -6,7 +6,9 @@ use crate::error::LoadError;
 use wasmparser::{Parser, Payload};
 
 /// Interfaces a plugin may import (any 0.x patch version the linker accepts):
-/// the connector world plus what Rust's std needs on `wasm32-wasip2`.
+/// the connector world, what Rust's std needs on `wasm32-wasip2`, and the
+/// filesystem and sockets interfaces Python's and JavaScript's runtimes
+/// import: linked with nothing behind them, so every call fails.
 const ALLOWED_IMPORTS: &[&str] = &[
     "patchbay:connector/types",
     "patchbay:connector/kv",
@@ -33,6 +35,15 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// The interface every plugin exports (any 0.1.x version).
@@ -99,9 +110,12 @@ mod tests {
             ("wasi:http/outgoing-handler@0.2.6", true),
             ("wasi:cli/stderr@0.2.0", true),
             ("wasi:io/streams", true),
-            ("wasi:filesystem/types@0.2.0", false),
-            ("wasi:filesystem/preopens@0.2.0", false),
-            ("wasi:sockets/tcp@0.2.0", false),
+            ("wasi:filesystem/types@0.2.0", true),
+            ("wasi:filesystem/preopens@0.2.0", true),
+            ("wasi:sockets/tcp@0.2.0", true),
+            ("wasi:sockets/ip-name-lookup@0.2.3", true),
+            ("wasi:filesystem/other@0.2.0", false),
+            ("wasi:sockets/raw@0.2.0", false),
             ("wasi:http/incoming-handler@0.2.0", false),
             ("wasi:cli/environmentx@0.2.0", false),
             ("patchbay:connector/kv-admin@0.1.0", false),

@@ -483,6 +483,7 @@ impl Runtime {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.pipe(LogSource::Stdout))
             .stderr(log.pipe(LogSource::Stderr));
+        capabilities::wasi::deny_files_and_sockets(&mut wasi);
         let budget = HostBudget::for_memory(limits.memory_bytes);
         let mut table = ResourceTable::new();
         table.set_max_capacity(budget.resources);

@@ -1,4 +1,4 @@
-//! Test plugin whose component imports `wasi:filesystem`: installation must refuse it.
+//! Test plugin whose component imports `wasi:filesystem`: it installs, and every read fails.
 
 use patchbay_sdk::{Connector, Error, Operations, export_connector};
 

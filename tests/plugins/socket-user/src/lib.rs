@@ -1,4 +1,4 @@
-//! Test plugin whose component imports `wasi:sockets`: installation must refuse it.
+//! Test plugin whose component imports `wasi:sockets`: it installs, and no socket opens.
 
 use patchbay_sdk::{Connector, Error, Operations, export_connector};
 
