@@ -1038,16 +1038,61 @@ fn classify_trap(
     }
 }
 
-/// Rust's panic hook prints `panicked at <file>:<line>:<col>:\n<message>` to stderr.
+/// Why the plugin's code failed, from what it printed to stderr before it
+/// trapped: the exception of a Python traceback (componentize-py prints the
+/// traceback, then its Rust runtime panics), else the message after Rust's
+/// panic hook's `panicked at <file>:<line>:<col>:`.
 fn panic_message(log: &LogCtx) -> Option<String> {
-    let lines = log.stderr_lines();
-    let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    failure_message(&log.stderr_lines())
+}
+
+fn failure_message(lines: &[String]) -> Option<String> {
+    let panic = lines.iter().rposition(|l| l.contains("panicked at"));
+    let before_panic = &lines[..panic.unwrap_or(lines.len())];
+    if let Some(traceback) = before_panic
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last):"))
+    {
+        // The exception is the last line of the traceback that is not one of
+        // its indented frames: `ValueError: …`.
+        if let Some(exception) = before_panic[traceback + 1..]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with(char::is_whitespace))
+        {
+            return Some(exception.trim_end().to_owned());
+        }
+    }
+    let at = panic?;
     let message = lines.get(at + 1).cloned().unwrap_or_default();
     Some(if message.is_empty() {
         lines[at].clone()
     } else {
         message
     })
+}
+
+#[cfg(test)]
+mod failure_message_tests {
+    use super::failure_message;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_python_traceback_gives_its_exception_and_a_rust_panic_its_message() {
+        let python = lines(
+            "Traceback (most recent call last):\n  File \"/0/app.py\", line 14, in invoke\n    raise ValueError(\"no\")\nValueError: the python plugin failed on purpose\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception",
+        );
+        assert_eq!(
+            failure_message(&python).as_deref(),
+            Some("ValueError: the python plugin failed on purpose")
+        );
+        let rust = lines("thread 'main' panicked at src/lib.rs:3:5:\nindex out of bounds");
+        assert_eq!(failure_message(&rust).as_deref(), Some("index out of bounds"));
+        assert_eq!(failure_message(&lines("just a log line")), None);
+    }
 }
 
 /// 32 hex digits from the OS RNG: unique, and unguessable by other tenants.
