@@ -38,6 +38,7 @@ mod plugin_routes;
 mod policy;
 mod probe;
 mod process;
+mod python;
 mod rate_limits;
 mod reflection;
 mod retries;

@@ -1090,7 +1090,10 @@ mod failure_message_tests {
             Some("ValueError: the python plugin failed on purpose")
         );
         let rust = lines("thread 'main' panicked at src/lib.rs:3:5:\nindex out of bounds");
-        assert_eq!(failure_message(&rust).as_deref(), Some("index out of bounds"));
+        assert_eq!(
+            failure_message(&rust).as_deref(),
+            Some("index out of bounds")
+        );
         assert_eq!(failure_message(&lines("just a log line")), None);
     }
 }
