@@ -49,6 +49,37 @@ fn main() {
         .expect("writing to a String");
     }
     code.push_str("];\n");
+    // The contract, for `plugin new --lang python` to put beside the app.
+    code.push_str("/// The connector WIT (path under wit/, text), for scaffolds.\npub const WIT_FILES: &[(&str, &str)] = &[\n");
+    let wit = root.join("wit");
+    println!("cargo:rerun-if-changed={}", wit.display());
+    let mut files = Vec::new();
+    let mut stack = vec![wit.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("reading wit/") {
+            let path = entry.expect("wit entry").path();
+            if path.is_dir() {
+                // The frozen 0.1.0 contract is for the host, not new plugins.
+                if path.file_name().is_some_and(|n| n != "v0.1.0") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "wit") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
+        let relative = path.strip_prefix(&wit).expect("under wit/");
+        writeln!(
+            code,
+            "    ({:?}, include_str!({:?})),",
+            relative.display().to_string(),
+            path
+        )
+        .expect("writing to a String");
+    }
+    code.push_str("];\n");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     std::fs::write(out.join("bundled.rs"), code).expect("writing bundled.rs");
 }

@@ -20,8 +20,9 @@ use std::sync::OnceLock;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// The componentize-py release the example is built with.
-pub(crate) const COMPONENTIZE_PY: &str = "0.25.1";
+/// The componentize-py release the example is built with (the one
+/// `patchbay plugin new --lang python` names).
+const COMPONENTIZE_PY: &str = "0.25.1";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -319,4 +320,82 @@ timeout_ms = 5000
     let error = connect.result.expect_err("no socket");
     assert!(error.to_string().contains("Error"), "{error}");
     assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+}
+
+#[tokio::test]
+async fn plugin_new_lang_python_builds_and_passes_the_kit() {
+    let tool = tokio::task::spawn_blocking(|| componentize_py().to_path_buf())
+        .await
+        .expect("toolchain");
+    let work = tempfile::tempdir().expect("tempdir");
+    let at = work.path().to_str().expect("utf-8");
+    let out = run(patchbay(&[
+        "plugin", "new", "py-acme", "--lang", "python", "--dir", at,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = work.path().join("py-acme");
+    for file in [
+        "app.py",
+        "plugin.toml",
+        "README.md",
+        "wit/world.wit",
+        "fixtures/find-contact.json",
+    ] {
+        assert!(dir.join(file).exists(), "{file}");
+    }
+    // Without the toolchain, build says how to install it.
+    let mut build = patchbay(&["plugin", "build"]);
+    build
+        .current_dir(&dir)
+        .env("PATCHBAY_COMPONENTIZE_PY", work.path().join("no-such-tool"));
+    let out = run(build).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pip install componentize-py==0.25.1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut build = patchbay(&["plugin", "build"]);
+    build
+        .current_dir(&dir)
+        .env("PATCHBAY_COMPONENTIZE_PY", &tool);
+    let out = run(build).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("py-acme@0.1.0"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(patchbay(&[
+        "plugin",
+        "test",
+        dir.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]))
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["summary"]["warn"], 0, "{report}");
+
+    // The Python scaffold has the crm template only.
+    let out = run(patchbay(&[
+        "plugin",
+        "new",
+        "py-pay",
+        "--lang",
+        "python",
+        "--template",
+        "payments",
+        "--dir",
+        at,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("crm template only"),
+        "{}",
+        text(&out.stderr)
+    );
 }

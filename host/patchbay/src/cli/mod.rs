@@ -167,6 +167,9 @@ enum PluginCommand {
         name: String,
         #[arg(long, value_enum, default_value = "crm")]
         template: scaffold::Template,
+        /// `rust` (the SDK) or `python` (componentize-py; crm template).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
         /// The directory to write it in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -175,9 +178,10 @@ enum PluginCommand {
         #[arg(long, value_name = "PATH")]
         sdk_path: Option<PathBuf>,
     },
-    /// Build the plugin crate in DIR for wasm32-wasip2 (adding the target
-    /// with rustup when missing), copy the component to DIR/plugin.wasm,
-    /// and validate the package exactly as install does.
+    /// Build the plugin in DIR into DIR/plugin.wasm and validate the package
+    /// exactly as install does: a Rust crate for wasm32-wasip2 (adding the
+    /// target with rustup when missing), or an app.py with componentize-py
+    /// (PATCHBAY_COMPONENTIZE_PY, DIR/.venv, or the PATH).
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -474,10 +478,11 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::New {
             name,
             template,
+            lang,
             dir,
             sdk_path,
         } => {
-            let written = scaffold::new(&name, template, &dir, sdk_path.as_deref())?;
+            let written = scaffold::new(&name, (template, lang), &dir, sdk_path.as_deref())?;
             println!("{}", written.display());
             eprintln!(
                 "wrote {} : next, `cd {}` and `patchbay plugin build`, then `patchbay plugin test`",

@@ -28,6 +28,23 @@ pub(super) enum Template {
     Blank,
 }
 
+/// The language a scaffold is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Lang {
+    /// A crate with the Rust SDK.
+    Rust,
+    /// An `app.py` built with componentize-py.
+    Python,
+}
+
+/// The componentize-py release the Python scaffold is written for.
+pub(super) const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The one command that installs it, from PyPI, into the plugin's directory.
+fn componentize_py_install() -> String {
+    format!("python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY}")
+}
+
 /// The WebAssembly target plugins are built for.
 const TARGET: &str = "wasm32-wasip2";
 
@@ -45,10 +62,13 @@ fn bundled_sdk() -> Option<PathBuf> {
 /// from the registry by version.
 pub(super) fn new(
     name: &str,
-    template: Template,
+    (template, lang): (Template, Lang),
     parent: &Path,
     sdk_path: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
+    if lang == Lang::Python && template != Template::Crm {
+        bail!("the Python scaffold has the crm template only (--template crm)");
+    }
     if !is_slug(name) {
         bail!(
             "{name:?} cannot be a plugin id: lowercase letters, digits and dashes, starting with a letter"
@@ -66,13 +86,21 @@ pub(super) fn new(
         ),
         None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
     };
-    let files = template_files(template);
+    let files: Vec<(String, String)> = match lang {
+        Lang::Rust => COMMON
+            .iter()
+            .chain(template_files(template).iter())
+            .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+            .collect(),
+        Lang::Python => python_files(),
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{sdk}}", &sdk)
+            .replace("{{componentize_py}}", COMPONENTIZE_PY)
     };
-    for (path, text) in COMMON.iter().chain(files.iter()) {
+    for (path, text) in &files {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
@@ -89,6 +117,9 @@ pub(super) fn new(
 /// validate the package exactly as install does. The package's size and
 /// operations.
 pub(super) async fn build(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    if dir.join("app.py").exists() && !dir.join("Cargo.toml").exists() {
+        return build_python(dir).await;
+    }
     let cargo_toml = dir.join("Cargo.toml");
     let crate_name = crate_name(&cargo_toml)?;
     ensure_target()?;
@@ -122,6 +153,111 @@ pub(super) async fn build(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
     let manifest = validate(dir).await?;
     Ok((manifest, wasm.len()))
 }
+
+/// Build `dir/app.py` with componentize-py against `dir/wit`: the tool from
+/// `PATCHBAY_COMPONENTIZE_PY`, else `dir/.venv`, else the `PATH`.
+async fn build_python(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    let tool = std::env::var_os("PATCHBAY_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let venv = dir.join(".venv/bin/componentize-py");
+            venv.exists().then_some(venv)
+        })
+        .unwrap_or_else(|| PathBuf::from("componentize-py"));
+    let out = dir.join("plugin.wasm");
+    let status = Command::new(&tool)
+        .arg("-d")
+        .arg(dir.join("wit"))
+        .args(["-w", "connector", "componentize", "--python-path"])
+        .arg(dir)
+        .args(["app", "-o"])
+        .arg(&out)
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "running {}: {e}; install it in the plugin's directory with `{}`",
+                tool.display(),
+                componentize_py_install()
+            )
+        })?;
+    if !status.success() {
+        bail!("componentize-py failed ({status}): see its output above");
+    }
+    let size = std::fs::metadata(&out)
+        .context("reading plugin.wasm")?
+        .len() as usize;
+    let signature = dir.join(patchbay_policy::signing::SIGNATURE_FILE);
+    if signature.exists() {
+        std::fs::remove_file(&signature).context("removing the old plugin.sig")?;
+        eprintln!(
+            "removed plugin.sig: it signed the previous build (sign again with `patchbay plugin sign`)"
+        );
+    }
+    Ok((validate(dir).await?, size))
+}
+
+/// The Python scaffold: the example under `examples/python-crm`, renamed,
+/// with the connector WIT it is built against.
+fn python_files() -> Vec<(String, String)> {
+    let example = |text: &str| text.replace("python-crm", "{{name}}");
+    let mut files = vec![
+        (
+            "app.py".to_owned(),
+            example(include_str!("../../../../examples/python-crm/app.py")),
+        ),
+        (
+            "plugin.toml".to_owned(),
+            example(include_str!("../../../../examples/python-crm/plugin.toml"))
+                .replace("Python CRM example", "{{name}}"),
+        ),
+        (
+            "fixtures/find-contact.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/python-crm/fixtures/find-contact.json"
+            )),
+        ),
+        (
+            "fixtures/nobody.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/python-crm/fixtures/nobody.json"
+            )),
+        ),
+        (
+            "fixtures/echo.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/python-crm/fixtures/echo.json"
+            )),
+        ),
+        ("README.md".to_owned(), PYTHON_README.to_owned()),
+        (
+            ".gitignore".to_owned(),
+            "/.venv\n/plugin.wasm\n__pycache__/\n".to_owned(),
+        ),
+    ];
+    for (path, text) in crate::bundled::WIT_FILES {
+        files.push((format!("wit/{path}"), (*text).to_owned()));
+    }
+    files
+}
+
+const PYTHON_README: &str = r#"# {{name}}
+
+A Patchbay connector plugin in Python, built with componentize-py {{componentize_py}} against the
+connector WIT in `wit/`.
+
+```sh
+python3 -m venv .venv && .venv/bin/pip install componentize-py=={{componentize_py}}   # once
+patchbay plugin build     # componentize-py -> plugin.wasm, validated as install does
+patchbay plugin test      # the conformance kit against fixtures/
+patchbay plugin sign . --key ~/.patchbay/publisher.pem --publisher "Your Company"
+```
+
+Change `plugin.toml` (destinations, credential, schemas, limits; keep `memory_mb` at 128 or more
+for the interpreter), `app.py` and `fixtures/` for your API. There is no file and no socket in the
+sandbox: reach your API through `wasi:http` as `get_json` does, to the declared destinations only.
+An uncaught exception becomes the call's error message; raise `Err(types.Error_…)` for errors
+callers act on.
+"#;
 
 /// Validate the package in `dir` as install does, in a scratch data directory.
 async fn validate(dir: &Path) -> anyhow::Result<Manifest> {
