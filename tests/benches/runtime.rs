@@ -150,5 +150,59 @@ fn json_transform(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, instantiate_and_noop, lookup_shaped, json_transform);
+/// (m) A plugin in Python against Rust: record size, install (validate and
+/// compile) time, and a fresh instance + an echo call. The Python component
+/// comes from `PATCHBAY_BENCH_PYTHON_WASM` (build `examples/python-crm` with
+/// componentize-py, as its README says); without it this is skipped.
+fn languages(c: &mut Criterion) {
+    let Ok(python) = std::env::var("PATCHBAY_BENCH_PYTHON_WASM") else {
+        eprintln!("(m) skipped: set PATCHBAY_BENCH_PYTHON_WASM to a built examples/python-crm");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let harness = Harness::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = patchbay_tests::signed(patchbay::runtime::package::Package {
+        manifest_text: std::fs::read_to_string(root.join("examples/python-crm/plugin.toml"))
+            .expect("manifest"),
+        wasm: std::fs::read(python).expect("PATCHBAY_BENCH_PYTHON_WASM"),
+        signature: None,
+    });
+    let rust = patchbay_tests::plugins::HUBSPOT.package();
+    for (language, package) in [("rust (hubspot)", &rust), ("python (python-crm)", &python)] {
+        let started = std::time::Instant::now();
+        rt.block_on(harness.services.catalog.install(package.clone()))
+            .expect("install");
+        eprintln!(
+            "(m) {language}: {} KiB, installed (validated and compiled) in {} ms",
+            package.wasm.len() / 1024,
+            started.elapsed().as_millis()
+        );
+    }
+    let sandbox = harness.services.catalog.runtime().clone();
+    let plugin = rt
+        .block_on(harness.services.catalog.get("python-crm"))
+        .expect("loaded");
+    let binding = harness.binding(&plugin, "ws-bench", "py", &[]);
+    c.bench_function("python: fresh instance + echo call + drop", |b| {
+        b.to_async(&rt).iter(|| async {
+            sandbox
+                .call_sandboxed(&plugin, &binding, "echo", "{}", Default::default())
+                .await
+                .result
+                .expect("echo")
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    instantiate_and_noop,
+    lookup_shaped,
+    json_transform,
+    languages
+);
 criterion_main!(benches);

@@ -1040,8 +1040,9 @@ fn classify_trap(
 
 /// Why the plugin's code failed, from what it printed to stderr before it
 /// trapped: the exception of a Python traceback (componentize-py prints the
-/// traceback, then its Rust runtime panics), else the message after Rust's
-/// panic hook's `panicked at <file>:<line>:<col>:`.
+/// traceback, then its Rust runtime panics), the value a JavaScript plugin
+/// threw (StarlingMonkey prints it and `Stack:` before it aborts), else the
+/// message after Rust's panic hook's `panicked at <file>:<line>:<col>:`.
 fn panic_message(log: &LogCtx) -> Option<String> {
     failure_message(&log.stderr_lines())
 }
@@ -1062,6 +1063,20 @@ fn failure_message(lines: &[String]) -> Option<String> {
         {
             return Some(exception.trim_end().to_owned());
         }
+    }
+    // StarlingMonkey (componentize-js) prints the uncaught value, then
+    // `Stack:` and its frames, then aborts.
+    if let Some(stack) = before_panic.iter().rposition(|l| l.trim_end() == "Stack:")
+        && let Some(line) = before_panic[..stack]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+    {
+        let thrown = line
+            .split_once("(received `")
+            .and_then(|(_, rest)| rest.rsplit_once("`)"))
+            .map_or(line.as_str(), |(value, _)| value);
+        return Some(thrown.trim().to_owned());
     }
     let at = panic?;
     let message = lines.get(at + 1).cloned().unwrap_or_default();
@@ -1093,6 +1108,18 @@ mod failure_message_tests {
         assert_eq!(
             failure_message(&rust).as_deref(),
             Some("index out of bounds")
+        );
+        let js = lines(
+            "invalid variant tag value `undefined` (received `Error: the js plugin failed on purpose`) specified for `Error`\nStack:\n  export_operations_0_1_1$invoke@initializer.js:8323:17\n\nRedirecting call to abort() to mozalloc_abort",
+        );
+        assert_eq!(
+            failure_message(&js).as_deref(),
+            Some("Error: the js plugin failed on purpose")
+        );
+        let thrown = lines("TypeError: x is undefined\nStack:\n  invoke@app.js:3:9");
+        assert_eq!(
+            failure_message(&thrown).as_deref(),
+            Some("TypeError: x is undefined")
         );
         assert_eq!(failure_message(&lines("just a log line")), None);
     }

@@ -167,7 +167,8 @@ enum PluginCommand {
         name: String,
         #[arg(long, value_enum, default_value = "crm")]
         template: scaffold::Template,
-        /// `rust` (the SDK) or `python` (componentize-py; crm template).
+        /// `rust` (the SDK), `python` (componentize-py) or `js`
+        /// (componentize-js); the last two have the crm template.
         #[arg(long, value_enum, default_value = "rust")]
         lang: scaffold::Lang,
         /// The directory to write it in.
@@ -180,8 +181,9 @@ enum PluginCommand {
     },
     /// Build the plugin in DIR into DIR/plugin.wasm and validate the package
     /// exactly as install does: a Rust crate for wasm32-wasip2 (adding the
-    /// target with rustup when missing), or an app.py with componentize-py
-    /// (PATCHBAY_COMPONENTIZE_PY, DIR/.venv, or the PATH).
+    /// target with rustup when missing), an app.py with componentize-py
+    /// (PATCHBAY_COMPONENTIZE_PY, DIR/.venv, or the PATH), or an app.js with
+    /// componentize-js (PATCHBAY_COMPONENTIZE_JS, DIR/.tools, or the PATH).
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,

@@ -35,6 +35,17 @@ pub(super) enum Lang {
     Rust,
     /// An `app.py` built with componentize-py.
     Python,
+    /// An `app.js` built with componentize-js.
+    Js,
+}
+
+/// The componentize-js release the JavaScript scaffold is written for.
+pub(super) const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The one command that installs it, from the npm registry, into the
+/// plugin's directory.
+fn componentize_js_install() -> String {
+    format!("npm install --prefix .tools @bytecodealliance/componentize-js@{COMPONENTIZE_JS}")
 }
 
 /// The componentize-py release the Python scaffold is written for.
@@ -66,8 +77,8 @@ pub(super) fn new(
     parent: &Path,
     sdk_path: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    if lang == Lang::Python && template != Template::Crm {
-        bail!("the Python scaffold has the crm template only (--template crm)");
+    if lang != Lang::Rust && template != Template::Crm {
+        bail!("the Python and JavaScript scaffolds have the crm template only (--template crm)");
     }
     if !is_slug(name) {
         bail!(
@@ -93,12 +104,14 @@ pub(super) fn new(
             .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
             .collect(),
         Lang::Python => python_files(),
+        Lang::Js => js_files(),
     };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{sdk}}", &sdk)
             .replace("{{componentize_py}}", COMPONENTIZE_PY)
+            .replace("{{componentize_js}}", COMPONENTIZE_JS)
     };
     for (path, text) in &files {
         let target = dir.join(path);
@@ -117,8 +130,13 @@ pub(super) fn new(
 /// validate the package exactly as install does. The package's size and
 /// operations.
 pub(super) async fn build(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
-    if dir.join("app.py").exists() && !dir.join("Cargo.toml").exists() {
-        return build_python(dir).await;
+    if !dir.join("Cargo.toml").exists() {
+        if dir.join("app.py").exists() {
+            return build_python(dir).await;
+        }
+        if dir.join("app.js").exists() {
+            return build_js(dir).await;
+        }
     }
     let cargo_toml = dir.join("Cargo.toml");
     let crate_name = crate_name(&cargo_toml)?;
@@ -183,7 +201,42 @@ async fn build_python(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
     if !status.success() {
         bail!("componentize-py failed ({status}): see its output above");
     }
-    let size = std::fs::metadata(&out)
+    built(dir).await
+}
+
+/// Build `dir/app.js` with componentize-js against `dir/wit`: the tool from
+/// `PATCHBAY_COMPONENTIZE_JS`, else `dir/.tools`, else the `PATH`.
+async fn build_js(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    let tool = std::env::var_os("PATCHBAY_COMPONENTIZE_JS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let local = dir.join(".tools/node_modules/.bin/componentize-js");
+            local.exists().then_some(local)
+        })
+        .unwrap_or_else(|| PathBuf::from("componentize-js"));
+    // From the plugin's directory: componentize-js reads paths under its
+    // working directory only.
+    let status = Command::new(&tool)
+        .current_dir(dir)
+        .args(["app.js", "--wit", "wit", "-n", "connector", "-o", "plugin.wasm"])
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "running {}: {e}; install it in the plugin's directory with `{}`",
+                tool.display(),
+                componentize_js_install()
+            )
+        })?;
+    if !status.success() {
+        bail!("componentize-js failed ({status}): see its output above");
+    }
+    built(dir).await
+}
+
+/// The component a language's tool wrote to `dir/plugin.wasm`, validated,
+/// with a signature of the previous build removed.
+async fn built(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    let size = std::fs::metadata(dir.join("plugin.wasm"))
         .context("reading plugin.wasm")?
         .len() as usize;
     let signature = dir.join(patchbay_policy::signing::SIGNATURE_FILE);
@@ -234,11 +287,79 @@ fn python_files() -> Vec<(String, String)> {
             "/.venv\n/plugin.wasm\n__pycache__/\n".to_owned(),
         ),
     ];
-    for (path, text) in crate::bundled::WIT_FILES {
-        files.push((format!("wit/{path}"), (*text).to_owned()));
-    }
+    files.extend(wit_files());
     files
 }
+
+/// The connector WIT, under `wit/`.
+fn wit_files() -> Vec<(String, String)> {
+    crate::bundled::WIT_FILES
+        .iter()
+        .map(|(path, text)| (format!("wit/{path}"), (*text).to_owned()))
+        .collect()
+}
+
+/// The JavaScript scaffold: the example under `examples/js-crm`, renamed,
+/// with the connector WIT it is built against.
+fn js_files() -> Vec<(String, String)> {
+    let example = |text: &str| text.replace("js-crm", "{{name}}");
+    let mut files = vec![
+        (
+            "app.js".to_owned(),
+            example(include_str!("../../../../examples/js-crm/app.js")),
+        ),
+        (
+            "plugin.toml".to_owned(),
+            example(include_str!("../../../../examples/js-crm/plugin.toml"))
+                .replace("JavaScript CRM example", "{{name}}"),
+        ),
+        (
+            "fixtures/find-contact.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/js-crm/fixtures/find-contact.json"
+            )),
+        ),
+        (
+            "fixtures/nobody.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/js-crm/fixtures/nobody.json"
+            )),
+        ),
+        (
+            "fixtures/echo.json".to_owned(),
+            example(include_str!(
+                "../../../../examples/js-crm/fixtures/echo.json"
+            )),
+        ),
+        ("README.md".to_owned(), JS_README.to_owned()),
+        (
+            ".gitignore".to_owned(),
+            "/.tools\n/plugin.wasm\n".to_owned(),
+        ),
+    ];
+    files.extend(wit_files());
+    files
+}
+
+const JS_README: &str = r#"# {{name}}
+
+A Patchbay connector plugin in JavaScript, built with componentize-js {{componentize_js}} against
+the connector WIT in `wit/`.
+
+```sh
+npm install --prefix .tools @bytecodealliance/componentize-js@{{componentize_js}}   # once
+patchbay plugin build     # componentize-js -> plugin.wasm, validated as install does
+patchbay plugin test      # the conformance kit against fixtures/
+patchbay plugin sign . --key ~/.patchbay/publisher.pem --publisher "Your Company"
+```
+
+Change `plugin.toml` (destinations, credential, schemas, limits; keep `memory_mb` at 128 or more
+for the engine), `app.js` and `fixtures/` for your API. There is no file and no socket in the
+sandbox: reach your API through `wasi:http` as `getJson` does, to the declared destinations only;
+a request the host refuses comes back as `HTTP-request-denied`. Throw `{ tag: "not-found", val }`
+(or another variant of the WIT's `error`) for errors callers act on; anything else thrown ends the
+call with its text as the message.
+"#;
 
 const PYTHON_README: &str = r#"# {{name}}
 
