@@ -150,29 +150,41 @@ fn json_transform(c: &mut Criterion) {
     group.finish();
 }
 
-/// (m) A plugin in Python against Rust: record size, install (validate and
-/// compile) time, and a fresh instance + an echo call. The Python component
-/// comes from `PATCHBAY_BENCH_PYTHON_WASM` (build `examples/python-crm` with
-/// componentize-py, as its README says); without it this is skipped.
+/// (m) Plugins in Python and JavaScript against Rust: record size, install
+/// (validate and compile) time, and a fresh instance + an echo call. The
+/// components come from `PATCHBAY_BENCH_PYTHON_WASM` and
+/// `PATCHBAY_BENCH_JS_WASM` (build `examples/python-crm` and
+/// `examples/js-crm` as their READMEs say); a language without one is skipped.
 fn languages(c: &mut Criterion) {
-    let Ok(python) = std::env::var("PATCHBAY_BENCH_PYTHON_WASM") else {
-        eprintln!("(m) skipped: set PATCHBAY_BENCH_PYTHON_WASM to a built examples/python-crm");
-        return;
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let harness = Harness::new();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = patchbay_tests::signed(patchbay::runtime::package::Package {
-        manifest_text: std::fs::read_to_string(root.join("examples/python-crm/plugin.toml"))
-            .expect("manifest"),
-        wasm: std::fs::read(python).expect("PATCHBAY_BENCH_PYTHON_WASM"),
-        signature: None,
-    });
     let rust = patchbay_tests::plugins::HUBSPOT.package();
-    for (language, package) in [("rust (hubspot)", &rust), ("python (python-crm)", &python)] {
+    let mut packages = vec![("rust (hubspot)", None, rust)];
+    for (language, variable, example) in [
+        (
+            "python (python-crm)",
+            "PATCHBAY_BENCH_PYTHON_WASM",
+            "python-crm",
+        ),
+        ("javascript (js-crm)", "PATCHBAY_BENCH_JS_WASM", "js-crm"),
+    ] {
+        let Ok(wasm) = std::env::var(variable) else {
+            eprintln!("(m) {language} skipped: set {variable} to a built examples/{example}");
+            continue;
+        };
+        let manifest = root.join(format!("examples/{example}/plugin.toml"));
+        let package = patchbay_tests::signed(patchbay::runtime::package::Package {
+            manifest_text: std::fs::read_to_string(manifest).expect("manifest"),
+            wasm: std::fs::read(wasm).expect("component"),
+            signature: None,
+        });
+        packages.push((language, Some(example), package));
+    }
+    for (language, _, package) in &packages {
         let started = std::time::Instant::now();
         rt.block_on(harness.services.catalog.install(package.clone()))
             .expect("install");
@@ -183,19 +195,25 @@ fn languages(c: &mut Criterion) {
         );
     }
     let sandbox = harness.services.catalog.runtime().clone();
-    let plugin = rt
-        .block_on(harness.services.catalog.get("python-crm"))
-        .expect("loaded");
-    let binding = harness.binding(&plugin, "ws-bench", "py", &[]);
-    c.bench_function("python: fresh instance + echo call + drop", |b| {
-        b.to_async(&rt).iter(|| async {
-            sandbox
-                .call_sandboxed(&plugin, &binding, "echo", "{}", Default::default())
-                .await
-                .result
-                .expect("echo")
-        })
-    });
+    for (language, example, _) in &packages {
+        let Some(example) = example else { continue };
+        let plugin = rt
+            .block_on(harness.services.catalog.get(example))
+            .expect("loaded");
+        let binding = harness.binding(&plugin, "ws-bench", example, &[]);
+        c.bench_function(
+            &format!("{language}: fresh instance + echo call + drop"),
+            |b| {
+                b.to_async(&rt).iter(|| async {
+                    sandbox
+                        .call_sandboxed(&plugin, &binding, "echo", "{}", Default::default())
+                        .await
+                        .result
+                        .expect("echo")
+                })
+            },
+        );
+    }
 }
 
 criterion_group!(

@@ -218,7 +218,15 @@ async fn build_js(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
     // working directory only.
     let status = Command::new(&tool)
         .current_dir(dir)
-        .args(["app.js", "--wit", "wit", "-n", "connector", "-o", "plugin.wasm"])
+        .args([
+            "app.js",
+            "--wit",
+            "wit",
+            "-n",
+            "connector",
+            "-o",
+            "plugin.wasm",
+        ])
         .status()
         .map_err(|e| {
             anyhow::anyhow!(
