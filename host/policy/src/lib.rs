@@ -20,6 +20,7 @@ pub mod limits;
 pub mod lookup;
 pub mod manifest;
 pub mod rate;
+pub mod recording;
 pub mod schema;
 pub mod signing;
 pub mod ssrf;

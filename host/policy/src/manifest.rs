@@ -64,7 +64,26 @@ pub struct Manifest {
     /// How webhooks sent to its connections are verified; `None` when it
     /// takes none (`POST /v1/hooks/…` then answers 401).
     pub webhook: Option<WebhookSpec>,
+    /// What a recorded invocation's transcript leaves out (`[recording]`).
+    pub recording: RecordingSpec,
 }
+
+/// `[recording]`: the fields of this plugin's data that are secret, whose
+/// values a transcript of one of its invocations never holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSpec {
+    /// JSON member names (any case) whose values are redacted wherever they
+    /// appear: input, output, request and response bodies, form fields,
+    /// query parameters, KV values. The host always redacts
+    /// [`crate::recording::ALWAYS_REDACTED`] too.
+    #[serde(default)]
+    pub redact: Vec<String>,
+}
+
+/// Most names `[recording] redact` may list.
+pub const MAX_REDACTED_FIELDS: usize = 64;
 
 /// How a plugin's connections take webhooks in (`[webhook]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -314,6 +333,8 @@ struct RawManifest {
     #[serde(default)]
     limits: RequestedLimits,
     webhook: Option<RawWebhook>,
+    #[serde(default)]
+    recording: RecordingSpec,
 }
 
 #[derive(Deserialize)]
@@ -403,6 +424,7 @@ impl Manifest {
         let operations = validate_operations(raw.operations)?;
         let capabilities = validate_capabilities(raw.capabilities)?;
         let webhook = validate_webhook(raw.webhook, &capabilities, &contract)?;
+        validate_recording(&raw.recording)?;
         if raw.limits.memory_mb == 0 || raw.limits.memory_mb > MAX_MEMORY_MB {
             return Err(field_error(
                 "limits.memory_mb",
@@ -426,6 +448,7 @@ impl Manifest {
             capabilities,
             limits: raw.limits,
             webhook,
+            recording: raw.recording,
         })
     }
 
@@ -685,6 +708,29 @@ fn validate_webhook(
         verify: raw.verify,
         secret: raw.secret,
     }))
+}
+
+/// `[recording] redact`: at most [`MAX_REDACTED_FIELDS`] names, each 1-128
+/// printable characters.
+fn validate_recording(spec: &RecordingSpec) -> Result<(), ManifestError> {
+    if spec.redact.len() > MAX_REDACTED_FIELDS {
+        return Err(field_error(
+            "recording.redact",
+            format!(
+                "lists {} names; at most {MAX_REDACTED_FIELDS}",
+                spec.redact.len()
+            ),
+        ));
+    }
+    for (i, name) in spec.redact.iter().enumerate() {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(field_error(
+                format!("recording.redact[{i}]"),
+                "a field name: 1-128 characters, no control characters",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The destinations a credential may be sent to: at least one, each a rule.

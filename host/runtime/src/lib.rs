@@ -14,6 +14,7 @@ pub mod error;
 pub mod interface;
 pub mod limits;
 pub mod package;
+pub mod record;
 pub mod schema;
 pub mod slots;
 pub mod state;
@@ -260,6 +261,9 @@ pub struct CallOptions {
     /// When the caller stops waiting. The call ends at this or at the
     /// plugin's own timeout, whichever comes first.
     pub deadline: Option<Instant>,
+    /// Records the call's host calls, or plays a recorded call's clocks and
+    /// random values back (see [`record`]).
+    pub tape: Option<Arc<record::Tape>>,
 }
 
 impl CallOptions {
@@ -287,6 +291,8 @@ struct CallRecord {
     circuit_retry_after: Option<Duration>,
     /// Whether a `verify-hmac` check matched during the call.
     verified: bool,
+    /// Where the call's host calls are recorded, when they are.
+    tape: Option<Arc<record::Tape>>,
 }
 
 /// The record of one invocation, successful or not.
@@ -437,6 +443,7 @@ impl Runtime {
 
     /// A fresh store for one call: its state, the memory limiter, and the
     /// epoch deadline that ends the call.
+    #[allow(clippy::too_many_arguments)] // one call's parts, each used once
     fn new_store(
         &self,
         plugin: &LoadedPlugin,
@@ -445,8 +452,9 @@ impl Runtime {
         log: &LogCtx,
         deadline: Instant,
         id: &Arc<CallId>,
+        tape: Option<&Arc<record::Tape>>,
     ) -> Store<CallState> {
-        let state = self.call_state(plugin, binding, limits, log, deadline, id);
+        let state = self.call_state(plugin, binding, limits, log, deadline, id, tape);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // The deadline is checked at every tick guest code runs through, and
@@ -471,6 +479,7 @@ impl Runtime {
 
     /// What one call's capabilities hold: WASI with stdio into the log, the
     /// HTTP gate, config, KV (when granted) and the call's budgets.
+    #[allow(clippy::too_many_arguments)] // one call's parts, each used once
     fn call_state(
         &self,
         plugin: &LoadedPlugin,
@@ -479,11 +488,15 @@ impl Runtime {
         log: &LogCtx,
         deadline: Instant,
         id: &Arc<CallId>,
+        tape: Option<&Arc<record::Tape>>,
     ) -> CallState {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(log.pipe(LogSource::Stdout))
             .stderr(log.pipe(LogSource::Stderr));
         capabilities::wasi::deny_files_and_sockets(&mut wasi);
+        if let Some(tape) = tape {
+            tape.configure(&mut wasi);
+        }
         let budget = HostBudget::for_memory(limits.memory_bytes);
         let mut table = ResourceTable::new();
         table.set_max_capacity(budget.resources);
@@ -501,12 +514,15 @@ impl Runtime {
         };
         let mut http = HttpCtx::new(self.egress.clone(), destinations, deadline, policy);
         http.ctx.set_field_size_limit(budget.field_bytes);
+        http.gate.tape = tape.cloned();
+        let mut kv = self.kv_ctx(plugin, binding, id);
+        kv.tape = tape.cloned();
         CallState {
             wasi: wasi.build(),
             table,
             http,
             config: binding.config.clone(),
-            kv: self.kv_ctx(plugin, binding, id),
+            kv,
             log: log.clone(),
             signing: SigningCtx::denied(id.clone()),
             limiter: MemoryLimiter::new(limits.memory_bytes),
@@ -529,6 +545,7 @@ impl Runtime {
         KvCtx {
             access,
             call: id.clone(),
+            tape: None,
         }
     }
 
@@ -551,7 +568,7 @@ impl Runtime {
         let log = LogCtx::new(id.clone(), self.limits.max_log_bytes);
         let limits = plugin.limits;
         let deadline = Instant::now() + limits.timeout;
-        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, &id);
+        let mut store = self.new_store(plugin, &binding, &limits, &log, deadline, &id, None);
         let activity = store.data().activity.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -587,6 +604,7 @@ impl Runtime {
         options: CallOptions,
     ) -> InvokeOutcome {
         self.recorded(plugin, binding, operation, async |record| {
+            record.tape = options.tape.clone();
             let limits = binding.limits.tighten(plugin.limits);
             let (deadline, limits) = options.within(limits);
             let within = (deadline, limits.timeout);
@@ -637,6 +655,7 @@ impl Runtime {
         options: CallOptions,
     ) -> InvokeOutcome<String> {
         self.recorded(plugin, binding, operation, async |record| {
+            record.tape = options.tape.clone();
             let limits = binding.limits.tighten(plugin.limits);
             let (deadline, limits) = options.within(limits);
             if !plugin.schemas.contains_key(operation) {
@@ -689,6 +708,7 @@ impl Runtime {
             circuit_open: 0,
             circuit_retry_after: None,
             verified: false,
+            tape: None,
         };
         let result = call(&mut record).await;
         if let Err(error) = &result
@@ -881,7 +901,15 @@ impl Runtime {
             &Instance,
         ) -> wasmtime::Result<Result<T, PluginError>>,
     ) -> Result<T, InvokeError> {
-        let mut store = self.new_store(plugin, binding, limits, &record.log, deadline, &record.id);
+        let mut store = self.new_store(
+            plugin,
+            binding,
+            limits,
+            &record.log,
+            deadline,
+            &record.id,
+            record.tape.as_ref(),
+        );
         store.data_mut().signing.access = signing;
         let activity = store.data().activity.clone();
         // Past the pool's size (or the threads kept for calls) the host is

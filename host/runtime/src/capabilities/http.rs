@@ -8,6 +8,7 @@
 //! trap, and is audited. Redirects are never followed: a 3xx is handed back to
 //! the plugin, whose next request is checked from scratch.
 
+use crate::record::{Side, Tape, Tee};
 use http_body_util::BodyExt as _;
 use patchbay_egress::Caller;
 use patchbay_egress::credentials::BoundCredential;
@@ -62,6 +63,8 @@ pub struct HttpGate {
     requests_left: usize,
     deadline: Instant,
     denials: Arc<Mutex<Denials>>,
+    /// Where the call's exchanges are recorded, when they are.
+    pub tape: Option<Arc<Tape>>,
 }
 
 impl Denials {
@@ -117,6 +120,7 @@ impl HttpCtx {
                 call,
                 deadline,
                 denials: Arc::default(),
+                tape: None,
             },
         }
     }
@@ -276,13 +280,40 @@ impl WasiHttpHooks for HttpGate {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let method = request.method().to_string();
+        let taped = self.tape.clone().map(|tape| {
+            let headers = request
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (n.as_str().to_owned(), value)
+                })
+                .collect();
+            let index = tape.request(&method, &request.uri().to_string(), headers);
+            (tape, index)
+        });
         let target = match Target::parse(&method, &request.uri().to_string()) {
             Ok(target) => target,
-            Err(error) => return self.deny_unparsed(request.uri(), method, &error),
+            Err(error) => {
+                let refused = self.deny_unparsed(request.uri(), method, &error);
+                return taped_failure(taped, refused);
+            }
         };
         match self.decide(&target, request.headers()) {
-            Ok(credential) => self.send_allowed(request, target, credential, options),
-            Err(cause) => self.deny_target(&target, method, cause),
+            Ok(credential) => match taped {
+                Some((tape, index)) => {
+                    let request = request.map(|body| {
+                        Tee::new(body, tape.clone(), index, Side::Request).boxed_unsync()
+                    });
+                    let sent = self.send_allowed(request, target, credential, options);
+                    Box::new(taped_response(sent, tape, index))
+                }
+                None => self.send_allowed(request, target, credential, options),
+            },
+            Err(cause) => {
+                let refused = self.deny_target(&target, method, cause);
+                taped_failure(taped, refused)
+            }
         }
     }
 }
@@ -410,6 +441,80 @@ impl HttpGate {
             }
         })
     }
+}
+
+/// A refusal, noted on the tape when the call records.
+fn taped_failure(taped: Option<(Arc<Tape>, usize)>, refused: SendFuture) -> SendFuture {
+    match taped {
+        None => refused,
+        Some((tape, index)) => Box::new(async move {
+            let result = Box::into_pin(refused).await;
+            if let Err(code) = &result {
+                tape.failed(index, error_code_name(code));
+            }
+            result
+        }),
+    }
+}
+
+/// A sent request's outcome, noted on the tape: the error code the plugin
+/// got, or the response head, with its body copied as the plugin reads it.
+fn taped_response(
+    sent: SendFuture,
+    tape: Arc<Tape>,
+    index: usize,
+) -> impl Future<
+    Output = Result<
+        (
+            http::Response<WasiBody>,
+            Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+        ),
+        HttpError,
+    >,
+> + Send {
+    async move {
+        match Box::into_pin(sent).await {
+            Ok((response, sent)) => {
+                let headers = response
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        (n.as_str().to_owned(), value)
+                    })
+                    .collect();
+                tape.response(index, response.status().as_u16(), headers);
+                let response = response
+                    .map(|body| Tee::new(body, tape.clone(), index, Side::Response).boxed_unsync());
+                Ok((response, sent))
+            }
+            Err(code) => {
+                tape.failed(index, error_code_name(&code));
+                Err(code)
+            }
+        }
+    }
+}
+
+/// An error code as wasi:http names it (`HTTP-request-denied`…).
+pub fn error_code_name(code: &HttpError) -> String {
+    let name = match code {
+        HttpError::HttpRequestDenied => "HTTP-request-denied",
+        HttpError::DestinationIpProhibited => "destination-IP-prohibited",
+        HttpError::HttpRequestUriInvalid => "HTTP-request-URI-invalid",
+        HttpError::ConnectionTimeout => "connection-timeout",
+        HttpError::ConnectionReadTimeout => "connection-read-timeout",
+        HttpError::ConnectionRefused => "connection-refused",
+        HttpError::HttpProtocolError => "HTTP-protocol-error",
+        HttpError::DestinationUnavailable => "destination-unavailable",
+        HttpError::InternalError(_) => "internal-error",
+        HttpError::HttpRequestBodySize(_) => "HTTP-request-body-size",
+        HttpError::HttpResponseBodySize(_) => "HTTP-response-body-size",
+        HttpError::HttpResponseContentCoding(_) => "HTTP-response-content-coding",
+        HttpError::HttpResponseIncomplete => "HTTP-response-incomplete",
+        other => return format!("{other:?}"),
+    };
+    name.to_owned()
 }
 
 /// The wasi:http error code the plugin sees for a request the egress did not complete.

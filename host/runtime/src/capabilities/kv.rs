@@ -6,10 +6,13 @@
 //! before the call returns, so what a plugin was told is stored survives a crash.
 
 use crate::bindings::patchbay::connector::kv::{Host, KeyPage, KvError, add_to_linker as add_kv};
+use crate::record::Tape;
 use patchbay_policy::call::CallId;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::manifest::KvQuota;
+use patchbay_policy::recording::{KvCall, KvValue};
 use patchbay_storage::{KvLimits, Scope, SharedKv, StorageError};
+use serde_json::Value as Json;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -48,6 +51,8 @@ pub struct KvCtx {
     pub access: Option<KvAccess>,
     /// The invocation, for the host's log line about a refusal.
     pub call: Arc<CallId>,
+    /// Where the call's KV calls are recorded, when they are.
+    pub tape: Option<Arc<Tape>>,
 }
 
 impl KvCtx {
@@ -106,14 +111,14 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-impl Host for KvCtx {
-    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+impl KvCtx {
+    async fn do_get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         let access = self.granted("get")?.clone();
         check_key(&key)?;
         blocking(move || access.store.get(&access.scope, &key, (access.clock)())).await
     }
 
-    async fn set(
+    async fn do_set(
         &mut self,
         key: String,
         value: Vec<u8>,
@@ -147,7 +152,7 @@ impl Host for KvCtx {
         .await
     }
 
-    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+    async fn do_delete(&mut self, key: String) -> Result<bool, KvError> {
         let access = self.granted("delete")?.clone();
         check_key(&key)?;
         blocking(move || {
@@ -158,7 +163,7 @@ impl Host for KvCtx {
         .await
     }
 
-    async fn list_keys(
+    async fn do_list_keys(
         &mut self,
         prefix: String,
         cursor: Option<String>,
@@ -187,7 +192,7 @@ impl Host for KvCtx {
         })
     }
 
-    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
+    async fn do_increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
         let access = self.granted("increment")?.clone();
         check_key(&key)?;
         blocking(move || {
@@ -200,6 +205,109 @@ impl Host for KvCtx {
             Ok(value)
         })
         .await
+    }
+}
+
+/// The code a KV error reaches the plugin as.
+fn error_code(error: &KvError) -> &'static str {
+    match error {
+        KvError::AccessDenied(_) => "access-denied",
+        KvError::InvalidArgument(_) => "invalid-argument",
+        KvError::QuotaExceeded(_) => "quota-exceeded",
+        KvError::NotAnInteger(_) => "not-an-integer",
+        KvError::Internal(_) => "internal",
+    }
+}
+
+impl KvCtx {
+    /// Keep `call` and what it returned on the tape, when there is one.
+    fn taped<T>(&self, call: KvCall, result: &Result<T, KvError>, shown: impl FnOnce(&T) -> Json) {
+        let Some(tape) = &self.tape else { return };
+        let mut call = call;
+        match result {
+            Ok(value) => call.result = shown(value),
+            Err(error) => call.error = Some(error_code(error).to_owned()),
+        }
+        tape.kv(call);
+    }
+
+    fn value(&self, bytes: &[u8]) -> Json {
+        match &self.tape {
+            Some(tape) => {
+                serde_json::to_value(KvValue::of(bytes, tape.redactor())).unwrap_or(Json::Null)
+            }
+            None => Json::Null,
+        }
+    }
+}
+
+fn kv_call(op: &str, key: &str) -> KvCall {
+    KvCall {
+        op: op.to_owned(),
+        key: key.to_owned(),
+        value: None,
+        ttl_ms: None,
+        delta: None,
+        result: Json::Null,
+        error: None,
+    }
+}
+
+impl Host for KvCtx {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        let call = kv_call("get", &key);
+        let result = self.do_get(key).await;
+        self.taped(call, &result, |v| {
+            v.as_deref().map_or(Json::Null, |bytes| self.value(bytes))
+        });
+        result
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), KvError> {
+        let call = self.tape.as_ref().map(|tape| KvCall {
+            value: Some(KvValue::of(&value, tape.redactor())),
+            ttl_ms,
+            ..kv_call("set", &key)
+        });
+        let result = self.do_set(key, value, ttl_ms).await;
+        if let Some(call) = call {
+            self.taped(call, &result, |_| Json::Null);
+        }
+        result
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        let call = kv_call("delete", &key);
+        let result = self.do_delete(key).await;
+        self.taped(call, &result, |existed| Json::Bool(*existed));
+        result
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<KeyPage, KvError> {
+        let call = kv_call("list-keys", &prefix);
+        let result = self.do_list_keys(prefix, cursor, limit).await;
+        self.taped(call, &result, |page| serde_json::json!(page.keys));
+        result
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
+        let call = KvCall {
+            delta: Some(delta),
+            ..kv_call("increment", &key)
+        };
+        let result = self.do_increment(key, delta).await;
+        self.taped(call, &result, |value| Json::from(*value));
+        result
     }
 }
 

@@ -1,0 +1,682 @@
+//! A call's tape: what the host keeps of one invocation's host calls while
+//! it records (HTTP exchanges, KV calls, clock readings, random values,
+//! each as the plugin saw it, secrets redacted), and what it plays back to
+//! replay one (the clock readings and random values recorded, in order).
+//!
+//! Recording costs a call only when its connection records: a call without
+//! a tape runs the host's own clocks and generators, as before.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use patchbay_policy::recording::{
+    Body as RecordedBody, HostCalls, KvCall, MAX_RECORDED_BODY, MAX_RECORDED_CLOCK_READINGS,
+    MAX_RECORDED_KV_CALLS, MAX_RECORDED_RANDOM_BYTES, RecordedExchange, RecordedRequest,
+    RecordedResponse, Redactor,
+};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+/// One call's tape: it records, or it plays back.
+pub struct Tape {
+    redactor: Redactor,
+    state: Mutex<State>,
+    play: Option<Playback>,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.play.is_some() {
+            "Tape(playback)"
+        } else {
+            "Tape(recording)"
+        })
+    }
+}
+
+/// What a replay serves: the clock readings and random values of the
+/// recorded call, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Playback {
+    /// Wall-clock readings, ns since the Unix epoch.
+    pub wall_ns: Vec<u128>,
+    /// Monotonic readings, ns.
+    pub monotonic_ns: Vec<u64>,
+    /// `wasi:random/random` bytes.
+    pub secure: Vec<u8>,
+    /// `wasi:random/insecure` bytes.
+    pub insecure: Vec<u8>,
+    /// `wasi:random/insecure-seed`.
+    pub insecure_seed: Option<u128>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: HostCalls,
+    exchanges: Vec<Pending>,
+    kv_dropped: usize,
+    clocks_dropped: usize,
+    random_dropped: usize,
+    secure: Vec<u8>,
+    insecure: Vec<u8>,
+    /// Playback: readings and bytes asked for past what was recorded.
+    overrun: Vec<String>,
+}
+
+/// An exchange while its bodies stream.
+struct Pending {
+    request: RecordedRequest,
+    request_type: Option<String>,
+    request_body: Vec<u8>,
+    request_cut: bool,
+    response: Option<(u16, Vec<(String, String)>)>,
+    response_type: Option<String>,
+    response_body: Vec<u8>,
+    response_cut: bool,
+    body_error: Option<String>,
+    error: Option<String>,
+}
+
+/// Which body of an exchange a [`Tee`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The plugin's request body.
+    Request,
+    /// The upstream's response body.
+    Response,
+}
+
+fn content_type(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+}
+
+fn keep(into: &mut Vec<u8>, cut: &mut bool, data: &[u8]) {
+    let room = MAX_RECORDED_BODY.saturating_sub(into.len());
+    if data.len() > room {
+        *cut = true;
+    }
+    into.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+impl Tape {
+    /// A tape that records, redacting with `redactor`.
+    pub fn recording(redactor: Redactor) -> Arc<Self> {
+        Arc::new(Self {
+            redactor,
+            state: Mutex::default(),
+            play: None,
+        })
+    }
+
+    /// A tape that plays `playback` back (and records too, so a replay can
+    /// show what it did).
+    pub fn playback(playback: Playback) -> Arc<Self> {
+        Arc::new(Self {
+            redactor: Redactor::new(&[], []),
+            state: Mutex::default(),
+            play: Some(playback),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What redacts this tape's values.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Give `wasi` this tape's clocks and generators: the host's, recorded;
+    /// or the recorded ones, played back.
+    pub fn configure(self: &Arc<Self>, wasi: &mut WasiCtxBuilder) {
+        match &self.play {
+            None => {
+                let seed = u128::from_le_bytes(fastrand_bytes());
+                self.lock().calls.random.insecure_seed = Some(seed.to_string());
+                wasi.wall_clock(RecordedWall {
+                    tape: self.clone(),
+                    clock: wasmtime_wasi::clocks::WallClock::new(),
+                })
+                .monotonic_clock(RecordedMonotonic {
+                    tape: self.clone(),
+                    clock: wasmtime_wasi::clocks::MonotonicClock::new(),
+                })
+                .secure_random(RecordedRng {
+                    tape: self.clone(),
+                    inner: wasmtime_wasi::thread_rng(),
+                    secure: true,
+                })
+                .insecure_random(RecordedRng {
+                    tape: self.clone(),
+                    inner: wasmtime_wasi::thread_rng(),
+                    secure: false,
+                })
+                .insecure_random_seed(seed);
+            }
+            Some(play) => {
+                wasi.wall_clock(PlayedWall {
+                    tape: self.clone(),
+                    values: play.wall_ns.clone(),
+                    next: AtomicUsize::new(0),
+                })
+                .monotonic_clock(PlayedMonotonic {
+                    tape: self.clone(),
+                    values: play.monotonic_ns.clone(),
+                    next: AtomicUsize::new(0),
+                })
+                .secure_random(PlayedRng::new(self.clone(), play.secure.clone(), "random"))
+                .insecure_random(PlayedRng::new(
+                    self.clone(),
+                    play.insecure.clone(),
+                    "insecure random",
+                ))
+                .insecure_random_seed(play.insecure_seed.unwrap_or(0));
+            }
+        }
+    }
+
+    /// A request leaves the plugin: its index among the call's exchanges.
+    pub fn request(&self, method: &str, url: &str, headers: Vec<(String, String)>) -> usize {
+        let request_type = content_type(&headers);
+        let request = RecordedRequest {
+            method: method.to_owned(),
+            url: self.redactor.url(url),
+            headers: self.redactor.headers(headers),
+            body: RecordedBody::default(),
+        };
+        let mut state = self.lock();
+        state.exchanges.push(Pending {
+            request,
+            request_type,
+            request_body: Vec::new(),
+            request_cut: false,
+            response: None,
+            response_type: None,
+            response_body: Vec::new(),
+            response_cut: false,
+            body_error: None,
+            error: None,
+        });
+        state.exchanges.len() - 1
+    }
+
+    /// The plugin got `code` instead of a response.
+    pub fn failed(&self, index: usize, code: String) {
+        if let Some(exchange) = self.lock().exchanges.get_mut(index) {
+            exchange.error = Some(code);
+        }
+    }
+
+    /// A response's head reached the plugin.
+    pub fn response(&self, index: usize, status: u16, headers: Vec<(String, String)>) {
+        let response_type = content_type(&headers);
+        let headers = self.redactor.headers(headers);
+        if let Some(exchange) = self.lock().exchanges.get_mut(index) {
+            exchange.response = Some((status, headers));
+            exchange.response_type = response_type;
+        }
+    }
+
+    fn body_data(&self, index: usize, side: Side, data: &[u8]) {
+        if let Some(e) = self.lock().exchanges.get_mut(index) {
+            match side {
+                Side::Request => keep(&mut e.request_body, &mut e.request_cut, data),
+                Side::Response => keep(&mut e.response_body, &mut e.response_cut, data),
+            }
+        }
+    }
+
+    fn body_failed(&self, index: usize, side: Side, error: String) {
+        if side == Side::Response
+            && let Some(e) = self.lock().exchanges.get_mut(index)
+        {
+            e.body_error = Some(error);
+        }
+    }
+
+    /// A KV call the plugin made.
+    pub fn kv(&self, call: KvCall) {
+        let mut state = self.lock();
+        if state.calls.kv.len() < MAX_RECORDED_KV_CALLS {
+            state.calls.kv.push(call);
+        } else {
+            state.kv_dropped += 1;
+        }
+    }
+
+    /// Everything recorded, the tape emptied. Bodies still streaming keep
+    /// what arrived.
+    pub fn take(&self) -> HostCalls {
+        let mut state = self.lock();
+        let mut calls = std::mem::take(&mut state.calls);
+        for e in std::mem::take(&mut state.exchanges) {
+            let mut request = e.request;
+            request.body =
+                self.redactor
+                    .body(&e.request_body, e.request_type.as_deref(), e.request_cut);
+            let response = e.response.map(|(status, headers)| RecordedResponse {
+                status,
+                headers,
+                body: self.redactor.body(
+                    &e.response_body,
+                    e.response_type.as_deref(),
+                    e.response_cut,
+                ),
+                body_error: e.body_error,
+            });
+            calls.http.push(RecordedExchange {
+                request,
+                response,
+                error: e.error,
+            });
+        }
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        calls.random.secure = b64.encode(std::mem::take(&mut state.secure));
+        calls.random.insecure = b64.encode(std::mem::take(&mut state.insecure));
+        let dropped = [
+            (state.kv_dropped, "KV calls"),
+            (state.clocks_dropped, "clock readings"),
+            (state.random_dropped, "random bytes"),
+        ];
+        for (count, what) in dropped {
+            if count > 0 {
+                calls
+                    .truncated
+                    .push(format!("{count} {what} past the bound"));
+            }
+        }
+        calls
+    }
+
+    /// Playback: what the replayed call asked for past the recording.
+    pub fn overrun(&self) -> Vec<String> {
+        self.lock().overrun.clone()
+    }
+
+    fn overran(&self, what: &str) {
+        let mut state = self.lock();
+        let note = format!("the plugin read {what} past what the transcript recorded");
+        if !state.overrun.contains(&note) {
+            state.overrun.push(note);
+        }
+    }
+
+    fn wall_read(&self, ns: u128) {
+        let mut state = self.lock();
+        if state.calls.clocks.wall_ns.len() < MAX_RECORDED_CLOCK_READINGS {
+            state.calls.clocks.wall_ns.push(ns);
+        } else {
+            state.clocks_dropped += 1;
+        }
+    }
+
+    fn monotonic_read(&self, ns: u64) {
+        let mut state = self.lock();
+        if state.calls.clocks.monotonic_ns.len() < MAX_RECORDED_CLOCK_READINGS {
+            state.calls.clocks.monotonic_ns.push(ns);
+        } else {
+            state.clocks_dropped += 1;
+        }
+    }
+
+    fn random_given(&self, secure: bool, bytes: &[u8]) {
+        let mut state = self.lock();
+        let held = state.secure.len() + state.insecure.len();
+        let room = MAX_RECORDED_RANDOM_BYTES.saturating_sub(held);
+        let kept = &bytes[..bytes.len().min(room)];
+        if secure {
+            state.secure.extend_from_slice(kept);
+        } else {
+            state.insecure.extend_from_slice(kept);
+        }
+        state.random_dropped += bytes.len() - kept.len();
+    }
+}
+
+fn fastrand_bytes() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    out[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    out
+}
+
+struct RecordedWall {
+    tape: Arc<Tape>,
+    clock: wasmtime_wasi::clocks::WallClock,
+}
+
+impl HostWallClock for RecordedWall {
+    fn resolution(&self) -> Duration {
+        self.clock.resolution()
+    }
+
+    fn now(&self) -> Duration {
+        let now = self.clock.now();
+        self.tape.wall_read(now.as_nanos());
+        now
+    }
+}
+
+struct RecordedMonotonic {
+    tape: Arc<Tape>,
+    clock: wasmtime_wasi::clocks::MonotonicClock,
+}
+
+impl HostMonotonicClock for RecordedMonotonic {
+    fn resolution(&self) -> u64 {
+        self.clock.resolution()
+    }
+
+    fn now(&self) -> u64 {
+        let now = self.clock.now();
+        self.tape.monotonic_read(now);
+        now
+    }
+}
+
+struct RecordedRng {
+    tape: Arc<Tape>,
+    inner: Box<dyn rand_core::Rng + Send>,
+    secure: bool,
+}
+
+impl rand_core::TryRng for RecordedRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut bytes = [0; 4];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut bytes = [0; 8];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
+        self.inner.fill_bytes(dest);
+        self.tape.random_given(self.secure, dest);
+        Ok(())
+    }
+}
+
+/// Past the recorded readings, a played clock moves on by a microsecond a
+/// reading, so time never runs backwards.
+const STEP_PAST_RECORDING_NS: u64 = 1_000;
+
+struct PlayedWall {
+    tape: Arc<Tape>,
+    values: Vec<u128>,
+    next: AtomicUsize,
+}
+
+impl HostWallClock for PlayedWall {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let ns = match self.values.get(i) {
+            Some(ns) => *ns,
+            None => {
+                self.tape.overran("the wall clock");
+                let last = self.values.last().copied().unwrap_or(0);
+                let past = (i + 1 - self.values.len()) as u128;
+                last + past * u128::from(STEP_PAST_RECORDING_NS)
+            }
+        };
+        Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
+    }
+}
+
+struct PlayedMonotonic {
+    tape: Arc<Tape>,
+    values: Vec<u64>,
+    next: AtomicUsize,
+}
+
+impl HostMonotonicClock for PlayedMonotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.values.get(i) {
+            Some(ns) => *ns,
+            None => {
+                self.tape.overran("the monotonic clock");
+                let last = self.values.last().copied().unwrap_or(0);
+                let past = (i + 1 - self.values.len()) as u64;
+                last.saturating_add(past.saturating_mul(STEP_PAST_RECORDING_NS))
+            }
+        }
+    }
+}
+
+struct PlayedRng {
+    tape: Arc<Tape>,
+    bytes: Vec<u8>,
+    next: usize,
+    what: &'static str,
+    /// Past the recording: a fixed sequence, the same on every replay.
+    after: u64,
+}
+
+impl PlayedRng {
+    fn new(tape: Arc<Tape>, bytes: Vec<u8>, what: &'static str) -> Self {
+        Self {
+            tape,
+            bytes,
+            next: 0,
+            what,
+            after: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+impl rand_core::TryRng for PlayedRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut bytes = [0; 4];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut bytes = [0; 8];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
+        for byte in dest.iter_mut() {
+            *byte = match self.bytes.get(self.next) {
+                Some(b) => *b,
+                None => {
+                    // xorshift64: deterministic, not secret.
+                    self.after ^= self.after << 13;
+                    self.after ^= self.after >> 7;
+                    self.after ^= self.after << 17;
+                    self.after as u8
+                }
+            };
+            self.next += 1;
+        }
+        if self.next > self.bytes.len() {
+            self.tape.overran(self.what);
+        }
+        Ok(())
+    }
+}
+
+/// A body that hands every frame on and copies its data onto a tape.
+pub struct Tee<B> {
+    inner: B,
+    tape: Arc<Tape>,
+    index: usize,
+    side: Side,
+}
+
+impl<B> Tee<B> {
+    /// Copy `inner`'s data onto `tape` as exchange `index`'s `side`.
+    pub fn new(inner: B, tape: Arc<Tape>, index: usize, side: Side) -> Self {
+        Self {
+            inner,
+            tape,
+            index,
+            side,
+        }
+    }
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.tape.body_data(this.index, this.side, data);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.tape
+                    .body_failed(this.index, this.side, format!("{error:?}"))
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full};
+
+    #[tokio::test]
+    async fn a_tee_copies_the_body_and_cuts_it_at_the_bound() {
+        let tape = Tape::recording(Redactor::new(&[], []));
+        let index = tape.request(
+            "POST",
+            "https://x.test/a?api_key=k",
+            vec![("content-type".into(), "application/json".into())],
+        );
+        let body = Tee::new(
+            Full::new(Bytes::from_static(br#"{"secret":"s","a":1}"#)),
+            tape.clone(),
+            index,
+            Side::Request,
+        );
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&sent[..], br#"{"secret":"s","a":1}"#, "passed on unchanged");
+        tape.response(index, 200, vec![("set-cookie".into(), "id=1".into())]);
+        let big = vec![b'x'; MAX_RECORDED_BODY + 10];
+        let body = Tee::new(
+            Full::new(Bytes::from(big.clone())),
+            tape.clone(),
+            index,
+            Side::Response,
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), big.len());
+        let calls = tape.take();
+        let exchange = &calls.http[0];
+        assert_eq!(
+            exchange.request.url,
+            "https://x.test/a?api_key=%5Bredacted%5D"
+        );
+        assert_eq!(
+            exchange.request.body.body,
+            Some(serde_json::json!({"secret": "[redacted]", "a": 1}))
+        );
+        let response = exchange.response.as_ref().unwrap();
+        assert_eq!(response.headers[0].1, "[redacted]");
+        assert!(response.body.truncated);
+        assert_eq!(
+            response.body.body_text.as_ref().unwrap().len(),
+            MAX_RECORDED_BODY
+        );
+    }
+
+    #[test]
+    fn played_clocks_and_random_give_the_recorded_values_then_move_on_deterministically() {
+        let tape = Tape::playback(Playback {
+            wall_ns: vec![5_000_000_001],
+            monotonic_ns: vec![10, 20],
+            secure: vec![1, 2, 3],
+            insecure: vec![],
+            insecure_seed: Some(7),
+        });
+        let wall = PlayedWall {
+            tape: tape.clone(),
+            values: vec![5_000_000_001],
+            next: AtomicUsize::new(0),
+        };
+        assert_eq!(wall.now(), Duration::new(5, 1));
+        assert_eq!(wall.now(), Duration::new(5, 1_001));
+        let mono = PlayedMonotonic {
+            tape: tape.clone(),
+            values: vec![10, 20],
+            next: AtomicUsize::new(0),
+        };
+        assert_eq!((mono.now(), mono.now(), mono.now()), (10, 20, 1_020));
+        let mut rng = PlayedRng::new(tape.clone(), vec![1, 2, 3], "random");
+        let mut again = PlayedRng::new(tape.clone(), vec![1, 2, 3], "random");
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        rand_core::Rng::fill_bytes(&mut rng, &mut a);
+        rand_core::Rng::fill_bytes(&mut again, &mut b);
+        assert_eq!(&a[..3], &[1, 2, 3]);
+        assert_eq!(a, b, "the same past the recording, every time");
+        assert_eq!(tape.overrun().len(), 3, "{:?}", tape.overrun());
+    }
+
+    #[test]
+    fn recorded_random_is_kept_up_to_its_bound() {
+        let tape = Tape::recording(Redactor::new(&[], []));
+        let mut rng = RecordedRng {
+            tape: tape.clone(),
+            inner: wasmtime_wasi::thread_rng(),
+            secure: true,
+        };
+        let mut first = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rng, &mut first);
+        let calls = tape.take();
+        use base64::Engine as _;
+        let kept = base64::engine::general_purpose::STANDARD
+            .decode(&calls.random.secure)
+            .unwrap();
+        assert_eq!(kept, first);
+    }
+}
