@@ -424,6 +424,7 @@ impl Vendor {
         let options = patchbay::runtime::CallOptions {
             idempotency_key: idempotency_key.map(str::to_owned),
             deadline: None,
+            tape: None,
         };
         self.harness
             .services

@@ -800,6 +800,7 @@ async fn two_first_attempts_with_one_key_at_the_same_time_book_once() {
         input: booking_request(),
         idempotency_key: Some(key.into()),
         deadline: None,
+        tape: None,
     };
     let (a, b) = tokio::join!(
         tenancy.invoke(book("call-9:book")),

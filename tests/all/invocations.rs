@@ -32,6 +32,7 @@ fn call(operation: &str, input: Value) -> Invocation {
         input,
         idempotency_key: None,
         deadline: None,
+        tape: None,
     }
 }
 

@@ -212,6 +212,7 @@ async fn the_plugin_sees_its_invocation_context() {
             CallOptions {
                 idempotency_key: Some("idem-42".into()),
                 deadline: None,
+                tape: None,
             },
         )
         .await;

@@ -269,6 +269,7 @@ async fn invoke(
             input: request.input,
             idempotency_key,
             deadline: None,
+            tape: None,
         })
         .await?;
     let outcome = invoked.outcome;

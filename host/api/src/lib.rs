@@ -15,6 +15,7 @@ mod limits;
 mod lookups;
 pub mod metrics;
 mod plugins;
+mod recordings;
 mod shape;
 mod tokens;
 mod workspaces;
@@ -96,6 +97,7 @@ fn described() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(plugins::routes())
         .merge(connections::routes())
+        .merge(recordings::routes())
         .merge(lookups::routes())
         .merge(events::routes())
         .merge(hooks::routes())

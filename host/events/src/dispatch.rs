@@ -623,6 +623,7 @@ async fn call(
         input,
         idempotency_key: Some(key.to_owned()),
         deadline: None,
+        tape: None,
     };
     let invoked = events
         .tenancy

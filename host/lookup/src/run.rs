@@ -667,6 +667,7 @@ async fn ask(
         input,
         idempotency_key: None,
         deadline: Some(deadline),
+        tape: None,
     };
     let ran = tokio::time::timeout_at(
         (deadline + DEADLINE_GRACE).into(),

@@ -47,6 +47,7 @@ pub struct Services {
     /// Shared by every `Tenancy` made from these services, like the pins.
     bindings: Arc<patchbay_tenancy::invoke::Bindings>,
     keyed: Arc<patchbay_tenancy::invoke::KeyedCalls>,
+    recordings: Arc<patchbay_storage::recordings::Recordings>,
     /// The event flow: one per data directory, shared by every API state
     /// and dispatcher made from these services.
     pub events: Arc<Events>,
@@ -146,7 +147,13 @@ impl Services {
         )
         .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
         let store = PluginStore::open(data_dir.join("plugins"))?;
-        let outbox = Outbox::new(Arc::new(db.outbox()?));
+        let outbox_backend: Arc<dyn patchbay_storage::outbox::OutboxBackend> =
+            Arc::new(db.outbox()?);
+        let recordings = Arc::new(
+            patchbay_storage::recordings::Recordings::open(outbox_backend.clone())
+                .context("reading the connections' recordings")?,
+        );
+        let outbox = Outbox::new(outbox_backend);
         // The bundled packages' publisher is this binary's own, trusted
         // beside the publishers operator policy names.
         let mut trust = policy.packages.clone();
@@ -163,6 +170,7 @@ impl Services {
             pins: Arc::clone(&plugin_pins),
             bindings: Arc::clone(&bindings),
             keyed: Arc::clone(&keyed),
+            recordings: recordings.clone(),
         };
         let events = Arc::new(Events::new(
             Arc::new(tenancy),
@@ -188,6 +196,7 @@ impl Services {
             plugin_pins,
             bindings,
             keyed,
+            recordings,
             catalog,
             events,
         })
@@ -205,6 +214,7 @@ impl Services {
             pins: self.plugin_pins.clone(),
             bindings: self.bindings.clone(),
             keyed: self.keyed.clone(),
+            recordings: self.recordings.clone(),
         }
     }
 

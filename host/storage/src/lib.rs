@@ -8,6 +8,7 @@ pub mod audit;
 pub mod memory;
 pub mod outbox;
 pub mod purge;
+pub mod recordings;
 pub mod secrets;
 pub mod sled_store;
 pub mod tenancy;

@@ -52,11 +52,15 @@ pub enum Tree {
     Receipts,
     /// Each workspace's event-flow settings (the dead-letter alert), by name.
     Settings,
+    /// Connections' recordings (see `recordings`).
+    Recordings,
+    /// Recorded invocations' transcripts.
+    Transcripts,
 }
 
 impl Tree {
     /// Every tree, for backends that open them all.
-    pub const ALL: [Tree; 8] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Events,
         Tree::Deliveries,
         Tree::Due,
@@ -65,6 +69,8 @@ impl Tree {
         Tree::Subscriptions,
         Tree::Receipts,
         Tree::Settings,
+        Tree::Recordings,
+        Tree::Transcripts,
     ];
 
     /// The tree's name on disk.
@@ -78,6 +84,8 @@ impl Tree {
             Tree::Subscriptions => "subscriptions",
             Tree::Receipts => "webhook-receipts",
             Tree::Settings => "outbox-settings",
+            Tree::Recordings => "recordings",
+            Tree::Transcripts => "transcripts",
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Invocation {
     pub idempotency_key: Option<String>,
     /// When the caller stops waiting; the plugin's own timeout applies too.
     pub deadline: Option<Instant>,
+    /// Plays a recorded call's clocks and random values back (a replay);
+    /// `None` for every call from production.
+    pub tape: Option<Arc<patchbay_runtime::record::Tape>>,
 }
 
 /// Why an operation could not be started.
@@ -261,6 +264,7 @@ impl Tenancy {
         let options = CallOptions {
             idempotency_key: invocation.idempotency_key,
             deadline: invocation.deadline,
+            tape: invocation.tape,
         };
         Ok(self
             .run(&bound, &invocation.operation, invocation.input, options)
@@ -297,13 +301,24 @@ impl Tenancy {
         bound: &Bound,
         operation: &str,
         input: Json,
-        options: CallOptions,
+        mut options: CallOptions,
     ) -> Invoked {
+        let taping = match options.tape {
+            Some(_) => None,
+            None => self.taping(bound, &input, &options.idempotency_key).await,
+        };
+        if let Some(taping) = &taping {
+            options.tape = Some(taping.tape.clone());
+        }
         let outcome = self
             .catalog
             .runtime()
             .invoke(&bound.plugin, &bound.binding, operation, input, options)
             .await;
+        if let Some(taping) = taping {
+            self.keep_transcript(bound, operation, taping, &outcome)
+                .await;
+        }
         let explanation = match &outcome.result {
             Ok(_) => Explanation::default(),
             Err(error) => self.explain(bound, error, &outcome),
@@ -325,6 +340,7 @@ impl Tenancy {
         let options = CallOptions {
             idempotency_key: None,
             deadline,
+            tape: None,
         };
         self.catalog
             .runtime()

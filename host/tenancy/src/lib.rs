@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod invoke;
+pub mod recording;
 pub mod service;
 pub mod status;
 pub mod store;

@@ -197,6 +197,8 @@ pub struct Tenancy {
     pub bindings: Arc<crate::invoke::Bindings>,
     /// Idempotency keys in use, so calls sharing one run one at a time.
     pub keyed: Arc<crate::invoke::KeyedCalls>,
+    /// Connections' recordings and transcripts, removed with their connection.
+    pub recordings: Arc<patchbay_storage::recordings::Recordings>,
 }
 
 impl Tenancy {
@@ -253,6 +255,11 @@ impl Tenancy {
             self.remove_connection_data(connection).await?;
         }
         self.audit.remove_workspace(id).await?;
+        let recordings = self.recordings.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || recordings.remove_workspace(&id))
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))??;
         Ok(())
     }
 
@@ -506,10 +513,13 @@ impl Tenancy {
             .remove_scope(&scope)
             .await
             .map_err(|e| TenancyError::Storage(e.to_string()))?;
-        let kv = self.kv.clone();
-        tokio::task::spawn_blocking(move || kv.remove_scope(&scope))
-            .await
-            .map_err(|e| TenancyError::Storage(e.to_string()))??;
+        let (kv, recordings) = (self.kv.clone(), self.recordings.clone());
+        tokio::task::spawn_blocking(move || {
+            kv.remove_scope(&scope)?;
+            recordings.clear(&scope, true).map(drop)
+        })
+        .await
+        .map_err(|e| TenancyError::Storage(e.to_string()))??;
         Ok(())
     }
 }

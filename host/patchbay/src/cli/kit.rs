@@ -562,6 +562,7 @@ impl Kit<'_> {
                 input: fixture.input.clone(),
                 idempotency_key: fixture.idempotency_key.clone(),
                 deadline: None,
+                tape: None,
             })
             .await?;
         let duration = started.elapsed();

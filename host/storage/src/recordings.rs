@@ -1,0 +1,460 @@
+//! Recordings of connections' invocations, and the transcripts they keep.
+//!
+//! Trees (on the outbox's backend, so a transcript and its count are one
+//! transaction):
+//! - `recordings`: `scope` → the connection's [`RecordingState`] (JSON);
+//! - `transcripts`: `scope | 0 | invocation id` → its summary (JSON), and
+//!   `scope | 1 | invocation id` → the transcript (JSON).
+//!
+//! Whether a connection records is also kept in memory, so a call on a
+//! connection that does not record (nearly all of them) costs one atomic
+//! load, not a read of the store.
+
+use crate::outbox::{OutboxBackend, Tree, TxError};
+use crate::{Scope, StorageError, workspace_prefix};
+use patchbay_policy::recording::{
+    MAX_RECORDED_INVOCATIONS, Recording, RecordingRequest, TranscriptSummary,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A connection's recording, and how many transcripts it keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordingState {
+    /// The recording, while it is on or until it is stopped.
+    pub recording: Option<Recording>,
+    /// Transcripts stored for the connection.
+    pub kept: u32,
+}
+
+/// Why a recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Keeping what it asks beside what is kept would pass the bound.
+    #[error(
+        "the connection keeps {kept} transcripts; with {asked} more it would pass {MAX_RECORDED_INVOCATIONS}: delete its transcripts first"
+    )]
+    TooMany {
+        /// Transcripts kept.
+        kept: u32,
+        /// Invocations asked for.
+        asked: u32,
+    },
+}
+
+/// Recordings and transcripts.
+pub struct Recordings {
+    backend: Arc<dyn OutboxBackend>,
+    /// Connections whose recording is on (perhaps past its end: the store
+    /// decides), and how many.
+    on: RwLock<HashSet<Scope>>,
+    on_count: AtomicUsize,
+}
+
+impl std::fmt::Debug for Recordings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recordings")
+    }
+}
+
+/// Most transcripts one connection keeps at once.
+pub const MAX_KEPT: u32 = MAX_RECORDED_INVOCATIONS;
+
+fn transcript_key(scope: &Scope, part: u8, id: &str) -> Vec<u8> {
+    let mut key = scope.prefix();
+    key.push(part);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn range_of(mut prefix: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let from = prefix.clone();
+    prefix.push(0xff);
+    (from, prefix)
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Backend(format!("recordings: {e}")))
+}
+
+fn parse<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StorageError::Backend(format!("recordings: a stored record does not read: {e}"))
+    })
+}
+
+impl Recordings {
+    /// Recordings on `backend`, with the connections that record read in.
+    pub fn open(backend: Arc<dyn OutboxBackend>) -> Result<Self, StorageError> {
+        let mut on = HashSet::new();
+        let mut from = Vec::new();
+        loop {
+            let batch = backend.scan(Tree::Recordings, &from, &[0xff; 9], 1_000)?;
+            let last = batch.last().map(|(k, _)| k.clone());
+            for (key, value) in &batch {
+                let state: RecordingState = parse(value)?;
+                if state.recording.is_some()
+                    && let Some((scope, _)) = Scope::split_key(key)
+                {
+                    on.insert(scope);
+                }
+            }
+            match last {
+                Some(mut key) if batch.len() == 1_000 => {
+                    key.push(0);
+                    from = key;
+                }
+                _ => break,
+            }
+        }
+        Ok(Self {
+            backend,
+            on_count: AtomicUsize::new(on.len()),
+            on: RwLock::new(on),
+        })
+    }
+
+    fn transact<T>(
+        &self,
+        mut body: impl FnMut(&dyn crate::outbox::Tx) -> Result<T, TxError>,
+    ) -> Result<T, StorageError> {
+        let mut out = None;
+        self.backend.transact(&mut |tx| {
+            out = Some(body(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StorageError::Backend("recordings: a transaction ended empty".into()))
+    }
+
+    fn mark(&self, scope: &Scope, on: bool) {
+        let mut set = self.on.write().unwrap_or_else(|e| e.into_inner());
+        if on {
+            set.insert(scope.clone());
+        } else {
+            set.remove(scope);
+        }
+        self.on_count.store(set.len(), Ordering::Release);
+    }
+
+    fn state_in(tx: &dyn crate::outbox::Tx, scope: &Scope) -> Result<RecordingState, TxError> {
+        match tx.get(Tree::Recordings, &scope.prefix())? {
+            Some(bytes) => Ok(parse(&bytes)?),
+            None => Ok(RecordingState::default()),
+        }
+    }
+
+    /// `scope`'s recording and transcript count.
+    pub fn state(&self, scope: &Scope) -> Result<RecordingState, StorageError> {
+        match self.backend.get(Tree::Recordings, &scope.prefix())? {
+            Some(bytes) => parse(&bytes),
+            None => Ok(RecordingState::default()),
+        }
+    }
+
+    /// Start recording `scope` as `request` asks, from `now_ms`, replacing
+    /// any recording it had (its transcripts are kept). Durable when it
+    /// returns.
+    pub fn start(
+        &self,
+        scope: &Scope,
+        request: RecordingRequest,
+        now_ms: u64,
+    ) -> Result<RecordingState, RecordingError> {
+        let mut too_many = None;
+        let state = self.transact(|tx| {
+            let mut state = Self::state_in(tx, scope)?;
+            too_many = None;
+            if state.kept.saturating_add(request.max_invocations) > MAX_KEPT {
+                too_many = Some(state.kept);
+                return Ok(state);
+            }
+            state.recording = Some(Recording::start(request, now_ms));
+            tx.insert(Tree::Recordings, &scope.prefix(), &json(&state)?)?;
+            Ok(state)
+        })?;
+        if let Some(kept) = too_many {
+            return Err(RecordingError::TooMany {
+                kept,
+                asked: request.max_invocations,
+            });
+        }
+        self.backend.flush()?;
+        self.mark(scope, true);
+        Ok(state)
+    }
+
+    /// Stop recording `scope`; whether it was recording. Its transcripts are kept.
+    pub fn stop(&self, scope: &Scope) -> Result<bool, StorageError> {
+        let was = self.transact(|tx| {
+            let mut state = Self::state_in(tx, scope)?;
+            let was = state.recording.take().is_some();
+            if was {
+                Self::put(tx, scope, &state)?;
+            }
+            Ok(was)
+        })?;
+        self.backend.flush()?;
+        self.mark(scope, false);
+        Ok(was)
+    }
+
+    fn put(
+        tx: &dyn crate::outbox::Tx,
+        scope: &Scope,
+        state: &RecordingState,
+    ) -> Result<(), TxError> {
+        if *state == RecordingState::default() {
+            tx.remove(Tree::Recordings, &scope.prefix())
+        } else {
+            tx.insert(Tree::Recordings, &scope.prefix(), &json(state)?)
+        }
+    }
+
+    /// Whether an invocation of `scope` starting at `now_ms` is recorded;
+    /// when it is, it counts against the recording's bound. A connection
+    /// that does not record costs one atomic load.
+    pub fn take(&self, scope: &Scope, now_ms: u64) -> Result<bool, StorageError> {
+        if !self.may_record(scope) {
+            return Ok(false);
+        }
+        let (taken, ended) = self.transact(|tx| {
+            let mut state = Self::state_in(tx, scope)?;
+            let Some(recording) = &mut state.recording else {
+                return Ok((false, true));
+            };
+            if !recording.active(now_ms) {
+                return Ok((false, true));
+            }
+            recording.taken += 1;
+            let ended = !recording.active(now_ms);
+            Self::put(tx, scope, &state)?;
+            Ok((true, ended))
+        })?;
+        if ended {
+            // Past its count or its time: the next call skips the store.
+            // The record stays, so the API shows how it ended.
+            self.mark(scope, false);
+        }
+        Ok(taken)
+    }
+
+    /// Whether `scope` may be recording (the store decides, in
+    /// [`take`](Self::take)): an atomic load when no connection records,
+    /// and a set lookup when some do.
+    pub fn may_record(&self, scope: &Scope) -> bool {
+        self.on_count.load(Ordering::Acquire) > 0
+            && self
+                .on
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(scope)
+    }
+
+    /// Keep `transcript` (JSON) of invocation `id` for `scope`, with its
+    /// summary. Durable when it returns.
+    pub fn save(
+        &self,
+        scope: &Scope,
+        id: &str,
+        summary: &TranscriptSummary,
+        transcript: &[u8],
+    ) -> Result<(), StorageError> {
+        let summary = json(summary)?;
+        self.transact(|tx| {
+            let mut state = Self::state_in(tx, scope)?;
+            if tx
+                .get(Tree::Transcripts, &transcript_key(scope, 1, id))?
+                .is_none()
+            {
+                state.kept = state.kept.saturating_add(1);
+            }
+            tx.insert(Tree::Transcripts, &transcript_key(scope, 0, id), &summary)?;
+            tx.insert(Tree::Transcripts, &transcript_key(scope, 1, id), transcript)?;
+            Self::put(tx, scope, &state)?;
+            Ok(())
+        })?;
+        self.backend.flush()
+    }
+
+    /// Summaries of `scope`'s transcripts, oldest first.
+    pub fn list(&self, scope: &Scope) -> Result<Vec<TranscriptSummary>, StorageError> {
+        let mut prefix = scope.prefix();
+        prefix.push(0);
+        let (from, to) = range_of(prefix);
+        let entries = self
+            .backend
+            .scan(Tree::Transcripts, &from, &to, MAX_KEPT as usize * 2)?;
+        let mut out: Vec<TranscriptSummary> = entries
+            .iter()
+            .map(|(_, v)| parse(v))
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| (a.at_ms, &a.invocation_id).cmp(&(b.at_ms, &b.invocation_id)));
+        Ok(out)
+    }
+
+    /// The transcript of invocation `id` of `scope` (JSON).
+    pub fn get(&self, scope: &Scope, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend
+            .get(Tree::Transcripts, &transcript_key(scope, 1, id))
+    }
+
+    /// Remove `scope`'s transcripts, and its recording with them when
+    /// `recording` is set; how many transcripts went. Durable when it returns.
+    pub fn clear(&self, scope: &Scope, recording: bool) -> Result<usize, StorageError> {
+        let removed = self.remove_prefix(Tree::Transcripts, scope.prefix())?;
+        self.transact(|tx| {
+            let mut state = Self::state_in(tx, scope)?;
+            state.kept = 0;
+            if recording {
+                state.recording = None;
+            }
+            Self::put(tx, scope, &state)?;
+            Ok(())
+        })?;
+        self.backend.flush()?;
+        if recording {
+            self.mark(scope, false);
+        }
+        Ok(removed / 2)
+    }
+
+    /// Remove everything of `workspace`: its connections' recordings and
+    /// transcripts. Durable when it returns.
+    pub fn remove_workspace(&self, workspace: &str) -> Result<(), StorageError> {
+        self.remove_prefix(Tree::Transcripts, workspace_prefix(workspace))?;
+        self.remove_prefix(Tree::Recordings, workspace_prefix(workspace))?;
+        self.backend.flush()?;
+        let mut set = self.on.write().unwrap_or_else(|e| e.into_inner());
+        set.retain(|scope| scope.workspace != workspace);
+        self.on_count.store(set.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Remove every key of `tree` starting with `prefix`, in batches.
+    fn remove_prefix(&self, tree: Tree, prefix: Vec<u8>) -> Result<usize, StorageError> {
+        let (from, to) = range_of(prefix);
+        let mut removed = 0;
+        loop {
+            let batch = self.backend.scan(tree, &from, &to, 256)?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += batch.len();
+            self.transact(|tx| {
+                for (key, _) in &batch {
+                    tx.remove(tree, key)?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryOutbox;
+
+    fn scope(ws: &str, c: &str) -> Scope {
+        Scope {
+            workspace: ws.into(),
+            connection: c.into(),
+        }
+    }
+
+    fn summary(id: &str, at_ms: u64) -> TranscriptSummary {
+        TranscriptSummary {
+            invocation_id: id.into(),
+            at_ms,
+            operation: "op".into(),
+            outcome: "ok".into(),
+            requests: 0,
+        }
+    }
+
+    #[test]
+    fn a_recording_takes_its_count_then_stops_and_its_transcripts_stay_apart() {
+        let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
+        let recordings = Recordings::open(backend.clone()).unwrap();
+        let (a, b) = (scope("ws", "crm"), scope("ws", "crm2"));
+        assert!(
+            !recordings.take(&a, 0).unwrap(),
+            "nothing records by default"
+        );
+        let request = RecordingRequest {
+            max_invocations: 2,
+            for_minutes: 1,
+        };
+        recordings.start(&a, request, 1_000).unwrap();
+        assert!(
+            !recordings.take(&b, 1_000).unwrap(),
+            "only the connection asked for"
+        );
+        assert!(recordings.take(&a, 1_000).unwrap());
+        assert!(recordings.take(&a, 1_001).unwrap());
+        assert!(!recordings.take(&a, 1_002).unwrap(), "past its count");
+        recordings
+            .save(&a, "id-2", &summary("id-2", 2), b"{\"n\":2}")
+            .unwrap();
+        recordings
+            .save(&a, "id-1", &summary("id-1", 1), b"{\"n\":1}")
+            .unwrap();
+        let listed: Vec<String> = recordings
+            .list(&a)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.invocation_id)
+            .collect();
+        assert_eq!(listed, ["id-1", "id-2"], "oldest first");
+        assert!(recordings.list(&b).unwrap().is_empty());
+        assert_eq!(recordings.get(&a, "id-1").unwrap().unwrap(), b"{\"n\":1}");
+        assert!(recordings.get(&b, "id-1").unwrap().is_none());
+        assert_eq!(recordings.state(&a).unwrap().kept, 2);
+
+        // Reopened: what is on is read back in.
+        let again = Recordings::open(backend.clone()).unwrap();
+        again.start(&b, request, 5_000).unwrap();
+        let reopened = Recordings::open(backend).unwrap();
+        assert!(reopened.take(&b, 5_000).unwrap());
+        assert!(!reopened.take(&b, 5_000 + 61_000).unwrap(), "past its time");
+
+        assert_eq!(recordings.clear(&a, true).unwrap(), 2);
+        assert!(recordings.list(&a).unwrap().is_empty());
+        assert_eq!(recordings.state(&a).unwrap(), RecordingState::default());
+    }
+
+    #[test]
+    fn a_recording_that_would_keep_too_many_is_refused_and_a_workspace_goes_whole() {
+        let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
+        let recordings = Recordings::open(backend).unwrap();
+        let a = scope("ws", "crm");
+        let request = RecordingRequest {
+            max_invocations: MAX_KEPT,
+            for_minutes: 1,
+        };
+        recordings.start(&a, request, 0).unwrap();
+        assert!(recordings.take(&a, 0).unwrap());
+        recordings.save(&a, "x", &summary("x", 0), b"{}").unwrap();
+        let refused = recordings.start(&a, request, 0).unwrap_err();
+        assert!(
+            refused.to_string().contains("delete its transcripts"),
+            "{refused}"
+        );
+        let other = scope("ws-2", "crm");
+        recordings.start(&other, request, 0).unwrap();
+        recordings.remove_workspace("ws").unwrap();
+        assert!(recordings.list(&a).unwrap().is_empty());
+        assert_eq!(recordings.state(&a).unwrap(), RecordingState::default());
+        assert!(!recordings.take(&a, 0).unwrap());
+        assert!(
+            recordings.take(&other, 0).unwrap(),
+            "another workspace is untouched"
+        );
+    }
+}

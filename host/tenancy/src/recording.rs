@@ -1,0 +1,233 @@
+//! Recording a connection's invocations: turned on by the operator for a
+//! bounded count and time, each recorded call keeps a transcript of its host
+//! calls (see `patchbay_policy::recording`) that `patchbay plugin replay`
+//! runs again offline.
+
+use crate::invoke::Bound;
+use crate::service::{Tenancy, TenancyError};
+use patchbay_policy::recording::{
+    HostCalls, RecordedError, RecordingRequest, Redactor, TRANSCRIPT_FORMAT, Transcript,
+    TranscriptSummary,
+};
+use patchbay_runtime::InvokeOutcome;
+use patchbay_runtime::record::Tape;
+use patchbay_storage::Scope;
+use patchbay_storage::recordings::{RecordingError, RecordingState};
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// Why a recording request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// No such workspace or connection, or the store failed.
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    /// The request is out of bounds; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<RecordingError> for RecordError {
+    fn from(e: RecordingError) -> Self {
+        match e {
+            RecordingError::Storage(e) => Self::Tenancy(e.into()),
+            too_many @ RecordingError::TooMany { .. } => Self::Invalid(too_many.to_string()),
+        }
+    }
+}
+
+/// What a call being recorded needs kept until it ends.
+pub(crate) struct Taping {
+    pub(crate) tape: Arc<Tape>,
+    input: Json,
+    idempotency_key: Option<String>,
+    at_ms: u64,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, patchbay_storage::StorageError> + Send + 'static,
+) -> Result<T, TenancyError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TenancyError::Storage(e.to_string()))?
+        .map_err(TenancyError::from)
+}
+
+impl Tenancy {
+    /// Start recording `workspace`'s connection `name` as `request` asks.
+    pub async fn start_recording(
+        &self,
+        workspace: &str,
+        name: &str,
+        request: RecordingRequest,
+    ) -> Result<RecordingState, RecordError> {
+        request.check().map_err(RecordError::Invalid)?;
+        let scope = self.connection(workspace, name)?.scope();
+        let (recordings, now) = (self.recordings.clone(), (self.clock)());
+        tokio::task::spawn_blocking(move || recordings.start(&scope, request, now))
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))?
+            .map_err(RecordError::from)
+    }
+
+    /// Stop recording the connection; whether it was recording.
+    pub async fn stop_recording(&self, workspace: &str, name: &str) -> Result<bool, TenancyError> {
+        let scope = self.connection(workspace, name)?.scope();
+        let recordings = self.recordings.clone();
+        blocking(move || recordings.stop(&scope)).await
+    }
+
+    /// The connection's recording (whether it records now, at `now`) and
+    /// how many transcripts it keeps.
+    pub async fn recording(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<(RecordingState, bool), TenancyError> {
+        let scope = self.connection(workspace, name)?.scope();
+        let (recordings, now) = (self.recordings.clone(), (self.clock)());
+        let state = blocking(move || recordings.state(&scope)).await?;
+        let active = state.recording.as_ref().is_some_and(|r| r.active(now));
+        Ok((state, active))
+    }
+
+    /// Summaries of the connection's transcripts, oldest first.
+    pub async fn transcripts(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Vec<TranscriptSummary>, TenancyError> {
+        let scope = self.connection(workspace, name)?.scope();
+        let recordings = self.recordings.clone();
+        blocking(move || recordings.list(&scope)).await
+    }
+
+    /// The transcript of invocation `id` of the connection (JSON text).
+    pub async fn transcript(
+        &self,
+        workspace: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, TenancyError> {
+        let scope = self.connection(workspace, name)?.scope();
+        let (recordings, id) = (self.recordings.clone(), id.to_owned());
+        blocking(move || recordings.get(&scope, &id)).await
+    }
+
+    /// Delete the connection's transcripts (its recording goes on, if on);
+    /// how many went.
+    pub async fn delete_transcripts(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<usize, TenancyError> {
+        let scope = self.connection(workspace, name)?.scope();
+        let recordings = self.recordings.clone();
+        blocking(move || recordings.clear(&scope, false)).await
+    }
+
+    /// A tape for a call on `bound`, when its connection records now.
+    pub(crate) async fn taping(
+        &self,
+        bound: &Bound,
+        input: &Json,
+        idempotency_key: &Option<String>,
+    ) -> Option<Taping> {
+        let scope: Scope = (*bound.binding.scope).clone();
+        let (recordings, now) = (self.recordings.clone(), (self.clock)());
+        if !recordings.may_record(&scope) {
+            return None;
+        }
+        match blocking(move || recordings.take(&scope, now)).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // Recording is for debugging: the call goes on unrecorded.
+                tracing::warn!(target: "patchbay::recording", error = %e,
+                    "could not tell whether the call is recorded; it is not");
+                return None;
+            }
+        }
+        let manifest = &bound.plugin.manifest;
+        let headers = manifest
+            .capabilities
+            .credentials
+            .iter()
+            .filter_map(|c| c.header.as_deref());
+        let redactor = Redactor::new(&manifest.recording.redact, headers);
+        let mut input = input.clone();
+        redactor.json(&mut input);
+        Some(Taping {
+            tape: Tape::recording(redactor),
+            input,
+            idempotency_key: idempotency_key.clone(),
+            at_ms: now,
+        })
+    }
+
+    /// Keep the transcript of a recorded call that ended with `outcome`.
+    pub(crate) async fn keep_transcript(
+        &self,
+        bound: &Bound,
+        operation: &str,
+        taping: Taping,
+        outcome: &InvokeOutcome,
+    ) {
+        let manifest = &bound.plugin.manifest;
+        let redactor = taping.tape.redactor().clone();
+        let mut config = patchbay_runtime::schema_defaults(manifest);
+        config.extend(patchbay_runtime::config_strings(&bound.connection.config));
+        for (key, value) in config.iter_mut() {
+            if redactor.is_secret_field(key) {
+                *value = patchbay_policy::recording::REDACTED.to_owned();
+            }
+        }
+        let (output, error) = match &outcome.result {
+            Ok(output) => {
+                let mut output = output.clone();
+                redactor.json(&mut output);
+                (Some(output), None)
+            }
+            Err(e) => (
+                None,
+                Some(RecordedError {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                }),
+            ),
+        };
+        let calls: HostCalls = taping.tape.take();
+        let transcript = Transcript {
+            format: TRANSCRIPT_FORMAT.to_owned(),
+            invocation_id: outcome.invocation_id.clone(),
+            at_ms: taping.at_ms,
+            duration_ms: outcome.duration.as_millis() as u64,
+            workspace: bound.connection.workspace.clone(),
+            connection: bound.connection.name.clone(),
+            plugin: manifest.id.clone(),
+            version: manifest.version.to_string(),
+            operation: operation.to_owned(),
+            input: taping.input,
+            idempotency_key: taping.idempotency_key,
+            config,
+            grants: bound.connection.grants.clone(),
+            output,
+            error,
+            calls,
+        };
+        let summary = transcript.summary();
+        let text = match serde_json::to_vec(&transcript) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(target: "patchbay::recording", error = %e, "a transcript could not be written");
+                return;
+            }
+        };
+        let (recordings, scope) = (self.recordings.clone(), bound.connection.scope());
+        let id = outcome.invocation_id.clone();
+        if let Err(e) = blocking(move || recordings.save(&scope, &id, &summary, &text)).await {
+            tracing::warn!(target: "patchbay::recording", error = %e,
+                invocation_id = %outcome.invocation_id, "a transcript could not be kept");
+        }
+    }
+}
