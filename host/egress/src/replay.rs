@@ -36,6 +36,9 @@ pub enum Answer {
     /// No response in time: the request times out at once (the plugin sees
     /// what it would see after waiting its timeout, without the wait).
     Timeout,
+    /// No connection: the request fails at once, as an unreachable
+    /// upstream's would.
+    Unreachable,
 }
 
 /// A request that reached the transport.
@@ -213,6 +216,9 @@ impl Transport for Replay {
                     without_query(request.url())
                 ))),
                 Some(Answer::Timeout) => Err(EgressError::Timeout),
+                Some(Answer::Unreachable) => Err(EgressError::Connect(
+                    "recorded as unreachable".to_owned(),
+                )),
                 Some(Answer::Respond {
                     status,
                     headers,

@@ -34,7 +34,10 @@ use patchbay_egress::credentials::Secret;
 use patchbay_egress::replay::{Answer, Exchange, Replay};
 use patchbay_policy::OperatorPolicy;
 use patchbay_policy::http::Target;
+use patchbay_policy::grants::Grants;
 use patchbay_policy::manifest::{CredentialKind, Manifest};
+use patchbay_policy::recording::{Clocks, KvValue, RandomValues};
+use patchbay_runtime::record::{Playback, Tape};
 use patchbay_policy::signing::PackagePolicy;
 use patchbay_runtime::error::InvokeError;
 use patchbay_runtime::package::Package;
@@ -59,74 +62,121 @@ const ERROR_PATHS: [(&str, &str); 6] = [
 ];
 
 /// One fixture file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct Fixture {
+pub(super) struct Fixture {
     /// For the report; the file's name when left out.
-    #[serde(default)]
-    name: Option<String>,
-    operation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) name: Option<String>,
+    pub(super) operation: String,
     /// The connection's settings.
     #[serde(default)]
-    config: Map<String, Value>,
+    pub(super) config: Map<String, Value>,
+    /// What the workspace approved; everything the plugin asks when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) grants: Option<Grants>,
     #[serde(default = "empty_object")]
-    input: Value,
+    pub(super) input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) idempotency_key: Option<String>,
+    /// KV keys the connection holds before the call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) kv: BTreeMap<String, KvValue>,
+    /// Clock readings and random values served to the plugin, in order
+    /// (a replayed transcript's); the host's own when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) host: Option<HostValues>,
     #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    exchanges: Vec<RecordedExchange>,
+    pub(super) exchanges: Vec<RecordedExchange>,
     /// The expected output.
-    #[serde(default)]
-    output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) output: Option<Value>,
     /// The expected error code, instead of an output.
-    #[serde(default)]
-    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) error: Option<String>,
     /// Error paths whose expected code differs from the kit's, or `skip`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) error_paths: BTreeMap<String, String>,
+}
+
+/// Clock readings and random values a fixture serves.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HostValues {
     #[serde(default)]
-    error_paths: BTreeMap<String, String>,
+    pub(super) clocks: Clocks,
+    #[serde(default)]
+    pub(super) random: RandomValues,
+}
+
+impl HostValues {
+    fn playback(&self) -> anyhow::Result<Playback> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(Playback {
+            wall_ns: self.clocks.wall_ns.clone(),
+            monotonic_ns: self.clocks.monotonic_ns.clone(),
+            secure: b64
+                .decode(&self.random.secure)
+                .context("host.random.secure is not base64")?,
+            insecure: b64
+                .decode(&self.random.insecure)
+                .context("host.random.insecure is not base64")?,
+            insecure_seed: match &self.random.insecure_seed {
+                Some(seed) => Some(seed.parse().context("host.random.insecure_seed")?),
+                None => None,
+            },
+        })
+    }
 }
 
 fn empty_object() -> Value {
     json!({})
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RecordedExchange {
-    request: RecordedRequest,
-    response: RecordedResponse,
+pub(super) struct RecordedExchange {
+    pub(super) request: RecordedRequest,
+    pub(super) response: RecordedResponse,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RecordedRequest {
-    method: String,
-    url: String,
+pub(super) struct RecordedRequest {
+    pub(super) method: String,
+    pub(super) url: String,
     /// Headers the request must carry, with these values.
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) headers: BTreeMap<String, String>,
     /// When given, the request's body must be this JSON.
-    #[serde(default)]
-    body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) body: Option<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RecordedResponse {
+pub(super) struct RecordedResponse {
     #[serde(default = "ok")]
-    status: u16,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
+    pub(super) status: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) headers: BTreeMap<String, String>,
     /// A JSON body (sent with `content-type: application/json` unless the
     /// headers name another).
-    #[serde(default)]
-    body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) body: Option<Value>,
     /// A body as text, when it is not JSON.
-    #[serde(default)]
-    body_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) body_text: Option<String>,
+    /// A body's bytes in base64, when it is not text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) body_base64: Option<String>,
     /// No answer in time: the request times out.
-    #[serde(default)]
-    timeout: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) timeout: bool,
+    /// No connection: the request fails at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) unreachable: bool,
 }
 
 fn ok() -> u16 {
@@ -155,6 +205,9 @@ impl RecordedResponse {
         if self.timeout {
             return Answer::Timeout;
         }
+        if self.unreachable {
+            return Answer::Unreachable;
+        }
         let mut headers: Vec<(String, String)> = self
             .headers
             .iter()
@@ -172,7 +225,13 @@ impl RecordedResponse {
                 json.to_string().into_bytes()
             }
             (None, Some(text)) => text.clone().into_bytes(),
-            (None, None) => Vec::new(),
+            (None, None) => {
+                use base64::Engine as _;
+                self.body_base64
+                    .as_ref()
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .unwrap_or_default()
+            }
         };
         Answer::Respond {
             status: self.status,
@@ -270,19 +329,28 @@ fn check(status: Status, name: impl Into<String>, details: Vec<String>) -> Check
     }
 }
 
-/// Run the kit on the plugin directory `dir`.
-pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
+/// A plugin installed in a scratch data directory, answered from a replay.
+struct Setup {
+    _data: tempfile::TempDir,
+    services: Services,
+    replay: Arc<Replay>,
+    manifest: Manifest,
+}
+
+/// Install the plugin directory `dir` in a scratch data directory whose
+/// requests are answered by a replay; `None` (with the failing check in
+/// `checks`) when it does not install.
+async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Setup>> {
     let manifest_path = dir.join("plugin.toml");
     let manifest_text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
     let wasm_path = dir.join("plugin.wasm");
     if !wasm_path.exists() {
         bail!(
-            "{} is missing: build the plugin first (`cargo build --release --target wasm32-wasip2`, then copy the .wasm there)",
+            "{} is missing: build the plugin first (`patchbay plugin build`)",
             wasm_path.display()
         );
     }
-    let mut checks = Vec::new();
     let manifest = match Manifest::parse(&manifest_text) {
         Ok(m) => {
             checks.push(check(
@@ -298,10 +366,9 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
                 "manifest and schemas are valid",
                 vec![e.to_string()],
             ));
-            return Ok(Report::new("?".into(), "?".into(), checks));
+            return Ok(None);
         }
     };
-    let (id, version) = (manifest.id.clone(), manifest.version.to_string());
     let data = tempfile::tempdir().context("making a scratch data directory")?;
     let replay = Arc::new(Replay::new());
     let policy = OperatorPolicy {
@@ -334,10 +401,9 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
                 "the package installs (component, operations, schemas)",
                 vec![e.to_string()],
             ));
-            return Ok(Report::new(id, version, checks));
+            return Ok(None);
         }
     }
-
     replay.ignore_query_params(
         manifest
             .capabilities
@@ -346,11 +412,48 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
             .filter_map(|c| c.param.clone())
             .collect(),
     );
+    Ok(Some(Setup {
+        _data: data,
+        services,
+        replay,
+        manifest,
+    }))
+}
+
+/// Run one `fixture` (a replayed transcript's) on the plugin directory `dir`.
+pub(super) async fn run_one(dir: &Path, name: &str, fixture: &Fixture) -> anyhow::Result<Report> {
+    let mut checks = Vec::new();
+    let Some(setup) = setup(dir, &mut checks).await? else {
+        return Ok(Report::new("?".into(), "?".into(), checks));
+    };
+    let mut kit = Kit {
+        services: &setup.services,
+        replay: &setup.replay,
+        manifest: &setup.manifest,
+        runs: 0,
+        used: Vec::new(),
+    };
+    checks.push(kit.case(name, fixture).await);
+    let (id, version) = (setup.manifest.id.clone(), setup.manifest.version.to_string());
+    Ok(Report::new(id, version, checks))
+}
+
+/// Run the kit on the plugin directory `dir`.
+pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
+    let mut checks = Vec::new();
+    let Some(setup) = setup(dir, &mut checks).await? else {
+        let id = Manifest::parse(&std::fs::read_to_string(dir.join("plugin.toml"))?)
+            .map(|m| (m.id, m.version.to_string()))
+            .unwrap_or_else(|_| ("?".into(), "?".into()));
+        return Ok(Report::new(id.0, id.1, checks));
+    };
+    let (services, replay, manifest) = (&setup.services, &setup.replay, &setup.manifest);
+    let (id, version) = (manifest.id.clone(), manifest.version.to_string());
     let fixtures = read_fixtures(&dir.join("fixtures"), &mut checks);
     let mut kit = Kit {
-        services: &services,
-        replay: &replay,
-        manifest: &manifest,
+        services,
+        replay,
+        manifest,
         runs: 0,
         used: Vec::new(),
     };
@@ -541,18 +644,24 @@ impl Kit<'_> {
         let workspace = format!("kit-{}", self.runs);
         let tenancy = self.services.tenancy();
         tenancy.create_workspace(&workspace).await?;
+        let grants = fixture.grants.clone().unwrap_or_else(Grants::all_requested);
         let request = serde_json::from_value(json!({
             "plugin": self.manifest.id,
             "version": self.manifest.version.to_string(),
             "config": fixture.config,
-            "grants": { "approve_all_requested": true },
+            "grants": grants,
         }))?;
         tenancy
             .put_connection(&workspace, "plugin", request)
             .await
             .context("the fixture's config does not make a connection")?;
+        self.seed_kv(&workspace, &fixture.kv)?;
         exchanges.extend(self.credentials(&workspace, &fixture.config).await?);
         self.replay.load(exchanges);
+        let tape = match &fixture.host {
+            Some(host) => Some(Tape::playback(host.playback()?)),
+            None => None,
+        };
         let started = Instant::now();
         let invoked = tenancy
             .invoke(Invocation {
@@ -587,6 +696,9 @@ impl Kit<'_> {
                 "a request no declared destination allows was refused: {denial:?}"
             ));
         }
+        if let Some(tape) = &tape {
+            problems.extend(tape.overrun());
+        }
         let limit = Duration::from_millis(self.manifest.limits.timeout_ms.into());
         if duration > limit {
             problems.push(format!(
@@ -600,6 +712,26 @@ impl Kit<'_> {
             duration,
             problems,
         })
+    }
+
+    /// Put the fixture's KV keys in the connection's store.
+    fn seed_kv(&self, workspace: &str, kv: &BTreeMap<String, KvValue>) -> anyhow::Result<()> {
+        let scope = Scope {
+            workspace: workspace.to_owned(),
+            connection: "plugin".into(),
+        };
+        let limits = patchbay_storage::KvLimits {
+            max_keys: u64::MAX,
+            max_total_bytes: u64::MAX,
+        };
+        for (key, value) in kv {
+            let bytes = value.bytes().map_err(anyhow::Error::msg)?;
+            self.services
+                .kv
+                .set(&scope, key, &bytes, None, &limits)
+                .with_context(|| format!("putting the fixture's KV key {key:?}"))?;
+        }
+        Ok(())
     }
 
     /// Made-up values for every credential the plugin declares (the host

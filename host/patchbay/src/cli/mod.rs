@@ -4,6 +4,7 @@ mod events;
 mod kit;
 mod policy;
 mod remote;
+mod replay;
 mod scaffold;
 mod secrets;
 mod signing;
@@ -199,6 +200,27 @@ enum PluginCommand {
         /// The plugin directory (plugin.toml, plugin.wasm, fixtures/).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// `text` for people, `json` for CI.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+    /// Run a recorded invocation again, offline, in the real sandbox, and
+    /// compare its outcome with the recorded one: requests answered from
+    /// the transcript, KV as the call found it, the recorded clocks and
+    /// random values, the connection's settings and grants. Get transcripts
+    /// from `GET /v1/workspaces/{ws}/connections/{name}/transcripts/{id}`
+    /// once the operator records the connection (`PUT …/recording`).
+    /// Exits 1 when the outcome differs.
+    Replay {
+        /// The transcript (JSON); `-` reads standard input.
+        transcript: PathBuf,
+        /// The plugin directory to run it on (plugin.toml, plugin.wasm).
+        #[arg(long, default_value = ".")]
+        plugin: PathBuf,
+        /// Also write the case as a conformance-kit fixture to FILE (for
+        /// example fixtures/incident-42.json); an existing file is kept.
+        #[arg(long, value_name = "FILE")]
+        save_fixture: Option<PathBuf>,
         /// `text` for people, `json` for CI.
         #[arg(long, value_enum, default_value = "text")]
         format: ReportFormat,
@@ -513,6 +535,33 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<ExitCode> {
             match format {
                 ReportFormat::Text => print!("{}", report.text()),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            if !report.passed {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        PluginCommand::Replay {
+            transcript,
+            plugin,
+            save_fixture,
+            format,
+        } => {
+            let (report, notes) =
+                replay::run(&transcript, &plugin, save_fixture.as_deref()).await?;
+            match format {
+                ReportFormat::Text => {
+                    for note in &notes {
+                        println!("{note}");
+                    }
+                    print!("{}", report.text());
+                }
+                ReportFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "notes": notes,
+                        "report": report,
+                    }))?
+                ),
             }
             if !report.passed {
                 return Ok(ExitCode::from(1));
