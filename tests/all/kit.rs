@@ -16,7 +16,7 @@ fn hubspot_dir(parent: &Path) -> PathBuf {
 
 /// A copy of `plugin`'s directory as a vendor has it after building:
 /// manifest, component and fixtures.
-fn package_dir(plugin: TestPlugin, parent: &Path) -> PathBuf {
+pub(crate) fn package_dir(plugin: TestPlugin, parent: &Path) -> PathBuf {
     let dir = parent.join(plugin.name);
     let fixtures = dir.join("fixtures");
     std::fs::create_dir_all(&fixtures).expect("mkdir");

@@ -42,6 +42,7 @@ mod probe;
 mod process;
 mod python;
 mod rate_limits;
+mod recording;
 mod reflection;
 mod retries;
 mod salesforce;

@@ -216,9 +216,9 @@ impl Transport for Replay {
                     without_query(request.url())
                 ))),
                 Some(Answer::Timeout) => Err(EgressError::Timeout),
-                Some(Answer::Unreachable) => Err(EgressError::Connect(
-                    "recorded as unreachable".to_owned(),
-                )),
+                Some(Answer::Unreachable) => {
+                    Err(EgressError::Connect("recorded as unreachable".to_owned()))
+                }
                 Some(Answer::Respond {
                     status,
                     headers,

@@ -33,14 +33,14 @@ use anyhow::{Context as _, bail};
 use patchbay_egress::credentials::Secret;
 use patchbay_egress::replay::{Answer, Exchange, Replay};
 use patchbay_policy::OperatorPolicy;
-use patchbay_policy::http::Target;
 use patchbay_policy::grants::Grants;
+use patchbay_policy::http::Target;
 use patchbay_policy::manifest::{CredentialKind, Manifest};
 use patchbay_policy::recording::{Clocks, KvValue, RandomValues};
-use patchbay_runtime::record::{Playback, Tape};
 use patchbay_policy::signing::PackagePolicy;
 use patchbay_runtime::error::InvokeError;
 use patchbay_runtime::package::Package;
+use patchbay_runtime::record::{Playback, Tape};
 use patchbay_storage::Scope;
 use patchbay_tenancy::invoke::Invocation;
 use serde::{Deserialize, Serialize};
@@ -376,6 +376,15 @@ async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Set
             allow_unsigned: true,
             ..PackagePolicy::default()
         },
+        // Nothing leaves the machine (every request is answered from the
+        // recording), so a request recorded against any address, a
+        // loopback mock or an on-premise system, replays.
+        addresses: patchbay_policy::ssrf::AddressPolicy {
+            allowed_cidrs: ["0.0.0.0/0", "::/0"]
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+        },
         ..OperatorPolicy::default()
     };
     let services = Services::open_with(
@@ -434,7 +443,10 @@ pub(super) async fn run_one(dir: &Path, name: &str, fixture: &Fixture) -> anyhow
         used: Vec::new(),
     };
     checks.push(kit.case(name, fixture).await);
-    let (id, version) = (setup.manifest.id.clone(), setup.manifest.version.to_string());
+    let (id, version) = (
+        setup.manifest.id.clone(),
+        setup.manifest.version.to_string(),
+    );
     Ok(Report::new(id, version, checks))
 }
 

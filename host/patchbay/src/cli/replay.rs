@@ -213,7 +213,9 @@ pub(super) async fn run(
             .create_new(true)
             .open(path)
             .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
-            .with_context(|| format!("writing the fixture {} (it must not exist)", path.display()))?;
+            .with_context(|| {
+                format!("writing the fixture {} (it must not exist)", path.display())
+            })?;
         notes.push(format!("fixture written to {}", path.display()));
     }
     let name = fixture
