@@ -649,7 +649,7 @@ mod tests {
         );
         assert_eq!(form.body_text.as_deref(), Some("ssn=%5Bredacted%5D&a=2"));
         let bytes = r.body(&[0xff, 0x00], None, false);
-        assert_eq!(bytes.bytes().unwrap(), vec![0xff, 0x00]);
+        assert_eq!(bytes.bytes().expect("test step"), vec![0xff, 0x00]);
         let cut = r.body(br#"{"a": [1, 2"#, None, true);
         assert!(cut.truncated && cut.body.is_none());
         assert_eq!(cut.body_text.as_deref(), Some(r#"{"a": [1, 2"#));
@@ -661,17 +661,21 @@ mod tests {
             max_invocations: 0,
             for_minutes: 10,
         };
-        assert!(bad.check().unwrap_err().contains("max_invocations"));
+        assert!(
+            bad.check()
+                .expect_err("refused")
+                .contains("max_invocations")
+        );
         let long = RecordingRequest {
             max_invocations: 5,
             for_minutes: MAX_RECORDING_MINUTES + 1,
         };
-        assert!(long.check().unwrap_err().contains("for_minutes"));
+        assert!(long.check().expect_err("refused").contains("for_minutes"));
         let ok = RecordingRequest {
             max_invocations: 2,
             for_minutes: 1,
         };
-        ok.check().unwrap();
+        ok.check().expect("test step");
         let mut recording = Recording::start(ok, 1_000);
         assert!(recording.active(1_000));
         assert!(!recording.active(61_000), "past its minute");
@@ -687,7 +691,7 @@ mod tests {
             KvValue::Text(r#"{"id":1,"token":"[redacted]"}"#.into())
         );
         let bytes = KvValue::of(&[0xff], &r);
-        assert_eq!(bytes.bytes().unwrap(), vec![0xff]);
+        assert_eq!(bytes.bytes().expect("test step"), vec![0xff]);
         assert_eq!(KvValue::of(b"42", &r), KvValue::Text("42".into()));
     }
 }

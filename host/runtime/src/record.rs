@@ -600,7 +600,7 @@ mod tests {
             index,
             Side::Request,
         );
-        let sent = body.collect().await.unwrap().to_bytes();
+        let sent = body.collect().await.expect("test step").to_bytes();
         assert_eq!(&sent[..], br#"{"secret":"s","a":1}"#, "passed on unchanged");
         tape.response(index, 200, vec![("set-cookie".into(), "id=1".into())]);
         let big = vec![b'x'; MAX_RECORDED_BODY + 10];
@@ -610,7 +610,10 @@ mod tests {
             index,
             Side::Response,
         );
-        assert_eq!(body.collect().await.unwrap().to_bytes().len(), big.len());
+        assert_eq!(
+            body.collect().await.expect("test step").to_bytes().len(),
+            big.len()
+        );
         let calls = tape.take();
         let exchange = &calls.http[0];
         assert_eq!(
@@ -621,11 +624,11 @@ mod tests {
             exchange.request.body.body,
             Some(serde_json::json!({"secret": "[redacted]", "a": 1}))
         );
-        let response = exchange.response.as_ref().unwrap();
+        let response = exchange.response.as_ref().expect("test step");
         assert_eq!(response.headers[0].1, "[redacted]");
         assert!(response.body.truncated);
         assert_eq!(
-            response.body.body_text.as_ref().unwrap().len(),
+            response.body.body_text.as_ref().expect("test step").len(),
             MAX_RECORDED_BODY
         );
     }
@@ -676,7 +679,7 @@ mod tests {
         use base64::Engine as _;
         let kept = base64::engine::general_purpose::STANDARD
             .decode(&calls.random.secure)
-            .unwrap();
+            .expect("test step");
         assert_eq!(kept, first);
     }
 }

@@ -381,79 +381,99 @@ mod tests {
     #[test]
     fn a_recording_takes_its_count_then_stops_and_its_transcripts_stay_apart() {
         let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
-        let recordings = Recordings::open(backend.clone()).unwrap();
+        let recordings = Recordings::open(backend.clone()).expect("test step");
         let (a, b) = (scope("ws", "crm"), scope("ws", "crm2"));
         assert!(
-            !recordings.take(&a, 0).unwrap(),
+            !recordings.take(&a, 0).expect("test step"),
             "nothing records by default"
         );
         let request = RecordingRequest {
             max_invocations: 2,
             for_minutes: 1,
         };
-        recordings.start(&a, request, 1_000).unwrap();
+        recordings.start(&a, request, 1_000).expect("test step");
         assert!(
-            !recordings.take(&b, 1_000).unwrap(),
+            !recordings.take(&b, 1_000).expect("test step"),
             "only the connection asked for"
         );
-        assert!(recordings.take(&a, 1_000).unwrap());
-        assert!(recordings.take(&a, 1_001).unwrap());
-        assert!(!recordings.take(&a, 1_002).unwrap(), "past its count");
+        assert!(recordings.take(&a, 1_000).expect("test step"));
+        assert!(recordings.take(&a, 1_001).expect("test step"));
+        assert!(
+            !recordings.take(&a, 1_002).expect("test step"),
+            "past its count"
+        );
         recordings
             .save(&a, "id-2", &summary("id-2", 2), b"{\"n\":2}")
-            .unwrap();
+            .expect("test step");
         recordings
             .save(&a, "id-1", &summary("id-1", 1), b"{\"n\":1}")
-            .unwrap();
+            .expect("test step");
         let listed: Vec<String> = recordings
             .list(&a)
-            .unwrap()
+            .expect("test step")
             .into_iter()
             .map(|s| s.invocation_id)
             .collect();
         assert_eq!(listed, ["id-1", "id-2"], "oldest first");
-        assert!(recordings.list(&b).unwrap().is_empty());
-        assert_eq!(recordings.get(&a, "id-1").unwrap().unwrap(), b"{\"n\":1}");
-        assert!(recordings.get(&b, "id-1").unwrap().is_none());
-        assert_eq!(recordings.state(&a).unwrap().kept, 2);
+        assert!(recordings.list(&b).expect("test step").is_empty());
+        assert_eq!(
+            recordings
+                .get(&a, "id-1")
+                .expect("test step")
+                .expect("test step"),
+            b"{\"n\":1}"
+        );
+        assert!(recordings.get(&b, "id-1").expect("test step").is_none());
+        assert_eq!(recordings.state(&a).expect("test step").kept, 2);
 
         // Reopened: what is on is read back in.
-        let again = Recordings::open(backend.clone()).unwrap();
-        again.start(&b, request, 5_000).unwrap();
-        let reopened = Recordings::open(backend).unwrap();
-        assert!(reopened.take(&b, 5_000).unwrap());
-        assert!(!reopened.take(&b, 5_000 + 61_000).unwrap(), "past its time");
+        let again = Recordings::open(backend.clone()).expect("test step");
+        again.start(&b, request, 5_000).expect("test step");
+        let reopened = Recordings::open(backend).expect("test step");
+        assert!(reopened.take(&b, 5_000).expect("test step"));
+        assert!(
+            !reopened.take(&b, 5_000 + 61_000).expect("test step"),
+            "past its time"
+        );
 
-        assert_eq!(recordings.clear(&a, true).unwrap(), 2);
-        assert!(recordings.list(&a).unwrap().is_empty());
-        assert_eq!(recordings.state(&a).unwrap(), RecordingState::default());
+        assert_eq!(recordings.clear(&a, true).expect("test step"), 2);
+        assert!(recordings.list(&a).expect("test step").is_empty());
+        assert_eq!(
+            recordings.state(&a).expect("test step"),
+            RecordingState::default()
+        );
     }
 
     #[test]
     fn a_recording_that_would_keep_too_many_is_refused_and_a_workspace_goes_whole() {
         let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
-        let recordings = Recordings::open(backend).unwrap();
+        let recordings = Recordings::open(backend).expect("test step");
         let a = scope("ws", "crm");
         let request = RecordingRequest {
             max_invocations: MAX_KEPT,
             for_minutes: 1,
         };
-        recordings.start(&a, request, 0).unwrap();
-        assert!(recordings.take(&a, 0).unwrap());
-        recordings.save(&a, "x", &summary("x", 0), b"{}").unwrap();
-        let refused = recordings.start(&a, request, 0).unwrap_err();
+        recordings.start(&a, request, 0).expect("test step");
+        assert!(recordings.take(&a, 0).expect("test step"));
+        recordings
+            .save(&a, "x", &summary("x", 0), b"{}")
+            .expect("test step");
+        let refused = recordings.start(&a, request, 0).expect_err("refused");
         assert!(
             refused.to_string().contains("delete its transcripts"),
             "{refused}"
         );
         let other = scope("ws-2", "crm");
-        recordings.start(&other, request, 0).unwrap();
-        recordings.remove_workspace("ws").unwrap();
-        assert!(recordings.list(&a).unwrap().is_empty());
-        assert_eq!(recordings.state(&a).unwrap(), RecordingState::default());
-        assert!(!recordings.take(&a, 0).unwrap());
+        recordings.start(&other, request, 0).expect("test step");
+        recordings.remove_workspace("ws").expect("test step");
+        assert!(recordings.list(&a).expect("test step").is_empty());
+        assert_eq!(
+            recordings.state(&a).expect("test step"),
+            RecordingState::default()
+        );
+        assert!(!recordings.take(&a, 0).expect("test step"));
         assert!(
-            recordings.take(&other, 0).unwrap(),
+            recordings.take(&other, 0).expect("test step"),
             "another workspace is untouched"
         );
     }

@@ -237,17 +237,17 @@ impl Drop for HttpGate {
     }
 }
 
-type SendFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
+/// What a sent request comes to: the response head (and the future that
+/// ends the sending), or the error code the plugin sees.
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
 >;
+
+type SendFuture = Box<dyn Future<Output = Sent> + Send>;
 
 /// The URL as logs and denial lists show it: query values redacted.
 fn shown_url(target: &Target) -> String {
@@ -281,14 +281,7 @@ impl WasiHttpHooks for HttpGate {
     ) -> SendFuture {
         let method = request.method().to_string();
         let taped = self.tape.clone().map(|tape| {
-            let headers = request
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                    (n.as_str().to_owned(), value)
-                })
-                .collect();
+            let headers = header_pairs(request.headers());
             let index = tape.request(&method, &request.uri().to_string(), headers);
             (tape, index)
         });
@@ -459,41 +452,31 @@ fn taped_failure(taped: Option<(Arc<Tape>, usize)>, refused: SendFuture) -> Send
 
 /// A sent request's outcome, noted on the tape: the error code the plugin
 /// got, or the response head, with its body copied as the plugin reads it.
-fn taped_response(
-    sent: SendFuture,
-    tape: Arc<Tape>,
-    index: usize,
-) -> impl Future<
-    Output = Result<
-        (
-            http::Response<WasiBody>,
-            Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-        ),
-        HttpError,
-    >,
-> + Send {
-    async move {
-        match Box::into_pin(sent).await {
-            Ok((response, sent)) => {
-                let headers = response
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| {
-                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                        (n.as_str().to_owned(), value)
-                    })
-                    .collect();
-                tape.response(index, response.status().as_u16(), headers);
-                let response = response
-                    .map(|body| Tee::new(body, tape.clone(), index, Side::Response).boxed_unsync());
-                Ok((response, sent))
-            }
-            Err(code) => {
-                tape.failed(index, error_code_name(&code));
-                Err(code)
-            }
+async fn taped_response(sent: SendFuture, tape: Arc<Tape>, index: usize) -> Sent {
+    match Box::into_pin(sent).await {
+        Ok((response, sent)) => {
+            let headers = header_pairs(response.headers());
+            tape.response(index, response.status().as_u16(), headers);
+            let response = response
+                .map(|body| Tee::new(body, tape.clone(), index, Side::Response).boxed_unsync());
+            Ok((response, sent))
+        }
+        Err(code) => {
+            tape.failed(index, error_code_name(&code));
+            Err(code)
         }
     }
+}
+
+/// Headers as a tape keeps them: names and values, in order.
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (n.as_str().to_owned(), value)
+        })
+        .collect()
 }
 
 /// An error code as wasi:http names it (`HTTP-request-denied`…).
