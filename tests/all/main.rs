@@ -18,6 +18,7 @@ mod events;
 mod fs_reader;
 mod grants;
 mod grow_memory;
+mod guide;
 mod hostile;
 mod hubspot;
 mod install;

@@ -3,15 +3,21 @@
 //! Patchbay checkout inside the crate.
 
 use crate::spawn::{patchbay, run, text};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// One target directory for every vendor crate the tests build (the
+/// templates here, the guide's): the SDK and its dependencies build once.
+/// Each test names its crates apart, so no two write the same artifact.
+pub(crate) fn vendor_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("vendor-crates")
+}
 
 #[tokio::test]
 async fn every_template_builds_into_a_valid_package_that_passes_the_kit() {
     let work = tempfile::tempdir().expect("tempdir");
-    // One target directory for the four crates: their dependencies build once.
-    let target = work.path().join("target");
+    let target = vendor_target();
     for template in ["crm", "payments", "appointments", "blank"] {
-        let name = format!("acme-{template}");
+        let name = format!("vendor-{template}");
         let out = run(patchbay(&[
             "plugin",
             "new",

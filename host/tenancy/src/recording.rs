@@ -133,11 +133,12 @@ impl Tenancy {
         input: &Json,
         idempotency_key: &Option<String>,
     ) -> Option<Taping> {
-        let scope: Scope = (*bound.binding.scope).clone();
-        let (recordings, now) = (self.recordings.clone(), (self.clock)());
-        if !recordings.may_record(&scope) {
+        // The path of nearly every call: one atomic load, nothing allocated.
+        if !self.recordings.may_record(&bound.binding.scope) {
             return None;
         }
+        let scope: Scope = (*bound.binding.scope).clone();
+        let (recordings, now) = (self.recordings.clone(), (self.clock)());
         match blocking(move || recordings.take(&scope, now)).await {
             Ok(true) => {}
             Ok(false) => return None,

@@ -225,3 +225,117 @@ pub(super) async fn run(
     let report = kit::run_one(dir, &name, &fixture).await?;
     Ok((report, notes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patchbay_policy::recording::{
+        HostCalls, KvCall, RecordedRequest, RecordedResponse as TapedResponse,
+    };
+    use serde_json::json;
+
+    fn call(op: &str, key: &str, result: Value, delta: Option<i64>) -> KvCall {
+        KvCall {
+            op: op.into(),
+            key: key.into(),
+            value: None,
+            ttl_ms: None,
+            delta,
+            result,
+            error: None,
+        }
+    }
+
+    fn transcript(calls: HostCalls) -> Transcript {
+        serde_json::from_value(json!({
+            "format": TRANSCRIPT_FORMAT, "invocation_id": "i", "at_ms": 1, "duration_ms": 1,
+            "workspace": "w", "connection": "c", "plugin": "p", "version": "1.0.0",
+            "operation": "op", "input": {}
+        }))
+        .map(|mut t: Transcript| {
+            t.calls = calls;
+            t
+        })
+        .expect("a transcript")
+    }
+
+    #[test]
+    fn the_kv_a_call_found_is_read_from_its_first_call_on_each_key() {
+        let calls = HostCalls {
+            kv: vec![
+                call("get", "cached", json!("{\"id\":1}"), None),
+                call("get", "cached", json!(null), None),
+                call("get", "missing", json!(null), None),
+                call("set", "written", json!(null), None),
+                call("get", "written", json!("new"), None),
+                call("increment", "counter", json!(7), Some(2)),
+                call("increment", "fresh", json!(1), Some(1)),
+                call("delete", "gone", json!(true), None),
+                call("list-keys", "k:", json!(["k:1", "cached"]), None),
+            ],
+            ..HostCalls::default()
+        };
+        let before = kv_before(&transcript(calls));
+        let text = |s: &str| KvValue::Text(s.into());
+        assert_eq!(before.get("cached"), Some(&text("{\"id\":1}")));
+        assert_eq!(before.get("missing"), None, "found absent");
+        assert_eq!(before.get("written"), None, "its first call wrote it");
+        assert_eq!(before.get("counter"), Some(&text("5")));
+        assert_eq!(before.get("fresh"), None, "an increment from nothing");
+        assert_eq!(before.get("gone"), Some(&text("")));
+        assert_eq!(before.get("k:1"), Some(&text("")));
+        assert_eq!(before.len(), 4);
+    }
+
+    #[test]
+    fn exchanges_keep_answers_timeouts_and_unreachable_upstreams_and_drop_refusals() {
+        let request = RecordedRequest {
+            method: "GET".into(),
+            url: "https://x.test/a".into(),
+            headers: vec![
+                ("Accept".into(), "application/json".into()),
+                ("authorization".into(), REDACTED.into()),
+            ],
+            body: Default::default(),
+        };
+        let taped = |response: Option<TapedResponse>, error: Option<&str>| Taped {
+            request: request.clone(),
+            response,
+            error: error.map(str::to_owned),
+        };
+        let answered = exchange(&taped(
+            Some(TapedResponse {
+                status: 200,
+                headers: vec![
+                    ("content-length".into(), "9".into()),
+                    ("x-rate".into(), "9".into()),
+                ],
+                body: Default::default(),
+                body_error: None,
+            }),
+            None,
+        ))
+        .expect("kept");
+        assert_eq!(
+            answered.request.headers.len(),
+            1,
+            "the redacted one is left out"
+        );
+        assert_eq!(answered.request.headers["accept"], "application/json");
+        assert!(!answered.response.headers.contains_key("content-length"));
+        assert_eq!(answered.response.headers["x-rate"], "9");
+        assert!(
+            exchange(&taped(None, Some("connection-timeout")))
+                .expect("kept")
+                .response
+                .timeout
+        );
+        assert!(
+            exchange(&taped(None, Some("connection-refused")))
+                .expect("kept")
+                .response
+                .unreachable
+        );
+        assert!(exchange(&taped(None, Some("HTTP-request-denied"))).is_none());
+    }
+}
