@@ -223,12 +223,21 @@ async fn plugin_new_lang_js_builds_and_passes_the_kit() {
         "{}",
         text(&out.stderr)
     );
+    // A directory without the WIT (an example copied on its own) gets the
+    // one this patchbay runs.
+    std::fs::remove_dir_all(dir.join("wit")).expect("rm wit");
     let mut build = patchbay(&["plugin", "build"]);
     build
         .current_dir(&dir)
         .env("PATCHBAY_COMPONENTIZE_JS", &tool);
     let out = run(build).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the connector WIT"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(dir.join("wit/world.wit").exists());
     assert!(
         text(&out.stdout).contains("js-acme@0.1.0"),
         "{}",

@@ -175,6 +175,7 @@ pub(super) async fn build(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
 /// Build `dir/app.py` with componentize-py against `dir/wit`: the tool from
 /// `PATCHBAY_COMPONENTIZE_PY`, else `dir/.venv`, else the `PATH`.
 async fn build_python(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    ensure_wit(dir)?;
     let tool = std::env::var_os("PATCHBAY_COMPONENTIZE_PY")
         .map(PathBuf::from)
         .or_else(|| {
@@ -207,6 +208,7 @@ async fn build_python(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
 /// Build `dir/app.js` with componentize-js against `dir/wit`: the tool from
 /// `PATCHBAY_COMPONENTIZE_JS`, else `dir/.tools`, else the `PATH`.
 async fn build_js(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
+    ensure_wit(dir)?;
     let tool = std::env::var_os("PATCHBAY_COMPONENTIZE_JS")
         .map(PathBuf::from)
         .or_else(|| {
@@ -239,6 +241,28 @@ async fn build_js(dir: &Path) -> anyhow::Result<(Manifest, usize)> {
         bail!("componentize-js failed ({status}): see its output above");
     }
     built(dir).await
+}
+
+/// A Python or JavaScript plugin is built against `dir/wit`: when the
+/// directory has none (an example copied on its own), the connector WIT this
+/// binary runs is written there, and said so.
+fn ensure_wit(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("wit").exists() {
+        return Ok(());
+    }
+    for (path, text) in wit_files() {
+        let target = dir.join(&path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
+    }
+    eprintln!(
+        "wrote {}: the connector WIT (patchbay:connector@0.1.1) this patchbay runs",
+        dir.join("wit").display()
+    );
+    Ok(())
 }
 
 /// The component a language's tool wrote to `dir/plugin.wasm`, validated,
