@@ -6,6 +6,7 @@
 
 use crate::kit::package_dir;
 use crate::spawn::{patchbay, run, text};
+use base64::Engine as _;
 use patchbay_tests::plugins::ZENDESK;
 use patchbay_tests::{Harness, api_call, create_workspace, operator_call};
 use serde_json::{Value, json};
@@ -108,7 +109,7 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
     let other = other["token"].as_str().expect("token").to_owned();
     let ask = json!({ "max_invocations": 2, "for_minutes": 10 });
     let recording = format!("{CONNECTION}/recording");
-    let (status, body) = api_call("PUT", &api, &recording, Some(&token), Some(ask.clone())).await;
+    let (status, body) = api_call("PUT", &api, &recording, Some(&token), Some(ask)).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (403, Some("operator-only")),
@@ -133,8 +134,23 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
             .contains("max_invocations"),
         "{body}"
     );
-    let (status, body) = operator_call(&api, "PUT", &recording, Some(ask)).await;
-    assert_eq!((status, &body["active"]), (200, &json!(true)), "{body}");
+    let mut cli = patchbay(&[
+        "connection",
+        "record",
+        "acme",
+        "desk",
+        "--max-invocations",
+        "2",
+        "--for-minutes",
+        "10",
+    ]);
+    cli.env("PATCHBAY_SERVER", &api)
+        .env("PATCHBAY_TOKEN", patchbay_tests::OPERATOR_TOKEN);
+    let out = run(cli).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["recording"]["max_invocations"], 2, "{body}");
 
     // Recorded: a ticket created (KV miss, one request), the same key again
     // (served from KV, no request); the third call is past the count.
@@ -158,6 +174,26 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
     )
     .await;
     assert_eq!(status, 200, "{listed}");
+    let mut cli = patchbay(&["connection", "transcripts", "acme", "desk"]);
+    cli.env("PATCHBAY_SERVER", &api)
+        .env("PATCHBAY_TOKEN", &token);
+    let out = run(cli).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
+        listed
+    );
+    // Stopping is the operator's too; the CLI says why it is refused.
+    let mut cli = patchbay(&["connection", "stop-recording", "acme", "desk"]);
+    cli.env("PATCHBAY_SERVER", &api)
+        .env("PATCHBAY_TOKEN", &token);
+    let out = run(cli).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("operator-only"),
+        "{}",
+        text(&out.stderr)
+    );
     let summaries = listed["transcripts"].as_array().expect("list");
     assert_eq!(summaries.len(), 2, "{listed}");
     let ids: Vec<&str> = summaries
@@ -187,9 +223,23 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
             .expect("transcript");
         assert_eq!(response.status(), 200);
         let raw = response.text().await.expect("text");
+        // The CLI gets the same transcript, with the workspace's token.
+        let mut cli = patchbay(&["connection", "transcript", "acme", "desk", id]);
+        cli.env("PATCHBAY_SERVER", &api)
+            .env("PATCHBAY_TOKEN", &token);
+        let out = run(cli).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let via_cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(via_cli, serde_json::from_str::<Value>(&raw).expect("json"));
         assert!(
             !raw.contains(SECRET),
             "a credential in the transcript: {raw}"
+        );
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("agent@acme.test/token:{SECRET}"));
+        assert!(
+            !raw.contains(&basic),
+            "the credential's header in the transcript: {raw}"
         );
         let transcript: Value = serde_json::from_str(&raw).expect("json");
         assert_eq!(transcript["format"], "patchbay-transcript/1");

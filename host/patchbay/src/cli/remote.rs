@@ -117,6 +117,32 @@ pub(super) enum ConnectionCommand {
         #[arg(long, default_value = "{}")]
         input: String,
     },
+    /// Record the connection's next invocations for `plugin replay`
+    /// (the operator token): at most N of them, for at most M minutes.
+    Record {
+        workspace: String,
+        name: String,
+        #[arg(long, value_name = "N")]
+        max_invocations: u32,
+        #[arg(long, value_name = "M")]
+        for_minutes: u32,
+    },
+    /// Stop recording the connection (its transcripts are kept).
+    StopRecording {
+        workspace: String,
+        name: String,
+    },
+    /// The transcripts the connection's recordings kept, oldest first.
+    Transcripts {
+        workspace: String,
+        name: String,
+    },
+    /// One transcript (by invocation id), as `patchbay plugin replay` reads it.
+    Transcript {
+        workspace: String,
+        name: String,
+        id: String,
+    },
 }
 
 /// `connection set`: the connection's plugin, settings, grants and limits.
@@ -276,6 +302,35 @@ pub(super) async fn connection(
                 None,
             ),
         },
+        ConnectionCommand::Record {
+            workspace,
+            name,
+            max_invocations,
+            for_minutes,
+        } => (
+            "PUT",
+            format!("{}/recording", at(&workspace, &name)),
+            Some(json!({ "max_invocations": max_invocations, "for_minutes": for_minutes })),
+        ),
+        ConnectionCommand::StopRecording { workspace, name } => (
+            "DELETE",
+            format!("{}/recording", at(&workspace, &name)),
+            None,
+        ),
+        ConnectionCommand::Transcripts { workspace, name } => (
+            "GET",
+            format!("{}/transcripts", at(&workspace, &name)),
+            None,
+        ),
+        ConnectionCommand::Transcript {
+            workspace,
+            name,
+            id,
+        } => (
+            "GET",
+            format!("{}/transcripts/{}", at(&workspace, &name), segment(&id)),
+            None,
+        ),
         ConnectionCommand::Invoke {
             workspace,
             name,
