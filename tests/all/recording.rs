@@ -270,6 +270,18 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
         .collect();
     assert_eq!(ops, ["get", "set"], "{first_t}");
     assert_eq!(second_t["http"], json!([]), "served from KV: {second_t}");
+    let base_url_read = first_t["config_reads"]
+        .as_array()
+        .expect("config reads")
+        .iter()
+        .find(|r| r["key"] == "base_url")
+        .cloned()
+        .unwrap_or_else(|| panic!("no read of base_url: {first_t}"));
+    assert!(
+        base_url_read["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("http://127.0.0.1:"))
+    );
     assert!(second_t["kv"][0]["result"].is_string(), "{second_t}");
     assert_eq!(first_t["output"], first["output"]);
 

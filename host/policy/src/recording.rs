@@ -59,6 +59,8 @@ pub const MAX_RECORDING_MINUTES: u32 = 7 * 24 * 60;
 /// Bytes of one HTTP body a transcript keeps; past it the body is cut and
 /// marked.
 pub const MAX_RECORDED_BODY: usize = 256 * 1024;
+/// Settings reads one transcript keeps; past them only a count.
+pub const MAX_RECORDED_CONFIG_READS: usize = 1_000;
 /// KV calls one transcript keeps; past them only a count.
 pub const MAX_RECORDED_KV_CALLS: usize = 1_000;
 /// Clock readings one transcript keeps, of each clock.
@@ -454,6 +456,17 @@ pub struct KvCall {
     pub error: Option<String>,
 }
 
+/// One read of the connection's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRead {
+    /// The key read; `*` for `get-all`.
+    pub key: String,
+    /// What it read (`None` for a key that is not set, and for `get-all`,
+    /// whose values are the transcript's `config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
 /// Clock readings, in the order the plugin took them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Clocks {
@@ -488,6 +501,9 @@ pub struct HostCalls {
     /// KV.
     #[serde(default)]
     pub kv: Vec<KvCall>,
+    /// Settings read through `wasi:config`, in order.
+    #[serde(default)]
+    pub config_reads: Vec<ConfigRead>,
     /// Clock readings.
     #[serde(default)]
     pub clocks: Clocks,

@@ -521,7 +521,10 @@ impl Runtime {
             wasi: wasi.build(),
             table,
             http,
-            config: binding.config.clone(),
+            config: capabilities::config::ConfigCtx {
+                values: binding.config.clone(),
+                tape: tape.cloned(),
+            },
             kv,
             log: log.clone(),
             signing: SigningCtx::denied(id.clone()),

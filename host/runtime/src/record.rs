@@ -9,9 +9,10 @@
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use patchbay_policy::recording::{
-    Body as RecordedBody, HostCalls, KvCall, MAX_RECORDED_BODY, MAX_RECORDED_CLOCK_READINGS,
-    MAX_RECORDED_KV_CALLS, MAX_RECORDED_RANDOM_BYTES, RecordedExchange, RecordedRequest,
-    RecordedResponse, Redactor,
+    Body as RecordedBody, ConfigRead, HostCalls, KvCall, MAX_RECORDED_BODY,
+    MAX_RECORDED_CLOCK_READINGS, MAX_RECORDED_CONFIG_READS, MAX_RECORDED_KV_CALLS,
+    MAX_RECORDED_RANDOM_BYTES, REDACTED, RecordedExchange, RecordedRequest, RecordedResponse,
+    Redactor,
 };
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -59,6 +60,7 @@ struct State {
     calls: HostCalls,
     exchanges: Vec<Pending>,
     kv_dropped: usize,
+    config_dropped: usize,
     clocks_dropped: usize,
     random_dropped: usize,
     secure: Vec<u8>,
@@ -242,6 +244,25 @@ impl Tape {
         }
     }
 
+    /// The plugin read setting `key` (`*`: all of them) and got `value`.
+    pub fn config_read(&self, key: &str, value: Option<&str>) {
+        let mut state = self.lock();
+        if state.calls.config_reads.len() < MAX_RECORDED_CONFIG_READS {
+            state.calls.config_reads.push(ConfigRead {
+                key: key.to_owned(),
+                value: value.map(|v| {
+                    if self.redactor.is_secret_field(key) {
+                        REDACTED.to_owned()
+                    } else {
+                        v.to_owned()
+                    }
+                }),
+            });
+        } else {
+            state.config_dropped += 1;
+        }
+    }
+
     /// A KV call the plugin made.
     pub fn kv(&self, call: KvCall) {
         let mut state = self.lock();
@@ -284,6 +305,7 @@ impl Tape {
         calls.random.insecure = b64.encode(std::mem::take(&mut state.insecure));
         let dropped = [
             (state.kv_dropped, "KV calls"),
+            (state.config_dropped, "settings reads"),
             (state.clocks_dropped, "clock readings"),
             (state.random_dropped, "random bytes"),
         ];

@@ -2,7 +2,7 @@
 //! after it, so nothing leaks between calls or tenants.
 
 use crate::capabilities;
-use crate::capabilities::config::ConfigValues;
+use crate::capabilities::config::ConfigCtx;
 use crate::capabilities::http::HttpCtx;
 use crate::capabilities::kv::KvCtx;
 use crate::capabilities::log::LogCtx;
@@ -26,7 +26,7 @@ pub struct CallState {
     /// wasi:http, with the gate every outbound request passes.
     pub http: HttpCtx,
     /// The connection's non-secret settings, read through wasi:config.
-    pub config: Arc<ConfigValues>,
+    pub config: ConfigCtx,
     /// The connection's KV store, when granted.
     pub kv: KvCtx,
     /// The call's log sink, shared with the stdio pipes.
@@ -145,9 +145,7 @@ impl WasiHttpView for CallState {
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     capabilities::wasi::add_to_linker(linker)?;
     capabilities::http::add_to_linker(linker)?;
-    capabilities::config::add_to_linker(linker, |state| {
-        capabilities::config::WasiConfig::from(&*state.config)
-    })?;
+    capabilities::config::add_to_linker(linker, |state| &mut state.config)?;
     capabilities::log::add_to_linker(linker, |state| &mut state.log)?;
     capabilities::kv::add_to_linker(linker, |state| &mut state.kv)?;
     capabilities::signing::add_to_linker(linker, |state| &mut state.signing)?;
