@@ -59,6 +59,12 @@ pub const MAX_RECORDING_MINUTES: u32 = 7 * 24 * 60;
 /// Bytes of one HTTP body a transcript keeps; past it the body is cut and
 /// marked.
 pub const MAX_RECORDED_BODY: usize = 256 * 1024;
+/// Bytes of one KV value a transcript keeps; a larger value is left out
+/// (and noted).
+pub const MAX_RECORDED_KV_VALUE: usize = 64 * 1024;
+/// Body and KV-value bytes one transcript keeps in all, whatever the plugin
+/// sends, reads or writes: a hostile plugin's transcript stays this small.
+pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
 /// Settings reads one transcript keeps; past them only a count.
 pub const MAX_RECORDED_CONFIG_READS: usize = 1_000;
 /// KV calls one transcript keeps; past them only a count.

@@ -9,10 +9,10 @@
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use patchbay_policy::recording::{
-    Body as RecordedBody, ConfigRead, HostCalls, KvCall, MAX_RECORDED_BODY,
+    Body as RecordedBody, ConfigRead, HostCalls, KvCall, KvValue, MAX_RECORDED_BODY,
     MAX_RECORDED_CLOCK_READINGS, MAX_RECORDED_CONFIG_READS, MAX_RECORDED_KV_CALLS,
-    MAX_RECORDED_RANDOM_BYTES, REDACTED, RecordedExchange, RecordedRequest, RecordedResponse,
-    Redactor,
+    MAX_RECORDED_KV_VALUE, MAX_RECORDED_RANDOM_BYTES, MAX_TRANSCRIPT_BYTES, REDACTED,
+    RecordedExchange, RecordedRequest, RecordedResponse, Redactor,
 };
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -60,13 +60,25 @@ struct State {
     calls: HostCalls,
     exchanges: Vec<Pending>,
     kv_dropped: usize,
+    kv_values_dropped: usize,
     config_dropped: usize,
+    /// Body and KV-value bytes the transcript may still keep.
+    bytes_left: usize,
     clocks_dropped: usize,
     random_dropped: usize,
     secure: Vec<u8>,
     insecure: Vec<u8>,
     /// Playback: readings and bytes asked for past what was recorded.
     overrun: Vec<String>,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            bytes_left: MAX_TRANSCRIPT_BYTES,
+            ..Self::default()
+        }
+    }
 }
 
 /// An exchange while its bodies stream.
@@ -99,12 +111,16 @@ fn content_type(headers: &[(String, String)]) -> Option<String> {
         .map(|(_, v)| v.to_ascii_lowercase())
 }
 
-fn keep(into: &mut Vec<u8>, cut: &mut bool, data: &[u8]) {
-    let room = MAX_RECORDED_BODY.saturating_sub(into.len());
+/// Keep what fits of `data` in `into`: a body's own bound, and the bytes the
+/// whole transcript has left (`left`, charged).
+fn keep(into: &mut Vec<u8>, cut: &mut bool, left: &mut usize, data: &[u8]) {
+    let room = MAX_RECORDED_BODY.saturating_sub(into.len()).min(*left);
     if data.len() > room {
         *cut = true;
     }
-    into.extend_from_slice(&data[..data.len().min(room)]);
+    let kept = data.len().min(room);
+    into.extend_from_slice(&data[..kept]);
+    *left -= kept;
 }
 
 impl Tape {
@@ -112,7 +128,7 @@ impl Tape {
     pub fn recording(redactor: Redactor) -> Arc<Self> {
         Arc::new(Self {
             redactor,
-            state: Mutex::default(),
+            state: Mutex::new(State::new()),
             play: None,
         })
     }
@@ -122,7 +138,7 @@ impl Tape {
     pub fn playback(playback: Playback) -> Arc<Self> {
         Arc::new(Self {
             redactor: Redactor::new(&[], []),
-            state: Mutex::default(),
+            state: Mutex::new(State::new()),
             play: Some(playback),
         })
     }
@@ -228,10 +244,16 @@ impl Tape {
     }
 
     fn body_data(&self, index: usize, side: Side, data: &[u8]) {
-        if let Some(e) = self.lock().exchanges.get_mut(index) {
+        let mut state = self.lock();
+        let State {
+            exchanges,
+            bytes_left: left,
+            ..
+        } = &mut *state;
+        if let Some(e) = exchanges.get_mut(index) {
             match side {
-                Side::Request => keep(&mut e.request_body, &mut e.request_cut, data),
-                Side::Response => keep(&mut e.response_body, &mut e.response_cut, data),
+                Side::Request => keep(&mut e.request_body, &mut e.request_cut, left, data),
+                Side::Response => keep(&mut e.response_body, &mut e.response_cut, left, data),
             }
         }
     }
@@ -261,6 +283,19 @@ impl Tape {
         } else {
             state.config_dropped += 1;
         }
+    }
+
+    /// A KV value as the transcript keeps it, charged to its bytes; `None`
+    /// (and a note) past [`MAX_RECORDED_KV_VALUE`] or the transcript's bound.
+    pub fn kv_value(&self, bytes: &[u8]) -> Option<KvValue> {
+        let mut state = self.lock();
+        if bytes.len() > MAX_RECORDED_KV_VALUE.min(state.bytes_left) {
+            state.kv_values_dropped += 1;
+            return None;
+        }
+        state.bytes_left -= bytes.len();
+        drop(state);
+        Some(KvValue::of(bytes, &self.redactor))
     }
 
     /// A KV call the plugin made.
@@ -305,6 +340,7 @@ impl Tape {
         calls.random.insecure = b64.encode(std::mem::take(&mut state.insecure));
         let dropped = [
             (state.kv_dropped, "KV calls"),
+            (state.kv_values_dropped, "KV values (too large to keep)"),
             (state.config_dropped, "settings reads"),
             (state.clocks_dropped, "clock readings"),
             (state.random_dropped, "random bytes"),
@@ -652,6 +688,41 @@ mod tests {
         assert_eq!(
             response.body.body_text.as_ref().expect("test step").len(),
             MAX_RECORDED_BODY
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transcript_keeps_a_bounded_number_of_bytes_whatever_the_plugin_moves() {
+        let tape = Tape::recording(Redactor::new(&[], []));
+        let chunk = Bytes::from(vec![b'y'; MAX_RECORDED_BODY]);
+        let calls = MAX_TRANSCRIPT_BYTES / MAX_RECORDED_BODY + 3;
+        for _ in 0..calls {
+            let index = tape.request("POST", "https://x.test/", vec![]);
+            let body = Tee::new(Full::new(chunk.clone()), tape.clone(), index, Side::Request);
+            let sent = body.collect().await.expect("body").to_bytes();
+            assert_eq!(
+                sent.len(),
+                MAX_RECORDED_BODY,
+                "the plugin's body goes out whole"
+            );
+        }
+        assert!(
+            tape.kv_value(&vec![b'v'; MAX_RECORDED_KV_VALUE + 1])
+                .is_none()
+        );
+        assert!(tape.kv_value(b"small").is_none(), "the bound is spent");
+        let calls = tape.take();
+        let kept: usize = calls
+            .http
+            .iter()
+            .map(|e| e.request.body.body_text.as_ref().map_or(0, String::len))
+            .sum();
+        assert_eq!(kept, MAX_TRANSCRIPT_BYTES);
+        assert!(calls.http.last().expect("exchange").request.body.truncated);
+        assert!(
+            calls.truncated.iter().any(|t| t.contains("KV values")),
+            "{:?}",
+            calls.truncated
         );
     }
 

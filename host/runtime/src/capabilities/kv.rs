@@ -270,7 +270,7 @@ impl Host for KvCtx {
         ttl_ms: Option<u64>,
     ) -> Result<(), KvError> {
         let call = self.tape.as_ref().map(|tape| KvCall {
-            value: Some(KvValue::of(&value, tape.redactor())),
+            value: tape.kv_value(&value),
             ttl_ms,
             ..kv_call("set", &key)
         });
