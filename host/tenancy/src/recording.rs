@@ -224,6 +224,17 @@ impl Tenancy {
                 return;
             }
         };
+        // A connection deleted (or deleted and made anew) while the call ran
+        // keeps nothing: its data went with it.
+        let same = self
+            .store
+            .get_connection(&bound.connection.workspace, &bound.connection.name)
+            .ok()
+            .flatten()
+            .is_some_and(|now| now.created_at_ms == bound.connection.created_at_ms);
+        if !same {
+            return;
+        }
         let (recordings, scope) = (self.recordings.clone(), bound.connection.scope());
         let id = outcome.invocation_id.clone();
         if let Err(e) = blocking(move || recordings.save(&scope, &id, &summary, &text)).await {
