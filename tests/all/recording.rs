@@ -346,3 +346,92 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
     let (_, shown) = operator_call(&api, "GET", &recording, None).await;
     assert_eq!(shown["transcripts"], 0, "{shown}");
 }
+
+/// The probe's manifest and component in a directory of their own.
+fn probe_dir(parent: &Path) -> std::path::PathBuf {
+    let dir = parent.join("probe");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("plugin.toml"),
+        patchbay_tests::plugins::PROBE.manifest(),
+    )
+    .expect("manifest");
+    std::fs::write(
+        dir.join("plugin.wasm"),
+        patchbay_tests::plugins::PROBE.wasm_bytes(),
+    )
+    .expect("wasm");
+    dir
+}
+
+#[tokio::test]
+async fn a_replay_serves_the_recorded_clock_and_random_values() {
+    let harness = Harness::new();
+    harness.install(patchbay_tests::plugins::PROBE).await;
+    let api = harness.serve_api().await;
+    create_workspace(&api, "acme").await;
+    let connection = "/v1/workspaces/acme/connections/probe";
+    let (status, body) = operator_call(
+        &api,
+        "PUT",
+        connection,
+        Some(json!({ "plugin": "probe", "grants": { "approve_all_requested": true } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = operator_call(
+        &api,
+        "PUT",
+        &format!("{connection}/recording"),
+        Some(json!({ "max_invocations": 1, "for_minutes": 5 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, ran) = operator_call(
+        &api,
+        "POST",
+        &format!("{connection}/operations/entropy"),
+        Some(json!({ "input": {} })),
+    )
+    .await;
+    assert_eq!(status, 200, "{ran}");
+    let id = ran["invocation_id"].as_str().expect("id");
+    let (status, transcript) =
+        operator_call(&api, "GET", &format!("{connection}/transcripts/{id}"), None).await;
+    assert_eq!(status, 200, "{transcript}");
+    assert_eq!(transcript["output"], ran["output"]);
+    assert!(
+        !transcript["clocks"]["wall_ns"]
+            .as_array()
+            .expect("wall")
+            .is_empty(),
+        "{transcript}"
+    );
+
+    let scratch = tempfile::tempdir().expect("tmp");
+    let dir = probe_dir(scratch.path());
+    let file = scratch.path().join("entropy.json");
+    std::fs::write(&file, transcript.to_string()).expect("write");
+    // Run now, later, as often as wanted: the same clock and the same seeds.
+    for _ in 0..2 {
+        let (passed, report) = replay(&file, &dir, &[]).await;
+        assert!(passed, "{report}");
+    }
+
+    // Another wall clock reading, or other random bytes, give another
+    // output: the replay serves what the transcript holds, nothing else.
+    let mut clock = transcript.clone();
+    let first = clock["clocks"]["wall_ns"][0].as_u64().expect("ns");
+    clock["clocks"]["wall_ns"][0] = json!(first + 1_000_000_000);
+    std::fs::write(&file, clock.to_string()).expect("write");
+    let (passed, report) = replay(&file, &dir, &[]).await;
+    assert!(!passed, "{report}");
+    assert!(report.to_string().contains("/now_ns"), "{report}");
+
+    let mut random = transcript.clone();
+    random["random"] = json!({ "secure": "", "insecure": "", "insecure_seed": "1" });
+    std::fs::write(&file, random.to_string()).expect("write");
+    let (passed, report) = replay(&file, &dir, &[]).await;
+    assert!(!passed, "{report}");
+    assert!(report.to_string().contains("/hash"), "{report}");
+}

@@ -478,7 +478,7 @@ pub struct ConfigRead {
 pub struct Clocks {
     /// `wasi:clocks/wall-clock.now`: nanoseconds since the Unix epoch.
     #[serde(default)]
-    pub wall_ns: Vec<u128>,
+    pub wall_ns: Vec<u64>,
     /// `wasi:clocks/monotonic-clock.now`: nanoseconds.
     #[serde(default)]
     pub monotonic_ns: Vec<u64>,

@@ -44,7 +44,7 @@ impl std::fmt::Debug for Tape {
 #[derive(Debug, Clone, Default)]
 pub struct Playback {
     /// Wall-clock readings, ns since the Unix epoch.
-    pub wall_ns: Vec<u128>,
+    pub wall_ns: Vec<u64>,
     /// Monotonic readings, ns.
     pub monotonic_ns: Vec<u64>,
     /// `wasi:random/random` bytes.
@@ -368,7 +368,7 @@ impl Tape {
         }
     }
 
-    fn wall_read(&self, ns: u128) {
+    fn wall_read(&self, ns: u64) {
         let mut state = self.lock();
         if state.calls.clocks.wall_ns.len() < MAX_RECORDED_CLOCK_READINGS {
             state.calls.clocks.wall_ns.push(ns);
@@ -419,7 +419,9 @@ impl HostWallClock for RecordedWall {
 
     fn now(&self) -> Duration {
         let now = self.clock.now();
-        self.tape.wall_read(now.as_nanos());
+        // Nanoseconds since 1970 fit in a u64 until 2554.
+        self.tape
+            .wall_read(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
         now
     }
 }
@@ -475,7 +477,7 @@ const STEP_PAST_RECORDING_NS: u64 = 1_000;
 
 struct PlayedWall {
     tape: Arc<Tape>,
-    values: Vec<u128>,
+    values: Vec<u64>,
     next: AtomicUsize,
 }
 
@@ -491,11 +493,11 @@ impl HostWallClock for PlayedWall {
             None => {
                 self.tape.overran("the wall clock");
                 let last = self.values.last().copied().unwrap_or(0);
-                let past = (i + 1 - self.values.len()) as u128;
-                last + past * u128::from(STEP_PAST_RECORDING_NS)
+                let past = (i + 1 - self.values.len()) as u64;
+                last.saturating_add(past.saturating_mul(STEP_PAST_RECORDING_NS))
             }
         };
-        Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
+        Duration::from_nanos(ns)
     }
 }
 

@@ -683,7 +683,7 @@ impl Kit<'_> {
                 input: fixture.input.clone(),
                 idempotency_key: fixture.idempotency_key.clone(),
                 deadline: None,
-                tape: None,
+                tape: tape.clone(),
             })
             .await?;
         let duration = started.elapsed();

@@ -79,6 +79,7 @@ impl Connector for Probe {
         ops.register("deliver", deliver);
         ops.register("summarize", summarize);
         ops.register("check-signature", check_signature);
+        ops.register("entropy", entropy);
         ops.register_raw("heap-origin", heap_origin);
     }
 }
@@ -325,4 +326,19 @@ fn check_signature(_ctx: &Context, _input: Value) -> Result<Value, Error> {
     let matched =
         webhooks::verify_hmac("signing", webhooks::Algorithm::Sha256, b"message", &[0; 32])?;
     Ok(json!({ "matched": matched }))
+}
+
+/// What a replay must serve as recorded: the wall clock, and a value the
+/// standard library seeds from the host's randomness.
+fn entropy(_ctx: &Context, _: Value) -> Result<Value, Error> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(b"patchbay");
+    Ok(serde_json::json!({
+        "now_ns": now.as_nanos().to_string(),
+        "hash": hasher.finish().to_string(),
+    }))
 }
