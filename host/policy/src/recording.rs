@@ -62,9 +62,16 @@ pub const MAX_RECORDED_BODY: usize = 256 * 1024;
 /// Bytes of one KV value a transcript keeps; a larger value is left out
 /// (and noted).
 pub const MAX_RECORDED_KV_VALUE: usize = 64 * 1024;
-/// Body and KV-value bytes one transcript keeps in all, whatever the plugin
-/// sends, reads or writes: a hostile plugin's transcript stays this small.
+/// Bytes one transcript keeps in all (bodies, KV values and keys, URLs and
+/// headers, settings read), whatever the plugin sends, reads or writes: a
+/// hostile plugin's transcript stays this small.
 pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
+/// Outbound requests one transcript keeps (allowed or refused); past them
+/// only a count.
+pub const MAX_RECORDED_EXCHANGES: usize = 256;
+/// Bytes of a KV key or a settings key a transcript keeps (a refused key may
+/// be longer: its start is kept).
+pub const MAX_RECORDED_KEY: usize = 512;
 /// Settings reads one transcript keeps; past them only a count.
 pub const MAX_RECORDED_CONFIG_READS: usize = 1_000;
 /// KV calls one transcript keeps; past them only a count.
@@ -152,8 +159,8 @@ impl Redactor {
         fields: impl IntoIterator<Item = &'a String>,
         headers: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let mut all: Vec<String> = ALWAYS_REDACTED.iter().map(|f| (*f).to_owned()).collect();
-        all.extend(fields.into_iter().map(|f| f.to_ascii_lowercase()));
+        let mut all: Vec<String> = ALWAYS_REDACTED.iter().map(|f| normalized(f)).collect();
+        all.extend(fields.into_iter().map(|f| normalized(f)));
         let mut header_names: Vec<String> =
             REDACTED_HEADERS.iter().map(|h| (*h).to_owned()).collect();
         header_names.extend(headers.into_iter().map(|h| h.to_ascii_lowercase()));
@@ -163,16 +170,17 @@ impl Redactor {
         }
     }
 
-    /// Whether a field called `name` is secret. A bracketed form key
-    /// (`metadata[card_number]`) is judged by its innermost name.
+    /// Whether a field called `name` is secret: compared in any case, with
+    /// `_` and `-` left out (`access_token`, `accessToken` and `Access-Token`
+    /// are one name). A bracketed form key (`metadata[card_number]`) is
+    /// judged by its innermost name too.
     pub fn is_secret_field(&self, name: &str) -> bool {
         let inner = name
             .rsplit('[')
             .next()
             .unwrap_or(name)
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        self.fields.contains(&inner) || self.fields.contains(&name.to_ascii_lowercase())
+            .trim_end_matches(']');
+        self.fields.contains(&normalized(inner)) || self.fields.contains(&normalized(name))
     }
 
     /// Whether a header called `name` carries a secret.
@@ -262,22 +270,124 @@ impl Redactor {
             body.body = Some(json);
             return body;
         }
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
+        // A body cut inside a character keeps the characters before it.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(e) if truncated && e.error_len().is_none() => {
+                std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()
+            }
+            Err(_) => None,
+        };
+        match text {
+            Some(text) => {
                 let form = content_type
                     .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
                 body.body_text = Some(if form {
                     self.form(text)
                 } else {
-                    text.to_owned()
+                    // Text that is not whole JSON (a cut body, JSON with a
+                    // syntax error) may still carry `"secret": value` pairs.
+                    self.json_text(text)
                 });
             }
-            Err(_) => {
+            None => {
                 body.body_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes))
             }
         }
         body
     }
+
+    /// `text` with the value after every `"<secret name>":` replaced, for
+    /// JSON that does not parse (cut, or broken): strings, numbers, literals,
+    /// objects and arrays alike, a value cut short included.
+    pub fn json_text(&self, text: &str) -> String {
+        let b = text.as_bytes();
+        let n = b.len();
+        // The end of the string token whose opening quote is at `at`
+        // (past the closing quote; `n` when it is cut).
+        let string_end = |at: usize| {
+            let mut j = at + 1;
+            while j < n && b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            (j + 1).min(n)
+        };
+        let skip_ws = |mut k: usize| {
+            while k < n && b[k].is_ascii_whitespace() {
+                k += 1;
+            }
+            k
+        };
+        let mut out = String::with_capacity(n);
+        let mut i = 0;
+        while i < n {
+            let Some(quote) = b[i..].iter().position(|c| *c == b'"').map(|p| i + p) else {
+                out.push_str(&text[i..]);
+                break;
+            };
+            out.push_str(&text[i..quote]);
+            let end = string_end(quote);
+            // Every position sliced at is an ASCII byte's, or the end.
+            let key = text.get(quote + 1..end.saturating_sub(1)).unwrap_or("");
+            out.push_str(text.get(quote..end).unwrap_or(""));
+            i = end;
+            let colon = skip_ws(i);
+            if colon >= n || b[colon] != b':' || !self.is_secret_field(key) {
+                continue;
+            }
+            let value = skip_ws(colon + 1);
+            out.push_str(&text[i..value]);
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+            i = match b.get(value) {
+                None => n,
+                Some(b'"') => string_end(value),
+                Some(b'{' | b'[') => {
+                    let mut depth = 0usize;
+                    let mut k = value;
+                    while k < n {
+                        match b[k] {
+                            b'"' => {
+                                k = string_end(k);
+                                continue;
+                            }
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => {
+                                depth = depth.saturating_sub(1);
+                                if depth == 0 {
+                                    k += 1;
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                        k += 1;
+                    }
+                    k.min(n)
+                }
+                Some(_) => {
+                    let mut k = value;
+                    while k < n
+                        && !matches!(b[k], b',' | b'}' | b']')
+                        && !b[k].is_ascii_whitespace()
+                    {
+                        k += 1;
+                    }
+                    k
+                }
+            };
+        }
+        out
+    }
+}
+
+/// A field name as redaction compares it: lowercase, without `_` and `-`.
+fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn percent_decode(text: &str) -> String {
@@ -418,7 +528,7 @@ impl KvValue {
             return Self::Text(json.to_string());
         }
         match std::str::from_utf8(bytes) {
-            Ok(text) => Self::Text(text.to_owned()),
+            Ok(text) => Self::Text(redactor.json_text(text)),
             Err(_) => Self::Bytes {
                 base64: base64::engine::general_purpose::STANDARD.encode(bytes),
             },
@@ -703,6 +813,47 @@ mod tests {
         assert!(!recording.active(61_000), "past its minute");
         recording.taken = 2;
         assert!(!recording.active(1_001), "past its count");
+    }
+
+    #[test]
+    fn names_match_in_any_case_and_spelling() {
+        let r = redactor();
+        for name in [
+            "accessToken",
+            "AccessToken",
+            "access-token",
+            "CLIENT_SECRET",
+            "cardNumber",
+        ] {
+            assert!(r.is_secret_field(name), "{name}");
+        }
+        for name in ["next_page_token", "tokens", "email"] {
+            assert!(!r.is_secret_field(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_cut_or_broken_json_body_keeps_no_secret_value() {
+        let r = redactor();
+        let cut = br#"{"user": {"accessToken": "at-1", "name": "Ada", "ssn": 123456789, "keys": {"private_key": {"n": "x"}}, "token": ["a", "b"]}, "items": [{"password": "p\"q", "more": "#;
+        let body = r.body(cut, Some("application/json"), true);
+        let text = body.body_text.expect("text");
+        for secret in ["at-1", "123456789", "\"x\"", "\"a\"", "p\\\"q"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("\"name\": \"Ada\""), "{text}");
+        assert!(text.contains("\"more\": "), "{text}");
+        // A value cut short is redacted too.
+        let short = r.body(br#"{"password": "hunt"#, None, true);
+        assert_eq!(
+            short.body_text.as_deref(),
+            Some(r#"{"password": "[redacted]""#)
+        );
+        // A cut inside a character keeps the characters before it.
+        let mut accented = "{\"name\": \"Zoë".as_bytes().to_vec();
+        accented.pop();
+        let body = r.body(&accented, None, true);
+        assert_eq!(body.body_text.as_deref(), Some("{\"name\": \"Zo"));
     }
 
     #[test]

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use patchbay_policy::recording::{
     Body as RecordedBody, ConfigRead, HostCalls, KvCall, KvValue, MAX_RECORDED_BODY,
-    MAX_RECORDED_CLOCK_READINGS, MAX_RECORDED_CONFIG_READS, MAX_RECORDED_KV_CALLS,
-    MAX_RECORDED_KV_VALUE, MAX_RECORDED_RANDOM_BYTES, MAX_TRANSCRIPT_BYTES, REDACTED,
-    RecordedExchange, RecordedRequest, RecordedResponse, Redactor,
+    MAX_RECORDED_CLOCK_READINGS, MAX_RECORDED_CONFIG_READS, MAX_RECORDED_EXCHANGES,
+    MAX_RECORDED_KEY, MAX_RECORDED_KV_CALLS, MAX_RECORDED_KV_VALUE, MAX_RECORDED_RANDOM_BYTES,
+    MAX_TRANSCRIPT_BYTES, REDACTED, RecordedExchange, RecordedRequest, RecordedResponse, Redactor,
 };
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -61,6 +61,8 @@ struct State {
     exchanges: Vec<Pending>,
     kv_dropped: usize,
     kv_values_dropped: usize,
+    exchanges_dropped: usize,
+    headers_dropped: usize,
     config_dropped: usize,
     /// Body and KV-value bytes the transcript may still keep.
     bytes_left: usize,
@@ -77,6 +79,18 @@ impl State {
         Self {
             bytes_left: MAX_TRANSCRIPT_BYTES,
             ..Self::default()
+        }
+    }
+
+    /// Take `bytes` from what the transcript may still keep; `false` (and
+    /// nothing taken) past it.
+    fn charge(&mut self, bytes: usize) -> bool {
+        match self.bytes_left.checked_sub(bytes) {
+            Some(left) => {
+                self.bytes_left = left;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -202,7 +216,22 @@ impl Tape {
     }
 
     /// A request leaves the plugin: its index among the call's exchanges.
+    /// Past [`MAX_RECORDED_EXCHANGES`] or the transcript's bytes, the request
+    /// is only counted, and its index matches nothing.
     pub fn request(&self, method: &str, url: &str, headers: Vec<(String, String)>) -> usize {
+        let cost = method.len()
+            + url.len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>();
+        {
+            let mut state = self.lock();
+            if state.exchanges.len() >= MAX_RECORDED_EXCHANGES || !state.charge(cost) {
+                state.exchanges_dropped += 1;
+                return usize::MAX;
+            }
+        }
         let request_type = content_type(&headers);
         let request = RecordedRequest {
             method: method.to_owned(),
@@ -236,8 +265,18 @@ impl Tape {
     /// A response's head reached the plugin.
     pub fn response(&self, index: usize, status: u16, headers: Vec<(String, String)>) {
         let response_type = content_type(&headers);
-        let headers = self.redactor.headers(headers);
-        if let Some(exchange) = self.lock().exchanges.get_mut(index) {
+        let mut headers = self.redactor.headers(headers);
+        let mut state = self.lock();
+        if index >= state.exchanges.len() {
+            return;
+        }
+        let cost = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if !state.charge(cost) {
+            // Past the transcript's bound: the status stays, the headers go.
+            headers.clear();
+            state.headers_dropped += 1;
+        }
+        if let Some(exchange) = state.exchanges.get_mut(index) {
             exchange.response = Some((status, headers));
             exchange.response_type = response_type;
         }
@@ -269,11 +308,15 @@ impl Tape {
     /// The plugin read setting `key` (`*`: all of them) and got `value`.
     pub fn config_read(&self, key: &str, value: Option<&str>) {
         let mut state = self.lock();
-        if state.calls.config_reads.len() < MAX_RECORDED_CONFIG_READS {
+        let mut key = key.to_owned();
+        patchbay_policy::text::truncate(&mut key, MAX_RECORDED_KEY);
+        let cost = key.len() + value.map_or(0, str::len);
+        if state.calls.config_reads.len() < MAX_RECORDED_CONFIG_READS && state.charge(cost) {
+            let secret = self.redactor.is_secret_field(&key);
             state.calls.config_reads.push(ConfigRead {
-                key: key.to_owned(),
+                key,
                 value: value.map(|v| {
-                    if self.redactor.is_secret_field(key) {
+                    if secret {
                         REDACTED.to_owned()
                     } else {
                         v.to_owned()
@@ -299,9 +342,14 @@ impl Tape {
     }
 
     /// A KV call the plugin made.
-    pub fn kv(&self, call: KvCall) {
+    pub fn kv(&self, mut call: KvCall) {
         let mut state = self.lock();
-        if state.calls.kv.len() < MAX_RECORDED_KV_CALLS {
+        // A refused key may be as long as the plugin likes: keep its start.
+        patchbay_policy::text::truncate(&mut call.key, MAX_RECORDED_KEY);
+        let listed: usize = call.result.as_array().map_or(0, |keys| {
+            keys.iter().filter_map(|k| k.as_str()).map(str::len).sum()
+        });
+        if state.calls.kv.len() < MAX_RECORDED_KV_CALLS && state.charge(call.key.len() + listed) {
             state.calls.kv.push(call);
         } else {
             state.kv_dropped += 1;
@@ -341,6 +389,8 @@ impl Tape {
         let dropped = [
             (state.kv_dropped, "KV calls"),
             (state.kv_values_dropped, "KV values (too large to keep)"),
+            (state.exchanges_dropped, "outbound requests"),
+            (state.headers_dropped, "responses' headers"),
             (state.config_dropped, "settings reads"),
             (state.clocks_dropped, "clock readings"),
             (state.random_dropped, "random bytes"),
@@ -719,13 +769,43 @@ mod tests {
             .iter()
             .map(|e| e.request.body.body_text.as_ref().map_or(0, String::len))
             .sum();
-        assert_eq!(kept, MAX_TRANSCRIPT_BYTES);
+        // The requests' method and URL are charged too.
+        assert!(kept <= MAX_TRANSCRIPT_BYTES, "{kept}");
+        assert!(kept > MAX_TRANSCRIPT_BYTES - 64 * calls.http.len(), "{kept}");
         assert!(calls.http.last().expect("exchange").request.body.truncated);
         assert!(
             calls.truncated.iter().any(|t| t.contains("KV values")),
             "{:?}",
             calls.truncated
         );
+    }
+
+    #[test]
+    fn requests_past_the_bound_are_counted_and_long_keys_cut() {
+        let tape = Tape::recording(Redactor::new(&[], []));
+        for i in 0..MAX_RECORDED_EXCHANGES + 10 {
+            let index = tape.request("GET", &format!("https://refused.test/{i}"), vec![]);
+            tape.failed(index, "HTTP-request-denied".into());
+        }
+        tape.kv(KvCall {
+            op: "get".into(),
+            key: "k".repeat(1 << 20),
+            value: None,
+            ttl_ms: None,
+            delta: None,
+            result: serde_json::Value::Null,
+            error: Some("invalid-argument".into()),
+        });
+        tape.config_read(&"c".repeat(1 << 20), None);
+        let calls = tape.take();
+        assert_eq!(calls.http.len(), MAX_RECORDED_EXCHANGES);
+        assert!(
+            calls.truncated.iter().any(|t| t.starts_with("10 outbound requests")),
+            "{:?}",
+            calls.truncated
+        );
+        assert_eq!(calls.kv[0].key.len(), MAX_RECORDED_KEY);
+        assert_eq!(calls.config_reads[0].key.len(), MAX_RECORDED_KEY);
     }
 
     #[test]

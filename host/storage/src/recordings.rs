@@ -18,7 +18,7 @@ use patchbay_policy::recording::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// A connection's recording, and how many transcripts it keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,10 @@ pub struct Recordings {
     /// decides), and how many.
     on: RwLock<HashSet<Scope>>,
     on_count: AtomicUsize,
+    /// Held by every change (start, stop, take, save, clear, removal), so a
+    /// change and the in-memory flag it sets are one step, never interleaved
+    /// with another's.
+    changing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Recordings {
@@ -117,7 +121,12 @@ impl Recordings {
             backend,
             on_count: AtomicUsize::new(on.len()),
             on: RwLock::new(on),
+            changing: Mutex::new(()),
         })
+    }
+
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn transact<T>(
@@ -166,6 +175,7 @@ impl Recordings {
         request: RecordingRequest,
         now_ms: u64,
     ) -> Result<RecordingState, RecordingError> {
+        let _changing = self.changing();
         let mut too_many = None;
         let state = self.transact(|tx| {
             let mut state = Self::state_in(tx, scope)?;
@@ -191,6 +201,7 @@ impl Recordings {
 
     /// Stop recording `scope`; whether it was recording. Its transcripts are kept.
     pub fn stop(&self, scope: &Scope) -> Result<bool, StorageError> {
+        let _changing = self.changing();
         let was = self.transact(|tx| {
             let mut state = Self::state_in(tx, scope)?;
             let was = state.recording.take().is_some();
@@ -216,25 +227,28 @@ impl Recordings {
         }
     }
 
-    /// Whether an invocation of `scope` starting at `now_ms` is recorded;
-    /// when it is, it counts against the recording's bound. A connection
-    /// that does not record costs one atomic load.
-    pub fn take(&self, scope: &Scope, now_ms: u64) -> Result<bool, StorageError> {
+    /// Whether an invocation of `scope` starting at `now_ms` is recorded:
+    /// the recording's start time when it is (and it counts against the
+    /// recording's bound), to hand back to [`save`](Self::save). A
+    /// connection that does not record costs one atomic load.
+    pub fn take(&self, scope: &Scope, now_ms: u64) -> Result<Option<u64>, StorageError> {
         if !self.may_record(scope) {
-            return Ok(false);
+            return Ok(None);
         }
+        let _changing = self.changing();
         let (taken, ended) = self.transact(|tx| {
             let mut state = Self::state_in(tx, scope)?;
             let Some(recording) = &mut state.recording else {
-                return Ok((false, true));
+                return Ok((None, true));
             };
             if !recording.active(now_ms) {
-                return Ok((false, true));
+                return Ok((None, true));
             }
             recording.taken += 1;
             let ended = !recording.active(now_ms);
+            let started = recording.started_at_ms;
             Self::put(tx, scope, &state)?;
-            Ok((true, ended))
+            Ok((Some(started), ended))
         })?;
         if ended {
             // Past its count or its time: the next call skips the store.
@@ -257,17 +271,25 @@ impl Recordings {
     }
 
     /// Keep `transcript` (JSON) of invocation `id` for `scope`, with its
-    /// summary. Durable when it returns.
+    /// summary, if the recording that took the call (started at `started`)
+    /// is still the connection's: a call that outlived its recording (stopped,
+    /// replaced, or gone with its connection or workspace) keeps nothing.
+    /// Whether it was kept; durable when it returns.
     pub fn save(
         &self,
         scope: &Scope,
+        started: u64,
         id: &str,
         summary: &TranscriptSummary,
         transcript: &[u8],
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let summary = json(summary)?;
-        self.transact(|tx| {
+        let _changing = self.changing();
+        let kept = self.transact(|tx| {
             let mut state = Self::state_in(tx, scope)?;
+            if state.recording.is_none_or(|r| r.started_at_ms != started) {
+                return Ok(false);
+            }
             if tx
                 .get(Tree::Transcripts, &transcript_key(scope, 1, id))?
                 .is_none()
@@ -277,9 +299,10 @@ impl Recordings {
             tx.insert(Tree::Transcripts, &transcript_key(scope, 0, id), &summary)?;
             tx.insert(Tree::Transcripts, &transcript_key(scope, 1, id), transcript)?;
             Self::put(tx, scope, &state)?;
-            Ok(())
+            Ok(true)
         })?;
-        self.backend.flush()
+        self.backend.flush()?;
+        Ok(kept)
     }
 
     /// Summaries of `scope`'s transcripts, oldest first.
@@ -307,6 +330,7 @@ impl Recordings {
     /// Remove `scope`'s transcripts, and its recording with them when
     /// `recording` is set; how many transcripts went. Durable when it returns.
     pub fn clear(&self, scope: &Scope, recording: bool) -> Result<usize, StorageError> {
+        let _changing = self.changing();
         let removed = self.remove_prefix(Tree::Transcripts, scope.prefix())?;
         self.transact(|tx| {
             let mut state = Self::state_in(tx, scope)?;
@@ -327,6 +351,7 @@ impl Recordings {
     /// Remove everything of `workspace`: its connections' recordings and
     /// transcripts. Durable when it returns.
     pub fn remove_workspace(&self, workspace: &str) -> Result<(), StorageError> {
+        let _changing = self.changing();
         self.remove_prefix(Tree::Transcripts, workspace_prefix(workspace))?;
         self.remove_prefix(Tree::Recordings, workspace_prefix(workspace))?;
         self.backend.flush()?;
@@ -378,102 +403,133 @@ mod tests {
         }
     }
 
+    fn taken(recordings: &Recordings, scope: &Scope, now: u64) -> Option<u64> {
+        recordings.take(scope, now).expect("take")
+    }
+
     #[test]
     fn a_recording_takes_its_count_then_stops_and_its_transcripts_stay_apart() {
         let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
-        let recordings = Recordings::open(backend.clone()).expect("test step");
+        let recordings = Recordings::open(backend.clone()).expect("open");
         let (a, b) = (scope("ws", "crm"), scope("ws", "crm2"));
-        assert!(
-            !recordings.take(&a, 0).expect("test step"),
+        assert_eq!(
+            taken(&recordings, &a, 0),
+            None,
             "nothing records by default"
         );
         let request = RecordingRequest {
             max_invocations: 2,
             for_minutes: 1,
         };
-        recordings.start(&a, request, 1_000).expect("test step");
-        assert!(
-            !recordings.take(&b, 1_000).expect("test step"),
+        recordings.start(&a, request, 1_000).expect("start");
+        assert_eq!(
+            taken(&recordings, &b, 1_000),
+            None,
             "only the connection asked for"
         );
-        assert!(recordings.take(&a, 1_000).expect("test step"));
-        assert!(recordings.take(&a, 1_001).expect("test step"));
-        assert!(
-            !recordings.take(&a, 1_002).expect("test step"),
-            "past its count"
-        );
-        recordings
-            .save(&a, "id-2", &summary("id-2", 2), b"{\"n\":2}")
-            .expect("test step");
-        recordings
-            .save(&a, "id-1", &summary("id-1", 1), b"{\"n\":1}")
-            .expect("test step");
+        assert_eq!(taken(&recordings, &a, 1_000), Some(1_000));
+        assert_eq!(taken(&recordings, &a, 1_001), Some(1_000));
+        assert_eq!(taken(&recordings, &a, 1_002), None, "past its count");
+        for (id, at) in [("id-2", 2), ("id-1", 1)] {
+            let body = format!("{{\"n\":{at}}}");
+            let kept = recordings
+                .save(&a, 1_000, id, &summary(id, at), body.as_bytes())
+                .expect("save");
+            assert!(kept);
+        }
         let listed: Vec<String> = recordings
             .list(&a)
-            .expect("test step")
+            .expect("list")
             .into_iter()
             .map(|s| s.invocation_id)
             .collect();
         assert_eq!(listed, ["id-1", "id-2"], "oldest first");
-        assert!(recordings.list(&b).expect("test step").is_empty());
+        assert!(recordings.list(&b).expect("list").is_empty());
         assert_eq!(
-            recordings
-                .get(&a, "id-1")
-                .expect("test step")
-                .expect("test step"),
+            recordings.get(&a, "id-1").expect("get").expect("kept"),
             b"{\"n\":1}"
         );
-        assert!(recordings.get(&b, "id-1").expect("test step").is_none());
-        assert_eq!(recordings.state(&a).expect("test step").kept, 2);
+        assert!(recordings.get(&b, "id-1").expect("get").is_none());
+        assert_eq!(recordings.state(&a).expect("state").kept, 2);
 
         // Reopened: what is on is read back in.
-        let again = Recordings::open(backend.clone()).expect("test step");
-        again.start(&b, request, 5_000).expect("test step");
-        let reopened = Recordings::open(backend).expect("test step");
-        assert!(reopened.take(&b, 5_000).expect("test step"));
-        assert!(
-            !reopened.take(&b, 5_000 + 61_000).expect("test step"),
-            "past its time"
-        );
+        let again = Recordings::open(backend.clone()).expect("open");
+        again.start(&b, request, 5_000).expect("start");
+        let reopened = Recordings::open(backend).expect("open");
+        assert_eq!(taken(&reopened, &b, 5_000), Some(5_000));
+        assert_eq!(taken(&reopened, &b, 5_000 + 61_000), None, "past its time");
 
-        assert_eq!(recordings.clear(&a, true).expect("test step"), 2);
-        assert!(recordings.list(&a).expect("test step").is_empty());
+        assert_eq!(recordings.clear(&a, true).expect("clear"), 2);
+        assert!(recordings.list(&a).expect("list").is_empty());
         assert_eq!(
-            recordings.state(&a).expect("test step"),
+            recordings.state(&a).expect("state"),
             RecordingState::default()
         );
     }
 
     #[test]
+    fn a_call_that_outlives_its_recording_keeps_nothing() {
+        let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
+        let recordings = Recordings::open(backend).expect("open");
+        let a = scope("ws", "crm");
+        let request = RecordingRequest {
+            max_invocations: 5,
+            for_minutes: 1,
+        };
+        recordings.start(&a, request, 10).expect("start");
+        let started = taken(&recordings, &a, 10).expect("taken");
+        // The connection is deleted (its data cleared) while the call runs.
+        recordings.clear(&a, true).expect("clear");
+        let kept = recordings
+            .save(&a, started, "late", &summary("late", 10), b"{}")
+            .expect("save");
+        assert!(!kept);
+        assert!(recordings.list(&a).expect("list").is_empty());
+        assert_eq!(
+            recordings.state(&a).expect("state"),
+            RecordingState::default()
+        );
+        // A recording started anew is another: the old call's transcript
+        // does not land in it.
+        recordings.start(&a, request, 20).expect("start");
+        let kept = recordings
+            .save(&a, started, "late", &summary("late", 10), b"{}")
+            .expect("save");
+        assert!(!kept);
+        assert_eq!(recordings.state(&a).expect("state").kept, 0);
+    }
+
+    #[test]
     fn a_recording_that_would_keep_too_many_is_refused_and_a_workspace_goes_whole() {
         let backend: Arc<dyn OutboxBackend> = Arc::new(MemoryOutbox::default());
-        let recordings = Recordings::open(backend).expect("test step");
+        let recordings = Recordings::open(backend).expect("open");
         let a = scope("ws", "crm");
         let request = RecordingRequest {
             max_invocations: MAX_KEPT,
             for_minutes: 1,
         };
-        recordings.start(&a, request, 0).expect("test step");
-        assert!(recordings.take(&a, 0).expect("test step"));
+        recordings.start(&a, request, 0).expect("start");
+        let started = taken(&recordings, &a, 0).expect("taken");
         recordings
-            .save(&a, "x", &summary("x", 0), b"{}")
-            .expect("test step");
+            .save(&a, started, "x", &summary("x", 0), b"{}")
+            .expect("save");
         let refused = recordings.start(&a, request, 0).expect_err("refused");
         assert!(
             refused.to_string().contains("delete its transcripts"),
             "{refused}"
         );
         let other = scope("ws-2", "crm");
-        recordings.start(&other, request, 0).expect("test step");
-        recordings.remove_workspace("ws").expect("test step");
-        assert!(recordings.list(&a).expect("test step").is_empty());
+        recordings.start(&other, request, 0).expect("start");
+        recordings.remove_workspace("ws").expect("remove");
+        assert!(recordings.list(&a).expect("list").is_empty());
         assert_eq!(
-            recordings.state(&a).expect("test step"),
+            recordings.state(&a).expect("state"),
             RecordingState::default()
         );
-        assert!(!recordings.take(&a, 0).expect("test step"));
-        assert!(
-            recordings.take(&other, 0).expect("test step"),
+        assert_eq!(taken(&recordings, &a, 0), None);
+        assert_eq!(
+            taken(&recordings, &other, 0),
+            Some(0),
             "another workspace is untouched"
         );
     }

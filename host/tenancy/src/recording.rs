@@ -42,6 +42,8 @@ pub(crate) struct Taping {
     input: Json,
     idempotency_key: Option<String>,
     at_ms: u64,
+    /// The recording that took the call: its transcript goes to it only.
+    recording_started: u64,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -139,16 +141,16 @@ impl Tenancy {
         }
         let scope: Scope = (*bound.binding.scope).clone();
         let (recordings, now) = (self.recordings.clone(), (self.clock)());
-        match blocking(move || recordings.take(&scope, now)).await {
-            Ok(true) => {}
-            Ok(false) => return None,
+        let recording_started = match blocking(move || recordings.take(&scope, now)).await {
+            Ok(Some(started)) => started,
+            Ok(None) => return None,
             Err(e) => {
                 // Recording is for debugging: the call goes on unrecorded.
                 tracing::warn!(target: "patchbay::recording", error = %e,
                     "could not tell whether the call is recorded; it is not");
                 return None;
             }
-        }
+        };
         let manifest = &bound.plugin.manifest;
         let headers = manifest
             .capabilities
@@ -163,6 +165,7 @@ impl Tenancy {
             input,
             idempotency_key: idempotency_key.clone(),
             at_ms: now,
+            recording_started,
         })
     }
 
@@ -236,8 +239,9 @@ impl Tenancy {
             return;
         }
         let (recordings, scope) = (self.recordings.clone(), bound.connection.scope());
-        let id = outcome.invocation_id.clone();
-        if let Err(e) = blocking(move || recordings.save(&scope, &id, &summary, &text)).await {
+        let (id, started) = (outcome.invocation_id.clone(), taping.recording_started);
+        let saved = blocking(move || recordings.save(&scope, started, &id, &summary, &text));
+        if let Err(e) = saved.await {
             tracing::warn!(target: "patchbay::recording", error = %e,
                 invocation_id = %outcome.invocation_id, "a transcript could not be kept");
         }

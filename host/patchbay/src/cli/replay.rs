@@ -83,39 +83,56 @@ fn config(values: &BTreeMap<String, String>, manifest: &Manifest) -> Map<String,
 /// key's first call tells what it held before (a `get`'s value, an
 /// `increment`'s start, a key `list-keys` or `delete` found).
 fn kv_before(transcript: &Transcript) -> BTreeMap<String, KvValue> {
+    // Keys whose state before the call is settled; a key only listed so
+    // far holds a placeholder that its first read, increment or deletion
+    // replaces.
     let mut known = HashSet::new();
     let mut before = BTreeMap::new();
     for call in &transcript.calls.kv {
         if call.error.is_some() {
             continue;
         }
-        match call.op.as_str() {
-            "list-keys" => {
-                for key in call.result.as_array().into_iter().flatten() {
-                    if let Some(key) = key.as_str()
-                        && known.insert(key.to_owned())
-                    {
-                        before.insert(key.to_owned(), KvValue::Text(String::new()));
-                    }
+        if call.op == "list-keys" {
+            for key in call.result.as_array().into_iter().flatten() {
+                if let Some(key) = key.as_str()
+                    && !known.contains(key)
+                {
+                    before
+                        .entry(key.to_owned())
+                        .or_insert_with(|| KvValue::Text(String::new()));
                 }
             }
-            _ if !known.insert(call.key.clone()) => {}
-            "get" => {
-                if let Ok(value) = serde_json::from_value::<KvValue>(call.result.clone()) {
+            continue;
+        }
+        if !known.insert(call.key.clone()) {
+            continue;
+        }
+        match call.op.as_str() {
+            "get" => match serde_json::from_value::<KvValue>(call.result.clone()) {
+                Ok(value) => {
                     before.insert(call.key.clone(), value);
                 }
-            }
+                Err(_) => {
+                    before.remove(&call.key);
+                }
+            },
             "delete" if call.result == Value::Bool(true) => {
-                before.insert(call.key.clone(), KvValue::Text(String::new()));
+                before
+                    .entry(call.key.clone())
+                    .or_insert_with(|| KvValue::Text(String::new()));
+            }
+            "delete" => {
+                before.remove(&call.key);
             }
             "increment" => {
                 if let (Some(now), Some(delta)) = (call.result.as_i64(), call.delta) {
                     let start = now.wrapping_sub(delta);
-                    if start != 0 {
+                    if start != 0 || before.contains_key(&call.key) {
                         before.insert(call.key.clone(), KvValue::Text(start.to_string()));
                     }
                 }
             }
+            // A write first: what it held before does not matter.
             _ => {}
         }
     }
@@ -134,7 +151,7 @@ fn exchange(taped: &Taped) -> Option<RecordedExchange> {
     };
     let request = RecordedRequest {
         method: taped.request.method.clone(),
-        url: taped.request.url.clone(),
+        url: redacted_as_any(&taped.request.url),
         headers: kept(&taped.request.headers, &[]),
         body: taped.request.body.body.clone(),
     };
@@ -159,6 +176,49 @@ fn exchange(taped: &Taped) -> Option<RecordedExchange> {
         },
     };
     Some(RecordedExchange { request, response })
+}
+
+/// `url` with each query value the transcript redacted taking any value: the
+/// replayed plugin sends the value it computes, which the recording never
+/// had.
+fn redacted_as_any(url: &str) -> String {
+    let redacted = format!("={}", REDACTED.replace('[', "%5B").replace(']', "%5D"));
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.strip_suffix(redacted.as_str()) {
+            Some(name) => format!("{name}=*"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// What a replay cannot reproduce exactly: bodies the transcript cut or that
+/// failed part way.
+fn inexact(transcript: &Transcript) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, e) in transcript.calls.http.iter().enumerate() {
+        let at = format!("request {} ({} {})", i + 1, e.request.method, e.request.url);
+        if e.request.body.truncated {
+            notes.push(format!("{at}: its body was cut in the transcript"));
+        }
+        if let Some(response) = &e.response {
+            if response.body.truncated {
+                notes.push(format!(
+                    "{at}: the response body was cut in the transcript; the replay serves what was kept"
+                ));
+            }
+            if let Some(error) = &response.body_error {
+                notes.push(format!(
+                    "{at}: the response body failed part way ({error}); the replay serves it whole"
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// `patchbay plugin replay`: the report, and whether the replay matched.
@@ -193,6 +253,7 @@ pub(super) async fn run(
         manifest.id,
         manifest.version
     )];
+    notes.extend(inexact(&transcript));
     notes.extend(
         transcript
             .calls
@@ -271,7 +332,8 @@ mod tests {
                 call("increment", "counter", json!(7), Some(2)),
                 call("increment", "fresh", json!(1), Some(1)),
                 call("delete", "gone", json!(true), None),
-                call("list-keys", "k:", json!(["k:1", "cached"]), None),
+                call("list-keys", "k:", json!(["k:1", "cached", "k:2"]), None),
+                call("get", "k:2", json!("listed, then read"), None),
             ],
             ..HostCalls::default()
         };
@@ -284,7 +346,21 @@ mod tests {
         assert_eq!(before.get("fresh"), None, "an increment from nothing");
         assert_eq!(before.get("gone"), Some(&text("")));
         assert_eq!(before.get("k:1"), Some(&text("")));
-        assert_eq!(before.len(), 4);
+        assert_eq!(
+            before.get("k:2"),
+            Some(&text("listed, then read")),
+            "a listed key's read replaces its placeholder"
+        );
+        assert_eq!(before.len(), 5);
+    }
+
+    #[test]
+    fn a_redacted_query_value_takes_any_value_in_the_replay() {
+        assert_eq!(
+            redacted_as_any("https://x.test/a?q=ada&api_key=%5Bredacted%5D&n=1"),
+            "https://x.test/a?q=ada&api_key=*&n=1"
+        );
+        assert_eq!(redacted_as_any("https://x.test/a"), "https://x.test/a");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::record::Tape;
 use patchbay_policy::call::CallId;
 use patchbay_policy::clock::Clock;
 use patchbay_policy::manifest::KvQuota;
-use patchbay_policy::recording::{KvCall, KvValue};
+use patchbay_policy::recording::KvCall;
 use patchbay_storage::{KvLimits, Scope, SharedKv, StorageError};
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -220,45 +220,53 @@ fn error_code(error: &KvError) -> &'static str {
 }
 
 impl KvCtx {
+    /// A record of this KV call, when the call is recorded (nothing is
+    /// allocated otherwise).
+    fn call(&self, op: &str, key: &str) -> Option<KvCall> {
+        self.tape.as_ref()?;
+        Some(KvCall {
+            op: op.to_owned(),
+            key: key.to_owned(),
+            value: None,
+            ttl_ms: None,
+            delta: None,
+            result: Json::Null,
+            error: None,
+        })
+    }
+
     /// Keep `call` and what it returned on the tape, when there is one.
-    fn taped<T>(&self, call: KvCall, result: &Result<T, KvError>, shown: impl FnOnce(&T) -> Json) {
-        let Some(tape) = &self.tape else { return };
-        let mut call = call;
+    fn taped<T>(
+        &self,
+        call: Option<KvCall>,
+        result: &Result<T, KvError>,
+        shown: impl FnOnce(&Tape, &T) -> Json,
+    ) {
+        let (Some(tape), Some(mut call)) = (&self.tape, call) else {
+            return;
+        };
         match result {
-            Ok(value) => call.result = shown(value),
+            Ok(value) => call.result = shown(tape, value),
             Err(error) => call.error = Some(error_code(error).to_owned()),
         }
         tape.kv(call);
     }
-
-    fn value(&self, bytes: &[u8]) -> Json {
-        match &self.tape {
-            Some(tape) => {
-                serde_json::to_value(KvValue::of(bytes, tape.redactor())).unwrap_or(Json::Null)
-            }
-            None => Json::Null,
-        }
-    }
 }
 
-fn kv_call(op: &str, key: &str) -> KvCall {
-    KvCall {
-        op: op.to_owned(),
-        key: key.to_owned(),
-        value: None,
-        ttl_ms: None,
-        delta: None,
-        result: Json::Null,
-        error: None,
-    }
+/// A value read, as the tape keeps it (charged to the transcript's bound;
+/// null when past it).
+fn kept(tape: &Tape, bytes: &[u8]) -> Json {
+    tape.kv_value(bytes)
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Json::Null)
 }
 
 impl Host for KvCtx {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
-        let call = kv_call("get", &key);
+        let call = self.call("get", &key);
         let result = self.do_get(key).await;
-        self.taped(call, &result, |v| {
-            v.as_deref().map_or(Json::Null, |bytes| self.value(bytes))
+        self.taped(call, &result, |tape, v| {
+            v.as_deref().map_or(Json::Null, |bytes| kept(tape, bytes))
         });
         result
     }
@@ -269,22 +277,20 @@ impl Host for KvCtx {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), KvError> {
-        let call = self.tape.as_ref().map(|tape| KvCall {
-            value: tape.kv_value(&value),
+        let call = self.call("set", &key).map(|call| KvCall {
+            value: self.tape.as_ref().and_then(|tape| tape.kv_value(&value)),
             ttl_ms,
-            ..kv_call("set", &key)
+            ..call
         });
         let result = self.do_set(key, value, ttl_ms).await;
-        if let Some(call) = call {
-            self.taped(call, &result, |_| Json::Null);
-        }
+        self.taped(call, &result, |_, _| Json::Null);
         result
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
-        let call = kv_call("delete", &key);
+        let call = self.call("delete", &key);
         let result = self.do_delete(key).await;
-        self.taped(call, &result, |existed| Json::Bool(*existed));
+        self.taped(call, &result, |_, existed| Json::Bool(*existed));
         result
     }
 
@@ -294,19 +300,19 @@ impl Host for KvCtx {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<KeyPage, KvError> {
-        let call = kv_call("list-keys", &prefix);
+        let call = self.call("list-keys", &prefix);
         let result = self.do_list_keys(prefix, cursor, limit).await;
-        self.taped(call, &result, |page| serde_json::json!(page.keys));
+        self.taped(call, &result, |_, page| serde_json::json!(page.keys));
         result
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
-        let call = KvCall {
+        let call = self.call("increment", &key).map(|call| KvCall {
             delta: Some(delta),
-            ..kv_call("increment", &key)
-        };
+            ..call
+        });
         let result = self.do_increment(key, delta).await;
-        self.taped(call, &result, |value| Json::from(*value));
+        self.taped(call, &result, |_, value| Json::from(*value));
         result
     }
 }
