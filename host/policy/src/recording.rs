@@ -72,6 +72,9 @@ pub const MAX_RECORDED_EXCHANGES: usize = 256;
 /// Bytes of a KV key or a settings key a transcript keeps (a refused key may
 /// be longer: its start is kept).
 pub const MAX_RECORDED_KEY: usize = 512;
+/// Bytes of one transcript as stored (JSON); past it, its bodies are left
+/// out, and past it again, it is not kept.
+pub const MAX_STORED_TRANSCRIPT_BYTES: usize = 8 * 1024 * 1024;
 /// Settings reads one transcript keeps; past them only a count.
 pub const MAX_RECORDED_CONFIG_READS: usize = 1_000;
 /// KV calls one transcript keeps; past them only a count.
@@ -291,7 +294,8 @@ impl Redactor {
                 });
             }
             None => {
-                body.body_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+                let redacted = self.json_bytes(bytes);
+                body.body_base64 = Some(base64::engine::general_purpose::STANDARD.encode(redacted))
             }
         }
         body
@@ -301,7 +305,13 @@ impl Redactor {
     /// JSON that does not parse (cut, or broken): strings, numbers, literals,
     /// objects and arrays alike, a value cut short included.
     pub fn json_text(&self, text: &str) -> String {
-        let b = text.as_bytes();
+        // Only ASCII bytes are put in or cut at: what was UTF-8 stays so.
+        String::from_utf8(self.json_bytes(text.as_bytes()))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// [`json_text`](Self::json_text) over bytes that need not be UTF-8.
+    pub fn json_bytes(&self, b: &[u8]) -> Vec<u8> {
         let n = b.len();
         // The end of the string token whose opening quote is at `at`
         // (past the closing quote; `n` when it is cut).
@@ -318,28 +328,28 @@ impl Redactor {
             }
             k
         };
-        let mut out = String::with_capacity(n);
+        let mut out: Vec<u8> = Vec::with_capacity(n);
         let mut i = 0;
         while i < n {
             let Some(quote) = b[i..].iter().position(|c| *c == b'"').map(|p| i + p) else {
-                out.push_str(&text[i..]);
+                out.extend_from_slice(&b[i..]);
                 break;
             };
-            out.push_str(&text[i..quote]);
+            out.extend_from_slice(&b[i..quote]);
             let end = string_end(quote);
-            // Every position sliced at is an ASCII byte's, or the end.
-            let key = text.get(quote + 1..end.saturating_sub(1)).unwrap_or("");
-            out.push_str(text.get(quote..end).unwrap_or(""));
+            let key = std::str::from_utf8(b.get(quote + 1..end.saturating_sub(1)).unwrap_or(b""))
+                .unwrap_or("");
+            out.extend_from_slice(&b[quote..end]);
             i = end;
             let colon = skip_ws(i);
             if colon >= n || b[colon] != b':' || !self.is_secret_field(key) {
                 continue;
             }
             let value = skip_ws(colon + 1);
-            out.push_str(&text[i..value]);
-            out.push('"');
-            out.push_str(REDACTED);
-            out.push('"');
+            out.extend_from_slice(&b[i..value]);
+            out.push(b'"');
+            out.extend_from_slice(REDACTED.as_bytes());
+            out.push(b'"');
             i = match b.get(value) {
                 None => n,
                 Some(b'"') => string_end(value),
@@ -530,7 +540,8 @@ impl KvValue {
         match std::str::from_utf8(bytes) {
             Ok(text) => Self::Text(redactor.json_text(text)),
             Err(_) => Self::Bytes {
-                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+                base64: base64::engine::general_purpose::STANDARD
+                    .encode(redactor.json_bytes(bytes)),
             },
         }
     }
@@ -843,6 +854,13 @@ mod tests {
         }
         assert!(text.contains("\"name\": \"Ada\""), "{text}");
         assert!(text.contains("\"more\": "), "{text}");
+        // Bytes that are not UTF-8 are redacted before they are kept.
+        let latin1 = b"{\"password\": \"p\xe4ss\", \"name\": \"J\xfcrgen\"}";
+        let kept = r.body(latin1, None, false).bytes().expect("bytes");
+        assert_eq!(
+            kept,
+            b"{\"password\": \"[redacted]\", \"name\": \"J\xfcrgen\"}"
+        );
         // A value cut short is redacted too.
         let short = r.body(br#"{"password": "hunt"#, None, true);
         assert_eq!(

@@ -771,7 +771,10 @@ mod tests {
             .sum();
         // The requests' method and URL are charged too.
         assert!(kept <= MAX_TRANSCRIPT_BYTES, "{kept}");
-        assert!(kept > MAX_TRANSCRIPT_BYTES - 64 * calls.http.len(), "{kept}");
+        assert!(
+            kept > MAX_TRANSCRIPT_BYTES - 64 * calls.http.len(),
+            "{kept}"
+        );
         assert!(calls.http.last().expect("exchange").request.body.truncated);
         assert!(
             calls.truncated.iter().any(|t| t.contains("KV values")),
@@ -800,7 +803,10 @@ mod tests {
         let calls = tape.take();
         assert_eq!(calls.http.len(), MAX_RECORDED_EXCHANGES);
         assert!(
-            calls.truncated.iter().any(|t| t.starts_with("10 outbound requests")),
+            calls
+                .truncated
+                .iter()
+                .any(|t| t.starts_with("10 outbound requests")),
             "{:?}",
             calls.truncated
         );

@@ -28,6 +28,11 @@ pub struct RecordingState {
     pub recording: Option<Recording>,
     /// Transcripts stored for the connection.
     pub kept: u32,
+    /// When the last recording started (ms), kept after it stops: each new
+    /// one starts later, so a call taken by an old recording is never saved
+    /// into a new one, however quickly it was restarted.
+    #[serde(default)]
+    pub last_started_ms: u64,
 }
 
 /// Why a recording could not start.
@@ -184,7 +189,12 @@ impl Recordings {
                 too_many = Some(state.kept);
                 return Ok(state);
             }
-            state.recording = Some(Recording::start(request, now_ms));
+            let started = match state.last_started_ms {
+                0 => now_ms,
+                last => now_ms.max(last.saturating_add(1)),
+            };
+            state.recording = Some(Recording::start(request, started));
+            state.last_started_ms = started;
             tx.insert(Tree::Recordings, &scope.prefix(), &json(&state)?)?;
             Ok(state)
         })?;
@@ -301,6 +311,9 @@ impl Recordings {
             Self::put(tx, scope, &state)?;
             Ok(true)
         })?;
+        // Committed: other connections' recorded calls need not wait for
+        // this one's flush.
+        drop(_changing);
         self.backend.flush()?;
         Ok(kept)
     }
@@ -336,7 +349,8 @@ impl Recordings {
             let mut state = Self::state_in(tx, scope)?;
             state.kept = 0;
             if recording {
-                state.recording = None;
+                // The connection goes: nothing of it stays.
+                state = RecordingState::default();
             }
             Self::put(tx, scope, &state)?;
             Ok(())
@@ -489,11 +503,15 @@ mod tests {
             recordings.state(&a).expect("state"),
             RecordingState::default()
         );
-        // A recording started anew is another: the old call's transcript
-        // does not land in it.
+        // A recording stopped and started anew within the same millisecond
+        // is another: a call the first took keeps nothing in the second.
         recordings.start(&a, request, 20).expect("start");
+        let first = taken(&recordings, &a, 20).expect("taken");
+        recordings.stop(&a).expect("stop");
+        recordings.start(&a, request, 20).expect("start");
+        assert_eq!(taken(&recordings, &a, 20), Some(first + 1));
         let kept = recordings
-            .save(&a, started, "late", &summary("late", 10), b"{}")
+            .save(&a, first, "late", &summary("late", 20), b"{}")
             .expect("save");
         assert!(!kept);
         assert_eq!(recordings.state(&a).expect("state").kept, 0);

@@ -6,8 +6,8 @@
 use crate::invoke::Bound;
 use crate::service::{Tenancy, TenancyError};
 use patchbay_policy::recording::{
-    HostCalls, RecordedError, RecordingRequest, Redactor, TRANSCRIPT_FORMAT, Transcript,
-    TranscriptSummary,
+    Body, HostCalls, MAX_STORED_TRANSCRIPT_BYTES, REDACTED, RecordedError, RecordingRequest,
+    Redactor, TRANSCRIPT_FORMAT, Transcript, TranscriptSummary,
 };
 use patchbay_runtime::InvokeOutcome;
 use patchbay_runtime::record::Tape;
@@ -178,20 +178,10 @@ impl Tenancy {
         outcome: &InvokeOutcome,
     ) {
         let manifest = &bound.plugin.manifest;
-        let redactor = taping.tape.redactor().clone();
         let mut config = patchbay_runtime::schema_defaults(manifest);
         config.extend(patchbay_runtime::config_strings(&bound.connection.config));
-        for (key, value) in config.iter_mut() {
-            if redactor.is_secret_field(key) {
-                *value = patchbay_policy::recording::REDACTED.to_owned();
-            }
-        }
         let (output, error) = match &outcome.result {
-            Ok(output) => {
-                let mut output = output.clone();
-                redactor.json(&mut output);
-                (Some(output), None)
-            }
+            Ok(output) => (Some(output.clone()), None),
             Err(e) => (
                 None,
                 Some(RecordedError {
@@ -200,7 +190,6 @@ impl Tenancy {
                 }),
             ),
         };
-        let calls: HostCalls = taping.tape.take();
         let transcript = Transcript {
             format: TRANSCRIPT_FORMAT.to_owned(),
             invocation_id: outcome.invocation_id.clone(),
@@ -217,15 +206,13 @@ impl Tenancy {
             grants: bound.connection.grants.clone(),
             output,
             error,
-            calls,
+            calls: HostCalls::default(),
         };
-        let summary = transcript.summary();
-        let text = match serde_json::to_vec(&transcript) {
-            Ok(text) => text,
-            Err(e) => {
-                tracing::warn!(target: "patchbay::recording", error = %e, "a transcript could not be written");
-                return;
-            }
+        // Redacting and writing up to a few MiB: off the async workers.
+        let tape = taping.tape;
+        let written = tokio::task::spawn_blocking(move || finish(transcript, &tape)).await;
+        let Ok(Some((summary, text))) = written else {
+            return;
         };
         // A connection deleted (or deleted and made anew) while the call ran
         // keeps nothing: its data went with it.
@@ -246,4 +233,55 @@ impl Tenancy {
                 invocation_id = %outcome.invocation_id, "a transcript could not be kept");
         }
     }
+}
+
+/// The transcript with the tape's host calls, redacted, and written as it is
+/// stored (its bodies left out when it would pass
+/// [`MAX_STORED_TRANSCRIPT_BYTES`]); `None` when it cannot be written.
+fn finish(mut transcript: Transcript, tape: &Tape) -> Option<(TranscriptSummary, Vec<u8>)> {
+    let redactor = tape.redactor();
+    for (key, value) in transcript.config.iter_mut() {
+        if redactor.is_secret_field(key) {
+            *value = REDACTED.to_owned();
+        }
+    }
+    if let Some(output) = &mut transcript.output {
+        redactor.json(output);
+    }
+    transcript.calls = tape.take();
+    let summary = transcript.summary();
+    let write = |t: &Transcript| {
+        serde_json::to_vec(t)
+            .map_err(|e| {
+                tracing::warn!(target: "patchbay::recording", error = %e,
+                    "a transcript could not be written");
+            })
+            .ok()
+    };
+    let mut text = write(&transcript)?;
+    if text.len() > MAX_STORED_TRANSCRIPT_BYTES {
+        // Escaping can make what was kept grow: the bodies go first.
+        for exchange in &mut transcript.calls.http {
+            exchange.request.body = Body {
+                truncated: true,
+                ..Body::default()
+            };
+            if let Some(response) = &mut exchange.response {
+                response.body = Body {
+                    truncated: true,
+                    ..Body::default()
+                };
+            }
+        }
+        transcript.calls.truncated.push(format!(
+            "every body: the transcript as written passed {MAX_STORED_TRANSCRIPT_BYTES} bytes"
+        ));
+        text = write(&transcript)?;
+        if text.len() > MAX_STORED_TRANSCRIPT_BYTES {
+            tracing::warn!(target: "patchbay::recording", invocation_id = %transcript.invocation_id,
+                bytes = text.len(), "a transcript too large to keep, even without its bodies");
+            return None;
+        }
+    }
+    Some((summary, text))
 }

@@ -254,11 +254,12 @@ impl KvCtx {
 }
 
 /// A value read, as the tape keeps it (charged to the transcript's bound;
-/// null when past it).
+/// `{"omitted": …}` past it).
 fn kept(tape: &Tape, bytes: &[u8]) -> Json {
     tape.kv_value(bytes)
         .and_then(|v| serde_json::to_value(v).ok())
-        .unwrap_or(Json::Null)
+        // Not null: the key was there, only its value is not kept.
+        .unwrap_or_else(|| serde_json::json!({ "omitted": "too large to keep" }))
 }
 
 impl Host for KvCtx {
