@@ -514,16 +514,19 @@ impl Runtime {
         };
         let mut http = HttpCtx::new(self.egress.clone(), destinations, deadline, policy);
         http.ctx.set_field_size_limit(budget.field_bytes);
-        http.gate.tape = tape.cloned();
+        // A tape that plays a recording back only serves clocks and random
+        // values (above); the capabilities record onto one that records.
+        let recording = tape.filter(|t| t.records()).cloned();
+        http.gate.tape = recording.clone();
         let mut kv = self.kv_ctx(plugin, binding, id);
-        kv.tape = tape.cloned();
+        kv.tape = recording.clone();
         CallState {
             wasi: wasi.build(),
             table,
             http,
             config: capabilities::config::ConfigCtx {
                 values: binding.config.clone(),
-                tape: tape.cloned(),
+                tape: recording,
             },
             kv,
             log: log.clone(),

@@ -14,6 +14,7 @@ use patchbay_policy::recording::{
     MAX_RECORDED_KEY, MAX_RECORDED_KV_CALLS, MAX_RECORDED_KV_VALUE, MAX_RECORDED_RANDOM_BYTES,
     MAX_TRANSCRIPT_BYTES, REDACTED, RecordedExchange, RecordedRequest, RecordedResponse, Redactor,
 };
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,15 +60,11 @@ pub struct Playback {
 struct State {
     calls: HostCalls,
     exchanges: Vec<Pending>,
-    kv_dropped: usize,
-    kv_values_dropped: usize,
-    exchanges_dropped: usize,
-    headers_dropped: usize,
-    config_dropped: usize,
-    /// Body and KV-value bytes the transcript may still keep.
+    /// Bytes the transcript may still keep (bodies, KV keys and values,
+    /// URLs, headers, settings).
     bytes_left: usize,
-    clocks_dropped: usize,
-    random_dropped: usize,
+    /// What a bound left out, by kind, counted.
+    dropped: BTreeMap<&'static str, usize>,
     secure: Vec<u8>,
     insecure: Vec<u8>,
     /// Playback: readings and bytes asked for past what was recorded.
@@ -93,18 +90,58 @@ impl State {
             None => false,
         }
     }
+
+    /// Count `n` of `what` left out past a bound.
+    fn drop_count(&mut self, what: &'static str, n: usize) {
+        if n > 0 {
+            *self.dropped.entry(what).or_default() += n;
+        }
+    }
+}
+
+/// One body of an exchange while it streams.
+#[derive(Default)]
+struct Stream {
+    content_type: Option<String>,
+    bytes: Vec<u8>,
+    /// Cut at a bound.
+    cut: bool,
+}
+
+impl Stream {
+    fn of(headers: &[(String, String)]) -> Self {
+        Self {
+            content_type: headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.to_ascii_lowercase()),
+            ..Self::default()
+        }
+    }
+
+    /// Keep what fits of `data`: the body's own bound, and the bytes the
+    /// whole transcript has left (`left`, charged).
+    fn keep(&mut self, left: &mut usize, data: &[u8]) {
+        let room = MAX_RECORDED_BODY
+            .saturating_sub(self.bytes.len())
+            .min(*left);
+        let kept = data.len().min(room);
+        self.cut |= kept < data.len();
+        self.bytes.extend_from_slice(&data[..kept]);
+        *left -= kept;
+    }
+
+    fn body(&self, redactor: &Redactor) -> RecordedBody {
+        redactor.body(&self.bytes, self.content_type.as_deref(), self.cut)
+    }
 }
 
 /// An exchange while its bodies stream.
 struct Pending {
     request: RecordedRequest,
-    request_type: Option<String>,
-    request_body: Vec<u8>,
-    request_cut: bool,
+    request_body: Stream,
     response: Option<(u16, Vec<(String, String)>)>,
-    response_type: Option<String>,
-    response_body: Vec<u8>,
-    response_cut: bool,
+    response_body: Stream,
     body_error: Option<String>,
     error: Option<String>,
 }
@@ -118,25 +155,6 @@ pub enum Side {
     Response,
 }
 
-fn content_type(headers: &[(String, String)]) -> Option<String> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.to_ascii_lowercase())
-}
-
-/// Keep what fits of `data` in `into`: a body's own bound, and the bytes the
-/// whole transcript has left (`left`, charged).
-fn keep(into: &mut Vec<u8>, cut: &mut bool, left: &mut usize, data: &[u8]) {
-    let room = MAX_RECORDED_BODY.saturating_sub(into.len()).min(*left);
-    if data.len() > room {
-        *cut = true;
-    }
-    let kept = data.len().min(room);
-    into.extend_from_slice(&data[..kept]);
-    *left -= kept;
-}
-
 impl Tape {
     /// A tape that records, redacting with `redactor`.
     pub fn recording(redactor: Redactor) -> Arc<Self> {
@@ -147,8 +165,8 @@ impl Tape {
         })
     }
 
-    /// A tape that plays `playback` back (and records too, so a replay can
-    /// show what it did).
+    /// A tape that plays `playback` back: it gives the call its clocks and
+    /// generators, and records nothing.
     pub fn playback(playback: Playback) -> Arc<Self> {
         Arc::new(Self {
             redactor: Redactor::new(&[], []),
@@ -161,6 +179,12 @@ impl Tape {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the tape records the call's host calls (or only plays clocks
+    /// and random values back).
+    pub fn records(&self) -> bool {
+        self.play.is_none()
+    }
+
     /// What redacts this tape's values.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
@@ -171,7 +195,7 @@ impl Tape {
     pub fn configure(self: &Arc<Self>, wasi: &mut WasiCtxBuilder) {
         match &self.play {
             None => {
-                let seed = u128::from_le_bytes(fastrand_bytes());
+                let seed = fastrand::u128(..);
                 self.lock().calls.random.insecure_seed = Some(seed.to_string());
                 wasi.wall_clock(RecordedWall {
                     tape: self.clone(),
@@ -194,16 +218,16 @@ impl Tape {
                 .insecure_random_seed(seed);
             }
             Some(play) => {
-                wasi.wall_clock(PlayedWall {
-                    tape: self.clone(),
-                    values: play.wall_ns.clone(),
-                    next: AtomicUsize::new(0),
-                })
-                .monotonic_clock(PlayedMonotonic {
-                    tape: self.clone(),
-                    values: play.monotonic_ns.clone(),
-                    next: AtomicUsize::new(0),
-                })
+                wasi.wall_clock(PlayedClock::new(
+                    self.clone(),
+                    play.wall_ns.clone(),
+                    "the wall clock",
+                ))
+                .monotonic_clock(PlayedClock::new(
+                    self.clone(),
+                    play.monotonic_ns.clone(),
+                    "the monotonic clock",
+                ))
                 .secure_random(PlayedRng::new(self.clone(), play.secure.clone(), "random"))
                 .insecure_random(PlayedRng::new(
                     self.clone(),
@@ -219,36 +243,22 @@ impl Tape {
     /// Past [`MAX_RECORDED_EXCHANGES`] or the transcript's bytes, the request
     /// is only counted, and its index matches nothing.
     pub fn request(&self, method: &str, url: &str, headers: Vec<(String, String)>) -> usize {
-        let cost = method.len()
-            + url.len()
-            + headers
-                .iter()
-                .map(|(n, v)| n.len() + v.len())
-                .sum::<usize>();
-        {
-            let mut state = self.lock();
-            if state.exchanges.len() >= MAX_RECORDED_EXCHANGES || !state.charge(cost) {
-                state.exchanges_dropped += 1;
-                return usize::MAX;
-            }
-        }
-        let request_type = content_type(&headers);
-        let request = RecordedRequest {
-            method: method.to_owned(),
-            url: self.redactor.url(url),
-            headers: self.redactor.headers(headers),
-            body: RecordedBody::default(),
-        };
+        let cost = method.len() + url.len() + header_bytes(&headers);
         let mut state = self.lock();
+        if state.exchanges.len() >= MAX_RECORDED_EXCHANGES || !state.charge(cost) {
+            state.drop_count("outbound requests", 1);
+            return usize::MAX;
+        }
         state.exchanges.push(Pending {
-            request,
-            request_type,
-            request_body: Vec::new(),
-            request_cut: false,
+            request_body: Stream::of(&headers),
+            request: RecordedRequest {
+                method: method.to_owned(),
+                url: self.redactor.url(url),
+                headers: self.redactor.headers(headers),
+                body: RecordedBody::default(),
+            },
             response: None,
-            response_type: None,
-            response_body: Vec::new(),
-            response_cut: false,
+            response_body: Stream::default(),
             body_error: None,
             error: None,
         });
@@ -264,35 +274,33 @@ impl Tape {
 
     /// A response's head reached the plugin.
     pub fn response(&self, index: usize, status: u16, headers: Vec<(String, String)>) {
-        let response_type = content_type(&headers);
+        let body = Stream::of(&headers);
         let mut headers = self.redactor.headers(headers);
         let mut state = self.lock();
         if index >= state.exchanges.len() {
             return;
         }
-        let cost = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        if !state.charge(cost) {
+        if !state.charge(header_bytes(&headers)) {
             // Past the transcript's bound: the status stays, the headers go.
             headers.clear();
-            state.headers_dropped += 1;
+            state.drop_count("responses' headers", 1);
         }
-        if let Some(exchange) = state.exchanges.get_mut(index) {
-            exchange.response = Some((status, headers));
-            exchange.response_type = response_type;
-        }
+        let exchange = &mut state.exchanges[index];
+        exchange.response = Some((status, headers));
+        exchange.response_body = body;
     }
 
     fn body_data(&self, index: usize, side: Side, data: &[u8]) {
         let mut state = self.lock();
         let State {
             exchanges,
-            bytes_left: left,
+            bytes_left,
             ..
         } = &mut *state;
         if let Some(e) = exchanges.get_mut(index) {
             match side {
-                Side::Request => keep(&mut e.request_body, &mut e.request_cut, left, data),
-                Side::Response => keep(&mut e.response_body, &mut e.response_cut, left, data),
+                Side::Request => e.request_body.keep(bytes_left, data),
+                Side::Response => e.response_body.keep(bytes_left, data),
             }
         }
     }
@@ -307,24 +315,18 @@ impl Tape {
 
     /// The plugin read setting `key` (`*`: all of them) and got `value`.
     pub fn config_read(&self, key: &str, value: Option<&str>) {
-        let mut state = self.lock();
         let mut key = key.to_owned();
         patchbay_policy::text::truncate(&mut key, MAX_RECORDED_KEY);
-        let cost = key.len() + value.map_or(0, str::len);
+        let value = match self.redactor.is_secret_field(&key) {
+            true => value.map(|_| REDACTED.to_owned()),
+            false => value.map(str::to_owned),
+        };
+        let mut state = self.lock();
+        let cost = key.len() + value.as_ref().map_or(0, String::len);
         if state.calls.config_reads.len() < MAX_RECORDED_CONFIG_READS && state.charge(cost) {
-            let secret = self.redactor.is_secret_field(&key);
-            state.calls.config_reads.push(ConfigRead {
-                key,
-                value: value.map(|v| {
-                    if secret {
-                        REDACTED.to_owned()
-                    } else {
-                        v.to_owned()
-                    }
-                }),
-            });
+            state.calls.config_reads.push(ConfigRead { key, value });
         } else {
-            state.config_dropped += 1;
+            state.drop_count("settings reads", 1);
         }
     }
 
@@ -332,48 +334,44 @@ impl Tape {
     /// (and a note) past [`MAX_RECORDED_KV_VALUE`] or the transcript's bound.
     pub fn kv_value(&self, bytes: &[u8]) -> Option<KvValue> {
         let mut state = self.lock();
-        if bytes.len() > MAX_RECORDED_KV_VALUE.min(state.bytes_left) {
-            state.kv_values_dropped += 1;
+        if bytes.len() > MAX_RECORDED_KV_VALUE || !state.charge(bytes.len()) {
+            state.drop_count("KV values (too large to keep)", 1);
             return None;
         }
-        state.bytes_left -= bytes.len();
         drop(state);
         Some(KvValue::of(bytes, &self.redactor))
     }
 
     /// A KV call the plugin made.
     pub fn kv(&self, mut call: KvCall) {
-        let mut state = self.lock();
         // A refused key may be as long as the plugin likes: keep its start.
         patchbay_policy::text::truncate(&mut call.key, MAX_RECORDED_KEY);
         let listed: usize = call.result.as_array().map_or(0, |keys| {
             keys.iter().filter_map(|k| k.as_str()).map(str::len).sum()
         });
+        let mut state = self.lock();
         if state.calls.kv.len() < MAX_RECORDED_KV_CALLS && state.charge(call.key.len() + listed) {
             state.calls.kv.push(call);
         } else {
-            state.kv_dropped += 1;
+            state.drop_count("KV calls", 1);
         }
     }
 
     /// Everything recorded, the tape emptied. Bodies still streaming keep
     /// what arrived.
     pub fn take(&self) -> HostCalls {
+        use base64::Engine as _;
         let mut state = self.lock();
         let mut calls = std::mem::take(&mut state.calls);
         for e in std::mem::take(&mut state.exchanges) {
-            let mut request = e.request;
-            request.body =
-                self.redactor
-                    .body(&e.request_body, e.request_type.as_deref(), e.request_cut);
+            let request = RecordedRequest {
+                body: e.request_body.body(&self.redactor),
+                ..e.request
+            };
             let response = e.response.map(|(status, headers)| RecordedResponse {
                 status,
                 headers,
-                body: self.redactor.body(
-                    &e.response_body,
-                    e.response_type.as_deref(),
-                    e.response_cut,
-                ),
+                body: e.response_body.body(&self.redactor),
                 body_error: e.body_error,
             });
             calls.http.push(RecordedExchange {
@@ -382,26 +380,13 @@ impl Tape {
                 error: e.error,
             });
         }
-        use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         calls.random.secure = b64.encode(std::mem::take(&mut state.secure));
         calls.random.insecure = b64.encode(std::mem::take(&mut state.insecure));
-        let dropped = [
-            (state.kv_dropped, "KV calls"),
-            (state.kv_values_dropped, "KV values (too large to keep)"),
-            (state.exchanges_dropped, "outbound requests"),
-            (state.headers_dropped, "responses' headers"),
-            (state.config_dropped, "settings reads"),
-            (state.clocks_dropped, "clock readings"),
-            (state.random_dropped, "random bytes"),
-        ];
-        for (count, what) in dropped {
-            if count > 0 {
-                calls
-                    .truncated
-                    .push(format!("{count} {what} past the bound"));
-            }
-        }
+        calls.truncated = std::mem::take(&mut state.dropped)
+            .into_iter()
+            .map(|(what, count)| format!("{count} {what} past the bound"))
+            .collect();
         calls
     }
 
@@ -418,21 +403,19 @@ impl Tape {
         }
     }
 
-    fn wall_read(&self, ns: u64) {
+    /// A clock reading (`wall`, or monotonic) the plugin was given.
+    fn clock_read(&self, wall: bool, ns: u64) {
         let mut state = self.lock();
-        if state.calls.clocks.wall_ns.len() < MAX_RECORDED_CLOCK_READINGS {
-            state.calls.clocks.wall_ns.push(ns);
+        let clocks = &mut state.calls.clocks;
+        let readings = if wall {
+            &mut clocks.wall_ns
         } else {
-            state.clocks_dropped += 1;
-        }
-    }
-
-    fn monotonic_read(&self, ns: u64) {
-        let mut state = self.lock();
-        if state.calls.clocks.monotonic_ns.len() < MAX_RECORDED_CLOCK_READINGS {
-            state.calls.clocks.monotonic_ns.push(ns);
+            &mut clocks.monotonic_ns
+        };
+        if readings.len() < MAX_RECORDED_CLOCK_READINGS {
+            readings.push(ns);
         } else {
-            state.clocks_dropped += 1;
+            state.drop_count("clock readings", 1);
         }
     }
 
@@ -446,15 +429,12 @@ impl Tape {
         } else {
             state.insecure.extend_from_slice(kept);
         }
-        state.random_dropped += bytes.len() - kept.len();
+        state.drop_count("random bytes", bytes.len() - kept.len());
     }
 }
 
-fn fastrand_bytes() -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    out[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    out
+fn header_bytes(headers: &[(String, String)]) -> usize {
+    headers.iter().map(|(n, v)| n.len() + v.len()).sum()
 }
 
 struct RecordedWall {
@@ -471,7 +451,7 @@ impl HostWallClock for RecordedWall {
         let now = self.clock.now();
         // Nanoseconds since 1970 fit in a u64 until 2554.
         self.tape
-            .wall_read(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
+            .clock_read(true, u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
         now
     }
 }
@@ -488,7 +468,7 @@ impl HostMonotonicClock for RecordedMonotonic {
 
     fn now(&self) -> u64 {
         let now = self.clock.now();
-        self.tape.monotonic_read(now);
+        self.tape.clock_read(false, now);
         now
     }
 }
@@ -503,15 +483,11 @@ impl rand_core::TryRng for RecordedRng {
     type Error = Infallible;
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut bytes = [0; 4];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
+        rand_core::utils::next_word_via_fill(self)
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut bytes = [0; 8];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
+        rand_core::utils::next_word_via_fill(self)
     }
 
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
@@ -525,64 +501,64 @@ impl rand_core::TryRng for RecordedRng {
 /// reading, so time never runs backwards.
 const STEP_PAST_RECORDING_NS: u64 = 1_000;
 
-struct PlayedWall {
+/// A clock that gives the recorded readings in order, then moves on.
+struct PlayedClock {
     tape: Arc<Tape>,
     values: Vec<u64>,
     next: AtomicUsize,
+    what: &'static str,
 }
 
-impl HostWallClock for PlayedWall {
+impl PlayedClock {
+    fn new(tape: Arc<Tape>, values: Vec<u64>, what: &'static str) -> Self {
+        Self {
+            tape,
+            values,
+            next: AtomicUsize::new(0),
+            what,
+        }
+    }
+
+    fn next_ns(&self) -> u64 {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(ns) = self.values.get(i) {
+            return *ns;
+        }
+        self.tape.overran(self.what);
+        let last = self.values.last().copied().unwrap_or(0);
+        let past = (i + 1 - self.values.len()) as u64;
+        last.saturating_add(past.saturating_mul(STEP_PAST_RECORDING_NS))
+    }
+}
+
+impl HostWallClock for PlayedClock {
     fn resolution(&self) -> Duration {
         Duration::from_nanos(1)
     }
 
     fn now(&self) -> Duration {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let ns = match self.values.get(i) {
-            Some(ns) => *ns,
-            None => {
-                self.tape.overran("the wall clock");
-                let last = self.values.last().copied().unwrap_or(0);
-                let past = (i + 1 - self.values.len()) as u64;
-                last.saturating_add(past.saturating_mul(STEP_PAST_RECORDING_NS))
-            }
-        };
-        Duration::from_nanos(ns)
+        Duration::from_nanos(self.next_ns())
     }
 }
 
-struct PlayedMonotonic {
-    tape: Arc<Tape>,
-    values: Vec<u64>,
-    next: AtomicUsize,
-}
-
-impl HostMonotonicClock for PlayedMonotonic {
+impl HostMonotonicClock for PlayedClock {
     fn resolution(&self) -> u64 {
         1
     }
 
     fn now(&self) -> u64 {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        match self.values.get(i) {
-            Some(ns) => *ns,
-            None => {
-                self.tape.overran("the monotonic clock");
-                let last = self.values.last().copied().unwrap_or(0);
-                let past = (i + 1 - self.values.len()) as u64;
-                last.saturating_add(past.saturating_mul(STEP_PAST_RECORDING_NS))
-            }
-        }
+        self.next_ns()
     }
 }
 
+/// A generator that gives the recorded bytes in order, then a fixed
+/// sequence, the same on every replay.
 struct PlayedRng {
     tape: Arc<Tape>,
     bytes: Vec<u8>,
     next: usize,
     what: &'static str,
-    /// Past the recording: a fixed sequence, the same on every replay.
-    after: u64,
+    after: fastrand::Rng,
 }
 
 impl PlayedRng {
@@ -592,7 +568,7 @@ impl PlayedRng {
             bytes,
             next: 0,
             what,
-            after: 0x9e37_79b9_7f4a_7c15,
+            after: fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15),
         }
     }
 }
@@ -601,34 +577,22 @@ impl rand_core::TryRng for PlayedRng {
     type Error = Infallible;
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut bytes = [0; 4];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
+        rand_core::utils::next_word_via_fill(self)
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut bytes = [0; 8];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
+        rand_core::utils::next_word_via_fill(self)
     }
 
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
-        for byte in dest.iter_mut() {
-            *byte = match self.bytes.get(self.next) {
-                Some(b) => *b,
-                None => {
-                    // xorshift64: deterministic, not secret.
-                    self.after ^= self.after << 13;
-                    self.after ^= self.after >> 7;
-                    self.after ^= self.after << 17;
-                    self.after as u8
-                }
-            };
-            self.next += 1;
-        }
-        if self.next > self.bytes.len() {
+        let recorded = self.bytes.get(self.next..).unwrap_or_default();
+        let from_recording = recorded.len().min(dest.len());
+        dest[..from_recording].copy_from_slice(&recorded[..from_recording]);
+        if from_recording < dest.len() {
+            self.after.fill(&mut dest[from_recording..]);
             self.tape.overran(self.what);
         }
+        self.next += dest.len();
         Ok(())
     }
 }
@@ -823,19 +787,18 @@ mod tests {
             insecure: vec![],
             insecure_seed: Some(7),
         });
-        let wall = PlayedWall {
-            tape: tape.clone(),
-            values: vec![5_000_000_001],
-            next: AtomicUsize::new(0),
-        };
-        assert_eq!(wall.now(), Duration::new(5, 1));
-        assert_eq!(wall.now(), Duration::new(5, 1_001));
-        let mono = PlayedMonotonic {
-            tape: tape.clone(),
-            values: vec![10, 20],
-            next: AtomicUsize::new(0),
-        };
-        assert_eq!((mono.now(), mono.now(), mono.now()), (10, 20, 1_020));
+        let wall = PlayedClock::new(tape.clone(), vec![5_000_000_001], "the wall clock");
+        assert_eq!(HostWallClock::now(&wall), Duration::new(5, 1));
+        assert_eq!(HostWallClock::now(&wall), Duration::new(5, 1_001));
+        let mono = PlayedClock::new(tape.clone(), vec![10, 20], "the monotonic clock");
+        assert_eq!(
+            (
+                HostMonotonicClock::now(&mono),
+                HostMonotonicClock::now(&mono),
+                HostMonotonicClock::now(&mono)
+            ),
+            (10, 20, 1_020)
+        );
         let mut rng = PlayedRng::new(tape.clone(), vec![1, 2, 3], "random");
         let mut again = PlayedRng::new(tape.clone(), vec![1, 2, 3], "random");
         let (mut a, mut b) = ([0u8; 8], [0u8; 8]);

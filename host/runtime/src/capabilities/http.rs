@@ -280,12 +280,12 @@ impl WasiHttpHooks for HttpGate {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let method = request.method().to_string();
+        let uri = request.uri().to_string();
         let taped = self.tape.clone().map(|tape| {
-            let headers = header_pairs(request.headers());
-            let index = tape.request(&method, &request.uri().to_string(), headers);
+            let index = tape.request(&method, &uri, header_pairs(request.headers()));
             (tape, index)
         });
-        let target = match Target::parse(&method, &request.uri().to_string()) {
+        let target = match Target::parse(&method, &uri) {
             Ok(target) => target,
             Err(error) => {
                 let refused = self.deny_unparsed(request.uri(), method, &error);
@@ -480,7 +480,7 @@ fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
 }
 
 /// An error code as wasi:http names it (`HTTP-request-denied`…).
-pub fn error_code_name(code: &HttpError) -> String {
+fn error_code_name(code: &HttpError) -> String {
     let name = match code {
         HttpError::HttpRequestDenied => "HTTP-request-denied",
         HttpError::DestinationIpProhibited => "destination-IP-prohibited",
