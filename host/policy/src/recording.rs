@@ -23,15 +23,14 @@ pub const TRANSCRIPT_FORMAT: &str = "patchbay-transcript/1";
 /// What a redacted value is replaced by.
 pub const REDACTED: &str = "[redacted]";
 
-/// Field names (any case) whose values no transcript holds, whatever the
-/// manifest says.
-pub const ALWAYS_REDACTED: [&str; 12] = [
+/// Field names whose values no transcript holds, whatever the manifest says
+/// (compared as [`Redactor::is_secret_field`] does: `apiKey` is `api_key`).
+pub const ALWAYS_REDACTED: [&str; 11] = [
     "password",
     "passwd",
     "secret",
     "client_secret",
     "api_key",
-    "apikey",
     "access_token",
     "refresh_token",
     "id_token",
@@ -81,7 +80,7 @@ pub const MAX_RECORDED_CONFIG_READS: usize = 1_000;
 pub const MAX_RECORDED_KV_CALLS: usize = 1_000;
 /// Clock readings one transcript keeps, of each clock.
 pub const MAX_RECORDED_CLOCK_READINGS: usize = 10_000;
-/// Random bytes one transcript keeps, of each source.
+/// Random bytes one transcript keeps, of both sources together.
 pub const MAX_RECORDED_RANDOM_BYTES: usize = 64 * 1024;
 
 /// What an operator asks for when turning recording on for a connection.
@@ -148,7 +147,7 @@ impl Recording {
 /// Redacts secret fields: the host's own list and a manifest's.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    /// Lowercase.
+    /// Secret field names, as [`normalized`] writes them.
     fields: Vec<String>,
     /// Lowercase header names.
     headers: Vec<String>,
@@ -178,12 +177,11 @@ impl Redactor {
     /// are one name). A bracketed form key (`metadata[card_number]`) is
     /// judged by its innermost name too.
     pub fn is_secret_field(&self, name: &str) -> bool {
-        let inner = name
-            .rsplit('[')
-            .next()
-            .unwrap_or(name)
-            .trim_end_matches(']');
-        self.fields.contains(&normalized(inner)) || self.fields.contains(&normalized(name))
+        let secret = |name: &str| self.fields.contains(&normalized(name));
+        secret(name)
+            || name
+                .rsplit_once('[')
+                .is_some_and(|(_, inner)| secret(inner.trim_end_matches(']')))
     }
 
     /// Whether a header called `name` carries a secret.
@@ -213,10 +211,15 @@ impl Redactor {
     pub fn form(&self, text: &str) -> String {
         text.split('&')
             .map(|pair| {
-                let (key, _) = pair.split_once('=').unwrap_or((pair, ""));
-                let name = percent_decode(key);
+                let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                let name = url::form_urlencoded::parse(key.as_bytes())
+                    .next()
+                    .map(|(name, _)| name)
+                    .unwrap_or_default();
                 if self.is_secret_field(&name) {
-                    format!("{key}={}", urlencode(REDACTED))
+                    let redacted: String =
+                        url::form_urlencoded::byte_serialize(REDACTED.as_bytes()).collect();
+                    format!("{key}={redacted}")
                 } else {
                     pair.to_owned()
                 }
@@ -397,40 +400,6 @@ fn normalized(name: &str) -> String {
     name.chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
         .collect()
 }
 
@@ -872,6 +841,55 @@ mod tests {
         accented.pop();
         let body = r.body(&accented, None, true);
         assert_eq!(body.body_text.as_deref(), Some("{\"name\": \"Zo"));
+    }
+
+    /// `snake_case` as camelCase.
+    fn camel(name: &str) -> String {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in name.chars() {
+            match c {
+                '_' => upper = true,
+                c if upper => {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_secret_name_in_every_spelling_is_redacted_wherever_it_is_carried() {
+        let r = redactor();
+        let names = ALWAYS_REDACTED
+            .iter()
+            .map(|n| (*n).to_owned())
+            .chain(["card_number".to_owned(), "ssn".to_owned()]);
+        for name in names {
+            let spellings = [
+                name.clone(),
+                camel(&name),
+                name.replace('_', "-"),
+                name.to_uppercase(),
+            ];
+            for spelled in spellings {
+                let secret = "s3cr3t-value";
+                let mut json = serde_json::json!({ "outer": [{ spelled.clone(): secret }] });
+                r.json(&mut json);
+                assert!(!json.to_string().contains(secret), "JSON {spelled}: {json}");
+                let cut = format!("{{\"a\": 1, \"{spelled}\": \"{secret}\", \"b\": [");
+                let text = r.body(cut.as_bytes(), None, true).body_text.expect("text");
+                assert!(!text.contains(secret), "cut JSON {spelled}: {text}");
+                let form = format!("a=1&{spelled}={secret}&meta%5B{spelled}%5D={secret}");
+                assert!(!r.form(&form).contains(secret), "form {spelled}");
+                let url = format!("https://x.test/p?{spelled}={secret}#f");
+                assert!(!r.url(&url).contains(secret), "query {spelled}");
+                let kv = KvValue::of(format!("{{\"{spelled}\": \"{secret}\"}}").as_bytes(), &r);
+                assert!(!format!("{kv:?}").contains(secret), "KV {spelled}");
+            }
+        }
     }
 
     #[test]

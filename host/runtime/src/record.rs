@@ -748,6 +748,53 @@ mod tests {
     }
 
     #[test]
+    fn every_count_bound_keeps_its_number_and_counts_the_rest() {
+        let tape = Tape::recording(Redactor::new(&[], []));
+        for ns in 0..(MAX_RECORDED_CLOCK_READINGS + 5) as u64 {
+            tape.clock_read(true, ns);
+            tape.clock_read(false, ns);
+        }
+        for _ in 0..MAX_RECORDED_KV_CALLS + 5 {
+            tape.kv(KvCall {
+                op: "get".into(),
+                key: "k".into(),
+                value: None,
+                ttl_ms: None,
+                delta: None,
+                result: serde_json::Value::Null,
+                error: None,
+            });
+        }
+        for _ in 0..MAX_RECORDED_CONFIG_READS + 5 {
+            tape.config_read("base_url", Some("https://x.test"));
+        }
+        tape.random_given(true, &vec![1; MAX_RECORDED_RANDOM_BYTES]);
+        tape.random_given(false, &[2; 5]);
+        let calls = tape.take();
+        assert_eq!(calls.clocks.wall_ns.len(), MAX_RECORDED_CLOCK_READINGS);
+        assert_eq!(calls.clocks.monotonic_ns.len(), MAX_RECORDED_CLOCK_READINGS);
+        assert_eq!(calls.kv.len(), MAX_RECORDED_KV_CALLS);
+        assert_eq!(calls.config_reads.len(), MAX_RECORDED_CONFIG_READS);
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secure = b64.decode(&calls.random.secure).expect("base64");
+        assert_eq!(secure.len(), MAX_RECORDED_RANDOM_BYTES);
+        assert_eq!(calls.random.insecure, "", "both sources share the bound");
+        for counted in [
+            "10 clock readings",
+            "5 KV calls",
+            "5 settings reads",
+            "5 random bytes",
+        ] {
+            assert!(
+                calls.truncated.iter().any(|t| t.starts_with(counted)),
+                "{counted}: {:?}",
+                calls.truncated
+            );
+        }
+    }
+
+    #[test]
     fn requests_past_the_bound_are_counted_and_long_keys_cut() {
         let tape = Tape::recording(Redactor::new(&[], []));
         for i in 0..MAX_RECORDED_EXCHANGES + 10 {
