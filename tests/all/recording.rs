@@ -39,6 +39,13 @@ async fn create_ticket(api: &str, key: &str) -> Value {
     response.json().await.expect("json")
 }
 
+/// `patchbay ARGS` against the API at `api` with `token`.
+async fn cli(api: &str, token: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = patchbay(args);
+    cmd.env("PATCHBAY_SERVER", api).env("PATCHBAY_TOKEN", token);
+    run(cmd).await
+}
+
 /// `plugin replay FILE --plugin DIR --format json [extra]`: whether it
 /// exited 0, and its JSON.
 async fn replay(file: &Path, dir: &Path, extra: &[&str]) -> (bool, Value) {
@@ -134,19 +141,21 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
             .contains("max_invocations"),
         "{body}"
     );
-    let mut cli = patchbay(&[
-        "connection",
-        "record",
-        "acme",
-        "desk",
-        "--max-invocations",
-        "2",
-        "--for-minutes",
-        "10",
-    ]);
-    cli.env("PATCHBAY_SERVER", &api)
-        .env("PATCHBAY_TOKEN", patchbay_tests::OPERATOR_TOKEN);
-    let out = run(cli).await;
+    let out = cli(
+        &api,
+        patchbay_tests::OPERATOR_TOKEN,
+        &[
+            "connection",
+            "record",
+            "acme",
+            "desk",
+            "--max-invocations",
+            "2",
+            "--for-minutes",
+            "10",
+        ],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(body["active"], true, "{body}");
@@ -174,20 +183,19 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
     )
     .await;
     assert_eq!(status, 200, "{listed}");
-    let mut cli = patchbay(&["connection", "transcripts", "acme", "desk"]);
-    cli.env("PATCHBAY_SERVER", &api)
-        .env("PATCHBAY_TOKEN", &token);
-    let out = run(cli).await;
+    let out = cli(&api, &token, &["connection", "transcripts", "acme", "desk"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).expect("JSON"),
         listed
     );
     // Stopping is the operator's too; the CLI says why it is refused.
-    let mut cli = patchbay(&["connection", "stop-recording", "acme", "desk"]);
-    cli.env("PATCHBAY_SERVER", &api)
-        .env("PATCHBAY_TOKEN", &token);
-    let out = run(cli).await;
+    let out = cli(
+        &api,
+        &token,
+        &["connection", "stop-recording", "acme", "desk"],
+    )
+    .await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("operator-only"),
@@ -224,10 +232,12 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
         assert_eq!(response.status(), 200);
         let raw = response.text().await.expect("text");
         // The CLI gets the same transcript, with the workspace's token.
-        let mut cli = patchbay(&["connection", "transcript", "acme", "desk", id]);
-        cli.env("PATCHBAY_SERVER", &api)
-            .env("PATCHBAY_TOKEN", &token);
-        let out = run(cli).await;
+        let out = cli(
+            &api,
+            &token,
+            &["connection", "transcript", "acme", "desk", id],
+        )
+        .await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         let via_cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
         assert_eq!(via_cli, serde_json::from_str::<Value>(&raw).expect("json"));
@@ -345,6 +355,39 @@ async fn a_recorded_call_replays_offline_to_the_same_outcome_and_becomes_a_fixtu
     assert_eq!((status, &deleted["deleted"]), (200, &json!(2)), "{deleted}");
     let (_, shown) = operator_call(&api, "GET", &recording, None).await;
     assert_eq!(shown["transcripts"], 0, "{shown}");
+    let (status, _) = operator_call(&api, "DELETE", &recording, None).await;
+    assert_eq!(status, 204, "the operator stops a recording");
+    let (status, body) = operator_call(&api, "DELETE", &recording, None).await;
+    assert_eq!(status, 404, "{body}");
+
+    let again = json!({ "max_invocations": 5, "for_minutes": 10 });
+    let (status, _) = operator_call(&api, "PUT", &recording, Some(again)).await;
+    assert_eq!(status, 200);
+    // Served from KV: the upstream is gone by now.
+    create_ticket(&api, "evt-9").await;
+    let (_, shown) = operator_call(&api, "GET", &recording, None).await;
+    assert_eq!(shown["transcripts"], 1, "{shown}");
+    let (status, _) = operator_call(&api, "DELETE", CONNECTION, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = operator_call(
+        &api,
+        "PUT",
+        CONNECTION,
+        Some(
+            json!({ "plugin": "zendesk", "config": { "base_url": "http://127.0.0.1:9" },
+            "grants": { "approve_all_requested": true } }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, shown) = operator_call(&api, "GET", &recording, None).await;
+    assert_eq!(
+        (&shown["active"], &shown["transcripts"]),
+        (&json!(false), &json!(0)),
+        "a connection made anew under the name inherits nothing: {shown}"
+    );
+    let (_, listed) = operator_call(&api, "GET", &format!("{CONNECTION}/transcripts"), None).await;
+    assert_eq!(listed["transcripts"], json!([]), "{listed}");
 }
 
 /// The probe's manifest and component in a directory of their own.

@@ -368,9 +368,23 @@ fn dead_key(workspace: &str, at_ms: u64, id: u64) -> Vec<u8> {
     key
 }
 
+/// Run `body` as one transaction of `backend` (again after a conflict) and
+/// hand back what its last run returned.
+pub(crate) fn transact<T>(
+    backend: &dyn OutboxBackend,
+    mut body: impl FnMut(&dyn Tx) -> Result<T, TxError>,
+) -> Result<T, StorageError> {
+    let mut out = None;
+    backend.transact(&mut |tx| {
+        out = Some(body(tx)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| StorageError::Backend("a transaction ended without a result".into()))
+}
+
 /// The smallest key greater than every key that starts with `prefix`
 /// (empty: no upper bound).
-fn after_prefix(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn after_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
@@ -592,16 +606,9 @@ impl Outbox {
     /// what its last run returned.
     fn transact<T>(
         &self,
-        mut body: impl FnMut(&dyn Tx) -> Result<T, TxError>,
+        body: impl FnMut(&dyn Tx) -> Result<T, TxError>,
     ) -> Result<T, StorageError> {
-        let mut out = None;
-        self.backend.transact(&mut |tx| {
-            out = Some(body(tx)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| {
-            StorageError::Backend("outbox: a transaction ended without a result".into())
-        })
+        transact(&*self.backend, body)
     }
 
     /// Remove `keys` from `tree` in one transaction.

@@ -82,10 +82,10 @@ fn transcript_key(scope: &Scope, part: u8, id: &str) -> Vec<u8> {
     key
 }
 
-fn range_of(mut prefix: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-    let from = prefix.clone();
-    prefix.push(0xff);
-    (from, prefix)
+/// The keys starting with `prefix`: from it, to the first key past them.
+fn range_of(prefix: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let to = crate::outbox::after_prefix(&prefix);
+    (prefix, to)
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
@@ -104,7 +104,8 @@ impl Recordings {
         let mut on = HashSet::new();
         let mut from = Vec::new();
         loop {
-            let batch = backend.scan(Tree::Recordings, &from, &[0xff; 9], 1_000)?;
+            // Every key: a scope's prefix starts with a 4-byte length.
+            let batch = backend.scan(Tree::Recordings, &from, &[0xff; 5], 1_000)?;
             let last = batch.last().map(|(k, _)| k.clone());
             for (key, value) in &batch {
                 let state: RecordingState = parse(value)?;
@@ -136,14 +137,9 @@ impl Recordings {
 
     fn transact<T>(
         &self,
-        mut body: impl FnMut(&dyn crate::outbox::Tx) -> Result<T, TxError>,
+        body: impl FnMut(&dyn crate::outbox::Tx) -> Result<T, TxError>,
     ) -> Result<T, StorageError> {
-        let mut out = None;
-        self.backend.transact(&mut |tx| {
-            out = Some(body(tx)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| StorageError::Backend("recordings: a transaction ended empty".into()))
+        crate::outbox::transact(&*self.backend, body)
     }
 
     fn mark(&self, scope: &Scope, on: bool) {

@@ -216,18 +216,27 @@ impl Tenancy {
         };
         // A connection deleted (or deleted and made anew) while the call ran
         // keeps nothing: its data went with it.
-        let same = self
-            .store
-            .get_connection(&bound.connection.workspace, &bound.connection.name)
-            .ok()
-            .flatten()
-            .is_some_and(|now| now.created_at_ms == bound.connection.created_at_ms);
-        if !same {
-            return;
-        }
-        let (recordings, scope) = (self.recordings.clone(), bound.connection.scope());
-        let (id, started) = (outcome.invocation_id.clone(), taping.recording_started);
-        let saved = blocking(move || recordings.save(&scope, started, &id, &summary, &text));
+        let (store, recordings) = (self.store.clone(), self.recordings.clone());
+        let connection = &bound.connection;
+        let (workspace, name, created) = (
+            connection.workspace.clone(),
+            connection.name.clone(),
+            connection.created_at_ms,
+        );
+        let (scope, id, started) = (
+            connection.scope(),
+            outcome.invocation_id.clone(),
+            taping.recording_started,
+        );
+        let saved = blocking(move || {
+            let same = store
+                .get_connection(&workspace, &name)?
+                .is_some_and(|now| now.created_at_ms == created);
+            if !same {
+                return Ok(false);
+            }
+            recordings.save(&scope, started, &id, &summary, &text)
+        });
         if let Err(e) = saved.await {
             tracing::warn!(target: "patchbay::recording", error = %e,
                 invocation_id = %outcome.invocation_id, "a transcript could not be kept");

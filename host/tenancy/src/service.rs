@@ -203,15 +203,21 @@ pub struct Tenancy {
 
 impl Tenancy {
     /// Create workspace `id` (a slug), empty; refused if it exists. Audit
-    /// records left under the id by an unfinished deletion are removed first.
+    /// records and transcripts left under the id by an unfinished deletion
+    /// are removed first.
     pub async fn create_workspace(&self, id: &str) -> Result<Workspace, TenancyError> {
         check_name("workspace", id)?;
         if self.store.get_workspace(id)?.is_some() {
             return Err(TenancyError::WorkspaceExists(id.to_owned()));
         }
         // A crash part-way through deleting a workspace of this id may have
-        // left audit records: a new workspace never inherits them.
+        // left audit records and transcripts: a new workspace never
+        // inherits them.
         self.audit.remove_workspace(id).await?;
+        let (recordings, workspace) = (self.recordings.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || recordings.remove_workspace(&workspace))
+            .await
+            .map_err(|e| TenancyError::Storage(e.to_string()))??;
         let workspace = Workspace {
             id: id.to_owned(),
             created_at_ms: (self.clock)(),
@@ -255,11 +261,6 @@ impl Tenancy {
             self.remove_connection_data(connection).await?;
         }
         self.audit.remove_workspace(id).await?;
-        let recordings = self.recordings.clone();
-        let id = id.to_owned();
-        tokio::task::spawn_blocking(move || recordings.remove_workspace(&id))
-            .await
-            .map_err(|e| TenancyError::Storage(e.to_string()))??;
         Ok(())
     }
 

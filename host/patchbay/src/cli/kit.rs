@@ -338,9 +338,10 @@ struct Setup {
 }
 
 /// Install the plugin directory `dir` in a scratch data directory whose
-/// requests are answered by a replay; `None` (with the failing check in
+/// requests are answered by a replay; `Err` with the report when it does
+/// not install (the failing check in
 /// `checks`) when it does not install.
-async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Setup>> {
+async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Result<Setup, Report>> {
     let manifest_path = dir.join("plugin.toml");
     let manifest_text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
@@ -366,7 +367,11 @@ async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Set
                 "manifest and schemas are valid",
                 vec![e.to_string()],
             ));
-            return Ok(None);
+            return Ok(Err(Report::new(
+                "?".into(),
+                "?".into(),
+                std::mem::take(checks),
+            )));
         }
     };
     let data = tempfile::tempdir().context("making a scratch data directory")?;
@@ -410,7 +415,8 @@ async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Set
                 "the package installs (component, operations, schemas)",
                 vec![e.to_string()],
             ));
-            return Ok(None);
+            let (id, version) = (manifest.id.clone(), manifest.version.to_string());
+            return Ok(Err(Report::new(id, version, std::mem::take(checks))));
         }
     }
     replay.ignore_query_params(
@@ -421,7 +427,7 @@ async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Set
             .filter_map(|c| c.param.clone())
             .collect(),
     );
-    Ok(Some(Setup {
+    Ok(Ok(Setup {
         _data: data,
         services,
         replay,
@@ -429,46 +435,44 @@ async fn setup(dir: &Path, checks: &mut Vec<Check>) -> anyhow::Result<Option<Set
     }))
 }
 
+impl Setup {
+    /// The kit over this setup, with no case run yet.
+    fn kit(&self) -> Kit<'_> {
+        Kit {
+            services: &self.services,
+            replay: &self.replay,
+            manifest: &self.manifest,
+            runs: 0,
+            used: Vec::new(),
+        }
+    }
+
+    fn report(&self, checks: Vec<Check>) -> Report {
+        let (id, version) = (self.manifest.id.clone(), self.manifest.version.to_string());
+        Report::new(id, version, checks)
+    }
+}
+
 /// Run one `fixture` (a replayed transcript's) on the plugin directory `dir`.
 pub(super) async fn run_one(dir: &Path, name: &str, fixture: &Fixture) -> anyhow::Result<Report> {
     let mut checks = Vec::new();
-    let Some(setup) = setup(dir, &mut checks).await? else {
-        return Ok(Report::new("?".into(), "?".into(), checks));
+    let setup = match setup(dir, &mut checks).await? {
+        Ok(setup) => setup,
+        Err(report) => return Ok(report),
     };
-    let mut kit = Kit {
-        services: &setup.services,
-        replay: &setup.replay,
-        manifest: &setup.manifest,
-        runs: 0,
-        used: Vec::new(),
-    };
-    checks.push(kit.case(name, fixture).await);
-    let (id, version) = (
-        setup.manifest.id.clone(),
-        setup.manifest.version.to_string(),
-    );
-    Ok(Report::new(id, version, checks))
+    checks.push(setup.kit().case(name, fixture).await);
+    Ok(setup.report(checks))
 }
 
 /// Run the kit on the plugin directory `dir`.
 pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
     let mut checks = Vec::new();
-    let Some(setup) = setup(dir, &mut checks).await? else {
-        let id = Manifest::parse(&std::fs::read_to_string(dir.join("plugin.toml"))?)
-            .map(|m| (m.id, m.version.to_string()))
-            .unwrap_or_else(|_| ("?".into(), "?".into()));
-        return Ok(Report::new(id.0, id.1, checks));
+    let setup = match setup(dir, &mut checks).await? {
+        Ok(setup) => setup,
+        Err(report) => return Ok(report),
     };
-    let (services, replay, manifest) = (&setup.services, &setup.replay, &setup.manifest);
-    let (id, version) = (manifest.id.clone(), manifest.version.to_string());
     let fixtures = read_fixtures(&dir.join("fixtures"), &mut checks);
-    let mut kit = Kit {
-        services,
-        replay,
-        manifest,
-        runs: 0,
-        used: Vec::new(),
-    };
+    let mut kit = setup.kit();
     for (name, fixture) in &fixtures {
         checks.push(kit.case(name, fixture).await);
         if fixture.output.is_some() && !fixture.exchanges.is_empty() {
@@ -482,7 +486,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
             }
         }
     }
-    for operation in &manifest.operations {
+    for operation in &setup.manifest.operations {
         if !fixtures.iter().any(|(_, f)| f.operation == operation.name) {
             checks.push(check(
                 Status::Warn,
@@ -492,7 +496,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<Report> {
         }
     }
     checks.extend(kit.unused_destinations(&fixtures));
-    Ok(Report::new(id, version, checks))
+    Ok(setup.report(checks))
 }
 
 /// Every `*.json` under `dir`, sorted by name; a file that is not a fixture
